@@ -1,0 +1,8 @@
+//! iCalendar output: the writer, VTIMEZONE generation and rendering of
+//! canonical items into a VCALENDAR.
+
+pub mod render;
+pub mod vtimezone;
+pub mod write;
+
+pub use render::{PRODID, Privacy, RenderOptions, Rendered, Revision, render_calendar};

@@ -1,0 +1,492 @@
+//! Canonical items -> one VCALENDAR.
+//!
+//! Grouping rules (see ARCHITECTURE.md, "Identity"):
+//! - a master (`<uid>_0` with a recurrence) becomes a VEVENT with RRULE; each
+//!   cancelled occurrence of it an EXDATE; each modified occurrence a VEVENT
+//!   with the same UID and RECURRENCE-ID in the form of the master's DTSTART;
+//! - an exception whose master is absent (or not recurring, or deleted) becomes
+//!   a standalone VEVENT whose UID is the Feishu event id `<uid>_<original_time>`
+//!   and which has no RECURRENCE-ID, so every client shows it exactly once;
+//! - deleted events and cancelled occurrences without a master produce nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Datelike;
+use chrono_tz::Tz;
+
+use super::vtimezone::vtimezone;
+use super::write::Component;
+use crate::key::EventKey;
+use crate::map::Warning;
+use crate::model::{
+    CanonicalEvent, Class, CuType, EventTime, Item, PartStat, Party, Role, Status, utc_datetime,
+};
+
+/// How much of each event a feed shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Privacy {
+    /// Everything.
+    #[default]
+    Full,
+    /// Times, summary and status only; private events show as "Busy".
+    Redacted,
+    /// Times and recurrence only; every summary is "Busy".
+    Busy,
+}
+
+impl std::str::FromStr for Privacy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(Privacy::Full),
+            "redacted" => Ok(Privacy::Redacted),
+            "busy" => Ok(Privacy::Busy),
+            other => Err(format!(
+                "privacy {other:?} is not one of \"full\", \"redacted\", \"busy\""
+            )),
+        }
+    }
+}
+
+/// What a sink remembers about an event it wrote: RFC 5545 SEQUENCE and
+/// LAST-MODIFIED, bumped when the event's content hash changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    pub sequence: u32,
+    /// Unix seconds.
+    pub last_modified: i64,
+}
+
+/// Calendar-level settings of one rendering.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// NAME and X-WR-CALNAME.
+    pub name: String,
+    pub privacy: Privacy,
+    /// DTSTAMP of every VEVENT, Unix seconds (a parameter: mapping never reads the clock).
+    pub dtstamp: i64,
+    /// REFRESH-INTERVAL and X-PUBLISHED-TTL in minutes; `None` leaves them out.
+    pub refresh_minutes: Option<u32>,
+    /// X-WR-TIMEZONE; `None` picks the TZID most events start in.
+    pub timezone: Option<String>,
+    /// SEQUENCE / LAST-MODIFIED per event key.
+    pub revisions: HashMap<EventKey, Revision>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            name: "Feishu".to_owned(),
+            privacy: Privacy::Full,
+            dtstamp: 0,
+            refresh_minutes: Some(60),
+            timezone: None,
+            revisions: HashMap::new(),
+        }
+    }
+}
+
+pub const PRODID: &str = "-//feishu-bridge//feishu-bridge//EN";
+const BUSY: &str = "Busy";
+
+fn fmt_utc(at: i64) -> String {
+    utc_datetime(at).format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// Tracks the years each TZID must cover.
+#[derive(Default)]
+struct Zones(BTreeMap<&'static str, (Tz, i32, i32)>);
+
+impl Zones {
+    fn note(&mut self, t: &EventTime) {
+        if let EventTime::Zoned { at, tz } = t {
+            self.note_instant(*tz, *at);
+        }
+    }
+
+    fn note_instant(&mut self, tz: Tz, at: i64) {
+        let year = utc_datetime(at).year();
+        let e = self.0.entry(tz.name()).or_insert((tz, year, year));
+        e.1 = e.1.min(year);
+        e.2 = e.2.max(year);
+    }
+}
+
+fn time_prop(c: &mut Component, key: &str, t: &EventTime, zones: &mut Zones) {
+    zones.note(t);
+    match t {
+        EventTime::Date(d) => {
+            c.raw(key, d.format("%Y%m%d").to_string())
+                .add_parameter("VALUE", "DATE");
+        }
+        EventTime::Utc(at) => {
+            c.raw(key, fmt_utc(*at));
+        }
+        EventTime::Zoned { tz, .. } => {
+            c.raw(key, t.local().format("%Y%m%dT%H%M%S").to_string())
+                .add_parameter("TZID", tz.name());
+        }
+    }
+}
+
+fn duration(minutes: i64) -> String {
+    // Feishu: positive = before the start; iCalendar: negative = before.
+    let sign = if minutes > 0 { "-" } else { "" };
+    let m = minutes.unsigned_abs();
+    if m == 0 {
+        return "PT0S".to_owned();
+    }
+    let (days, rest) = (m / 1440, m % 1440);
+    let (h, mins) = (rest / 60, rest % 60);
+    let mut s = format!("{sign}P");
+    if days > 0 {
+        s.push_str(&format!("{days}D"));
+    }
+    if rest > 0 {
+        s.push('T');
+        if h > 0 {
+            s.push_str(&format!("{h}H"));
+        }
+        if mins > 0 {
+            s.push_str(&format!("{mins}M"));
+        }
+    }
+    s
+}
+
+fn party_prop(c: &mut Component, key: &str, p: &Party, with_details: bool) {
+    let prop = c.raw(key, p.address.clone());
+    if let Some(name) = &p.name {
+        prop.add_parameter("CN", name);
+    }
+    if with_details {
+        prop.add_parameter(
+            "CUTYPE",
+            match p.cutype {
+                CuType::Individual => "INDIVIDUAL",
+                CuType::Group => "GROUP",
+                CuType::Room => "ROOM",
+                CuType::Unknown => "UNKNOWN",
+            },
+        );
+        prop.add_parameter(
+            "PARTSTAT",
+            match p.partstat {
+                PartStat::NeedsAction => "NEEDS-ACTION",
+                PartStat::Accepted => "ACCEPTED",
+                PartStat::Tentative => "TENTATIVE",
+                PartStat::Declined => "DECLINED",
+            },
+        );
+        prop.add_parameter(
+            "ROLE",
+            match p.role {
+                Role::Required => "REQ-PARTICIPANT",
+                Role::Optional => "OPT-PARTICIPANT",
+            },
+        );
+    }
+}
+
+/// The DESCRIPTION shown by clients: the Feishu text plus a meeting line
+/// (most clients show neither CONFERENCE nor URL prominently).
+fn description(ev: &CanonicalEvent) -> String {
+    let mut d = ev.description.trim_end().to_owned();
+    if let Some(conf) = &ev.conference {
+        if !d.is_empty() {
+            d.push_str("\n\n");
+        }
+        d.push_str(&format!("{}: {}", conf.label, conf.uri));
+    }
+    d
+}
+
+struct Vevent<'a> {
+    ev: &'a CanonicalEvent,
+    uid: String,
+    recurrence_id: Option<EventTime>,
+    exdates: Vec<EventTime>,
+}
+
+fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component {
+    let ev = v.ev;
+    let privacy = opts.privacy;
+    let mut c = Component::new("VEVENT");
+    c.text("UID", &v.uid);
+    c.raw("DTSTAMP", fmt_utc(opts.dtstamp));
+    time_prop(&mut c, "DTSTART", &ev.start, zones);
+    time_prop(&mut c, "DTEND", &ev.end, zones);
+    if let Some(rid) = &v.recurrence_id {
+        time_prop(&mut c, "RECURRENCE-ID", rid, zones);
+    }
+    if let Some(rule) = &ev.rrule {
+        c.raw("RRULE", rule.clone());
+    }
+    for ex in &v.exdates {
+        time_prop(&mut c, "EXDATE", ex, zones);
+    }
+    let summary = match privacy {
+        Privacy::Full => ev.summary.as_str(),
+        Privacy::Redacted if ev.class == Some(Class::Private) => BUSY,
+        Privacy::Redacted => ev.summary.as_str(),
+        Privacy::Busy => BUSY,
+    };
+    c.text("SUMMARY", summary);
+    if privacy == Privacy::Full {
+        let desc = description(ev);
+        if !desc.is_empty() {
+            c.text("DESCRIPTION", &desc);
+        }
+        if let Some(loc) = &ev.location {
+            c.text("LOCATION", loc);
+        }
+        if let Some((lat, lon)) = ev.geo {
+            c.raw("GEO", format!("{lat:.6};{lon:.6}"));
+        }
+        if let Some(url) = &ev.url {
+            c.raw("URL", url.clone());
+        }
+        if let Some(conf) = &ev.conference {
+            c.raw("CONFERENCE", conf.uri.clone())
+                .add_parameter("VALUE", "URI")
+                .add_parameter("FEATURE", "VIDEO")
+                .add_parameter("LABEL", &conf.label);
+        }
+    }
+    if privacy != Privacy::Busy {
+        if let Some(status) = ev.status {
+            c.raw(
+                "STATUS",
+                match status {
+                    Status::Confirmed => "CONFIRMED",
+                    Status::Tentative => "TENTATIVE",
+                },
+            );
+        }
+    }
+    if privacy == Privacy::Full {
+        if let Some(class) = ev.class {
+            c.raw(
+                "CLASS",
+                match class {
+                    Class::Public => "PUBLIC",
+                    Class::Private => "PRIVATE",
+                },
+            );
+        }
+    }
+    if ev.transparent {
+        c.raw("TRANSP", "TRANSPARENT");
+    }
+    if privacy == Privacy::Full {
+        if let Some(created) = ev.created {
+            c.raw("CREATED", fmt_utc(created));
+        }
+    }
+    if let Some(rev) = opts.revisions.get(&ev.key) {
+        c.raw("LAST-MODIFIED", fmt_utc(rev.last_modified));
+        c.raw("SEQUENCE", rev.sequence.to_string());
+    }
+    if privacy == Privacy::Full {
+        if let Some(org) = &ev.organizer {
+            party_prop(&mut c, "ORGANIZER", org, false);
+        }
+        for a in &ev.attendees {
+            party_prop(&mut c, "ATTENDEE", a, true);
+        }
+        for &minutes in &ev.alarms {
+            let mut alarm = Component::new("VALARM");
+            alarm.raw("ACTION", "DISPLAY");
+            alarm.text(
+                "DESCRIPTION",
+                if ev.summary.is_empty() {
+                    "Reminder"
+                } else {
+                    &ev.summary
+                },
+            );
+            alarm.raw("TRIGGER", duration(minutes));
+            c.components.push(alarm);
+        }
+    }
+    c
+}
+
+/// A rendered calendar and what could not be represented exactly.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub text: String,
+    pub warnings: Vec<Warning>,
+    /// Number of VEVENT components written.
+    pub vevents: usize,
+}
+
+#[derive(Default)]
+struct Group<'a> {
+    base: Option<&'a Item>,
+    occurrences: BTreeMap<i64, &'a Item>,
+}
+
+/// Renders items into one VCALENDAR. Output is deterministic: events are
+/// ordered by UID then original time, properties in a fixed order.
+pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
+    let mut warnings = Vec::new();
+    let mut groups: BTreeMap<&str, Group<'_>> = BTreeMap::new();
+    for item in items {
+        let key = item.key();
+        let g = groups.entry(key.uid()).or_default();
+        let previous = if key.is_base() {
+            g.base.replace(item)
+        } else {
+            g.occurrences.insert(key.original_time(), item)
+        };
+        if previous.is_some() {
+            warnings.push(Warning {
+                event_id: Some(key.to_string()),
+                message: "appears more than once in the input; the last one is used".to_owned(),
+            });
+        }
+    }
+
+    let mut zones = Zones::default();
+    let mut events = Vec::with_capacity(items.len());
+    let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (uid, g) in &groups {
+        let master = match g.base {
+            Some(Item::Event(ev)) if ev.rrule.is_some() => Some(ev.as_ref()),
+            _ => None,
+        };
+        if let Some(Item::Event(base)) = g.base {
+            let exdates = match master {
+                Some(m) => g
+                    .occurrences
+                    .iter()
+                    .filter(|(_, item)| matches!(item, Item::Cancelled(_)))
+                    .map(|(t, _)| m.start.same_form(*t))
+                    .collect(),
+                None => Vec::new(),
+            };
+            if let Some(ref rule_end) = master.and_then(rule_years) {
+                if let Some(tz) = base.start.tz() {
+                    zones.note_instant(tz, *rule_end);
+                }
+            }
+            events.push(vevent(
+                &Vevent {
+                    ev: base,
+                    uid: (*uid).to_owned(),
+                    recurrence_id: None,
+                    exdates,
+                },
+                opts,
+                &mut zones,
+            ));
+            if let Some(tz) = base.start.tz() {
+                *start_zones.entry(tz.name()).or_default() += 1;
+            }
+        }
+        for (t, item) in &g.occurrences {
+            let Item::Event(ev) = item else { continue };
+            let (uid, recurrence_id) = match master {
+                Some(m) => ((*uid).to_owned(), Some(m.start.same_form(*t))),
+                None => {
+                    warnings.push(Warning {
+                        event_id: Some(ev.key.to_string()),
+                        message: format!(
+                            "exception without its recurring master in the input; \
+                             written as a standalone event with UID {}",
+                            ev.key
+                        ),
+                    });
+                    (ev.key.to_string(), None)
+                }
+            };
+            events.push(vevent(
+                &Vevent {
+                    ev,
+                    uid,
+                    recurrence_id,
+                    exdates: Vec::new(),
+                },
+                opts,
+                &mut zones,
+            ));
+            if let Some(tz) = ev.start.tz() {
+                *start_zones.entry(tz.name()).or_default() += 1;
+            }
+        }
+    }
+
+    let mut cal = Component::new("VCALENDAR");
+    cal.raw("VERSION", "2.0");
+    cal.text("PRODID", PRODID);
+    cal.raw("CALSCALE", "GREGORIAN");
+    cal.raw("METHOD", "PUBLISH");
+    cal.text("NAME", &opts.name);
+    cal.text("X-WR-CALNAME", &opts.name);
+    let main_zone = opts.timezone.clone().or_else(|| {
+        start_zones
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(tz, _)| (*tz).to_owned())
+    });
+    if let Some(tz) = main_zone {
+        cal.text("X-WR-TIMEZONE", &tz);
+    }
+    if let Some(minutes) = opts.refresh_minutes {
+        let d = format!("PT{minutes}M");
+        cal.raw("REFRESH-INTERVAL", d.clone())
+            .add_parameter("VALUE", "DURATION");
+        cal.raw("X-PUBLISHED-TTL", d);
+    }
+    for (tz, from, to) in zones.0.values() {
+        cal.components.push(vtimezone(*tz, *from, *to + 1));
+    }
+    let vevents = events.len();
+    cal.components.extend(events);
+    let mut text = String::with_capacity(vevents * 700 + 2048);
+    cal.write_to(&mut text);
+    Rendered {
+        text,
+        warnings,
+        vevents,
+    }
+}
+
+/// The last instant a master's rule reaches, or a year past its start for
+/// open-ended rules (the VTIMEZONE's last rule is then left open).
+fn rule_years(m: &CanonicalEvent) -> Option<i64> {
+    let rule = m.rrule.as_deref()?;
+    crate::recur::normalize(rule, &m.start)
+        .ok()
+        .and_then(|n| n.bound)
+        .map(|b| b.min(m.start.instant() + 60 * 366 * 86_400))
+        .or(Some(m.start.instant() + 366 * 86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarm_durations() {
+        assert_eq!(duration(15), "-PT15M");
+        assert_eq!(duration(-30), "PT30M");
+        assert_eq!(duration(0), "PT0S");
+        assert_eq!(duration(1440), "-P1D");
+        assert_eq!(duration(1530), "-P1DT1H30M");
+        assert_eq!(duration(-480), "PT8H");
+    }
+
+    #[test]
+    fn privacy_names() {
+        assert_eq!("busy".parse::<Privacy>(), Ok(Privacy::Busy));
+        assert!(
+            "secret"
+                .parse::<Privacy>()
+                .unwrap_err()
+                .contains("\"secret\"")
+        );
+    }
+}

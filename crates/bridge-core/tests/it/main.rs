@@ -1,0 +1,4 @@
+//! Integration tests of bridge-core (one test binary for the crate).
+
+mod golden;
+mod roundtrip;

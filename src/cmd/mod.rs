@@ -1,0 +1,15 @@
+//! One module per subcommand.
+
+pub(crate) mod convert;
+
+/// Prints an error and its causes on stderr, one line.
+#[allow(clippy::print_stderr)]
+pub(crate) fn report_error(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
+}
+
+/// Prints a warning on stderr.
+#[allow(clippy::print_stderr)]
+pub(crate) fn report_warning(w: &dyn std::fmt::Display) {
+    eprintln!("warning: {w}");
+}

@@ -1,0 +1,62 @@
+//! `feishu-bridge`: mirror Feishu / Lark calendars into other calendars.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad input, configuration or usage.
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "feishu-bridge", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info` or `feishu_bridge=debug`.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert a Feishu list-events response (or a JSON array of events) to one VCALENDAR on stdout.
+    Convert(cmd::convert::Args),
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(&cli.log);
+    let result = match cli.command {
+        Command::Convert(args) => cmd::convert::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            cmd::report_error(&e);
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests: the real `feishu-bridge` binary (one test binary).
+
+mod convert;
