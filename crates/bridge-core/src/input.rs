@@ -1,6 +1,8 @@
 //! Reading a Feishu list-events response or a bare JSON array of events, as
 //! `convert` does: one malformed event never loses the others.
 
+use serde_json::value::RawValue;
+
 use crate::feishu::Event;
 use crate::map::MapError;
 
@@ -40,15 +42,36 @@ fn json_error(e: &serde_json::Error) -> InputError {
     }
 }
 
-/// Parses `text`: `{"code":0,"data":{"items":[...]}}` or `[...]`.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    code: Option<&'a RawValue>,
+    #[serde(default)]
+    msg: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct Data<'a> {
+    #[serde(default, borrow)]
+    items: Option<&'a RawValue>,
+}
+
+/// Parses `text`: `{"code":0,"data":{"items":[...]}}` or `[...]`. Items are
+/// kept raw until each is read on its own, so one bad item costs only itself.
 pub fn parse_events(text: &str) -> Result<Input, InputError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-    let items = match value {
-        serde_json::Value::Array(items) => items,
-        serde_json::Value::Object(mut obj) => {
-            let code = match obj.get("code") {
-                Some(c) => c.as_i64().ok_or_else(|| {
-                    InputError::Shape(format!("\"code\" must be an integer, found {c}"))
+    // The items are validated (as raw JSON) in this one pass, so syntax
+    // errors anywhere carry their line and column in `text`.
+    let top = text;
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    let items: Vec<&RawValue> = match first {
+        Some(b'[') => serde_json::from_str(top).map_err(|e| json_error(&e))?,
+        Some(b'{') => {
+            let env: Envelope<'_> = serde_json::from_str(top).map_err(|e| json_error(&e))?;
+            let code = match env.code {
+                Some(c) => c.get().parse::<i64>().map_err(|_| {
+                    InputError::Shape(format!("\"code\" must be an integer, found {}", c.get()))
                 })?,
                 None => {
                     return Err(InputError::Shape(
@@ -59,46 +82,58 @@ pub fn parse_events(text: &str) -> Result<Input, InputError> {
                 }
             };
             if code != 0 {
-                let msg = obj
-                    .get("msg")
+                let msg = env
+                    .msg
+                    .as_ref()
                     .and_then(|m| m.as_str())
                     .unwrap_or("")
                     .to_owned();
                 return Err(InputError::Feishu { code, msg });
             }
-            match obj
-                .remove("data")
-                .and_then(|mut d| d.get_mut("items").map(std::mem::take))
-            {
-                Some(serde_json::Value::Array(items)) => items,
-                Some(serde_json::Value::Null) | None => Vec::new(),
-                Some(other) => {
-                    return Err(InputError::Shape(format!(
+            let data = match env.data {
+                Some(d) if d.get() != "null" => serde_json::from_str::<Data<'_>>(d.get())
+                    .map_err(|e| InputError::Shape(format!("\"data\" must be an object: {e}")))?,
+                _ => Data { items: None },
+            };
+            match data.items {
+                None => Vec::new(),
+                Some(raw) if raw.get() == "null" => Vec::new(),
+                Some(raw) => serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_err(|_| {
+                    let v: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
+                    InputError::Shape(format!(
                         "\"data.items\" must be an array, found {}",
-                        kind(&other)
-                    )));
-                }
+                        kind(&v)
+                    ))
+                })?,
             }
         }
-        other => {
+        _ => {
+            let v: serde_json::Value = serde_json::from_str(top).map_err(|e| json_error(&e))?;
             return Err(InputError::Shape(format!(
                 "expected a Feishu response object or a JSON array of events, found {}",
-                kind(&other)
+                kind(&v)
             )));
         }
     };
     let mut out = Input::default();
+    out.events.reserve(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let id = item
-            .get("event_id")
-            .and_then(|v| v.as_str())
-            .map_or_else(|| format!("<item {i}>"), str::to_owned);
-        match serde_json::from_value::<Event>(item) {
+        match serde_json::from_str::<Event>(item.get()) {
             Ok(ev) => out.events.push(ev),
-            Err(e) => out.errors.push(MapError {
-                event_id: id,
-                reason: format!("not a Feishu event object: {e}"),
-            }),
+            Err(e) => {
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    event_id: Option<String>,
+                }
+                let id = serde_json::from_str::<Id>(item.get())
+                    .ok()
+                    .and_then(|x| x.event_id)
+                    .unwrap_or_else(|| format!("<item {i}>"));
+                out.errors.push(MapError {
+                    event_id: id,
+                    reason: format!("not a Feishu event object: {e}"),
+                });
+            }
         }
     }
     Ok(out)

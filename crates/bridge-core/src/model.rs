@@ -2,7 +2,7 @@
 //! any privacy profile or grouping into VEVENTs. It is what the content hash
 //! covers and what every sink renders from.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 
 use crate::key::EventKey;
@@ -64,6 +64,50 @@ impl EventTime {
     pub fn is_date(&self) -> bool {
         matches!(self, EventTime::Date(_))
     }
+}
+
+/// `YYYYMMDD` (iCalendar DATE).
+pub fn ical_date(d: NaiveDate) -> String {
+    let mut s = String::with_capacity(8);
+    push_date(&mut s, d);
+    s
+}
+
+/// `YYYYMMDDTHHMMSS` (local DATE-TIME), or with a `Z` suffix when `utc`.
+pub fn ical_datetime(dt: NaiveDateTime, utc: bool) -> String {
+    let mut s = String::with_capacity(16);
+    push_date(&mut s, dt.date());
+    s.push('T');
+    push_2(&mut s, dt.hour());
+    push_2(&mut s, dt.minute());
+    push_2(&mut s, dt.second());
+    if utc {
+        s.push('Z');
+    }
+    s
+}
+
+/// `YYYYMMDDTHHMMSSZ` for Unix seconds.
+pub fn ical_utc(at: i64) -> String {
+    ical_datetime(utc_datetime(at), true)
+}
+
+fn push_date(s: &mut String, d: NaiveDate) {
+    let y = d.year();
+    if (0..=9999).contains(&y) {
+        let y = y as u32;
+        push_2(s, y / 100);
+        push_2(s, y % 100);
+    } else {
+        s.push_str(&format!("{y:04}"));
+    }
+    push_2(s, d.month());
+    push_2(s, d.day());
+}
+
+fn push_2(s: &mut String, n: u32) {
+    s.push(char::from(b'0' + (n / 10 % 10) as u8));
+    s.push(char::from(b'0' + (n % 10) as u8));
 }
 
 pub(crate) fn utc_datetime(at: i64) -> NaiveDateTime {

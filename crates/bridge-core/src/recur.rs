@@ -7,7 +7,7 @@
 
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 
-use crate::model::{EventTime, utc_date, utc_datetime};
+use crate::model::{EventTime, ical_date, ical_utc, utc_date};
 
 const FREQS: [&str; 7] = [
     "SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY",
@@ -155,7 +155,7 @@ pub fn normalize(rule: &str, start: &EventTime) -> Result<Normalized, String> {
                     Until::Local(l) => l.date(),
                     Until::Utc(at) => utc_date(at),
                 };
-                *value = date.format("%Y%m%d").to_string();
+                *value = ical_date(date);
                 bound = Some(EventTime::Date(date).instant() + 86_400);
             }
             _ => {
@@ -166,7 +166,7 @@ pub fn normalize(rule: &str, start: &EventTime) -> Result<Normalized, String> {
                         local_to_utc(d.and_hms_opt(23, 59, 59).unwrap_or_default(), start)
                     }
                 };
-                *value = utc_datetime(at).format("%Y%m%dT%H%M%SZ").to_string();
+                *value = ical_utc(at);
                 bound = Some(at);
             }
         }

@@ -91,7 +91,7 @@ pub const PRODID: &str = "-//feishu-bridge//feishu-bridge//EN";
 const BUSY: &str = "Busy";
 
 fn fmt_utc(at: i64) -> String {
-    utc_datetime(at).format("%Y%m%dT%H%M%SZ").to_string()
+    crate::model::ical_utc(at)
 }
 
 /// Tracks the years each TZID must cover.
@@ -117,14 +117,14 @@ fn time_prop(c: &mut Component, key: &str, t: &EventTime, zones: &mut Zones) {
     zones.note(t);
     match t {
         EventTime::Date(d) => {
-            c.raw(key, d.format("%Y%m%d").to_string())
+            c.raw(key, crate::model::ical_date(*d))
                 .add_parameter("VALUE", "DATE");
         }
         EventTime::Utc(at) => {
             c.raw(key, fmt_utc(*at));
         }
         EventTime::Zoned { tz, .. } => {
-            c.raw(key, t.local().format("%Y%m%dT%H%M%S").to_string())
+            c.raw(key, crate::model::ical_datetime(t.local(), false))
                 .add_parameter("TZID", tz.name());
         }
     }
@@ -350,7 +350,10 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
     }
 
     let mut zones = Zones::default();
-    let mut events = Vec::with_capacity(items.len());
+    // VEVENTs are written as they are built (and dropped), into `body`; the
+    // header and the VTIMEZONEs, known only at the end, go in front.
+    let mut body = String::with_capacity(items.len() * 700);
+    let mut vevents = 0usize;
     let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (uid, g) in &groups {
         let master = match g.base {
@@ -372,7 +375,8 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
                     zones.note_instant(tz, *rule_end);
                 }
             }
-            events.push(vevent(
+            vevents += 1;
+            vevent(
                 &Vevent {
                     ev: base,
                     uid: (*uid).to_owned(),
@@ -381,7 +385,8 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
                 },
                 opts,
                 &mut zones,
-            ));
+            )
+            .write_to(&mut body);
             if let Some(tz) = base.start.tz() {
                 *start_zones.entry(tz.name()).or_default() += 1;
             }
@@ -402,7 +407,8 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
                     (ev.key.to_string(), None)
                 }
             };
-            events.push(vevent(
+            vevents += 1;
+            vevent(
                 &Vevent {
                     ev,
                     uid,
@@ -411,7 +417,8 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
                 },
                 opts,
                 &mut zones,
-            ));
+            )
+            .write_to(&mut body);
             if let Some(tz) = ev.start.tz() {
                 *start_zones.entry(tz.name()).or_default() += 1;
             }
@@ -443,10 +450,11 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
     for (tz, from, to) in zones.0.values() {
         cal.components.push(vtimezone(*tz, *from, *to + 1));
     }
-    let vevents = events.len();
-    cal.components.extend(events);
-    let mut text = String::with_capacity(vevents * 700 + 2048);
+    let mut text = String::with_capacity(body.len() + 8192);
     cal.write_to(&mut text);
+    // Splice the events in before END:VCALENDAR.
+    let end = text.len() - "END:VCALENDAR\r\n".len();
+    text.insert_str(end, &body);
     Rendered {
         text,
         warnings,

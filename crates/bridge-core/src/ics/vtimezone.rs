@@ -176,7 +176,7 @@ fn format_offset(secs: i32) -> String {
 }
 
 fn format_local(dt: NaiveDateTime) -> String {
-    dt.format("%Y%m%dT%H%M%S").to_string()
+    crate::model::ical_datetime(dt, false)
 }
 
 fn weekday_code(w: Weekday) -> &'static str {

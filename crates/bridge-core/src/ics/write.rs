@@ -43,14 +43,23 @@ impl Component {
 
     /// Serializes the component with CRLF line ends and folding.
     pub fn write_to(&self, out: &mut String) {
-        write_line(out, &format!("BEGIN:{}", self.name));
+        let mut line = String::with_capacity(128);
+        self.write_with(out, &mut line);
+    }
+
+    fn write_with(&self, out: &mut String, line: &mut String) {
+        out.push_str("BEGIN:");
+        out.push_str(self.name);
+        out.push_str("\r\n");
         for p in &self.properties {
-            write_property(out, p);
+            write_property(out, line, p);
         }
         for c in &self.components {
-            c.write_to(out);
+            c.write_with(out, line);
         }
-        write_line(out, &format!("END:{}", self.name));
+        out.push_str("END:");
+        out.push_str(self.name);
+        out.push_str("\r\n");
     }
 
     /// The serialized component.
@@ -108,33 +117,40 @@ pub fn unescape_text(input: &str) -> String {
 /// represented (RFC 5545 §3.1 `QSAFE-CHAR`) and are replaced; values containing
 /// `:` `;` `,` are quoted.
 pub fn param_value(input: &str) -> String {
-    let clean: String = input
-        .chars()
-        .map(|c| match c {
+    let mut s = String::with_capacity(input.len() + 2);
+    push_param_value(&mut s, input);
+    s
+}
+
+fn push_param_value(out: &mut String, input: &str) {
+    let quote = input.contains([':', ';', ',']);
+    if quote {
+        out.push('"');
+    }
+    for c in input.chars() {
+        out.push(match c {
             '"' => '\'',
             c if c.is_control() => ' ',
             c => c,
-        })
-        .collect();
-    if clean.contains([':', ';', ',']) {
-        format!("\"{clean}\"")
-    } else {
-        clean
+        });
+    }
+    if quote {
+        out.push('"');
     }
 }
 
-fn write_property(out: &mut String, p: &Property) {
-    let mut line = String::with_capacity(p.key().len() + p.value().len() + 32);
+fn write_property(out: &mut String, line: &mut String, p: &Property) {
+    line.clear();
     line.push_str(p.key());
     for param in p.params().values() {
         line.push(';');
         line.push_str(param.key());
         line.push('=');
-        line.push_str(&param_value(param.value()));
+        push_param_value(line, param.value());
     }
     line.push(':');
     line.push_str(p.value());
-    write_line(out, &line);
+    write_line(out, line);
 }
 
 /// Appends one content line folded at [`LINE_LIMIT`] octets, never inside a
