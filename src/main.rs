@@ -1,6 +1,7 @@
 //! `feishu-bridge`: mirror Feishu / Lark calendars into other calendars.
 
 mod cmd;
+mod config;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,20 @@ struct Cli {
 enum Command {
     /// Convert a Feishu list-events response (or a JSON array of events) to one VCALENDAR on stdout.
     Convert(cmd::convert::Args),
+    /// Authorize a user account (code flow with PKCE through a loopback redirect).
+    Auth(cmd::auth::Args),
+    /// Ask Feishu to push change events for the configured calendars (user token).
+    Subscribe(cmd::subscribe::Args),
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?
+        .block_on(f)
 }
 
 fn init_tracing(filter: &str) {
@@ -51,6 +66,8 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Auth(args) => block_on(cmd::auth::run(args)),
+        Command::Subscribe(args) => block_on(cmd::subscribe::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub(crate) mod auth;
 pub(crate) mod convert;
+pub(crate) mod subscribe;
 
 /// Prints an error and its causes on stderr, one line.
 #[allow(clippy::print_stderr)]

@@ -37,7 +37,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
     }
 }
 
@@ -83,7 +87,9 @@ impl TenantToken {
         }
         let endpoint = "POST /open-apis/auth/v3/tenant_access_token/internal";
         let resp = http
-            .post(format!("{base}/open-apis/auth/v3/tenant_access_token/internal"))
+            .post(format!(
+                "{base}/open-apis/auth/v3/tenant_access_token/internal"
+            ))
             .json(&serde_json::json!({"app_id": app_id, "app_secret": app_secret.expose()}))
             .send()
             .await
@@ -224,8 +230,8 @@ impl TokenStore for FileTokenStore {
 
     async fn save(&self, tokens: &UserTokens) -> Result<(), FeishuError> {
         let path = self.path.clone();
-        let bytes =
-            serde_json::to_vec_pretty(tokens).map_err(|e| FeishuError::TokenStore(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(tokens)
+            .map_err(|e| FeishuError::TokenStore(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
             write_private(&path, &bytes).map_err(|e| {
                 FeishuError::TokenStore(format!("cannot write {}: {e}", path.display()))
@@ -486,7 +492,10 @@ mod tests {
             scope: "calendar:calendar".into(),
         };
         let shown = format!("{t:?}");
-        assert!(!shown.contains("u-abc") && !shown.contains("ur-def"), "{shown}");
+        assert!(
+            !shown.contains("u-abc") && !shown.contains("ur-def"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -497,7 +506,10 @@ mod tests {
             app_id: "cli_a".into(),
             app_secret: Secret::new("s"),
         };
-        let a = app.authorize("http://127.0.0.1:9/callback", &["calendar:calendar:readonly"]);
+        let a = app.authorize(
+            "http://127.0.0.1:9/callback",
+            &["calendar:calendar:readonly"],
+        );
         let url = url::Url::parse(&a.url).unwrap();
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(q["client_id"], "cli_a");
@@ -525,9 +537,77 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Serves the loopback redirect once: waits for
+/// `GET /callback?code=…&state=…` on `listener`, checks `state`, answers the
+/// browser with a short page and returns the code.
+pub async fn receive_redirect(
+    listener: tokio::net::TcpListener,
+    expected_state: &str,
+    timeout: Duration,
+) -> Result<String, FeishuError> {
+    use axum::extract::Query;
+    use axum::response::Html;
+    use std::collections::HashMap;
+
+    type Outcome = Result<String, String>;
+    let (tx, rx) = tokio::sync::oneshot::channel::<Outcome>();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let expected = expected_state.to_owned();
+    let handler = move |Query(q): Query<HashMap<String, String>>| {
+        let tx = tx.clone();
+        let expected = expected.clone();
+        async move {
+            let outcome: Outcome = match (q.get("code"), q.get("state"), q.get("error")) {
+                (_, _, Some(err)) => Err(format!("authorization refused: {err}")),
+                (Some(code), Some(state), None) if *state == expected => Ok(code.clone()),
+                (Some(_), _, None) => {
+                    Err("the redirect's state does not match; ignored".to_owned())
+                }
+                _ => Err("the redirect has no code".to_owned()),
+            };
+            let page = match &outcome {
+                Ok(_) => "feishu-bridge: authorized. You can close this window.".to_owned(),
+                Err(e) => format!("feishu-bridge: {e}"),
+            };
+            if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(outcome);
+            }
+            Html(format!(
+                "<!doctype html><title>feishu-bridge</title><p>{page}</p>"
+            ))
+        }
+    };
+    let app = axum::Router::new().route("/callback", axum::routing::get(handler));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    let result = tokio::time::timeout(timeout, rx).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    match result {
+        Err(_) => Err(FeishuError::Config(format!(
+            "no redirect arrived within {} s",
+            timeout.as_secs()
+        ))),
+        Ok(Err(_)) => Err(FeishuError::Config(
+            "the redirect listener stopped".to_owned(),
+        )),
+        Ok(Ok(Ok(code))) => Ok(code),
+        Ok(Ok(Err(e))) => Err(FeishuError::Config(e)),
     }
 }

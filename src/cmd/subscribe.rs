@@ -1,0 +1,117 @@
+//! `feishu-bridge subscribe`: ask Feishu to push change events for the
+//! configured calendars (user identity, as Feishu requires).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bridge_feishu::FeishuError;
+use bridge_feishu::auth::{FileTokenStore, OauthApp, UserAuth};
+use bridge_feishu::client::{ClientConfig, FeishuClient, Identity};
+use bridge_feishu::ratelimit::RateLimits;
+
+use crate::config::{Calendars, Loaded};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value = "feishu-bridge.toml")]
+    config: PathBuf,
+    /// Stop the pushes instead.
+    #[arg(long)]
+    unsubscribe: bool,
+}
+
+/// The Feishu client of a loaded configuration, with the user identity when a
+/// token file exists.
+pub(crate) fn feishu_client(loaded: &Loaded) -> Result<FeishuClient, FeishuError> {
+    let f = &loaded.feishu;
+    let mut cfg = ClientConfig::new(&f.base_url, &f.app_id, f.app_secret.clone());
+    cfg.rate_limits = RateLimits {
+        per_second: loaded.config.feishu.rate_limit_per_second,
+        per_minute: loaded.config.feishu.rate_limit_per_minute,
+    };
+    let user = UserAuth::new(
+        OauthApp {
+            base_url: f.base_url.clone(),
+            accounts_url: f.accounts_url.clone(),
+            app_id: f.app_id.clone(),
+            app_secret: f.app_secret.clone(),
+        },
+        Arc::new(FileTokenStore::new(&f.user_token_file)),
+    );
+    Ok(FeishuClient::new(cfg)?.with_user(Arc::new(user)))
+}
+
+/// The calendar ids the configuration names.
+pub(crate) async fn resolve_calendars(
+    client: &FeishuClient,
+    loaded: &Loaded,
+    identity: Identity,
+) -> Result<Vec<String>, FeishuError> {
+    Ok(match &loaded.config.feishu.calendars {
+        Calendars::List(ids) => ids.clone(),
+        Calendars::Primary => client
+            .primary_calendars(identity)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.calendar_id)
+            .collect(),
+        Calendars::All => client
+            .list_calendars(identity, None)
+            .await?
+            .calendars
+            .into_iter()
+            .filter(|c| c.is_deleted != Some(true))
+            .filter_map(|c| c.calendar_id)
+            .collect(),
+    })
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let loaded = crate::config::load(&args.config)?;
+    let client = feishu_client(&loaded)?;
+    let calendars = resolve_calendars(&client, &loaded, Identity::User).await?;
+    let verb = if args.unsubscribe {
+        "unsubscribed"
+    } else {
+        "subscribed"
+    };
+    let mut failed = 0;
+    for id in &calendars {
+        let r = if args.unsubscribe {
+            client.unsubscribe_events(id).await
+        } else {
+            client.subscribe_events(id).await
+        };
+        match r {
+            Ok(()) => println!("{verb}: event changes of {id}"),
+            Err(e @ (FeishuError::ReauthRequired { .. } | FeishuError::NotAuthorized)) => {
+                return Err(e.into());
+            }
+            Err(e) => {
+                failed += 1;
+                crate::cmd::report_error(&anyhow::Error::new(e).context(format!("calendar {id}")));
+            }
+        }
+    }
+    if loaded.config.feishu.calendars == Calendars::All {
+        let r = if args.unsubscribe {
+            client.unsubscribe_calendar_list().await
+        } else {
+            client.subscribe_calendar_list().await
+        };
+        match r {
+            Ok(()) => println!("{verb}: calendar list changes"),
+            Err(e) => {
+                failed += 1;
+                crate::cmd::report_error(&anyhow::Error::new(e).context("calendar list"));
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

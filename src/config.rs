@@ -1,0 +1,518 @@
+//! The TOML configuration (architecture.md section 6).
+//!
+//! Loading: TOML is parsed, every string gets `${ENV}` interpolation (with the
+//! key path named when a variable is missing), then the typed structs are read
+//! with `deny_unknown_fields`, then [`Config::validate`] reports every semantic
+//! problem at once. Secrets may be given inline or through a `*_file` variant
+//! (the file's content, trimmed); they are redacted in `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bridge_feishu::auth::Secret;
+use serde::Deserialize;
+
+/// Why a configuration cannot be used; each line names its key path.
+#[derive(Debug)]
+pub(crate) struct ConfigError {
+    pub(crate) file: PathBuf,
+    pub(crate) problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration {}:", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    #[serde(default)]
+    pub(crate) store: StoreConfig,
+    pub(crate) feishu: FeishuConfig,
+    #[serde(default)]
+    pub(crate) server: ServerConfig,
+    #[serde(default)]
+    pub(crate) sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreConfig {
+    #[serde(default = "default_store_path")]
+    pub(crate) path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("state/bridge.redb")
+}
+
+/// Which calendars to mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Calendars {
+    /// The app's (or user's) primary calendar.
+    Primary,
+    /// Every calendar the identity can list.
+    All,
+    /// These calendar ids.
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Calendars {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::One(s) if s == "primary" => Ok(Calendars::Primary),
+            Raw::One(s) if s == "all" => Ok(Calendars::All),
+            Raw::One(s) => Err(serde::de::Error::custom(format!(
+                "expected \"primary\", \"all\" or a list of calendar ids, found {s:?}"
+            ))),
+            Raw::Many(v) => Ok(Calendars::List(v)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Delivery {
+    LongConnection,
+    Webhook,
+    Poll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FeishuConfig {
+    #[serde(default = "default_base_url")]
+    pub(crate) base_url: String,
+    /// Browser authorize host; derived from `base_url` when absent.
+    pub(crate) accounts_url: Option<String>,
+    pub(crate) app_id: String,
+    pub(crate) app_secret: Option<Secret>,
+    pub(crate) app_secret_file: Option<PathBuf>,
+    #[serde(default = "default_calendars")]
+    pub(crate) calendars: Calendars,
+    #[serde(default = "default_delivery")]
+    pub(crate) delivery: Delivery,
+    pub(crate) encrypt_key: Option<Secret>,
+    pub(crate) encrypt_key_file: Option<PathBuf>,
+    pub(crate) verification_token: Option<Secret>,
+    pub(crate) verification_token_file: Option<PathBuf>,
+    /// Where the user tokens are kept until the store holds them.
+    pub(crate) user_token_file: Option<PathBuf>,
+    #[serde(default = "default_per_second")]
+    pub(crate) rate_limit_per_second: u32,
+    #[serde(default = "default_per_minute")]
+    pub(crate) rate_limit_per_minute: u32,
+}
+
+fn default_base_url() -> String {
+    bridge_feishu::client::FEISHU_BASE_URL.to_owned()
+}
+fn default_calendars() -> Calendars {
+    Calendars::Primary
+}
+fn default_delivery() -> Delivery {
+    Delivery::LongConnection
+}
+fn default_per_second() -> u32 {
+    50
+}
+fn default_per_minute() -> u32 {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub(crate) listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8787".to_owned()
+}
+
+/// A target. Only `ics` exists so far; `google` and `ews` are added with
+/// their sinks (an unknown kind is refused, naming it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum SinkConfig {
+    Ics(IcsSink),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IcsSink {
+    #[expect(
+        dead_code,
+        reason = "read by the ICS sink of the engine, not built yet"
+    )]
+    pub(crate) dir: PathBuf,
+    #[serde(default = "default_privacy")]
+    pub(crate) privacy: String,
+}
+
+fn default_privacy() -> String {
+    "full".to_owned()
+}
+
+/// Replaces `${NAME}` in every string; `$${` escapes a literal `${`.
+fn interpolate(value: &mut toml::Value, path: &str, problems: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) => {
+            if s.contains("${") {
+                match expand(s) {
+                    Ok(v) => *s = v,
+                    Err(var) => {
+                        problems.push(format!("{path}: environment variable {var} is not set"))
+                    }
+                }
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                interpolate(v, &format!("{path}[{i}]"), problems);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                interpolate(v, &p, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("in {s:?} (unclosed ${{)"));
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => return Err(name.to_owned()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A secret given inline or as `*_file`; exactly one may be set.
+fn secret(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+    key: &str,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Option<Secret> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{key} and {key}_file are both set; keep one"));
+            None
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(f)) => {
+            let path = if f.is_absolute() {
+                f.clone()
+            } else {
+                base.join(f)
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(s) => Some(Secret::new(s.trim())),
+                Err(e) => {
+                    problems.push(format!("{key}_file: cannot read {}: {e}", path.display()));
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
+/// The Feishu part, with secrets resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct FeishuResolved {
+    pub(crate) base_url: String,
+    pub(crate) accounts_url: String,
+    pub(crate) app_id: String,
+    pub(crate) app_secret: Secret,
+    #[expect(
+        dead_code,
+        reason = "read by the daemon's webhook route, not built yet"
+    )]
+    pub(crate) encrypt_key: Option<Secret>,
+    #[expect(
+        dead_code,
+        reason = "read by the daemon's webhook route, not built yet"
+    )]
+    pub(crate) verification_token: Option<Secret>,
+    pub(crate) user_token_file: PathBuf,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    pub(crate) config: Config,
+    pub(crate) feishu: FeishuResolved,
+}
+
+fn accounts_for(base: &str) -> String {
+    if base.contains("open.feishu.cn") {
+        "https://accounts.feishu.cn".to_owned()
+    } else if base.contains("open.larksuite.com") {
+        "https://accounts.larksuite.com".to_owned()
+    } else {
+        base.to_owned()
+    }
+}
+
+/// Reads, interpolates, parses and validates `path`.
+pub(crate) fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let fail = |problems: Vec<String>| ConfigError {
+        file: path.to_owned(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+    parse(&text, path)
+}
+
+pub(crate) fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    let fail = |problems: Vec<String>| ConfigError {
+        file: path.to_owned(),
+        problems,
+    };
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        fail(vec![format!(
+            "not valid TOML: {}",
+            e.to_string().trim_end()
+        )])
+    })?;
+    let mut problems = Vec::new();
+    interpolate(&mut value, "", &mut problems);
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        fail(vec![if key == "." || key.is_empty() {
+            inner
+        } else {
+            format!("{key}: {inner}")
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let f = &config.feishu;
+    let app_secret = secret(
+        &f.app_secret,
+        &f.app_secret_file,
+        "feishu.app_secret",
+        base,
+        &mut problems,
+    );
+    let encrypt_key = secret(
+        &f.encrypt_key,
+        &f.encrypt_key_file,
+        "feishu.encrypt_key",
+        base,
+        &mut problems,
+    );
+    let verification_token = secret(
+        &f.verification_token,
+        &f.verification_token_file,
+        "feishu.verification_token",
+        base,
+        &mut problems,
+    );
+    config.validate(
+        &mut problems,
+        app_secret.is_some(),
+        verification_token.is_some(),
+    );
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    let user_token_file = f.user_token_file.clone().unwrap_or_else(|| {
+        config
+            .store
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("feishu-user-token.json")
+    });
+    Ok(Loaded {
+        feishu: FeishuResolved {
+            base_url: f.base_url.trim_end_matches('/').to_owned(),
+            accounts_url: f
+                .accounts_url
+                .clone()
+                .unwrap_or_else(|| accounts_for(&f.base_url)),
+            app_id: f.app_id.clone(),
+            app_secret: app_secret.unwrap_or_default(),
+            encrypt_key,
+            verification_token,
+            user_token_file,
+        },
+        config,
+    })
+}
+
+impl Config {
+    /// Semantic checks; every problem is pushed with its key path.
+    fn validate(&self, problems: &mut Vec<String>, has_secret: bool, has_token: bool) {
+        let f = &self.feishu;
+        if url::Url::parse(&f.base_url).is_err() {
+            problems.push(format!("feishu.base_url: {:?} is not a URL", f.base_url));
+        }
+        if f.app_id.trim().is_empty() {
+            problems.push("feishu.app_id: must not be empty".to_owned());
+        }
+        if !has_secret {
+            problems.push("feishu.app_secret: missing (or set feishu.app_secret_file)".to_owned());
+        }
+        if let Calendars::List(ids) = &f.calendars {
+            if ids.is_empty() {
+                problems.push("feishu.calendars: the list is empty".to_owned());
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if id.trim().is_empty() {
+                    problems.push(format!("feishu.calendars[{i}]: empty calendar id"));
+                }
+            }
+        }
+        if f.delivery == Delivery::Webhook && !has_token {
+            problems
+                .push("feishu.verification_token: required when delivery = \"webhook\"".to_owned());
+        }
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.listen: {:?} is not an address like 127.0.0.1:8787",
+                self.server.listen
+            ));
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let SinkConfig::Ics(ics) = sink;
+            let privacy = &ics.privacy;
+            if privacy.parse::<bridge_core::Privacy>().is_err() {
+                problems.push(format!(
+                    "sinks[{i}].privacy: {privacy:?} is not one of \"full\", \"redacted\", \"busy\""
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Loaded, ConfigError> {
+        parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config() {
+        let l =
+            parse_str("[feishu]\napp_id = \"cli_a\"\napp_secret = \"s\"\ncalendars = [\"c1\"]\n")
+                .unwrap();
+        assert_eq!(l.feishu.accounts_url, "https://accounts.feishu.cn");
+        assert_eq!(
+            l.config.feishu.calendars,
+            Calendars::List(vec!["c1".into()])
+        );
+        assert_eq!(l.config.feishu.delivery, Delivery::LongConnection);
+        assert!(!format!("{l:?}").contains("\"s\""), "secret redacted");
+    }
+
+    #[test]
+    fn env_interpolation_names_the_key() {
+        let e = parse_str(
+            "[feishu]\napp_id = \"cli_a\"\napp_secret = \"${FB_TEST_SURELY_UNSET_VAR}\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            vec!["feishu.app_secret: environment variable FB_TEST_SURELY_UNSET_VAR is not set"]
+        );
+        assert_eq!(expand("a$${b}c").unwrap(), "a${b}c");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let e = parse_str(
+            "[feishu]\napp_id = \"a\"\napp_secret = \"s\"\n[[sinks]]\nkind = \"ics\"\ndir = \"out\"\nprivcy = \"busy\"\n",
+        )
+        .unwrap_err();
+        assert!(e.problems[0].starts_with("sinks[0]"), "{:?}", e.problems);
+        assert!(e.problems[0].contains("privcy"), "{:?}", e.problems);
+    }
+
+    #[test]
+    fn every_semantic_problem_at_once() {
+        let e = parse_str(
+            "[feishu]\nbase_url = \"nope\"\napp_id = \"\"\ndelivery = \"webhook\"\ncalendars = []\n\
+             [server]\nlisten = \"everywhere\"\n[[sinks]]\nkind = \"ics\"\ndir = \"o\"\nprivacy = \"secret\"\n",
+        )
+        .unwrap_err();
+        let all = e.to_string();
+        for key in [
+            "feishu.base_url",
+            "feishu.app_id",
+            "feishu.app_secret",
+            "feishu.calendars",
+            "feishu.verification_token",
+            "server.listen",
+            "sinks[0].privacy",
+        ] {
+            assert!(all.contains(key), "{key} missing in:\n{all}");
+        }
+    }
+}
