@@ -10,6 +10,7 @@ pub mod input;
 pub mod key;
 pub mod map;
 pub mod model;
+pub mod plan;
 pub mod recur;
 pub mod sample;
 

@@ -1,0 +1,420 @@
+//! The pure planner: what the source says now versus what a sink has
+//! recorded, as a list of operations, under the safety rules of
+//! architecture.md section 4.
+//!
+//! - Deletions come only from a **complete** listing (a key recorded but not
+//!   listed) or from an explicit `cancelled` item; a delta never deletes by
+//!   absence.
+//! - Nothing outside the sync window is written or deleted.
+//! - A deletion budget stops a mass delete: more than `max_delete_count`
+//!   deletions, or more than `max_delete_fraction` of the recorded events when
+//!   that is more than `min_delete_for_fraction` deletions. The plan then holds
+//!   no deletion at all and says why; creations and updates are unaffected.
+
+use std::collections::BTreeMap;
+
+use crate::hash::ContentHash;
+use crate::key::EventKey;
+
+/// The source's state of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceState {
+    /// Live with this content hash.
+    Live(ContentHash),
+    /// Explicitly deleted or cancelled in the source.
+    Cancelled,
+}
+
+/// What the source told us about a calendar.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceView<'a> {
+    /// A complete, successful listing: every live item is in the map.
+    Complete(&'a BTreeMap<EventKey, SourceState>),
+    /// Only what changed since the last sync token.
+    Delta(&'a BTreeMap<EventKey, SourceState>),
+}
+
+/// What a sink recorded for one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    pub applied_hash: ContentHash,
+}
+
+/// One operation for a sink.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    Create(EventKey),
+    Update(EventKey),
+    Delete(EventKey),
+}
+
+impl Op {
+    pub fn key(&self) -> &EventKey {
+        match self {
+            Op::Create(k) | Op::Update(k) | Op::Delete(k) => k,
+        }
+    }
+}
+
+/// Limits of one planning run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    pub max_delete_count: usize,
+    pub max_delete_fraction: f64,
+    pub min_delete_for_fraction: usize,
+    pub allow_mass_delete: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            max_delete_count: 50,
+            max_delete_fraction: 0.10,
+            min_delete_for_fraction: 5,
+            allow_mass_delete: false,
+        }
+    }
+}
+
+/// Why deletions were held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetExceeded {
+    pub deletions: usize,
+    pub recorded: usize,
+    pub message: String,
+}
+
+/// The outcome of planning.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Creates and updates first (in key order), then deletes.
+    pub ops: Vec<Op>,
+    pub unchanged: usize,
+    /// Items left alone because they are outside the sync window.
+    pub outside_window: usize,
+    /// Set when the deletion budget held deletions back.
+    pub blocked: Option<BudgetExceeded>,
+}
+
+impl Plan {
+    pub fn count(&self, f: fn(&Op) -> bool) -> usize {
+        self.ops.iter().filter(|o| f(o)).count()
+    }
+
+    pub fn creates(&self) -> usize {
+        self.count(|o| matches!(o, Op::Create(_)))
+    }
+
+    pub fn updates(&self) -> usize {
+        self.count(|o| matches!(o, Op::Update(_)))
+    }
+
+    pub fn deletes(&self) -> usize {
+        self.count(|o| matches!(o, Op::Delete(_)))
+    }
+}
+
+/// Plans one sink for one calendar. `in_window` says whether an item may be
+/// touched (true for every key when no window is configured).
+pub fn plan(
+    source: SourceView<'_>,
+    recorded: &BTreeMap<EventKey, RecordView>,
+    in_window: &dyn Fn(&EventKey) -> bool,
+    rules: &Rules,
+) -> Plan {
+    let mut out = Plan::default();
+    let mut deletes = Vec::new();
+    let (items, complete) = match source {
+        SourceView::Complete(m) => (m, true),
+        SourceView::Delta(m) => (m, false),
+    };
+    for (key, state) in items {
+        if !in_window(key) {
+            out.outside_window += 1;
+            continue;
+        }
+        match (state, recorded.get(key)) {
+            (SourceState::Live(_), None) => out.ops.push(Op::Create(key.clone())),
+            (SourceState::Live(h), Some(r)) if r.applied_hash != *h => {
+                out.ops.push(Op::Update(key.clone()))
+            }
+            (SourceState::Live(_), Some(_)) => out.unchanged += 1,
+            (SourceState::Cancelled, Some(_)) => deletes.push(key.clone()),
+            (SourceState::Cancelled, None) => {}
+        }
+    }
+    if complete {
+        for key in recorded.keys() {
+            if items.contains_key(key) {
+                continue;
+            }
+            if in_window(key) {
+                deletes.push(key.clone());
+            } else {
+                out.outside_window += 1;
+            }
+        }
+    }
+    deletes.sort();
+    let n = deletes.len();
+    let total = recorded.len();
+    let over_count = n > rules.max_delete_count;
+    let over_fraction =
+        n > rules.min_delete_for_fraction && (n as f64) > rules.max_delete_fraction * total as f64;
+    if (over_count || over_fraction) && !rules.allow_mass_delete {
+        out.blocked = Some(BudgetExceeded {
+            deletions: n,
+            recorded: total,
+            message: format!(
+                "{n} of {total} events would be deleted, more than the deletion budget \
+                 ({} events or {:.0}%); nothing was deleted. If the source really lost \
+                 them, run again with --allow-mass-delete",
+                rules.max_delete_count,
+                rules.max_delete_fraction * 100.0
+            ),
+        });
+    } else {
+        out.ops.extend(deletes.into_iter().map(Op::Delete));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(i: u32) -> EventKey {
+        EventKey::new(format!("u{i}"), 0).unwrap()
+    }
+
+    fn hash(v: u8) -> ContentHash {
+        ContentHash([v; 32])
+    }
+
+    fn all(_: &EventKey) -> bool {
+        true
+    }
+
+    #[test]
+    fn create_update_keep_delete_from_a_complete_listing() {
+        let source: BTreeMap<_, _> = [
+            (key(1), SourceState::Live(hash(1))),
+            (key(2), SourceState::Live(hash(9))),
+            (key(3), SourceState::Live(hash(3))),
+        ]
+        .into();
+        let recorded: BTreeMap<_, _> = [
+            (
+                key(2),
+                RecordView {
+                    applied_hash: hash(2),
+                },
+            ),
+            (
+                key(3),
+                RecordView {
+                    applied_hash: hash(3),
+                },
+            ),
+            (
+                key(4),
+                RecordView {
+                    applied_hash: hash(4),
+                },
+            ),
+        ]
+        .into();
+        let p = plan(
+            SourceView::Complete(&source),
+            &recorded,
+            &all,
+            &Rules::default(),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::Create(key(1)), Op::Update(key(2)), Op::Delete(key(4))]
+        );
+        assert_eq!(p.unchanged, 1);
+    }
+
+    #[test]
+    fn a_delta_never_deletes_by_absence() {
+        let source: BTreeMap<_, _> = [(key(1), SourceState::Cancelled)].into();
+        let recorded: BTreeMap<_, _> = [
+            (
+                key(1),
+                RecordView {
+                    applied_hash: hash(1),
+                },
+            ),
+            (
+                key(2),
+                RecordView {
+                    applied_hash: hash(2),
+                },
+            ),
+        ]
+        .into();
+        let p = plan(
+            SourceView::Delta(&source),
+            &recorded,
+            &all,
+            &Rules::default(),
+        );
+        assert_eq!(p.ops, vec![Op::Delete(key(1))]);
+    }
+
+    #[test]
+    fn the_window_protects_what_is_outside_it() {
+        let source = BTreeMap::new();
+        let recorded: BTreeMap<_, _> = [
+            (
+                key(1),
+                RecordView {
+                    applied_hash: hash(1),
+                },
+            ),
+            (
+                key(2),
+                RecordView {
+                    applied_hash: hash(2),
+                },
+            ),
+        ]
+        .into();
+        let p = plan(
+            SourceView::Complete(&source),
+            &recorded,
+            &|k: &EventKey| k.uid() == "u1",
+            &Rules::default(),
+        );
+        assert_eq!(p.ops, vec![Op::Delete(key(1))]);
+        assert_eq!(p.outside_window, 1);
+    }
+
+    #[test]
+    fn the_budget_stops_a_mass_delete() {
+        let recorded: BTreeMap<_, _> = (0..100)
+            .map(|i| {
+                (
+                    key(i),
+                    RecordView {
+                        applied_hash: hash(0),
+                    },
+                )
+            })
+            .collect();
+        // A listing that suddenly lost 20 of 100 events.
+        let source: BTreeMap<_, _> = (20..100)
+            .map(|i| (key(i), SourceState::Live(hash(0))))
+            .chain([(key(500), SourceState::Live(hash(1)))])
+            .collect();
+        let p = plan(
+            SourceView::Complete(&source),
+            &recorded,
+            &all,
+            &Rules::default(),
+        );
+        assert_eq!(p.deletes(), 0);
+        assert_eq!(p.creates(), 1, "creations still go ahead");
+        let b = p.blocked.unwrap();
+        assert_eq!((b.deletions, b.recorded), (20, 100));
+        assert!(b.message.contains("--allow-mass-delete"), "{}", b.message);
+        let rules = Rules {
+            allow_mass_delete: true,
+            ..Rules::default()
+        };
+        assert_eq!(
+            plan(SourceView::Complete(&source), &recorded, &all, &rules).deletes(),
+            20
+        );
+        // Small calendars can lose a few events without tripping the fraction.
+        let small: BTreeMap<_, _> = (0..3)
+            .map(|i| {
+                (
+                    key(i),
+                    RecordView {
+                        applied_hash: hash(0),
+                    },
+                )
+            })
+            .collect();
+        let empty = BTreeMap::new();
+        assert_eq!(
+            plan(
+                SourceView::Complete(&empty),
+                &small,
+                &all,
+                &Rules::default()
+            )
+            .deletes(),
+            3
+        );
+        // More than 50 is always blocked.
+        let big: BTreeMap<_, _> = (0..1000)
+            .map(|i| {
+                (
+                    key(i),
+                    RecordView {
+                        applied_hash: hash(0),
+                    },
+                )
+            })
+            .collect();
+        let kept: BTreeMap<_, _> = (51..1000)
+            .map(|i| (key(i), SourceState::Live(hash(0))))
+            .collect();
+        assert!(
+            plan(SourceView::Complete(&kept), &big, &all, &Rules::default())
+                .blocked
+                .is_some()
+        );
+    }
+
+    fn apply(
+        recorded: &mut BTreeMap<EventKey, RecordView>,
+        source: &BTreeMap<EventKey, SourceState>,
+        p: &Plan,
+    ) {
+        for op in &p.ops {
+            match op {
+                Op::Create(k) | Op::Update(k) => {
+                    let SourceState::Live(h) = source[k] else {
+                        panic!("write of a cancelled item")
+                    };
+                    recorded.insert(k.clone(), RecordView { applied_hash: h });
+                }
+                Op::Delete(k) => {
+                    recorded.remove(k);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Applying a plan and planning again yields nothing to do.
+        #[test]
+        fn planning_is_idempotent(
+            src in prop::collection::btree_map(0u32..60, prop::option::of(0u8..4), 0..60),
+            rec in prop::collection::btree_map(0u32..60, 0u8..4, 0..60),
+            complete in any::<bool>(),
+        ) {
+            let source: BTreeMap<_, _> = src.into_iter().map(|(k, v)| (key(k), v.map_or(SourceState::Cancelled, |h| SourceState::Live(hash(h))))).collect();
+            let mut recorded: BTreeMap<_, _> = rec.into_iter().map(|(k, v)| (key(k), RecordView { applied_hash: hash(v) })).collect();
+            let rules = Rules { allow_mass_delete: true, ..Rules::default() };
+            let view = if complete { SourceView::Complete(&source) } else { SourceView::Delta(&source) };
+            let p = plan(view, &recorded, &all, &rules);
+            apply(&mut recorded, &source, &p);
+            let again = plan(view, &recorded, &all, &rules);
+            prop_assert!(again.ops.is_empty(), "{:?}", again.ops);
+            // Nothing cancelled stays recorded; nothing live is missing.
+            for (k, s) in &source {
+                match s {
+                    SourceState::Live(h) => prop_assert_eq!(recorded.get(k).map(|r| r.applied_hash), Some(*h)),
+                    SourceState::Cancelled => prop_assert!(!recorded.contains_key(k)),
+                }
+            }
+        }
+    }
+}
