@@ -163,6 +163,11 @@ pub fn content_hash(item: &Item) -> ContentHash {
     ContentHash(Sha256::digest(&enc.0).into())
 }
 
+/// The first 8 hex digits of SHA-256, for short, stable names.
+pub fn short_digest(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..4])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,7 +214,13 @@ fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component 
     let privacy = opts.privacy;
     let mut c = Component::new("VEVENT");
     c.text("UID", &v.uid);
-    c.raw("DTSTAMP", fmt_utc(opts.dtstamp));
+    // A revision's LAST-MODIFIED doubles as DTSTAMP, so that a feed rendered
+    // again without changes is byte-identical.
+    let dtstamp = opts
+        .revisions
+        .get(&ev.key)
+        .map_or(opts.dtstamp, |r| r.last_modified);
+    c.raw("DTSTAMP", fmt_utc(dtstamp));
     time_prop(&mut c, "DTSTART", &ev.start, zones);
     time_prop(&mut c, "DTEND", &ev.end, zones);
     if let Some(rid) = &v.recurrence_id {

@@ -1,0 +1,10 @@
+//! The sync engine: hints mark calendars dirty; a worker lists the calendar
+//! (sync-token delta, or a full listing), maps it, plans every sink against
+//! its records, applies, records, and only then commits the sync token.
+//!
+//! Architecture invariant: the engine parses no HTTP; it talks to Feishu
+//! through [`Source`] and to targets through [`Sink`].
+
+pub mod traits;
+
+pub use traits::{Applied, CalendarMeta, OpOutcome, Sink, SinkError, SinkInput};

@@ -1,0 +1,96 @@
+//! The seams of the engine: what a target must do.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge_core::plan::Op;
+use bridge_core::{EventKey, Item, Privacy, Revision};
+
+/// A source calendar as the sinks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarMeta {
+    /// The Feishu calendar id.
+    pub id: String,
+    /// Its display name.
+    pub name: String,
+    /// Its IANA time zone, when known.
+    pub timezone: Option<String>,
+}
+
+/// What a sink gets to apply one planning run of one calendar.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkInput<'a> {
+    pub calendar: &'a CalendarMeta,
+    /// Every item of the calendar as it stands after this run, in key order
+    /// (whole-calendar sinks such as ICS render from it).
+    pub items: &'a [Item],
+    /// What the planner decided for this sink.
+    pub ops: &'a [Op],
+    /// SEQUENCE / LAST-MODIFIED of every item after these ops.
+    pub revisions: &'a HashMap<EventKey, Revision>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Where an item ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub remote_id: String,
+    pub etag: Option<String>,
+}
+
+/// Why one operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub message: String,
+    /// Worth retrying later (throttling, 5xx, I/O).
+    pub transient: bool,
+    pub retry_after: Option<Duration>,
+}
+
+impl SinkError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+/// The result of one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpOutcome {
+    pub op: Op,
+    pub result: Result<Applied, SinkError>,
+}
+
+/// A target calendar system.
+#[async_trait]
+pub trait Sink: Send + Sync + fmt::Debug {
+    /// Stable id used to key its records in the store (`ics:<dir>`, ...).
+    fn id(&self) -> &str;
+    fn privacy(&self) -> Privacy;
+    /// Applies the operations; one outcome per op, in any order. Item failures
+    /// are outcomes, never a panic or an early return.
+    async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome>;
+}

@@ -1,0 +1,182 @@
+//! The ICS target: one `.ics` file per source calendar in a directory,
+//! rendered whole from the calendar's items, written atomically (temporary
+//! file, fsync, rename, directory fsync) and only when its bytes change.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bridge_core::{Privacy, RenderOptions, render_calendar};
+use bridge_engine::{Applied, OpOutcome, Sink, SinkError, SinkInput};
+
+/// Writes calendars as iCalendar files.
+#[derive(Debug, Clone)]
+pub struct IcsSink {
+    id: String,
+    dir: PathBuf,
+    privacy: Privacy,
+    refresh_minutes: Option<u32>,
+}
+
+/// The file name of a calendar: its id with anything outside
+/// `[A-Za-z0-9._@-]` replaced, plus a short hash when something was replaced
+/// (so two ids never share a file).
+pub fn file_name(calendar_id: &str) -> String {
+    let clean: String = calendar_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let clean = clean.trim_start_matches('.').to_owned();
+    if clean == calendar_id && !clean.is_empty() && clean.len() <= 200 {
+        format!("{clean}.ics")
+    } else {
+        let mut short: String = clean.chars().take(120).collect();
+        let digest = bridge_core::hash::short_digest(calendar_id.as_bytes());
+        short.push('-');
+        short.push_str(&digest);
+        format!("{short}.ics")
+    }
+}
+
+impl IcsSink {
+    pub fn new(dir: impl Into<PathBuf>, privacy: Privacy) -> Self {
+        let dir = dir.into();
+        Self {
+            id: format!("ics:{}", dir.display()),
+            dir,
+            privacy,
+            refresh_minutes: Some(60),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_for(&self, calendar_id: &str) -> PathBuf {
+        self.dir.join(file_name(calendar_id))
+    }
+}
+
+/// Replaces `path` with `bytes` unless it already holds exactly them.
+/// Returns whether the file was written.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if let Ok(existing) = std::fs::read(path) {
+        if existing == bytes {
+            return Ok(false);
+        }
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("calendar"),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}
+
+#[async_trait]
+impl Sink for IcsSink {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn privacy(&self) -> Privacy {
+        self.privacy
+    }
+
+    async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome> {
+        let opts = RenderOptions {
+            name: input.calendar.name.clone(),
+            privacy: self.privacy,
+            dtstamp: input.now,
+            refresh_minutes: self.refresh_minutes,
+            timezone: input.calendar.timezone.clone(),
+            revisions: input.revisions.clone(),
+        };
+        let rendered = render_calendar(input.items, &opts);
+        for w in &rendered.warnings {
+            tracing::warn!(calendar = %input.calendar.id, "{w}");
+        }
+        let path = self.path_for(&input.calendar.id);
+        let name = file_name(&input.calendar.id);
+        let bytes = rendered.text.into_bytes();
+        let p = path.clone();
+        let written = tokio::task::spawn_blocking(move || write_if_changed(&p, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let result = match written {
+            Ok(changed) => {
+                tracing::debug!(file = %path.display(), changed, "ICS file");
+                Ok(())
+            }
+            Err(e) => Err(SinkError::transient(format!(
+                "cannot write {}: {e}",
+                path.display()
+            ))),
+        };
+        input
+            .ops
+            .iter()
+            .map(|op| OpOutcome {
+                op: op.clone(),
+                result: result.clone().map(|()| Applied {
+                    remote_id: format!("{name}#{}", op.key()),
+                    etag: None,
+                }),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        assert_eq!(
+            file_name("feishu.cn_abc@group.calendar.feishu.cn"),
+            "feishu.cn_abc@group.calendar.feishu.cn.ics"
+        );
+        let a = file_name("a/b");
+        let b = file_name("a_b");
+        assert_ne!(a, b);
+        assert!(!a.contains('/'));
+        assert!(!file_name("../../etc/passwd").starts_with('.'));
+    }
+
+    #[test]
+    fn writes_only_when_changed() {
+        let dir = std::env::temp_dir().join(format!("fb-ics-{}", std::process::id()));
+        let path = dir.join("c.ics");
+        assert!(write_if_changed(&path, b"one").unwrap());
+        assert!(!write_if_changed(&path, b"one").unwrap());
+        assert!(write_if_changed(&path, b"two").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
