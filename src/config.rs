@@ -187,11 +187,13 @@ fn default_privacy() -> String {
 }
 
 /// Replaces `${NAME}` in every string; `$${` escapes a literal `${`.
-fn interpolate(value: &mut toml::Value, path: &str, problems: &mut Vec<String>) {
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn interpolate(value: &mut toml::Value, path: &str, env: Env<'_>, problems: &mut Vec<String>) {
     match value {
         toml::Value::String(s) => {
             if s.contains("${") {
-                match expand(s) {
+                match expand(s, env) {
                     Ok(v) => *s = v,
                     Err(var) => {
                         problems.push(format!("{path}: environment variable {var} is not set"))
@@ -201,7 +203,7 @@ fn interpolate(value: &mut toml::Value, path: &str, problems: &mut Vec<String>) 
         }
         toml::Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
-                interpolate(v, &format!("{path}[{i}]"), problems);
+                interpolate(v, &format!("{path}[{i}]"), env, problems);
             }
         }
         toml::Value::Table(t) => {
@@ -211,14 +213,14 @@ fn interpolate(value: &mut toml::Value, path: &str, problems: &mut Vec<String>) 
                 } else {
                     format!("{path}.{k}")
                 };
-                interpolate(v, &p, problems);
+                interpolate(v, &p, env, problems);
             }
         }
         _ => {}
     }
 }
 
-fn expand(s: &str) -> Result<String, String> {
+fn expand(s: &str, env: Env<'_>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("${") {
@@ -234,9 +236,9 @@ fn expand(s: &str) -> Result<String, String> {
             return Err(format!("in {s:?} (unclosed ${{)"));
         };
         let name = &after[..end];
-        match std::env::var(name) {
-            Ok(v) => out.push_str(&v),
-            Err(_) => return Err(name.to_owned()),
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(name.to_owned()),
         }
         rest = &after[end + 1..];
     }
@@ -325,6 +327,10 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, ConfigError> {
 }
 
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    parse_with_env(text, path, &|name| std::env::var(name).ok())
+}
+
+pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Loaded, ConfigError> {
     let fail = |problems: Vec<String>| ConfigError {
         file: path.to_owned(),
         problems,
@@ -336,7 +342,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         )])
     })?;
     let mut problems = Vec::new();
-    interpolate(&mut value, "", &mut problems);
+    interpolate(&mut value, "", env, &mut problems);
     if !problems.is_empty() {
         return Err(fail(problems));
     }
@@ -482,7 +488,7 @@ mod tests {
             e.problems,
             vec!["feishu.app_secret: environment variable FB_TEST_SURELY_UNSET_VAR is not set"]
         );
-        assert_eq!(expand("a$${b}c").unwrap(), "a${b}c");
+        assert_eq!(expand("a$${b}c", &|_| None).unwrap(), "a${b}c");
     }
 
     #[test]
@@ -514,5 +520,38 @@ mod tests {
         ] {
             assert!(all.contains(key), "{key} missing in:\n{all}");
         }
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The shipped examples parse (with their environment variables set).
+    #[test]
+    fn shipped_examples_are_valid() {
+        let env = |name: &str| {
+            [
+                "FEISHU_APP_SECRET",
+                "FEISHU_ENCRYPT_KEY",
+                "FEISHU_VERIFICATION_TOKEN",
+            ]
+            .contains(&name)
+            .then(|| "x".to_owned())
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["ics-only.toml", "webhook.toml"] {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse_with_env(&text, &path, &env).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // The long-connection example names a secret file that exists only on a server.
+        let path = dir.join("long-connection.toml");
+        let e = parse_with_env(&std::fs::read_to_string(&path).unwrap(), &path, &env).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(
+            e.problems[0].starts_with("feishu.app_secret_file: cannot read"),
+            "{e}"
+        );
     }
 }

@@ -5,6 +5,9 @@
 //! Architecture invariant: the engine parses no HTTP; it talks to Feishu
 //! through [`Source`] and to targets through [`Sink`].
 
+pub mod feishu_source;
 pub mod traits;
 
-pub use traits::{Applied, CalendarMeta, OpOutcome, Sink, SinkError, SinkInput};
+pub use traits::{
+    Applied, CalendarMeta, Listing, OpOutcome, Sink, SinkError, SinkInput, Source, SourceError,
+};

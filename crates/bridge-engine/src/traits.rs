@@ -94,3 +94,50 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// are outcomes, never a panic or an early return.
     async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome>;
 }
+
+/// One listing of a source calendar.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Feishu event objects as listed (masters, exceptions, cancelled items).
+    pub events: Vec<bridge_core::feishu::Event>,
+    /// The token for the next delta.
+    pub sync_token: Option<String>,
+    /// True for a full listing (every live event is in `events`); false for
+    /// a delta (only changes). Only complete listings may delete by absence.
+    pub complete: bool,
+    /// Source calls made for this listing.
+    pub calls: u64,
+}
+
+/// Why a listing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The sync token expired; list in full.
+    #[error("the sync token expired")]
+    CursorExpired,
+    /// The source could not be read now (network, throttling, 5xx, truncated).
+    #[error("source unavailable: {0}")]
+    Unavailable(String),
+    /// The source refuses (credentials, permissions, unknown calendar).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SourceError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Unavailable(_))
+    }
+}
+
+/// Where events come from.
+#[async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// The calendars to mirror (resolving "primary" / "all").
+    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError>;
+    /// A delta since `sync_token`, or a full listing without one.
+    async fn list(
+        &self,
+        calendar_id: &str,
+        sync_token: Option<&str>,
+    ) -> Result<Listing, SourceError>;
+}
