@@ -378,10 +378,11 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         base,
         &mut problems,
     );
+    // A `*_file` that could not be read was reported above; do not also call it missing.
     config.validate(
         &mut problems,
-        app_secret.is_some(),
-        verification_token.is_some(),
+        app_secret.is_some() || f.app_secret_file.is_some(),
+        verification_token.is_some() || f.verification_token_file.is_some(),
     );
     if !problems.is_empty() {
         return Err(fail(problems));
