@@ -191,16 +191,10 @@ type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 fn interpolate(value: &mut toml::Value, path: &str, env: Env<'_>, problems: &mut Vec<String>) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                match expand(s, env) {
-                    Ok(v) => *s = v,
-                    Err(var) => {
-                        problems.push(format!("{path}: environment variable {var} is not set"))
-                    }
-                }
-            }
-        }
+        toml::Value::String(s) if s.contains("${") => match expand(s, env) {
+            Ok(v) => *s = v,
+            Err(var) => problems.push(format!("{path}: environment variable {var} is not set")),
+        },
         toml::Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
                 interpolate(v, &format!("{path}[{i}]"), env, problems);

@@ -52,10 +52,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.display().to_string(),
         ),
     };
-    if let Some(tz) = &args.timezone {
-        if tz.parse::<chrono_tz::Tz>().is_err() {
-            bail!("--timezone {tz:?} is not an IANA time zone");
-        }
+    if let Some(tz) = &args.timezone
+        && tz.parse::<chrono_tz::Tz>().is_err()
+    {
+        bail!("--timezone {tz:?} is not an IANA time zone");
     }
     let parsed = input::parse_events(&text).with_context(|| format!("cannot convert {source}"))?;
     let opts = RenderOptions {

@@ -40,6 +40,21 @@ impl fmt::Debug for ContentHash {
     }
 }
 
+impl std::str::FromStr for ContentHash {
+    type Err = String;
+
+    /// Parses `v1:<64 hex>`; any other version is an error (and so compares
+    /// unequal to every current hash, causing one rewrite).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex_part = s
+            .strip_prefix("v1:")
+            .ok_or_else(|| format!("content hash {s:?} is not version 1"))?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut out).map_err(|e| format!("content hash {s:?}: {e}"))?;
+        Ok(ContentHash(out))
+    }
+}
+
 #[derive(Default)]
 struct Enc(Vec<u8>);
 
@@ -198,6 +213,8 @@ mod tests {
                     .concat()
                 ))
         );
+        assert_eq!(h.to_string().parse::<ContentHash>(), Ok(h));
+        assert!("v0:00".parse::<ContentHash>().is_err());
         let other = Item::Cancelled(EventKey::parse("u_1").unwrap());
         assert_ne!(h, content_hash(&other));
     }

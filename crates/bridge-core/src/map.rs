@@ -395,10 +395,10 @@ pub fn map_event(ev: &feishu::Event, warnings: &mut Vec<Warning>) -> Result<Item
     });
     let mut attendees: Vec<Party> = Vec::new();
     for a in ev.attendees.iter().flatten() {
-        if let Some(p) = map_attendee(a, &mut cx) {
-            if !attendees.iter().any(|q| q.address == p.address) {
-                attendees.push(p);
-            }
+        if let Some(p) = map_attendee(a, &mut cx)
+            && !attendees.iter().any(|q| q.address == p.address)
+        {
+            attendees.push(p);
         }
     }
 

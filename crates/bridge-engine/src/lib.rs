@@ -5,9 +5,11 @@
 //! Architecture invariant: the engine parses no HTTP; it talks to Feishu
 //! through [`Source`] and to targets through [`Sink`].
 
+pub mod engine;
 pub mod feishu_source;
 pub mod traits;
 
+pub use engine::{CalendarReport, Engine, EngineConfig, EngineError, Mode, SinkReport, Window};
 pub use traits::{
     Applied, CalendarMeta, Listing, OpOutcome, Sink, SinkError, SinkInput, Source, SourceError,
 };

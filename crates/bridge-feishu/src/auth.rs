@@ -80,10 +80,10 @@ impl TenantToken {
         app_secret: &Secret,
     ) -> Result<Secret, FeishuError> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, until)) = cached.as_ref() {
-            if Instant::now() < *until {
-                return Ok(token.clone());
-            }
+        if let Some((token, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
         }
         let endpoint = "POST /open-apis/auth/v3/tenant_access_token/internal";
         let resp = http

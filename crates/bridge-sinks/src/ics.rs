@@ -67,10 +67,10 @@ impl IcsSink {
 /// Replaces `path` with `bytes` unless it already holds exactly them.
 /// Returns whether the file was written.
 pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    if let Ok(existing) = std::fs::read(path) {
-        if existing == bytes {
-            return Ok(false);
-        }
+    if let Ok(existing) = std::fs::read(path)
+        && existing == bytes
+    {
+        return Ok(false);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;

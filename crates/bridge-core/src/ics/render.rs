@@ -260,35 +260,35 @@ fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component 
                 .add_parameter("LABEL", &conf.label);
         }
     }
-    if privacy != Privacy::Busy {
-        if let Some(status) = ev.status {
-            c.raw(
-                "STATUS",
-                match status {
-                    Status::Confirmed => "CONFIRMED",
-                    Status::Tentative => "TENTATIVE",
-                },
-            );
-        }
+    if privacy != Privacy::Busy
+        && let Some(status) = ev.status
+    {
+        c.raw(
+            "STATUS",
+            match status {
+                Status::Confirmed => "CONFIRMED",
+                Status::Tentative => "TENTATIVE",
+            },
+        );
     }
-    if privacy == Privacy::Full {
-        if let Some(class) = ev.class {
-            c.raw(
-                "CLASS",
-                match class {
-                    Class::Public => "PUBLIC",
-                    Class::Private => "PRIVATE",
-                },
-            );
-        }
+    if privacy == Privacy::Full
+        && let Some(class) = ev.class
+    {
+        c.raw(
+            "CLASS",
+            match class {
+                Class::Public => "PUBLIC",
+                Class::Private => "PRIVATE",
+            },
+        );
     }
     if ev.transparent {
         c.raw("TRANSP", "TRANSPARENT");
     }
-    if privacy == Privacy::Full {
-        if let Some(created) = ev.created {
-            c.raw("CREATED", fmt_utc(created));
-        }
+    if privacy == Privacy::Full
+        && let Some(created) = ev.created
+    {
+        c.raw("CREATED", fmt_utc(created));
     }
     if let Some(rev) = opts.revisions.get(&ev.key) {
         c.raw("LAST-MODIFIED", fmt_utc(rev.last_modified));
@@ -376,10 +376,10 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
                     .collect(),
                 None => Vec::new(),
             };
-            if let Some(ref rule_end) = master.and_then(rule_years) {
-                if let Some(tz) = base.start.tz() {
-                    zones.note_instant(tz, *rule_end);
-                }
+            if let Some(ref rule_end) = master.and_then(rule_years)
+                && let Some(tz) = base.start.tz()
+            {
+                zones.note_instant(tz, *rule_end);
             }
             vevents += 1;
             vevent(

@@ -1,0 +1,552 @@
+//! One calendar, one pass: list -> map -> plan per sink -> apply -> record.
+//!
+//! The store keeps a snapshot of every source item. A listing updates the
+//! snapshots (a full listing replaces them, a delta patches them); every sink
+//! is then planned against the whole snapshot set, so an item that failed
+//! earlier is simply planned again (level-triggered). Snapshots, sink records,
+//! failures and the new sync token are committed in one store transaction
+//! after the sinks answered, so the sync token never runs ahead of its items.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bridge_core::feishu::Event;
+use bridge_core::hash::ContentHash;
+use bridge_core::plan::{Op, RecordView, Rules, SourceState, SourceView, plan};
+use bridge_core::{EventKey, Item, Revision, content_hash, map_event};
+use bridge_store::{Backoff, Batch, Cursor, Record, SinkItemKey, Snapshot, Store, StoreError};
+use tokio::sync::Mutex;
+
+use crate::traits::{CalendarMeta, Sink, SinkInput, Source, SourceError};
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("calendar {calendar}: {source}")]
+    Source {
+        calendar: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    pub fn is_source(&self) -> bool {
+        matches!(self, EngineError::Source { .. })
+    }
+}
+
+/// Days around "now" that are mirrored; `None` mirrors everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub past_days: u32,
+    pub future_days: u32,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub rules: Rules,
+    pub window: Option<Window>,
+    pub failure_backoff: Backoff,
+}
+
+/// How to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A delta with the stored sync token (a full listing when there is none).
+    Incremental,
+    /// A full listing whatever is stored (reconcile).
+    Full,
+}
+
+/// What one sink did (or would do) for one calendar.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    pub sink: String,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    /// Operations waiting for their retry time.
+    pub deferred: usize,
+    /// The planned operations (kept for `--dry-run`).
+    pub ops: Vec<Op>,
+    /// Failure messages, `event_key: message`.
+    pub errors: Vec<String>,
+}
+
+/// What one pass over one calendar did.
+#[derive(Debug, Clone, Default)]
+pub struct CalendarReport {
+    pub calendar: String,
+    pub name: String,
+    /// The listing was a full one.
+    pub full: bool,
+    /// The stored sync token had expired.
+    pub cursor_expired: bool,
+    pub listed: usize,
+    pub source_calls: u64,
+    /// Items in the snapshot after the pass.
+    pub items: usize,
+    pub sinks: Vec<SinkReport>,
+    /// Set when the deletion budget held deletions back.
+    pub blocked: Option<String>,
+    pub dry_run: bool,
+}
+
+impl CalendarReport {
+    pub fn failed(&self) -> usize {
+        self.sinks.iter().map(|s| s.failed).sum()
+    }
+}
+
+/// One entry of the snapshot set.
+#[derive(Debug, Clone)]
+struct Entry {
+    json: String,
+    hash: ContentHash,
+    item: Item,
+}
+
+/// The sync engine.
+#[derive(Debug)]
+pub struct Engine {
+    source: Arc<dyn Source>,
+    sinks: Vec<Arc<dyn Sink>>,
+    store: Store,
+    cfg: EngineConfig,
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+fn in_window(window: Option<Window>, now: i64, item: &Item) -> bool {
+    let Some(w) = window else { return true };
+    let from = now - i64::from(w.past_days) * 86_400;
+    let to = now + i64::from(w.future_days) * 86_400;
+    match item {
+        Item::Cancelled(_) => true,
+        Item::Event(e) => {
+            let start = e.start.instant();
+            let end = e.end.instant();
+            if e.rrule.is_some() {
+                // A series may reach into the window from any start before its end.
+                start < to
+            } else {
+                start < to && end >= from
+            }
+        }
+    }
+}
+
+fn entry_from_event(ev: &Event, json: Option<String>) -> Option<(EventKey, Entry)> {
+    let mut warnings = Vec::new();
+    match map_event(ev, &mut warnings) {
+        Ok(item) => {
+            for w in warnings {
+                tracing::debug!("{w}");
+            }
+            let json = json.or_else(|| serde_json::to_string(ev).ok())?;
+            let hash = content_hash(&item);
+            Some((item.key().clone(), Entry { json, hash, item }))
+        }
+        Err(e) => {
+            tracing::warn!("{e}; left as it was");
+            None
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(
+        source: Arc<dyn Source>,
+        sinks: Vec<Arc<dyn Sink>>,
+        store: Store,
+        cfg: EngineConfig,
+    ) -> Self {
+        Self {
+            source,
+            sinks,
+            store,
+            cfg,
+            locks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    pub fn sinks(&self) -> &[Arc<dyn Sink>] {
+        &self.sinks
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn calendar_lock(&self, calendar_id: &str) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(calendar_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    async fn load_snapshots(
+        &self,
+        calendar_id: &str,
+    ) -> Result<BTreeMap<EventKey, Entry>, EngineError> {
+        let mut out = BTreeMap::new();
+        for (key, snap) in self.store.list_snapshots(calendar_id).await? {
+            let Ok(ev) = serde_json::from_str::<Event>(&snap.event_json) else {
+                tracing::warn!(
+                    calendar_id,
+                    key,
+                    "unreadable snapshot; it will be listed again"
+                );
+                continue;
+            };
+            if let Some((k, e)) = entry_from_event(&ev, Some(snap.event_json)) {
+                out.insert(k, e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One pass over one calendar. Only one pass per calendar runs at a time.
+    pub async fn sync_calendar(
+        &self,
+        cal: &CalendarMeta,
+        mode: Mode,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<CalendarReport, EngineError> {
+        let lock = self.calendar_lock(&cal.id);
+        let _guard = lock.lock().await;
+        let source_err = |source| EngineError::Source {
+            calendar: cal.id.clone(),
+            source,
+        };
+
+        let cursor = self.store.get_cursor(&cal.id).await?;
+        let token = match mode {
+            Mode::Full => None,
+            Mode::Incremental => cursor.as_ref().and_then(|c| c.sync_token.clone()),
+        };
+        let mut report = CalendarReport {
+            calendar: cal.id.clone(),
+            name: cal.name.clone(),
+            dry_run,
+            ..CalendarReport::default()
+        };
+        let listing = match self.source.list(&cal.id, token.as_deref()).await {
+            Err(SourceError::CursorExpired) => {
+                tracing::info!(calendar = %cal.id, "sync token expired; listing in full");
+                report.cursor_expired = true;
+                self.source.list(&cal.id, None).await.map_err(source_err)?
+            }
+            other => other.map_err(source_err)?,
+        };
+        report.full = listing.complete;
+        report.listed = listing.events.len();
+        report.source_calls = listing.calls;
+
+        let prev = self.load_snapshots(&cal.id).await?;
+        let mut next = if listing.complete {
+            BTreeMap::new()
+        } else {
+            prev.clone()
+        };
+        for ev in &listing.events {
+            let Some((key, entry)) = entry_from_event(ev, None) else {
+                // Unmappable: keep what we had so that a bad event never deletes.
+                if let Some(k) = ev
+                    .event_id
+                    .as_deref()
+                    .and_then(|id| EventKey::parse(id).ok())
+                    && let Some(old) = prev.get(&k)
+                {
+                    next.insert(k, old.clone());
+                }
+                continue;
+            };
+            if matches!(entry.item, Item::Cancelled(_)) && key.is_base() {
+                // A deleted event or series: its exceptions go with it.
+                let uid = key.uid().to_owned();
+                next.retain(|k, _| k.uid() != uid);
+                continue;
+            }
+            next.insert(key, entry);
+        }
+
+        // The deletion budget, counted in series (a deleted master and its
+        // exceptions are one deletion).
+        let removed: Vec<EventKey> = prev
+            .keys()
+            .filter(|k| !next.contains_key(*k))
+            .cloned()
+            .collect();
+        let removed_series: BTreeSet<&str> = removed.iter().map(|k| k.uid()).collect();
+        let total_series: BTreeSet<&str> = prev.keys().map(|k| k.uid()).collect();
+        let rules = &self.cfg.rules;
+        let n = removed_series.len();
+        let over = n > rules.max_delete_count
+            || (n > rules.min_delete_for_fraction
+                && (n as f64) > rules.max_delete_fraction * total_series.len() as f64);
+        if over && !rules.allow_mass_delete {
+            let msg = format!(
+                "{n} of {} events of calendar {} would be deleted, more than the deletion budget \
+                 ({} events or {:.0}%); nothing was deleted and the sync token was kept. If they \
+                 were really deleted in Feishu, run `feishu-bridge reconcile --allow-mass-delete`",
+                total_series.len(),
+                cal.id,
+                rules.max_delete_count,
+                rules.max_delete_fraction * 100.0
+            );
+            tracing::warn!("{msg}");
+            for k in &removed {
+                next.insert(k.clone(), prev[k].clone());
+            }
+            report.blocked = Some(msg);
+        }
+        report.items = next.len();
+
+        let window = self.cfg.window;
+        let windowed: BTreeMap<&EventKey, bool> = next
+            .iter()
+            .map(|(k, e)| (k, in_window(window, now, &e.item)))
+            .collect();
+        let src: BTreeMap<EventKey, SourceState> = next
+            .iter()
+            .map(|(k, e)| (k.clone(), SourceState::Live(e.hash)))
+            .collect();
+
+        let mut batch = Batch::new();
+        let mut sink_futures = Vec::new();
+        for sink in &self.sinks {
+            let records: BTreeMap<EventKey, Record> = self
+                .store
+                .list_records(sink.id(), &cal.id)
+                .await?
+                .into_iter()
+                .filter_map(|(k, r)| EventKey::parse(&k).ok().map(|k| (k, r)))
+                .collect();
+            let recorded: BTreeMap<EventKey, RecordView> = records
+                .iter()
+                .map(|(k, r)| {
+                    let applied_hash = r.applied_hash.parse().unwrap_or(ContentHash([0; 32]));
+                    (k.clone(), RecordView { applied_hash })
+                })
+                .collect();
+            // Recorded items outside the window are left alone, never deleted.
+            let in_win = |k: &EventKey| {
+                windowed
+                    .get(k)
+                    .copied()
+                    .unwrap_or(window.is_none() || !records.contains_key(k))
+            };
+            let p = plan(SourceView::Complete(&src), &recorded, &in_win, rules);
+            let mut sr = SinkReport {
+                sink: sink.id().to_owned(),
+                unchanged: p.unchanged,
+                ..SinkReport::default()
+            };
+            if let Some(b) = &p.blocked {
+                report.blocked.get_or_insert_with(|| b.message.clone());
+            }
+            // Ops whose last failure asks to wait are deferred.
+            let mut ops = Vec::with_capacity(p.ops.len());
+            for op in p.ops {
+                let key = SinkItemKey::new(sink.id(), &cal.id, op.key().to_string());
+                match self.store.get_failure(&key).await? {
+                    Some(f) if f.next_retry_at > now => sr.deferred += 1,
+                    _ => ops.push(op),
+                }
+            }
+            let mut revisions = HashMap::new();
+            for (k, r) in &records {
+                revisions.insert(
+                    k.clone(),
+                    Revision {
+                        sequence: r.sequence,
+                        last_modified: r.applied_at,
+                    },
+                );
+            }
+            for op in &ops {
+                match op {
+                    Op::Create(k) => {
+                        revisions.insert(
+                            k.clone(),
+                            Revision {
+                                sequence: 0,
+                                last_modified: now,
+                            },
+                        );
+                    }
+                    Op::Update(k) => {
+                        let seq = records.get(k).map_or(0, |r| r.sequence.saturating_add(1));
+                        revisions.insert(
+                            k.clone(),
+                            Revision {
+                                sequence: seq,
+                                last_modified: now,
+                            },
+                        );
+                    }
+                    Op::Delete(_) => {}
+                }
+            }
+            sr.ops = ops.clone();
+            sink_futures.push((sink.clone(), sr, ops, revisions, records));
+        }
+
+        // What whole-calendar sinks show: every item in the window, plus
+        // anything already written (outside the window is never removed).
+        let mut sink_reports = Vec::new();
+        for (sink, mut sr, ops, revisions, records) in sink_futures {
+            let items: Vec<Item> = next
+                .iter()
+                .filter(|(k, _)| {
+                    windowed.get(k).copied().unwrap_or(true) || records.contains_key(*k)
+                })
+                .map(|(_, e)| e.item.clone())
+                .collect();
+            if dry_run {
+                for op in &ops {
+                    match op {
+                        Op::Create(_) => sr.created += 1,
+                        Op::Update(_) => sr.updated += 1,
+                        Op::Delete(_) => sr.deleted += 1,
+                    }
+                }
+                sink_reports.push(sr);
+                continue;
+            }
+            let outcomes = sink
+                .apply(SinkInput {
+                    calendar: cal,
+                    items: &items,
+                    ops: &ops,
+                    revisions: &revisions,
+                    now,
+                })
+                .await;
+            for o in outcomes {
+                let key_str = o.op.key().to_string();
+                let key = SinkItemKey::new(sink.id(), &cal.id, key_str.as_str());
+                match (&o.op, o.result) {
+                    (Op::Create(k) | Op::Update(k), Ok(applied)) => {
+                        let rev = revisions.get(k).copied().unwrap_or(Revision {
+                            sequence: 0,
+                            last_modified: now,
+                        });
+                        batch.put_record(
+                            key.clone(),
+                            Record {
+                                remote_id: applied.remote_id,
+                                etag: applied.etag,
+                                applied_hash: next
+                                    .get(k)
+                                    .map(|e| e.hash.to_string())
+                                    .unwrap_or_default(),
+                                applied_at: rev.last_modified,
+                                sequence: rev.sequence,
+                                tombstone: false,
+                            },
+                        );
+                        batch.clear_failure(key);
+                        if matches!(o.op, Op::Create(_)) {
+                            sr.created += 1;
+                        } else {
+                            sr.updated += 1;
+                        }
+                    }
+                    (Op::Delete(_), Ok(_)) => {
+                        batch.delete_record(key.clone());
+                        batch.clear_failure(key);
+                        sr.deleted += 1;
+                    }
+                    (_, Err(e)) => {
+                        sr.failed += 1;
+                        sr.errors.push(format!("{key_str}: {}", e.message));
+                        tracing::warn!(sink = sink.id(), calendar = %cal.id, event = %key_str, error = %e.message, "item failed; will retry");
+                        batch.record_failure(key, &e.message, now, self.cfg.failure_backoff);
+                    }
+                }
+            }
+            sink_reports.push(sr);
+        }
+        report.sinks = sink_reports;
+        if dry_run {
+            return Ok(report);
+        }
+
+        for (k, e) in &next {
+            let changed = prev
+                .get(k)
+                .is_none_or(|p| p.hash != e.hash || p.json != e.json);
+            if changed {
+                batch.put_snapshot(
+                    &cal.id,
+                    k.to_string(),
+                    Snapshot {
+                        event_json: e.json.clone(),
+                        content_hash: e.hash.to_string(),
+                        updated_at: now,
+                    },
+                );
+            }
+        }
+        for k in prev.keys().filter(|k| !next.contains_key(*k)) {
+            batch.delete_snapshot(&cal.id, k.to_string());
+        }
+        if report.blocked.is_none() {
+            batch.put_cursor(
+                cal.id.clone(),
+                Cursor {
+                    sync_token: listing.sync_token.clone(),
+                    obtained_at: now,
+                    last_full_sync: if listing.complete {
+                        Some(now)
+                    } else {
+                        cursor.as_ref().and_then(|c| c.last_full_sync)
+                    },
+                    last_sync: Some(now),
+                },
+            );
+        }
+        self.store.apply_batch(batch).await?;
+        Ok(report)
+    }
+
+    /// A full pass over every configured calendar (or one).
+    pub async fn reconcile(
+        &self,
+        only: Option<&str>,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<Vec<CalendarReport>, EngineError> {
+        let calendars = self
+            .source
+            .calendars()
+            .await
+            .map_err(|source| EngineError::Source {
+                calendar: "(calendar list)".to_owned(),
+                source,
+            })?;
+        let mut out = Vec::new();
+        for cal in calendars.iter().filter(|c| only.is_none_or(|o| o == c.id)) {
+            out.push(self.sync_calendar(cal, Mode::Full, dry_run, now).await?);
+        }
+        Ok(out)
+    }
+}

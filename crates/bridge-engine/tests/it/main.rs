@@ -1,0 +1,3 @@
+//! Integration tests of bridge-engine (one test binary).
+
+mod model;
