@@ -41,7 +41,57 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) server: ServerConfig,
     #[serde(default)]
+    pub(crate) sync: SyncConfig,
+    #[serde(default)]
     pub(crate) sinks: Vec<SinkConfig>,
+}
+
+/// How the engine syncs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SyncConfig {
+    /// Mirror only events from this many days ago (unset: all history).
+    pub(crate) window_past_days: Option<u32>,
+    /// ... up to this many days ahead (unset: everything).
+    pub(crate) window_future_days: Option<u32>,
+    /// The deletion budget: more deletions than this in one pass stop it.
+    #[serde(default = "default_max_delete_count")]
+    pub(crate) max_delete_count: usize,
+    /// ... or more than this share of a calendar's events (percent).
+    #[serde(default = "default_max_delete_percent")]
+    pub(crate) max_delete_percent: f64,
+    /// The daemon's periodic full reconcile, in hours.
+    #[serde(default = "default_full_reconcile_hours")]
+    pub(crate) full_reconcile_hours: u64,
+    /// Poll interval when `delivery = "poll"`, in seconds.
+    #[serde(default = "default_poll_seconds")]
+    pub(crate) poll_seconds: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            window_past_days: None,
+            window_future_days: None,
+            max_delete_count: default_max_delete_count(),
+            max_delete_percent: default_max_delete_percent(),
+            full_reconcile_hours: default_full_reconcile_hours(),
+            poll_seconds: default_poll_seconds(),
+        }
+    }
+}
+
+fn default_max_delete_count() -> usize {
+    50
+}
+fn default_max_delete_percent() -> f64 {
+    10.0
+}
+fn default_full_reconcile_hours() -> u64 {
+    6
+}
+fn default_poll_seconds() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +151,17 @@ pub(crate) enum Delivery {
     Poll,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum IdentityConfig {
+    Tenant,
+    User,
+}
+
+fn default_identity() -> IdentityConfig {
+    IdentityConfig::Tenant
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FeishuConfig {
@@ -115,6 +176,10 @@ pub(crate) struct FeishuConfig {
     pub(crate) calendars: Calendars,
     #[serde(default = "default_delivery")]
     pub(crate) delivery: Delivery,
+    /// Whose token reads the calendars: the app's (`tenant`, default) or the
+    /// user's authorized with `feishu-bridge auth feishu` (`user`).
+    #[serde(default = "default_identity")]
+    pub(crate) identity: IdentityConfig,
     pub(crate) encrypt_key: Option<Secret>,
     pub(crate) encrypt_key_file: Option<PathBuf>,
     pub(crate) verification_token: Option<Secret>,
@@ -173,10 +238,6 @@ pub(crate) enum SinkConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IcsSink {
-    #[expect(
-        dead_code,
-        reason = "read by the ICS sink of the engine, not built yet"
-    )]
     pub(crate) dir: PathBuf,
     #[serde(default = "default_privacy")]
     pub(crate) privacy: String,
@@ -432,6 +493,24 @@ impl Config {
         if f.delivery == Delivery::Webhook && !has_token {
             problems
                 .push("feishu.verification_token: required when delivery = \"webhook\"".to_owned());
+        }
+        let sync = &self.sync;
+        if !(0.0..=100.0).contains(&sync.max_delete_percent) {
+            problems.push(format!(
+                "sync.max_delete_percent: {} is not a percentage (0 to 100)",
+                sync.max_delete_percent
+            ));
+        }
+        if sync.window_past_days.is_some() != sync.window_future_days.is_some() {
+            problems.push(
+                "sync.window_past_days and sync.window_future_days: set both or neither".to_owned(),
+            );
+        }
+        if sync.full_reconcile_hours == 0 {
+            problems.push("sync.full_reconcile_hours: must be at least 1".to_owned());
+        }
+        if sync.poll_seconds == 0 {
+            problems.push("sync.poll_seconds: must be at least 1".to_owned());
         }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(

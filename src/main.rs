@@ -1,5 +1,6 @@
 //! `feishu-bridge`: mirror Feishu / Lark calendars into other calendars.
 
+mod app;
 mod cmd;
 mod config;
 
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Convert a Feishu list-events response (or a JSON array of events) to one VCALENDAR on stdout.
     Convert(cmd::convert::Args),
+    /// One full pass: list every configured calendar, plan, apply, report.
+    Reconcile(cmd::reconcile::Args),
     /// Authorize a user account (code flow with PKCE through a loopback redirect).
     Auth(cmd::auth::Args),
     /// Ask Feishu to push change events for the configured calendars (user token).
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Reconcile(args) => block_on(cmd::reconcile::run(args)),
         Command::Auth(args) => block_on(cmd::auth::run(args)),
         Command::Subscribe(args) => block_on(cmd::subscribe::run(args)),
     };

@@ -2,6 +2,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod convert;
+pub(crate) mod reconcile;
 pub(crate) mod subscribe;
 
 /// Prints an error and its causes on stderr, one line.

@@ -187,13 +187,17 @@ pub fn events(count: usize, seed: u64, base: i64) -> Vec<Event> {
                     out.push(ex);
                 }
                 if out.len() < count {
-                    out.push(Event {
-                        event_id: Some(format!("{id}_{cancelled_orig}")),
-                        is_exception: Some(true),
-                        recurring_event_id: Some(format!("{id}_0")),
-                        status: Some(EventStatus::Cancelled),
-                        ..Event::default()
-                    });
+                    // A cancelled occurrence is a stored exception like any
+                    // other, with its original times and status cancelled.
+                    let mut gone = ev.clone();
+                    gone.event_id = Some(format!("{id}_{cancelled_orig}"));
+                    gone.recurrence = None;
+                    gone.is_exception = Some(true);
+                    gone.recurring_event_id = Some(format!("{id}_0"));
+                    gone.status = Some(EventStatus::Cancelled);
+                    gone.start_time = Some(timed(cancelled_orig, tz));
+                    gone.end_time = Some(timed(cancelled_orig + len, tz));
+                    out.push(gone);
                 }
                 i += 1;
                 continue;

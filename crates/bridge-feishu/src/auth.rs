@@ -478,6 +478,71 @@ impl UserAuth {
     }
 }
 
+/// Serves the loopback redirect once: waits for
+/// `GET /callback?code=…&state=…` on `listener`, checks `state`, answers the
+/// browser with a short page and returns the code.
+pub async fn receive_redirect(
+    listener: tokio::net::TcpListener,
+    expected_state: &str,
+    timeout: Duration,
+) -> Result<String, FeishuError> {
+    use axum::extract::Query;
+    use axum::response::Html;
+    use std::collections::HashMap;
+
+    type Outcome = Result<String, String>;
+    let (tx, rx) = tokio::sync::oneshot::channel::<Outcome>();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let expected = expected_state.to_owned();
+    let handler = move |Query(q): Query<HashMap<String, String>>| {
+        let tx = tx.clone();
+        let expected = expected.clone();
+        async move {
+            let outcome: Outcome = match (q.get("code"), q.get("state"), q.get("error")) {
+                (_, _, Some(err)) => Err(format!("authorization refused: {err}")),
+                (Some(code), Some(state), None) if *state == expected => Ok(code.clone()),
+                (Some(_), _, None) => {
+                    Err("the redirect's state does not match; ignored".to_owned())
+                }
+                _ => Err("the redirect has no code".to_owned()),
+            };
+            let page = match &outcome {
+                Ok(_) => "feishu-bridge: authorized. You can close this window.".to_owned(),
+                Err(e) => format!("feishu-bridge: {e}"),
+            };
+            if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(outcome);
+            }
+            Html(format!(
+                "<!doctype html><title>feishu-bridge</title><p>{page}</p>"
+            ))
+        }
+    };
+    let app = axum::Router::new().route("/callback", axum::routing::get(handler));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    let result = tokio::time::timeout(timeout, rx).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    match result {
+        Err(_) => Err(FeishuError::Config(format!(
+            "no redirect arrived within {} s",
+            timeout.as_secs()
+        ))),
+        Ok(Err(_)) => Err(FeishuError::Config(
+            "the redirect listener stopped".to_owned(),
+        )),
+        Ok(Ok(Ok(code))) => Ok(code),
+        Ok(Ok(Err(e))) => Err(FeishuError::Config(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,70 +609,5 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-/// Serves the loopback redirect once: waits for
-/// `GET /callback?code=…&state=…` on `listener`, checks `state`, answers the
-/// browser with a short page and returns the code.
-pub async fn receive_redirect(
-    listener: tokio::net::TcpListener,
-    expected_state: &str,
-    timeout: Duration,
-) -> Result<String, FeishuError> {
-    use axum::extract::Query;
-    use axum::response::Html;
-    use std::collections::HashMap;
-
-    type Outcome = Result<String, String>;
-    let (tx, rx) = tokio::sync::oneshot::channel::<Outcome>();
-    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
-    let expected = expected_state.to_owned();
-    let handler = move |Query(q): Query<HashMap<String, String>>| {
-        let tx = tx.clone();
-        let expected = expected.clone();
-        async move {
-            let outcome: Outcome = match (q.get("code"), q.get("state"), q.get("error")) {
-                (_, _, Some(err)) => Err(format!("authorization refused: {err}")),
-                (Some(code), Some(state), None) if *state == expected => Ok(code.clone()),
-                (Some(_), _, None) => {
-                    Err("the redirect's state does not match; ignored".to_owned())
-                }
-                _ => Err("the redirect has no code".to_owned()),
-            };
-            let page = match &outcome {
-                Ok(_) => "feishu-bridge: authorized. You can close this window.".to_owned(),
-                Err(e) => format!("feishu-bridge: {e}"),
-            };
-            if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                let _ = tx.send(outcome);
-            }
-            Html(format!(
-                "<!doctype html><title>feishu-bridge</title><p>{page}</p>"
-            ))
-        }
-    };
-    let app = axum::Router::new().route("/callback", axum::routing::get(handler));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await;
-    });
-    let result = tokio::time::timeout(timeout, rx).await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    match result {
-        Err(_) => Err(FeishuError::Config(format!(
-            "no redirect arrived within {} s",
-            timeout.as_secs()
-        ))),
-        Ok(Err(_)) => Err(FeishuError::Config(
-            "the redirect listener stopped".to_owned(),
-        )),
-        Ok(Ok(Ok(code))) => Ok(code),
-        Ok(Ok(Err(e))) => Err(FeishuError::Config(e)),
     }
 }

@@ -237,7 +237,12 @@ impl FeishuClient {
                     self.tenant.invalidate().await;
                 }
                 self.tenant
-                    .get(&self.http, &self.cfg.base_url, &self.cfg.app_id, &self.cfg.app_secret)
+                    .get(
+                        &self.http,
+                        &self.cfg.base_url,
+                        &self.cfg.app_id,
+                        &self.cfg.app_secret,
+                    )
                     .await
             }
             Identity::User => {
@@ -328,7 +333,9 @@ impl FeishuClient {
             .bearer_auth(token.expose())
             .query(query);
         if *method == Method::POST {
-            req = req.header("content-type", "application/json; charset=utf-8").body("{}");
+            req = req
+                .header("content-type", "application/json; charset=utf-8")
+                .body("{}");
         }
         let resp = match req.send().await {
             Ok(r) => r,
@@ -439,7 +446,13 @@ impl FeishuClient {
                 (None, None) => {}
             }
             let page: CalendarPage = self
-                .call(identity, Method::GET, endpoint, "/open-apis/calendar/v4/calendars", &q)
+                .call(
+                    identity,
+                    Method::GET,
+                    endpoint,
+                    "/open-apis/calendar/v4/calendars",
+                    &q,
+                )
                 .await?;
             out.calendars.extend(page.calendar_list);
             if !page.has_more {
@@ -451,7 +464,10 @@ impl FeishuClient {
     }
 
     /// The primary calendar(s) of the identity.
-    pub async fn primary_calendars(&self, identity: Identity) -> Result<Vec<Calendar>, FeishuError> {
+    pub async fn primary_calendars(
+        &self,
+        identity: Identity,
+    ) -> Result<Vec<Calendar>, FeishuError> {
         let data: PrimaryData = self
             .call(
                 identity,
@@ -492,7 +508,10 @@ impl FeishuClient {
         if let Some(n) = query.page_size {
             q.push(("page_size", n.to_string()));
         }
-        for (k, v) in [("page_token", &query.page_token), ("sync_token", &query.sync_token)] {
+        for (k, v) in [
+            ("page_token", &query.page_token),
+            ("sync_token", &query.sync_token),
+        ] {
             if let Some(v) = v {
                 q.push((k, v.clone()));
             }
@@ -570,7 +589,11 @@ impl FeishuClient {
                 identity,
                 Method::GET,
                 "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id",
-                &format!("{}/events/{}", Self::cal_path(calendar_id), urlencode(event_id)),
+                &format!(
+                    "{}/events/{}",
+                    Self::cal_path(calendar_id),
+                    urlencode(event_id)
+                ),
                 &q,
             )
             .await?;
@@ -584,7 +607,8 @@ impl FeishuClient {
         calendar_id: &str,
         event_id: &str,
     ) -> Result<Vec<Attendee>, FeishuError> {
-        let endpoint = "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id/attendees";
+        let endpoint =
+            "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id/attendees";
         let path = format!(
             "{}/events/{}/attendees",
             Self::cal_path(calendar_id),
@@ -597,7 +621,9 @@ impl FeishuClient {
             if let Some(p) = &page_token {
                 q.push(("page_token", p.clone()));
             }
-            let page: AttendeePage = self.call(identity, Method::GET, endpoint, &path, &q).await?;
+            let page: AttendeePage = self
+                .call(identity, Method::GET, endpoint, &path, &q)
+                .await?;
             out.extend(page.items);
             if !page.has_more {
                 return Ok(out);
@@ -616,7 +642,8 @@ impl FeishuClient {
         start: i64,
         end: i64,
     ) -> Result<Vec<Event>, FeishuError> {
-        let endpoint = "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id/instances";
+        let endpoint =
+            "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id/instances";
         let path = format!(
             "{}/events/{}/instances",
             Self::cal_path(calendar_id),
@@ -633,7 +660,9 @@ impl FeishuClient {
             if let Some(p) = &page_token {
                 q.push(("page_token", p.clone()));
             }
-            let page: InstancesData = self.call(identity, Method::GET, endpoint, &path, &q).await?;
+            let page: InstancesData = self
+                .call(identity, Method::GET, endpoint, &path, &q)
+                .await?;
             out.extend(page.items);
             if !page.has_more {
                 return Ok(out);
@@ -645,7 +674,9 @@ impl FeishuClient {
     // ---- subscriptions (user identity only) --------------------------------
 
     async fn post_user(&self, endpoint: &str, path: &str) -> Result<(), FeishuError> {
-        let _: serde_json::Value = self.call(Identity::User, Method::POST, endpoint, path, &[]).await?;
+        let _: serde_json::Value = self
+            .call(Identity::User, Method::POST, endpoint, path, &[])
+            .await?;
         Ok(())
     }
 
@@ -731,7 +762,10 @@ mod tests {
         assert!(next_page_token("e", None, &None).is_err());
         assert!(next_page_token("e", Some(String::new()), &None).is_err());
         assert!(next_page_token("e", Some("a".into()), &Some("a".into())).is_err());
-        assert_eq!(next_page_token("e", Some("b".into()), &Some("a".into())).unwrap(), "b");
+        assert_eq!(
+            next_page_token("e", Some("b".into()), &Some("a".into())).unwrap(),
+            "b"
+        );
     }
 
     #[test]

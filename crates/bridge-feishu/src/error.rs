@@ -31,7 +31,9 @@ pub enum FeishuError {
         retry_after: Option<Duration>,
     },
     /// Code 190008: the page_token or sync_token expired; a full listing is needed.
-    #[error("Feishu {endpoint}: page_token or sync_token expired (code 190008); a full listing is needed")]
+    #[error(
+        "Feishu {endpoint}: page_token or sync_token expired (code 190008); a full listing is needed"
+    )]
     CursorExpired {
         endpoint: String,
         log_id: Option<String>,
@@ -158,12 +160,25 @@ mod tests {
         assert!(api(99_991_400, 429).is_rate_limited());
         assert!(api(190_003, 500).is_transient());
         assert!(!api(191_002, 403).is_transient());
-        assert_eq!(api(190_005, 429).retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            api(190_005, 429).retry_after(),
+            Some(Duration::from_secs(2))
+        );
         assert_eq!(api(7, 400).log_id(), Some("202501010000"));
         let shown = api(191_000, 404).to_string();
-        assert!(shown.contains("code 191000") && shown.contains("log id 202501010000"), "{shown}");
-        let reauth = FeishuError::ReauthRequired { code: 20_073, msg: "used".into() };
-        assert!(reauth.to_string().contains("run `feishu-bridge auth feishu` again"));
+        assert!(
+            shown.contains("code 191000") && shown.contains("log id 202501010000"),
+            "{shown}"
+        );
+        let reauth = FeishuError::ReauthRequired {
+            code: 20_073,
+            msg: "used".into(),
+        };
+        assert!(
+            reauth
+                .to_string()
+                .contains("run `feishu-bridge auth feishu` again")
+        );
         assert!(!reauth.is_transient());
     }
 }

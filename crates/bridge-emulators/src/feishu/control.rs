@@ -1,0 +1,484 @@
+//! `/_emulator/…`: a JSON control API mirroring the Rust API, for non-Rust
+//! tests and `feishu-bridge demo`. See the module docs of [`super`] for the
+//! route list. Control calls are not recorded in `calls()`, not rate limited
+//! and need no token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bridge_core::feishu::{Attendee, Event, RsvpStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::faults::{FaultKind, Faults};
+use super::model::EmulatorError;
+use super::{Inner, RoomEventKind, WebhookTarget, lock, push};
+
+use axum::Json;
+type CtlResult = Result<Response, CtlError>;
+
+/// A control-API failure: `{"error": "..."}` with 400/404.
+#[derive(Debug)]
+pub(crate) struct CtlError(StatusCode, String);
+
+impl From<EmulatorError> for CtlError {
+    fn from(e: EmulatorError) -> Self {
+        let status = match e {
+            EmulatorError::UnknownCalendar(_) | EmulatorError::UnknownEvent { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+impl IntoResponse for CtlError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn ok(v: Value) -> CtlResult {
+    Ok(axum::Json(v).into_response())
+}
+
+fn bad(msg: impl Into<String>) -> CtlError {
+    CtlError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+pub(crate) fn router() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/users", post(add_user))
+        .route("/users/{open_id}/tokens", post(issue_tokens))
+        .route("/auto_login", post(auto_login))
+        .route("/calendars", post(create_calendar))
+        .route("/calendars/{cal}", axum::routing::delete(delete_calendar))
+        .route("/calendars/{cal}/subscribers", post(subscribe))
+        .route(
+            "/calendars/{cal}/events",
+            get(list_events).post(create_event),
+        )
+        .route("/calendars/{cal}/events/bulk", post(bulk_load))
+        .route(
+            "/calendars/{cal}/events/{id}",
+            axum::routing::patch(patch_event).delete(delete_event),
+        )
+        .route("/calendars/{cal}/events/{id}/move", post(move_occurrence))
+        .route(
+            "/calendars/{cal}/events/{id}/cancel",
+            post(cancel_occurrence),
+        )
+        .route("/calendars/{cal}/events/{id}/attendees", post(add_attendee))
+        .route("/calendars/{cal}/events/{id}/rooms", post(add_room))
+        .route("/calendars/{cal}/events/{id}/reply", post(reply))
+        .route("/tokens/expire", post(expire_tokens))
+        .route("/faults", axum::routing::put(set_faults))
+        .route("/fail_next", post(fail_next))
+        .route("/webhook", axum::routing::put(set_webhook))
+        .route("/webhook/verify", post(verify_webhook))
+        .route("/ws/drop", post(drop_ws))
+        .route("/emit/room_event", post(emit_room_event))
+        .route("/emit/reserve_config", post(emit_reserve_config))
+        .route("/emit/v2", post(emit_v2))
+        .route("/emit/v1", post(emit_v1))
+        .route("/calls", get(calls).delete(reset_calls))
+        .route("/deliveries", get(deliveries))
+        .route("/state", get(state))
+}
+
+#[derive(Deserialize)]
+struct NameBody {
+    name: String,
+}
+
+async fn add_user(State(inner): State<Arc<Inner>>, Json(b): Json<NameBody>) -> CtlResult {
+    let (open_id, primary) = lock(&inner.store).add_user(&b.name);
+    ok(json!({ "open_id": open_id, "primary_calendar_id": primary }))
+}
+
+#[derive(Deserialize)]
+struct ScopeBody {
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+async fn issue_tokens(
+    State(inner): State<Arc<Inner>>,
+    Path(open_id): Path<String>,
+    Json(b): Json<ScopeBody>,
+) -> CtlResult {
+    if !lock(&inner.store).users.contains_key(&open_id) {
+        return Err(EmulatorError::UnknownUser(open_id).into());
+    }
+    let scope = b
+        .scope
+        .unwrap_or_else(|| "calendar:calendar:readonly offline_access".into());
+    let (access, refresh) = inner.issue_user_token(&open_id, &scope);
+    ok(json!({ "access_token": access, "refresh_token": refresh }))
+}
+
+#[derive(Deserialize)]
+struct OpenIdBody {
+    open_id: String,
+}
+
+async fn auto_login(State(inner): State<Arc<Inner>>, Json(b): Json<OpenIdBody>) -> CtlResult {
+    lock(&inner.store).auto_login = Some(b.open_id);
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct SummaryBody {
+    summary: String,
+}
+
+async fn create_calendar(State(inner): State<Arc<Inner>>, Json(b): Json<SummaryBody>) -> CtlResult {
+    let id = inner.mutate(|s, _| Ok(s.create_calendar(&b.summary)))?;
+    ok(json!({ "calendar_id": id }))
+}
+
+async fn delete_calendar(State(inner): State<Arc<Inner>>, Path(cal): Path<String>) -> CtlResult {
+    inner.mutate(|s, _| Ok(((), s.delete_calendar(&cal)?)))?;
+    ok(json!({}))
+}
+
+async fn subscribe(
+    State(inner): State<Arc<Inner>>,
+    Path(cal): Path<String>,
+    Json(b): Json<OpenIdBody>,
+) -> CtlResult {
+    let mut s = lock(&inner.store);
+    s.live_calendar(&cal)?;
+    s.event_subs.insert((cal, b.open_id));
+    ok(json!({}))
+}
+
+async fn list_events(State(inner): State<Arc<Inner>>, Path(cal): Path<String>) -> CtlResult {
+    let events = lock(&inner.store).events_of(&cal);
+    ok(serde_json::to_value(events).unwrap_or_default())
+}
+
+async fn create_event(
+    State(inner): State<Arc<Inner>>,
+    Path(cal): Path<String>,
+    Json(ev): Json<Event>,
+) -> CtlResult {
+    let id = inner.mutate(|s, now| s.create_event(&cal, ev, now))?;
+    ok(json!({ "event_id": id }))
+}
+
+async fn bulk_load(
+    State(inner): State<Arc<Inner>>,
+    Path(cal): Path<String>,
+    Json(events): Json<Vec<Event>>,
+) -> CtlResult {
+    let n = events.len();
+    let now = super::util::now_secs();
+    lock(&inner.store).bulk_load(&cal, events, now)?;
+    ok(json!({ "loaded": n }))
+}
+
+/// RFC 7396 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+async fn patch_event(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+    Json(patch): Json<Value>,
+) -> CtlResult {
+    let mut bad_patch = None;
+    inner.mutate(|s, _| {
+        let changes = s.update_event(&cal, &id, |ev| {
+            let mut v = serde_json::to_value(&*ev).unwrap_or_default();
+            merge_patch(&mut v, &patch);
+            match serde_json::from_value::<Event>(v) {
+                Ok(new) => *ev = new,
+                Err(e) => bad_patch = Some(e.to_string()),
+            }
+        })?;
+        Ok(((), changes))
+    })?;
+    match bad_patch {
+        Some(e) => Err(bad(format!("patch is not a valid event: {e}"))),
+        None => ok(json!({})),
+    }
+}
+
+async fn delete_event(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+) -> CtlResult {
+    inner.mutate(|s, _| Ok(((), s.delete_event(&cal, &id)?)))?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    original_time: i64,
+    start: i64,
+    end: i64,
+    #[serde(default)]
+    summary: Option<String>,
+}
+
+async fn move_occurrence(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+    Json(b): Json<MoveBody>,
+) -> CtlResult {
+    let exc = inner.mutate(|s, now| {
+        s.move_occurrence(
+            &cal,
+            &id,
+            b.original_time,
+            (b.start, b.end),
+            b.summary.as_deref(),
+            now,
+        )
+    })?;
+    ok(json!({ "event_id": exc }))
+}
+
+#[derive(Deserialize)]
+struct CancelBody {
+    original_time: i64,
+}
+
+async fn cancel_occurrence(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+    Json(b): Json<CancelBody>,
+) -> CtlResult {
+    let exc = inner.mutate(|s, now| s.cancel_occurrence(&cal, &id, b.original_time, now))?;
+    ok(json!({ "event_id": exc }))
+}
+
+async fn add_attendee(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+    Json(a): Json<Attendee>,
+) -> CtlResult {
+    inner.mutate(|s, _| Ok(((), s.add_attendee(&cal, &id, a)?)))?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct RoomBody {
+    room_id: String,
+    name: String,
+}
+
+async fn add_room(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+    Json(b): Json<RoomBody>,
+) -> CtlResult {
+    inner.mutate(|s, _| Ok(((), s.add_room(&cal, &id, &b.room_id, &b.name)?)))?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct ReplyBody {
+    open_id: String,
+    rsvp_status: String,
+}
+
+async fn reply(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+    Json(b): Json<ReplyBody>,
+) -> CtlResult {
+    let status = RsvpStatus::from_wire(&b.rsvp_status);
+    inner.mutate(|s, _| Ok(((), s.reply(&cal, &id, &b.open_id, status)?)))?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct KindBody {
+    kind: String,
+}
+
+async fn expire_tokens(State(inner): State<Arc<Inner>>, Json(b): Json<KindBody>) -> CtlResult {
+    match b.kind.as_str() {
+        "tenant" => lock(&inner.auth).expire_tenant_tokens(),
+        "user" => lock(&inner.auth).expire_user_tokens(),
+        "refresh" => lock(&inner.auth).revoke_refresh_tokens(),
+        "sync" => inner.codec.expire_syncs(),
+        "page" => inner.codec.expire_pages(),
+        other => return Err(bad(format!("unknown token kind {other}"))),
+    }
+    ok(json!({}))
+}
+
+async fn set_faults(State(inner): State<Arc<Inner>>, Json(f): Json<Faults>) -> CtlResult {
+    lock(&inner.faults).set(f);
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct FailNextBody {
+    path_contains: String,
+    #[serde(default = "one")]
+    n: usize,
+    fault: String,
+    #[serde(default)]
+    reset_secs: Option<u64>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+async fn fail_next(State(inner): State<Arc<Inner>>, Json(b): Json<FailNextBody>) -> CtlResult {
+    let kind = match b.fault.as_str() {
+        "status429" => FaultKind::Status429 {
+            reset_secs: b.reset_secs.unwrap_or(1),
+        },
+        "status5xx" => FaultKind::Status5xx,
+        "slow" => FaultKind::Slow(Duration::from_millis(b.delay_ms.unwrap_or(1000))),
+        "token_expired" => FaultKind::TokenExpired,
+        "truncated" => FaultKind::Truncated,
+        other => return Err(bad(format!("unknown fault {other}"))),
+    };
+    lock(&inner.faults).fail_next(&b.path_contains, b.n, kind);
+    ok(json!({}))
+}
+
+async fn set_webhook(
+    State(inner): State<Arc<Inner>>,
+    Json(t): Json<Option<WebhookTarget>>,
+) -> CtlResult {
+    lock(&inner.cfg).webhook = t;
+    ok(json!({}))
+}
+
+async fn verify_webhook(State(inner): State<Arc<Inner>>) -> CtlResult {
+    match super::webhook::verify_url(&inner).await {
+        Ok(()) => ok(json!({ "verified": true })),
+        Err(e) => ok(json!({ "verified": false, "error": e.to_string() })),
+    }
+}
+
+async fn drop_ws(State(inner): State<Arc<Inner>>) -> CtlResult {
+    inner.ws.drop_all();
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct RoomEventBody {
+    kind: String,
+    uid: String,
+    #[serde(default)]
+    original_time: i64,
+    start_ms: i64,
+    end_ms: i64,
+    room_ids: Vec<String>,
+    organizer_open_id: String,
+}
+
+async fn emit_room_event(
+    State(inner): State<Arc<Inner>>,
+    Json(b): Json<RoomEventBody>,
+) -> CtlResult {
+    let kind = match b.kind.as_str() {
+        "created" => RoomEventKind::Created,
+        "updated" => RoomEventKind::Updated,
+        "deleted" => RoomEventKind::Deleted,
+        other => return Err(bad(format!("unknown room event kind {other}"))),
+    };
+    let rooms: Vec<&str> = b.room_ids.iter().map(String::as_str).collect();
+    let id = inner.room_event(
+        kind,
+        &b.uid,
+        b.original_time,
+        b.start_ms,
+        b.end_ms,
+        &rooms,
+        &b.organizer_open_id,
+    );
+    ok(json!({ "uuid": id }))
+}
+
+async fn emit_reserve_config(State(inner): State<Arc<Inner>>, Json(ev): Json<Value>) -> CtlResult {
+    let id = push::emit_v2(&inner, "vc.reserve_config.updated_v1", ev);
+    ok(json!({ "event_id": id }))
+}
+
+#[derive(Deserialize)]
+struct V2Body {
+    event_type: String,
+    event: Value,
+}
+
+async fn emit_v2(State(inner): State<Arc<Inner>>, Json(b): Json<V2Body>) -> CtlResult {
+    let id = push::emit_v2(&inner, &b.event_type, b.event);
+    ok(json!({ "event_id": id }))
+}
+
+async fn emit_v1(State(inner): State<Arc<Inner>>, Json(ev): Json<Value>) -> CtlResult {
+    let id = push::emit_v1(&inner, ev);
+    ok(json!({ "uuid": id }))
+}
+
+async fn calls(State(inner): State<Arc<Inner>>) -> CtlResult {
+    let calls = lock(&inner.calls).clone();
+    ok(serde_json::to_value(calls).unwrap_or_default())
+}
+
+async fn reset_calls(State(inner): State<Arc<Inner>>) -> CtlResult {
+    lock(&inner.calls).clear();
+    ok(json!({}))
+}
+
+async fn deliveries(State(inner): State<Arc<Inner>>) -> CtlResult {
+    let d = lock(&inner.push.deliveries).clone();
+    ok(serde_json::to_value(d).unwrap_or_default())
+}
+
+async fn state(State(inner): State<Arc<Inner>>) -> CtlResult {
+    let s = lock(&inner.store);
+    let users: Vec<Value> = s
+        .users
+        .values()
+        .map(|u| json!({"open_id": u.open_id, "name": u.name, "primary_calendar_id": u.primary}))
+        .collect();
+    let calendars: Vec<Value> = s
+        .calendars
+        .values()
+        .map(|c| json!({"calendar": c.cal, "deleted": c.deleted}))
+        .collect();
+    let rooms: Vec<Value> = s
+        .rooms
+        .iter()
+        .map(|(id, r)| json!({"room_id": id, "name": r.name, "calendar_id": r.calendar_id}))
+        .collect();
+    ok(json!({
+        "base_url": format!("http://{}", inner.addr),
+        "users": users,
+        "rooms": rooms,
+        "calendars": calendars,
+        "version": s.version,
+        "ws_connections": inner.ws.live(),
+    }))
+}

@@ -1,0 +1,248 @@
+//! Fault injection (random and one-shot) and the per-endpoint rate limiter.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Random faults. Probabilities are in `0.0..=1.0`; all zero by default.
+///
+/// `rate_429`, `rate_5xx`, `slow_rate` and `truncate_rate` apply to calendar
+/// API requests (`/open-apis/calendar/…`); `drop_ws_rate` closes the
+/// long-connection socket instead of delivering a message; `duplicate_rate`
+/// re-sends a message that was already delivered (webhook and WS).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    pub rate_429: f64,
+    pub rate_5xx: f64,
+    pub slow_rate: f64,
+    #[serde(with = "duration_ms")]
+    pub slow_delay: Duration,
+    pub drop_ws_rate: f64,
+    pub duplicate_rate: f64,
+    pub truncate_rate: f64,
+    /// Seed for the fault dice, for reproducible runs (random when `None`).
+    pub seed: Option<u64>,
+}
+
+/// A deterministic fault for [`super::FeishuEmulator::fail_next`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// HTTP 429, code 99991400, `x-ogw-ratelimit-reset: reset_secs`.
+    Status429 { reset_secs: u64 },
+    /// HTTP 500, code 190003.
+    Status5xx,
+    /// Answer normally after this delay.
+    Slow(Duration),
+    /// The presented token is expired on the spot (99991663 tenant /
+    /// 99991677 user), so the client must fetch or refresh a new one.
+    TokenExpired,
+    /// Answer normally but cut the JSON body in half.
+    Truncated,
+}
+
+/// Durations as integer milliseconds on the control API.
+pub(crate) mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[derive(Debug)]
+struct OneShot {
+    path_contains: String,
+    remaining: usize,
+    kind: FaultKind,
+}
+
+/// Fault configuration plus the dice.
+#[derive(Debug)]
+pub(crate) struct FaultState {
+    pub(crate) faults: Faults,
+    rng: StdRng,
+    one_shots: VecDeque<OneShot>,
+}
+
+impl Default for FaultState {
+    fn default() -> Self {
+        Self {
+            faults: Faults::default(),
+            rng: StdRng::from_os_rng(),
+            one_shots: VecDeque::new(),
+        }
+    }
+}
+
+impl FaultState {
+    pub(crate) fn set(&mut self, faults: Faults) {
+        self.rng = match faults.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        self.faults = faults;
+    }
+
+    pub(crate) fn fail_next(&mut self, path_contains: &str, n: usize, kind: FaultKind) {
+        if n > 0 {
+            self.one_shots.push_back(OneShot {
+                path_contains: path_contains.to_owned(),
+                remaining: n,
+                kind,
+            });
+        }
+    }
+
+    /// True with probability `p`.
+    pub(crate) fn roll(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random_bool(p.min(1.0))
+    }
+
+    /// The fault (if any) for a request to `path`. One-shot faults come
+    /// first; random ones only when `random_eligible`.
+    pub(crate) fn pick(&mut self, path: &str, random_eligible: bool) -> Option<FaultKind> {
+        if let Some(pos) = self
+            .one_shots
+            .iter()
+            .position(|o| path.contains(&o.path_contains))
+        {
+            let shot = &mut self.one_shots[pos];
+            shot.remaining -= 1;
+            let kind = shot.kind.clone();
+            if shot.remaining == 0 {
+                self.one_shots.remove(pos);
+            }
+            return Some(kind);
+        }
+        if !random_eligible {
+            return None;
+        }
+        let f = self.faults.clone();
+        if self.roll(f.rate_429) {
+            return Some(FaultKind::Status429 { reset_secs: 1 });
+        }
+        if self.roll(f.rate_5xx) {
+            return Some(FaultKind::Status5xx);
+        }
+        if self.roll(f.truncate_rate) {
+            return Some(FaultKind::Truncated);
+        }
+        if self.roll(f.slow_rate) {
+            return Some(FaultKind::Slow(f.slow_delay));
+        }
+        None
+    }
+}
+
+/// Sliding-window limiter: per key, at most `per_sec` requests in any 1 s and
+/// `per_min` in any 60 s. Throttled requests are not counted.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimiter {
+    hits: HashMap<String, VecDeque<Instant>>,
+}
+
+/// A throttling verdict: the limit that was hit and seconds until it resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Throttled {
+    pub(crate) limit: u32,
+    pub(crate) reset_secs: u64,
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+impl RateLimiter {
+    pub(crate) fn check(
+        &mut self,
+        key: &str,
+        per_sec: u32,
+        per_min: u32,
+        now: Instant,
+    ) -> Result<(), Throttled> {
+        let q = self.hits.entry(key.to_owned()).or_default();
+        let minute = Duration::from_secs(60);
+        let second = Duration::from_secs(1);
+        while q.front().is_some_and(|t| now.duration_since(*t) >= minute) {
+            q.pop_front();
+        }
+        let in_sec: Vec<&Instant> = q
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) < second)
+            .collect();
+        if in_sec.len() >= per_sec as usize {
+            let oldest = in_sec
+                .last()
+                .map(|t| now.duration_since(**t))
+                .unwrap_or_default();
+            return Err(Throttled {
+                limit: per_sec,
+                reset_secs: ceil_secs(second.saturating_sub(oldest)),
+            });
+        }
+        if q.len() >= per_min as usize {
+            let oldest = q
+                .front()
+                .map(|t| now.duration_since(*t))
+                .unwrap_or_default();
+            return Err(Throttled {
+                limit: per_min,
+                reset_secs: ceil_secs(minute.saturating_sub(oldest)),
+            });
+        }
+        q.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_second_then_per_minute() {
+        let mut rl = RateLimiter::default();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            rl.check("k", 3, 5, t0).unwrap();
+        }
+        let err = rl.check("k", 3, 5, t0).unwrap_err();
+        assert_eq!(
+            err,
+            Throttled {
+                limit: 3,
+                reset_secs: 1
+            }
+        );
+        let t1 = t0 + Duration::from_millis(1500);
+        rl.check("k", 3, 5, t1).unwrap();
+        rl.check("k", 3, 5, t1).unwrap();
+        let err = rl.check("k", 3, 5, t1).unwrap_err();
+        assert_eq!(err.limit, 5);
+        assert_eq!(err.reset_secs, 59);
+        rl.check("other", 3, 5, t1).unwrap();
+    }
+
+    #[test]
+    fn one_shots_are_consumed_in_order() {
+        let mut f = FaultState::default();
+        f.fail_next("/events", 2, FaultKind::Status5xx);
+        assert_eq!(f.pick("/calendars", true), None);
+        assert_eq!(f.pick("/x/events", false), Some(FaultKind::Status5xx));
+        assert_eq!(f.pick("/x/events", false), Some(FaultKind::Status5xx));
+        assert_eq!(f.pick("/x/events", false), None);
+    }
+}

@@ -1,0 +1,367 @@
+//! Event pushes: change aggregation (§7.2), v1/v2 envelopes, dispatch to the
+//! webhook or long-connection transport, and the delivery log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_core::feishu::RsvpStatus;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::model::{ChangeKind, Changes, EventChange, Store};
+use super::util::{now_ms, rand_hex};
+use super::{Inner, lock, webhook, ws};
+
+/// How a push message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Webhook,
+    Ws,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub at_ms: i64,
+    /// HTTP status (webhook) or ack `code` (WS); `None` for timeouts, network
+    /// errors and dropped connections.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// A re-send of an already delivered message (the `duplicate_rate` fault).
+    pub duplicate: bool,
+}
+
+/// The delivery record of one push message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// `header.event_id` (v2) or `uuid` (v1).
+    pub event_id: String,
+    pub event_type: String,
+    pub transport: Transport,
+    /// Attempts so far, duplicates included.
+    pub attempts: u32,
+    pub delivered_ok: bool,
+    /// True once every retry failed.
+    pub gave_up: bool,
+    pub last_status: Option<u16>,
+    /// Ack payloads received over WS, in order.
+    pub acks: Vec<Value>,
+    /// `biz_rt` header values seen on WS acks.
+    pub biz_rt: Vec<String>,
+    /// Frames per WS transmission (`sum`).
+    pub parts: usize,
+    /// The plaintext envelope.
+    pub payload: Value,
+    pub attempt_log: Vec<Attempt>,
+}
+
+/// A message ready to be delivered.
+#[derive(Debug)]
+pub(crate) struct OutMsg {
+    pub(crate) id: String,
+    pub(crate) event_type: String,
+    pub(crate) body: Vec<u8>,
+    /// Index into the delivery log.
+    pub(crate) slot: usize,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: Option<ChangeKind>,
+    rsvp_infos: Vec<(String, RsvpStatus)>,
+}
+
+/// Aggregation buffers and the delivery log.
+#[derive(Debug, Default)]
+pub(crate) struct PushState {
+    pending: std::sync::Mutex<HashMap<(String, String), Pending>>,
+    pub(crate) deliveries: std::sync::Mutex<Vec<Delivery>>,
+}
+
+/// §7.2 merge rules for two changes of the same event within one window.
+/// `None` means "nothing to push".
+pub(crate) fn merge(old: Option<ChangeKind>, new: ChangeKind) -> Option<ChangeKind> {
+    use ChangeKind::{Create, Delete, Rsvp, Update};
+    match (old, new) {
+        (None, n) => Some(n),
+        (Some(Create), Delete) => None,
+        (Some(Create), Update | Rsvp | Create) => Some(Create),
+        (Some(Delete), Update | Rsvp | Delete) => Some(Delete),
+        (Some(Delete), Create) => Some(Update),
+        (Some(Update), Delete) => Some(Delete),
+        (Some(Update), Update | Rsvp | Create) => Some(Update),
+        (Some(Rsvp), Rsvp) => Some(Rsvp),
+        (Some(Rsvp), Update | Create) => Some(Update),
+        (Some(Rsvp), Delete) => Some(Delete),
+    }
+}
+
+fn user_ids(store: &Store, open_id: &str) -> Value {
+    match store.users.get(open_id) {
+        Some(u) => json!({"union_id": u.union_id, "user_id": u.user_id, "open_id": u.open_id}),
+        None => json!({"union_id": "", "user_id": "", "open_id": open_id}),
+    }
+}
+
+/// Hands a mutation's changes to the push machinery: event changes are
+/// aggregated per calendar + event, calendar-list changes and room bookings
+/// are scheduled.
+pub(crate) fn announce(inner: &Arc<Inner>, changes: Changes) {
+    let cfg = inner.config();
+    let (subscribed, calendar_pushes): (Vec<EventChange>, Vec<Vec<String>>) = {
+        let store = lock(&inner.store);
+        let subscribed = changes
+            .events
+            .into_iter()
+            .filter(|c| {
+                store
+                    .event_subs
+                    .iter()
+                    .any(|(cal, _)| *cal == c.calendar_id)
+            })
+            .collect();
+        let cal_pushes = changes
+            .calendars
+            .iter()
+            .map(|c| store.calendar_list_subscribers(c))
+            .filter(|users| !users.is_empty())
+            .collect();
+        (subscribed, cal_pushes)
+    };
+    for users in calendar_pushes {
+        let body = {
+            let store = lock(&inner.store);
+            json!({ "user_id_list": users.iter().map(|u| user_ids(&store, u)).collect::<Vec<_>>() })
+        };
+        emit_v2(inner, "calendar.calendar.changed_v4", body);
+    }
+    for change in subscribed {
+        record(inner, change, cfg.aggregation_window);
+    }
+    for (event_id, room_id) in changes.bookings {
+        let delay = cfg.room_booking_delay;
+        let inner2 = Arc::clone(inner);
+        inner.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let changes = lock(&inner2.store).finish_booking(&event_id, &room_id);
+            announce(&inner2, changes);
+        });
+    }
+}
+
+fn record(inner: &Arc<Inner>, change: EventChange, window: Duration) {
+    if window.is_zero() {
+        flush(
+            inner,
+            &change.calendar_id,
+            &change.event_id,
+            Pending {
+                kind: Some(change.kind),
+                rsvp_infos: change.rsvp_infos,
+            },
+        );
+        return;
+    }
+    let key = (change.calendar_id.clone(), change.event_id.clone());
+    let mut pending = lock(&inner.push.pending);
+    if let Some(p) = pending.get_mut(&key) {
+        p.kind = merge(p.kind, change.kind);
+        if change.kind == ChangeKind::Rsvp {
+            p.rsvp_infos = change.rsvp_infos;
+        }
+        return;
+    }
+    pending.insert(
+        key.clone(),
+        Pending {
+            kind: Some(change.kind),
+            rsvp_infos: change.rsvp_infos,
+        },
+    );
+    drop(pending);
+    let inner2 = Arc::clone(inner);
+    inner.spawn(async move {
+        tokio::time::sleep(window).await;
+        let p = lock(&inner2.push.pending).remove(&key);
+        if let Some(p) = p {
+            flush(&inner2, &key.0, &key.1, p);
+        }
+    });
+}
+
+fn flush(inner: &Arc<Inner>, calendar_id: &str, event_id: &str, p: Pending) {
+    let Some(kind) = p.kind else {
+        tracing::debug!(
+            calendar_id,
+            event_id,
+            "changes cancelled out; nothing pushed"
+        );
+        return;
+    };
+    let body = {
+        let store = lock(&inner.store);
+        let users = store.subscribers(calendar_id);
+        if users.is_empty() {
+            return;
+        }
+        let mut event = json!({
+            "calendar_id": calendar_id,
+            "user_id_list": users.iter().map(|u| user_ids(&store, u)).collect::<Vec<_>>(),
+            "calendar_event_id": event_id,
+            "change_type": kind.as_str(),
+        });
+        if kind == ChangeKind::Rsvp {
+            event["rsvp_infos"] = p
+                .rsvp_infos
+                .iter()
+                .map(|(u, s)| json!({"from_user_id": user_ids(&store, u), "rsvp_status": s.as_str()}))
+                .collect();
+        }
+        event
+    };
+    emit_v2(inner, "calendar.calendar.event.changed_v4", body);
+}
+
+fn verification_token(inner: &Inner) -> String {
+    inner
+        .config()
+        .webhook
+        .map(|w| w.verification_token)
+        .unwrap_or_default()
+}
+
+/// Wraps `event` in a v2 envelope and dispatches it.
+pub(crate) fn emit_v2(inner: &Arc<Inner>, event_type: &str, event: Value) -> String {
+    let cfg = inner.config();
+    let id = rand_hex(32);
+    let payload = json!({
+        "schema": "2.0",
+        "header": {
+            "event_id": id,
+            "event_type": event_type,
+            "create_time": now_ms().to_string(),
+            "token": verification_token(inner),
+            "app_id": cfg.app_id,
+            "tenant_key": cfg.tenant_key,
+        },
+        "event": event,
+    });
+    dispatch(inner, id.clone(), event_type.to_owned(), payload);
+    id
+}
+
+/// Wraps `event` in a v1 envelope (adding `app_id`/`tenant_key` when absent)
+/// and dispatches it.
+pub(crate) fn emit_v1(inner: &Arc<Inner>, mut event: Value) -> String {
+    let cfg = inner.config();
+    if let Some(obj) = event.as_object_mut() {
+        obj.entry("app_id").or_insert_with(|| json!(cfg.app_id));
+        obj.entry("tenant_key")
+            .or_insert_with(|| json!(cfg.tenant_key));
+    }
+    let event_type = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("event_callback")
+        .to_owned();
+    let uuid = rand_hex(32);
+    let ts = format!("{:.7}", now_ms() as f64 / 1000.0);
+    let payload = json!({
+        "ts": ts,
+        "uuid": uuid,
+        "token": verification_token(inner),
+        "type": "event_callback",
+        "event": event,
+    });
+    dispatch(inner, uuid.clone(), event_type, payload);
+    uuid
+}
+
+fn dispatch(inner: &Arc<Inner>, id: String, event_type: String, payload: Value) {
+    let cfg = inner.config();
+    let transport = if cfg.long_connection {
+        Transport::Ws
+    } else if cfg.webhook.is_some() {
+        Transport::Webhook
+    } else {
+        tracing::debug!(%event_type, "no webhook and no long connection configured; push dropped");
+        return;
+    };
+    let body = serde_json::to_vec(&payload).unwrap_or_default();
+    let slot = {
+        let mut log = lock(&inner.push.deliveries);
+        log.push(Delivery {
+            event_id: id.clone(),
+            event_type: event_type.clone(),
+            transport,
+            attempts: 0,
+            delivered_ok: false,
+            gave_up: false,
+            last_status: None,
+            acks: Vec::new(),
+            biz_rt: Vec::new(),
+            parts: 0,
+            payload,
+            attempt_log: Vec::new(),
+        });
+        log.len() - 1
+    };
+    let msg = Arc::new(OutMsg {
+        id,
+        event_type,
+        body,
+        slot,
+    });
+    tracing::debug!(event_id = %msg.id, event_type = %msg.event_type, ?transport, "push queued");
+    let inner2 = Arc::clone(inner);
+    match transport {
+        Transport::Webhook => inner.spawn(webhook::deliver(inner2, msg)),
+        Transport::Ws => inner.spawn(ws::deliver(inner2, msg)),
+    }
+}
+
+/// Updates one delivery record.
+pub(crate) fn update_delivery(inner: &Inner, slot: usize, f: impl FnOnce(&mut Delivery)) {
+    if let Some(d) = lock(&inner.push.deliveries).get_mut(slot) {
+        f(d);
+    }
+}
+
+/// Logs one attempt.
+pub(crate) fn log_attempt(
+    inner: &Inner,
+    slot: usize,
+    status: Option<u16>,
+    error: Option<String>,
+    duplicate: bool,
+) {
+    update_delivery(inner, slot, |d| {
+        d.attempts += 1;
+        d.last_status = status;
+        d.attempt_log.push(Attempt {
+            at_ms: now_ms(),
+            status,
+            error,
+            duplicate,
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ChangeKind::*;
+
+    #[test]
+    fn documented_merge_rules() {
+        assert_eq!(merge(Some(Create), Delete), None);
+        assert_eq!(merge(Some(Create), Update), Some(Create));
+        assert_eq!(merge(Some(Delete), Update), Some(Delete));
+        assert_eq!(merge(Some(Update), Delete), Some(Delete));
+        assert_eq!(merge(Some(Update), Update), Some(Update));
+        assert_eq!(merge(Some(Rsvp), Rsvp), Some(Rsvp));
+        assert_eq!(merge(None, Update), Some(Update));
+    }
+}

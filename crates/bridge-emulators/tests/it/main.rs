@@ -1,0 +1,9 @@
+//! Integration tests of the emulators over real loopback HTTP / WebSocket.
+
+mod common;
+mod feishu_auth;
+mod feishu_calendars;
+mod feishu_events;
+mod feishu_limits;
+mod feishu_webhook;
+mod feishu_ws;

@@ -1,0 +1,84 @@
+//! Wiring: a loaded configuration becomes a store, a Feishu client and
+//! source, the sinks and the engine.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bridge_core::plan::Rules;
+use bridge_engine::feishu_source::{FeishuSource, Selection};
+use bridge_engine::{Engine, EngineConfig, Sink, Window};
+use bridge_feishu::client::{FeishuClient, Identity};
+use bridge_sinks::ics::IcsSink;
+use bridge_store::Store;
+
+use crate::config::{Calendars, IdentityConfig, Loaded, SinkConfig};
+
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) engine: Engine,
+    pub(crate) client: Arc<FeishuClient>,
+}
+
+pub(crate) fn identity(loaded: &Loaded) -> Identity {
+    match loaded.config.feishu.identity {
+        IdentityConfig::Tenant => Identity::Tenant,
+        IdentityConfig::User => Identity::User,
+    }
+}
+
+pub(crate) fn sinks(loaded: &Loaded) -> Vec<Arc<dyn Sink>> {
+    loaded
+        .config
+        .sinks
+        .iter()
+        .map(|s| match s {
+            SinkConfig::Ics(ics) => Arc::new(IcsSink::new(
+                &ics.dir,
+                ics.privacy.parse().unwrap_or_default(),
+            )) as Arc<dyn Sink>,
+        })
+        .collect()
+}
+
+pub(crate) async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
+    let path = &loaded.config.store.path;
+    Store::open(path)
+        .await
+        .with_context(|| format!("cannot open the store {}", path.display()))
+}
+
+pub(crate) async fn build(loaded: Loaded, allow_mass_delete: bool) -> anyhow::Result<App> {
+    let store = open_store(&loaded).await?;
+    let client = Arc::new(crate::cmd::subscribe::feishu_client(&loaded)?);
+    let selection = match &loaded.config.feishu.calendars {
+        Calendars::Primary => Selection::Primary,
+        Calendars::All => Selection::All,
+        Calendars::List(ids) => Selection::List(ids.clone()),
+    };
+    let source = FeishuSource::new(client.clone(), identity(&loaded), selection);
+    let sync = &loaded.config.sync;
+    let cfg = EngineConfig {
+        rules: Rules {
+            max_delete_count: sync.max_delete_count,
+            max_delete_fraction: sync.max_delete_percent / 100.0,
+            allow_mass_delete,
+            ..Rules::default()
+        },
+        window: match (sync.window_past_days, sync.window_future_days) {
+            (Some(past_days), Some(future_days)) => Some(Window {
+                past_days,
+                future_days,
+            }),
+            _ => None,
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(Arc::new(source), sinks(&loaded), store, cfg);
+    Ok(App { engine, client })
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,209 @@
+//! `feishu-bridge reconcile`: one full pass over every configured calendar.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bridge_core::plan::Op;
+use bridge_engine::{CalendarReport, EngineError};
+
+use crate::app;
+
+/// Exit code when some items failed (or deletions were held back).
+pub(crate) const EXIT_FAILED_ITEMS: u8 = 1;
+/// Exit code when Feishu could not be read.
+pub(crate) const EXIT_SOURCE_UNAVAILABLE: u8 = 3;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long, default_value = "feishu-bridge.toml")]
+    config: PathBuf,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Only this source calendar.
+    #[arg(long)]
+    calendar: Option<String>,
+    /// Apply deletions beyond the deletion budget.
+    #[arg(long)]
+    allow_mass_delete: bool,
+}
+
+fn op_json(op: &Op) -> serde_json::Value {
+    let (kind, key) = match op {
+        Op::Create(k) => ("create", k),
+        Op::Update(k) => ("update", k),
+        Op::Delete(k) => ("delete", k),
+    };
+    serde_json::json!({"op": kind, "event_id": key.to_string()})
+}
+
+fn report_json(r: &CalendarReport) -> serde_json::Value {
+    serde_json::json!({
+        "calendar": r.calendar,
+        "name": r.name,
+        "full_listing": r.full,
+        "cursor_expired": r.cursor_expired,
+        "listed": r.listed,
+        "items": r.items,
+        "source_calls": r.source_calls,
+        "blocked": r.blocked,
+        "dry_run": r.dry_run,
+        "sinks": r.sinks.iter().map(|s| serde_json::json!({
+            "sink": s.sink,
+            "created": s.created,
+            "updated": s.updated,
+            "deleted": s.deleted,
+            "unchanged": s.unchanged,
+            "failed": s.failed,
+            "deferred": s.deferred,
+            "errors": s.errors,
+            "plan": if r.dry_run { s.ops.iter().map(op_json).collect::<Vec<_>>() } else { Vec::new() },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[allow(clippy::print_stdout)]
+fn print_human(r: &CalendarReport) {
+    println!(
+        "calendar {} ({}): {} listing, {} items listed, {} in the mirror{}",
+        r.name,
+        r.calendar,
+        if r.full { "full" } else { "delta" },
+        r.listed,
+        r.items,
+        if r.cursor_expired {
+            " (sync token had expired)"
+        } else {
+            ""
+        }
+    );
+    for s in &r.sinks {
+        let verb = if r.dry_run { "would be" } else { "" };
+        println!(
+            "  {}: {verb} created {}, updated {}, deleted {}, unchanged {}, failed {}{}",
+            s.sink,
+            s.created,
+            s.updated,
+            s.deleted,
+            s.unchanged,
+            s.failed,
+            if s.deferred > 0 {
+                format!(", waiting to retry {}", s.deferred)
+            } else {
+                String::new()
+            }
+        );
+        if r.dry_run {
+            for op in &s.ops {
+                let (kind, key) = match op {
+                    Op::Create(k) => ("create", k),
+                    Op::Update(k) => ("update", k),
+                    Op::Delete(k) => ("delete", k),
+                };
+                println!("    {kind:<6} {key}");
+            }
+        }
+        for e in s.errors.iter().take(20) {
+            println!("    failed: {e}");
+        }
+    }
+    if let Some(b) = &r.blocked {
+        println!("  STOPPED: {b}");
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let loaded = crate::config::load(&args.config)?;
+    let app = app::build(loaded, args.allow_mass_delete).await?;
+    let now = app::unix_now();
+    let calendars = match app.engine.source().calendars().await {
+        Ok(c) => c,
+        Err(e) => {
+            crate::cmd::report_error(&anyhow::anyhow!("cannot list the Feishu calendars: {e}"));
+            return Ok(ExitCode::from(EXIT_SOURCE_UNAVAILABLE));
+        }
+    };
+    let selected: Vec<_> = calendars
+        .into_iter()
+        .filter(|c| args.calendar.as_deref().is_none_or(|only| only == c.id))
+        .collect();
+    if let Some(only) = &args.calendar
+        && selected.is_empty()
+    {
+        anyhow::bail!("calendar {only} is not among the configured calendars");
+    }
+    let bar = (std::io::stderr().is_terminal() && !args.json).then(|| {
+        let b = indicatif::ProgressBar::new(selected.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calendars  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut reports = Vec::new();
+    let mut source_failed = false;
+    for cal in &selected {
+        if let Some(b) = &bar {
+            b.set_message(cal.name.clone());
+        } else if !args.json {
+            tracing::info!(calendar = %cal.id, "reconciling");
+        }
+        match app
+            .engine
+            .sync_calendar(cal, bridge_engine::Mode::Full, args.dry_run, now)
+            .await
+        {
+            Ok(r) => reports.push(r),
+            Err(e @ EngineError::Source { .. }) => {
+                source_failed = true;
+                crate::cmd::report_error(&anyhow::Error::new(e));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let calls = app.client.stats().snapshot();
+    if args.json {
+        let out = serde_json::json!({
+            "dry_run": args.dry_run,
+            "calendars": reports.iter().map(report_json).collect::<Vec<_>>(),
+            "source_unavailable": source_failed,
+            "api_calls": calls.iter().map(|((endpoint, status), n)| serde_json::json!({
+                "endpoint": endpoint, "status": status, "count": n
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for r in &reports {
+            print_human(r);
+        }
+        let total: u64 = calls.values().sum();
+        println!("Feishu API calls: {total}");
+        for ((endpoint, status), n) in &calls {
+            println!("  {n:>6}  {status}  {endpoint}");
+        }
+        if args.dry_run {
+            println!("dry run: nothing was changed");
+        }
+    }
+    let failed = reports
+        .iter()
+        .any(|r| r.failed() > 0 || r.blocked.is_some());
+    Ok(if source_failed {
+        ExitCode::from(EXIT_SOURCE_UNAVAILABLE)
+    } else if failed {
+        ExitCode::from(EXIT_FAILED_ITEMS)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
