@@ -1,3 +1,4 @@
 //! End-to-end tests: the real `feishu-bridge` binary (one test binary).
 
 mod convert;
+mod feishu;
