@@ -28,6 +28,12 @@ enum Command {
     Convert(cmd::convert::Args),
     /// One full pass: list every configured calendar, plan, apply, report.
     Reconcile(cmd::reconcile::Args),
+    /// Per calendar: last sync, lag, cursor age, pending hints, failures.
+    Status(cmd::status::Args),
+    /// Check the configuration, credentials, reachability and the store.
+    Check(cmd::check::Args),
+    /// Show one event: the source, its mapping, its records per sink, the last decision.
+    Explain(cmd::explain::Args),
     /// Authorize a user account (code flow with PKCE through a loopback redirect).
     Auth(cmd::auth::Args),
     /// Ask Feishu to push change events for the configured calendars (user token).
@@ -70,6 +76,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Reconcile(args) => block_on(cmd::reconcile::run(args)),
+        Command::Status(args) => block_on(cmd::status::run(args)),
+        Command::Check(args) => block_on(cmd::check::run(args)),
+        Command::Explain(args) => block_on(cmd::explain::run(args)),
         Command::Auth(args) => block_on(cmd::auth::run(args)),
         Command::Subscribe(args) => block_on(cmd::subscribe::run(args)),
     };

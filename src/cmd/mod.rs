@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
 pub(crate) mod auth;
+pub(crate) mod check;
 pub(crate) mod convert;
+pub(crate) mod explain;
 pub(crate) mod reconcile;
+pub(crate) mod status;
 pub(crate) mod subscribe;
 
 /// Prints an error and its causes on stderr, one line.

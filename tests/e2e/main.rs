@@ -2,3 +2,4 @@
 
 mod convert;
 mod feishu;
+mod reconcile_safety;

@@ -455,3 +455,22 @@ async fn subscriptions_need_the_user_identity() {
     assert!(err.code().is_some(), "{err}");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_timeout_is_retried() {
+    let emu = emulator().await;
+    let cal = emu.create_calendar("Team");
+    let mut cfg = config(&emu);
+    cfg.request_timeout = Duration::from_millis(300);
+    let c = FeishuClient::new(cfg).unwrap();
+    // Warm the token so that only the listing is slow.
+    c.get_calendar(Identity::Tenant, &cal).await.unwrap();
+    emu.fail_next("/events", 1, FaultKind::Slow(Duration::from_secs(2)));
+    let l = c.list_events(Identity::Tenant, &cal, None).await.unwrap();
+    assert!(l.items.is_empty());
+    let stats = c.stats().snapshot();
+    let ep = "GET /open-apis/calendar/v4/calendars/:calendar_id/events".to_owned();
+    assert_eq!(stats.get(&(ep.clone(), 0)), Some(&1), "one transport failure: {stats:?}");
+    assert_eq!(stats.get(&(ep, 200)), Some(&1));
+    emu.shutdown().await;
+}

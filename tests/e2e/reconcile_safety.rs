@@ -1,0 +1,1 @@
+//! Reconcile safety end to end (being written).
