@@ -47,15 +47,15 @@ pub(crate) async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the store {}", path.display()))
 }
 
-pub(crate) async fn build(loaded: Loaded, allow_mass_delete: bool) -> anyhow::Result<App> {
-    let store = open_store(&loaded).await?;
-    let client = Arc::new(crate::cmd::subscribe::feishu_client(&loaded)?);
+pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::Result<App> {
+    let store = open_store(loaded).await?;
+    let client = Arc::new(crate::cmd::subscribe::feishu_client(loaded)?);
     let selection = match &loaded.config.feishu.calendars {
         Calendars::Primary => Selection::Primary,
         Calendars::All => Selection::All,
         Calendars::List(ids) => Selection::List(ids.clone()),
     };
-    let source = FeishuSource::new(client.clone(), identity(&loaded), selection);
+    let source = FeishuSource::new(client.clone(), identity(loaded), selection);
     let sync = &loaded.config.sync;
     let cfg = EngineConfig {
         rules: Rules {
@@ -73,7 +73,7 @@ pub(crate) async fn build(loaded: Loaded, allow_mass_delete: bool) -> anyhow::Re
         },
         ..EngineConfig::default()
     };
-    let engine = Engine::new(Arc::new(source), sinks(&loaded), store, cfg);
+    let engine = Engine::new(Arc::new(source), sinks(loaded), store, cfg);
     Ok(App { engine, client })
 }
 

@@ -66,6 +66,13 @@ pub(crate) struct SyncConfig {
     /// Poll interval when `delivery = "poll"`, in seconds.
     #[serde(default = "default_poll_seconds")]
     pub(crate) poll_seconds: u64,
+    /// Quiet time after a hint before its calendar is synced, in ms.
+    #[serde(default = "default_debounce_ms")]
+    pub(crate) debounce_ms: u64,
+}
+
+fn default_debounce_ms() -> u64 {
+    250
 }
 
 impl Default for SyncConfig {
@@ -77,6 +84,7 @@ impl Default for SyncConfig {
             max_delete_percent: default_max_delete_percent(),
             full_reconcile_hours: default_full_reconcile_hours(),
             poll_seconds: default_poll_seconds(),
+            debounce_ms: default_debounce_ms(),
         }
     }
 }
@@ -211,16 +219,25 @@ fn default_per_minute() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ServerConfig {
+    /// Webhook, `/healthz`, `/metrics`.
     #[serde(default = "default_listen")]
     pub(crate) listen: String,
+    /// The admin endpoint; must be a loopback address.
+    #[serde(default = "default_admin_listen")]
+    pub(crate) admin_listen: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            admin_listen: default_admin_listen(),
         }
     }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8789".to_owned()
 }
 
 fn default_listen() -> String {
@@ -340,15 +357,7 @@ pub(crate) struct FeishuResolved {
     pub(crate) accounts_url: String,
     pub(crate) app_id: String,
     pub(crate) app_secret: Secret,
-    #[expect(
-        dead_code,
-        reason = "read by the daemon's webhook route, not built yet"
-    )]
     pub(crate) encrypt_key: Option<Secret>,
-    #[expect(
-        dead_code,
-        reason = "read by the daemon's webhook route, not built yet"
-    )]
     pub(crate) verification_token: Option<Secret>,
     pub(crate) user_token_file: PathBuf,
 }
@@ -511,6 +520,17 @@ impl Config {
         }
         if sync.poll_seconds == 0 {
             problems.push("sync.poll_seconds: must be at least 1".to_owned());
+        }
+        match self.server.admin_listen.parse::<SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => {}
+            Ok(a) => problems.push(format!(
+                "server.admin_listen: {a} is not a loopback address; the admin endpoint \
+                 must not be reachable from the network"
+            )),
+            Err(_) => problems.push(format!(
+                "server.admin_listen: {:?} is not an address like 127.0.0.1:8789",
+                self.server.admin_listen
+            )),
         }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(

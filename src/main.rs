@@ -28,6 +28,9 @@ enum Command {
     Convert(cmd::convert::Args),
     /// One full pass: list every configured calendar, plan, apply, report.
     Reconcile(cmd::reconcile::Args),
+    /// The daemon: change events (webhook, long connection or polling), periodic full reconcile,
+    /// /healthz, /metrics, a loopback admin endpoint.
+    Run(cmd::run::Args),
     /// Per calendar: last sync, lag, cursor age, pending hints, failures.
     Status(cmd::status::Args),
     /// Check the configuration, credentials, reachability and the store.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Reconcile(args) => block_on(cmd::reconcile::run(args)),
+        Command::Run(args) => block_on(cmd::run::run(args)),
         Command::Status(args) => block_on(cmd::status::run(args)),
         Command::Check(args) => block_on(cmd::check::run(args)),
         Command::Explain(args) => block_on(cmd::explain::run(args)),

@@ -5,6 +5,7 @@ pub(crate) mod check;
 pub(crate) mod convert;
 pub(crate) mod explain;
 pub(crate) mod reconcile;
+pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod subscribe;
 

@@ -119,7 +119,7 @@ fn print_human(r: &CalendarReport) {
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
-    let app = app::build(loaded, args.allow_mass_delete).await?;
+    let app = app::build(&loaded, args.allow_mass_delete).await?;
     let now = app::unix_now();
     let calendars = match app.engine.source().calendars().await {
         Ok(c) => c,

@@ -5,6 +5,7 @@
 //! Architecture invariant: the engine parses no HTTP; it talks to Feishu
 //! through [`Source`] and to targets through [`Sink`].
 
+pub mod daemon;
 pub mod engine;
 pub mod feishu_source;
 pub mod traits;

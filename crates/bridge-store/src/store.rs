@@ -410,6 +410,13 @@ impl Store {
         .await
     }
 
+    /// Every calendar cursor as `(calendar_id, cursor)`, ordered by the
+    /// calendar id's UTF-8 bytes: the calendars this store has synced.
+    pub async fn list_cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
+        self.run(|db| read(db, |txn| all(&txn.open_table(CALENDAR_TO_CURSOR)?)))
+            .await
+    }
+
     // ----- event snapshots -----
 
     /// The snapshot of one event.
@@ -654,6 +661,20 @@ impl Store {
         .await
     }
 
+    /// Forgets a dedupe key (its delivery could not be taken, so Feishu's
+    /// retry must be processed); returns whether it was there.
+    pub async fn forget_seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
+        let key = keys::component("dedupe key", dedupe_key)?.to_owned();
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(DEDUPE_KEY_TO_SEEN)?;
+                let removed = table.remove(key.as_str())?.is_some();
+                Ok(removed)
+            })
+        })
+        .await
+    }
+
     /// Removes dedupe entries expired at `now`; returns how many.
     pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         self.run(move |db| {
@@ -870,5 +891,48 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(n: i64) -> Cursor {
+        Cursor {
+            sync_token: (n % 2 == 0).then(|| format!("token-{n}")),
+            obtained_at: n,
+            last_full_sync: Some(n),
+            last_sync: Some(n + 1),
+        }
+    }
+
+    #[tokio::test]
+    async fn list_cursors_returns_every_calendar_in_id_order() {
+        let store = Store::in_memory().await.unwrap();
+        assert!(store.list_cursors().await.unwrap().is_empty());
+        for (cal, n) in [("cal-b", 2), ("cal-a", 1), ("cal-c", 3)] {
+            store.put_cursor(cal, cursor(n)).await.unwrap();
+        }
+        // Other tables do not make a calendar appear.
+        store.mark_dirty("cal-d", "hint", 5).await.unwrap();
+        let listed = store.list_cursors().await.unwrap();
+        assert_eq!(
+            listed,
+            vec![
+                ("cal-a".to_owned(), cursor(1)),
+                ("cal-b".to_owned(), cursor(2)),
+                ("cal-c".to_owned(), cursor(3)),
+            ]
+        );
+        assert!(store.clear_cursor("cal-b").await.unwrap());
+        let ids: Vec<String> = store
+            .list_cursors()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["cal-a", "cal-c"]);
     }
 }

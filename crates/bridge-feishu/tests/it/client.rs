@@ -470,7 +470,11 @@ async fn a_timeout_is_retried() {
     assert!(l.items.is_empty());
     let stats = c.stats().snapshot();
     let ep = "GET /open-apis/calendar/v4/calendars/:calendar_id/events".to_owned();
-    assert_eq!(stats.get(&(ep.clone(), 0)), Some(&1), "one transport failure: {stats:?}");
+    assert_eq!(
+        stats.get(&(ep.clone(), 0)),
+        Some(&1),
+        "one transport failure: {stats:?}"
+    );
     assert_eq!(stats.get(&(ep, 200)), Some(&1));
     emu.shutdown().await;
 }

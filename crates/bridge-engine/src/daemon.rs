@@ -1,0 +1,355 @@
+//! The change-driven side: hints mark calendars dirty (durably, before the
+//! webhook answers), a worker syncs dirty calendars one pass at a time each,
+//! after a short debounce, and clears a mark only if no newer hint arrived
+//! during the pass.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bridge_feishu::hint::{ChangeHint, Delivery};
+use bridge_feishu::webhook::DeliverySink;
+use bridge_store::{DEFAULT_DEDUPE_TTL, Store, StoreError};
+use tokio::sync::{Mutex, Notify, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{CalendarReport, Engine, EngineError, Mode};
+use crate::traits::CalendarMeta;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Counters for `/metrics` and `status`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub passes: AtomicU64,
+    pub events_written: AtomicU64,
+    pub item_failures: AtomicU64,
+    pub pass_errors: AtomicU64,
+    pub hints: AtomicU64,
+    pub duplicate_hints: AtomicU64,
+    /// Unix seconds of the last successful pass per calendar.
+    pub last_sync: std::sync::Mutex<HashMap<String, i64>>,
+}
+
+impl Metrics {
+    fn record(&self, r: &CalendarReport, now: i64) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        for s in &r.sinks {
+            self.events_written.fetch_add(
+                (s.created + s.updated + s.deleted) as u64,
+                Ordering::Relaxed,
+            );
+            self.item_failures
+                .fetch_add(s.failed as u64, Ordering::Relaxed);
+        }
+        self.last_sync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r.calendar.clone(), now);
+    }
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    /// Hints received per calendar since start (in-process generation).
+    generation: HashMap<String, u64>,
+    /// Last hint per calendar, for the debounce.
+    last_hint: HashMap<String, Instant>,
+}
+
+/// Where hints arrive (webhook route, long connection, poll timer) and where
+/// the worker learns what to do.
+#[derive(Debug)]
+pub struct Hub {
+    store: Store,
+    state: Mutex<HubState>,
+    notify: Notify,
+    list_changed: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            state: Mutex::new(HubState::default()),
+            notify: Notify::new(),
+            list_changed: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Marks a calendar dirty: durable first, then the worker is woken.
+    pub async fn hint_calendar(&self, calendar_id: &str, reason: &str) -> Result<(), StoreError> {
+        let mut st = self.state.lock().await;
+        self.store
+            .mark_dirty(calendar_id, reason, unix_now())
+            .await?;
+        *st.generation.entry(calendar_id.to_owned()).or_default() += 1;
+        st.last_hint.insert(calendar_id.to_owned(), Instant::now());
+        drop(st);
+        self.metrics.hints.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// The calendar list changed: the worker re-reads it.
+    pub fn hint_calendar_list(&self) {
+        self.list_changed.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    async fn generation(&self, calendar_id: &str) -> u64 {
+        self.state
+            .lock()
+            .await
+            .generation
+            .get(calendar_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Clears the durable mark unless a hint arrived since `generation`.
+    async fn clear_if_unchanged(
+        &self,
+        calendar_id: &str,
+        generation: u64,
+    ) -> Result<bool, StoreError> {
+        let st = self.state.lock().await;
+        if st.generation.get(calendar_id).copied().unwrap_or(0) != generation {
+            return Ok(false);
+        }
+        self.store.clear_dirty(calendar_id, i64::MAX).await?;
+        Ok(true)
+    }
+
+    async fn quiet_for(&self, calendar_id: &str, debounce: Duration) -> Option<Duration> {
+        let st = self.state.lock().await;
+        let last = st.last_hint.get(calendar_id)?;
+        let since = last.elapsed();
+        (since < debounce).then(|| debounce - since)
+    }
+}
+
+#[async_trait]
+impl DeliverySink for Hub {
+    async fn seen_or_insert(&self, dedupe_key: &str) -> Result<bool, String> {
+        let seen = self
+            .store
+            .seen_or_insert(dedupe_key, unix_now(), DEFAULT_DEDUPE_TTL)
+            .await
+            .map_err(|e| e.to_string())?;
+        if seen {
+            self.metrics.duplicate_hints.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(seen)
+    }
+
+    async fn accept(&self, delivery: Delivery) -> Result<(), String> {
+        match &delivery.hint {
+            ChangeHint::CalendarEventChanged {
+                calendar_id,
+                change_type,
+                ..
+            } => {
+                let reason = match change_type {
+                    Some(c) => format!("event changed ({c:?})"),
+                    None => "event changed".to_owned(),
+                };
+                self.hint_calendar(calendar_id, &reason)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            ChangeHint::CalendarListChanged { .. } | ChangeHint::AclChanged { .. } => {
+                self.hint_calendar_list();
+                Ok(())
+            }
+            other => {
+                tracing::info!(event_type = %delivery.event_type, hint = ?other, "change event noted; no calendar to sync");
+                Ok(())
+            }
+        }
+    }
+
+    async fn forget(&self, dedupe_key: &str) -> Result<(), String> {
+        self.store
+            .forget_seen(dedupe_key)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Syncs dirty calendars.
+#[derive(Debug)]
+pub struct Worker {
+    engine: Arc<Engine>,
+    hub: Arc<Hub>,
+    calendars: RwLock<Vec<CalendarMeta>>,
+    debounce: Duration,
+    /// Re-read the calendar list when it changes (`calendars = "all"`).
+    follow_list: bool,
+}
+
+impl Worker {
+    pub fn new(
+        engine: Arc<Engine>,
+        hub: Arc<Hub>,
+        calendars: Vec<CalendarMeta>,
+        debounce: Duration,
+        follow_list: bool,
+    ) -> Self {
+        Self {
+            engine,
+            hub,
+            calendars: RwLock::new(calendars),
+            debounce,
+            follow_list,
+        }
+    }
+
+    pub async fn calendars(&self) -> Vec<CalendarMeta> {
+        self.calendars.read().await.clone()
+    }
+
+    /// Marks every calendar dirty (start-up, poll tick).
+    pub async fn hint_all(&self, reason: &str) -> Result<(), StoreError> {
+        for c in self.calendars().await {
+            self.hub.hint_calendar(&c.id, reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn refresh_calendars(&self) {
+        match self.engine.source().calendars().await {
+            Ok(list) => {
+                let old: HashSet<String> =
+                    self.calendars().await.into_iter().map(|c| c.id).collect();
+                let added: Vec<String> = list
+                    .iter()
+                    .filter(|c| !old.contains(&c.id))
+                    .map(|c| c.id.clone())
+                    .collect();
+                tracing::info!(
+                    calendars = list.len(),
+                    added = added.len(),
+                    "calendar list re-read"
+                );
+                *self.calendars.write().await = list;
+                for id in added {
+                    if let Err(e) = self.hub.hint_calendar(&id, "new calendar").await {
+                        tracing::error!("cannot mark {id} dirty: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot re-read the calendar list: {e}; keeping the old one");
+                self.hub.list_changed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// One sweep over the dirty queue. Returns how long to wait before the
+    /// next sweep is useful (debounce), if anything was postponed.
+    pub async fn sweep(&self) -> Result<Option<Duration>, EngineError> {
+        if self.follow_list && self.hub.list_changed.swap(false, Ordering::SeqCst) {
+            self.refresh_calendars().await;
+        }
+        let dirty = self.engine.store().dirty().await?;
+        let mut wait: Option<Duration> = None;
+        let calendars = self.calendars().await;
+        for entry in dirty {
+            if let Some(d) = self.hub.quiet_for(&entry.calendar_id, self.debounce).await {
+                wait = Some(wait.map_or(d, |w| w.min(d)));
+                continue;
+            }
+            let generation = self.hub.generation(&entry.calendar_id).await;
+            let Some(cal) = calendars.iter().find(|c| c.id == entry.calendar_id) else {
+                tracing::info!(calendar = %entry.calendar_id, "hint for a calendar that is not mirrored; dropped");
+                self.hub
+                    .clear_if_unchanged(&entry.calendar_id, generation)
+                    .await?;
+                continue;
+            };
+            let now = unix_now();
+            match self
+                .engine
+                .sync_calendar(cal, Mode::Incremental, false, now)
+                .await
+            {
+                Ok(report) => {
+                    self.hub.metrics.record(&report, now);
+                    tracing::info!(
+                        calendar = %cal.id,
+                        listed = report.listed,
+                        written = report.sinks.iter().map(|s| s.created + s.updated + s.deleted).sum::<usize>(),
+                        failed = report.failed(),
+                        "calendar synced"
+                    );
+                    self.hub.clear_if_unchanged(&cal.id, generation).await?;
+                }
+                Err(e @ EngineError::Source { .. }) => {
+                    self.hub.metrics.pass_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("{e}; the calendar stays dirty");
+                    // Try again later rather than spinning on a failing source.
+                    wait = Some(
+                        wait.map_or(Duration::from_secs(5), |w| w.min(Duration::from_secs(5))),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Runs until cancelled; a store failure stops it with the error.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), EngineError> {
+        let mut wait = Some(Duration::ZERO);
+        loop {
+            let sleep = wait.unwrap_or(Duration::from_secs(60));
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = self.hub.notify.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            wait = self.sweep().await?;
+        }
+    }
+
+    /// A full reconcile of every calendar (the periodic repair).
+    pub async fn full_pass(&self) -> Result<Vec<CalendarReport>, EngineError> {
+        if self.follow_list {
+            self.refresh_calendars().await;
+        }
+        let mut out = Vec::new();
+        for cal in self.calendars().await {
+            let now = unix_now();
+            match self
+                .engine
+                .sync_calendar(&cal, Mode::Full, false, now)
+                .await
+            {
+                Ok(r) => {
+                    self.hub.metrics.record(&r, now);
+                    out.push(r);
+                }
+                Err(e @ EngineError::Source { .. }) => {
+                    self.hub.metrics.pass_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("full reconcile: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,195 @@
+//! `feishu-bridge run` against the emulator: a change in Feishu reaches the
+//! ICS file by webhook (signed, encrypted), by the long connection and by
+//! polling; /healthz, /metrics; SIGTERM stops it cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget, WsClientConfig};
+
+use crate::feishu::{bin, event, temp_dir, write_config};
+
+struct Daemon {
+    child: Child,
+    addr: String,
+    admin: String,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = bin()
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("a startup line").unwrap();
+        // Keep draining stdout so that the daemon never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let grab = |marker: &str| {
+            let rest = &line[line
+                .find(marker)
+                .unwrap_or_else(|| panic!("{marker} in {line:?}"))
+                + marker.len()..];
+            rest.split([' ', ',', ')']).next().unwrap().to_owned()
+        };
+        Daemon {
+            addr: grab("http://"),
+            admin: grab("admin http://"),
+            child,
+        }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "the daemon exits cleanly on SIGTERM: {status}"
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn daemon_config(
+    dir: &Path,
+    emu: &FeishuEmulator,
+    cal: &str,
+    delivery: &str,
+) -> (PathBuf, PathBuf) {
+    let ics = dir.join("ics");
+    let extra = format!(
+        "encrypt_key = \"enc-key\"\nverification_token = \"verify-token\"\n\n\
+         [server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+         [sync]\ndebounce_ms = 20\npoll_seconds = 1\n\n\
+         [[sinks]]\nkind = \"ics\"\ndir = \"{}\"\n",
+        ics.display()
+    );
+    let path = write_config(dir, emu, &format!("[\"{cal}\"]"), &extra);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("delivery = \"poll\"", &format!("delivery = \"{delivery}\""));
+    std::fs::write(&path, text).unwrap();
+    (path, ics)
+}
+
+async fn wait_for_file_containing(dir: &Path, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    if text.contains(needle) {
+                        return text;
+                    }
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no ICS file with {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scenario(delivery: &str) {
+    let emu = FeishuEmulator::start(FeishuConfig {
+        aggregation_window: Duration::from_millis(20),
+        long_connection: delivery == "long_connection",
+        webhook_retry_schedule: vec![Duration::from_millis(200); 4],
+        ws_client_config: WsClientConfig {
+            reconnect_count: -1,
+            reconnect_interval: 1,
+            reconnect_nonce: 1,
+            ping_interval: 5,
+        },
+        ..FeishuConfig::default()
+    })
+    .await
+    .unwrap();
+    let user = emu.add_user("Li Lei");
+    let cal = emu.primary_calendar(&user);
+    emu.create_event(&cal, event("Existing meeting", 1_760_000_000));
+    emu.subscribe_events(&user, &cal);
+    let dir = temp_dir(&format!("daemon-{delivery}"));
+    let (config, ics) = daemon_config(&dir, &emu, &cal, delivery);
+    let daemon = Daemon::start(&config);
+    if delivery == "webhook" {
+        emu.set_webhook(Some(WebhookTarget {
+            url: format!("http://{}/webhook/event", daemon.addr),
+            encrypt_key: Some("enc-key".into()),
+            verification_token: "verify-token".into(),
+        }));
+    }
+    wait_for_file_containing(&ics, "SUMMARY:Existing meeting").await;
+    let health = reqwest::get(format!("http://{}/healthz", daemon.addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    emu.create_event(
+        &cal,
+        event(&format!("Added, pushed by {delivery}"), 1_760_086_400),
+    );
+    let text =
+        wait_for_file_containing(&ics, &format!("SUMMARY:Added\\, pushed by {delivery}")).await;
+    assert!(text.contains("SUMMARY:Existing meeting"));
+
+    let metrics = reqwest::get(format!("http://{}/metrics", daemon.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("feishu_bridge_passes_total"), "{metrics}");
+    assert!(metrics.contains("feishu_bridge_feishu_api_calls_total{endpoint=\"GET /open-apis/calendar/v4/calendars/:calendar_id/events\",status=\"200\"}"), "{metrics}");
+    if delivery != "poll" {
+        let hints: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("feishu_bridge_hints_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(hints >= 2, "start-up hint and the pushed change: {metrics}");
+        let d = emu.deliveries();
+        assert!(d.iter().any(|d| d.delivered_ok), "{d:?}");
+    }
+    let status: serde_json::Value = reqwest::get(format!("http://{}/admin/status", daemon.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["ready"], true);
+    daemon.stop();
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_arrives_by_webhook() {
+    scenario("webhook").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_arrives_by_long_connection() {
+    scenario("long_connection").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_is_picked_up_by_polling() {
+    scenario("poll").await;
+}
