@@ -91,10 +91,10 @@ async fn wait_for_file_containing(dir: &Path, needle: &str) -> String {
     loop {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
-                if let Ok(text) = std::fs::read_to_string(e.path()) {
-                    if text.contains(needle) {
-                        return text;
-                    }
+                if let Ok(text) = std::fs::read_to_string(e.path())
+                    && text.contains(needle)
+                {
+                    return text;
                 }
             }
         }
