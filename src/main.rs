@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything against an emulated Feishu tenant and show the result (no account needed).
+    Demo(cmd::demo::Args),
     /// Convert a Feishu list-events response (or a JSON array of events) to one VCALENDAR on stdout.
     Convert(cmd::convert::Args),
     /// One full pass: list every configured calendar, plan, apply, report.
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Demo(args) => block_on(cmd::demo::run(args)),
         Command::Reconcile(args) => block_on(cmd::reconcile::run(args)),
         Command::Run(args) => block_on(cmd::run::run(args)),
         Command::Status(args) => block_on(cmd::status::run(args)),

@@ -3,6 +3,7 @@
 pub(crate) mod auth;
 pub(crate) mod check;
 pub(crate) mod convert;
+pub(crate) mod demo;
 pub(crate) mod explain;
 pub(crate) mod reconcile;
 pub(crate) mod run;

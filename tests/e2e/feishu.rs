@@ -286,3 +286,40 @@ async fn reconcile_mirrors_to_ics_and_a_second_run_writes_nothing() {
     assert!(text.contains("SEQUENCE:1"));
     emu.shutdown().await;
 }
+
+#[test]
+fn the_demo_runs_and_leaves_valid_files() {
+    let dir = temp_dir("demo");
+    let out = bin()
+        .args(["demo", "--events", "60", "--dir"])
+        .arg(dir.join("demo"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "Initial mirror",
+        "created",
+        "renamed",
+        "moved",
+        "cancelled",
+        "deleted",
+        "0 writes",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing in:\n{stdout}");
+    }
+    let files = ics_files(&dir.join("demo/ics"));
+    assert_eq!(files.len(), 2);
+    for (_, bytes) in files {
+        let text = String::from_utf8(bytes).unwrap();
+        icalendar::parser::read_calendar(&icalendar::parser::unfold(&text)).unwrap();
+        assert!(
+            text.contains("SUMMARY:Demo: weekly sync (moved)")
+                || text.contains("X-WR-CALNAME:Team calendar")
+        );
+    }
+}

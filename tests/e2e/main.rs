@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `feishu-bridge` binary (one test binary).
 
+mod commands;
 mod convert;
 mod daemon;
 mod feishu;
