@@ -193,3 +193,72 @@ async fn a_change_arrives_by_long_connection() {
 async fn a_change_is_picked_up_by_polling() {
     scenario("poll").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_calendar_is_picked_up_when_mirroring_all() {
+    use bridge_feishu::auth::{FileTokenStore, OauthApp, Secret, TokenStore, UserAuth, UserTokens};
+    use bridge_feishu::client::{ClientConfig, FeishuClient};
+    use std::sync::Arc;
+
+    let emu = FeishuEmulator::start(FeishuConfig {
+        aggregation_window: Duration::from_millis(20),
+        webhook_retry_schedule: vec![Duration::from_millis(200); 4],
+        ..FeishuConfig::default()
+    })
+    .await
+    .unwrap();
+    let user = emu.add_user("Li Lei");
+    let first = emu.create_calendar("First");
+    emu.create_event(&first, event("In the first calendar", 1_760_000_000));
+    // The user subscribes to calendar-list changes through the API.
+    let dir = temp_dir("daemon-all");
+    let (access, refresh) = emu.issue_user_token(&user, "calendar:calendar offline_access");
+    let store = Arc::new(FileTokenStore::new(dir.join("user.json")));
+    store
+        .save(&UserTokens {
+            access_token: Secret::new(access),
+            access_expires_at: i64::MAX / 2,
+            refresh_token: Secret::new(refresh.unwrap()),
+            refresh_expires_at: 0,
+            scope: String::new(),
+        })
+        .await
+        .unwrap();
+    let c = emu.config();
+    let app = OauthApp {
+        base_url: emu.base_url(),
+        accounts_url: emu.base_url(),
+        app_id: c.app_id.clone(),
+        app_secret: Secret::new(c.app_secret.clone()),
+    };
+    let client = FeishuClient::new(ClientConfig::new(
+        &emu.base_url(),
+        &c.app_id,
+        Secret::new(c.app_secret.clone()),
+    ))
+    .unwrap()
+    .with_user(Arc::new(UserAuth::new(app, store)));
+    client.subscribe_calendar_list().await.unwrap();
+
+    let (config, ics) = daemon_config(&dir, &emu, "x", "webhook");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("calendars = [\"x\"]", "calendars = \"all\"");
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&config);
+    emu.set_webhook(Some(WebhookTarget {
+        url: format!("http://{}/webhook/event", daemon.addr),
+        encrypt_key: Some("enc-key".into()),
+        verification_token: "verify-token".into(),
+    }));
+    wait_for_file_containing(&ics, "SUMMARY:In the first calendar").await;
+
+    // A new calendar with an event: calendar.calendar.changed_v4 makes the
+    // daemon re-read the list and mirror it.
+    let second = emu.create_calendar("Second");
+    emu.create_event(&second, event("In the second calendar", 1_760_000_000));
+    let text = wait_for_file_containing(&ics, "SUMMARY:In the second calendar").await;
+    assert!(text.contains("X-WR-CALNAME:Second"));
+    daemon.stop();
+    emu.shutdown().await;
+}
