@@ -40,6 +40,35 @@ pub(crate) fn sinks(loaded: &Loaded) -> Vec<Arc<dyn Sink>> {
         .collect()
 }
 
+/// Where a running daemon writes the address of its admin endpoint (next to
+/// the store), so that the CLI finds it even when the port was chosen by the OS.
+pub(crate) fn admin_addr_file(loaded: &Loaded) -> std::path::PathBuf {
+    let store = &loaded.config.store.path;
+    store
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("daemon-admin.addr")
+}
+
+/// The admin address of a running daemon.
+pub(crate) fn daemon_admin_addr(loaded: &Loaded) -> String {
+    std::fs::read_to_string(admin_addr_file(loaded))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| loaded.config.server.admin_listen.clone())
+}
+
+/// Whether an error comes from a store held by another process.
+pub(crate) fn is_locked(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<bridge_store::StoreError>(),
+            Some(bridge_store::StoreError::Locked { .. })
+        )
+    })
+}
+
 pub(crate) async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     let path = &loaded.config.store.path;
     Store::open(path)

@@ -461,12 +461,14 @@ async fn search_store(
             let current = sinks.iter().filter(|s| s.decision == "up to date").count();
             match sinks.len() {
                 0 => format!(
-                    "in the store (seen {}); no sink is configured",
-                    when(now, snap.updated_at)
+                    "in the store (snapshot of {}, {}); no sink is configured",
+                    fmt_time(snap.updated_at),
+                    relative(now, snap.updated_at)
                 ),
                 n => format!(
-                    "in the store (seen {}); up to date in {current} of {n} sink{}",
-                    when(now, snap.updated_at),
+                    "in the store (snapshot of {}, {}); up to date in {current} of {n} sink{}",
+                    fmt_time(snap.updated_at),
+                    relative(now, snap.updated_at),
                     if n == 1 { "" } else { "s" }
                 ),
             }
@@ -878,7 +880,19 @@ mod tests {
         };
         let d = decide(now, h, true, None, None, Some(&f));
         assert!(
-            d.contains("waiting to retry at") && d.contains("disk full"),
+            d.starts_with("writing it failed 2 times; waiting to retry at"),
+            "{d}"
+        );
+        let d = decide(now, h, true, None, Some(&stored("v1:bb")), Some(&f));
+        assert!(d.starts_with("updating it failed"), "{d}");
+        let stuck = Failure {
+            attempts: 7,
+            next_retry_at: now - 1,
+            ..f
+        };
+        let d = decide(now, h, true, None, None, Some(&stuck));
+        assert!(
+            d.contains("(stuck") && d.contains("the next pass tries again"),
             "{d}"
         );
         assert!(

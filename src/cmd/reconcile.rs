@@ -116,10 +116,77 @@ fn print_human(r: &CalendarReport) {
     }
 }
 
+/// The store is held by a running daemon: ask it to reconcile instead.
+#[allow(clippy::print_stdout)]
+async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Result<ExitCode> {
+    if args.dry_run || args.calendar.is_some() || args.allow_mass_delete {
+        anyhow::bail!(
+            "the store is in use by a running daemon; --dry-run, --calendar and \
+             --allow-mass-delete need the store: stop the daemon first"
+        );
+    }
+    let url = format!("http://{}/admin/reconcile", app::daemon_admin_addr(loaded));
+    tracing::info!(%url, "the store is in use by the daemon; asking it to reconcile");
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the store is in use (a daemon?) but its admin endpoint {url} does not answer: {e}"
+            )
+        })?;
+    let ok = resp.status().is_success();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !ok {
+        anyhow::bail!("the daemon could not reconcile: {}", body["error"]);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        println!("reconciled by the running daemon ({url}):");
+        for c in body["calendars"].as_array().into_iter().flatten() {
+            println!(
+                "calendar {}: {} items",
+                c["calendar"].as_str().unwrap_or("?"),
+                c["items"]
+            );
+            for s in c["sinks"].as_array().into_iter().flatten() {
+                println!(
+                    "  {}: created {}, updated {}, deleted {}, unchanged {}, failed {}",
+                    s["sink"].as_str().unwrap_or("?"),
+                    s["created"],
+                    s["updated"],
+                    s["deleted"],
+                    s["unchanged"],
+                    s["failed"]
+                );
+            }
+        }
+    }
+    let failed = body["calendars"].as_array().into_iter().flatten().any(|c| {
+        !c["blocked"].is_null()
+            || c["sinks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["failed"].as_u64().unwrap_or(0) > 0)
+    });
+    Ok(if failed {
+        ExitCode::from(EXIT_FAILED_ITEMS)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
-    let app = app::build(&loaded, args.allow_mass_delete).await?;
+    let app = match app::build(&loaded, args.allow_mass_delete).await {
+        Ok(app) => app,
+        Err(e) if app::is_locked(&e) => return via_daemon(&loaded, &args).await,
+        Err(e) => return Err(e),
+    };
     let now = app::unix_now();
     let calendars = match app.engine.source().calendars().await {
         Ok(c) => c,

@@ -278,6 +278,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", loaded.config.server.admin_listen))?;
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let addr_file = app::admin_addr_file(&loaded);
+    std::fs::write(&addr_file, admin_addr.to_string())
+        .with_context(|| format!("cannot write {}", addr_file.display()))?;
 
     // The calendars (retried until Feishu answers).
     let calendars = loop {
@@ -425,6 +428,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         cancel.cancel();
     }
+    let _ = std::fs::remove_file(&addr_file);
     println!("feishu-bridge stopped");
     match failed {
         Some(e) => Err(e),

@@ -422,3 +422,64 @@ async fn a_sink_that_cannot_be_written_shows_in_status_explain_and_check() {
     );
     fx.emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_with_the_user_identity_needs_a_user_token() {
+    let emu = emulator().await;
+    let user = emu.add_user("Han Meimei");
+    let cal = emu.primary_calendar(&user);
+    let dir = temp_dir("cmds-user");
+    let config = write_config(
+        &dir,
+        &emu,
+        &format!("[\"{cal}\"]"),
+        &format!(
+            "identity = \"user\"\n\n[[sinks]]\nkind = \"ics\"\ndir = \"{}\"\n",
+            dir.join("ics").display()
+        ),
+    );
+
+    // No token yet: a warning for the token, and the calendar cannot be read.
+    let r = run(&["check"], &config).await;
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stdout.contains("warn  user token: none at")
+            && r.stdout.contains("run `feishu-bridge auth feishu`"),
+        "{r}"
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "FAIL  calendar {cal}: no Feishu user token is stored"
+        )),
+        "{r}"
+    );
+
+    // A token as `auth feishu` stores it: accepted, the calendar is readable.
+    let (access, refresh) =
+        emu.issue_user_token(&user, "calendar:calendar:readonly offline_access");
+    let tokens = serde_json::json!({
+        "access_token": access,
+        "access_expires_at": now() + 7200,
+        "refresh_token": refresh.unwrap_or_default(),
+        "refresh_expires_at": now() + 86_400,
+        "scope": "calendar:calendar:readonly offline_access",
+    });
+    std::fs::write(dir.join("state/feishu-user.json"), tokens.to_string()).unwrap();
+    let r = run(&["check"], &config).await;
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .contains("ok    user token: accepted by Feishu (access token valid for "),
+        "{r}"
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("ok    calendar {cal}: readable by the user")),
+        "{r}"
+    );
+    assert!(
+        !r.stdout.contains(&access),
+        "tokens are never printed:\n{r}"
+    );
+    emu.shutdown().await;
+}

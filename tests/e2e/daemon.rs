@@ -175,6 +175,35 @@ async fn scenario(delivery: &str) {
         .await
         .unwrap();
     assert_eq!(status["ready"], true);
+    if delivery == "webhook" {
+        // The daemon holds the store: the CLI asks it to reconcile.
+        let out = bin()
+            .args(["reconcile", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("reconciled by the running daemon"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("created 0, updated 0, deleted 0, unchanged 2, failed 0"),
+            "{stdout}"
+        );
+        let out = bin()
+            .args(["reconcile", "--dry-run", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("stop the daemon first"));
+    }
     daemon.stop();
     emu.shutdown().await;
 }
