@@ -44,6 +44,7 @@ struct Shared {
     client: Arc<FeishuClient>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    user_token_file: PathBuf,
 }
 
 fn label(v: &str) -> String {
@@ -129,6 +130,35 @@ async fn metrics_text(s: &Shared) -> String {
             "feishu_bridge_feishu_api_calls_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
             label(&endpoint)
         );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP feishu_bridge_token_expiry_seconds Seconds until a token expires (user_refresh: until `auth feishu` is needed again).\n# TYPE feishu_bridge_token_expiry_seconds gauge"
+    );
+    if let Some(left) = s.client.tenant_token_expires_in().await {
+        let _ = writeln!(
+            out,
+            "feishu_bridge_token_expiry_seconds{{token=\"tenant_access\"}} {}",
+            left.as_secs()
+        );
+    }
+    if let Ok(Some(t)) = bridge_feishu::auth::TokenStore::load(
+        &bridge_feishu::auth::FileTokenStore::new(&s.user_token_file),
+    )
+    .await
+    {
+        let _ = writeln!(
+            out,
+            "feishu_bridge_token_expiry_seconds{{token=\"user_access\"}} {}",
+            t.access_expires_at - now
+        );
+        if t.refresh_expires_at > 0 {
+            let _ = writeln!(
+                out,
+                "feishu_bridge_token_expiry_seconds{{token=\"user_refresh\"}} {}",
+                t.refresh_expires_at - now
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -312,6 +342,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         client: app.client.clone(),
         metrics,
         ready,
+        user_token_file: loaded.feishu.user_token_file.clone(),
     };
 
     let mut tasks = tokio::task::JoinSet::new();

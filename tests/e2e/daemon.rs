@@ -156,6 +156,10 @@ async fn scenario(delivery: &str) {
         .await
         .unwrap();
     assert!(metrics.contains("feishu_bridge_passes_total"), "{metrics}");
+    assert!(
+        metrics.contains("feishu_bridge_token_expiry_seconds{token=\"tenant_access\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("feishu_bridge_feishu_api_calls_total{endpoint=\"GET /open-apis/calendar/v4/calendars/:calendar_id/events\",status=\"200\"}"), "{metrics}");
     if delivery != "poll" {
         let hints: u64 = metrics

@@ -126,6 +126,14 @@ impl TenantToken {
         }
     }
 
+    /// How long the cached token stays valid (`None` when none is cached).
+    pub(crate) async fn expires_in(&self) -> Option<Duration> {
+        let cached = self.cached.lock().await;
+        cached
+            .as_ref()
+            .map(|(_, until)| (*until + EXPIRY_MARGIN).saturating_duration_since(Instant::now()))
+    }
+
     /// Forgets the cached token (after 99991663 and friends).
     pub(crate) async fn invalidate(&self) {
         *self.cached.lock().await = None;

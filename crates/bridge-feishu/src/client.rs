@@ -225,6 +225,11 @@ impl FeishuClient {
         &self.http
     }
 
+    /// Time left on the cached tenant_access_token, if one is cached.
+    pub async fn tenant_token_expires_in(&self) -> Option<Duration> {
+        self.tenant.expires_in().await
+    }
+
     /// Calls made so far, by endpoint and status.
     pub fn stats(&self) -> &Arc<CallStats> {
         &self.stats
