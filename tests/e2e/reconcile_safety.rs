@@ -386,7 +386,6 @@ async fn a_small_deletion_goes_through_without_the_flag() {
 /// (at most 5 deletions before the 10% share applies), even when the series
 /// have exceptions, so 12 stored items go.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: the planner re-checks the deletion budget per item, so deleting 4 series with exceptions is blocked yet dropped from the ICS file"]
 async fn the_deletion_budget_counts_series_not_items() {
     let emu = emulator().await;
     let cal = emu.create_calendar("Series");

@@ -8,7 +8,8 @@
 //! - Nothing outside the sync window is written or deleted.
 //! - A deletion budget stops a mass delete: more than `max_delete_count`
 //!   deletions, or more than `max_delete_fraction` of the recorded events when
-//!   that is more than `min_delete_for_fraction` deletions. The plan then holds
+//!   that is more than `min_delete_for_fraction` deletions, counted in series
+//!   (a master and its exceptions are one). The plan then holds
 //!   no deletion at all and says why; creations and updates are unaffected.
 
 use std::collections::BTreeMap;
@@ -156,8 +157,17 @@ pub fn plan(
         }
     }
     deletes.sort();
-    let n = deletes.len();
-    let total = recorded.len();
+    // Counted in series: a deleted master and its exceptions are one deletion.
+    let n = deletes
+        .iter()
+        .map(EventKey::uid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let total = recorded
+        .keys()
+        .map(EventKey::uid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let over_count = n > rules.max_delete_count;
     let over_fraction =
         n > rules.min_delete_for_fraction && (n as f64) > rules.max_delete_fraction * total as f64;
@@ -351,6 +361,35 @@ mod tests {
             .deletes(),
             3
         );
+        // Counted in series: a master and its exceptions are one deletion.
+        let series: BTreeMap<_, _> = (0..100)
+            .flat_map(|i| {
+                [0, 1, 2].map(move |t| {
+                    (
+                        EventKey::new(format!("u{i}"), t).unwrap(),
+                        RecordView {
+                            applied_hash: hash(0),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let kept: BTreeMap<_, _> = series
+            .keys()
+            .filter(|k| !["u1", "u2", "u3"].contains(&k.uid()))
+            .map(|k| (k.clone(), SourceState::Live(hash(0))))
+            .collect();
+        let p = plan(
+            SourceView::Complete(&kept),
+            &series,
+            &all,
+            &Rules::default(),
+        );
+        assert!(
+            p.blocked.is_none(),
+            "3 series (9 items) are within the budget"
+        );
+        assert_eq!(p.deletes(), 9);
         // More than 50 is always blocked.
         let big: BTreeMap<_, _> = (0..1000)
             .map(|i| {

@@ -359,6 +359,7 @@ impl Engine {
                 unchanged: p.unchanged,
                 ..SinkReport::default()
             };
+            let sink_blocked = p.blocked.is_some();
             if let Some(b) = &p.blocked {
                 report.blocked.get_or_insert_with(|| b.message.clone());
             }
@@ -406,20 +407,29 @@ impl Engine {
                 }
             }
             sr.ops = ops.clone();
-            sink_futures.push((sink.clone(), sr, ops, revisions, records));
+            sink_futures.push((sink.clone(), sr, ops, revisions, records, sink_blocked));
         }
 
         // What whole-calendar sinks show: every item in the window, plus
         // anything already written (outside the window is never removed).
         let mut sink_reports = Vec::new();
-        for (sink, mut sr, ops, revisions, records) in sink_futures {
-            let items: Vec<Item> = next
+        for (sink, mut sr, ops, revisions, records, sink_blocked) in sink_futures {
+            let mut shown: BTreeMap<&EventKey, &Item> = next
                 .iter()
                 .filter(|(k, _)| {
                     windowed.get(k).copied().unwrap_or(true) || records.contains_key(*k)
                 })
-                .map(|(_, e)| e.item.clone())
+                .map(|(k, e)| (k, &e.item))
                 .collect();
+            if sink_blocked {
+                // Deletions held back: whole-calendar sinks keep showing them.
+                for k in records.keys().filter(|k| !next.contains_key(*k)) {
+                    if let Some(e) = prev.get(k) {
+                        shown.insert(k, &e.item);
+                    }
+                }
+            }
+            let items: Vec<Item> = shown.into_values().cloned().collect();
             if dry_run {
                 for op in &ops {
                     match op {
@@ -506,8 +516,12 @@ impl Engine {
                 );
             }
         }
-        for k in prev.keys().filter(|k| !next.contains_key(*k)) {
-            batch.delete_snapshot(&cal.id, k.to_string());
+        // Held-back deletions keep their snapshots (and the cursor is not
+        // advanced), so the next pass sees them again.
+        if report.blocked.is_none() {
+            for k in prev.keys().filter(|k| !next.contains_key(*k)) {
+                batch.delete_snapshot(&cal.id, k.to_string());
+            }
         }
         if report.blocked.is_none() {
             batch.put_cursor(
