@@ -91,7 +91,13 @@ async fn main() {
     let calendars = bridge_engine::Source::calendars(engine.source().as_ref())
         .await
         .unwrap();
-    let worker = Arc::new(Worker::new(engine.clone(), hub.clone(), calendars, Duration::ZERO, false));
+    let worker = Arc::new(Worker::new(
+        engine.clone(),
+        hub.clone(),
+        calendars,
+        Duration::ZERO,
+        false,
+    ));
     let cancel = CancellationToken::new();
     tokio::spawn(worker.run(cancel.clone()));
     let key = "bench-encrypt-key";
