@@ -104,10 +104,11 @@ impl CalendarReport {
     }
 }
 
-/// One entry of the snapshot set.
+/// One entry of the snapshot set. `json` is set only when the snapshot must
+/// be (re)written, so that unchanged items do not keep their source text.
 #[derive(Debug, Clone)]
 struct Entry {
-    json: String,
+    json: Option<String>,
     hash: ContentHash,
     item: Item,
 }
@@ -141,22 +142,32 @@ fn in_window(window: Option<Window>, now: i64, item: &Item) -> bool {
     }
 }
 
-fn entry_from_event(ev: &Event, json: Option<String>) -> Option<(EventKey, Entry)> {
+/// Maps one event; `None` when it cannot be mapped (logged).
+fn map_entry(ev: &Event) -> Option<(EventKey, ContentHash, Item)> {
     let mut warnings = Vec::new();
     match map_event(ev, &mut warnings) {
         Ok(item) => {
             for w in warnings {
                 tracing::debug!("{w}");
             }
-            let json = json.or_else(|| serde_json::to_string(ev).ok())?;
             let hash = content_hash(&item);
-            Some((item.key().clone(), Entry { json, hash, item }))
+            Some((item.key().clone(), hash, item))
         }
         Err(e) => {
             tracing::warn!("{e}; left as it was");
             None
         }
     }
+}
+
+/// An entry from a stored snapshot (unchanged, so no JSON is kept).
+fn entry_from_snapshot(key: &str, json: &str) -> Option<(EventKey, Entry)> {
+    let Ok(ev) = serde_json::from_str::<Event>(json) else {
+        tracing::warn!(key, "unreadable snapshot; it will be listed again");
+        return None;
+    };
+    let (k, hash, item) = map_entry(&ev)?;
+    Some((k, Entry { json: None, hash, item }))
 }
 
 impl Engine {
@@ -200,27 +211,6 @@ impl Engine {
             .clone()
     }
 
-    async fn load_snapshots(
-        &self,
-        calendar_id: &str,
-    ) -> Result<BTreeMap<EventKey, Entry>, EngineError> {
-        let mut out = BTreeMap::new();
-        for (key, snap) in self.store.list_snapshots(calendar_id).await? {
-            let Ok(ev) = serde_json::from_str::<Event>(&snap.event_json) else {
-                tracing::warn!(
-                    calendar_id,
-                    key,
-                    "unreadable snapshot; it will be listed again"
-                );
-                continue;
-            };
-            if let Some((k, e)) = entry_from_event(&ev, Some(snap.event_json)) {
-                out.insert(k, e);
-            }
-        }
-        Ok(out)
-    }
-
     /// One pass over one calendar. Only one pass per calendar runs at a time.
     pub async fn sync_calendar(
         &self,
@@ -255,47 +245,94 @@ impl Engine {
             }
             other => other.map_err(source_err)?,
         };
-        report.full = listing.complete;
-        report.listed = listing.events.len();
-        report.source_calls = listing.calls;
+        let crate::traits::Listing {
+            events,
+            sync_token: new_sync_token,
+            complete,
+            calls,
+        } = listing;
+        report.full = complete;
+        report.listed = events.len();
+        report.source_calls = calls;
 
-        let prev = self.load_snapshots(&cal.id).await?;
-        let mut next = if listing.complete {
-            BTreeMap::new()
+        // What we knew: the stored hashes. Item bodies are loaded only when
+        // needed: all of them for a delta (the rest of the calendar is
+        // unchanged), only the vanished ones for a full listing.
+        let snaps = self.store.list_snapshots(&cal.id).await?;
+        let prev_hash: BTreeMap<EventKey, ContentHash> = snaps
+            .iter()
+            .filter_map(|(k, s)| {
+                Some((EventKey::parse(k).ok()?, s.content_hash.parse().ok()?))
+            })
+            .collect();
+        let mut next: BTreeMap<EventKey, Entry> = BTreeMap::new();
+        let mut snap_json: BTreeMap<String, String> = BTreeMap::new();
+        if complete {
+            snap_json = snaps
+                .into_iter()
+                .map(|(k, s)| (k, s.event_json))
+                .collect();
         } else {
-            prev.clone()
-        };
-        for ev in &listing.events {
-            let Some((key, entry)) = entry_from_event(ev, None) else {
+            for (k, s) in snaps {
+                if let Some((key, e)) = entry_from_snapshot(&k, &s.event_json) {
+                    next.insert(key, e);
+                }
+            }
+        }
+        // Entries taken out of `next` by this listing (restorable).
+        let mut taken: BTreeMap<EventKey, Entry> = BTreeMap::new();
+        for ev in events {
+            let Some((key, hash, item)) = map_entry(&ev) else {
                 // Unmappable: keep what we had so that a bad event never deletes.
-                if let Some(k) = ev
-                    .event_id
-                    .as_deref()
-                    .and_then(|id| EventKey::parse(id).ok())
-                    && let Some(old) = prev.get(&k)
+                if let Some(k) = ev.event_id.as_deref().and_then(|id| EventKey::parse(id).ok())
+                    && !next.contains_key(&k)
+                    && let Some(json) = snap_json.get(&k.to_string())
+                    && let Some((k2, e)) = entry_from_snapshot(&k.to_string(), json)
                 {
-                    next.insert(k, old.clone());
+                    next.insert(k2, e);
                 }
                 continue;
             };
-            if matches!(entry.item, Item::Cancelled(_)) && key.is_base() {
+            if matches!(item, Item::Cancelled(_)) && key.is_base() {
                 // A deleted event or series: its exceptions go with it.
                 let uid = key.uid().to_owned();
-                next.retain(|k, _| k.uid() != uid);
+                let gone: Vec<EventKey> =
+                    next.keys().filter(|k| k.uid() == uid).cloned().collect();
+                for k in gone {
+                    if let Some(e) = next.remove(&k) {
+                        taken.insert(k, e);
+                    }
+                }
                 continue;
             }
-            next.insert(key, entry);
+            let json = (prev_hash.get(&key) != Some(&hash))
+                .then(|| serde_json::to_string(&ev).ok())
+                .flatten();
+            next.insert(key, Entry { json, hash, item });
         }
+        // What vanished, with its last known body (for budget restores and
+        // for whole-calendar sinks while a deletion is held back).
+        let mut removed: BTreeMap<EventKey, Entry> = BTreeMap::new();
+        for k in prev_hash.keys().filter(|k| !next.contains_key(*k)) {
+            if let Some(e) = taken.remove(k) {
+                removed.insert(k.clone(), e);
+            } else if let Some(json) = snap_json.get(&k.to_string())
+                && let Some((_, e)) = entry_from_snapshot(&k.to_string(), json)
+            {
+                removed.insert(k.clone(), e);
+            }
+        }
+        drop(snap_json);
+        drop(taken);
 
         // The deletion budget, counted in series (a deleted master and its
         // exceptions are one deletion).
-        let removed: Vec<EventKey> = prev
+        let removed_series: BTreeSet<&str> = prev_hash
             .keys()
             .filter(|k| !next.contains_key(*k))
-            .cloned()
+            .map(|k| k.uid())
             .collect();
-        let removed_series: BTreeSet<&str> = removed.iter().map(|k| k.uid()).collect();
-        let total_series: BTreeSet<&str> = prev.keys().map(|k| k.uid()).collect();
+        let total_series: BTreeSet<&str> = prev_hash.keys().map(|k| k.uid()).collect();
         let rules = &self.cfg.rules;
         let n = removed_series.len();
         let over = n > rules.max_delete_count
@@ -312,8 +349,8 @@ impl Engine {
                 rules.max_delete_fraction * 100.0
             );
             tracing::warn!("{msg}");
-            for k in &removed {
-                next.insert(k.clone(), prev[k].clone());
+            for (k, e) in std::mem::take(&mut removed) {
+                next.insert(k, e);
             }
             report.blocked = Some(msg);
         }
@@ -424,12 +461,12 @@ impl Engine {
             if sink_blocked {
                 // Deletions held back: whole-calendar sinks keep showing them.
                 for k in records.keys().filter(|k| !next.contains_key(*k)) {
-                    if let Some(e) = prev.get(k) {
+                    if let Some(e) = removed.get(k) {
                         shown.insert(k, &e.item);
                     }
                 }
             }
-            let items: Vec<Item> = shown.into_values().cloned().collect();
+            let items: Vec<&Item> = shown.into_values().collect();
             if dry_run {
                 for op in &ops {
                     match op {
@@ -500,16 +537,14 @@ impl Engine {
             return Ok(report);
         }
 
-        for (k, e) in &next {
-            let changed = prev
-                .get(k)
-                .is_none_or(|p| p.hash != e.hash || p.json != e.json);
-            if changed {
+        for (k, e) in next.iter_mut() {
+            // `json` is set exactly for new and changed items; moved, not copied.
+            if let Some(json) = e.json.take() {
                 batch.put_snapshot(
                     &cal.id,
                     k.to_string(),
                     Snapshot {
-                        event_json: e.json.clone(),
+                        event_json: json,
                         content_hash: e.hash.to_string(),
                         updated_at: now,
                     },
@@ -519,7 +554,7 @@ impl Engine {
         // Held-back deletions keep their snapshots (and the cursor is not
         // advanced), so the next pass sees them again.
         if report.blocked.is_none() {
-            for k in prev.keys().filter(|k| !next.contains_key(*k)) {
+            for k in prev_hash.keys().filter(|k| !next.contains_key(*k)) {
                 batch.delete_snapshot(&cal.id, k.to_string());
             }
         }
@@ -527,9 +562,9 @@ impl Engine {
             batch.put_cursor(
                 cal.id.clone(),
                 Cursor {
-                    sync_token: listing.sync_token.clone(),
+                    sync_token: new_sync_token.clone(),
                     obtained_at: now,
-                    last_full_sync: if listing.complete {
+                    last_full_sync: if complete {
                         Some(now)
                     } else {
                         cursor.as_ref().and_then(|c| c.last_full_sync)

@@ -25,7 +25,7 @@ pub struct SinkInput<'a> {
     pub calendar: &'a CalendarMeta,
     /// Every item of the calendar as it stands after this run, in key order
     /// (whole-calendar sinks such as ICS render from it).
-    pub items: &'a [Item],
+    pub items: &'a [&'a Item],
     /// What the planner decided for this sink.
     pub ops: &'a [Op],
     /// SEQUENCE / LAST-MODIFIED of every item after these ops.

@@ -64,12 +64,36 @@ impl IcsSink {
     }
 }
 
+/// Whether `path` holds exactly `bytes`, read in chunks (a 60 MB feed is not
+/// read into memory a second time).
+fn same_content(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    if f.metadata().map(|m| m.len()).ok() != Some(bytes.len() as u64) {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return offset == bytes.len(),
+            Ok(n) => {
+                if bytes.get(offset..offset + n) != Some(&buf[..n]) {
+                    return false;
+                }
+                offset += n;
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Replaces `path` with `bytes` unless it already holds exactly them.
 /// Returns whether the file was written.
 pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    if let Ok(existing) = std::fs::read(path)
-        && existing == bytes
-    {
+    if same_content(path, bytes) {
         return Ok(false);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -111,7 +135,7 @@ impl Sink for IcsSink {
             timezone: input.calendar.timezone.clone(),
             revisions: input.revisions.clone(),
         };
-        let rendered = render_calendar(input.items, &opts);
+        let rendered = render_calendar(input.items.iter().copied(), &opts);
         for w in &rendered.warnings {
             tracing::warn!(calendar = %input.calendar.id, "{w}");
         }

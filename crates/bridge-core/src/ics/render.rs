@@ -202,6 +202,18 @@ fn description(ev: &CanonicalEvent) -> String {
     d
 }
 
+/// Notes the zones a VEVENT uses, as `time_prop` will write them.
+fn note_zones(v: &Vevent<'_>, zones: &mut Zones) {
+    zones.note(&v.ev.start);
+    zones.note(&v.ev.end);
+    if let Some(r) = &v.recurrence_id {
+        zones.note(r);
+    }
+    for x in &v.exdates {
+        zones.note(x);
+    }
+}
+
 struct Vevent<'a> {
     ev: &'a CanonicalEvent,
     uid: String,
@@ -336,10 +348,15 @@ struct Group<'a> {
 
 /// Renders items into one VCALENDAR. Output is deterministic: events are
 /// ordered by UID then original time, properties in a fixed order.
-pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
+pub fn render_calendar<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    opts: &RenderOptions,
+) -> Rendered {
     let mut warnings = Vec::new();
     let mut groups: BTreeMap<&str, Group<'_>> = BTreeMap::new();
+    let mut n_items = 0usize;
     for item in items {
+        n_items += 1;
         let key = item.key();
         let g = groups.entry(key.uid()).or_default();
         let previous = if key.is_base() {
@@ -356,10 +373,10 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
     }
 
     let mut zones = Zones::default();
-    // VEVENTs are written as they are built (and dropped), into `body`; the
-    // header and the VTIMEZONEs, known only at the end, go in front.
-    let mut body = String::with_capacity(items.len() * 700);
-    let mut vevents = 0usize;
+    // Phase 1 decides every VEVENT (borrowing the items) and the years each
+    // TZID must cover; phase 2 writes the header, the VTIMEZONEs and the
+    // VEVENTs one by one into a single buffer.
+    let mut planned: Vec<Vevent<'_>> = Vec::with_capacity(n_items);
     let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (uid, g) in &groups {
         let master = match g.base {
@@ -381,18 +398,14 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
             {
                 zones.note_instant(tz, *rule_end);
             }
-            vevents += 1;
-            vevent(
-                &Vevent {
-                    ev: base,
-                    uid: (*uid).to_owned(),
-                    recurrence_id: None,
-                    exdates,
-                },
-                opts,
-                &mut zones,
-            )
-            .write_to(&mut body);
+            let v = Vevent {
+                ev: base,
+                uid: (*uid).to_owned(),
+                recurrence_id: None,
+                exdates,
+            };
+            note_zones(&v, &mut zones);
+            planned.push(v);
             if let Some(tz) = base.start.tz() {
                 *start_zones.entry(tz.name()).or_default() += 1;
             }
@@ -413,18 +426,14 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
                     (ev.key.to_string(), None)
                 }
             };
-            vevents += 1;
-            vevent(
-                &Vevent {
-                    ev,
-                    uid,
-                    recurrence_id,
-                    exdates: Vec::new(),
-                },
-                opts,
-                &mut zones,
-            )
-            .write_to(&mut body);
+            let v = Vevent {
+                ev,
+                uid,
+                recurrence_id,
+                exdates: Vec::new(),
+            };
+            note_zones(&v, &mut zones);
+            planned.push(v);
             if let Some(tz) = ev.start.tz() {
                 *start_zones.entry(tz.name()).or_default() += 1;
             }
@@ -456,11 +465,16 @@ pub fn render_calendar(items: &[Item], opts: &RenderOptions) -> Rendered {
     for (tz, from, to) in zones.0.values() {
         cal.components.push(vtimezone(*tz, *from, *to + 1));
     }
-    let mut text = String::with_capacity(body.len() + 8192);
+    let vevents = planned.len();
+    let mut text = String::with_capacity(vevents * 720 + 8192);
+    // Header and VTIMEZONEs (without END:VCALENDAR), then the events.
     cal.write_to(&mut text);
-    // Splice the events in before END:VCALENDAR.
-    let end = text.len() - "END:VCALENDAR\r\n".len();
-    text.insert_str(end, &body);
+    text.truncate(text.len() - "END:VCALENDAR\r\n".len());
+    let mut scratch = Zones::default();
+    for v in &planned {
+        vevent(v, opts, &mut scratch).write_to(&mut text);
+    }
+    text.push_str("END:VCALENDAR\r\n");
     Rendered {
         text,
         warnings,
