@@ -6,3 +6,4 @@
 //! Architecture invariant: never used by production code paths.
 
 pub mod feishu;
+pub mod google;

@@ -1,0 +1,345 @@
+//! `/_emulator/…`: a JSON control API mirroring the Rust API, for non-Rust
+//! tests and `feishu-bridge demo`. See the module docs of [`super`] for the
+//! route list. Control calls are not recorded in `calls()`, not rate limited
+//! and need no token.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::EmulatorError;
+use super::faults::{FaultKind, Faults};
+use super::model::Role;
+use super::{Inner, lock, time};
+
+type CtlResult = Result<Response, CtlError>;
+
+/// A control-API failure: `{"error": "..."}` with 400/404.
+#[derive(Debug)]
+pub(crate) struct CtlError(StatusCode, String);
+
+impl From<EmulatorError> for CtlError {
+    fn from(e: EmulatorError) -> Self {
+        let status = match e {
+            EmulatorError::UnknownCalendar(_)
+            | EmulatorError::UnknownEvent { .. }
+            | EmulatorError::UnknownUser(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+impl IntoResponse for CtlError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn ok(v: Value) -> CtlResult {
+    Ok(Json(v).into_response())
+}
+
+fn bad(msg: impl Into<String>) -> CtlError {
+    CtlError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+pub(crate) fn router() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/users", post(add_user))
+        .route("/users/{email}/tokens", post(issue_tokens))
+        .route("/calendars", post(create_calendar))
+        .route("/calendars/{cal}/share", post(share))
+        .route("/calendars/{cal}/events", get(list_events).post(seed_event))
+        .route(
+            "/calendars/{cal}/events/{id}",
+            axum::routing::patch(user_edit).delete(user_delete),
+        )
+        .route("/calendars/{cal}/instances", get(instances))
+        .route("/tokens/revoke", post(revoke))
+        .route("/tokens/expire", post(expire))
+        .route("/faults", put(set_faults))
+        .route("/fail_next", post(fail_next))
+        .route("/quota/exhaust", post(exhaust_quota))
+        .route("/quota/reset", post(reset_quota))
+        .route("/calls", get(calls).delete(reset_calls))
+        .route("/writes", get(writes))
+        .route("/notifications", get(notifications))
+        .route("/service_account", get(service_account))
+        .route("/state", get(state))
+}
+
+#[derive(Deserialize)]
+struct UserBody {
+    email: String,
+    #[serde(default)]
+    time_zone: Option<String>,
+}
+
+async fn add_user(State(inner): State<Arc<Inner>>, Json(b): Json<UserBody>) -> CtlResult {
+    let primary = inner.add_user(&b.email, b.time_zone.as_deref())?;
+    ok(json!({ "email": b.email, "primary_calendar_id": primary }))
+}
+
+#[derive(Deserialize)]
+struct ScopeBody {
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+async fn issue_tokens(
+    State(inner): State<Arc<Inner>>,
+    Path(email): Path<String>,
+    Json(b): Json<ScopeBody>,
+) -> CtlResult {
+    let scope = b.scope.unwrap_or_else(|| super::SCOPE_CALENDAR.to_owned());
+    let (access, refresh) = inner.issue_tokens(&email, &scope)?;
+    ok(json!({ "access_token": access, "refresh_token": refresh }))
+}
+
+#[derive(Deserialize)]
+struct CalendarBody {
+    owner: String,
+    summary: String,
+    #[serde(default)]
+    time_zone: Option<String>,
+}
+
+async fn create_calendar(
+    State(inner): State<Arc<Inner>>,
+    Json(b): Json<CalendarBody>,
+) -> CtlResult {
+    let id = lock(&inner.store).create_calendar(
+        &b.owner,
+        &b.summary,
+        b.time_zone.as_deref(),
+        None,
+        None,
+    )?;
+    ok(json!({ "calendar_id": id }))
+}
+
+#[derive(Deserialize)]
+struct ShareBody {
+    email: String,
+    role: Role,
+}
+
+async fn share(
+    State(inner): State<Arc<Inner>>,
+    Path(cal): Path<String>,
+    Json(b): Json<ShareBody>,
+) -> CtlResult {
+    lock(&inner.store).share(&cal, &b.email, b.role)?;
+    ok(json!({}))
+}
+
+async fn list_events(State(inner): State<Arc<Inner>>, Path(cal): Path<String>) -> CtlResult {
+    let events = lock(&inner.store).stored_events(&cal)?;
+    ok(serde_json::to_value(events).unwrap_or_default())
+}
+
+async fn seed_event(
+    State(inner): State<Arc<Inner>>,
+    Path(cal): Path<String>,
+    Json(ev): Json<Value>,
+) -> CtlResult {
+    let id = inner.seed(&cal, &ev)?;
+    ok(json!({ "id": id }))
+}
+
+async fn user_edit(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+    Json(patch): Json<Value>,
+) -> CtlResult {
+    let ev = inner.user_edit(&cal, &id, &patch)?;
+    ok(serde_json::to_value(ev).unwrap_or_default())
+}
+
+async fn user_delete(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id)): Path<(String, String)>,
+) -> CtlResult {
+    inner.user_delete(&cal, &id)?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct Window {
+    #[serde(rename = "timeMin")]
+    time_min: String,
+    #[serde(rename = "timeMax")]
+    time_max: String,
+}
+
+async fn instances(
+    State(inner): State<Arc<Inner>>,
+    Path(cal): Path<String>,
+    Query(w): Query<Window>,
+) -> CtlResult {
+    let min = time::parse_rfc3339(&w.time_min).ok_or_else(|| bad("timeMin must be RFC 3339"))?;
+    let max = time::parse_rfc3339(&w.time_max).ok_or_else(|| bad("timeMax must be RFC 3339"))?;
+    let list = inner.expanded(&cal, min, max)?;
+    ok(serde_json::to_value(list).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct RevokeBody {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+async fn revoke(State(inner): State<Arc<Inner>>, Json(b): Json<RevokeBody>) -> CtlResult {
+    let mut auth = lock(&inner.auth);
+    let revoked = match (&b.refresh_token, &b.email) {
+        (Some(t), _) => usize::from(auth.revoke_one(t)),
+        (None, e) => auth.revoke_refresh(e.as_deref()),
+    };
+    ok(json!({ "revoked": revoked }))
+}
+
+#[derive(Deserialize)]
+struct ExpireBody {
+    kind: String,
+}
+
+async fn expire(State(inner): State<Arc<Inner>>, Json(b): Json<ExpireBody>) -> CtlResult {
+    match b.kind.as_str() {
+        "access" => lock(&inner.auth).expire_all_access(),
+        "sync" => inner.codec.expire_syncs(),
+        other => return Err(bad(format!("unknown token kind {other:?}"))),
+    }
+    ok(json!({}))
+}
+
+async fn set_faults(State(inner): State<Arc<Inner>>, Json(f): Json<Faults>) -> CtlResult {
+    lock(&inner.faults).set(f);
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct FailNextBody {
+    path_contains: String,
+    #[serde(default = "one")]
+    n: usize,
+    fault: String,
+    #[serde(default)]
+    retry_after_secs: Option<u64>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+async fn fail_next(State(inner): State<Arc<Inner>>, Json(b): Json<FailNextBody>) -> CtlResult {
+    let kind = match b.fault.as_str() {
+        "too_many_requests" => FaultKind::TooManyRequests {
+            retry_after_secs: b.retry_after_secs.unwrap_or(1),
+        },
+        "backend_error" => FaultKind::BackendError {
+            status: b.status.unwrap_or(503),
+        },
+        "rate_limit_exceeded" => FaultKind::RateLimitExceeded,
+        "user_rate_limit_exceeded" => FaultKind::UserRateLimitExceeded,
+        "quota_exceeded" => FaultKind::QuotaExceeded,
+        "slow" => FaultKind::Slow(Duration::from_millis(b.delay_ms.unwrap_or(1000))),
+        "token_expired" => FaultKind::TokenExpired,
+        "error" => FaultKind::Error {
+            status: b.status.ok_or_else(|| bad("error needs status"))?,
+            domain: b.domain.unwrap_or_else(|| "global".into()),
+            reason: b.reason.ok_or_else(|| bad("error needs reason"))?,
+            message: b.message.unwrap_or_default(),
+        },
+        other => return Err(bad(format!("unknown fault {other:?}"))),
+    };
+    lock(&inner.faults).fail_next(&b.path_contains, b.n, kind);
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct EmailBody {
+    email: String,
+}
+
+async fn exhaust_quota(State(inner): State<Arc<Inner>>, Json(b): Json<EmailBody>) -> CtlResult {
+    inner.exhaust_quota(&b.email)?;
+    ok(json!({}))
+}
+
+async fn reset_quota(State(inner): State<Arc<Inner>>) -> CtlResult {
+    inner.reset_quota();
+    ok(json!({}))
+}
+
+async fn calls(State(inner): State<Arc<Inner>>) -> CtlResult {
+    let calls = lock(&inner.calls).clone();
+    ok(serde_json::to_value(calls).unwrap_or_default())
+}
+
+async fn reset_calls(State(inner): State<Arc<Inner>>) -> CtlResult {
+    lock(&inner.calls).clear();
+    ok(json!({}))
+}
+
+async fn writes(State(inner): State<Arc<Inner>>) -> CtlResult {
+    let w = lock(&inner.store).writes.clone();
+    ok(serde_json::to_value(w).unwrap_or_default())
+}
+
+async fn notifications(State(inner): State<Arc<Inner>>) -> CtlResult {
+    let n = lock(&inner.store).notifications.clone();
+    ok(serde_json::to_value(n).unwrap_or_default())
+}
+
+async fn service_account(State(inner): State<Arc<Inner>>) -> CtlResult {
+    ok(inner.service_account_json())
+}
+
+async fn state(State(inner): State<Arc<Inner>>) -> CtlResult {
+    let (users, calendars, version) = {
+        let store = lock(&inner.store);
+        let users: Vec<String> = store.users.keys().cloned().collect();
+        let calendars: Vec<Value> = store
+            .calendars
+            .values()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "summary": c.summary,
+                    "owner": c.owner,
+                    "time_zone": c.time_zone,
+                    "events": c.events.len(),
+                })
+            })
+            .collect();
+        (users, calendars, store.version())
+    };
+    ok(json!({
+        "users": users,
+        "calendars": calendars,
+        "version": version,
+        "write_count": inner.write_count(),
+        "batch_count": inner.batch_count.load(Ordering::SeqCst),
+    }))
+}

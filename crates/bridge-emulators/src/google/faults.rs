@@ -1,0 +1,335 @@
+//! Fault injection (random and one-shot) and the per-user rate limiter.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Random faults for Calendar API calls (batch parts included, the token
+/// endpoint and the control API excluded). Probabilities are in
+/// `0.0..=1.0`; all zero by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// 429 `rateLimitExceeded` with `Retry-After: retry_after_secs`.
+    pub rate_429: f64,
+    /// 503 `backendError`.
+    pub rate_5xx: f64,
+    /// 403 `rateLimitExceeded`.
+    pub rate_403: f64,
+    /// Answer normally after `slow_delay`.
+    pub slow_rate: f64,
+    #[serde(with = "duration_ms")]
+    pub slow_delay: Duration,
+    /// `Retry-After` of random 429s (0 means 1).
+    pub retry_after_secs: u64,
+    /// Seed for the dice, for reproducible runs (random when `None`).
+    pub seed: Option<u64>,
+}
+
+/// A deterministic fault for [`super::GoogleEmulator::fail_next`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// HTTP 429 `usageLimits`/`rateLimitExceeded` with `Retry-After`.
+    TooManyRequests { retry_after_secs: u64 },
+    /// HTTP 5xx (500 or 503) `global`/`backendError`.
+    BackendError { status: u16 },
+    /// HTTP 403 `usageLimits`/`rateLimitExceeded`.
+    RateLimitExceeded,
+    /// HTTP 403 `usageLimits`/`userRateLimitExceeded`.
+    UserRateLimitExceeded,
+    /// HTTP 403 `usageLimits`/`quotaExceeded`, once (see
+    /// [`super::GoogleEmulator::exhaust_daily_quota`] for the persistent one).
+    QuotaExceeded,
+    /// Answer normally after this delay.
+    Slow(Duration),
+    /// The presented access token expires on the spot (401 `authError` now
+    /// and afterwards), so the client must refresh.
+    TokenExpired,
+    /// Any error envelope.
+    Error {
+        status: u16,
+        domain: String,
+        reason: String,
+        message: String,
+    },
+}
+
+/// Durations as integer milliseconds on the control API.
+pub(crate) mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[derive(Debug)]
+struct OneShot {
+    path_contains: String,
+    remaining: usize,
+    kind: FaultKind,
+}
+
+/// Fault configuration plus the dice.
+#[derive(Debug)]
+pub(crate) struct FaultState {
+    faults: Faults,
+    rng: StdRng,
+    one_shots: VecDeque<OneShot>,
+}
+
+impl Default for FaultState {
+    fn default() -> Self {
+        Self {
+            faults: Faults::default(),
+            rng: StdRng::from_os_rng(),
+            one_shots: VecDeque::new(),
+        }
+    }
+}
+
+impl FaultState {
+    pub(crate) fn set(&mut self, faults: Faults) {
+        self.rng = match faults.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        self.faults = faults;
+    }
+
+    pub(crate) fn fail_next(&mut self, path_contains: &str, n: usize, kind: FaultKind) {
+        if n > 0 {
+            self.one_shots.push_back(OneShot {
+                path_contains: path_contains.to_owned(),
+                remaining: n,
+                kind,
+            });
+        }
+    }
+
+    fn roll(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random_bool(p.min(1.0))
+    }
+
+    /// The fault (if any) for a request to `path`. One-shot faults come
+    /// first; random ones only when `random_eligible`.
+    pub(crate) fn pick(&mut self, path: &str, random_eligible: bool) -> Option<FaultKind> {
+        if let Some(pos) = self
+            .one_shots
+            .iter()
+            .position(|o| path.contains(&o.path_contains))
+        {
+            let shot = &mut self.one_shots[pos];
+            shot.remaining -= 1;
+            let kind = shot.kind.clone();
+            if shot.remaining == 0 {
+                self.one_shots.remove(pos);
+            }
+            return Some(kind);
+        }
+        if !random_eligible {
+            return None;
+        }
+        let f = self.faults.clone();
+        if self.roll(f.rate_429) {
+            return Some(FaultKind::TooManyRequests {
+                retry_after_secs: f.retry_after_secs.max(1),
+            });
+        }
+        if self.roll(f.rate_5xx) {
+            return Some(FaultKind::BackendError { status: 503 });
+        }
+        if self.roll(f.rate_403) {
+            return Some(FaultKind::RateLimitExceeded);
+        }
+        if self.roll(f.slow_rate) {
+            return Some(FaultKind::Slow(f.slow_delay));
+        }
+        None
+    }
+}
+
+/// Per-user and per-project request limits (sinks-api.md A.10: 600 requests
+/// per minute per user, 10,000 per minute per project, sliding windows;
+/// batched calls count one each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second per user (token-bucket refill rate).
+    pub per_user_per_second: f64,
+    /// Bucket size: how many requests a user may send at once.
+    pub per_user_burst: u32,
+    /// Sliding one-minute quota per user (`userRateLimitExceeded`).
+    pub per_user_per_minute: u32,
+    /// Sliding one-minute quota per project (`rateLimitExceeded`).
+    pub per_project_per_minute: u32,
+    /// Answer 429 with `Retry-After` instead of 403 (Google does both).
+    pub answer_429: bool,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_user_per_second: 10.0,
+            per_user_burst: 20,
+            per_user_per_minute: 600,
+            per_project_per_minute: 10_000,
+            answer_429: false,
+        }
+    }
+}
+
+/// Which limit a throttled request hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// The per-user token bucket: `rateLimitExceeded`.
+    UserRate,
+    /// The per-user minute: `userRateLimitExceeded`.
+    UserMinute,
+    /// The per-project minute: `rateLimitExceeded`.
+    ProjectMinute,
+}
+
+/// A throttling verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Throttled {
+    pub(crate) limit: Limit,
+    pub(crate) retry_after_secs: u64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets per user plus sliding minute windows. Throttled requests
+/// are not counted.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimiter {
+    buckets: HashMap<String, Bucket>,
+    user_minutes: HashMap<String, VecDeque<Instant>>,
+    project_minute: VecDeque<Instant>,
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn prune(q: &mut VecDeque<Instant>, now: Instant) {
+    while q.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
+        q.pop_front();
+    }
+}
+
+fn window_wait(q: &VecDeque<Instant>, now: Instant) -> u64 {
+    let oldest = q
+        .front()
+        .map(|t| now.duration_since(*t))
+        .unwrap_or_default();
+    ceil_secs(MINUTE.saturating_sub(oldest))
+}
+
+impl RateLimiter {
+    pub(crate) fn check(
+        &mut self,
+        user: &str,
+        limit: &RateLimit,
+        now: Instant,
+    ) -> Result<(), Throttled> {
+        let capacity = f64::from(limit.per_user_burst.max(1));
+        let rate = limit.per_user_per_second.max(f64::MIN_POSITIVE);
+        let bucket = self.buckets.entry(user.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + refill).min(capacity);
+        bucket.at = now;
+        if bucket.tokens < 1.0 {
+            return Err(Throttled {
+                limit: Limit::UserRate,
+                retry_after_secs: ceil_secs(Duration::from_secs_f64(
+                    ((1.0 - bucket.tokens) / rate).min(3600.0),
+                )),
+            });
+        }
+        let user_q = self.user_minutes.entry(user.to_owned()).or_default();
+        prune(user_q, now);
+        if user_q.len() >= limit.per_user_per_minute as usize {
+            return Err(Throttled {
+                limit: Limit::UserMinute,
+                retry_after_secs: window_wait(user_q, now),
+            });
+        }
+        prune(&mut self.project_minute, now);
+        if self.project_minute.len() >= limit.per_project_per_minute as usize {
+            return Err(Throttled {
+                limit: Limit::ProjectMinute,
+                retry_after_secs: window_wait(&self.project_minute, now),
+            });
+        }
+        bucket.tokens -= 1.0;
+        user_q.push_back(now);
+        self.project_minute.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_then_refill_then_minute() {
+        let limit = RateLimit {
+            per_user_per_second: 2.0,
+            per_user_burst: 3,
+            per_user_per_minute: 5,
+            ..RateLimit::default()
+        };
+        let mut rl = RateLimiter::default();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            rl.check("a", &limit, t0).unwrap();
+        }
+        let err = rl.check("a", &limit, t0).unwrap_err();
+        assert_eq!(err.limit, Limit::UserRate);
+        assert_eq!(err.retry_after_secs, 1);
+        rl.check("b", &limit, t0).unwrap();
+        let t1 = t0 + Duration::from_millis(1000);
+        rl.check("a", &limit, t1).unwrap();
+        rl.check("a", &limit, t1).unwrap();
+        let t2 = t1 + Duration::from_millis(1000);
+        let err = rl.check("a", &limit, t2).unwrap_err();
+        assert_eq!(err.limit, Limit::UserMinute);
+        assert_eq!(err.retry_after_secs, 58);
+    }
+
+    #[test]
+    fn one_shots_are_consumed_in_order() {
+        let mut f = FaultState::default();
+        f.fail_next("/events", 2, FaultKind::RateLimitExceeded);
+        assert_eq!(f.pick("/calendars", true), None);
+        assert_eq!(
+            f.pick("/x/events", false),
+            Some(FaultKind::RateLimitExceeded)
+        );
+        assert_eq!(
+            f.pick("/x/events", false),
+            Some(FaultKind::RateLimitExceeded)
+        );
+        assert_eq!(f.pick("/x/events", false), None);
+    }
+}
