@@ -142,6 +142,15 @@ fn in_window(window: Option<Window>, now: i64, item: &Item) -> bool {
     }
 }
 
+/// One listed event, as the pass keeps it.
+enum Seen {
+    Entry(EventKey, Entry),
+    /// A deleted event or series (`cancelled` with original_time 0).
+    Deleted(EventKey),
+    /// Could not be mapped: its stored version stays.
+    Unmappable(EventKey),
+}
+
 /// Maps one event; `None` when it cannot be mapped (logged).
 fn map_entry(ev: &Event) -> Option<(EventKey, ContentHash, Item)> {
     let mut warnings = Vec::new();
@@ -167,7 +176,14 @@ fn entry_from_snapshot(key: &str, json: &str) -> Option<(EventKey, Entry)> {
         return None;
     };
     let (k, hash, item) = map_entry(&ev)?;
-    Some((k, Entry { json: None, hash, item }))
+    Some((
+        k,
+        Entry {
+            json: None,
+            hash,
+            item,
+        },
+    ))
 }
 
 impl Engine {
@@ -237,93 +253,147 @@ impl Engine {
             dry_run,
             ..CalendarReport::default()
         };
-        let listing = match self.source.list(&cal.id, token.as_deref()).await {
+        // What we knew: the stored hashes only (bodies are loaded when needed).
+        let prev_hash: BTreeMap<EventKey, ContentHash> = self
+            .store
+            .list_snapshot_hashes(&cal.id)
+            .await?
+            .into_iter()
+            .filter_map(|(k, h)| Some((EventKey::parse(&k).ok()?, h.parse().ok()?)))
+            .collect();
+
+        // The listing, page by page: each event is mapped as it arrives and
+        // only what the pass needs is kept (the item, and the source JSON of
+        // new or changed items for their snapshot).
+        let seen: std::sync::Mutex<Vec<Seen>> = std::sync::Mutex::new(Vec::new());
+        let listed = std::sync::atomic::AtomicUsize::new(0);
+        let mut on_page = |page: Vec<Event>| {
+            listed.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
+            let mut out = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for ev in page {
+                out.push(match map_entry(&ev) {
+                    None => match ev
+                        .event_id
+                        .as_deref()
+                        .and_then(|id| EventKey::parse(id).ok())
+                    {
+                        Some(k) => Seen::Unmappable(k),
+                        None => continue,
+                    },
+                    Some((key, _, Item::Cancelled(_))) if key.is_base() => Seen::Deleted(key),
+                    Some((key, hash, item)) => {
+                        let json = (prev_hash.get(&key) != Some(&hash))
+                            .then(|| serde_json::to_string(&ev).ok())
+                            .flatten();
+                        Seen::Entry(key, Entry { json, hash, item })
+                    }
+                });
+            }
+        };
+        let listing = match self
+            .source
+            .list_pages(&cal.id, token.as_deref(), &mut on_page)
+            .await
+        {
             Err(SourceError::CursorExpired) => {
                 tracing::info!(calendar = %cal.id, "sync token expired; listing in full");
                 report.cursor_expired = true;
-                self.source.list(&cal.id, None).await.map_err(source_err)?
+                seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                listed.store(0, std::sync::atomic::Ordering::Relaxed);
+                self.source
+                    .list_pages(&cal.id, None, &mut on_page)
+                    .await
+                    .map_err(source_err)?
             }
             other => other.map_err(source_err)?,
         };
-        let crate::traits::Listing {
-            events,
-            sync_token: new_sync_token,
-            complete,
-            calls,
-        } = listing;
+        let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+        let new_sync_token = listing.sync_token;
+        let complete = listing.complete;
         report.full = complete;
-        report.listed = events.len();
-        report.source_calls = calls;
+        report.listed = listed.into_inner();
+        report.source_calls = listing.calls;
 
-        // What we knew: the stored hashes. Item bodies are loaded only when
-        // needed: all of them for a delta (the rest of the calendar is
-        // unchanged), only the vanished ones for a full listing.
-        let snaps = self.store.list_snapshots(&cal.id).await?;
-        let prev_hash: BTreeMap<EventKey, ContentHash> = snaps
-            .iter()
-            .filter_map(|(k, s)| {
-                Some((EventKey::parse(k).ok()?, s.content_hash.parse().ok()?))
-            })
-            .collect();
+        // The new snapshot set: a full listing replaces it, a delta patches it.
         let mut next: BTreeMap<EventKey, Entry> = BTreeMap::new();
-        let mut snap_json: BTreeMap<String, String> = BTreeMap::new();
-        if complete {
-            snap_json = snaps
-                .into_iter()
-                .map(|(k, s)| (k, s.event_json))
-                .collect();
-        } else {
-            for (k, s) in snaps {
-                if let Some((key, e)) = entry_from_snapshot(&k, &s.event_json) {
+        let mut taken: BTreeMap<EventKey, Entry> = BTreeMap::new();
+        if !complete {
+            for (k, snap) in self.store.list_snapshots(&cal.id).await? {
+                if let Some((key, e)) = entry_from_snapshot(&k, &snap.event_json) {
                     next.insert(key, e);
                 }
             }
         }
-        // Entries taken out of `next` by this listing (restorable).
-        let mut taken: BTreeMap<EventKey, Entry> = BTreeMap::new();
-        for ev in events {
-            let Some((key, hash, item)) = map_entry(&ev) else {
-                // Unmappable: keep what we had so that a bad event never deletes.
-                if let Some(k) = ev.event_id.as_deref().and_then(|id| EventKey::parse(id).ok())
-                    && !next.contains_key(&k)
-                    && let Some(json) = snap_json.get(&k.to_string())
-                    && let Some((k2, e)) = entry_from_snapshot(&k.to_string(), json)
-                {
-                    next.insert(k2, e);
+        let mut keep_stored: Vec<EventKey> = Vec::new();
+        for s in seen {
+            match s {
+                Seen::Entry(key, e) => {
+                    next.insert(key, e);
                 }
-                continue;
-            };
-            if matches!(item, Item::Cancelled(_)) && key.is_base() {
-                // A deleted event or series: its exceptions go with it.
-                let uid = key.uid().to_owned();
-                let gone: Vec<EventKey> =
-                    next.keys().filter(|k| k.uid() == uid).cloned().collect();
-                for k in gone {
-                    if let Some(e) = next.remove(&k) {
-                        taken.insert(k, e);
+                Seen::Deleted(key) => {
+                    // A deleted event or series: its exceptions go with it.
+                    let gone: Vec<EventKey> = next
+                        .keys()
+                        .filter(|k| k.uid() == key.uid())
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        if let Some(e) = next.remove(&k) {
+                            taken.insert(k, e);
+                        }
                     }
                 }
-                continue;
+                // Unmappable: keep what we had, so that a bad event never deletes.
+                Seen::Unmappable(k) if complete && prev_hash.contains_key(&k) => {
+                    keep_stored.push(k)
+                }
+                Seen::Unmappable(_) => {}
             }
-            let json = (prev_hash.get(&key) != Some(&hash))
-                .then(|| serde_json::to_string(&ev).ok())
-                .flatten();
-            next.insert(key, Entry { json, hash, item });
         }
-        // What vanished, with its last known body (for budget restores and
-        // for whole-calendar sinks while a deletion is held back).
+        // Bodies of stored items the pass still needs: unmappable ones kept
+        // as they were, and vanished ones (budget restores, and whole-calendar
+        // sinks while a deletion is held back).
+        let vanished: Vec<EventKey> = prev_hash
+            .keys()
+            .filter(|k| !next.contains_key(*k) && !taken.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut stored: BTreeMap<EventKey, Entry> = BTreeMap::new();
+        if keep_stored.len() + vanished.len() > 64 {
+            let wanted: BTreeSet<String> = keep_stored
+                .iter()
+                .chain(&vanished)
+                .map(|k| k.to_string())
+                .collect();
+            for (k, snap) in self.store.list_snapshots(&cal.id).await? {
+                if wanted.contains(&k)
+                    && let Some((key, e)) = entry_from_snapshot(&k, &snap.event_json)
+                {
+                    stored.insert(key, e);
+                }
+            }
+        } else {
+            for k in keep_stored.iter().chain(&vanished) {
+                if let Some(snap) = self.store.get_snapshot(&cal.id, &k.to_string()).await?
+                    && let Some((key, e)) = entry_from_snapshot(&k.to_string(), &snap.event_json)
+                {
+                    stored.insert(key, e);
+                }
+            }
+        }
+        for k in keep_stored {
+            if let Some(e) = stored.remove(&k) {
+                next.insert(k, e);
+            }
+        }
         let mut removed: BTreeMap<EventKey, Entry> = BTreeMap::new();
         for k in prev_hash.keys().filter(|k| !next.contains_key(*k)) {
-            if let Some(e) = taken.remove(k) {
-                removed.insert(k.clone(), e);
-            } else if let Some(json) = snap_json.get(&k.to_string())
-                && let Some((_, e)) = entry_from_snapshot(&k.to_string(), json)
-            {
+            if let Some(e) = taken.remove(k).or_else(|| stored.remove(k)) {
                 removed.insert(k.clone(), e);
             }
         }
-        drop(snap_json);
         drop(taken);
+        drop(stored);
 
         // The deletion budget, counted in series (a deleted master and its
         // exceptions are one deletion).

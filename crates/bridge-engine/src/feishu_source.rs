@@ -122,4 +122,23 @@ impl Source for FeishuSource {
             calls: u64::from(l.pages),
         })
     }
+
+    async fn list_pages(
+        &self,
+        calendar_id: &str,
+        sync_token: Option<&str>,
+        on_page: &mut (dyn FnMut(Vec<bridge_core::feishu::Event>) + Send),
+    ) -> Result<Listing, SourceError> {
+        let l = self
+            .client
+            .list_events_pages(self.identity, calendar_id, sync_token, on_page)
+            .await
+            .map_err(source_error)?;
+        Ok(Listing {
+            events: Vec::new(),
+            sync_token: l.sync_token,
+            complete: sync_token.is_none(),
+            calls: u64::from(l.pages),
+        })
+    }
 }

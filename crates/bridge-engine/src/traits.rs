@@ -140,4 +140,19 @@ pub trait Source: Send + Sync + fmt::Debug {
         calendar_id: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing, SourceError>;
+
+    /// The same, handing events over page by page (the returned listing's
+    /// `events` is empty) so that a large calendar is never held twice. On
+    /// error the pages already handed over are not a listing and must be
+    /// dropped. The default lists in full and hands everything over at once.
+    async fn list_pages(
+        &self,
+        calendar_id: &str,
+        sync_token: Option<&str>,
+        on_page: &mut (dyn FnMut(Vec<bridge_core::feishu::Event>) + Send),
+    ) -> Result<Listing, SourceError> {
+        let mut l = self.list(calendar_id, sync_token).await?;
+        on_page(std::mem::take(&mut l.events));
+        Ok(l)
+    }
 }

@@ -551,6 +551,27 @@ impl FeishuClient {
         calendar_id: &str,
         sync_token: Option<&str>,
     ) -> Result<EventListing, FeishuError> {
+        let mut items = Vec::new();
+        let mut out = self
+            .list_events_pages(identity, calendar_id, sync_token, &mut |page| {
+                items.extend(page)
+            })
+            .await?;
+        out.items = items;
+        Ok(out)
+    }
+
+    /// Like [`Self::list_events`], handing each page to `on_page` as it
+    /// arrives instead of keeping them all (the returned listing has no
+    /// items). A failure after some pages means the listing is incomplete:
+    /// callers must not act on the pages they saw.
+    pub async fn list_events_pages(
+        &self,
+        identity: Identity,
+        calendar_id: &str,
+        sync_token: Option<&str>,
+        on_page: &mut (dyn FnMut(Vec<Event>) + Send),
+    ) -> Result<EventListing, FeishuError> {
         let endpoint = "GET /open-apis/calendar/v4/calendars/:calendar_id/events";
         let mut out = EventListing::default();
         let mut page_token: Option<String> = None;
@@ -567,7 +588,7 @@ impl FeishuClient {
             };
             let page = self.list_events_page(identity, calendar_id, &query).await?;
             out.pages += 1;
-            out.items.extend(page.items);
+            on_page(page.items);
             if !page.has_more {
                 out.sync_token = page.sync_token;
                 return Ok(out);

@@ -246,6 +246,21 @@ fn range<T: Codec>(
     Ok(out)
 }
 
+/// Like [`range`], keeping only what `f` extracts from each decoded value.
+fn range_map<T: Codec, U>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    (lo, hi): (String, String),
+    f: impl Fn(T) -> U,
+) -> Result<Vec<(String, U)>, Fault> {
+    let mut out = Vec::new();
+    for item in table.range::<&str>(lo.as_str()..hi.as_str())? {
+        let (k, v) = item?;
+        let k = k.value();
+        out.push((k.to_owned(), f(T::decode(k, v.value())?)));
+    }
+    Ok(out)
+}
+
 fn all<T: Codec>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Vec<(String, T)>, Fault> {
@@ -444,6 +459,29 @@ impl Store {
                 Ok(rows
                     .into_iter()
                     .map(|(k, s)| (keys::last(&k).to_owned(), s))
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    /// The content hash of every snapshot of a calendar (event key, hash),
+    /// without holding the event bodies in memory.
+    pub async fn list_snapshot_hashes(
+        &self,
+        calendar_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let bounds = keys::prefix_range(&[("calendar id", calendar_id)])?;
+        self.run(move |db| {
+            read(db, |txn| {
+                let rows: Vec<(String, String)> = range_map(
+                    &txn.open_table(EVENT_TO_SNAPSHOT)?,
+                    bounds,
+                    |s: Snapshot| s.content_hash,
+                )?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(k, h)| (keys::last(&k).to_owned(), h))
                     .collect())
             })
         })
