@@ -104,11 +104,9 @@ impl CalendarReport {
     }
 }
 
-/// One entry of the snapshot set. `json` is set only when the snapshot must
-/// be (re)written, so that unchanged items do not keep their source text.
+/// One entry of the snapshot set.
 #[derive(Debug, Clone)]
 struct Entry {
-    json: Option<String>,
     hash: ContentHash,
     item: Item,
 }
@@ -176,14 +174,7 @@ fn entry_from_snapshot(key: &str, json: &str) -> Option<(EventKey, Entry)> {
         return None;
     };
     let (k, hash, item) = map_entry(&ev)?;
-    Some((
-        k,
-        Entry {
-            json: None,
-            hash,
-            item,
-        },
-    ))
+    Some((k, Entry { hash, item }))
 }
 
 impl Engine {
@@ -262,14 +253,28 @@ impl Engine {
             .filter_map(|(k, h)| Some((EventKey::parse(&k).ok()?, h.parse().ok()?)))
             .collect();
 
-        // The listing, page by page: each event is mapped as it arrives and
-        // only what the pass needs is kept (the item, and the source JSON of
-        // new or changed items for their snapshot).
+        // The listing, page by page: each event is mapped as it arrives; the
+        // source JSON of new or changed items goes straight to the store as
+        // their snapshot (a snapshot only states what the source holds now,
+        // so it is safe ahead of the records and of a complete listing; the
+        // cursor moves only in the final transaction). Nothing but the mapped
+        // items stays in memory.
+        let (snap_tx, mut snap_rx) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+        let writer = (!dry_run).then(|| {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                while let Some(b) = snap_rx.recv().await {
+                    store.apply_batch(b).await?;
+                }
+                Ok::<(), StoreError>(())
+            })
+        });
         let seen: std::sync::Mutex<Vec<Seen>> = std::sync::Mutex::new(Vec::new());
         let listed = std::sync::atomic::AtomicUsize::new(0);
         let mut on_page = |page: Vec<Event>| {
             listed.fetch_add(page.len(), std::sync::atomic::Ordering::Relaxed);
             let mut out = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let mut snaps = Batch::new();
             for ev in page {
                 out.push(match map_entry(&ev) {
                     None => match ev
@@ -282,15 +287,28 @@ impl Engine {
                     },
                     Some((key, _, Item::Cancelled(_))) if key.is_base() => Seen::Deleted(key),
                     Some((key, hash, item)) => {
-                        let json = (prev_hash.get(&key) != Some(&hash))
-                            .then(|| serde_json::to_string(&ev).ok())
-                            .flatten();
-                        Seen::Entry(key, Entry { json, hash, item })
+                        if prev_hash.get(&key) != Some(&hash)
+                            && let Ok(json) = serde_json::to_string(&ev)
+                        {
+                            snaps.put_snapshot(
+                                cal.id.as_str(),
+                                key.to_string(),
+                                Snapshot {
+                                    event_json: json,
+                                    content_hash: hash.to_string(),
+                                    updated_at: now,
+                                },
+                            );
+                        }
+                        Seen::Entry(key, Entry { hash, item })
                     }
                 });
             }
+            if !dry_run && !snaps.is_empty() {
+                let _ = snap_tx.send(snaps);
+            }
         };
-        let listing = match self
+        let listed_result = match self
             .source
             .list_pages(&cal.id, token.as_deref(), &mut on_page)
             .await
@@ -300,13 +318,22 @@ impl Engine {
                 report.cursor_expired = true;
                 seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 listed.store(0, std::sync::atomic::Ordering::Relaxed);
-                self.source
-                    .list_pages(&cal.id, None, &mut on_page)
-                    .await
-                    .map_err(source_err)?
+                self.source.list_pages(&cal.id, None, &mut on_page).await
             }
-            other => other.map_err(source_err)?,
+            other => other,
         };
+        drop(snap_tx);
+        if let Some(w) = writer {
+            match w.await {
+                Ok(r) => r?,
+                Err(e) => {
+                    return Err(EngineError::Store(StoreError::Task(format!(
+                        "snapshot writer: {e}"
+                    ))));
+                }
+            }
+        }
+        let listing = listed_result.map_err(source_err)?;
         let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
         let new_sync_token = listing.sync_token;
         let complete = listing.complete;
@@ -607,20 +634,6 @@ impl Engine {
             return Ok(report);
         }
 
-        for (k, e) in next.iter_mut() {
-            // `json` is set exactly for new and changed items; moved, not copied.
-            if let Some(json) = e.json.take() {
-                batch.put_snapshot(
-                    &cal.id,
-                    k.to_string(),
-                    Snapshot {
-                        event_json: json,
-                        content_hash: e.hash.to_string(),
-                        updated_at: now,
-                    },
-                );
-            }
-        }
         // Held-back deletions keep their snapshots (and the cursor is not
         // advanced), so the next pass sees them again.
         if report.blocked.is_none() {

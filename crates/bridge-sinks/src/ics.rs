@@ -116,6 +116,40 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// SHA-256 of a file, read in chunks; `None` if it cannot be read.
+fn file_digest(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Some(hex::encode(h.finalize())),
+            Ok(n) => h.update(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+impl IcsSink {
+    /// Where the digest of the last written file and of the settings it was
+    /// rendered with are kept, so that a pass with nothing to do need not
+    /// render a large calendar again just to find it unchanged.
+    fn state_path(&self, calendar_id: &str) -> PathBuf {
+        self.dir.join(format!(".{}.state", file_name(calendar_id)))
+    }
+
+    fn settings(&self, input: &SinkInput<'_>) -> String {
+        use sha2::{Digest, Sha256};
+        let s = format!(
+            "v1|{:?}|{:?}|{}|{:?}",
+            self.privacy, self.refresh_minutes, input.calendar.name, input.calendar.timezone
+        );
+        hex::encode(Sha256::digest(s.as_bytes()))
+    }
+}
+
 #[async_trait]
 impl Sink for IcsSink {
     fn id(&self) -> &str {
@@ -127,6 +161,26 @@ impl Sink for IcsSink {
     }
 
     async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome> {
+        let path = self.path_for(&input.calendar.id);
+        let state_path = self.state_path(&input.calendar.id);
+        let settings = self.settings(&input);
+        if input.ops.is_empty() {
+            // Nothing changed in the items: skip the render when the file is
+            // exactly what we last wrote with these settings.
+            let (p, sp) = (path.clone(), state_path.clone());
+            let current = tokio::task::spawn_blocking(move || {
+                Some((file_digest(&p)?, std::fs::read_to_string(sp).ok()?))
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some((digest, saved)) = current
+                && saved.trim() == format!("{settings} {digest}")
+            {
+                tracing::debug!(file = %path.display(), "ICS file up to date");
+                return Vec::new();
+            }
+        }
         let opts = RenderOptions {
             name: input.calendar.name.clone(),
             privacy: self.privacy,
@@ -139,13 +193,19 @@ impl Sink for IcsSink {
         for w in &rendered.warnings {
             tracing::warn!(calendar = %input.calendar.id, "{w}");
         }
-        let path = self.path_for(&input.calendar.id);
         let name = file_name(&input.calendar.id);
         let bytes = rendered.text.into_bytes();
         let p = path.clone();
-        let written = tokio::task::spawn_blocking(move || write_if_changed(&p, &bytes))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let written = tokio::task::spawn_blocking(move || {
+            use sha2::{Digest, Sha256};
+            let digest = hex::encode(Sha256::digest(&bytes));
+            let changed = write_if_changed(&p, &bytes)?;
+            // Best effort: a missing state file only costs a render next time.
+            let _ = std::fs::write(&state_path, format!("{settings} {digest}\n"));
+            Ok(changed)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         let result = match written {
             Ok(changed) => {
                 tracing::debug!(file = %path.display(), changed, "ICS file");
