@@ -463,6 +463,15 @@ impl Engine {
             .map(|(k, e)| (k.clone(), SourceState::Live(e.hash)))
             .collect();
 
+        // Items of this calendar whose last write failed: (sink, key) -> retry time.
+        let failing: HashMap<(String, String), i64> = self
+            .store
+            .due_failures(i64::MAX)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.calendar_id == cal.id)
+            .map(|(k, f)| ((k.sink_id, k.event_key), f.next_retry_at))
+            .collect();
         let mut batch = Batch::new();
         let mut sink_futures = Vec::new();
         for sink in &self.sinks {
@@ -497,12 +506,12 @@ impl Engine {
             if let Some(b) = &p.blocked {
                 report.blocked.get_or_insert_with(|| b.message.clone());
             }
-            // Ops whose last failure asks to wait are deferred.
+            // Ops whose last failure asks to wait are deferred (one read of
+            // the failure table, not one per op).
             let mut ops = Vec::with_capacity(p.ops.len());
             for op in p.ops {
-                let key = SinkItemKey::new(sink.id(), &cal.id, op.key().to_string());
-                match self.store.get_failure(&key).await? {
-                    Some(f) if f.next_retry_at > now => sr.deferred += 1,
+                match failing.get(&(sink.id().to_owned(), op.key().to_string())) {
+                    Some(retry_at) if *retry_at > now => sr.deferred += 1,
                     _ => ops.push(op),
                 }
             }
@@ -607,7 +616,9 @@ impl Engine {
                                 tombstone: false,
                             },
                         );
-                        batch.clear_failure(key);
+                        if failing.contains_key(&(sink.id().to_owned(), key_str.clone())) {
+                            batch.clear_failure(key);
+                        }
                         if matches!(o.op, Op::Create(_)) {
                             sr.created += 1;
                         } else {
@@ -616,7 +627,9 @@ impl Engine {
                     }
                     (Op::Delete(_), Ok(_)) => {
                         batch.delete_record(key.clone());
-                        batch.clear_failure(key);
+                        if failing.contains_key(&(sink.id().to_owned(), key_str.clone())) {
+                            batch.clear_failure(key);
+                        }
                         sr.deleted += 1;
                     }
                     (_, Err(e)) => {
