@@ -2,4 +2,5 @@
 //!
 //! Architecture invariant: sink modules do not depend on each other.
 
+pub mod google;
 pub mod ics;
