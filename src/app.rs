@@ -7,7 +7,9 @@ use anyhow::Context;
 use bridge_core::plan::Rules;
 use bridge_engine::feishu_source::{FeishuSource, Selection};
 use bridge_engine::{Engine, EngineConfig, Sink, Window};
-use bridge_feishu::client::{FeishuClient, Identity};
+use bridge_feishu::auth::{FileTokenStore, OauthApp, UserAuth};
+use bridge_feishu::client::{ClientConfig, FeishuClient, Identity};
+use bridge_feishu::ratelimit::RateLimits;
 use bridge_sinks::ics::IcsSink;
 use bridge_store::Store;
 
@@ -76,9 +78,38 @@ pub(crate) async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the store {}", path.display()))
 }
 
+/// The Feishu client settings of a configuration (rate limits included).
+pub(crate) fn client_config(loaded: &Loaded) -> ClientConfig {
+    let f = &loaded.feishu;
+    let mut cfg = ClientConfig::new(&f.base_url, &f.app_id, f.app_secret.clone());
+    cfg.rate_limits = RateLimits {
+        per_second: loaded.config.feishu.rate_limit_per_second,
+        per_minute: loaded.config.feishu.rate_limit_per_minute,
+    };
+    cfg
+}
+
+/// The Feishu client with `cfg`, and the user identity backed by the token file.
+pub(crate) fn feishu_client(
+    loaded: &Loaded,
+    cfg: ClientConfig,
+) -> Result<FeishuClient, bridge_feishu::FeishuError> {
+    let f = &loaded.feishu;
+    let user = UserAuth::new(
+        OauthApp {
+            base_url: f.base_url.clone(),
+            accounts_url: f.accounts_url.clone(),
+            app_id: f.app_id.clone(),
+            app_secret: f.app_secret.clone(),
+        },
+        Arc::new(FileTokenStore::new(&f.user_token_file)),
+    );
+    Ok(FeishuClient::new(cfg)?.with_user(Arc::new(user)))
+}
+
 pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::Result<App> {
     let store = open_store(loaded).await?;
-    let client = Arc::new(crate::cmd::subscribe::feishu_client(loaded)?);
+    let client = Arc::new(feishu_client(loaded, client_config(loaded))?);
     let selection = match &loaded.config.feishu.calendars {
         Calendars::Primary => Selection::Primary,
         Calendars::All => Selection::All,

@@ -14,13 +14,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_feishu::FeishuError;
-use bridge_feishu::auth::{EXPIRY_MARGIN, FileTokenStore, OauthApp, TokenStore, UserAuth};
-use bridge_feishu::client::{ClientConfig, FeishuClient, Identity};
-use bridge_feishu::ratelimit::RateLimits;
+use bridge_feishu::auth::{EXPIRY_MARGIN, FileTokenStore, TokenStore};
+use bridge_feishu::client::{FeishuClient, Identity};
 
 use crate::app;
 use crate::cmd::status::{Opened, count, fmt_span, fmt_time, open_existing};
@@ -72,27 +70,13 @@ impl Report {
 /// The Feishu client of the configuration, with few retries: `check` must
 /// answer quickly, and a failure is what it reports.
 pub(crate) fn client(loaded: &Loaded) -> Result<FeishuClient, FeishuError> {
-    let f = &loaded.feishu;
-    let mut cfg = ClientConfig::new(&f.base_url, &f.app_id, f.app_secret.clone());
+    let mut cfg = crate::app::client_config(loaded);
     cfg.max_retries = 1;
     cfg.connect_timeout = Duration::from_secs(5);
     cfg.request_timeout = Duration::from_secs(15);
     cfg.backoff_max = Duration::from_secs(2);
     cfg.max_throttle_wait = Duration::from_secs(5);
-    cfg.rate_limits = RateLimits {
-        per_second: loaded.config.feishu.rate_limit_per_second,
-        per_minute: loaded.config.feishu.rate_limit_per_minute,
-    };
-    let user = UserAuth::new(
-        OauthApp {
-            base_url: f.base_url.clone(),
-            accounts_url: f.accounts_url.clone(),
-            app_id: f.app_id.clone(),
-            app_secret: f.app_secret.clone(),
-        },
-        Arc::new(FileTokenStore::new(&f.user_token_file)),
-    );
-    Ok(FeishuClient::new(cfg)?.with_user(Arc::new(user)))
+    crate::app::feishu_client(loaded, cfg)
 }
 
 const TOKEN_ENDPOINT: &str = "tenant_access_token";

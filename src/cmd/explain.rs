@@ -530,23 +530,7 @@ async fn live_calendars(
     if let Some(c) = only {
         return Ok(vec![c.to_owned()]);
     }
-    Ok(match &loaded.config.feishu.calendars {
-        Calendars::List(ids) => ids.clone(),
-        Calendars::Primary => client
-            .primary_calendars(identity)
-            .await?
-            .into_iter()
-            .filter_map(|c| c.calendar_id)
-            .collect(),
-        Calendars::All => client
-            .list_calendars(identity, None)
-            .await?
-            .calendars
-            .into_iter()
-            .filter(|c| c.is_deleted != Some(true))
-            .filter_map(|c| c.calendar_id)
-            .collect(),
-    })
+    crate::cmd::subscribe::resolve_calendars(client, loaded, identity).await
 }
 
 /// Asks Feishu for an event the store does not know. Returns what was found

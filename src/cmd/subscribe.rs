@@ -3,12 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use bridge_feishu::FeishuError;
-use bridge_feishu::auth::{FileTokenStore, OauthApp, UserAuth};
-use bridge_feishu::client::{ClientConfig, FeishuClient, Identity};
-use bridge_feishu::ratelimit::RateLimits;
+use bridge_feishu::client::{FeishuClient, Identity};
 
 use crate::config::{Calendars, Loaded};
 
@@ -19,27 +16,6 @@ pub(crate) struct Args {
     /// Stop the pushes instead.
     #[arg(long)]
     unsubscribe: bool,
-}
-
-/// The Feishu client of a loaded configuration, with the user identity when a
-/// token file exists.
-pub(crate) fn feishu_client(loaded: &Loaded) -> Result<FeishuClient, FeishuError> {
-    let f = &loaded.feishu;
-    let mut cfg = ClientConfig::new(&f.base_url, &f.app_id, f.app_secret.clone());
-    cfg.rate_limits = RateLimits {
-        per_second: loaded.config.feishu.rate_limit_per_second,
-        per_minute: loaded.config.feishu.rate_limit_per_minute,
-    };
-    let user = UserAuth::new(
-        OauthApp {
-            base_url: f.base_url.clone(),
-            accounts_url: f.accounts_url.clone(),
-            app_id: f.app_id.clone(),
-            app_secret: f.app_secret.clone(),
-        },
-        Arc::new(FileTokenStore::new(&f.user_token_file)),
-    );
-    Ok(FeishuClient::new(cfg)?.with_user(Arc::new(user)))
 }
 
 /// The calendar ids the configuration names.
@@ -70,7 +46,7 @@ pub(crate) async fn resolve_calendars(
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
-    let client = feishu_client(&loaded)?;
+    let client = crate::app::feishu_client(&loaded, crate::app::client_config(&loaded))?;
     let calendars = resolve_calendars(&client, &loaded, Identity::User).await?;
     let verb = if args.unsubscribe {
         "unsubscribed"

@@ -331,24 +331,24 @@ pub fn map_event(ev: &feishu::Event, warnings: &mut Vec<Warning>) -> Result<Item
         }
     }
 
-    let rrule = match non_empty(&ev.recurrence) {
+    let (rrule, rrule_bound) = match non_empty(&ev.recurrence) {
         Some(rule) if key.is_base() => match recur::normalize(rule, &start) {
             Ok(n) => {
                 for w in n.warnings {
                     cx.warn(w);
                 }
-                Some(n.rule)
+                (Some(n.rule), n.bound)
             }
             Err(reason) => {
                 cx.warn(format!("{reason}; written as a single event"));
-                None
+                (None, None)
             }
         },
         Some(_) => {
             cx.warn("an exception carries a recurrence rule; ignored");
-            None
+            (None, None)
         }
-        None => None,
+        None => (None, None),
     };
 
     let (location, geo) = ev
@@ -407,6 +407,7 @@ pub fn map_event(ev: &feishu::Event, warnings: &mut Vec<Warning>) -> Result<Item
         start,
         end,
         rrule,
+        rrule_bound,
         summary: non_empty(&ev.summary).unwrap_or("").to_owned(),
         description: ev.description.clone().unwrap_or_default(),
         location,

@@ -186,6 +186,10 @@ pub struct CanonicalEvent {
     pub end: EventTime,
     /// Normalized RRULE body for masters (`FREQ=...`, UNTIL in the form DTSTART needs).
     pub rrule: Option<String>,
+    /// The last instant the rule reaches (UNTIL, or a bound from COUNT);
+    /// `None` when open-ended. Derived from `rrule` while mapping, so it is
+    /// not part of the content hash.
+    pub rrule_bound: Option<i64>,
     pub summary: String,
     pub description: String,
     pub location: Option<String>,

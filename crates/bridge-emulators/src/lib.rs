@@ -5,5 +5,6 @@
 //!
 //! Architecture invariant: never used by production code paths.
 
+mod dice;
 pub mod feishu;
 pub mod google;

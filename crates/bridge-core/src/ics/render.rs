@@ -485,10 +485,8 @@ pub fn render_calendar<'a>(
 /// The last instant a master's rule reaches, or a year past its start for
 /// open-ended rules (the VTIMEZONE's last rule is then left open).
 fn rule_years(m: &CanonicalEvent) -> Option<i64> {
-    let rule = m.rrule.as_deref()?;
-    crate::recur::normalize(rule, &m.start)
-        .ok()
-        .and_then(|n| n.bound)
+    m.rrule.as_ref()?;
+    m.rrule_bound
         .map(|b| b.min(m.start.instant() + 60 * 366 * 86_400))
         .or(Some(m.start.instant() + 366 * 86_400))
 }

@@ -3,8 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use crate::dice::Dice;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -58,83 +57,33 @@ pub enum FaultKind {
     },
 }
 
-/// Durations as integer milliseconds on the control API.
-pub(crate) mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-#[derive(Debug)]
-struct OneShot {
-    path_contains: String,
-    remaining: usize,
-    kind: FaultKind,
-}
+pub(crate) use crate::dice::duration_ms;
 
 /// Fault configuration plus the dice.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct FaultState {
     faults: Faults,
-    rng: StdRng,
-    one_shots: VecDeque<OneShot>,
-}
-
-impl Default for FaultState {
-    fn default() -> Self {
-        Self {
-            faults: Faults::default(),
-            rng: StdRng::from_os_rng(),
-            one_shots: VecDeque::new(),
-        }
-    }
+    dice: Dice<FaultKind>,
 }
 
 impl FaultState {
     pub(crate) fn set(&mut self, faults: Faults) {
-        self.rng = match faults.seed {
-            Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
-        };
+        self.dice.reseed(faults.seed);
         self.faults = faults;
     }
 
     pub(crate) fn fail_next(&mut self, path_contains: &str, n: usize, kind: FaultKind) {
-        if n > 0 {
-            self.one_shots.push_back(OneShot {
-                path_contains: path_contains.to_owned(),
-                remaining: n,
-                kind,
-            });
-        }
+        self.dice.fail_next(path_contains, n, kind);
     }
 
     fn roll(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.random_bool(p.min(1.0))
+        self.dice.roll(p)
     }
 
     /// The fault (if any) for a request to `path`. One-shot faults come
     /// first; random ones only when `random_eligible`.
     pub(crate) fn pick(&mut self, path: &str, random_eligible: bool) -> Option<FaultKind> {
-        if let Some(pos) = self
-            .one_shots
-            .iter()
-            .position(|o| path.contains(&o.path_contains))
-        {
-            let shot = &mut self.one_shots[pos];
-            shot.remaining -= 1;
-            let kind = shot.kind.clone();
-            if shot.remaining == 0 {
-                self.one_shots.remove(pos);
-            }
+        if let Some(kind) = self.dice.take_one_shot(path) {
             return Some(kind);
         }
         if !random_eligible {

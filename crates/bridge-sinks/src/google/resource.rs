@@ -402,6 +402,7 @@ mod tests {
             start,
             end,
             rrule: None,
+            rrule_bound: None,
             summary: "Planning".to_owned(),
             description: String::new(),
             location: None,
