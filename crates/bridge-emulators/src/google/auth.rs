@@ -1,6 +1,7 @@
-//! OAuth 2.0 (sinks-api.md A.13): the token endpoint with the refresh-token
-//! and JWT-bearer (service account, RS256) grants, issued access tokens with
-//! an expiry, and the scope rules of the Calendar API.
+//! OAuth 2.0 (sinks-api.md A.13): the token endpoint with the refresh-token,
+//! JWT-bearer (service account, RS256) and authorization-code (installed
+//! app, PKCE S256) grants, the consent endpoint that auto-approves, issued
+//! access tokens with an expiry, and the scope rules of the Calendar API.
 //!
 //! Token endpoint errors use the OAuth shape `{"error","error_description"}`
 //! with Google's texts (`invalid_grant` "Token has been expired or
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -21,7 +22,7 @@ use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::error::ErrorReason;
@@ -156,11 +157,29 @@ pub(crate) enum TokenRejection {
     Invalid,
 }
 
+/// An authorization code waiting for its token request.
+#[derive(Debug, Clone)]
+struct AuthCode {
+    email: String,
+    scopes: Vec<String>,
+    client_id: String,
+    redirect_uri: String,
+    /// S256 `code_challenge`.
+    challenge: String,
+    /// `access_type=offline`: the exchange also yields a refresh token.
+    offline: bool,
+    expires: Instant,
+}
+
+/// How long an authorization code stays valid (Google: minutes).
+const CODE_TTL: Duration = Duration::from_secs(600);
+
 /// Issued tokens.
 #[derive(Debug, Default)]
 pub(crate) struct TokenStore {
     access: HashMap<String, AccessToken>,
     refresh: HashMap<String, RefreshToken>,
+    codes: HashMap<String, AuthCode>,
 }
 
 impl TokenStore {
@@ -360,7 +379,12 @@ fn scopes_of(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
-fn token_answer(access: &str, ttl: Duration, scopes: Option<&[String]>) -> Response {
+fn token_answer(
+    access: &str,
+    ttl: Duration,
+    scopes: Option<&[String]>,
+    refresh: Option<&str>,
+) -> Response {
     let mut body = json!({
         "access_token": access,
         "expires_in": ttl.as_secs(),
@@ -368,6 +392,9 @@ fn token_answer(access: &str, ttl: Duration, scopes: Option<&[String]>) -> Respo
     });
     if let Some(s) = scopes {
         body["scope"] = json!(s.join(" "));
+    }
+    if let Some(r) = refresh {
+        body["refresh_token"] = json!(r);
     }
     (
         StatusCode::OK,
@@ -406,6 +433,7 @@ fn grant(inner: &Arc<Inner>, headers: &HeaderMap, body: &[u8]) -> Result<Respons
     })?;
     match grant_type.as_str() {
         "refresh_token" => refresh_grant(inner, headers, &f),
+        "authorization_code" => code_grant(inner, headers, &f),
         JWT_BEARER => jwt_grant(inner, &f),
         other => Err(OAuthError::new(
             400,
@@ -415,12 +443,12 @@ fn grant(inner: &Arc<Inner>, headers: &HeaderMap, body: &[u8]) -> Result<Respons
     }
 }
 
-fn refresh_grant(
-    inner: &Arc<Inner>,
+/// The configured OAuth client, authenticated (body or HTTP Basic).
+fn check_client(
+    cfg: &super::GoogleConfig,
     headers: &HeaderMap,
     f: &HashMap<String, String>,
-) -> Result<Response, OAuthError> {
-    let cfg = inner.config();
+) -> Result<String, OAuthError> {
     let (client_id, client_secret) = client_credentials(headers, f);
     let client_id = client_id.ok_or_else(|| {
         OAuthError::new(
@@ -439,6 +467,16 @@ fn refresh_grant(
     if client_secret.as_deref() != Some(cfg.client_secret.as_str()) {
         return Err(OAuthError::new(401, "invalid_client", "Unauthorized"));
     }
+    Ok(client_id)
+}
+
+fn refresh_grant(
+    inner: &Arc<Inner>,
+    headers: &HeaderMap,
+    f: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let cfg = inner.config();
+    let client_id = check_client(&cfg, headers, f)?;
     let token = f.get("refresh_token").ok_or_else(|| {
         OAuthError::new(
             400,
@@ -454,7 +492,187 @@ fn refresh_grant(
         .cloned()
         .ok_or_else(|| OAuthError::invalid_grant("Token has been expired or revoked."))?;
     let access = auth.issue_access(&r.email, &r.scopes, cfg.access_token_ttl, Some(token));
-    Ok(token_answer(&access, cfg.access_token_ttl, Some(&r.scopes)))
+    Ok(token_answer(
+        &access,
+        cfg.access_token_ttl,
+        Some(&r.scopes),
+        None,
+    ))
+}
+
+/// `BASE64URL(SHA256(verifier))` (RFC 7636 S256).
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// The `authorization_code` grant: single-use code, same `redirect_uri`,
+/// PKCE S256 verifier.
+fn code_grant(
+    inner: &Arc<Inner>,
+    headers: &HeaderMap,
+    f: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let cfg = inner.config();
+    let client_id = check_client(&cfg, headers, f)?;
+    let code = f.get("code").ok_or_else(|| {
+        OAuthError::new(400, "invalid_request", "Missing required parameter: code")
+    })?;
+    let mut auth = lock(&inner.auth);
+    // Single use: the code is gone whatever happens next.
+    let c = auth
+        .codes
+        .remove(code)
+        .ok_or_else(|| OAuthError::invalid_grant("Malformed auth code."))?;
+    if Instant::now() >= c.expires || c.client_id != client_id {
+        return Err(OAuthError::invalid_grant("Bad Request"));
+    }
+    if f.get("redirect_uri") != Some(&c.redirect_uri) {
+        return Err(OAuthError::invalid_grant("Bad Request"));
+    }
+    let verifier = f
+        .get("code_verifier")
+        .ok_or_else(|| OAuthError::invalid_grant("Missing code verifier."))?;
+    if s256(verifier) != c.challenge {
+        return Err(OAuthError::invalid_grant("Invalid code verifier."));
+    }
+    let refresh = c
+        .offline
+        .then(|| auth.issue_refresh(&c.email, &c.scopes, &client_id));
+    let access = auth.issue_access(
+        &c.email,
+        &c.scopes,
+        cfg.access_token_ttl,
+        refresh.as_deref(),
+    );
+    Ok(token_answer(
+        &access,
+        cfg.access_token_ttl,
+        Some(&c.scopes),
+        refresh.as_deref(),
+    ))
+}
+
+/// An error of the consent endpoint that Google shows as a page (no
+/// redirect: the client or the redirect URI cannot be trusted).
+fn consent_page_error(status: u16, error: &'static str, description: &str) -> Response {
+    OAuthError::new(status, error, description).into_response()
+}
+
+/// Loopback redirect URIs only (installed apps): `http://127.0.0.1:<port>/…`,
+/// `http://[::1]…` or `http://localhost…`.
+fn loopback_redirect(uri: &str) -> Option<url::Url> {
+    let u = url::Url::parse(uri).ok()?;
+    let loopback = match u.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    (u.scheme() == "http" && loopback && u.fragment().is_none()).then_some(u)
+}
+
+fn redirect_to(mut target: url::Url, pairs: &[(&str, &str)]) -> Response {
+    {
+        let mut q = target.query_pairs_mut();
+        for (k, v) in pairs {
+            q.append_pair(k, v);
+        }
+    }
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, target.to_string()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+/// `GET /o/oauth2/v2/auth`: the consent screen, approved at once for the
+/// user named by `login_hint`, else [`super::GoogleConfig::consent_user`];
+/// answers 302 to `redirect_uri?code=…&scope=…&state=…` (or
+/// `?error=…&state=…`).
+pub(crate) async fn authorize(
+    State(inner): State<Arc<Inner>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let cfg = inner.config();
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    match get("client_id") {
+        None => {
+            return consent_page_error(
+                400,
+                "invalid_request",
+                "Missing required parameter: client_id",
+            );
+        }
+        Some(id) if id != cfg.client_id => {
+            return consent_page_error(401, "invalid_client", "The OAuth client was not found.");
+        }
+        Some(_) => {}
+    }
+    let Some(redirect_uri) = get("redirect_uri") else {
+        return consent_page_error(
+            400,
+            "invalid_request",
+            "Missing required parameter: redirect_uri",
+        );
+    };
+    let Some(target) = loopback_redirect(redirect_uri) else {
+        return consent_page_error(
+            400,
+            "redirect_uri_mismatch",
+            "redirect_uri must be a loopback address (http://127.0.0.1:<port>/… or \
+             http://localhost…) for installed apps.",
+        );
+    };
+    let state = get("state");
+    let fail = |error: &str| {
+        let mut pairs = vec![("error", error)];
+        if let Some(s) = state {
+            pairs.push(("state", s));
+        }
+        redirect_to(target.clone(), &pairs)
+    };
+    if get("response_type") != Some("code") {
+        return fail("unsupported_response_type");
+    }
+    let Some(scope) = get("scope") else {
+        return fail("invalid_request");
+    };
+    let (Some(challenge), Some("S256")) = (get("code_challenge"), get("code_challenge_method"))
+    else {
+        return fail("invalid_request");
+    };
+    let known = |email: &str| lock(&inner.store).users.contains_key(email);
+    let email = match get("login_hint").filter(|e| known(e)) {
+        Some(e) => e.to_owned(),
+        None => match cfg.consent_user.as_deref().filter(|e| known(e)) {
+            Some(e) => e.to_owned(),
+            None => return fail("access_denied"),
+        },
+    };
+    let code = format!("4/0{}", rand_urlsafe(70));
+    lock(&inner.auth).codes.insert(
+        code.clone(),
+        AuthCode {
+            email,
+            scopes: scopes_of(scope),
+            client_id: cfg.client_id.clone(),
+            redirect_uri: redirect_uri.to_owned(),
+            challenge: challenge.to_owned(),
+            offline: get("access_type") == Some("offline"),
+            expires: Instant::now() + CODE_TTL,
+        },
+    );
+    let mut pairs = vec![("code", code.as_str()), ("scope", scope)];
+    if let Some(s) = state {
+        pairs.push(("state", s));
+    }
+    redirect_to(target, &pairs)
 }
 
 fn b64_json(part: &str) -> Option<Value> {
@@ -563,7 +781,7 @@ fn jwt_grant(inner: &Arc<Inner>, f: &HashMap<String, String>) -> Result<Response
         }
     };
     let access = lock(&inner.auth).issue_access(&email, &scopes, cfg.access_token_ttl, None);
-    Ok(token_answer(&access, cfg.access_token_ttl, None))
+    Ok(token_answer(&access, cfg.access_token_ttl, None, None))
 }
 
 #[cfg(test)]

@@ -6,7 +6,13 @@
 //! duplicates, reserved ids of deleted events, DST shifts, exceptions,
 //! quotas, token revocation, attendee spam), not on any client:
 //!
-//! * **OAuth** — `POST /token` (form or JSON): `refresh_token` (client
+//! * **OAuth** — `GET /o/oauth2/v2/auth` (installed apps: loopback
+//!   `redirect_uri`, `response_type=code`, PKCE `S256` required; approved at
+//!   once for the user of `login_hint` or [`GoogleConfig::consent_user`],
+//!   else `error=access_denied`; 302 to `redirect_uri?code=…&state=…`).
+//!   `POST /token` (form or JSON): `authorization_code` (single use, same
+//!   `redirect_uri`, `code_verifier` checked; a refresh token when
+//!   `access_type=offline`), `refresh_token` (client
 //!   credentials in the body or HTTP Basic; revoked or unknown tokens →
 //!   `invalid_grant` "Token has been expired or revoked.") and
 //!   `urn:ietf:params:oauth:grant-type:jwt-bearer` (RS256 signature verified
@@ -169,6 +175,10 @@ pub struct GoogleConfig {
     pub expansion_horizon: Duration,
     /// Zone of new users' primary calendars ("UTC").
     pub default_time_zone: String,
+    /// Who approves `GET /o/oauth2/v2/auth` when the request has no
+    /// `login_hint` naming a known user (`None`: such requests are answered
+    /// `error=access_denied`).
+    pub consent_user: Option<String>,
 }
 
 impl Default for GoogleConfig {
@@ -185,6 +195,7 @@ impl Default for GoogleConfig {
             extended_property_match: PropertyMatch::All,
             expansion_horizon: Duration::from_secs(730 * 86_400),
             default_time_zone: "UTC".into(),
+            consent_user: None,
         }
     }
 }
@@ -421,6 +432,7 @@ pub(crate) fn parts_router(inner: Arc<Inner>) -> Router {
 fn router(inner: Arc<Inner>) -> Router {
     let outer = Router::new()
         .route("/token", post(auth::token))
+        .route("/o/oauth2/v2/auth", get(auth::authorize))
         .route("/batch/calendar/v3", post(batch::batch))
         .route("/batch", post(batch::batch))
         .layer(from_fn_with_state(Arc::clone(&inner), http::observe))
@@ -509,6 +521,12 @@ impl GoogleEmulator {
     /// `…/token` (the token endpoint).
     pub fn token_url(&self) -> String {
         format!("{}/token", self.base_url())
+    }
+
+    /// `…/o/oauth2/v2/auth` (the consent endpoint of the installed-app
+    /// flow; auto-approves, see [`GoogleConfig::consent_user`]).
+    pub fn auth_url(&self) -> String {
+        format!("{}/o/oauth2/v2/auth", self.base_url())
     }
 
     /// `…/batch/calendar/v3`.

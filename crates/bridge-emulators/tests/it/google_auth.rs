@@ -342,3 +342,234 @@ async fn scopes_limit_what_a_token_may_do() {
         .await;
     assert_eq!(ok.status, 200);
 }
+
+// ----- authorization-code flow (installed app, PKCE) --------------------------------------
+
+const VERIFIER: &str = "a-pkce-verifier-that-is-long-enough-0123456789-abcdefghijklmnop";
+
+fn challenge(verifier: &str) -> String {
+    use sha2::Digest;
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+const REDIRECT: &str = "http://127.0.0.1:4711/oauth2/callback";
+
+/// The consent request's query with the given overrides (`None` removes).
+fn consent_query(
+    emu: &GoogleEmulator,
+    overrides: &[(&str, Option<&str>)],
+) -> Vec<(String, String)> {
+    let cfg = emu.config();
+    let ch = challenge(VERIFIER);
+    let mut q: Vec<(String, String)> = [
+        ("client_id", cfg.client_id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("response_type", "code"),
+        ("scope", SCOPE_CALENDAR),
+        ("state", "st-123"),
+        ("code_challenge", ch.as_str()),
+        ("code_challenge_method", "S256"),
+        ("access_type", "offline"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    for (k, v) in overrides {
+        q.retain(|(n, _)| n != k);
+        if let Some(v) = v {
+            q.push(((*k).to_owned(), (*v).to_owned()));
+        }
+    }
+    q
+}
+
+/// GET the consent endpoint; the status and the parsed `Location` query.
+async fn consent(
+    emu: &GoogleEmulator,
+    overrides: &[(&str, Option<&str>)],
+) -> (u16, Vec<(String, String)>, String) {
+    let resp = no_redirects()
+        .get(emu.auth_url())
+        .query(&consent_query(emu, overrides))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let pairs = url::Url::parse(&location)
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default();
+    (status, pairs, location)
+}
+
+fn param<'a>(pairs: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+async fn exchange(emu: &GoogleEmulator, code: &str, redirect: &str, verifier: &str) -> Answer {
+    let cfg = emu.config();
+    token_request(
+        emu,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &cfg.client_id),
+            ("client_secret", &cfg.client_secret),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn authorization_code_flow_with_pkce_issues_a_refresh_token() {
+    let emu = start_with(fast_config()).await;
+    emu.add_user(ALICE);
+    let (status, pairs, location) = consent(&emu, &[("login_hint", Some(ALICE))]).await;
+    assert_eq!(status, 302);
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert_eq!(param(&pairs, "state"), Some("st-123"));
+    let code = param(&pairs, "code").expect("code").to_owned();
+
+    let a = exchange(&emu, &code, REDIRECT, VERIFIER).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["token_type"], "Bearer");
+    assert_eq!(a.body["expires_in"], 3600);
+    assert_eq!(a.body["scope"], SCOPE_CALENDAR);
+    let access = a.body["access_token"].as_str().unwrap();
+    let refresh = a.body["refresh_token"].as_str().unwrap().to_owned();
+    let cal = Api::new(&emu, access).get("/calendars/primary").await;
+    assert_eq!(cal.body["id"], ALICE);
+
+    // The refresh token works with the refresh grant.
+    let cfg = emu.config();
+    let r = token_request(
+        &emu,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &cfg.client_id),
+            ("client_secret", &cfg.client_secret),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // Codes are single use.
+    let again = exchange(&emu, &code, REDIRECT, VERIFIER).await;
+    assert_eq!(
+        (again.status, again.body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn authorization_code_checks_verifier_redirect_and_offline() {
+    let emu = start_with(GoogleConfig {
+        consent_user: Some(ALICE.into()),
+        ..fast_config()
+    })
+    .await;
+    emu.add_user(ALICE);
+    let code = |pairs: &[(String, String)]| param(pairs, "code").expect("code").to_owned();
+
+    // consent_user approves when there is no login_hint.
+    let (_, pairs, _) = consent(&emu, &[]).await;
+    let wrong_verifier = exchange(&emu, &code(&pairs), REDIRECT, "another-verifier").await;
+    assert_eq!(wrong_verifier.body["error"], "invalid_grant");
+    assert_eq!(
+        wrong_verifier.body["error_description"],
+        "Invalid code verifier."
+    );
+
+    let (_, pairs, _) = consent(&emu, &[]).await;
+    let other_redirect = exchange(
+        &emu,
+        &code(&pairs),
+        "http://127.0.0.1:9/elsewhere",
+        VERIFIER,
+    )
+    .await;
+    assert_eq!(other_redirect.body["error"], "invalid_grant");
+
+    // Without access_type=offline: no refresh token.
+    let (_, pairs, _) = consent(&emu, &[("access_type", None)]).await;
+    let online = exchange(&emu, &code(&pairs), REDIRECT, VERIFIER).await;
+    assert_eq!(online.status, 200);
+    assert!(online.body.get("refresh_token").is_none());
+
+    let unknown = exchange(&emu, "4/0nope", REDIRECT, VERIFIER).await;
+    assert_eq!(unknown.body["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn consent_endpoint_refuses_bad_requests() {
+    let emu = start_with(fast_config()).await;
+    emu.add_user(ALICE);
+    // No login_hint and no consent_user: access_denied, state kept.
+    let (status, pairs, _) = consent(&emu, &[]).await;
+    assert_eq!(status, 302);
+    assert_eq!(param(&pairs, "error"), Some("access_denied"));
+    assert_eq!(param(&pairs, "state"), Some("st-123"));
+    let (_, pairs, _) = consent(&emu, &[("login_hint", Some("nobody@example.com"))]).await;
+    assert_eq!(param(&pairs, "error"), Some("access_denied"));
+
+    let hint = Some(ALICE);
+    // PKCE is mandatory, S256 only.
+    let (_, pairs, _) = consent(&emu, &[("login_hint", hint), ("code_challenge", None)]).await;
+    assert_eq!(param(&pairs, "error"), Some("invalid_request"));
+    let (_, pairs, _) = consent(
+        &emu,
+        &[
+            ("login_hint", hint),
+            ("code_challenge_method", Some("plain")),
+        ],
+    )
+    .await;
+    assert_eq!(param(&pairs, "error"), Some("invalid_request"));
+    let (_, pairs, _) = consent(
+        &emu,
+        &[("login_hint", hint), ("response_type", Some("token"))],
+    )
+    .await;
+    assert_eq!(param(&pairs, "error"), Some("unsupported_response_type"));
+
+    // Loopback redirects only; unknown clients get no redirect at all.
+    for bad in [
+        "https://example.com/cb",
+        "http://192.0.2.1:80/cb",
+        "urn:ietf:wg:oauth:2.0:oob",
+    ] {
+        let (status, _, location) =
+            consent(&emu, &[("login_hint", hint), ("redirect_uri", Some(bad))]).await;
+        assert_eq!((status, location.as_str()), (400, ""), "{bad}");
+    }
+    let (status, _, _) = consent(
+        &emu,
+        &[
+            ("login_hint", hint),
+            ("redirect_uri", Some("http://localhost/cb")),
+        ],
+    )
+    .await;
+    assert_eq!(status, 302);
+    let (status, _, location) = consent(
+        &emu,
+        &[("login_hint", hint), ("client_id", Some("other.apps"))],
+    )
+    .await;
+    assert_eq!((status, location.as_str()), (401, ""));
+}

@@ -4,8 +4,23 @@
 //! See `sinks-api.md` A.3 (resource), A.4 (ids), A.5 (recurrence), A.7
 //! (extendedProperties).
 
+pub mod auth;
+pub mod batch;
+pub mod client;
+pub mod error;
 pub mod ids;
+pub mod limit;
 pub mod resource;
+
+pub use auth::{
+    Authorization, CALENDAR_SCOPE, Credentials, DEFAULT_AUTH_URL, DEFAULT_TOKEN_URL, InstalledApp,
+    Secret, ServiceAccountKey,
+};
+pub use client::{
+    ApiRequest, ApiResponse, CallStats, GoogleClient, GoogleClientConfig, Listing, Method,
+    calendar_path, event_path, events_path,
+};
+pub use error::GoogleError;
 
 pub use ids::{event_id, instance_id, is_valid_event_id};
 pub use resource::{GoogleOptions, Series, to_resource, to_resource_in};

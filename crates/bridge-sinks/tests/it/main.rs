@@ -1,0 +1,7 @@
+//! Integration tests of the Google client against the Google emulator over
+//! loopback HTTP.
+
+mod google_auth;
+mod google_batch;
+mod google_common;
+mod google_list;
