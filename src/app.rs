@@ -115,7 +115,8 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
         Calendars::All => Selection::All,
         Calendars::List(ids) => Selection::List(ids.clone()),
     };
-    let source = FeishuSource::new(client.clone(), identity(loaded), selection);
+    let source =
+        FeishuSource::new(client.clone(), identity(loaded), selection).with_cache(store.clone());
     let sync = &loaded.config.sync;
     let cfg = EngineConfig {
         rules: Rules {

@@ -15,7 +15,9 @@ pub mod recur;
 pub mod sample;
 
 pub use hash::{ContentHash, content_hash};
-pub use ics::{Privacy, RenderOptions, Rendered, Revision, render_calendar};
+pub use ics::{
+    Privacy, RenderOptions, RenderSummary, Rendered, Revision, render_calendar, render_calendar_to,
+};
 pub use key::{EventKey, KeyError};
 pub use map::{MapError, Mapped, Warning, map_event, map_events};
 pub use model::{CanonicalEvent, EventTime, Item};

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{CalendarReport, Engine, EngineError, Mode};
 use crate::traits::CalendarMeta;
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -104,6 +104,9 @@ impl CalendarReport {
     }
 }
 
+/// Sink results committed per store transaction before the final one.
+const RECORD_CHUNK: usize = 4096;
+
 /// One entry of the snapshot set.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -638,6 +641,13 @@ impl Engine {
                         tracing::warn!(sink = sink.id(), calendar = %cal.id, event = %key_str, error = %e.message, "item failed; will retry");
                         batch.record_failure(key, &e.message, now, self.cfg.failure_backoff);
                     }
+                }
+                // Records only state what a sink already holds, so they may
+                // be committed in chunks ahead of the final transaction (the
+                // one with the cursor); one huge transaction would keep all
+                // of its dirty pages in memory.
+                if batch.len() >= RECORD_CHUNK {
+                    self.store.apply_batch(std::mem::take(&mut batch)).await?;
                 }
             }
             sink_reports.push(sr);

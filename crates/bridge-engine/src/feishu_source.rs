@@ -16,12 +16,26 @@ pub enum Selection {
     List(Vec<String>),
 }
 
+/// How long resolved calendar metadata (names of explicitly listed
+/// calendars, the primary calendar) is reused before it is read again.
+pub const CALENDAR_META_TTL_SECS: i64 = 24 * 3600;
+
 /// Feishu as a source.
 #[derive(Debug, Clone)]
 pub struct FeishuSource {
     client: Arc<FeishuClient>,
     identity: Identity,
     selection: Selection,
+    /// Where resolved calendar metadata is cached (`calendars = "primary"`
+    /// or an explicit list), so that a no-op pass makes listing calls only.
+    cache: Option<bridge_store::Store>,
+}
+
+/// The cached form of a resolved selection.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedMeta {
+    at: i64,
+    calendars: Vec<(String, String, Option<String>)>,
 }
 
 impl FeishuSource {
@@ -30,40 +44,62 @@ impl FeishuSource {
             client,
             identity,
             selection,
+            cache: None,
         }
     }
 
-    pub fn client(&self) -> &Arc<FeishuClient> {
-        &self.client
+    /// Caches resolved calendar metadata in `store` (state
+    /// `calendar_meta:<selection>`) for [`CALENDAR_META_TTL_SECS`].
+    pub fn with_cache(mut self, store: bridge_store::Store) -> Self {
+        self.cache = Some(store);
+        self
     }
-}
 
-fn source_error(e: FeishuError) -> SourceError {
-    match e {
-        FeishuError::CursorExpired { .. } => SourceError::CursorExpired,
-        e if e.is_transient() => SourceError::Unavailable(e.to_string()),
-        e => SourceError::Refused(e.to_string()),
+    fn cache_name(&self) -> Option<String> {
+        match &self.selection {
+            Selection::Primary => Some(format!("calendar_meta:primary:{:?}", self.identity)),
+            Selection::All => None,
+            Selection::List(ids) => Some(format!("calendar_meta:list:{}", ids.join(","))),
+        }
     }
-}
 
-fn meta(c: bridge_core::feishu::Calendar) -> Option<CalendarMeta> {
-    let id = c.calendar_id?;
-    let name = c
-        .summary_alias
-        .filter(|s| !s.is_empty())
-        .or(c.summary)
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| id.clone());
-    Some(CalendarMeta {
-        id,
-        name,
-        timezone: None,
-    })
-}
+    async fn cached(&self) -> Option<Vec<CalendarMeta>> {
+        let store = self.cache.as_ref()?;
+        let name = self.cache_name()?;
+        let json = store.get_state(&name).await.ok()??;
+        let c: CachedMeta = serde_json::from_str(&json).ok()?;
+        let now = crate::daemon::unix_now();
+        if now < c.at || now - c.at > CALENDAR_META_TTL_SECS {
+            return None;
+        }
+        Some(
+            c.calendars
+                .into_iter()
+                .map(|(id, name, timezone)| CalendarMeta { id, name, timezone })
+                .collect(),
+        )
+    }
 
-#[async_trait]
-impl Source for FeishuSource {
-    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
+    async fn remember(&self, cals: &[CalendarMeta]) {
+        let (Some(store), Some(name)) = (self.cache.as_ref(), self.cache_name()) else {
+            return;
+        };
+        let c = CachedMeta {
+            at: crate::daemon::unix_now(),
+            calendars: cals
+                .iter()
+                .map(|c| (c.id.clone(), c.name.clone(), c.timezone.clone()))
+                .collect(),
+        };
+        if let Ok(json) = serde_json::to_string(&c)
+            && let Err(e) = store.put_state(&name, &json).await
+        {
+            tracing::warn!(error = %e, "could not cache calendar metadata");
+        }
+    }
+
+    /// Resolves the selection with the Feishu API.
+    async fn resolve(&self) -> Result<Vec<CalendarMeta>, SourceError> {
         use bridge_core::feishu::CalendarType;
         match &self.selection {
             Selection::Primary => Ok(self
@@ -103,6 +139,52 @@ impl Source for FeishuSource {
                 Ok(out)
             }
         }
+    }
+
+    /// Drops cached calendar metadata (a `calendar.calendar.changed_v4`).
+    pub async fn forget_calendar_cache(&self) {
+        if let (Some(store), Some(name)) = (self.cache.as_ref(), self.cache_name()) {
+            let _ = store.delete_state(&name).await;
+        }
+    }
+
+    pub fn client(&self) -> &Arc<FeishuClient> {
+        &self.client
+    }
+}
+
+fn source_error(e: FeishuError) -> SourceError {
+    match e {
+        FeishuError::CursorExpired { .. } => SourceError::CursorExpired,
+        e if e.is_transient() => SourceError::Unavailable(e.to_string()),
+        e => SourceError::Refused(e.to_string()),
+    }
+}
+
+fn meta(c: bridge_core::feishu::Calendar) -> Option<CalendarMeta> {
+    let id = c.calendar_id?;
+    let name = c
+        .summary_alias
+        .filter(|s| !s.is_empty())
+        .or(c.summary)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| id.clone());
+    Some(CalendarMeta {
+        id,
+        name,
+        timezone: None,
+    })
+}
+
+#[async_trait]
+impl Source for FeishuSource {
+    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
+        if let Some(c) = self.cached().await {
+            return Ok(c);
+        }
+        let cals = self.resolve().await?;
+        self.remember(&cals).await;
+        Ok(cals)
     }
 
     async fn list(

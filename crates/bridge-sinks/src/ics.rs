@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bridge_core::{Privacy, RenderOptions, render_calendar};
+use bridge_core::{Privacy, RenderOptions, render_calendar_to};
 use bridge_engine::{Applied, OpOutcome, Sink, SinkError, SinkInput};
 
 /// Writes calendars as iCalendar files.
@@ -132,6 +132,44 @@ fn file_digest(path: &Path) -> Option<String> {
     }
 }
 
+/// Writes through to a file while hashing what passes.
+struct HashingWriter {
+    inner: std::io::BufWriter<std::fs::File>,
+    hasher: sha2::Sha256,
+}
+
+impl HashingWriter {
+    /// Flushes; returns the file and the hex SHA-256 of everything written.
+    fn finish(self) -> std::io::Result<(std::fs::File, String)> {
+        use sha2::Digest;
+        let digest = hex::encode(self.hasher.finalize());
+        let f = self.inner.into_inner().map_err(|e| e.into_error())?;
+        Ok((f, digest))
+    }
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Runs blocking file work: on a multi-threaded runtime the worker thread
+/// is handed over for it (`block_in_place`), elsewhere it simply runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 impl IcsSink {
     /// Where the digest of the last written file and of the settings it was
     /// rendered with are kept, so that a pass with nothing to do need not
@@ -189,23 +227,45 @@ impl Sink for IcsSink {
             timezone: input.calendar.timezone.clone(),
             revisions: input.revisions.clone(),
         };
-        let rendered = render_calendar(input.items.iter().copied(), &opts);
-        for w in &rendered.warnings {
-            tracing::warn!(calendar = %input.calendar.id, "{w}");
-        }
         let name = file_name(&input.calendar.id);
-        let bytes = rendered.text.into_bytes();
-        let p = path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            use sha2::{Digest, Sha256};
-            let digest = hex::encode(Sha256::digest(&bytes));
-            let changed = write_if_changed(&p, &bytes)?;
+        // Rendered straight into a temporary file next to the target while
+        // hashing it (a 60 MB feed is never held in memory); the file only
+        // replaces the target when the digests differ.
+        let written = blocking(|| -> std::io::Result<bool> {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)?;
+            let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+            let mut w = HashingWriter {
+                inner: std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(&tmp)?),
+                hasher: sha2::Sha256::default(),
+            };
+            let summary = match render_calendar_to(input.items.iter().copied(), &opts, &mut w) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            for warning in &summary.warnings {
+                tracing::warn!(calendar = %input.calendar.id, "{warning}");
+            }
+            let (f, digest) = w.finish()?;
+            let changed = file_digest(&path).as_deref() != Some(digest.as_str());
+            if changed {
+                f.sync_all()?;
+                drop(f);
+                std::fs::rename(&tmp, &path)?;
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            } else {
+                drop(f);
+                std::fs::remove_file(&tmp)?;
+            }
             // Best effort: a missing state file only costs a render next time.
             let _ = std::fs::write(&state_path, format!("{settings} {digest}\n"));
             Ok(changed)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        });
         let result = match written {
             Ok(changed) => {
                 tracing::debug!(file = %path.display(), changed, "ICS file");

@@ -16,6 +16,7 @@
 //! | `dedupe_key_to_seen` | delivery id (`header.event_id` / `uuid`) | seen at, expires at |
 //! | `sink_event_to_failure` | sink id, calendar id, event key | [`Failure`]: attempts, next retry, redacted error |
 //! | `name_to_token` | token name | token JSON (user OAuth tokens) |
+//! | `name_to_state` | state name | JSON: cached calendar metadata, created target calendars, sink pause reasons |
 //!
 //! # Keys
 //!

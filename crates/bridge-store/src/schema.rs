@@ -22,13 +22,18 @@
 //! `calendar_to_dirty: &str -> i64` (the bare dirty-since time) and
 //! `event_id_to_seen: &str -> i64` (the bare receive time, expiry implied).
 //!
-//! **Schema 2** (current): the dirty queue keeps the earliest and newest
+//! **Schema 2**: the dirty queue keeps the earliest and newest
 //! hint, a count and a reason (`calendar_to_dirty: &str -> DirtyEntry`), so
 //! a hint arriving during a sync is not lost; dedupe entries carry their own
 //! expiry (`dedupe_key_to_seen: &str -> Seen`); new tables
 //! `sink_event_to_failure` and `name_to_token`. The 1 -> 2 migration
 //! rewrites each dirty time `t` as `{since: t, last_hint_at: t, hints: 1}`
 //! and each receive time `t` as `{seen_at: t, expires_at: t + 8 h}`.
+//!
+//! **Schema 3** (current): a new table `name_to_state` for small named
+//! pieces of engine and sink state that are not tokens (the cached source
+//! calendar metadata, the target calendars a sink created, a sink's pause
+//! reason). The 2 -> 3 migration only creates it.
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
@@ -42,7 +47,7 @@ use crate::model::{DEFAULT_DEDUPE_TTL, DirtyEntry, secs};
 use std::path::Path;
 
 /// The schema this code writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 
@@ -56,9 +61,10 @@ pub(crate) const CALENDAR_TO_DIRTY: Bytes = TableDefinition::new("calendar_to_di
 pub(crate) const DEDUPE_KEY_TO_SEEN: Bytes = TableDefinition::new("dedupe_key_to_seen");
 pub(crate) const SINK_EVENT_TO_FAILURE: Bytes = TableDefinition::new("sink_event_to_failure");
 pub(crate) const NAME_TO_TOKEN: Bytes = TableDefinition::new("name_to_token");
+pub(crate) const NAME_TO_STATE: Bytes = TableDefinition::new("name_to_state");
 
 /// Every byte-valued table of the current schema.
-pub(crate) const DATA_TABLES: [Bytes; 7] = [
+pub(crate) const DATA_TABLES: [Bytes; 8] = [
     CALENDAR_TO_CURSOR,
     EVENT_TO_SNAPSHOT,
     SINK_EVENT_TO_RECORD,
@@ -66,6 +72,7 @@ pub(crate) const DATA_TABLES: [Bytes; 7] = [
     DEDUPE_KEY_TO_SEEN,
     SINK_EVENT_TO_FAILURE,
     NAME_TO_TOKEN,
+    NAME_TO_STATE,
 ];
 
 /// Tables of schema 1 that schema 2 replaced.
@@ -87,11 +94,23 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order; entry `i` migrates from version `i + 1`.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    description: "dirty entries with hint range and count; dedupe entries with expiry; failure and token tables",
-    run: v1_to_v2,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        description: "dirty entries with hint range and count; dedupe entries with expiry; failure and token tables",
+        run: v1_to_v2,
+    },
+    Migration {
+        from: 2,
+        description: "state table",
+        run: v2_to_v3,
+    },
+];
+
+fn v2_to_v3(txn: &WriteTransaction) -> Result<(), Fault> {
+    txn.open_table(NAME_TO_STATE)?;
+    Ok(())
+}
 
 fn v1_to_v2(txn: &WriteTransaction) -> Result<(), Fault> {
     let dirty: Vec<(String, i64)> = {

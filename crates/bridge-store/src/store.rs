@@ -24,12 +24,13 @@ use crate::model::{
 };
 use crate::schema::{
     self, CALENDAR_TO_CURSOR, CALENDAR_TO_DIRTY, DEDUPE_KEY_TO_SEEN, EVENT_TO_SNAPSHOT, META,
-    NAME_TO_TOKEN, SCHEMA_VERSION_KEY, SINK_EVENT_TO_FAILURE, SINK_EVENT_TO_RECORD,
+    NAME_TO_STATE, NAME_TO_TOKEN, SCHEMA_VERSION_KEY, SINK_EVENT_TO_FAILURE, SINK_EVENT_TO_RECORD,
 };
 
 /// redb's page cache. Its default (1 GiB) is far more than a calendar
-/// mirror needs; 64 MiB holds hundreds of thousands of snapshots.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// mirror needs; reads are sequential scans that the OS page cache serves
+/// well, so 16 MiB (hot B-tree branch pages) keeps peak memory down.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 type BytesTable<'t> = Table<'t, &'static str, &'static [u8]>;
 
@@ -835,6 +836,45 @@ impl Store {
     pub async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
         let name = keys::component("token name", name)?.to_owned();
         self.run(move |db| write(db, |txn| remove(&mut txn.open_table(NAME_TO_TOKEN)?, &name)))
+            .await
+    }
+
+    // ----- named state -----
+
+    /// A piece of named state (JSON text): cached source calendar metadata,
+    /// the target calendars a sink created, a sink's pause reason.
+    pub async fn get_state(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = keys::component("state name", name)?.to_owned();
+        self.run(move |db| {
+            read(db, |txn| {
+                Ok(get::<TokenJson>(&txn.open_table(NAME_TO_STATE)?, &name)?.map(|t| t.0))
+            })
+        })
+        .await
+    }
+
+    /// Stores a piece of named state (must be JSON text); durable on return.
+    pub async fn put_state(&self, name: &str, value_json: &str) -> Result<(), StoreError> {
+        let name = keys::component("state name", name)?.to_owned();
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(value_json) {
+            return Err(StoreError::InvalidInput {
+                what: "state value",
+                reason: format!("not JSON: {e}"),
+            });
+        }
+        let value = TokenJson(value_json.to_owned());
+        self.run(move |db| {
+            write(db, |txn| {
+                put(&mut txn.open_table(NAME_TO_STATE)?, &name, &value)
+            })
+        })
+        .await
+    }
+
+    /// Removes a piece of named state; returns whether it existed.
+    pub async fn delete_state(&self, name: &str) -> Result<bool, StoreError> {
+        let name = keys::component("state name", name)?.to_owned();
+        self.run(move |db| write(db, |txn| remove(&mut txn.open_table(NAME_TO_STATE)?, &name)))
             .await
     }
 

@@ -5,4 +5,7 @@ pub mod render;
 pub mod vtimezone;
 pub mod write;
 
-pub use render::{PRODID, Privacy, RenderOptions, Rendered, Revision, render_calendar};
+pub use render::{
+    PRODID, Privacy, RenderOptions, RenderSummary, Rendered, Revision, render_calendar,
+    render_calendar_to,
+};

@@ -346,12 +346,38 @@ struct Group<'a> {
     occurrences: BTreeMap<i64, &'a Item>,
 }
 
+/// What [`render_calendar_to`] wrote besides the text.
+#[derive(Debug, Clone, Default)]
+pub struct RenderSummary {
+    pub warnings: Vec<Warning>,
+    /// Number of VEVENT components written.
+    pub vevents: usize,
+}
+
 /// Renders items into one VCALENDAR. Output is deterministic: events are
 /// ordered by UID then original time, properties in a fixed order.
 pub fn render_calendar<'a>(
     items: impl IntoIterator<Item = &'a Item>,
     opts: &RenderOptions,
 ) -> Rendered {
+    let mut buf: Vec<u8> = Vec::new();
+    // Writing into a Vec cannot fail.
+    let summary = render_calendar_to(items, opts, &mut buf).unwrap_or_default();
+    Rendered {
+        text: String::from_utf8(buf)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        warnings: summary.warnings,
+        vevents: summary.vevents,
+    }
+}
+
+/// [`render_calendar`] streamed into `out` one component at a time, so
+/// that a large calendar is never held in memory as a whole.
+pub fn render_calendar_to<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    opts: &RenderOptions,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<RenderSummary> {
     let mut warnings = Vec::new();
     let mut groups: BTreeMap<&str, Group<'_>> = BTreeMap::new();
     let mut n_items = 0usize;
@@ -466,20 +492,22 @@ pub fn render_calendar<'a>(
         cal.components.push(vtimezone(*tz, *from, *to + 1));
     }
     let vevents = planned.len();
-    let mut text = String::with_capacity(vevents * 720 + 8192);
-    // Header and VTIMEZONEs (without END:VCALENDAR), then the events.
+    let mut text = String::with_capacity(64 * 1024);
+    // Header and VTIMEZONEs (without END:VCALENDAR), then the events,
+    // flushed whenever the buffer passes 32 KiB.
     cal.write_to(&mut text);
     text.truncate(text.len() - "END:VCALENDAR\r\n".len());
     let mut scratch = Zones::default();
     for v in &planned {
         vevent(v, opts, &mut scratch).write_to(&mut text);
+        if text.len() >= 32 * 1024 {
+            out.write_all(text.as_bytes())?;
+            text.clear();
+        }
     }
     text.push_str("END:VCALENDAR\r\n");
-    Rendered {
-        text,
-        warnings,
-        vevents,
-    }
+    out.write_all(text.as_bytes())?;
+    Ok(RenderSummary { warnings, vevents })
 }
 
 /// The last instant a master's rule reaches, or a year past its start for
