@@ -17,7 +17,7 @@ use bridge_core::{EventKey, Item, Revision, content_hash, map_event};
 use bridge_store::{Backoff, Batch, Cursor, Record, SinkItemKey, Snapshot, Store, StoreError};
 use tokio::sync::Mutex;
 
-use crate::traits::{CalendarMeta, Sink, SinkInput, Source, SourceError};
+use crate::traits::{CalendarMeta, DriftInput, Sink, SinkInput, Source, SourceError};
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,15 @@ pub struct SinkReport {
     pub ops: Vec<Op>,
     /// Failure messages, `event_key: message`.
     pub errors: Vec<String>,
+    /// Why the sink is paused (nothing was written; its queue is kept).
+    pub paused: Option<String>,
+    /// Drift repair: our items removed from the target because the source
+    /// no longer has them.
+    pub orphans_deleted: usize,
+    /// Drift repair: items changed or deleted on the target, written again.
+    pub drift_rewrites: usize,
+    /// Drift repair: items deleted on the target and left deleted.
+    pub tombstoned: usize,
 }
 
 /// What one pass over one calendar did.
@@ -477,18 +486,67 @@ impl Engine {
             .collect();
         let mut batch = Batch::new();
         let mut sink_futures = Vec::new();
+        // Drift repair runs on a full reconcile of a complete listing only:
+        // what a sink finds missing on its side is judged against the whole
+        // source, never against a delta or a truncated read.
+        let drift_check = mode == Mode::Full && complete && report.blocked.is_none();
+        let all_items: Vec<&Item> = if drift_check {
+            next.values().map(|e| &e.item).collect()
+        } else {
+            Vec::new()
+        };
         for sink in &self.sinks {
-            let records: BTreeMap<EventKey, Record> = self
+            let mut records: BTreeMap<EventKey, Record> = self
                 .store
                 .list_records(sink.id(), &cal.id)
                 .await?
                 .into_iter()
                 .filter_map(|(k, r)| EventKey::parse(&k).ok().map(|k| (k, r)))
                 .collect();
+            let mut rewrite: BTreeSet<EventKey> = BTreeSet::new();
+            let mut drift_report = None;
+            if drift_check && sink.paused().is_none() {
+                match sink
+                    .drift(DriftInput {
+                        calendar: cal,
+                        items: &all_items,
+                        records: &records,
+                        dry_run,
+                    })
+                    .await
+                {
+                    Ok(d) => {
+                        for k in &d.tombstone {
+                            if let Some(r) = records.get_mut(k) {
+                                r.tombstone = true;
+                                if !dry_run {
+                                    batch.put_record(
+                                        SinkItemKey::new(sink.id(), &cal.id, k.to_string()),
+                                        r.clone(),
+                                    );
+                                }
+                            }
+                        }
+                        rewrite.extend(d.rewrite.iter().cloned());
+                        drift_report = Some(d);
+                    }
+                    Err(e) => {
+                        tracing::warn!(sink = sink.id(), calendar = %cal.id, error = %e, "drift check failed; skipped this pass");
+                    }
+                }
+            }
             let recorded: BTreeMap<EventKey, RecordView> = records
                 .iter()
                 .map(|(k, r)| {
-                    let applied_hash = r.applied_hash.parse().unwrap_or(ContentHash([0; 32]));
+                    let applied_hash = if rewrite.contains(k) {
+                        ContentHash([0; 32])
+                    } else if r.tombstone {
+                        // Deleted on the target and to stay so: never
+                        // rewritten, only forgotten once the source drops it.
+                        next.get(k).map_or(ContentHash([0; 32]), |e| e.hash)
+                    } else {
+                        r.applied_hash.parse().unwrap_or(ContentHash([0; 32]))
+                    };
                     (k.clone(), RecordView { applied_hash })
                 })
                 .collect();
@@ -505,6 +563,12 @@ impl Engine {
                 unchanged: p.unchanged,
                 ..SinkReport::default()
             };
+            if let Some(d) = drift_report {
+                sr.orphans_deleted = d.orphans_deleted;
+                sr.drift_rewrites = d.rewrite.len();
+                sr.tombstoned = d.tombstone.len();
+                sr.errors.extend(d.errors);
+            }
             let sink_blocked = p.blocked.is_some();
             if let Some(b) = &p.blocked {
                 report.blocked.get_or_insert_with(|| b.message.clone());
@@ -593,10 +657,20 @@ impl Engine {
                     items: &items,
                     ops: &ops,
                     revisions: &revisions,
+                    records: &records,
                     now,
                 })
                 .await;
             for o in outcomes {
+                if let Err(e) = &o.result
+                    && e.paused
+                {
+                    // A paused sink keeps its queue: nothing is recorded, the
+                    // items are planned again once it resumes.
+                    sr.paused.get_or_insert_with(|| e.message.clone());
+                    sr.deferred += 1;
+                    continue;
+                }
                 let key_str = o.op.key().to_string();
                 let key = SinkItemKey::new(sink.id(), &cal.id, key_str.as_str());
                 match (&o.op, o.result) {

@@ -12,5 +12,6 @@ pub mod traits;
 
 pub use engine::{CalendarReport, Engine, EngineConfig, EngineError, Mode, SinkReport, Window};
 pub use traits::{
-    Applied, CalendarMeta, Listing, OpOutcome, Sink, SinkError, SinkInput, Source, SourceError,
+    Applied, CalendarMeta, Drift, DriftInput, Listing, OpOutcome, Sink, SinkError, SinkInput,
+    Source, SourceError,
 };

@@ -1,6 +1,6 @@
 //! The seams of the engine: what a target must do.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -30,8 +30,38 @@ pub struct SinkInput<'a> {
     pub ops: &'a [Op],
     /// SEQUENCE / LAST-MODIFIED of every item after these ops.
     pub revisions: &'a HashMap<EventKey, Revision>,
+    /// This sink's records of the calendar before these ops (remote ids,
+    /// etags for conditional writes).
+    pub records: &'a BTreeMap<EventKey, bridge_store::Record>,
     /// Unix seconds.
     pub now: i64,
+}
+
+/// What a sink found on its side during a full reconcile ([`Sink::drift`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drift {
+    /// Recorded items whose remote copy was changed or deleted by someone
+    /// else: planned again as if never applied (the source is the truth).
+    pub rewrite: Vec<EventKey>,
+    /// Recorded items a user deleted on the target that must stay deleted
+    /// (`on_target_delete = "respect"`): their records become tombstones.
+    pub tombstone: Vec<EventKey>,
+    /// Remote items of ours that the source no longer has (removed by the
+    /// sink itself unless dry-run).
+    pub orphans_deleted: usize,
+    /// Orphans that could not be removed, `remote id: reason`.
+    pub errors: Vec<String>,
+}
+
+/// What [`Sink::drift`] gets.
+#[derive(Debug, Clone, Copy)]
+pub struct DriftInput<'a> {
+    pub calendar: &'a CalendarMeta,
+    /// Every item of the calendar (complete listing), in key order.
+    pub items: &'a [&'a Item],
+    pub records: &'a BTreeMap<EventKey, bridge_store::Record>,
+    /// Report orphans without deleting them.
+    pub dry_run: bool,
 }
 
 /// Where an item ended up.
@@ -49,6 +79,10 @@ pub struct SinkError {
     /// Worth retrying later (throttling, 5xx, I/O).
     pub transient: bool,
     pub retry_after: Option<Duration>,
+    /// The whole sink is paused (credentials revoked, daily quota): the item
+    /// is not counted as failed and keeps no backoff; it is planned again
+    /// once the sink resumes.
+    pub paused: bool,
 }
 
 impl SinkError {
@@ -57,6 +91,17 @@ impl SinkError {
             message: message.into(),
             transient: true,
             retry_after: None,
+            paused: false,
+        }
+    }
+
+    /// The sink is paused for `message` (every item gets this error).
+    pub fn paused(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+            retry_after: None,
+            paused: true,
         }
     }
 
@@ -65,6 +110,7 @@ impl SinkError {
             message: message.into(),
             transient: false,
             retry_after: None,
+            paused: false,
         }
     }
 
@@ -93,6 +139,18 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// Applies the operations; one outcome per op, in any order. Item failures
     /// are outcomes, never a panic or an early return.
     async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome>;
+
+    /// Drift repair, called on a full reconcile of a complete listing
+    /// before planning: what changed on the target behind our back. Sinks
+    /// that own their output whole (ICS) have none.
+    async fn drift(&self, _input: DriftInput<'_>) -> Result<Drift, SinkError> {
+        Ok(Drift::default())
+    }
+
+    /// Why the sink is paused, if it is.
+    fn paused(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One listing of a source calendar.

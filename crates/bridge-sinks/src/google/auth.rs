@@ -11,9 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType};
 use oauth2::{
-    AsyncHttpClient, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, TokenResponse, TokenUrl,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, TokenResponse, TokenUrl,
 };
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -234,7 +234,11 @@ impl InstalledApp {
         let client = oauth_client(&self.client_id, self.client_secret.as_ref(), token_url)
             .set_redirect_uri(redirect);
         let status = AtomicU16::new(0);
-        let send = |req| send_oauth(http, req, &status, None);
+        let send = OauthHttp {
+            http,
+            status: &status,
+            counters: None,
+        };
         let answer = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(auth.verifier.expose().to_owned()))
@@ -280,19 +284,34 @@ fn oauth_client(client_id: &str, secret: Option<&Secret>, token_url: TokenUrl) -
 /// The HTTP function handed to `oauth2`: reqwest, remembering the status
 /// (so 5xx pages that `oauth2` cannot parse still count as transient) and
 /// counting token calls.
-async fn send_oauth(
-    http: &reqwest::Client,
-    req: oauth2::HttpRequest,
-    status: &AtomicU16,
-    counters: Option<&Counters>,
-) -> Result<oauth2::HttpResponse, oauth2::HttpClientError<reqwest::Error>> {
-    if let Some(c) = counters {
-        c.token_call();
+/// The HTTP client handed to the oauth2 crate: counts token calls and keeps
+/// the HTTP status for error mapping. A struct rather than a closure, so the
+/// futures that use it stay `Send` for every lifetime.
+struct OauthHttp<'a> {
+    http: &'a reqwest::Client,
+    status: &'a AtomicU16,
+    counters: Option<&'a Counters>,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp<'_> {
+    type Error = oauth2::HttpClientError<reqwest::Error>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, Self::Error>> + Send + 'c,
+        >,
+    >;
+
+    fn call(&'c self, req: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            if let Some(c) = self.counters {
+                c.token_call();
+            }
+            self.status.store(0, Ordering::Relaxed);
+            let resp = self.http.call(req).await?;
+            self.status.store(resp.status().as_u16(), Ordering::Relaxed);
+            Ok(resp)
+        })
     }
-    status.store(0, Ordering::Relaxed);
-    let resp = http.call(req).await?;
-    status.store(resp.status().as_u16(), Ordering::Relaxed);
-    Ok(resp)
 }
 
 /// A token endpoint failure: worth another try, or final.
@@ -536,7 +555,11 @@ impl TokenSource {
                 refresh_token,
             } => {
                 let status = AtomicU16::new(0);
-                let send = |req| send_oauth(&self.http, req, &status, Some(&self.counters));
+                let send = OauthHttp {
+                    http: &self.http,
+                    status: &status,
+                    counters: Some(&self.counters),
+                };
                 let answer = client
                     .exchange_refresh_token(&RefreshToken::new(refresh_token.expose().to_owned()))
                     .request_async(&send)

@@ -522,14 +522,17 @@ impl GoogleClient {
             }
         };
         let status = resp.status().as_u16();
-        let hdr = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+        // In a block: a closure taking `&str` must not live across an await
+        // (it would make the future not `Send` for every lifetime).
+        let (etag, retry_after) = {
+            let hdr = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            (hdr("etag"), retry_after_of(hdr))
         };
-        let etag = hdr("etag");
-        let retry_after = retry_after_of(hdr);
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -673,14 +676,16 @@ impl GoogleClient {
                 },
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let hdr = |name: &str| {
-                        resp.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
+                    // See `send_once`: no `&str` closure across an await.
+                    let (ct, retry_after) = {
+                        let hdr = |name: &str| {
+                            resp.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        (hdr("content-type").unwrap_or_default(), retry_after_of(hdr))
                     };
-                    let ct = hdr("content-type").unwrap_or_default();
-                    let retry_after = retry_after_of(hdr);
                     match resp.bytes().await {
                         Err(e) => Outcome::Retry {
                             error: format!("transport (body): {}", error_chain(&e)),

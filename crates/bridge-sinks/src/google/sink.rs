@@ -1,0 +1,1152 @@
+//! The Google Calendar target on the [`Sink`] trait.
+//!
+//! Ids are deterministic (see [`series_id`]), so a write repeated after a
+//! crash lands on the same event and never duplicates it. Per series:
+//!
+//! - a single event or a master is written under its series id, the master
+//!   with `recurrence` (RRULE + EXDATE for cancelled occurrences: a change to
+//!   the set of cancelled occurrences rewrites the master);
+//! - a modified occurrence is written to Google's instance id
+//!   `<seriesId>_<original start>` after its master (a second round, since a
+//!   batch does not order its parts); an occurrence whose modification is
+//!   gone is reverted to the master's content;
+//! - a master's id includes its rule and start: when either changes the old
+//!   series is deleted (Google cancels its exceptions with it) and the new
+//!   one written with its current exceptions, so no stale instance is left;
+//! - inserts use `sendUpdates=none`; a 409 is resolved by reading the event:
+//!   a cancelled one (an id kept by an earlier delete) is restored, our own
+//!   is updated, a foreign one is an error; updates send `If-Match` and a
+//!   412 re-reads and retries; deletes take 404 / 410 as done.
+//!
+//! Revoked credentials and the daily quota pause the sink (every op answers
+//! [`SinkError::paused`], so the engine keeps the queue), while other sinks
+//! go on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bridge_core::plan::Op;
+use bridge_core::{CanonicalEvent, EventKey, EventTime, Item, Privacy};
+use bridge_engine::{
+    Applied, CalendarMeta, Drift, DriftInput, OpOutcome, Sink, SinkError, SinkInput,
+};
+use bridge_store::Store;
+use serde_json::{Value, json};
+
+use super::auth::Credentials;
+use super::client::{
+    ApiRequest, ApiResponse, CallStats, GoogleClient, GoogleClientConfig, Method, event_path,
+    events_path,
+};
+use super::error::GoogleError;
+use super::ids::{event_id, instance_id};
+use super::resource::{GoogleOptions, Series, to_resource_in};
+
+/// How long a sink pauses after Google's daily quota ran out before it tries
+/// again.
+const QUOTA_PAUSE: Duration = Duration::from_secs(3600);
+/// Follow-up rounds (409 / 412 resolution) per apply.
+const MAX_ROUNDS: usize = 4;
+
+/// Where the events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetCalendar {
+    /// One calendar for every source calendar.
+    Fixed(String),
+    /// A dedicated calendar per source calendar, created on first use and
+    /// remembered in the store.
+    CreatePerSource,
+}
+
+/// What to do with an event a user deleted in Google.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTargetDelete {
+    /// Write it again (the source is the truth).
+    #[default]
+    Restore,
+    /// Leave it deleted (a tombstone record keeps it so).
+    Respect,
+}
+
+impl FromStr for OnTargetDelete {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "restore" => Ok(Self::Restore),
+            "respect" => Ok(Self::Respect),
+            other => Err(format!(
+                "unknown on_target_delete {other:?} (expected \"restore\" or \"respect\")"
+            )),
+        }
+    }
+}
+
+/// Settings of one Google sink.
+#[derive(Debug, Clone)]
+pub struct GoogleSinkConfig {
+    /// Store sink id, `google:<name>`.
+    pub id: String,
+    pub privacy: Privacy,
+    pub target: TargetCalendar,
+    pub write_attendees: bool,
+    pub on_target_delete: OnTargetDelete,
+    /// Use multipart batch requests for bulk writes.
+    pub batch: bool,
+    pub client: GoogleClientConfig,
+}
+
+/// The store token name holding a sink's refresh token.
+pub fn token_name(sink_id: &str) -> String {
+    format!(
+        "google_refresh:{}",
+        sink_id.strip_prefix("google:").unwrap_or(sink_id)
+    )
+}
+
+/// The refresh token in a stored token JSON (`{"refresh_token": "..."}`).
+pub fn stored_refresh_token(json: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    v.get("refresh_token")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+const NOT_AUTHORIZED: &str =
+    "not authorized: run `feishu-bridge auth google` (no refresh token stored for this sink)";
+
+#[derive(Debug, Clone)]
+enum Pause {
+    Auth(String),
+    Quota { message: String, until: Instant },
+}
+
+/// The Google Calendar sink.
+#[derive(Debug)]
+pub struct GoogleSink {
+    cfg: GoogleSinkConfig,
+    client: Mutex<Option<GoogleClient>>,
+    store: Store,
+    pause: Mutex<Option<Pause>>,
+    /// Source calendar id -> target calendar id (CreatePerSource).
+    targets: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl GoogleSink {
+    /// A sink; without credentials it stays paused until
+    /// [`GoogleSink::set_credentials`].
+    pub fn new(cfg: GoogleSinkConfig, creds: Option<Credentials>, store: Store) -> Self {
+        let (client, pause) = match creds.map(|c| GoogleClient::new(cfg.client.clone(), c)) {
+            Some(Ok(c)) => (Some(c), None),
+            Some(Err(e)) => (None, Some(Pause::Auth(e.to_string()))),
+            None => (None, Some(Pause::Auth(NOT_AUTHORIZED.to_owned()))),
+        };
+        Self {
+            cfg,
+            client: Mutex::new(client),
+            store,
+            pause: Mutex::new(pause),
+            targets: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// New credentials (after `auth google`): resumes a sink paused for them.
+    pub fn set_credentials(&self, creds: Credentials) -> Result<(), GoogleError> {
+        let c = GoogleClient::new(self.cfg.client.clone(), creds)?;
+        *lock(&self.client) = Some(c);
+        let mut p = lock(&self.pause);
+        if matches!(*p, Some(Pause::Auth(_))) {
+            *p = None;
+        }
+        Ok(())
+    }
+
+    /// Calls made so far.
+    pub fn stats(&self) -> Option<CallStats> {
+        lock(&self.client).as_ref().map(GoogleClient::stats)
+    }
+
+    pub fn config(&self) -> &GoogleSinkConfig {
+        &self.cfg
+    }
+
+    fn pause_reason(&self) -> Option<String> {
+        let mut p = lock(&self.pause);
+        match &*p {
+            None => None,
+            Some(Pause::Auth(m)) => Some(m.clone()),
+            Some(Pause::Quota { message, until }) => {
+                if Instant::now() >= *until {
+                    *p = None;
+                    None
+                } else {
+                    Some(message.clone())
+                }
+            }
+        }
+    }
+
+    /// Records a fatal error; returns the pause message when it pauses.
+    fn note_fatal(&self, e: &GoogleError) -> Option<String> {
+        let pause = match e {
+            GoogleError::Revoked(_) => Pause::Auth(e.to_string()),
+            GoogleError::Quota(_) => Pause::Quota {
+                message: e.to_string(),
+                until: Instant::now() + QUOTA_PAUSE,
+            },
+            _ => return None,
+        };
+        tracing::error!(sink = %self.cfg.id, "{e}; the Google sink pauses, other sinks go on");
+        *lock(&self.pause) = Some(pause);
+        Some(e.to_string())
+    }
+
+    fn client(&self) -> Option<GoogleClient> {
+        lock(&self.client).clone()
+    }
+
+    fn opts(&self, cal: &CalendarMeta) -> GoogleOptions {
+        GoogleOptions {
+            calendar_id: cal.id.clone(),
+            write_attendees: self.cfg.write_attendees,
+        }
+    }
+
+    /// The target calendar of a source calendar (created when configured so).
+    async fn target(
+        &self,
+        client: &GoogleClient,
+        cal: &CalendarMeta,
+        items: &[&Item],
+    ) -> Result<String, GoogleError> {
+        let TargetCalendar::CreatePerSource = &self.cfg.target else {
+            let TargetCalendar::Fixed(id) = &self.cfg.target else {
+                unreachable!()
+            };
+            return Ok(id.clone());
+        };
+        let mut targets = self.targets.lock().await;
+        if let Some(t) = targets.get(&cal.id) {
+            return Ok(t.clone());
+        }
+        let state = format!("google_calendar:{}:{}", self.cfg.id, cal.id);
+        let stored = self
+            .store
+            .get_state(&state)
+            .await
+            .map_err(|e| GoogleError::Config(format!("store: {e}")))?
+            .and_then(|j: String| serde_json::from_str::<Value>(&j).ok())
+            .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
+        let id = match stored {
+            Some(id) => id,
+            None => {
+                let zone = cal
+                    .timezone
+                    .clone()
+                    .or_else(|| main_zone(items))
+                    .unwrap_or_else(|| "UTC".to_owned());
+                let resp = client
+                    .execute(
+                        ApiRequest::new(Method::Post, "/calendars".to_owned()).with_body(json!({
+                            "summary": cal.name,
+                            "timeZone": zone,
+                            "description": format!("Mirrored from Feishu calendar {} by feishu-bridge", cal.id),
+                        })),
+                    )
+                    .await?;
+                let id = resp
+                    .body
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| GoogleError::Decode("calendars.insert answered no id".into()))?
+                    .to_owned();
+                self.store
+                    .put_state(&state, &json!({ "id": id }).to_string())
+                    .await
+                    .map_err(|e| GoogleError::Config(format!("store: {e}")))?;
+                tracing::info!(sink = %self.cfg.id, calendar = %cal.id, target = %id, "created a Google calendar");
+                id
+            }
+        };
+        targets.insert(cal.id.clone(), id.clone());
+        Ok(id)
+    }
+
+    /// Runs requests, batched when configured; `Err` only for fatal errors.
+    async fn run(
+        &self,
+        client: &GoogleClient,
+        reqs: Vec<ApiRequest>,
+    ) -> Result<Vec<Result<ApiResponse, GoogleError>>, GoogleError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.cfg.batch && reqs.len() > 1 {
+            return client.execute_batch(reqs).await;
+        }
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            match client.execute(r).await {
+                Err(e @ (GoogleError::Revoked(_) | GoogleError::Quota(_))) => return Err(e),
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The zone most timed starts use.
+fn main_zone(items: &[&Item]) -> Option<String> {
+    let mut n: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for i in items {
+        if let Item::Event(e) = i
+            && let Some(tz) = e.start.tz()
+        {
+            *n.entry(tz.name()).or_default() += 1;
+        }
+    }
+    n.into_iter()
+        .max_by_key(|(_, c)| *c)
+        .map(|(z, _)| z.to_owned())
+}
+
+/// The Google id of a single event or a series master. A master's id also
+/// covers its rule and start, so a changed rule starts a new series (the
+/// old one is deleted with all its exceptions).
+pub fn series_id(source_calendar: &str, ev: &CanonicalEvent) -> String {
+    match &ev.rrule {
+        None => event_id(source_calendar, ev.key.uid()),
+        Some(rule) => {
+            let start = match &ev.start {
+                EventTime::Date(d) => format!("D{d}"),
+                EventTime::Utc(at) => format!("U{at}"),
+                EventTime::Zoned { at, tz } => format!("Z{at}@{}", tz.name()),
+            };
+            event_id(
+                source_calendar,
+                &format!("{}\u{1f}{rule}\u{1f}{start}", ev.key.uid()),
+            )
+        }
+    }
+}
+
+fn find<'a>(items: &[&'a Item], key: &EventKey) -> Option<&'a Item> {
+    items
+        .binary_search_by(|i| i.key().cmp(key))
+        .ok()
+        .map(|i| items[i])
+}
+
+/// Every item of one uid (items are in key order).
+fn series_items<'a, 'b>(items: &'b [&'a Item], uid: &str) -> &'b [&'a Item] {
+    let from = items.partition_point(|i| i.key().uid() < uid);
+    let to = items.partition_point(|i| i.key().uid() <= uid);
+    &items[from..to]
+}
+
+fn recurring_master<'a>(items: &[&'a Item], uid: &str) -> Option<&'a CanonicalEvent> {
+    match series_items(items, uid).first() {
+        Some(Item::Event(e)) if e.key.is_base() && e.rrule.is_some() => Some(e),
+        _ => None,
+    }
+}
+
+/// Tags the resource with the source calendar (scopes drift repair).
+fn tag(mut r: Value, source_calendar: &str) -> Value {
+    if let Some(p) = r
+        .get_mut("extendedProperties")
+        .and_then(|e| e.get_mut("private"))
+        .and_then(Value::as_object_mut)
+    {
+        p.insert("feishuCalendar".into(), json!(source_calendar));
+    }
+    r
+}
+
+/// Whether a remote event is ours for `source_calendar`.
+fn is_ours(v: &Value, source_calendar: &str) -> bool {
+    let p = &v["extendedProperties"]["private"];
+    p["feishuBridge"] == "1" && p["feishuCalendar"] == source_calendar
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// One write and the ops it satisfies.
+#[derive(Debug, Clone)]
+struct Write {
+    kind: Kind,
+    /// Google event id.
+    id: String,
+    resource: Option<Value>,
+    if_match: Option<String>,
+    ops: Vec<Op>,
+    /// Rounds of 409 / 412 resolution used.
+    tries: usize,
+}
+
+impl Write {
+    fn request(&self, target: &str) -> ApiRequest {
+        match self.kind {
+            Kind::Insert => ApiRequest::new(Method::Post, events_path(target))
+                .with_query("sendUpdates", "none")
+                .with_body(self.resource.clone().unwrap_or(Value::Null)),
+            Kind::Update => {
+                let mut r = ApiRequest::new(Method::Put, event_path(target, &self.id))
+                    .with_query("sendUpdates", "none")
+                    .with_body(self.resource.clone().unwrap_or(Value::Null));
+                if let Some(e) = &self.if_match {
+                    r = r.with_if_match(e.clone());
+                }
+                r
+            }
+            Kind::Delete => ApiRequest::new(Method::Delete, event_path(target, &self.id))
+                .with_query("sendUpdates", "none"),
+        }
+    }
+}
+
+/// The writes of one apply, in two rounds (masters and singles, then
+/// instances of those masters).
+#[derive(Default)]
+struct Writes {
+    first: Vec<Write>,
+    second: Vec<Write>,
+    /// Ops needing no call (e.g. a cancelled occurrence of an absent master).
+    free: Vec<OpOutcome>,
+}
+
+impl GoogleSink {
+    fn resource(
+        &self,
+        ev: &CanonicalEvent,
+        series: Series<'_>,
+        cal: &CalendarMeta,
+        id: &str,
+        master_id: Option<&str>,
+    ) -> Value {
+        let (mut r, warnings) = to_resource_in(ev, series, self.cfg.privacy, &self.opts(cal));
+        for w in warnings {
+            tracing::warn!(sink = %self.cfg.id, "{w}");
+        }
+        r["id"] = json!(id);
+        if let Some(m) = master_id {
+            r["recurringEventId"] = json!(m);
+        }
+        tag(r, &cal.id)
+    }
+
+    /// The resource of a master's occurrence at `original_time` with the
+    /// master's own content (to revert a modification).
+    fn reverted(
+        &self,
+        master: &CanonicalEvent,
+        master_id: &str,
+        original_time: i64,
+        cal: &CalendarMeta,
+    ) -> Option<(String, Value)> {
+        let key = EventKey::new(master.key.uid(), original_time).ok()?;
+        let mut ev = master.clone();
+        let start = master.start.same_form(original_time);
+        let length = master.end.instant() - master.start.instant();
+        ev.end = match (&master.end, start) {
+            (EventTime::Date(_), EventTime::Date(d)) => {
+                EventTime::Date(d + chrono::Days::new((length / 86_400).max(1) as u64))
+            }
+            _ => master.end.same_form(start.instant() + length),
+        };
+        ev.start = start;
+        ev.rrule = None;
+        ev.rrule_bound = None;
+        ev.key = key;
+        let id = instance_id(master_id, &master.start, original_time);
+        let r = self.resource(
+            &ev,
+            Series::Instance {
+                master_start: master.start,
+            },
+            cal,
+            &id,
+            Some(master_id),
+        );
+        Some((id, r))
+    }
+
+    /// Decides the writes for the planned ops.
+    fn writes(&self, input: &SinkInput<'_>) -> Writes {
+        let cal = input.calendar;
+        let items = input.items;
+        let records = input.records;
+        let mut w = Writes::default();
+        let mut by_uid: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+        for op in input.ops {
+            by_uid.entry(op.key().uid()).or_default().push(op);
+        }
+        for (uid, ops) in by_uid {
+            let base_key = ops[0].key().master();
+            let base = match find(items, &base_key) {
+                Some(Item::Event(e)) => Some(e.as_ref()),
+                _ => None,
+            };
+            let master = recurring_master(items, uid);
+            let base_record = records.get(&base_key);
+            let new_id = base.map(|b| series_id(&cal.id, b));
+            let old_id = base_record
+                .map(|r| r.remote_id.clone())
+                .filter(|id| !id.is_empty());
+            let rule_changed = matches!((&new_id, &old_id), (Some(n), Some(o)) if n != o);
+            let mut master_ops: Vec<Op> = Vec::new();
+            let mut write_master = false;
+            let mut base_delete: Option<Op> = None;
+            // Exceptions to (re)write to instance ids, and occurrences to revert.
+            let mut instance_ops: BTreeMap<i64, Vec<Op>> = BTreeMap::new();
+            let mut reverts: BTreeMap<i64, Vec<Op>> = BTreeMap::new();
+            for op in ops {
+                let key = op.key();
+                if key.is_base() {
+                    match op {
+                        Op::Delete(_) => base_delete = Some(op.clone()),
+                        _ => {
+                            write_master = true;
+                            master_ops.push(op.clone());
+                        }
+                    }
+                    continue;
+                }
+                let item = find(items, key);
+                let recorded_instance = records.get(key).is_some_and(|r| r.remote_id.contains('_'));
+                match (op, item, master) {
+                    // A modified occurrence of a mirrored series.
+                    (Op::Create(_) | Op::Update(_), Some(Item::Event(_)), Some(_)) => {
+                        instance_ops
+                            .entry(key.original_time())
+                            .or_default()
+                            .push(op.clone());
+                    }
+                    // A cancelled occurrence: EXDATE on the master.
+                    (Op::Create(_) | Op::Update(_), Some(Item::Cancelled(_)), Some(_)) => {
+                        write_master = true;
+                        master_ops.push(op.clone());
+                    }
+                    // A modification gone: the occurrence reverts to the master.
+                    (Op::Delete(_), _, Some(_)) if recorded_instance => {
+                        reverts
+                            .entry(key.original_time())
+                            .or_default()
+                            .push(op.clone());
+                    }
+                    // A cancellation gone: the master loses the EXDATE.
+                    (Op::Delete(_), _, Some(_)) => {
+                        write_master = true;
+                        master_ops.push(op.clone());
+                    }
+                    // No mirrored master: a standalone event.
+                    (Op::Create(_) | Op::Update(_), Some(Item::Event(ev)), None) => {
+                        let id = event_id(&cal.id, &key.to_string());
+                        let r = self.resource(ev, Series::Standalone, cal, &id, None);
+                        let rec = records.get(key);
+                        w.first.push(Write {
+                            kind: if rec.is_some() {
+                                Kind::Update
+                            } else {
+                                Kind::Insert
+                            },
+                            if_match: rec.and_then(|r| r.etag.clone()),
+                            id,
+                            resource: Some(r),
+                            ops: vec![op.clone()],
+                            tries: 0,
+                        });
+                    }
+                    (Op::Delete(_), _, None) if recorded_instance || base.is_none() => {
+                        match records.get(key).map(|r| r.remote_id.clone()) {
+                            Some(id) if !id.is_empty() && base_delete.is_none() => {
+                                w.first.push(Write {
+                                    kind: Kind::Delete,
+                                    id,
+                                    resource: None,
+                                    if_match: None,
+                                    ops: vec![op.clone()],
+                                    tries: 0,
+                                })
+                            }
+                            _ => w.free.push(ok(op, "")),
+                        }
+                    }
+                    _ => w.free.push(ok(
+                        op,
+                        &records
+                            .get(key)
+                            .map(|r| r.remote_id.clone())
+                            .unwrap_or_default(),
+                    )),
+                }
+            }
+            // The base: delete, (re)write, or a new series.
+            if let Some(op) = base_delete {
+                match old_id.clone() {
+                    Some(id) => w.first.push(Write {
+                        kind: Kind::Delete,
+                        id,
+                        resource: None,
+                        if_match: None,
+                        ops: vec![op],
+                        tries: 0,
+                    }),
+                    None => w.free.push(ok(&op, "")),
+                }
+            }
+            let Some(base) = base else {
+                // Ops left for an absent base are answered above.
+                if write_master {
+                    for op in master_ops {
+                        w.free.push(ok(&op, ""));
+                    }
+                }
+                continue;
+            };
+            let new_id = new_id.unwrap_or_default();
+            if rule_changed {
+                // A new series: the old one goes (with its exceptions), every
+                // current exception is written again under the new id.
+                write_master = true;
+                if let Some(old) = &old_id {
+                    w.first.push(Write {
+                        kind: Kind::Delete,
+                        id: old.clone(),
+                        resource: None,
+                        if_match: None,
+                        ops: Vec::new(),
+                        tries: 0,
+                    });
+                }
+                if !master_ops.iter().any(|o| o.key().is_base()) {
+                    master_ops.push(Op::Update(base_key.clone()));
+                }
+                for i in series_items(items, uid) {
+                    let k = i.key();
+                    if !k.is_base() && matches!(i, Item::Event(_)) {
+                        instance_ops
+                            .entry(k.original_time())
+                            .or_insert_with(|| vec![Op::Update(k.clone())]);
+                    }
+                }
+                reverts.clear();
+            }
+            if write_master {
+                let cancelled: Vec<i64> = series_items(items, uid)
+                    .iter()
+                    .filter(|i| matches!(i, Item::Cancelled(_)) && !i.key().is_base())
+                    .map(|i| i.key().original_time())
+                    .collect();
+                let r = self.resource(
+                    base,
+                    Series::Base {
+                        cancelled: &cancelled,
+                    },
+                    cal,
+                    &new_id,
+                    None,
+                );
+                let insert = base_record.is_none() || rule_changed;
+                if master_ops.iter().all(|o| !o.key().is_base()) {
+                    // Only cancellations changed: the base record is refreshed too.
+                    master_ops.push(Op::Update(base_key.clone()));
+                }
+                w.first.push(Write {
+                    kind: if insert { Kind::Insert } else { Kind::Update },
+                    if_match: if insert {
+                        None
+                    } else {
+                        base_record.and_then(|r| r.etag.clone())
+                    },
+                    id: new_id.clone(),
+                    resource: Some(r),
+                    ops: master_ops,
+                    tries: 0,
+                });
+            }
+            let Some(master) = master else { continue };
+            for (t, ops) in instance_ops {
+                let key = match EventKey::new(uid, t) {
+                    Ok(k) => k,
+                    Err(_) => continue,
+                };
+                let Some(Item::Event(ev)) = find(items, &key) else {
+                    continue;
+                };
+                let id = instance_id(&new_id, &master.start, t);
+                let r = self.resource(
+                    ev,
+                    Series::Instance {
+                        master_start: master.start,
+                    },
+                    cal,
+                    &id,
+                    Some(&new_id),
+                );
+                w.second.push(Write {
+                    kind: Kind::Update,
+                    if_match: None,
+                    id,
+                    resource: Some(r),
+                    ops,
+                    tries: 0,
+                });
+            }
+            for (t, ops) in reverts {
+                if let Some((id, r)) = self.reverted(master, &new_id, t, cal) {
+                    w.second.push(Write {
+                        kind: Kind::Update,
+                        if_match: None,
+                        id,
+                        resource: Some(r),
+                        ops,
+                        tries: 0,
+                    });
+                }
+            }
+        }
+        w
+    }
+
+    /// Runs writes until each is done or failed, resolving 409 / 412 / 404.
+    async fn execute(
+        &self,
+        client: &GoogleClient,
+        target: &str,
+        mut pending: Vec<Write>,
+        out: &mut Vec<OpOutcome>,
+    ) -> Result<(), GoogleError> {
+        for _ in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let reqs: Vec<ApiRequest> = pending.iter().map(|w| w.request(target)).collect();
+            let results = self.run(client, reqs).await?;
+            let mut reads: Vec<Write> = Vec::new();
+            let mut again: Vec<Write> = Vec::new();
+            for (mut w, res) in pending.into_iter().zip(results) {
+                match (w.kind, res) {
+                    (Kind::Delete, Ok(_)) => done(out, &w, None),
+                    (Kind::Delete, Err(e)) if matches!(e.status(), Some(404 | 410)) => {
+                        done(out, &w, None)
+                    }
+                    (_, Ok(resp)) => done(out, &w, resp.etag.or_else(|| etag_of(&resp.body))),
+                    // The id exists: read it to decide.
+                    (Kind::Insert, Err(e)) if e.status() == Some(409) => reads.push(w),
+                    // Someone changed it since our write: read, then retry.
+                    (Kind::Update, Err(e)) if e.status() == Some(412) => reads.push(w),
+                    // Gone without a trace: create it.
+                    (Kind::Update, Err(e)) if e.status() == Some(404) && !w.id.contains('_') => {
+                        w.kind = Kind::Insert;
+                        w.if_match = None;
+                        again.push(w);
+                    }
+                    (_, Err(e)) => failed(out, &w, &e),
+                }
+            }
+            if !reads.is_empty() {
+                let reqs: Vec<ApiRequest> = reads
+                    .iter()
+                    .map(|w| ApiRequest::new(Method::Get, event_path(target, &w.id)))
+                    .collect();
+                let got = self.run(client, reqs).await?;
+                for (mut w, res) in reads.into_iter().zip(got) {
+                    w.tries += 1;
+                    match res {
+                        Ok(resp) => {
+                            let cancelled = resp.body["status"] == "cancelled";
+                            let mine = w.resource.as_ref().is_some_and(|r| {
+                                let p = &r["extendedProperties"]["private"];
+                                let q = &resp.body["extendedProperties"]["private"];
+                                q["feishuBridge"] == "1"
+                                    && q["feishuKey"] == p["feishuKey"]
+                                    && q["feishuCalendar"] == p["feishuCalendar"]
+                            });
+                            if cancelled || mine || w.id.contains('_') {
+                                // Restore a deleted one / update our own.
+                                w.kind = Kind::Update;
+                                w.if_match = resp.etag.or_else(|| etag_of(&resp.body));
+                                again.push(w);
+                            } else {
+                                let e = GoogleError::Api {
+                                    status: 409,
+                                    reason: "duplicate".into(),
+                                    message: format!(
+                                        "event id {} is taken by an event feishu-bridge did not write; left alone",
+                                        w.id
+                                    ),
+                                };
+                                failed_permanent(out, &w, &e);
+                            }
+                        }
+                        Err(e) if e.status() == Some(404) => {
+                            w.kind = Kind::Insert;
+                            w.if_match = None;
+                            again.push(w);
+                        }
+                        Err(e) => failed(out, &w, &e),
+                    }
+                }
+            }
+            pending = again;
+        }
+        for w in pending {
+            failed(
+                out,
+                &w,
+                &GoogleError::Unavailable(format!(
+                    "event {} kept changing while being written",
+                    w.id
+                )),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn etag_of(body: &Value) -> Option<String> {
+    body.get("etag").and_then(Value::as_str).map(str::to_owned)
+}
+
+fn ok(op: &Op, remote_id: &str) -> OpOutcome {
+    OpOutcome {
+        op: op.clone(),
+        result: Ok(Applied {
+            remote_id: remote_id.to_owned(),
+            etag: None,
+        }),
+    }
+}
+
+fn done(out: &mut Vec<OpOutcome>, w: &Write, etag: Option<String>) {
+    for op in &w.ops {
+        // Only the op the write is about keeps the etag (a master written for
+        // a cancelled occurrence answers the master's etag).
+        let own = op.key().is_base() || w.id.contains('_');
+        out.push(OpOutcome {
+            op: op.clone(),
+            result: Ok(Applied {
+                remote_id: w.id.clone(),
+                etag: if own { etag.clone() } else { None },
+            }),
+        });
+    }
+}
+
+fn failed(out: &mut Vec<OpOutcome>, w: &Write, e: &GoogleError) {
+    let err = SinkError {
+        message: e.to_string(),
+        transient: e.is_transient(),
+        retry_after: e.retry_after(),
+        paused: false,
+    };
+    for op in &w.ops {
+        out.push(OpOutcome {
+            op: op.clone(),
+            result: Err(err.clone()),
+        });
+    }
+}
+
+fn failed_permanent(out: &mut Vec<OpOutcome>, w: &Write, e: &GoogleError) {
+    for op in &w.ops {
+        out.push(OpOutcome {
+            op: op.clone(),
+            result: Err(SinkError::permanent(e.to_string())),
+        });
+    }
+}
+
+fn all_paused(ops: &[Op], message: &str) -> Vec<OpOutcome> {
+    ops.iter()
+        .map(|op| OpOutcome {
+            op: op.clone(),
+            result: Err(SinkError::paused(message)),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Sink for GoogleSink {
+    fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    fn privacy(&self) -> Privacy {
+        self.cfg.privacy
+    }
+
+    fn paused(&self) -> Option<String> {
+        self.pause_reason()
+    }
+
+    async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome> {
+        if input.ops.is_empty() {
+            return Vec::new();
+        }
+        if let Some(m) = self.pause_reason() {
+            return all_paused(input.ops, &m);
+        }
+        let Some(client) = self.client() else {
+            return all_paused(input.ops, NOT_AUTHORIZED);
+        };
+        let target = match self.target(&client, input.calendar, input.items).await {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(m) = self.note_fatal(&e) {
+                    return all_paused(input.ops, &m);
+                }
+                return input
+                    .ops
+                    .iter()
+                    .map(|op| OpOutcome {
+                        op: op.clone(),
+                        result: Err(SinkError::transient(format!("target calendar: {e}"))),
+                    })
+                    .collect();
+            }
+        };
+        let w = self.writes(&input);
+        let mut out = w.free;
+        let first_failed: BTreeSet<String>;
+        {
+            let mut first = Vec::new();
+            if let Err(e) = self.execute(&client, &target, w.first, &mut first).await {
+                return self.fatal(e, input.ops, out);
+            }
+            first_failed = first
+                .iter()
+                .filter(|o| o.result.is_err() && o.op.key().is_base())
+                .map(|o| o.op.key().uid().to_owned())
+                .collect();
+            out.extend(first);
+        }
+        // Instances only once their master is written.
+        let (second, blocked): (Vec<Write>, Vec<Write>) = w
+            .second
+            .into_iter()
+            .partition(|x| x.ops.iter().all(|o| !first_failed.contains(o.key().uid())));
+        for b in blocked {
+            failed(
+                &mut out,
+                &b,
+                &GoogleError::Unavailable("the series master could not be written".into()),
+            );
+        }
+        if let Err(e) = self.execute(&client, &target, second, &mut out).await {
+            return self.fatal(e, input.ops, out);
+        }
+        out
+    }
+
+    async fn drift(&self, input: DriftInput<'_>) -> Result<Drift, SinkError> {
+        if let Some(m) = self.pause_reason() {
+            return Err(SinkError::paused(m));
+        }
+        let Some(client) = self.client() else {
+            return Err(SinkError::paused(NOT_AUTHORIZED));
+        };
+        let cal = input.calendar;
+        let target = self
+            .target(&client, cal, input.items)
+            .await
+            .map_err(|e| self.sink_error(&e))?;
+        // Ours, deleted ones included (a user delete leaves a cancelled event).
+        let remote = client
+            .list_all(
+                &events_path(&target),
+                vec![
+                    (
+                        "privateExtendedProperty".into(),
+                        format!("feishuCalendar={}", cal.id),
+                    ),
+                    ("showDeleted".into(), "true".into()),
+                ],
+            )
+            .await
+            .map_err(|e| self.sink_error(&e))?;
+        let by_id: HashMap<&str, &Value> = remote
+            .iter()
+            .filter_map(|v| Some((v.get("id")?.as_str()?, v)))
+            .collect();
+        let mut drift = Drift::default();
+        // Ids the current items own.
+        let mut expected: BTreeSet<String> = BTreeSet::new();
+        for i in input.items {
+            let k = i.key();
+            match i {
+                Item::Event(e) if k.is_base() => {
+                    expected.insert(series_id(&cal.id, e));
+                }
+                Item::Event(_) => match recurring_master(input.items, k.uid()) {
+                    Some(m) => {
+                        expected.insert(instance_id(
+                            &series_id(&cal.id, m),
+                            &m.start,
+                            k.original_time(),
+                        ));
+                    }
+                    None => {
+                        expected.insert(event_id(&cal.id, &k.to_string()));
+                    }
+                },
+                Item::Cancelled(_) => {}
+            }
+        }
+        let recorded_ids: BTreeSet<&str> = input
+            .records
+            .values()
+            .map(|r| r.remote_id.as_str())
+            .collect();
+        for (k, r) in input.records {
+            if r.tombstone || r.remote_id.is_empty() {
+                continue;
+            }
+            // Cancelled occurrences live in their master's EXDATE.
+            if matches!(find(input.items, k), Some(Item::Cancelled(_)) | None) {
+                continue;
+            }
+            let v = by_id.get(r.remote_id.as_str());
+            let deleted = v.is_none_or(|v| v["status"] == "cancelled");
+            if deleted {
+                match self.cfg.on_target_delete {
+                    OnTargetDelete::Restore => drift.rewrite.push(k.clone()),
+                    OnTargetDelete::Respect => drift.tombstone.push(k.clone()),
+                }
+                continue;
+            }
+            let etag = v.and_then(|v| etag_of(v));
+            if r.etag.is_some() && etag != r.etag {
+                // Edited in Google: the source is the truth.
+                drift.rewrite.push(k.clone());
+            }
+        }
+        // Ours but unknown: orphans (gone from the source) are deleted;
+        // user-made exceptions of our series are reverted by rewriting them.
+        let mut deletes: Vec<String> = Vec::new();
+        let mut reverts: Vec<(String, Value)> = Vec::new();
+        for v in &remote {
+            let Some(id) = v.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            if v["status"] == "cancelled"
+                || !is_ours(v, &cal.id)
+                || recorded_ids.contains(id)
+                || expected.contains(id)
+            {
+                continue;
+            }
+            let parent = v.get("recurringEventId").and_then(Value::as_str);
+            match parent {
+                Some(p) if expected.contains(p) => {
+                    // A user's change to one occurrence of our series.
+                    let key = v["extendedProperties"]["private"]["feishuKey"]
+                        .as_str()
+                        .and_then(|k| EventKey::parse(k).ok());
+                    let master = key.and_then(|k| recurring_master(input.items, k.uid()));
+                    let original = v
+                        .get("originalStartTime")
+                        .and_then(parse_event_time)
+                        .unwrap_or(i64::MIN);
+                    if let Some(m) = master
+                        && original != i64::MIN
+                        && let Some((rid, r)) = self.reverted(m, p, original, cal)
+                        && rid == id
+                    {
+                        reverts.push((rid, r));
+                    }
+                }
+                Some(p) if !by_id.contains_key(p) || expected.contains(p) => {}
+                _ => deletes.push(id.to_owned()),
+            }
+        }
+        if input.dry_run {
+            drift.orphans_deleted = deletes.len();
+            return Ok(drift);
+        }
+        let reqs: Vec<ApiRequest> = deletes
+            .iter()
+            .map(|id| {
+                ApiRequest::new(Method::Delete, event_path(&target, id))
+                    .with_query("sendUpdates", "none")
+            })
+            .chain(reverts.iter().map(|(id, r)| {
+                ApiRequest::new(Method::Put, event_path(&target, id))
+                    .with_query("sendUpdates", "none")
+                    .with_body(r.clone())
+            }))
+            .collect();
+        let results = self
+            .run(&client, reqs)
+            .await
+            .map_err(|e| self.sink_error(&e))?;
+        let ids = deletes.iter().chain(reverts.iter().map(|(id, _)| id));
+        for (n, (id, res)) in ids.zip(results).enumerate() {
+            match res {
+                Ok(_) if n < deletes.len() => drift.orphans_deleted += 1,
+                Ok(_) => {
+                    tracing::info!(sink = %self.cfg.id, event = %id, "reverted a change made in Google to one occurrence")
+                }
+                Err(e) if n < deletes.len() && matches!(e.status(), Some(404 | 410)) => {
+                    drift.orphans_deleted += 1
+                }
+                Err(e) => drift.errors.push(format!("{id}: {e}")),
+            }
+        }
+        if drift.orphans_deleted > 0 {
+            tracing::info!(sink = %self.cfg.id, calendar = %cal.id, n = drift.orphans_deleted, "removed orphaned Google events");
+        }
+        Ok(drift)
+    }
+}
+
+/// Unix seconds of an EventDateTime (`date` at 00:00 UTC).
+fn parse_event_time(v: &Value) -> Option<i64> {
+    if let Some(dt) = v.get("dateTime").and_then(Value::as_str) {
+        return chrono::DateTime::parse_from_rfc3339(dt)
+            .ok()
+            .map(|d| d.timestamp());
+    }
+    let d = v.get("date").and_then(Value::as_str)?;
+    let d = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+}
+
+impl GoogleSink {
+    /// A sink-level error: a pause when it pauses the sink.
+    fn sink_error(&self, e: &GoogleError) -> SinkError {
+        match self.note_fatal(e) {
+            Some(m) => SinkError::paused(m),
+            None => SinkError::transient(e.to_string()),
+        }
+    }
+
+    /// A fatal error mid-apply: pause (or fail) every op not answered yet.
+    fn fatal(&self, e: GoogleError, ops: &[Op], mut out: Vec<OpOutcome>) -> Vec<OpOutcome> {
+        let answered: BTreeSet<Op> = out.iter().map(|o| o.op.clone()).collect();
+        let err = match self.note_fatal(&e) {
+            Some(m) => SinkError::paused(m),
+            None => SinkError::transient(e.to_string()),
+        };
+        for op in ops.iter().filter(|o| !answered.contains(*o)) {
+            out.push(OpOutcome {
+                op: op.clone(),
+                result: Err(err.clone()),
+            });
+        }
+        out
+    }
+}
