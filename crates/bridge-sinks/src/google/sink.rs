@@ -394,6 +394,9 @@ struct Write {
     ops: Vec<Op>,
     /// Rounds of 409 / 412 resolution used.
     tries: usize,
+    /// Reverts an occurrence: if the series has no such occurrence (404 /
+    /// 410) there is nothing to revert.
+    revert: bool,
 }
 
 impl Write {
@@ -567,6 +570,7 @@ impl GoogleSink {
                             resource: Some(r),
                             ops: vec![op.clone()],
                             tries: 0,
+                            revert: false,
                         });
                     }
                     (Op::Delete(_), _, None) if recorded_instance || base.is_none() => {
@@ -579,6 +583,7 @@ impl GoogleSink {
                                     if_match: None,
                                     ops: vec![op.clone()],
                                     tries: 0,
+                                    revert: false,
                                 })
                             }
                             _ => w.free.push(ok(op, "")),
@@ -603,6 +608,7 @@ impl GoogleSink {
                         if_match: None,
                         ops: vec![op],
                         tries: 0,
+                        revert: false,
                     }),
                     None => w.free.push(ok(&op, "")),
                 }
@@ -629,6 +635,7 @@ impl GoogleSink {
                         if_match: None,
                         ops: Vec::new(),
                         tries: 0,
+                        revert: false,
                     });
                 }
                 if !master_ops.iter().any(|o| o.key().is_base()) {
@@ -642,7 +649,12 @@ impl GoogleSink {
                             .or_insert_with(|| vec![Op::Update(k.clone())]);
                     }
                 }
-                reverts.clear();
+                // Modifications gone with the old series: nothing to revert.
+                for (_, ops) in std::mem::take(&mut reverts) {
+                    for op in ops {
+                        w.free.push(ok(&op, ""));
+                    }
+                }
             }
             if write_master {
                 let cancelled: Vec<i64> = series_items(items, uid)
@@ -675,6 +687,7 @@ impl GoogleSink {
                     resource: Some(r),
                     ops: master_ops,
                     tries: 0,
+                    revert: false,
                 });
             }
             let Some(master) = master else { continue };
@@ -703,6 +716,7 @@ impl GoogleSink {
                     resource: Some(r),
                     ops,
                     tries: 0,
+                    revert: false,
                 });
             }
             for (t, ops) in reverts {
@@ -714,6 +728,7 @@ impl GoogleSink {
                         resource: Some(r),
                         ops,
                         tries: 0,
+                        revert: true,
                     });
                 }
             }
@@ -741,6 +756,9 @@ impl GoogleSink {
                 match (w.kind, res) {
                     (Kind::Delete, Ok(_)) => done(out, &w, None),
                     (Kind::Delete, Err(e)) if matches!(e.status(), Some(404 | 410)) => {
+                        done(out, &w, None)
+                    }
+                    (_, Err(e)) if w.revert && matches!(e.status(), Some(404 | 410)) => {
                         done(out, &w, None)
                     }
                     (_, Ok(resp)) => done(out, &w, resp.etag.or_else(|| etag_of(&resp.body))),

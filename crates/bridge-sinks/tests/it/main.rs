@@ -5,3 +5,4 @@ mod google_auth;
 mod google_batch;
 mod google_common;
 mod google_list;
+mod google_sink;
