@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bridge_feishu::auth::Secret;
+use bridge_sinks::google;
 use serde::Deserialize;
 
 /// Why a configuration cannot be used; each line names its key path.
@@ -244,12 +245,96 @@ fn default_listen() -> String {
     "127.0.0.1:8787".to_owned()
 }
 
-/// A target. Only `ics` exists so far; `google` and `ews` are added with
-/// their sinks (an unknown kind is refused, naming it).
+/// A target (an unknown kind is refused, naming it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum SinkConfig {
     Ics(IcsSink),
+    Google(Box<GoogleSinkToml>),
+}
+
+/// `kind = "google"`: a Google Calendar target, as written in the file
+/// (resolved into [`GoogleResolved`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GoogleSinkToml {
+    /// The sink id in the store is `google:<name>`.
+    #[serde(default = "default_google_name")]
+    pub(crate) name: String,
+    #[serde(default = "default_privacy")]
+    pub(crate) privacy: String,
+    /// The target calendar (exactly one of this and `create_calendars`).
+    pub(crate) calendar_id: Option<String>,
+    /// One dedicated calendar per source calendar.
+    #[serde(default)]
+    pub(crate) create_calendars: bool,
+    /// Installed-app OAuth client (refresh token from `auth google`).
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<Secret>,
+    pub(crate) client_secret_file: Option<PathBuf>,
+    /// A service account instead of `client_id`.
+    pub(crate) service_account_key_file: Option<PathBuf>,
+    /// Domain-wide delegation: the user the service account acts for.
+    pub(crate) subject: Option<String>,
+    pub(crate) token_url: Option<String>,
+    pub(crate) auth_url: Option<String>,
+    /// Host root (`https://www.googleapis.com`).
+    pub(crate) base_url: Option<String>,
+    /// Client-side limit; 0 = none.
+    pub(crate) requests_per_second: Option<f64>,
+    #[serde(default = "default_true")]
+    pub(crate) batch: bool,
+    #[serde(default)]
+    pub(crate) write_attendees: bool,
+    #[serde(default = "default_on_target_delete")]
+    pub(crate) on_target_delete: String,
+}
+
+fn default_google_name() -> String {
+    "google".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_on_target_delete() -> String {
+    "restore".to_owned()
+}
+
+/// How a Google sink authenticates.
+#[derive(Debug, Clone)]
+pub(crate) enum GoogleAuth {
+    /// An installed (desktop) OAuth client; the refresh token is in the
+    /// store under [`google::token_name`] of the sink id.
+    Installed {
+        client_id: String,
+        client_secret: google::Secret,
+    },
+    /// A service account key file, optionally impersonating `subject`.
+    ServiceAccount {
+        key: google::ServiceAccountKey,
+        key_file: PathBuf,
+        subject: Option<String>,
+    },
+}
+
+/// A validated Google sink.
+#[derive(Debug, Clone)]
+pub(crate) struct GoogleResolved {
+    /// Position in `[[sinks]]`.
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    /// `google:<name>`.
+    pub(crate) id: String,
+    pub(crate) privacy: bridge_core::Privacy,
+    /// `None`: one dedicated calendar per source calendar.
+    pub(crate) calendar_id: Option<String>,
+    pub(crate) auth: GoogleAuth,
+    /// Authorization endpoint of `auth google`.
+    pub(crate) auth_url: String,
+    pub(crate) client: google::GoogleClientConfig,
+    pub(crate) batch: bool,
+    pub(crate) write_attendees: bool,
+    pub(crate) on_target_delete: google::OnTargetDelete,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +452,8 @@ pub(crate) struct FeishuResolved {
 pub(crate) struct Loaded {
     pub(crate) config: Config,
     pub(crate) feishu: FeishuResolved,
+    /// The `kind = "google"` sinks, in file order.
+    pub(crate) google: Vec<GoogleResolved>,
 }
 
 fn accounts_for(base: &str) -> String {
@@ -442,6 +529,7 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         base,
         &mut problems,
     );
+    let google = resolve_google(&config.sinks, base, &mut problems);
     // A `*_file` that could not be read was reported above; do not also call it missing.
     config.validate(
         &mut problems,
@@ -472,8 +560,234 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
             verification_token,
             user_token_file,
         },
+        google,
         config,
     })
+}
+
+/// Resolves a path from the configuration relative to its directory.
+fn relative_to(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Whether a sink name is usable in ids, token names and the CLI.
+fn valid_sink_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Checks and resolves every `kind = "google"` sink; problems are pushed
+/// with their key paths.
+fn resolve_google(
+    sinks: &[SinkConfig],
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Vec<GoogleResolved> {
+    let mut out = Vec::new();
+    let mut names: Vec<(String, usize)> = Vec::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let SinkConfig::Google(g) = sink else {
+            continue;
+        };
+        let before = problems.len();
+        let key = |k: &str| format!("sinks[{i}].{k}");
+        if !valid_sink_name(&g.name) {
+            problems.push(format!(
+                "{}: {:?} is not a sink name (letters, digits, '-', '_', '.')",
+                key("name"),
+                g.name
+            ));
+        } else if let Some((_, j)) = names.iter().find(|(n, _)| *n == g.name) {
+            problems.push(format!(
+                "{}: {:?} is already the name of sinks[{j}]; every google sink needs its own name",
+                key("name"),
+                g.name
+            ));
+        } else {
+            names.push((g.name.clone(), i));
+        }
+        let privacy = g.privacy.parse::<bridge_core::Privacy>();
+        // (an unknown privacy is reported by `Config::validate`)
+        let calendar_id = match (&g.calendar_id, g.create_calendars) {
+            (Some(_), true) => {
+                problems.push(format!(
+                    "{} and {}: set one of them, not both",
+                    key("calendar_id"),
+                    key("create_calendars")
+                ));
+                None
+            }
+            (None, false) => {
+                problems.push(format!(
+                    "{}: missing (the target calendar, e.g. \"primary\"), or set {} = true",
+                    key("calendar_id"),
+                    key("create_calendars")
+                ));
+                None
+            }
+            (Some(id), false) if id.trim().is_empty() => {
+                problems.push(format!("{}: must not be empty", key("calendar_id")));
+                None
+            }
+            (Some(id), false) => Some(id.clone()),
+            (None, true) => None,
+        };
+        let on_target_delete = match g.on_target_delete.parse::<google::OnTargetDelete>() {
+            Ok(v) => v,
+            Err(_) => {
+                problems.push(format!(
+                    "{}: {:?} is not one of \"restore\", \"respect\"",
+                    key("on_target_delete"),
+                    g.on_target_delete
+                ));
+                google::OnTargetDelete::default()
+            }
+        };
+        let mut url = |k: &str, v: &Option<String>, default: &str| -> String {
+            let v = v.as_deref().unwrap_or(default).trim_end_matches('/');
+            match url::Url::parse(v) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => problems.push(format!("{}: {v:?} is not an http(s) URL", key(k))),
+            }
+            v.to_owned()
+        };
+        let token_url = url("token_url", &g.token_url, google::DEFAULT_TOKEN_URL);
+        let auth_url = url("auth_url", &g.auth_url, google::DEFAULT_AUTH_URL);
+        let mut base_url = url("base_url", &g.base_url, google::client::DEFAULT_BASE_URL);
+        // The API root written out is accepted too.
+        if let Some(root) = base_url.strip_suffix("/calendar/v3") {
+            base_url = root.to_owned();
+        }
+        let requests_per_second = g.requests_per_second.unwrap_or(10.0);
+        if !requests_per_second.is_finite() || requests_per_second < 0.0 {
+            problems.push(format!(
+                "{}: {requests_per_second} must be 0 (no limit) or more",
+                key("requests_per_second")
+            ));
+        }
+        let auth = match (&g.client_id, &g.service_account_key_file) {
+            (Some(_), Some(_)) => {
+                problems.push(format!(
+                    "{} and {}: set one of them, not both",
+                    key("client_id"),
+                    key("service_account_key_file")
+                ));
+                None
+            }
+            (None, None) => {
+                problems.push(format!(
+                    "{}: missing (an installed-app OAuth client), or set {} (a service account)",
+                    key("client_id"),
+                    key("service_account_key_file")
+                ));
+                None
+            }
+            (Some(client_id), None) => {
+                if g.subject.is_some() {
+                    problems.push(format!(
+                        "{}: only with {} (domain-wide delegation); an installed-app client \
+                         acts as the user who ran `feishu-bridge auth google`",
+                        key("subject"),
+                        key("service_account_key_file")
+                    ));
+                }
+                if client_id.trim().is_empty() {
+                    problems.push(format!("{}: must not be empty", key("client_id")));
+                }
+                let secret = secret(
+                    &g.client_secret,
+                    &g.client_secret_file,
+                    &key("client_secret"),
+                    base,
+                    problems,
+                );
+                if secret.is_none() && g.client_secret_file.is_none() {
+                    problems.push(format!(
+                        "{}: missing (or set {}_file); required with client_id",
+                        key("client_secret"),
+                        key("client_secret")
+                    ));
+                }
+                secret.map(|s| GoogleAuth::Installed {
+                    client_id: client_id.clone(),
+                    client_secret: google::Secret::new(s.expose()),
+                })
+            }
+            (None, Some(file)) => {
+                for k in ["client_secret", "client_secret_file"] {
+                    let set = if k == "client_secret" {
+                        g.client_secret.is_some()
+                    } else {
+                        g.client_secret_file.is_some()
+                    };
+                    if set {
+                        problems.push(format!(
+                            "{}: only with {} (a service account needs none)",
+                            key(k),
+                            key("client_id")
+                        ));
+                    }
+                }
+                let path = relative_to(base, file);
+                match std::fs::read_to_string(&path) {
+                    Err(e) => {
+                        problems.push(format!(
+                            "{}: cannot read {}: {e}",
+                            key("service_account_key_file"),
+                            path.display()
+                        ));
+                        None
+                    }
+                    Ok(text) => match google::ServiceAccountKey::from_json(&text) {
+                        Ok(k) => Some(GoogleAuth::ServiceAccount {
+                            key: k,
+                            key_file: path,
+                            subject: g.subject.clone().filter(|s| !s.trim().is_empty()),
+                        }),
+                        Err(e) => {
+                            problems.push(format!(
+                                "{}: {}: {e}",
+                                key("service_account_key_file"),
+                                path.display()
+                            ));
+                            None
+                        }
+                    },
+                }
+            }
+        };
+        if problems.len() != before {
+            continue;
+        }
+        let (Some(auth), Ok(privacy)) = (auth, privacy) else {
+            continue;
+        };
+        out.push(GoogleResolved {
+            index: i,
+            id: format!("google:{}", g.name),
+            name: g.name.clone(),
+            privacy,
+            calendar_id,
+            auth,
+            auth_url,
+            client: google::GoogleClientConfig {
+                base_url,
+                token_url,
+                requests_per_second,
+                ..google::GoogleClientConfig::default()
+            },
+            batch: g.batch,
+            write_attendees: g.write_attendees,
+            on_target_delete,
+        });
+    }
+    out
 }
 
 impl Config {
@@ -539,8 +853,10 @@ impl Config {
             ));
         }
         for (i, sink) in self.sinks.iter().enumerate() {
-            let SinkConfig::Ics(ics) = sink;
-            let privacy = &ics.privacy;
+            let privacy = match sink {
+                SinkConfig::Ics(ics) => &ics.privacy,
+                SinkConfig::Google(g) => &g.privacy,
+            };
             if privacy.parse::<bridge_core::Privacy>().is_err() {
                 problems.push(format!(
                     "sinks[{i}].privacy: {privacy:?} is not one of \"full\", \"redacted\", \"busy\""
@@ -618,6 +934,185 @@ mod tests {
 }
 
 #[cfg(test)]
+mod google_tests {
+    use super::*;
+
+    const FEISHU: &str = "[feishu]\napp_id = \"cli_a\"\napp_secret = \"s\"\n";
+
+    fn with_sinks(sinks: &str) -> Result<Loaded, ConfigError> {
+        parse(&format!("{FEISHU}{sinks}"), Path::new("test.toml"))
+    }
+
+    fn problems(sinks: &str) -> Vec<String> {
+        match with_sinks(sinks) {
+            Ok(_) => panic!("accepted:\n{sinks}"),
+            Err(e) => e.problems,
+        }
+    }
+
+    #[test]
+    fn an_installed_app_sink_with_defaults() {
+        let l = with_sinks(
+            "[[sinks]]\nkind = \"google\"\ncalendar_id = \"primary\"\n\
+             client_id = \"c.apps.googleusercontent.com\"\nclient_secret = \"gs3cret\"\n",
+        )
+        .unwrap();
+        let [g] = l.google.as_slice() else {
+            panic!("{:?}", l.google)
+        };
+        assert_eq!(g.id, "google:google");
+        assert_eq!(g.index, 0);
+        assert_eq!(g.calendar_id.as_deref(), Some("primary"));
+        assert_eq!(g.privacy, bridge_core::Privacy::Full);
+        assert_eq!(g.client.base_url, "https://www.googleapis.com");
+        assert_eq!(g.client.token_url, google::DEFAULT_TOKEN_URL);
+        assert_eq!(g.auth_url, google::DEFAULT_AUTH_URL);
+        assert_eq!(g.client.requests_per_second, 10.0);
+        assert!(g.batch && !g.write_attendees);
+        assert_eq!(g.on_target_delete, google::OnTargetDelete::Restore);
+        assert!(
+            matches!(&g.auth, GoogleAuth::Installed { client_id, .. } if client_id == "c.apps.googleusercontent.com")
+        );
+        assert!(!format!("{l:?}").contains("gs3cret"), "secret redacted");
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let l = with_sinks(
+            "[[sinks]]\nkind = \"ics\"\ndir = \"o\"\n\
+             [[sinks]]\nkind = \"google\"\nname = \"work\"\nprivacy = \"busy\"\n\
+             create_calendars = true\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             token_url = \"http://127.0.0.1:9/token\"\nauth_url = \"http://127.0.0.1:9/auth\"\n\
+             base_url = \"http://127.0.0.1:9/calendar/v3/\"\nrequests_per_second = 0\n\
+             batch = false\nwrite_attendees = true\non_target_delete = \"respect\"\n",
+        )
+        .unwrap();
+        let g = &l.google[0];
+        assert_eq!((g.index, g.id.as_str()), (1, "google:work"));
+        assert_eq!(g.calendar_id, None);
+        assert_eq!(g.privacy, bridge_core::Privacy::Busy);
+        assert_eq!(g.client.base_url, "http://127.0.0.1:9");
+        assert_eq!(g.client.token_url, "http://127.0.0.1:9/token");
+        assert_eq!(g.auth_url, "http://127.0.0.1:9/auth");
+        assert_eq!(g.client.requests_per_second, 0.0);
+        assert!(!g.batch && g.write_attendees);
+        assert_eq!(g.on_target_delete, google::OnTargetDelete::Respect);
+    }
+
+    #[test]
+    fn every_google_problem_at_once_with_its_key() {
+        let p = problems(
+            "[[sinks]]\nkind = \"google\"\ncalendar_id = \"primary\"\ncreate_calendars = true\n\
+             client_id = \"c\"\nsubject = \"u@example.com\"\nprivacy = \"open\"\n\
+             on_target_delete = \"ignore\"\ntoken_url = \"nope\"\nrequests_per_second = -1\n",
+        );
+        let all = p.join("\n");
+        for needle in [
+            "sinks[0].calendar_id and sinks[0].create_calendars: set one of them, not both",
+            "sinks[0].subject: only with sinks[0].service_account_key_file",
+            "sinks[0].client_secret: missing",
+            "sinks[0].privacy: \"open\"",
+            "sinks[0].on_target_delete: \"ignore\"",
+            "sinks[0].token_url: \"nope\" is not an http(s) URL",
+            "sinks[0].requests_per_second",
+        ] {
+            assert!(all.contains(needle), "{needle} missing in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn credentials_and_target_are_required_and_exclusive() {
+        let all = problems("[[sinks]]\nkind = \"google\"\n").join("\n");
+        assert!(all.contains("sinks[0].calendar_id: missing"), "{all}");
+        assert!(all.contains("sinks[0].client_id: missing"), "{all}");
+        let all = problems(
+            "[[sinks]]\nkind = \"google\"\ncalendar_id = \"primary\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\nservice_account_key_file = \"/nonexistent/key.json\"\n",
+        )
+        .join("\n");
+        assert!(
+            all.contains("sinks[0].client_id and sinks[0].service_account_key_file"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_plain() {
+        let sink = |name: &str| {
+            format!(
+                "[[sinks]]\nkind = \"google\"\nname = \"{name}\"\ncalendar_id = \"primary\"\n\
+                 client_id = \"c\"\nclient_secret = \"s\"\n"
+            )
+        };
+        let all = problems(&format!("{}{}", sink("a"), sink("a"))).join("\n");
+        assert!(
+            all.contains("sinks[1].name: \"a\" is already the name of sinks[0]"),
+            "{all}"
+        );
+        let all = problems(&sink("a b")).join("\n");
+        assert!(
+            all.contains("sinks[0].name: \"a b\" is not a sink name"),
+            "{all}"
+        );
+        let l = with_sinks(&format!("{}{}", sink("a"), sink("b"))).unwrap();
+        assert_eq!(l.google.len(), 2);
+    }
+
+    #[test]
+    fn the_service_account_key_file_must_parse() {
+        let dir = std::env::temp_dir().join(format!("fb-gcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key.json");
+        std::fs::write(&key, r#"{"type": "authorized_user"}"#).unwrap();
+        let sinks = format!(
+            "[[sinks]]\nkind = \"google\"\ncalendar_id = \"primary\"\n\
+             service_account_key_file = \"{}\"\nclient_secret = \"s\"\n",
+            key.display()
+        );
+        let all = problems(&sinks).join("\n");
+        assert!(
+            all.contains(&format!(
+                "sinks[0].service_account_key_file: {}: ",
+                key.display()
+            )),
+            "{all}"
+        );
+        assert!(all.contains("service_account"), "{all}");
+        assert!(
+            all.contains("sinks[0].client_secret: only with sinks[0].client_id"),
+            "{all}"
+        );
+        let missing = dir.join("missing.json");
+        let all = problems(&format!(
+            "[[sinks]]\nkind = \"google\"\ncalendar_id = \"primary\"\n\
+             service_account_key_file = \"{}\"\n",
+            missing.display()
+        ))
+        .join("\n");
+        assert!(
+            all.contains(&format!(
+                "sinks[0].service_account_key_file: cannot read {}",
+                missing.display()
+            )),
+            "{all}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unknown_google_keys_are_refused() {
+        let p = problems(
+            "[[sinks]]\nkind = \"google\"\ncalendar_id = \"primary\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\nrefresh_token = \"r\"\n",
+        );
+        assert!(
+            p[0].starts_with("sinks[0]") && p[0].contains("refresh_token"),
+            "{p:?}"
+        );
+    }
+}
+
+#[cfg(test)]
 mod example_tests {
     use super::*;
 
@@ -629,12 +1124,13 @@ mod example_tests {
                 "FEISHU_APP_SECRET",
                 "FEISHU_ENCRYPT_KEY",
                 "FEISHU_VERIFICATION_TOKEN",
+                "GOOGLE_CLIENT_SECRET",
             ]
             .contains(&name)
             .then(|| "x".to_owned())
         };
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        for name in ["ics-only.toml", "webhook.toml"] {
+        for name in ["ics-only.toml", "webhook.toml", "google.toml"] {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).unwrap();
             parse_with_env(&text, &path, &env).unwrap_or_else(|e| panic!("{e}"));

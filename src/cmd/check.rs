@@ -4,6 +4,7 @@
 //! - the configuration (every problem with its key path; exit 2),
 //! - the store (locked by a running daemon is a warning),
 //! - every sink directory (created, a file written and removed),
+//! - every Google sink: credentials, an access token, the target calendar,
 //! - Feishu reachable at `base_url`, the app credentials (a tenant token),
 //! - the user token when the identity or the delivery needs one,
 //! - every configured calendar readable (`primary` / `all` resolved).
@@ -22,7 +23,10 @@ use bridge_feishu::client::{FeishuClient, Identity};
 
 use crate::app;
 use crate::cmd::status::{Opened, count, fmt_span, fmt_time, open_existing};
-use crate::config::{Calendars, Delivery, IdentityConfig, Loaded, SinkConfig};
+use crate::config::{
+    Calendars, Delivery, GoogleAuth, GoogleResolved, IdentityConfig, Loaded, SinkConfig,
+};
+use bridge_sinks::google::{ApiRequest, Credentials, GoogleClient, Method, calendar_path};
 
 /// Exit code when a check failed.
 const EXIT_FAILED: u8 = 1;
@@ -127,27 +131,32 @@ fn writable_dir(dir: &Path) -> std::io::Result<()> {
     removed
 }
 
-async fn check_store(r: &mut Report, loaded: &Loaded) -> bool {
+/// Whether the store is locked by another process, and the store when it
+/// opened.
+async fn check_store(r: &mut Report, loaded: &Loaded) -> (bool, Option<bridge_store::Store>) {
     let path = &loaded.config.store.path;
     match open_existing(path).await {
-        Ok(Opened::Store(store)) => match store.stats().await {
-            Ok(s) => r.line(
-                Level::Ok,
-                "store",
-                format!(
-                    "{} opens (schema {}, {} synced, {}, {})",
-                    path.display(),
-                    s.schema_version,
-                    count(s.cursors, "calendar"),
-                    count(s.snapshots, "snapshot"),
-                    count(s.failures, "failing item"),
+        Ok(Opened::Store(store)) => {
+            match store.stats().await {
+                Ok(s) => r.line(
+                    Level::Ok,
+                    "store",
+                    format!(
+                        "{} opens (schema {}, {} synced, {}, {})",
+                        path.display(),
+                        s.schema_version,
+                        count(s.cursors, "calendar"),
+                        count(s.snapshots, "snapshot"),
+                        count(s.failures, "failing item"),
+                    ),
                 ),
-            ),
-            Err(e) => r.line(Level::Fail, "store", format!("{}: {e}", path.display())),
-        },
+                Err(e) => r.line(Level::Fail, "store", format!("{}: {e}", path.display())),
+            }
+            return (false, Some(store));
+        }
         Ok(Opened::Locked(e)) => {
             r.line(Level::Warn, "store", e);
-            return true;
+            return (true, None);
         }
         Ok(Opened::Missing) => {
             let dir = path
@@ -177,7 +186,7 @@ async fn check_store(r: &mut Report, loaded: &Loaded) -> bool {
         }
         Err(e) => r.line(Level::Fail, "store", format!("{e:#}")),
     }
-    false
+    (false, None)
 }
 
 fn check_sinks(r: &mut Report, loaded: &Loaded) {
@@ -189,7 +198,9 @@ fn check_sinks(r: &mut Report, loaded: &Loaded) {
         );
     }
     for (i, sink) in loaded.config.sinks.iter().enumerate() {
-        let SinkConfig::Ics(ics) = sink;
+        let SinkConfig::Ics(ics) = sink else {
+            continue;
+        };
         let what = format!("sinks[{i}] ics");
         match writable_dir(&ics.dir) {
             Ok(()) => r.line(
@@ -207,6 +218,122 @@ fn check_sinks(r: &mut Report, loaded: &Loaded) {
                 format!("{} is not writable: {e}", ics.dir.display()),
             ),
         }
+    }
+}
+
+/// A Google sink: its credentials (service account, or the refresh token
+/// `auth google` stored), an access token from the token endpoint, and the
+/// target calendar.
+async fn check_google(
+    r: &mut Report,
+    g: &GoogleResolved,
+    store: Option<&bridge_store::Store>,
+    store_locked: bool,
+) {
+    let what = format!("sinks[{}] {}", g.index, g.id);
+    let creds = match &g.auth {
+        GoogleAuth::ServiceAccount {
+            key,
+            key_file,
+            subject,
+        } => {
+            r.line(
+                Level::Ok,
+                &what,
+                format!(
+                    "service account {} ({})",
+                    key.client_email,
+                    key_file.display()
+                ),
+            );
+            Ok(Some(Credentials::ServiceAccount {
+                key: key.clone(),
+                subject: subject.clone(),
+            }))
+        }
+        GoogleAuth::Installed { .. } => {
+            let Some(store) = store else {
+                if store_locked {
+                    r.line(
+                        Level::Warn,
+                        &what,
+                        "the refresh token is in the store, which the running daemon holds; not checked",
+                    );
+                } else {
+                    r.line(
+                        Level::Fail,
+                        &what,
+                        format!(
+                            "not authorized: run `feishu-bridge auth google --sink {}`",
+                            g.name
+                        ),
+                    );
+                }
+                return;
+            };
+            app::google_credentials(g, store).await
+        }
+    };
+    let creds = match creds {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            r.line(
+                Level::Fail,
+                &what,
+                format!(
+                    "not authorized: run `feishu-bridge auth google --sink {}`",
+                    g.name
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            r.line(Level::Fail, &what, format!("{e:#}"));
+            return;
+        }
+    };
+    let mut cfg = g.client.clone();
+    cfg.max_retries = 1;
+    cfg.max_backoff = Duration::from_secs(2);
+    cfg.timeout = Duration::from_secs(15);
+    let client = match GoogleClient::new(cfg, creds) {
+        Ok(c) => c,
+        Err(e) => {
+            r.line(Level::Fail, &what, e);
+            return;
+        }
+    };
+    if let Err(e) = client.access_token().await {
+        r.line(
+            Level::Fail,
+            &what,
+            format!("no access token from {}: {e}", g.client.token_url),
+        );
+        return;
+    }
+    r.line(
+        Level::Ok,
+        &what,
+        format!("access token obtained from {}", g.client.token_url),
+    );
+    match &g.calendar_id {
+        Some(id) => match client
+            .execute(ApiRequest::new(Method::Get, calendar_path(id)))
+            .await
+        {
+            Ok(resp) => r.line(
+                Level::Ok,
+                &what,
+                format!(
+                    "calendar {id} reachable ({:?})",
+                    resp.body["summary"].as_str().unwrap_or_default()
+                ),
+            ),
+            Err(e) => r.line(Level::Fail, &what, format!("calendar {id}: {e}")),
+        },
+        None => r.note(
+            "(create_calendars: a calendar per source calendar is created on the first sync)",
+        ),
     }
 }
 
@@ -419,8 +546,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         ),
     );
-    let store_locked = check_store(&mut r, &loaded).await;
+    let (store_locked, store) = check_store(&mut r, &loaded).await;
     check_sinks(&mut r, &loaded);
+    for g in &loaded.google {
+        check_google(&mut r, g, store.as_ref(), store_locked).await;
+    }
+    drop(store);
 
     let now = app::unix_now();
     let client = client(&loaded)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bridge_core::plan::Op;
-use bridge_engine::{CalendarReport, EngineError};
+use bridge_engine::{CalendarReport, EngineError, Sink as _};
 
 use crate::app;
 
@@ -61,6 +61,10 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
             "failed": s.failed,
             "deferred": s.deferred,
             "errors": s.errors,
+            "paused": s.paused,
+            "orphans_deleted": s.orphans_deleted,
+            "drift_rewrites": s.drift_rewrites,
+            "tombstoned": s.tombstoned,
             "plan": if r.dry_run { s.ops.iter().map(op_json).collect::<Vec<_>>() } else { Vec::new() },
         })).collect::<Vec<_>>(),
     })
@@ -83,20 +87,29 @@ fn print_human(r: &CalendarReport) {
     );
     for s in &r.sinks {
         let verb = if r.dry_run { "would be" } else { "" };
+        let mut extra = String::new();
+        if s.deferred > 0 {
+            extra.push_str(&format!(", waiting to retry {}", s.deferred));
+        }
+        if s.orphans_deleted > 0 {
+            extra.push_str(&format!(", orphans deleted {}", s.orphans_deleted));
+        }
+        if s.drift_rewrites > 0 {
+            extra.push_str(&format!(
+                ", rewritten after changes on the target {}",
+                s.drift_rewrites
+            ));
+        }
+        if s.tombstoned > 0 {
+            extra.push_str(&format!(", left deleted on the target {}", s.tombstoned));
+        }
         println!(
-            "  {}: {verb} created {}, updated {}, deleted {}, unchanged {}, failed {}{}",
-            s.sink,
-            s.created,
-            s.updated,
-            s.deleted,
-            s.unchanged,
-            s.failed,
-            if s.deferred > 0 {
-                format!(", waiting to retry {}", s.deferred)
-            } else {
-                String::new()
-            }
+            "  {}: {verb} created {}, updated {}, deleted {}, unchanged {}, failed {}{extra}",
+            s.sink, s.created, s.updated, s.deleted, s.unchanged, s.failed,
         );
+        if let Some(p) = &s.paused {
+            println!("    PAUSED: {p}");
+        }
         if r.dry_run {
             for op in &s.ops {
                 let (kind, key) = match op {
@@ -161,6 +174,9 @@ async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Resu
                     s["unchanged"],
                     s["failed"]
                 );
+                if let Some(p) = s["paused"].as_str() {
+                    println!("    PAUSED: {p}");
+                }
             }
         }
     }
@@ -170,7 +186,7 @@ async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Resu
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|s| s["failed"].as_u64().unwrap_or(0) > 0)
+                .any(|s| s["failed"].as_u64().unwrap_or(0) > 0 || !s["paused"].is_null())
     });
     Ok(if failed {
         ExitCode::from(EXIT_FAILED_ITEMS)
@@ -240,11 +256,33 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         b.finish_and_clear();
     }
     let calls = app.client.stats().snapshot();
+    // A sink paused for authorization or quota writes nothing, even when a
+    // pass had no operation for it to refuse.
+    let mut paused: Vec<(String, String)> = Vec::new();
+    for r in &reports {
+        for s in &r.sinks {
+            if let Some(p) = &s.paused
+                && !paused.iter().any(|(id, _)| *id == s.sink)
+            {
+                paused.push((s.sink.clone(), p.clone()));
+            }
+        }
+    }
+    for h in &app.google {
+        if let Some(p) = h.sink.paused()
+            && !paused.iter().any(|(id, _)| *id == h.config.id)
+        {
+            paused.push((h.config.id.clone(), p));
+        }
+    }
     if args.json {
         let out = serde_json::json!({
             "dry_run": args.dry_run,
             "calendars": reports.iter().map(report_json).collect::<Vec<_>>(),
             "source_unavailable": source_failed,
+            "paused_sinks": paused.iter().map(|(sink, reason)| serde_json::json!({
+                "sink": sink, "reason": reason
+            })).collect::<Vec<_>>(),
             "api_calls": calls.iter().map(|((endpoint, status), n)| serde_json::json!({
                 "endpoint": endpoint, "status": status, "count": n
             })).collect::<Vec<_>>(),
@@ -253,6 +291,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         for r in &reports {
             print_human(r);
+        }
+        for (sink, reason) in &paused {
+            println!("sink {sink} is paused: {reason}");
         }
         let total: u64 = calls.values().sum();
         println!("Feishu API calls: {total}");
@@ -263,9 +304,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("dry run: nothing was changed");
         }
     }
-    let failed = reports
-        .iter()
-        .any(|r| r.failed() > 0 || r.blocked.is_some());
+    let failed = !paused.is_empty()
+        || reports
+            .iter()
+            .any(|r| r.failed() > 0 || r.blocked.is_some());
     Ok(if source_failed {
         ExitCode::from(EXIT_SOURCE_UNAVAILABLE)
     } else if failed {

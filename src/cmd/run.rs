@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use bridge_engine::daemon::{Hub, Metrics, Worker};
-use bridge_engine::{CalendarReport, Engine};
+use bridge_engine::{CalendarReport, Engine, Sink as _};
 use bridge_feishu::client::FeishuClient;
 use bridge_feishu::webhook::{DeliverySink, WebhookConfig};
 use bridge_feishu::ws::{SinkHandler, WsConfig};
@@ -45,6 +45,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     user_token_file: PathBuf,
+    google: Arc<Vec<app::GoogleHandle>>,
 }
 
 fn label(v: &str) -> String {
@@ -198,6 +199,8 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
         "sinks": r.sinks.iter().map(|s| serde_json::json!({
             "sink": s.sink, "created": s.created, "updated": s.updated,
             "deleted": s.deleted, "unchanged": s.unchanged, "failed": s.failed,
+            "paused": s.paused, "orphans_deleted": s.orphans_deleted,
+            "drift_rewrites": s.drift_rewrites, "tombstoned": s.tombstoned,
         })).collect::<Vec<_>>(),
     })
 }
@@ -254,6 +257,64 @@ async fn admin_sync(State(s): State<Shared>, Query(q): Query<SyncQuery>) -> impl
         Ok(()) => (StatusCode::ACCEPTED, "queued\n".to_owned()),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct GoogleToken {
+    sink: String,
+    refresh_token: String,
+}
+
+/// `POST /admin/google-token`: `auth google` while the daemon holds the
+/// store. The refresh token is stored and handed to the sink, which resumes
+/// if it was paused for authorization.
+async fn admin_google_token(
+    State(s): State<Shared>,
+    axum::Json(t): axum::Json<GoogleToken>,
+) -> impl IntoResponse {
+    let fail = |status: StatusCode, error: String| {
+        (status, axum::Json(serde_json::json!({"error": error})))
+    };
+    let Some(h) = s.google.iter().find(|h| h.config.id == t.sink) else {
+        return fail(
+            StatusCode::NOT_FOUND,
+            format!("no google sink {:?} in the daemon's configuration", t.sink),
+        );
+    };
+    if t.refresh_token.trim().is_empty() {
+        return fail(StatusCode::BAD_REQUEST, "empty refresh_token".to_owned());
+    }
+    let Some(creds) = h.with_refresh_token(&t.refresh_token) else {
+        return fail(
+            StatusCode::CONFLICT,
+            format!(
+                "sink {} uses a service account; it takes no refresh token",
+                t.sink
+            ),
+        );
+    };
+    let json = serde_json::json!({"refresh_token": t.refresh_token}).to_string();
+    let name = bridge_sinks::google::token_name(&h.config.id);
+    if let Err(e) = s.engine.store().put_token(&name, &json).await {
+        return fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the token: {e}"),
+        );
+    }
+    if let Err(e) = h.sink.set_credentials(creds) {
+        return fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the token was stored, but the sink did not take it: {e}"),
+        );
+    }
+    tracing::info!(sink = %h.config.id, "google authorization received through the admin endpoint");
+    if let Err(e) = s.worker.hint_all("google authorization").await {
+        tracing::warn!("cannot mark calendars dirty after the google authorization: {e}");
+    }
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"sink": h.config.id, "paused": h.sink.paused()})),
+    )
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {
@@ -343,6 +404,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics,
         ready,
         user_token_file: loaded.feishu.user_token_file.clone(),
+        google: Arc::new(app.google.clone()),
     };
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -423,6 +485,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/admin/status", get(admin_status))
         .route("/admin/reconcile", post(admin_reconcile))
         .route("/admin/sync", post(admin_sync))
+        .route("/admin/google-token", post(admin_google_token))
         .with_state(shared);
     {
         let c = cancel.clone();

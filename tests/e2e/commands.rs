@@ -483,3 +483,348 @@ async fn check_with_the_user_identity_needs_a_user_token() {
     );
     emu.shutdown().await;
 }
+
+/// A config with one Google sink described by `google` (its keys after
+/// `kind`); nothing is contacted, the configuration is refused first.
+fn google_config(dir: &Path, google: &str) -> PathBuf {
+    let text = format!(
+        "[store]\npath = \"{}\"\n\n[feishu]\nbase_url = \"http://127.0.0.1:9\"\napp_id = \"cli_a\"\n\
+         app_secret = \"s\"\ncalendars = [\"c1\"]\ndelivery = \"poll\"\n\n\
+         [[sinks]]\nkind = \"ics\"\ndir = \"{}\"\n\n[[sinks]]\nkind = \"google\"\n{google}\n",
+        dir.join("state/bridge.redb").display(),
+        dir.join("ics").display(),
+    );
+    let path = dir.join("feishu-bridge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_google_sink_configs_name_their_keys() {
+    let dir = temp_dir("google-config");
+    let installed = "client_id = \"c.apps.googleusercontent.com\"\nclient_secret = \"gsecret\"\n";
+    let cases: [(&str, String, &[&str]); 4] = [
+        (
+            "both targets",
+            format!("calendar_id = \"primary\"\ncreate_calendars = true\n{installed}"),
+            &["sinks[1].calendar_id and sinks[1].create_calendars: set one of them, not both"],
+        ),
+        (
+            "subject with an installed app",
+            format!("calendar_id = \"primary\"\n{installed}subject = \"u@example.com\"\n"),
+            &["sinks[1].subject: only with sinks[1].service_account_key_file"],
+        ),
+        (
+            "no client secret",
+            "calendar_id = \"primary\"\nclient_id = \"c.apps.googleusercontent.com\"\n".to_owned(),
+            &["sinks[1].client_secret: missing"],
+        ),
+        (
+            "unknown key",
+            format!("calendar_id = \"primary\"\n{installed}refresh_token = \"r\"\n"),
+            &["sinks[1]", "refresh_token"],
+        ),
+    ];
+    for (what, google, expected) in cases {
+        let config = google_config(&dir, &google);
+        let r = run(&["reconcile"], &config).await;
+        assert_eq!(r.code, 2, "{what}: {r}");
+        for e in expected {
+            assert!(r.stderr.contains(e), "{what}: {e:?} missing in\n{r}");
+        }
+        assert!(!r.stderr.contains("gsecret"), "{what}: secret printed\n{r}");
+        // `check` lists the same problems on stdout.
+        let r = run(&["check"], &config).await;
+        assert_eq!(r.code, 2, "{what}: {r}");
+        assert!(r.stdout.contains("FAIL  config:"), "{what}: {r}");
+        for e in expected {
+            assert!(r.stdout.contains(e), "{what}: {e:?} missing in\n{r}");
+        }
+    }
+    // Every problem at once.
+    let config = google_config(
+        &dir,
+        "calendar_id = \"primary\"\ncreate_calendars = true\nclient_id = \"c\"\n\
+         subject = \"u@example.com\"\non_target_delete = \"keep\"\n",
+    );
+    let r = run(&["reconcile"], &config).await;
+    assert_eq!(r.code, 2, "{r}");
+    for e in [
+        "sinks[1].calendar_id and sinks[1].create_calendars",
+        "sinks[1].subject",
+        "sinks[1].client_secret: missing",
+        "sinks[1].on_target_delete: \"keep\"",
+    ] {
+        assert!(r.stderr.contains(e), "{e:?} missing in\n{r}");
+    }
+}
+
+/// A Google sink that was never authorized is paused: the ICS sink is
+/// written, the reason is printed, the exit code is 1 (not 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthorized_google_sink_is_paused_and_reconcile_exits_1() {
+    let emu = emulator().await;
+    let cal = emu.create_calendar("Team");
+    emu.create_event(&cal, event("Planning", SINGLE_AT));
+    let dir = temp_dir("google-paused");
+    let config = write_config(
+        &dir,
+        &emu,
+        &format!("[\"{cal}\"]"),
+        &format!(
+            "\n[[sinks]]\nkind = \"ics\"\ndir = \"{}\"\n\n[[sinks]]\nkind = \"google\"\n\
+             name = \"work\"\ncalendar_id = \"primary\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             token_url = \"http://127.0.0.1:9/token\"\nbase_url = \"http://127.0.0.1:9\"\n",
+            dir.join("ics").display()
+        ),
+    );
+    let r = run(&["reconcile"], &config).await;
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.contains("google:work"), "{r}");
+    assert!(
+        r.stdout.contains("run `feishu-bridge auth google`"),
+        "the reason is printed:\n{r}"
+    );
+    assert!(
+        dir.join("ics")
+            .read_dir()
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".ics")),
+        "the ICS sink went on:\n{r}"
+    );
+    let j = run(&["reconcile", "--json"], &config).await;
+    assert_eq!(j.code, 1, "{j}");
+    let j = j.json();
+    assert_eq!(j["paused_sinks"][0]["sink"], "google:work", "{j}");
+    let r = run(&["check"], &config).await;
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stdout.contains(
+            "FAIL  sinks[1] google:work: not authorized: run `feishu-bridge auth google --sink work`"
+        ),
+        "{r}"
+    );
+    emu.shutdown().await;
+}
+
+/// Runs `auth google`, plays the browser against the Google emulator
+/// (which approves for its consent user), returns exit code and stdout.
+async fn authorize_google(config: &Path) -> (i32, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(["auth", "google", "--timeout", "20", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if line.trim_start().starts_with("http://") {
+                let _ = tx.send(line.trim().to_owned());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let url =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .expect("auth google printed an authorize URL");
+    let page = reqwest::get(&url).await.unwrap();
+    assert!(page.status().is_success(), "{:?}", page.text().await);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    (status.code().unwrap_or(-1), reader.join().unwrap())
+}
+
+/// `auth google` stores the refresh token; `check` then gets an access token
+/// and reaches the calendar; `reconcile` writes the event to Google.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_google_then_check_and_reconcile() {
+    use bridge_emulators::google::{GoogleConfig, GoogleEmulator};
+    let emu = emulator().await;
+    let cal = emu.create_calendar("Team");
+    emu.create_event(&cal, event("Planning", SINGLE_AT));
+    let google = GoogleEmulator::start(GoogleConfig {
+        consent_user: Some("owner@example.com".into()),
+        rate_limit: None,
+        ..GoogleConfig::default()
+    })
+    .await
+    .unwrap();
+    let target = google.add_user("owner@example.com");
+    let gc = google.config();
+    let dir = temp_dir("google-auth");
+    let config = write_config(
+        &dir,
+        &emu,
+        &format!("[\"{cal}\"]"),
+        &format!(
+            "\n[[sinks]]\nkind = \"google\"\nname = \"work\"\ncalendar_id = \"{target}\"\n\
+             client_id = \"{}\"\nclient_secret = \"{}\"\ntoken_url = \"{}\"\nauth_url = \"{}\"\n\
+             base_url = \"{}\"\n",
+            gc.client_id,
+            gc.client_secret,
+            google.token_url(),
+            google.auth_url(),
+            google.base_url(),
+        ),
+    );
+    let (code, out) = authorize_google(&config).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("Open this URL in a browser and approve access:\n\n  http://"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Waiting for the redirect to http://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("Google authorization stored for sink google:work\n"),
+        "{out}"
+    );
+
+    let r = run(&["check"], &config).await;
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .contains("ok    sinks[0] google:work: access token obtained from"),
+        "{r}"
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "ok    sinks[0] google:work: calendar {target} reachable"
+        )),
+        "{r}"
+    );
+
+    let r = run(&["reconcile"], &config).await;
+    assert_eq!(r.code, 0, "{r}");
+    let written: Vec<_> = google
+        .events(&target)
+        .into_iter()
+        .filter(|e| e.status != "cancelled")
+        .collect();
+    assert_eq!(written.len(), 1, "{r}\n{written:?}");
+    assert_eq!(written[0].summary.as_deref(), Some("Planning"));
+    google.shutdown().await;
+    emu.shutdown().await;
+}
+
+/// While the daemon holds the store, `auth google` hands the token to its
+/// admin endpoint; the paused sink resumes and catches up without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_google_resumes_a_paused_sink_in_the_running_daemon() {
+    use bridge_emulators::google::{GoogleConfig, GoogleEmulator};
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let emu = emulator().await;
+    let cal = emu.create_calendar("Team");
+    emu.create_event(&cal, event("Planning", SINGLE_AT));
+    let google = GoogleEmulator::start(GoogleConfig {
+        consent_user: Some("owner@example.com".into()),
+        rate_limit: None,
+        ..GoogleConfig::default()
+    })
+    .await
+    .unwrap();
+    let target = google.add_user("owner@example.com");
+    let gc = google.config();
+    let dir = temp_dir("google-daemon");
+    let config = write_config(
+        &dir,
+        &emu,
+        &format!("[\"{cal}\"]"),
+        &format!(
+            "\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [sync]\ndebounce_ms = 20\npoll_seconds = 1\n\
+             [[sinks]]\nkind = \"google\"\ncalendar_id = \"{target}\"\n\
+             client_id = \"{}\"\nclient_secret = \"{}\"\ntoken_url = \"{}\"\nauth_url = \"{}\"\n\
+             base_url = \"{}\"\n",
+            gc.client_id,
+            gc.client_secret,
+            google.token_url(),
+            google.auth_url(),
+            google.base_url(),
+        ),
+    );
+    /// Kills the daemon if the test fails before stopping it.
+    struct Guard(Option<std::process::Child>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut guard = Guard(Some(
+        bin()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = guard.0.as_mut().unwrap().stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("a startup line").unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        line
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("feishu-bridge running"), "{first}");
+    // Paused: nothing reaches Google.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(google.events(&target).is_empty());
+
+    let (code, out) = authorize_google(&config).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Google authorization stored for sink google:google\n"),
+        "{out}"
+    );
+    assert!(out.contains("handed to the running daemon"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while google.events(&target).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink did not resume"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut daemon = guard.0.take().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    // The token was stored by the daemon: the next run starts authorized.
+    let r = run(&["check"], &config).await;
+    assert!(
+        r.stdout
+            .contains("ok    sinks[0] google:google: access token obtained"),
+        "{r}"
+    );
+    google.shutdown().await;
+    emu.shutdown().await;
+}
