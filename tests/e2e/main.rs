@@ -4,4 +4,5 @@ mod commands;
 mod convert;
 mod daemon;
 mod feishu;
+mod google;
 mod reconcile_safety;
