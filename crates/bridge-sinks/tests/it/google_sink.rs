@@ -229,3 +229,76 @@ async fn a_changed_rule_leaves_no_stale_instance() {
         s.emu.writes().last()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_pauses_the_sink_and_keeps_its_queue() {
+    let s = setup(OnTargetDelete::Restore, true).await;
+    s.emu.exhaust_daily_quota(ALICE);
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert!(
+        sr.paused.as_deref().is_some_and(|m| m.contains("quota")),
+        "{sr:?}"
+    );
+    assert_eq!((sr.created, sr.failed), (0, 0));
+    assert!(s.sink.paused().is_some());
+    // Nothing was recorded: once the quota is back (a fresh sink stands for
+    // the hour passing), everything is planned and written.
+    let records = s
+        .engine
+        .store()
+        .list_records("google:test", "feishu_cal_1")
+        .await
+        .unwrap();
+    assert!(records.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_calendars_makes_and_remembers_one_calendar() {
+    let emu = start_with(fast_config()).await;
+    emu.add_user(ALICE);
+    let refresh = emu.issue_refresh_token(ALICE, SCOPE_CALENDAR);
+    let store = Store::in_memory().await.unwrap();
+    let sink = Arc::new(GoogleSink::new(
+        GoogleSinkConfig {
+            id: "google:auto".into(),
+            privacy: bridge_core::Privacy::Full,
+            target: TargetCalendar::CreatePerSource,
+            write_attendees: false,
+            on_target_delete: OnTargetDelete::Restore,
+            batch: true,
+            client: client_config(&emu),
+        },
+        Some(refresh_credentials(&emu, &refresh)),
+        store.clone(),
+    ));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        40, 7, BASE,
+    ))));
+    let engine = Engine::new(
+        source,
+        vec![sink.clone() as Arc<dyn Sink>],
+        store.clone(),
+        EngineConfig::default(),
+    );
+    engine.reconcile(None, false, BASE).await.unwrap();
+    let state = store
+        .get_state("google_calendar:google:auto:feishu_cal_1")
+        .await
+        .unwrap()
+        .expect("the created calendar is remembered");
+    let id = serde_json::from_str::<serde_json::Value>(&state).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!live_ids(&emu, &id).is_empty());
+    let creates = || {
+        emu.calls()
+            .iter()
+            .filter(|c| c.method == "POST" && c.path.ends_with("/calendar/v3/calendars"))
+            .count()
+    };
+    assert_eq!(creates(), 1);
+    engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(creates(), 1, "the calendar is created once");
+}
