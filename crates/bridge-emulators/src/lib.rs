@@ -3,8 +3,12 @@
 //! `feishu-api.md`, `sinks-api.md`), validate input like the real services and
 //! inject faults on demand.
 //!
+//! Every emulator stands on the `kit` module (server, call log, faults, signed
+//! cursors, the `/_emulator` control routes) and adds only its model, routes
+//! and error shapes; the kit's module docs say how to add one.
+//!
 //! Architecture invariant: never used by production code paths.
 
-mod dice;
 pub mod feishu;
 pub mod google;
+pub(crate) mod kit;

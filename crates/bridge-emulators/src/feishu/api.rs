@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::auth::{Identity, identify, require_user};
 use super::http::{ApiError, ok_data};
 use super::model::{CalRec, Store, app_link, valid_calendar_id};
-use super::paging::Cursor;
+use super::paging::Position;
 use super::{Inner, lock, push, recur};
 
 type ApiResult = Result<Response, ApiError>;
@@ -186,7 +186,7 @@ pub(crate) async fn list_calendars(
     let ident = identify(&inner, &headers)?;
     let ps = page_size(&q, 50, 1000, 500)?;
     let scope = identity_key(&ident);
-    let codec = &inner.codec;
+    let codec = inner.tokens();
     let store = lock(&inner.store);
     let cursor = if let Some(pt) = param(&q, "page_token") {
         codec
@@ -196,22 +196,22 @@ pub(crate) async fn list_calendars(
         let c = codec
             .read_sync("ListCalendars", st, "calendars", &scope)
             .ok_or_else(|| ApiError::cal(190008))?;
-        Cursor {
+        Position {
             kind: "calendars".into(),
             scope: scope.clone(),
             mode: "delta".into(),
             snap: store.version,
             base: c.snap,
             after_version: c.snap,
-            ..Cursor::default()
+            ..Position::default()
         }
     } else {
-        Cursor {
+        Position {
             kind: "calendars".into(),
             scope: scope.clone(),
             mode: "full".into(),
             snap: store.version,
-            ..Cursor::default()
+            ..Position::default()
         }
     };
     let visible = store.calendars.values().filter(|r| in_list(r, &ident));
@@ -249,11 +249,11 @@ pub(crate) async fn list_calendars(
     } else {
         page.sync_token = Some(codec.sync_token(
             "ListCalendars",
-            Cursor {
+            Position {
                 kind: "calendars".into(),
                 scope,
                 snap: cursor.snap,
-                ..Cursor::default()
+                ..Position::default()
             },
         ));
     }
@@ -488,7 +488,7 @@ pub(crate) async fn list_events(
             ));
         }
     }
-    let codec = &inner.codec;
+    let codec = inner.tokens();
     let store = lock(&inner.store);
     let rec = check_calendar(&store, &cal_id, &ident)?;
     if matches!(
@@ -533,23 +533,23 @@ pub(crate) async fn list_events(
         let c = codec
             .read_sync("ListEvents", st, "events", &cal_id)
             .ok_or_else(|| ApiError::cal(190008))?;
-        Cursor {
+        Position {
             kind: "events".into(),
             scope: cal_id.clone(),
             mode: "delta".into(),
             snap: store.version,
             base: c.snap,
             after_version: c.snap,
-            ..Cursor::default()
+            ..Position::default()
         }
     } else {
-        Cursor {
+        Position {
             kind: "events".into(),
             scope: cal_id.clone(),
             mode: if anchor.is_some() { "anchor" } else { "full" }.into(),
             anchor,
             snap: store.version,
-            ..Cursor::default()
+            ..Position::default()
         }
     };
 
@@ -612,11 +612,11 @@ pub(crate) async fn list_events(
     } else {
         page.sync_token = Some(codec.sync_token(
             "ListEvents",
-            Cursor {
+            Position {
                 kind: "events".into(),
                 scope: cal_id,
                 snap: cursor.snap,
-                ..Cursor::default()
+                ..Position::default()
             },
         ));
     }
@@ -727,7 +727,7 @@ pub(crate) async fn list_attendees(
     let offset = match param(&q, "page_token") {
         Some(pt) => {
             inner
-                .codec
+                .tokens()
                 .read_page("ListAttendees", pt, "attendees", &scope)
                 .ok_or_else(|| ApiError::cal(190008))?
                 .offset
@@ -743,13 +743,13 @@ pub(crate) async fn list_attendees(
         .collect();
     let has_more = offset + items.len() < all.len();
     let page_token = has_more.then(|| {
-        inner.codec.page_token(
+        inner.tokens().page_token(
             "ListAttendees",
-            Cursor {
+            Position {
                 kind: "attendees".into(),
                 scope,
                 offset: offset + items.len(),
-                ..Cursor::default()
+                ..Position::default()
             },
         )
     });
@@ -849,7 +849,7 @@ pub(crate) async fn instances(
     let offset = match param(&q, "page_token") {
         Some(pt) => {
             let c = inner
-                .codec
+                .tokens()
                 .read_page("Instances", pt, "instances", &scope)
                 .ok_or_else(|| ApiError::cal(190008))?;
             if c.range != Some((from, to)) {
@@ -868,14 +868,14 @@ pub(crate) async fn instances(
         .collect();
     let has_more = all.len() > offset + items.len();
     let page_token = has_more.then(|| {
-        inner.codec.page_token(
+        inner.tokens().page_token(
             "Instances",
-            Cursor {
+            Position {
                 kind: "instances".into(),
                 scope,
                 offset: offset + items.len(),
                 range: Some((from, to)),
-                ..Cursor::default()
+                ..Position::default()
             },
         )
     });

@@ -4,27 +4,20 @@
 //! and need no token.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use bridge_core::feishu::{Attendee, Event, RsvpStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::faults::{FaultKind, Faults};
 use super::model::EmulatorError;
 use super::{Inner, RoomEventKind, WebhookTarget, lock, push};
 
-use axum::Json;
-type CtlResult = Result<Response, CtlError>;
-
-/// A control-API failure: `{"error": "..."}` with 400/404.
-#[derive(Debug)]
-pub(crate) struct CtlError(StatusCode, String);
+use crate::kit::Lane;
+use crate::kit::control::{CtlError, CtlResult, bad, ok, ok_json};
 
 impl From<EmulatorError> for CtlError {
     fn from(e: EmulatorError) -> Self {
@@ -38,22 +31,9 @@ impl From<EmulatorError> for CtlError {
     }
 }
 
-impl IntoResponse for CtlError {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-fn ok(v: Value) -> CtlResult {
-    Ok(axum::Json(v).into_response())
-}
-
-fn bad(msg: impl Into<String>) -> CtlError {
-    CtlError(StatusCode::BAD_REQUEST, msg.into())
-}
-
+/// The common routes of the kit plus Feishu's own.
 pub(crate) fn router() -> Router<Arc<Inner>> {
-    Router::new()
+    crate::kit::control::router::<Inner>()
         .route("/users", post(add_user))
         .route("/users/{open_id}/tokens", post(issue_tokens))
         .route("/auto_login", post(auto_login))
@@ -78,8 +58,6 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         .route("/calendars/{cal}/events/{id}/rooms", post(add_room))
         .route("/calendars/{cal}/events/{id}/reply", post(reply))
         .route("/tokens/expire", post(expire_tokens))
-        .route("/faults", axum::routing::put(set_faults))
-        .route("/fail_next", post(fail_next))
         .route("/webhook", axum::routing::put(set_webhook))
         .route("/webhook/verify", post(verify_webhook))
         .route("/ws/drop", post(drop_ws))
@@ -87,7 +65,6 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         .route("/emit/reserve_config", post(emit_reserve_config))
         .route("/emit/v2", post(emit_v2))
         .route("/emit/v1", post(emit_v1))
-        .route("/calls", get(calls).delete(reset_calls))
         .route("/deliveries", get(deliveries))
         .route("/state", get(state))
 }
@@ -161,7 +138,7 @@ async fn subscribe(
 
 async fn list_events(State(inner): State<Arc<Inner>>, Path(cal): Path<String>) -> CtlResult {
     let events = lock(&inner.store).events_of(&cal);
-    ok(serde_json::to_value(events).unwrap_or_default())
+    ok_json(&events)
 }
 
 async fn create_event(
@@ -322,46 +299,10 @@ async fn expire_tokens(State(inner): State<Arc<Inner>>, Json(b): Json<KindBody>)
         "tenant" => lock(&inner.auth).expire_tenant_tokens(),
         "user" => lock(&inner.auth).expire_user_tokens(),
         "refresh" => lock(&inner.auth).revoke_refresh_tokens(),
-        "sync" => inner.codec.expire_syncs(),
-        "page" => inner.codec.expire_pages(),
+        "sync" => inner.kit.cursors.expire(Lane::Sync),
+        "page" => inner.kit.cursors.expire(Lane::Page),
         other => return Err(bad(format!("unknown token kind {other}"))),
     }
-    ok(json!({}))
-}
-
-async fn set_faults(State(inner): State<Arc<Inner>>, Json(f): Json<Faults>) -> CtlResult {
-    lock(&inner.faults).set(f);
-    ok(json!({}))
-}
-
-#[derive(Deserialize)]
-struct FailNextBody {
-    path_contains: String,
-    #[serde(default = "one")]
-    n: usize,
-    fault: String,
-    #[serde(default)]
-    reset_secs: Option<u64>,
-    #[serde(default)]
-    delay_ms: Option<u64>,
-}
-
-fn one() -> usize {
-    1
-}
-
-async fn fail_next(State(inner): State<Arc<Inner>>, Json(b): Json<FailNextBody>) -> CtlResult {
-    let kind = match b.fault.as_str() {
-        "status429" => FaultKind::Status429 {
-            reset_secs: b.reset_secs.unwrap_or(1),
-        },
-        "status5xx" => FaultKind::Status5xx,
-        "slow" => FaultKind::Slow(Duration::from_millis(b.delay_ms.unwrap_or(1000))),
-        "token_expired" => FaultKind::TokenExpired,
-        "truncated" => FaultKind::Truncated,
-        other => return Err(bad(format!("unknown fault {other}"))),
-    };
-    lock(&inner.faults).fail_next(&b.path_contains, b.n, kind);
     ok(json!({}))
 }
 
@@ -441,19 +382,8 @@ async fn emit_v1(State(inner): State<Arc<Inner>>, Json(ev): Json<Value>) -> CtlR
     ok(json!({ "uuid": id }))
 }
 
-async fn calls(State(inner): State<Arc<Inner>>) -> CtlResult {
-    let calls = lock(&inner.calls).clone();
-    ok(serde_json::to_value(calls).unwrap_or_default())
-}
-
-async fn reset_calls(State(inner): State<Arc<Inner>>) -> CtlResult {
-    lock(&inner.calls).clear();
-    ok(json!({}))
-}
-
 async fn deliveries(State(inner): State<Arc<Inner>>) -> CtlResult {
-    let d = lock(&inner.push.deliveries).clone();
-    ok(serde_json::to_value(d).unwrap_or_default())
+    ok_json(&inner.outbox.deliveries())
 }
 
 async fn state(State(inner): State<Arc<Inner>>) -> CtlResult {
@@ -474,7 +404,7 @@ async fn state(State(inner): State<Arc<Inner>>) -> CtlResult {
         .map(|(id, r)| json!({"room_id": id, "name": r.name, "calendar_id": r.calendar_id}))
         .collect();
     ok(json!({
-        "base_url": format!("http://{}", inner.addr),
+        "base_url": inner.kit.base_url(),
         "users": users,
         "rooms": rooms,
         "calendars": calendars,

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::dice::Dice;
+use crate::kit::{Dice, Effect, Fault, RandomFaults, duration_ms};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -44,53 +44,64 @@ pub enum FaultKind {
     Truncated,
 }
 
-pub(crate) use crate::dice::duration_ms;
-
-/// Fault configuration plus the dice.
-#[derive(Debug, Default)]
-pub(crate) struct FaultState {
-    pub(crate) faults: Faults,
-    dice: Dice<FaultKind>,
+impl Fault for FaultKind {
+    fn effect(&self) -> Effect {
+        match self {
+            Self::Slow(d) => Effect::Delay(*d),
+            Self::Truncated => Effect::Truncate,
+            Self::Status429 { .. } | Self::Status5xx | Self::TokenExpired => Effect::Answer,
+        }
+    }
 }
 
-impl FaultState {
-    pub(crate) fn set(&mut self, faults: Faults) {
-        self.dice.reseed(faults.seed);
-        self.faults = faults;
+impl RandomFaults for Faults {
+    type Fault = FaultKind;
+
+    fn seed(&self) -> Option<u64> {
+        self.seed
     }
 
-    pub(crate) fn fail_next(&mut self, path_contains: &str, n: usize, kind: FaultKind) {
-        self.dice.fail_next(path_contains, n, kind);
-    }
-
-    /// True with probability `p`.
-    pub(crate) fn roll(&mut self, p: f64) -> bool {
-        self.dice.roll(p)
-    }
-
-    /// The fault (if any) for a request to `path`. One-shot faults come
-    /// first; random ones only when `random_eligible`.
-    pub(crate) fn pick(&mut self, path: &str, random_eligible: bool) -> Option<FaultKind> {
-        if let Some(kind) = self.dice.take_one_shot(path) {
-            return Some(kind);
-        }
-        if !random_eligible {
-            return None;
-        }
-        let f = self.faults.clone();
-        if self.roll(f.rate_429) {
+    fn roll(&self, dice: &mut Dice) -> Option<FaultKind> {
+        if dice.roll(self.rate_429) {
             return Some(FaultKind::Status429 { reset_secs: 1 });
         }
-        if self.roll(f.rate_5xx) {
+        if dice.roll(self.rate_5xx) {
             return Some(FaultKind::Status5xx);
         }
-        if self.roll(f.truncate_rate) {
+        if dice.roll(self.truncate_rate) {
             return Some(FaultKind::Truncated);
         }
-        if self.roll(f.slow_rate) {
-            return Some(FaultKind::Slow(f.slow_delay));
+        if dice.roll(self.slow_rate) {
+            return Some(FaultKind::Slow(self.slow_delay));
         }
         None
+    }
+}
+
+/// The fault of a `POST /_emulator/fail_next` body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct FaultSpec {
+    fault: String,
+    #[serde(default)]
+    reset_secs: Option<u64>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+}
+
+impl TryFrom<FaultSpec> for FaultKind {
+    type Error = String;
+
+    fn try_from(b: FaultSpec) -> Result<Self, String> {
+        Ok(match b.fault.as_str() {
+            "status429" => Self::Status429 {
+                reset_secs: b.reset_secs.unwrap_or(1),
+            },
+            "status5xx" => Self::Status5xx,
+            "slow" => Self::Slow(Duration::from_millis(b.delay_ms.unwrap_or(1000))),
+            "token_expired" => Self::TokenExpired,
+            "truncated" => Self::Truncated,
+            other => return Err(format!("unknown fault {other}")),
+        })
     }
 }
 
@@ -186,12 +197,14 @@ mod tests {
     }
 
     #[test]
-    fn one_shots_are_consumed_in_order() {
-        let mut f = FaultState::default();
-        f.fail_next("/events", 2, FaultKind::Status5xx);
-        assert_eq!(f.pick("/calendars", true), None);
-        assert_eq!(f.pick("/x/events", false), Some(FaultKind::Status5xx));
-        assert_eq!(f.pick("/x/events", false), Some(FaultKind::Status5xx));
-        assert_eq!(f.pick("/x/events", false), None);
+    fn random_faults_only_with_their_rates() {
+        let mut dice = Dice::default();
+        assert_eq!(Faults::default().roll(&mut dice), None);
+        let all_5xx = Faults {
+            rate_5xx: 1.0,
+            ..Faults::default()
+        };
+        assert_eq!(all_5xx.roll(&mut dice), Some(FaultKind::Status5xx));
+        assert_eq!(FaultKind::Truncated.effect(), Effect::Truncate);
     }
 }

@@ -1,11 +1,11 @@
 //! The HTTP plumbing every OpenAPI endpoint shares: the `{code,msg,data}`
 //! envelope, error codes with their HTTP statuses, the `X-Tt-Logid` header,
-//! call recording, fault injection and the rate limiter.
+//! what the kit's call log and injected faults look like here, and the rate
+//! limiter.
 
 use std::fmt;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::faults::FaultKind;
-use super::util::{log_id, now_ms};
+use super::faults::{FaultKind, FaultSpec, Faults};
+use super::util::log_id;
 use super::{Inner, lock};
+use crate::kit::{Call, Exchange, Kit, Service};
 
 /// The Feishu `code` of a response, attached as a response extension so the
 /// call recorder does not have to parse bodies.
@@ -198,82 +199,93 @@ pub(crate) fn ok_data<T: Serialize>(data: T) -> Response {
     resp
 }
 
-/// Outer middleware for `/open-apis/**` and `/callback/**`: log id, faults,
-/// truncation, call recording.
-pub(crate) async fn observe(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or_default().to_owned();
-    let kind = token_kind(req.headers());
-    let token = bearer(req.headers()).map(str::to_owned);
-    let log = log_id();
-
-    let fault = lock(&inner.faults).pick(&path, path.starts_with("/open-apis/calendar/"));
-    let mut truncate = false;
-    let mut resp = match fault {
-        Some(FaultKind::Status429 { reset_secs }) => {
-            let limit = inner.config().rate_limit.map_or(50, |(s, _)| s);
-            ApiError::rate_limited(limit, reset_secs).into_response()
-        }
-        Some(FaultKind::Status5xx) => ApiError::cal(190003).into_response(),
-        Some(FaultKind::TokenExpired) => {
-            let user = matches!(kind, TokenKind::User);
-            if let Some(t) = &token {
-                lock(&inner.auth).expire_token(t);
-            }
-            if user {
-                ApiError::new(400, 99991677, "token expire").into_response()
-            } else {
-                ApiError::new(
-                    400,
-                    99991663,
-                    "Invalid access token for authorization. Please make a request with token attached.",
-                )
-                .into_response()
-            }
-        }
-        Some(FaultKind::Slow(d)) => {
-            tokio::time::sleep(d).await;
-            next.run(req).await
-        }
-        Some(FaultKind::Truncated) => {
-            truncate = true;
-            next.run(req).await
-        }
-        None => next.run(req).await,
-    };
-    let code = resp.extensions().get::<FeishuCode>().map(|c| c.0);
-    if truncate {
-        resp = truncate_body(resp).await;
-    }
-    if let Ok(v) = HeaderValue::from_str(&log) {
-        resp.headers_mut().insert("x-tt-logid", v);
-    }
-    let status = resp.status().as_u16();
-    tracing::debug!(%method, %path, status, ?code, "feishu emulator request");
-    lock(&inner.calls).push(CallRecord {
-        method,
-        path,
-        query,
-        status,
-        code,
-        token_kind: kind,
-        log_id: log,
-        at_ms: now_ms(),
-    });
-    resp
+/// What the call log and the fault answers need of a request.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    kind: TokenKind,
+    token: Option<String>,
 }
 
-async fn truncate_body(resp: Response) -> Response {
-    let (mut parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    let cut = bytes.slice(..bytes.len() / 2);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(cut.len() as u64));
-    Response::from_parts(parts, Body::from(cut))
+/// Plugs Feishu into the kit: `X-Tt-Logid` on every answer, the
+/// `{code,msg}` shapes of injected faults, the Feishu fields of the call log.
+impl Service for Inner {
+    const NAME: &'static str = "feishu";
+    type Faults = Faults;
+    type Fault = FaultKind;
+    type FaultSpec = FaultSpec;
+    type Call = CallRecord;
+    type Seen = Seen;
+
+    fn kit(&self) -> &Kit<Self> {
+        &self.kit
+    }
+
+    fn fault_of(spec: FaultSpec) -> Result<FaultKind, String> {
+        spec.try_into()
+    }
+
+    fn see(&self, req: &Request) -> Seen {
+        Seen {
+            kind: token_kind(req.headers()),
+            token: bearer(req.headers()).map(str::to_owned),
+        }
+    }
+
+    /// Random faults hit the calendar API only.
+    fn random_faults_apply(&self, path: &str) -> bool {
+        path.starts_with("/open-apis/calendar/")
+    }
+
+    fn fault_answer(&self, fault: &FaultKind, seen: &Seen) -> Response {
+        match fault {
+            FaultKind::Status429 { reset_secs } => {
+                let limit = self.config().rate_limit.map_or(50, |(s, _)| s);
+                ApiError::rate_limited(limit, *reset_secs).into_response()
+            }
+            FaultKind::TokenExpired => {
+                if let Some(t) = &seen.token {
+                    lock(&self.auth).expire_token(t);
+                }
+                if seen.kind == TokenKind::User {
+                    ApiError::new(400, 99991677, "token expire").into_response()
+                } else {
+                    ApiError::new(
+                        400,
+                        99991663,
+                        "Invalid access token for authorization. Please make a request with token attached.",
+                    )
+                    .into_response()
+                }
+            }
+            // Delays and truncation never get here: the kit applies them.
+            FaultKind::Status5xx | FaultKind::Slow(_) | FaultKind::Truncated => {
+                ApiError::cal(190003).into_response()
+            }
+        }
+    }
+
+    fn record(&self, seen: Seen, x: Exchange, resp: &mut Response) -> CallRecord {
+        let log = log_id();
+        if let Ok(v) = HeaderValue::from_str(&log) {
+            resp.headers_mut().insert("x-tt-logid", v);
+        }
+        CallRecord {
+            method: x.method,
+            path: x.path,
+            query: x.query,
+            status: x.status,
+            code: resp.extensions().get::<FeishuCode>().map(|c| c.0),
+            token_kind: seen.kind,
+            log_id: log,
+            at_ms: x.at_ms,
+        }
+    }
+}
+
+impl Call for CallRecord {
+    fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 /// Route-level middleware: per app + endpoint sliding-window limit.

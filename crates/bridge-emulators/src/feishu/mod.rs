@@ -98,6 +98,7 @@ mod control;
 mod faults;
 mod http;
 mod model;
+mod outbox;
 mod paging;
 mod push;
 mod recur;
@@ -105,8 +106,7 @@ mod util;
 pub mod webhook;
 pub mod ws;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -115,13 +115,13 @@ use axum::routing::{get, post};
 use bridge_core::feishu::{Attendee, Calendar, Event, RsvpStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::{AbortHandle, JoinHandle};
 
+pub(crate) use crate::kit::lock;
+use crate::kit::{self, Kit, Lane};
 pub use faults::{FaultKind, Faults};
 pub use http::{CallRecord, TokenKind};
 pub use model::EmulatorError;
-pub use push::{Attempt, Delivery, Transport};
+pub use outbox::{Attempt, Delivery, Transport};
 pub use webhook::{CryptoError, VerifyError};
 
 /// Where webhook pushes go.
@@ -235,28 +235,18 @@ impl RoomEventKind {
     }
 }
 
-/// Locks a mutex, ignoring poisoning (a panicked test must not cascade).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Shared server state.
+/// Shared server state: the kit's harness plus the Feishu model.
 pub(crate) struct Inner {
+    pub(crate) kit: Kit<Inner>,
     pub(crate) cfg: Mutex<FeishuConfig>,
     pub(crate) store: Mutex<model::Store>,
     pub(crate) auth: Mutex<auth::TokenStore>,
-    pub(crate) faults: Mutex<faults::FaultState>,
     pub(crate) limiter: Mutex<faults::RateLimiter>,
-    pub(crate) calls: Mutex<Vec<CallRecord>>,
-    pub(crate) codec: paging::Codec,
     pub(crate) push: push::PushState,
+    pub(crate) outbox: outbox::Outbox,
     pub(crate) ws: ws::Hub,
+    /// The client of webhook deliveries.
     pub(crate) http: reqwest::Client,
-    pub(crate) addr: SocketAddr,
-    handle: tokio::runtime::Handle,
-    tasks: Mutex<Vec<AbortHandle>>,
-    shutdown: Mutex<Option<oneshot::Sender<()>>>,
-    server: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -273,10 +263,11 @@ impl Inner {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let handle = self.handle.spawn(fut).abort_handle();
-        let mut tasks = lock(&self.tasks);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(handle);
+        self.kit.spawn(fut);
+    }
+
+    pub(crate) fn tokens(&self) -> paging::Tokens<'_> {
+        paging::Tokens(&self.kit.cursors)
     }
 
     /// Runs a store mutation and announces its changes.
@@ -400,7 +391,10 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/callback/ws/endpoint", post(ws::endpoint))
         .route_layer(from_fn_with_state(Arc::clone(&inner), http::rate_limit))
         .fallback(http::not_found)
-        .layer(from_fn_with_state(Arc::clone(&inner), http::observe));
+        .layer(from_fn_with_state(
+            Arc::clone(&inner),
+            kit::observe::<Inner>,
+        ));
     Router::new()
         .route("/ws/v2", get(ws::upgrade))
         .nest("/_emulator", control::router())
@@ -417,7 +411,7 @@ pub struct FeishuEmulator {
 impl std::fmt::Debug for FeishuEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FeishuEmulator")
-            .field("addr", &self.inner.addr)
+            .field("addr", &self.inner.kit.addr())
             .finish_non_exhaustive()
     }
 }
@@ -430,51 +424,30 @@ impl FeishuEmulator {
     /// Binds `127.0.0.1:0` and serves in a background task of the current
     /// tokio runtime.
     pub async fn start(cfg: FeishuConfig) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .connect_timeout(Duration::from_secs(2))
             .no_proxy()
             .build()
             .map_err(std::io::Error::other)?;
-        let (tx, rx) = oneshot::channel::<()>();
         let inner = Arc::new(Inner {
+            kit: Kit::bind(Some(paging::TOKEN_LIFETIME)).await?,
             cfg: Mutex::new(cfg),
             store: Mutex::new(model::Store::default()),
             auth: Mutex::new(auth::TokenStore::default()),
-            faults: Mutex::new(faults::FaultState::default()),
             limiter: Mutex::new(faults::RateLimiter::default()),
-            calls: Mutex::new(Vec::new()),
-            codec: paging::Codec::default(),
             push: push::PushState::default(),
+            outbox: outbox::Outbox::default(),
             ws: ws::Hub::default(),
             http,
-            addr,
-            handle: tokio::runtime::Handle::current(),
-            tasks: Mutex::new(Vec::new()),
-            shutdown: Mutex::new(Some(tx)),
-            server: Mutex::new(None),
         });
-        let app = router(Arc::clone(&inner));
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "feishu emulator server stopped");
-            }
-        });
-        *lock(&inner.server) = Some(server);
-        tracing::info!(%addr, "feishu emulator listening");
+        inner.kit.serve(router(Arc::clone(&inner)));
         Ok(Self { inner })
     }
 
     /// `http://127.0.0.1:<port>`: API host, accounts host and WS endpoint host.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        self.inner.kit.base_url()
     }
 
     /// The current configuration.
@@ -668,12 +641,12 @@ impl FeishuEmulator {
 
     /// Every sync token becomes 190008.
     pub fn expire_sync_tokens(&self) {
-        self.inner.codec.expire_syncs();
+        self.inner.kit.cursors.expire(Lane::Sync);
     }
 
     /// Every page token becomes 190008.
     pub fn expire_page_tokens(&self) {
-        self.inner.codec.expire_pages();
+        self.inner.kit.cursors.expire(Lane::Page);
     }
 
     /// Every active refresh token is revoked (20064).
@@ -745,7 +718,7 @@ impl FeishuEmulator {
 
     /// Every push message so far with its attempts.
     pub fn deliveries(&self) -> Vec<Delivery> {
-        lock(&self.inner.push.deliveries).clone()
+        self.inner.outbox.deliveries()
     }
 
     /// Waits until at least `n` push messages exist and all of them are
@@ -766,12 +739,12 @@ impl FeishuEmulator {
 
     /// Sets the random faults.
     pub fn set_faults(&self, f: Faults) {
-        lock(&self.inner.faults).set(f);
+        self.inner.kit.set_faults(f);
     }
 
     /// The next `n` requests whose path contains `path_contains` get `kind`.
     pub fn fail_next(&self, path_contains: &str, n: usize, kind: FaultKind) {
-        lock(&self.inner.faults).fail_next(path_contains, n, kind);
+        self.inner.kit.fail_next(path_contains, n, kind);
     }
 
     /// Closes every long connection abruptly (no close frame).
@@ -788,40 +761,22 @@ impl FeishuEmulator {
 
     /// Every OpenAPI request so far.
     pub fn calls(&self) -> Vec<CallRecord> {
-        lock(&self.inner.calls).clone()
+        self.inner.kit.calls()
     }
 
     /// Requests whose path contains `path_contains`.
     pub fn call_count(&self, path_contains: &str) -> usize {
-        lock(&self.inner.calls)
-            .iter()
-            .filter(|c| c.path.contains(path_contains))
-            .count()
+        self.inner.kit.call_count(path_contains)
     }
 
     /// Forgets recorded calls.
     pub fn reset_calls(&self) {
-        lock(&self.inner.calls).clear();
+        self.inner.kit.reset_calls();
     }
 
     /// Stops the server, its connections and background tasks.
     pub async fn shutdown(self) {
         self.inner.ws.drop_all();
-        for t in lock(&self.inner.tasks).drain(..) {
-            t.abort();
-        }
-        if let Some(tx) = lock(&self.inner.shutdown).take() {
-            let _ = tx.send(());
-        }
-        let server = lock(&self.inner.server).take();
-        if let Some(server) = server {
-            let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), server)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        self.inner.kit.shutdown().await;
     }
 }

@@ -1,26 +1,18 @@
-//! Opaque page and sync tokens that only this emulator can read.
-//!
-//! A token is `<Prefix>_<base64url(json)>.<mac>`: the JSON holds the cursor,
-//! the MAC (truncated SHA-256 over a per-emulator secret) makes forged or
-//! foreign tokens fail like unknown ones (190008). `expire_page_tokens` /
-//! `expire_sync_tokens` bump an epoch that every token carries.
+//! Feishu's page and sync tokens: the kit's signed cursors, spelled
+//! `<Listing>PageToken_…` / `<Listing>SyncToken_…`, bound to one listing
+//! and scope, valid for the documented 90 days; anything else is 190008.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::util::{now_secs, rand_hex};
+use crate::kit::{Cursors, Lane};
 
 /// Documented lifetime of page and sync tokens (90 days).
-const TOKEN_LIFETIME_SECS: i64 = 90 * 86_400;
+pub(crate) const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
 /// What a page or sync token remembers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct Cursor {
+pub(crate) struct Position {
     /// Which listing (`events`, `calendars`, `attendees`, `instances`).
     pub(crate) kind: String,
     /// What it lists: a calendar id, an identity or an event id.
@@ -40,111 +32,67 @@ pub(crate) struct Cursor {
     pub(crate) offset: usize,
     /// Requested range (instances).
     pub(crate) range: Option<(i64, i64)>,
-    pub(crate) epoch: u64,
-    pub(crate) issued: i64,
 }
 
-/// Encodes and checks tokens.
-#[derive(Debug)]
-pub(crate) struct Codec {
-    secret: String,
-    page_epoch: AtomicU64,
-    sync_epoch: AtomicU64,
-}
+/// The token codec of one emulator.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tokens<'a>(pub(crate) &'a Cursors);
 
-impl Default for Codec {
-    fn default() -> Self {
-        Self {
-            secret: rand_hex(32),
-            page_epoch: AtomicU64::new(1),
-            sync_epoch: AtomicU64::new(1),
-        }
-    }
-}
-
-impl Codec {
-    fn mac(&self, body: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.secret.as_bytes());
-        h.update(body.as_bytes());
-        hex::encode(&h.finalize()[..8])
+impl Tokens<'_> {
+    pub(crate) fn page_token(self, prefix: &str, p: Position) -> String {
+        self.0.seal(Lane::Page, &format!("{prefix}PageToken_"), p)
     }
 
-    fn encode(&self, prefix: &str, mut c: Cursor, epoch: u64) -> String {
-        c.epoch = epoch;
-        c.issued = now_secs();
-        let json = serde_json::to_string(&c).unwrap_or_default();
-        let body = URL_SAFE_NO_PAD.encode(json);
-        let mac = self.mac(&body);
-        format!("{prefix}_{body}.{mac}")
+    pub(crate) fn sync_token(self, prefix: &str, p: Position) -> String {
+        self.0.seal(Lane::Sync, &format!("{prefix}SyncToken_"), p)
     }
 
-    fn decode(&self, prefix: &str, token: &str, epoch: u64) -> Option<Cursor> {
-        let rest = token.strip_prefix(prefix)?.strip_prefix('_')?;
-        let (body, mac) = rest.rsplit_once('.')?;
-        if self.mac(body) != mac {
-            return None;
-        }
-        let json = URL_SAFE_NO_PAD.decode(body).ok()?;
-        let c: Cursor = serde_json::from_slice(&json).ok()?;
-        let fresh = now_secs() - c.issued < TOKEN_LIFETIME_SECS;
-        (c.epoch == epoch && fresh).then_some(c)
-    }
-
-    pub(crate) fn page_token(&self, prefix: &str, c: Cursor) -> String {
-        self.encode(
-            &format!("{prefix}PageToken"),
-            c,
-            self.page_epoch.load(Ordering::SeqCst),
-        )
-    }
-
-    pub(crate) fn sync_token(&self, prefix: &str, c: Cursor) -> String {
-        self.encode(
-            &format!("{prefix}SyncToken"),
-            c,
-            self.sync_epoch.load(Ordering::SeqCst),
-        )
+    fn read(
+        self,
+        lane: Lane,
+        prefix: &str,
+        token: &str,
+        kind: &str,
+        scope: &str,
+    ) -> Option<Position> {
+        self.0
+            .open::<Position>(lane, prefix, token)
+            .ok()
+            .filter(|p| p.kind == kind && p.scope == scope)
     }
 
     /// A page token of this emulator, still valid, for `kind`/`scope`.
     pub(crate) fn read_page(
-        &self,
+        self,
         prefix: &str,
         token: &str,
         kind: &str,
         scope: &str,
-    ) -> Option<Cursor> {
-        self.decode(
-            &format!("{prefix}PageToken"),
+    ) -> Option<Position> {
+        self.read(
+            Lane::Page,
+            &format!("{prefix}PageToken_"),
             token,
-            self.page_epoch.load(Ordering::SeqCst),
+            kind,
+            scope,
         )
-        .filter(|c| c.kind == kind && c.scope == scope)
     }
 
     /// A sync token of this emulator, still valid, for `kind`/`scope`.
     pub(crate) fn read_sync(
-        &self,
+        self,
         prefix: &str,
         token: &str,
         kind: &str,
         scope: &str,
-    ) -> Option<Cursor> {
-        self.decode(
-            &format!("{prefix}SyncToken"),
+    ) -> Option<Position> {
+        self.read(
+            Lane::Sync,
+            &format!("{prefix}SyncToken_"),
             token,
-            self.sync_epoch.load(Ordering::SeqCst),
+            kind,
+            scope,
         )
-        .filter(|c| c.kind == kind && c.scope == scope)
-    }
-
-    pub(crate) fn expire_pages(&self) {
-        self.page_epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub(crate) fn expire_syncs(&self) {
-        self.sync_epoch.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -154,12 +102,13 @@ mod tests {
 
     #[test]
     fn round_trip_scope_and_epochs() {
-        let codec = Codec::default();
-        let c = Cursor {
+        let cursors = Cursors::new(Some(TOKEN_LIFETIME));
+        let codec = Tokens(&cursors);
+        let c = Position {
             kind: "events".into(),
             scope: "cal".into(),
             snap: 7,
-            ..Cursor::default()
+            ..Position::default()
         };
         let t = codec.page_token("ListEvents", c.clone());
         assert!(t.starts_with("ListEventsPageToken_"));
@@ -184,10 +133,10 @@ mod tests {
                 .is_none()
         );
         let s = codec.sync_token("ListEvents", c);
-        codec.expire_pages();
+        cursors.expire(Lane::Page);
         assert!(codec.read_page("ListEvents", &t, "events", "cal").is_none());
         assert!(codec.read_sync("ListEvents", &s, "events", "cal").is_some());
-        codec.expire_syncs();
+        cursors.expire(Lane::Sync);
         assert!(codec.read_sync("ListEvents", &s, "events", "cal").is_none());
     }
 }

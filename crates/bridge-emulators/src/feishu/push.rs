@@ -1,71 +1,17 @@
 //! Event pushes: change aggregation (§7.2), v1/v2 envelopes, dispatch to the
-//! webhook or long-connection transport, and the delivery log.
+//! webhook or long-connection transport (which log to the outbox).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_core::feishu::RsvpStatus;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::model::{ChangeKind, Changes, EventChange, Store};
+use super::outbox::Transport;
 use super::util::{now_ms, rand_hex};
 use super::{Inner, lock, webhook, ws};
-
-/// How a push message travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Transport {
-    Webhook,
-    Ws,
-}
-
-/// One delivery attempt.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub at_ms: i64,
-    /// HTTP status (webhook) or ack `code` (WS); `None` for timeouts, network
-    /// errors and dropped connections.
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    /// A re-send of an already delivered message (the `duplicate_rate` fault).
-    pub duplicate: bool,
-}
-
-/// The delivery record of one push message.
-#[derive(Debug, Clone, Serialize)]
-pub struct Delivery {
-    /// `header.event_id` (v2) or `uuid` (v1).
-    pub event_id: String,
-    pub event_type: String,
-    pub transport: Transport,
-    /// Attempts so far, duplicates included.
-    pub attempts: u32,
-    pub delivered_ok: bool,
-    /// True once every retry failed.
-    pub gave_up: bool,
-    pub last_status: Option<u16>,
-    /// Ack payloads received over WS, in order.
-    pub acks: Vec<Value>,
-    /// `biz_rt` header values seen on WS acks.
-    pub biz_rt: Vec<String>,
-    /// Frames per WS transmission (`sum`).
-    pub parts: usize,
-    /// The plaintext envelope.
-    pub payload: Value,
-    pub attempt_log: Vec<Attempt>,
-}
-
-/// A message ready to be delivered.
-#[derive(Debug)]
-pub(crate) struct OutMsg {
-    pub(crate) id: String,
-    pub(crate) event_type: String,
-    pub(crate) body: Vec<u8>,
-    /// Index into the delivery log.
-    pub(crate) slot: usize,
-}
 
 #[derive(Debug)]
 struct Pending {
@@ -73,11 +19,10 @@ struct Pending {
     rsvp_infos: Vec<(String, RsvpStatus)>,
 }
 
-/// Aggregation buffers and the delivery log.
+/// Aggregation buffers.
 #[derive(Debug, Default)]
 pub(crate) struct PushState {
     pending: std::sync::Mutex<HashMap<(String, String), Pending>>,
-    pub(crate) deliveries: std::sync::Mutex<Vec<Delivery>>,
 }
 
 /// §7.2 merge rules for two changes of the same event within one window.
@@ -289,64 +234,13 @@ fn dispatch(inner: &Arc<Inner>, id: String, event_type: String, payload: Value) 
         tracing::debug!(%event_type, "no webhook and no long connection configured; push dropped");
         return;
     };
-    let body = serde_json::to_vec(&payload).unwrap_or_default();
-    let slot = {
-        let mut log = lock(&inner.push.deliveries);
-        log.push(Delivery {
-            event_id: id.clone(),
-            event_type: event_type.clone(),
-            transport,
-            attempts: 0,
-            delivered_ok: false,
-            gave_up: false,
-            last_status: None,
-            acks: Vec::new(),
-            biz_rt: Vec::new(),
-            parts: 0,
-            payload,
-            attempt_log: Vec::new(),
-        });
-        log.len() - 1
-    };
-    let msg = Arc::new(OutMsg {
-        id,
-        event_type,
-        body,
-        slot,
-    });
+    let msg = Arc::new(inner.outbox.open(id, event_type, transport, payload));
     tracing::debug!(event_id = %msg.id, event_type = %msg.event_type, ?transport, "push queued");
     let inner2 = Arc::clone(inner);
     match transport {
         Transport::Webhook => inner.spawn(webhook::deliver(inner2, msg)),
         Transport::Ws => inner.spawn(ws::deliver(inner2, msg)),
     }
-}
-
-/// Updates one delivery record.
-pub(crate) fn update_delivery(inner: &Inner, slot: usize, f: impl FnOnce(&mut Delivery)) {
-    if let Some(d) = lock(&inner.push.deliveries).get_mut(slot) {
-        f(d);
-    }
-}
-
-/// Logs one attempt.
-pub(crate) fn log_attempt(
-    inner: &Inner,
-    slot: usize,
-    status: Option<u16>,
-    error: Option<String>,
-    duplicate: bool,
-) {
-    update_delivery(inner, slot, |d| {
-        d.attempts += 1;
-        d.last_status = status;
-        d.attempt_log.push(Attempt {
-            at_ms: now_ms(),
-            status,
-            error,
-            duplicate,
-        });
-    });
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::push::{OutMsg, log_attempt, update_delivery};
+use super::outbox::{OutMsg, log_attempt, update_delivery};
 use super::util::{now_secs, rand_alnum};
-use super::{Inner, WebhookTarget, lock};
+use super::{Inner, WebhookTarget};
 
 /// At most this many retries after the first attempt (§8.5).
 const MAX_RETRIES: usize = 4;
@@ -144,11 +144,7 @@ pub(crate) async fn deliver(inner: Arc<Inner>, msg: Arc<OutMsg>) {
                 log_attempt(&inner, msg.slot, Some(200), None, false);
                 update_delivery(&inner, msg.slot, |d| d.delivered_ok = true);
                 tracing::debug!(event_id = %msg.id, attempt, "webhook delivered");
-                let dup = {
-                    let mut f = lock(&inner.faults);
-                    let p = f.faults.duplicate_rate;
-                    f.roll(p)
-                };
+                let dup = inner.kit.roll(|f| f.duplicate_rate);
                 if dup {
                     let status = post(&inner, &target, &msg.body).await.ok().map(|(s, _)| s);
                     log_attempt(&inner, msg.slot, status, None, true);

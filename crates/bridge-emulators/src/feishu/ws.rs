@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::http::raw_json;
-use super::push::{OutMsg, log_attempt, update_delivery};
+use super::outbox::{OutMsg, log_attempt, update_delivery};
 use super::util::{now_ms, rand_alnum, rand_hex};
 use super::{Inner, WsClientConfig, lock};
 
@@ -295,7 +295,7 @@ pub(crate) async fn endpoint(
     );
     let url = format!(
         "ws://{}/ws/v2?fpid=493&aid=552564&device_id={device_id}&access_key={}&service_id={service_id}&ticket={ticket}",
-        inner.addr,
+        inner.kit.addr(),
         rand_hex(32)
     );
     raw_json(
@@ -422,10 +422,7 @@ fn handle_frame(inner: &Inner, conn_id: u64, bytes: &[u8]) -> Option<Vec<u8>> {
                     _ => None,
                 }
             };
-            let slot = lock(&inner.push.deliveries)
-                .iter()
-                .rposition(|d| d.event_id == message_id);
-            if let Some(slot) = slot {
+            if let Some(slot) = inner.outbox.slot_of(&message_id) {
                 update_delivery(inner, slot, |d| {
                     d.acks.push(ack.clone());
                     if let Some(b) = biz_rt {
@@ -501,11 +498,7 @@ pub(crate) async fn deliver(inner: Arc<Inner>, msg: Arc<OutMsg>) {
                 tx: ack_tx,
             },
         );
-        let drop_it = {
-            let mut f = lock(&inner.faults);
-            let p = f.faults.drop_ws_rate;
-            f.roll(p)
-        };
+        let drop_it = inner.kit.roll(|f| f.drop_ws_rate);
         if drop_it {
             inner.ws.kill(conn_id);
             log_attempt(
@@ -524,11 +517,7 @@ pub(crate) async fn deliver(inner: Arc<Inner>, msg: Arc<OutMsg>) {
                 log_attempt(&inner, msg.slot, Some(200), None, false);
                 update_delivery(&inner, msg.slot, |d| d.delivered_ok = true);
                 tracing::debug!(event_id = %msg.id, "delivered over long connection");
-                let dup = {
-                    let mut f = lock(&inner.faults);
-                    let p = f.faults.duplicate_rate;
-                    f.roll(p)
-                };
+                let dup = inner.kit.roll(|f| f.duplicate_rate);
                 if dup && let Some((_, service, tx)) = inner.ws.pick() {
                     send_frames(&inner, &msg, service, &tx);
                     log_attempt(&inner, msg.slot, None, None, true);

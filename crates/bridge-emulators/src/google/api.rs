@@ -409,7 +409,7 @@ pub(crate) async fn delete_event(
 fn env_of(inner: &Inner, version: u64) -> Env<'_> {
     let cfg = inner.config();
     Env {
-        codec: &inner.codec,
+        codec: inner.codec(),
         horizon: list::horizon_from(super::util::now(), cfg.expansion_horizon),
         props: cfg.extended_property_match,
         version,

@@ -5,26 +5,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::EmulatorError;
-use super::faults::{FaultKind, Faults};
 use super::model::Role;
 use super::{Inner, lock, time};
-
-type CtlResult = Result<Response, CtlError>;
-
-/// A control-API failure: `{"error": "..."}` with 400/404.
-#[derive(Debug)]
-pub(crate) struct CtlError(StatusCode, String);
+use crate::kit::Lane;
+use crate::kit::control::{CtlError, CtlResult, bad, ok, ok_json};
 
 impl From<EmulatorError> for CtlError {
     fn from(e: EmulatorError) -> Self {
@@ -38,22 +31,9 @@ impl From<EmulatorError> for CtlError {
     }
 }
 
-impl IntoResponse for CtlError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-fn ok(v: Value) -> CtlResult {
-    Ok(Json(v).into_response())
-}
-
-fn bad(msg: impl Into<String>) -> CtlError {
-    CtlError(StatusCode::BAD_REQUEST, msg.into())
-}
-
+/// The common routes of the kit plus Google's own.
 pub(crate) fn router() -> Router<Arc<Inner>> {
-    Router::new()
+    crate::kit::control::router::<Inner>()
         .route("/users", post(add_user))
         .route("/users/{email}/tokens", post(issue_tokens))
         .route("/calendars", post(create_calendar))
@@ -66,11 +46,8 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         .route("/calendars/{cal}/instances", get(instances))
         .route("/tokens/revoke", post(revoke))
         .route("/tokens/expire", post(expire))
-        .route("/faults", put(set_faults))
-        .route("/fail_next", post(fail_next))
         .route("/quota/exhaust", post(exhaust_quota))
         .route("/quota/reset", post(reset_quota))
-        .route("/calls", get(calls).delete(reset_calls))
         .route("/writes", get(writes))
         .route("/notifications", get(notifications))
         .route("/service_account", get(service_account))
@@ -144,7 +121,7 @@ async fn share(
 
 async fn list_events(State(inner): State<Arc<Inner>>, Path(cal): Path<String>) -> CtlResult {
     let events = lock(&inner.store).stored_events(&cal)?;
-    ok(serde_json::to_value(events).unwrap_or_default())
+    ok_json(&events)
 }
 
 async fn seed_event(
@@ -162,7 +139,7 @@ async fn user_edit(
     Json(patch): Json<Value>,
 ) -> CtlResult {
     let ev = inner.user_edit(&cal, &id, &patch)?;
-    ok(serde_json::to_value(ev).unwrap_or_default())
+    ok_json(&ev)
 }
 
 async fn user_delete(
@@ -189,7 +166,7 @@ async fn instances(
     let min = time::parse_rfc3339(&w.time_min).ok_or_else(|| bad("timeMin must be RFC 3339"))?;
     let max = time::parse_rfc3339(&w.time_max).ok_or_else(|| bad("timeMax must be RFC 3339"))?;
     let list = inner.expanded(&cal, min, max)?;
-    ok(serde_json::to_value(list).unwrap_or_default())
+    ok_json(&list)
 }
 
 #[derive(Deserialize)]
@@ -217,63 +194,9 @@ struct ExpireBody {
 async fn expire(State(inner): State<Arc<Inner>>, Json(b): Json<ExpireBody>) -> CtlResult {
     match b.kind.as_str() {
         "access" => lock(&inner.auth).expire_all_access(),
-        "sync" => inner.codec.expire_syncs(),
+        "sync" => inner.kit.cursors.expire(Lane::Sync),
         other => return Err(bad(format!("unknown token kind {other:?}"))),
     }
-    ok(json!({}))
-}
-
-async fn set_faults(State(inner): State<Arc<Inner>>, Json(f): Json<Faults>) -> CtlResult {
-    lock(&inner.faults).set(f);
-    ok(json!({}))
-}
-
-#[derive(Deserialize)]
-struct FailNextBody {
-    path_contains: String,
-    #[serde(default = "one")]
-    n: usize,
-    fault: String,
-    #[serde(default)]
-    retry_after_secs: Option<u64>,
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    delay_ms: Option<u64>,
-    #[serde(default)]
-    domain: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
-fn one() -> usize {
-    1
-}
-
-async fn fail_next(State(inner): State<Arc<Inner>>, Json(b): Json<FailNextBody>) -> CtlResult {
-    let kind = match b.fault.as_str() {
-        "too_many_requests" => FaultKind::TooManyRequests {
-            retry_after_secs: b.retry_after_secs.unwrap_or(1),
-        },
-        "backend_error" => FaultKind::BackendError {
-            status: b.status.unwrap_or(503),
-        },
-        "rate_limit_exceeded" => FaultKind::RateLimitExceeded,
-        "user_rate_limit_exceeded" => FaultKind::UserRateLimitExceeded,
-        "quota_exceeded" => FaultKind::QuotaExceeded,
-        "slow" => FaultKind::Slow(Duration::from_millis(b.delay_ms.unwrap_or(1000))),
-        "token_expired" => FaultKind::TokenExpired,
-        "error" => FaultKind::Error {
-            status: b.status.ok_or_else(|| bad("error needs status"))?,
-            domain: b.domain.unwrap_or_else(|| "global".into()),
-            reason: b.reason.ok_or_else(|| bad("error needs reason"))?,
-            message: b.message.unwrap_or_default(),
-        },
-        other => return Err(bad(format!("unknown fault {other:?}"))),
-    };
-    lock(&inner.faults).fail_next(&b.path_contains, b.n, kind);
     ok(json!({}))
 }
 
@@ -292,24 +215,12 @@ async fn reset_quota(State(inner): State<Arc<Inner>>) -> CtlResult {
     ok(json!({}))
 }
 
-async fn calls(State(inner): State<Arc<Inner>>) -> CtlResult {
-    let calls = lock(&inner.calls).clone();
-    ok(serde_json::to_value(calls).unwrap_or_default())
-}
-
-async fn reset_calls(State(inner): State<Arc<Inner>>) -> CtlResult {
-    lock(&inner.calls).clear();
-    ok(json!({}))
-}
-
 async fn writes(State(inner): State<Arc<Inner>>) -> CtlResult {
-    let w = lock(&inner.store).writes.clone();
-    ok(serde_json::to_value(w).unwrap_or_default())
+    ok_json(&lock(&inner.store).writes)
 }
 
 async fn notifications(State(inner): State<Arc<Inner>>) -> CtlResult {
-    let n = lock(&inner.store).notifications.clone();
-    ok(serde_json::to_value(n).unwrap_or_default())
+    ok_json(&lock(&inner.store).notifications)
 }
 
 async fn service_account(State(inner): State<Arc<Inner>>) -> CtlResult {

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::dice::Dice;
+use crate::kit::{Dice, Effect, Fault, RandomFaults, duration_ms};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -57,54 +57,83 @@ pub enum FaultKind {
     },
 }
 
-pub(crate) use crate::dice::duration_ms;
-
-/// Fault configuration plus the dice.
-#[derive(Debug, Default)]
-pub(crate) struct FaultState {
-    faults: Faults,
-    dice: Dice<FaultKind>,
+impl Fault for FaultKind {
+    fn effect(&self) -> Effect {
+        match self {
+            Self::Slow(d) => Effect::Delay(*d),
+            _ => Effect::Answer,
+        }
+    }
 }
 
-impl FaultState {
-    pub(crate) fn set(&mut self, faults: Faults) {
-        self.dice.reseed(faults.seed);
-        self.faults = faults;
+impl RandomFaults for Faults {
+    type Fault = FaultKind;
+
+    fn seed(&self) -> Option<u64> {
+        self.seed
     }
 
-    pub(crate) fn fail_next(&mut self, path_contains: &str, n: usize, kind: FaultKind) {
-        self.dice.fail_next(path_contains, n, kind);
-    }
-
-    fn roll(&mut self, p: f64) -> bool {
-        self.dice.roll(p)
-    }
-
-    /// The fault (if any) for a request to `path`. One-shot faults come
-    /// first; random ones only when `random_eligible`.
-    pub(crate) fn pick(&mut self, path: &str, random_eligible: bool) -> Option<FaultKind> {
-        if let Some(kind) = self.dice.take_one_shot(path) {
-            return Some(kind);
-        }
-        if !random_eligible {
-            return None;
-        }
-        let f = self.faults.clone();
-        if self.roll(f.rate_429) {
+    fn roll(&self, dice: &mut Dice) -> Option<FaultKind> {
+        if dice.roll(self.rate_429) {
             return Some(FaultKind::TooManyRequests {
-                retry_after_secs: f.retry_after_secs.max(1),
+                retry_after_secs: self.retry_after_secs.max(1),
             });
         }
-        if self.roll(f.rate_5xx) {
+        if dice.roll(self.rate_5xx) {
             return Some(FaultKind::BackendError { status: 503 });
         }
-        if self.roll(f.rate_403) {
+        if dice.roll(self.rate_403) {
             return Some(FaultKind::RateLimitExceeded);
         }
-        if self.roll(f.slow_rate) {
-            return Some(FaultKind::Slow(f.slow_delay));
+        if dice.roll(self.slow_rate) {
+            return Some(FaultKind::Slow(self.slow_delay));
         }
         None
+    }
+}
+
+/// The fault of a `POST /_emulator/fail_next` body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct FaultSpec {
+    fault: String,
+    #[serde(default)]
+    retry_after_secs: Option<u64>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl TryFrom<FaultSpec> for FaultKind {
+    type Error = String;
+
+    fn try_from(b: FaultSpec) -> Result<Self, String> {
+        Ok(match b.fault.as_str() {
+            "too_many_requests" => Self::TooManyRequests {
+                retry_after_secs: b.retry_after_secs.unwrap_or(1),
+            },
+            "backend_error" => Self::BackendError {
+                status: b.status.unwrap_or(503),
+            },
+            "rate_limit_exceeded" => Self::RateLimitExceeded,
+            "user_rate_limit_exceeded" => Self::UserRateLimitExceeded,
+            "quota_exceeded" => Self::QuotaExceeded,
+            "slow" => Self::Slow(Duration::from_millis(b.delay_ms.unwrap_or(1000))),
+            "token_expired" => Self::TokenExpired,
+            "error" => Self::Error {
+                status: b.status.ok_or("error needs status")?,
+                domain: b.domain.unwrap_or_else(|| "global".into()),
+                reason: b.reason.ok_or("error needs reason")?,
+                message: b.message.unwrap_or_default(),
+            },
+            other => return Err(format!("unknown fault {other:?}")),
+        })
     }
 }
 
@@ -267,18 +296,24 @@ mod tests {
     }
 
     #[test]
-    fn one_shots_are_consumed_in_order() {
-        let mut f = FaultState::default();
-        f.fail_next("/events", 2, FaultKind::RateLimitExceeded);
-        assert_eq!(f.pick("/calendars", true), None);
+    fn random_faults_only_with_their_rates() {
+        let mut dice = Dice::default();
+        assert_eq!(Faults::default().roll(&mut dice), None);
+        let all_429 = Faults {
+            rate_429: 1.0,
+            ..Faults::default()
+        };
         assert_eq!(
-            f.pick("/x/events", false),
-            Some(FaultKind::RateLimitExceeded)
+            all_429.roll(&mut dice),
+            Some(FaultKind::TooManyRequests {
+                retry_after_secs: 1
+            })
         );
+        let spec: FaultSpec =
+            serde_json::from_value(serde_json::json!({"fault": "error"})).unwrap();
         assert_eq!(
-            f.pick("/x/events", false),
-            Some(FaultKind::RateLimitExceeded)
+            FaultKind::try_from(spec),
+            Err("error needs status".to_owned())
         );
-        assert_eq!(f.pick("/x/events", false), None);
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP plumbing every endpoint shares: call recording, injected faults,
-//! bearer-token checks and the per-user rate limiter, plus JSON answers.
+//! The HTTP plumbing every endpoint shares: what the kit's call log and
+//! injected faults look like here, bearer-token checks and the per-user rate
+//! limiter, plus JSON answers.
 
 use std::sync::Arc;
 
@@ -12,9 +13,9 @@ use serde_json::Value;
 
 use super::auth::TokenRejection;
 use super::error::{ApiError, ErrorReason};
-use super::faults::{FaultKind, Limit};
-use super::util::now_ms;
+use super::faults::{FaultKind, FaultSpec, Faults, Limit};
 use super::{Inner, lock};
+use crate::kit::{Call, Exchange, Kit, Service};
 
 /// One observed request (API calls, batch parts, batch envelopes and token
 /// requests; the control API is not recorded).
@@ -126,52 +127,83 @@ fn fault_error(kind: &FaultKind) -> Option<ApiError> {
     })
 }
 
-/// Outer middleware: faults, call recording.
-pub(crate) async fn observe(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or_default().to_owned();
-    let batch_part = req.extensions().get::<BatchPart>().is_some();
-    let api = path.starts_with("/calendar/v3/");
-    let write = api && method != Method::GET && method != Method::HEAD;
-    let send_updates = send_updates_of(&query_pairs(Some(&query)));
-    let token = bearer(req.headers()).map(str::to_owned);
+/// What the call log and the fault answers need of a request.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    batch_part: bool,
+    write: bool,
+    send_updates: Option<String>,
+    token: Option<String>,
+}
 
-    let fault = lock(&inner.faults).pick(&path, api);
-    let resp = match fault {
-        Some(FaultKind::Slow(d)) => {
-            tokio::time::sleep(d).await;
-            next.run(req).await
+/// Plugs Google into the kit: the error envelope of injected faults and the
+/// Google fields of the call log.
+impl Service for Inner {
+    const NAME: &'static str = "google";
+    type Faults = Faults;
+    type Fault = FaultKind;
+    type FaultSpec = FaultSpec;
+    type Call = CallRecord;
+    type Seen = Seen;
+
+    fn kit(&self) -> &Kit<Self> {
+        &self.kit
+    }
+
+    fn fault_of(spec: FaultSpec) -> Result<FaultKind, String> {
+        spec.try_into()
+    }
+
+    fn see(&self, req: &Request) -> Seen {
+        let method = req.method();
+        Seen {
+            batch_part: req.extensions().get::<BatchPart>().is_some(),
+            write: is_api(req.uri().path()) && method != Method::GET && method != Method::HEAD,
+            send_updates: send_updates_of(&query_pairs(req.uri().query())),
+            token: bearer(req.headers()).map(str::to_owned),
         }
-        Some(kind) => {
-            if kind == FaultKind::TokenExpired
-                && let Some(t) = &token
-            {
-                lock(&inner.auth).expire_access(t);
-            }
-            fault_error(&kind)
-                .map(IntoResponse::into_response)
-                .unwrap_or_default()
+    }
+
+    /// Random faults hit the Calendar API only.
+    fn random_faults_apply(&self, path: &str) -> bool {
+        is_api(path)
+    }
+
+    fn fault_answer(&self, fault: &FaultKind, seen: &Seen) -> Response {
+        if *fault == FaultKind::TokenExpired
+            && let Some(t) = &seen.token
+        {
+            lock(&self.auth).expire_access(t);
         }
-        None => next.run(req).await,
-    };
-    let status = resp.status().as_u16();
-    let reason = resp.extensions().get::<ErrorReason>().map(|r| r.0.clone());
-    let user = resp.extensions().get::<CallerEmail>().map(|c| c.0.clone());
-    tracing::debug!(%method, %path, status, ?reason, batch_part, "google emulator request");
-    lock(&inner.calls).push(CallRecord {
-        method: method.to_string(),
-        path,
-        query,
-        status,
-        reason,
-        user,
-        batch_part,
-        write,
-        send_updates,
-        at_ms: now_ms(),
-    });
-    resp
+        fault_error(fault)
+            .map(IntoResponse::into_response)
+            .unwrap_or_default()
+    }
+
+    fn record(&self, seen: Seen, x: Exchange, resp: &mut Response) -> CallRecord {
+        CallRecord {
+            method: x.method,
+            path: x.path,
+            query: x.query,
+            status: x.status,
+            reason: resp.extensions().get::<ErrorReason>().map(|r| r.0.clone()),
+            user: resp.extensions().get::<CallerEmail>().map(|c| c.0.clone()),
+            batch_part: seen.batch_part,
+            write: seen.write,
+            send_updates: seen.send_updates,
+            at_ms: x.at_ms,
+        }
+    }
+}
+
+impl Call for CallRecord {
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+fn is_api(path: &str) -> bool {
+    path.starts_with("/calendar/v3/")
 }
 
 /// Route-level middleware of the Calendar API: bearer token, then the

@@ -196,7 +196,7 @@ pub enum PropertyMatch {
 /// Listing environment.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Env<'a> {
-    pub(crate) codec: &'a Codec,
+    pub(crate) codec: Codec<'a>,
     /// Upper bound of expansions when no `timeMax` is given.
     pub(crate) horizon: DateTime<Utc>,
     pub(crate) props: PropertyMatch,

@@ -120,9 +120,8 @@ mod util;
 mod validate;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -130,8 +129,9 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+pub(crate) use crate::kit::lock;
+use crate::kit::{self, Kit, Lane};
 
 pub use auth::{
     GOOGLE_TOKEN_URL, JWT_BEARER, SCOPE_CALENDAR, ServiceAccount, TEST_SERVICE_ACCOUNT_EMAIL,
@@ -200,25 +200,15 @@ impl Default for GoogleConfig {
     }
 }
 
-/// Locks a mutex, ignoring poisoning (a panicked test must not cascade).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Shared server state.
+/// Shared server state: the kit's harness plus the Calendar model.
 pub(crate) struct Inner {
+    pub(crate) kit: Kit<Inner>,
     cfg: Mutex<GoogleConfig>,
     pub(crate) store: Mutex<model::Store>,
     pub(crate) auth: Mutex<auth::TokenStore>,
     pub(crate) accounts: Mutex<HashMap<String, auth::VerifiedAccount>>,
-    pub(crate) faults: Mutex<faults::FaultState>,
     pub(crate) limiter: Mutex<faults::RateLimiter>,
-    pub(crate) calls: Mutex<Vec<CallRecord>>,
-    pub(crate) codec: paging::Codec,
     pub(crate) batch_count: AtomicU64,
-    addr: SocketAddr,
-    shutdown: Mutex<Option<oneshot::Sender<()>>>,
-    server: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -227,7 +217,11 @@ impl Inner {
     }
 
     pub(crate) fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.kit.base_url()
+    }
+
+    pub(crate) fn codec(&self) -> paging::Codec<'_> {
+        paging::Codec(&self.kit.cursors)
     }
 
     fn register_account(&self, sa: ServiceAccount) -> Result<(), EmulatorError> {
@@ -339,7 +333,7 @@ impl Inner {
             .get(calendar_id)
             .ok_or_else(|| EmulatorError::UnknownCalendar(calendar_id.to_owned()))?;
         let env = list::Env {
-            codec: &self.codec,
+            codec: self.codec(),
             horizon: list::horizon_from(util::now(), cfg.expansion_horizon),
             props: cfg.extended_property_match,
             version: store.version(),
@@ -348,7 +342,7 @@ impl Inner {
     }
 
     pub(crate) fn write_count(&self) -> usize {
-        lock(&self.calls).iter().filter(|c| c.write).count()
+        self.kit.count_calls(|c| c.write)
     }
 
     pub(crate) fn exhaust_quota(&self, email: &str) -> Result<(), EmulatorError> {
@@ -425,7 +419,10 @@ pub(crate) fn parts_router(inner: Arc<Inner>) -> Router {
         )
         .route_layer(from_fn_with_state(Arc::clone(&inner), http::gate));
     api.fallback(http::not_found)
-        .layer(from_fn_with_state(Arc::clone(&inner), http::observe))
+        .layer(from_fn_with_state(
+            Arc::clone(&inner),
+            kit::observe::<Inner>,
+        ))
         .with_state(inner)
 }
 
@@ -435,7 +432,10 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/o/oauth2/v2/auth", get(auth::authorize))
         .route("/batch/calendar/v3", post(batch::batch))
         .route("/batch", post(batch::batch))
-        .layer(from_fn_with_state(Arc::clone(&inner), http::observe))
+        .layer(from_fn_with_state(
+            Arc::clone(&inner),
+            kit::observe::<Inner>,
+        ))
         .with_state(Arc::clone(&inner));
     Router::new()
         .nest(
@@ -456,7 +456,7 @@ pub struct GoogleEmulator {
 impl std::fmt::Debug for GoogleEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GoogleEmulator")
-            .field("addr", &self.inner.addr)
+            .field("addr", &self.inner.kit.addr())
             .finish_non_exhaustive()
     }
 }
@@ -469,42 +469,22 @@ impl GoogleEmulator {
     /// Binds `127.0.0.1:0` and serves in a background task of the current
     /// tokio runtime. Fails on an unparsable service-account key.
     pub async fn start(cfg: GoogleConfig) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
         let accounts = cfg.service_accounts.clone();
         let inner = Arc::new(Inner {
+            kit: Kit::bind(None).await?,
             cfg: Mutex::new(cfg),
             store: Mutex::new(model::Store::default()),
             auth: Mutex::new(auth::TokenStore::default()),
             accounts: Mutex::new(HashMap::new()),
-            faults: Mutex::new(faults::FaultState::default()),
             limiter: Mutex::new(faults::RateLimiter::default()),
-            calls: Mutex::new(Vec::new()),
-            codec: paging::Codec::default(),
             batch_count: AtomicU64::new(0),
-            addr,
-            shutdown: Mutex::new(Some(tx)),
-            server: Mutex::new(None),
         });
         for sa in accounts {
             inner
                 .register_account(sa)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         }
-        let app = router(Arc::clone(&inner));
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "google emulator server stopped");
-            }
-        });
-        *lock(&inner.server) = Some(server);
-        tracing::info!(%addr, "google emulator listening");
+        inner.kit.serve(router(Arc::clone(&inner)));
         Ok(Self { inner })
     }
 
@@ -623,7 +603,7 @@ impl GoogleEmulator {
 
     /// Every sync token issued so far becomes 410 `fullSyncRequired`.
     pub fn expire_sync_tokens(&self) {
-        self.inner.codec.expire_syncs();
+        self.inner.kit.cursors.expire(Lane::Sync);
     }
 
     // ----- data -----------------------------------------------------------------------
@@ -686,13 +666,13 @@ impl GoogleEmulator {
 
     /// Sets the random faults.
     pub fn set_faults(&self, f: Faults) {
-        lock(&self.inner.faults).set(f);
+        self.inner.kit.set_faults(f);
     }
 
     /// The next `n` requests whose path contains `path_contains` get `kind`
     /// (batch parts match on their own path).
     pub fn fail_next(&self, path_contains: &str, n: usize, kind: FaultKind) {
-        lock(&self.inner.faults).fail_next(path_contains, n, kind);
+        self.inner.kit.fail_next(path_contains, n, kind);
     }
 
     /// Marks a user over "Calendar usage limits": every write answers 403
@@ -714,20 +694,17 @@ impl GoogleEmulator {
     /// Every recorded request so far (API calls, batch parts, batch
     /// envelopes, token requests).
     pub fn calls(&self) -> Vec<CallRecord> {
-        lock(&self.inner.calls).clone()
+        self.inner.kit.calls()
     }
 
     /// Recorded requests whose path contains `path_contains`.
     pub fn call_count(&self, path_contains: &str) -> usize {
-        lock(&self.inner.calls)
-            .iter()
-            .filter(|c| c.path.contains(path_contains))
-            .count()
+        self.inner.kit.call_count(path_contains)
     }
 
     /// Forgets recorded calls (writes, notifications and counters stay).
     pub fn reset_calls(&self) {
-        lock(&self.inner.calls).clear();
+        self.inner.kit.reset_calls();
     }
 
     /// Write requests (insert, import, update, patch, delete, calendar
@@ -754,18 +731,6 @@ impl GoogleEmulator {
 
     /// Stops the server.
     pub async fn shutdown(self) {
-        if let Some(tx) = lock(&self.inner.shutdown).take() {
-            let _ = tx.send(());
-        }
-        let server = lock(&self.inner.server).take();
-        if let Some(server) = server {
-            let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), server)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        self.inner.kit.shutdown().await;
     }
 }

@@ -1,7 +1,10 @@
-//! Small helpers: ids in Google's shapes, base32hex, wall-clock time.
+//! Ids in Google's shapes, base32hex, RFC 3339 times (the generic ids come
+//! from the kit).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
+
+pub(crate) use crate::kit::ids::{now_ms, rand_hex, rand_urlsafe};
 
 /// The base32hex alphabet (RFC 4648 §7), lowercase: Google's event id alphabet.
 const BASE32HEX: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
@@ -11,23 +14,6 @@ pub(crate) fn rand_base32hex(n: usize) -> String {
     let mut rng = rand::rng();
     (0..n)
         .map(|_| char::from(BASE32HEX[rng.random_range(0..32)]))
-        .collect()
-}
-
-/// `n` random lowercase hex digits.
-pub(crate) fn rand_hex(n: usize) -> String {
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from_digit(rng.random_range(0..16u32), 16).unwrap_or('0'))
-        .collect()
-}
-
-/// `n` random characters of `[A-Za-z0-9-_]` (tokens).
-pub(crate) fn rand_urlsafe(n: usize) -> String {
-    const SET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from(SET[rng.random_range(0..SET.len())]))
         .collect()
 }
 
@@ -62,11 +48,6 @@ pub(crate) fn valid_event_id(id: &str) -> bool {
 /// Wall-clock now.
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now()
-}
-
-/// Wall-clock Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
 }
 
 /// RFC 3339 with milliseconds and `Z`, as Google writes `created`/`updated`.
