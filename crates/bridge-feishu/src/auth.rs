@@ -11,39 +11,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::error::{FeishuError, REAUTH_CODES};
+use crate::error::{FeishuError, REAUTH_CODES, log_id, transport_error};
 
 /// Tokens are refreshed this long before they expire.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(180);
 
-/// A secret string: never shown by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "<redacted>"
-        })
-    }
-}
+/// The secret type of every credential (shared with the other services).
+pub use bridge_http::Secret;
 
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
@@ -93,13 +67,13 @@ impl TenantToken {
             .json(&serde_json::json!({"app_id": app_id, "app_secret": app_secret.expose()}))
             .send()
             .await
-            .map_err(|e| crate::client::transport_error(endpoint, &e))?;
+            .map_err(|e| transport_error(endpoint, &e))?;
         let status = resp.status().as_u16();
-        let log_id = crate::client::log_id(resp.headers());
+        let log_id = log_id(resp.headers());
         let body = resp
             .bytes()
             .await
-            .map_err(|e| crate::client::transport_error(endpoint, &e))?;
+            .map_err(|e| transport_error(endpoint, &e))?;
         let parsed: TenantTokenResponse =
             serde_json::from_slice(&body).map_err(|e| FeishuError::Decode {
                 endpoint: endpoint.to_owned(),
@@ -330,13 +304,13 @@ impl OauthApp {
             .json(&body)
             .send()
             .await
-            .map_err(|e| crate::client::transport_error(endpoint, &e))?;
+            .map_err(|e| transport_error(endpoint, &e))?;
         let status = resp.status().as_u16();
-        let log_id = crate::client::log_id(resp.headers());
+        let log_id = log_id(resp.headers());
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| crate::client::transport_error(endpoint, &e))?;
+            .map_err(|e| transport_error(endpoint, &e))?;
         let r: OauthTokenResponse =
             serde_json::from_slice(&bytes).map_err(|e| FeishuError::Decode {
                 endpoint: endpoint.to_owned(),

@@ -1,26 +1,35 @@
 //! The Feishu calendar v4 HTTP client: identities, paging, sync tokens,
 //! retries, throttling.
 //!
-//! Every call goes through [`FeishuClient::call`]: proactive per-endpoint rate
-//! limiting, the token of the chosen identity (a tenant token dropped and
-//! fetched again once on 99991663 / 99991664 / 99991671, a user token
-//! refreshed once on 99991668 / 99991677), then bounded retries: throttling
-//! answers wait `x-ogw-ratelimit-reset` seconds, 5xx / timeouts / truncated
-//! answers back off exponentially with jitter.
+//! Every call goes through [`FeishuClient::call`], on the shared HTTP layer
+//! (`bridge-http`): proactive per-endpoint rate limiting, the token of the
+//! chosen identity (a tenant token dropped and fetched again once on
+//! 99991663 / 99991664 / 99991671, a user token refreshed once on 99991668 /
+//! 99991677), then bounded retries: throttling answers wait
+//! `x-ogw-ratelimit-reset` seconds (else `Retry-After`), 5xx / timeouts /
+//! truncated answers back off exponentially with jitter. What an answer
+//! means is decided here ([`FeishuCall`]); URLs are built by
+//! [`FeishuClient::cal_path`], [`urlencode`] and [`api_url`].
 
+use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bridge_core::feishu::{Attendee, AttendeePage, Calendar, CalendarPage, Event, EventPage};
-use rand::Rng;
+use bridge_http::{
+    Answer, Auth, Backoff, CallStats, Exchange, HttpClient, Jitter, Limiter, RetryPolicy,
+    ServerWait, ServiceStats, SlidingWindows, TransportError, Verdict,
+};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Secret, TenantToken, UserAuth};
-use crate::error::{CURSOR_EXPIRED, FeishuError, TENANT_TOKEN_INVALID, USER_TOKEN_INVALID};
-use crate::ratelimit::{CallStats, Limiter, RateLimits};
+use crate::error::{
+    CURSOR_EXPIRED, FeishuError, TENANT_TOKEN_INVALID, USER_TOKEN_INVALID, log_id, transport_error,
+};
+use crate::ratelimit::RateLimits;
 
 /// Feishu (China) API host.
 pub const FEISHU_BASE_URL: &str = "https://open.feishu.cn";
@@ -47,7 +56,12 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Longest wait honoured from `x-ogw-ratelimit-reset`.
     pub max_throttle_wait: Duration,
+    /// The waits of one call add up to at most this.
+    pub max_total_wait: Duration,
     pub rate_limits: RateLimits,
+    /// Count calls into this registry (shared with other clients) instead
+    /// of one of the client's own.
+    pub call_stats: Option<Arc<CallStats>>,
 }
 
 impl ClientConfig {
@@ -62,7 +76,9 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_throttle_wait: Duration::from_secs(60),
+            max_total_wait: Duration::from_secs(300),
             rate_limits: RateLimits::default(),
+            call_stats: None,
         }
     }
 }
@@ -106,48 +122,28 @@ pub struct ListEventsQuery {
 /// The Feishu client. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct FeishuClient {
-    http: reqwest::Client,
+    http: HttpClient,
     cfg: ClientConfig,
     tenant: TenantToken,
     user: Option<Arc<UserAuth>>,
-    limiter: Limiter,
-    stats: Arc<CallStats>,
 }
 
-pub(crate) fn transport_error(endpoint: &str, e: &reqwest::Error) -> FeishuError {
-    let mut detail = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
-    FeishuError::Transport {
-        endpoint: endpoint.to_owned(),
-        detail,
-        timeout: e.is_timeout(),
-    }
-}
+/// Feishu's gateway announces the seconds until its window resets here
+/// (feishu-api.md §10.1); it is read before `Retry-After`.
+const RESET_HEADERS: &[&str] = &["x-ogw-ratelimit-reset"];
 
-pub(crate) fn log_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-tt-logid")
-        .or_else(|| headers.get("x-request-id"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
+/// How long a throttled answer asks us to wait.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-    };
-    secs("x-ogw-ratelimit-reset")
-        .or_else(|| secs("retry-after"))
-        .map(Duration::from_secs_f64)
+    bridge_http::retry::server_wait(
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        RESET_HEADERS,
+        SystemTime::now(),
+    )
+}
+
+/// `{base_url}{path}`: the one place a request URL is put together.
+fn api_url(base_url: &str, path: &str) -> String {
+    format!("{base_url}{path}")
 }
 
 #[derive(Deserialize)]
@@ -192,22 +188,39 @@ impl FeishuClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, FeishuError> {
         url::Url::parse(&cfg.base_url)
             .map_err(|e| FeishuError::Config(format!("Feishu base_url {:?}: {e}", cfg.base_url)))?;
-        let http = reqwest::Client::builder()
+        let policy = RetryPolicy {
+            max_retries: cfg.max_retries,
+            backoff: Backoff {
+                base: cfg.backoff_base,
+                max: cfg.backoff_max,
+                jitter: Jitter::Equal,
+            },
+            // The reset time is exact; a little jitter so that workers do
+            // not return together.
+            server_wait: ServerWait::Instead {
+                cap: cfg.max_throttle_wait,
+                jitter: Duration::from_millis(50),
+            },
+            max_total_wait: cfg.max_total_wait,
+        };
+        // The HTTP layer never follows redirects: a redirect on a token
+        // endpoint would leak the app secret to another host.
+        let mut http = HttpClient::builder("feishu")
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
-            // The API never redirects; a redirect on a token endpoint would
-            // leak the app secret to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("feishu-bridge/", env!("CARGO_PKG_VERSION")))
+            .retry(policy)
+            .limiter(Limiter::Windows(SlidingWindows::new(cfg.rate_limits)));
+        if let Some(stats) = &cfg.call_stats {
+            http = http.stats(stats.clone());
+        }
+        let http = http
             .build()
-            .map_err(|e| FeishuError::Config(format!("HTTP client: {e}")))?;
+            .map_err(|e| FeishuError::Config(e.to_string()))?;
         Ok(Self {
             http,
-            limiter: Limiter::new(cfg.rate_limits),
             cfg,
             tenant: TenantToken::default(),
             user: None,
-            stats: Arc::new(CallStats::default()),
         })
     }
 
@@ -222,7 +235,7 @@ impl FeishuClient {
     }
 
     pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        self.http.http()
     }
 
     /// Time left on the cached tenant_access_token, if one is cached.
@@ -230,9 +243,10 @@ impl FeishuClient {
         self.tenant.expires_in().await
     }
 
-    /// Calls made so far, by endpoint and status.
-    pub fn stats(&self) -> &Arc<CallStats> {
-        &self.stats
+    /// Calls made so far, by endpoint and status (token calls not
+    /// included).
+    pub fn stats(&self) -> &ServiceStats {
+        self.http.stats()
     }
 
     async fn token(&self, identity: Identity, force: bool) -> Result<Secret, FeishuError> {
@@ -243,7 +257,7 @@ impl FeishuClient {
                 }
                 self.tenant
                     .get(
-                        &self.http,
+                        self.http.http(),
                         &self.cfg.base_url,
                         &self.cfg.app_id,
                         &self.cfg.app_secret,
@@ -253,23 +267,12 @@ impl FeishuClient {
             Identity::User => {
                 let user = self.user.as_ref().ok_or(FeishuError::NotAuthorized)?;
                 if force {
-                    user.force_refresh(&self.http).await
+                    user.force_refresh(self.http.http()).await
                 } else {
-                    user.access_token(&self.http).await
+                    user.access_token(self.http.http()).await
                 }
             }
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .cfg
-            .backoff_base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.cfg.backoff_max);
-        // Full jitter in [exp/2, exp].
-        let half = exp / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
     }
 
     /// One API call with retries. `endpoint` is the template used for rate
@@ -282,147 +285,19 @@ impl FeishuClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, FeishuError> {
-        let mut attempt = 0u32;
-        let mut token_refreshed = false;
-        loop {
-            let token = self.token(identity, false).await?;
-            self.limiter.acquire(endpoint).await;
-            let result = self
-                .send_once::<T>(&method, endpoint, path, query, &token)
-                .await;
-            let err = match result {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let code = err.code().unwrap_or(0);
-            let token_invalid = match identity {
-                Identity::Tenant => TENANT_TOKEN_INVALID.contains(&code),
-                Identity::User => USER_TOKEN_INVALID.contains(&code),
-            };
-            if token_invalid && !token_refreshed {
-                tracing::info!(endpoint, code, "access token rejected; getting a new one");
-                token_refreshed = true;
-                self.token(identity, true).await?;
-                continue;
-            }
-            if err.is_transient() && attempt < self.cfg.max_retries {
-                let wait = if err.is_rate_limited() {
-                    err.retry_after()
-                        .map(|d| d.min(self.cfg.max_throttle_wait))
-                        .unwrap_or_else(|| self.backoff(attempt))
-                        // A little jitter so that workers do not return together.
-                        + Duration::from_millis(rand::rng().random_range(0..50))
-                } else {
-                    self.backoff(attempt)
-                };
-                tracing::warn!(endpoint, attempt, ?wait, error = %err, "transient Feishu failure; retrying");
-                attempt += 1;
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            return Err(err);
-        }
-    }
-
-    async fn send_once<T: DeserializeOwned>(
-        &self,
-        method: &Method,
-        endpoint: &str,
-        path: &str,
-        query: &[(&str, String)],
-        token: &Secret,
-    ) -> Result<T, FeishuError> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.cfg.base_url))
-            .bearer_auth(token.expose())
-            .query(query);
-        if *method == Method::POST {
-            req = req
-                .header("content-type", "application/json; charset=utf-8")
-                .body("{}");
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.record(endpoint, 0);
-                return Err(transport_error(endpoint, &e));
-            }
+        let auth = IdentityAuth {
+            client: self,
+            identity,
         };
-        let status = resp.status().as_u16();
-        self.stats.record(endpoint, status);
-        let headers = resp.headers().clone();
-        let log_id = log_id(&headers);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(endpoint, &e))?;
-        let head: Head = match serde_json::from_slice(&bytes) {
-            Ok(h) => h,
-            Err(e) if status >= 400 => {
-                return Err(FeishuError::Http {
-                    endpoint: endpoint.to_owned(),
-                    status,
-                    body: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-                    log_id,
-                    retry_after: retry_after(&headers),
-                })
-                .inspect_err(|_| tracing::debug!(error = %e, "non-JSON error body"));
-            }
-            Err(e) => {
-                return Err(FeishuError::Decode {
-                    endpoint: endpoint.to_owned(),
-                    status,
-                    detail: e.to_string(),
-                    log_id,
-                });
-            }
+        let mut call = FeishuCall::<T> {
+            url: api_url(&self.cfg.base_url, path),
+            method,
+            endpoint,
+            query,
+            identity,
+            out: PhantomData,
         };
-        match head.code {
-            Some(0) => {}
-            Some(CURSOR_EXPIRED) => {
-                return Err(FeishuError::CursorExpired {
-                    endpoint: endpoint.to_owned(),
-                    log_id,
-                });
-            }
-            Some(code) => {
-                return Err(FeishuError::Api {
-                    endpoint: endpoint.to_owned(),
-                    code,
-                    msg: head.msg.unwrap_or_default(),
-                    status,
-                    log_id,
-                    retry_after: retry_after(&headers),
-                });
-            }
-            None => {
-                return Err(FeishuError::Decode {
-                    endpoint: endpoint.to_owned(),
-                    status,
-                    detail: "the answer has no \"code\"".to_owned(),
-                    log_id,
-                });
-            }
-        }
-        let body: Body<T> = serde_json::from_slice(&bytes).map_err(|e| FeishuError::Decode {
-            endpoint: endpoint.to_owned(),
-            status,
-            detail: e.to_string(),
-            log_id: log_id.clone(),
-        })?;
-        match body.data {
-            Some(d) => Ok(d),
-            // Endpoints answering `data: {}` or no data deserialize from null.
-            None => serde_json::from_value(serde_json::Value::Object(Default::default()))
-                .or_else(|_| serde_json::from_value(serde_json::Value::Null))
-                .map_err(|e| FeishuError::Decode {
-                    endpoint: endpoint.to_owned(),
-                    status,
-                    detail: format!("the answer has no \"data\": {e}"),
-                    log_id,
-                }),
-        }
+        self.http.execute(endpoint, 1, &auth, &mut call).await
     }
 
     fn cal_path(calendar_id: &str) -> String {
@@ -738,6 +613,159 @@ impl FeishuClient {
             "/open-apis/calendar/v4/calendars/unsubscription",
         )
         .await
+    }
+}
+
+/// The token of one identity, renewed on the token-invalid codes.
+struct IdentityAuth<'a> {
+    client: &'a FeishuClient,
+    identity: Identity,
+}
+
+impl Auth for IdentityAuth<'_> {
+    type Error = FeishuError;
+
+    async fn token(&self) -> Result<Option<Secret>, FeishuError> {
+        self.client.token(self.identity, false).await.map(Some)
+    }
+
+    async fn renew(&self, _rejected: Option<&Secret>) -> Result<(), FeishuError> {
+        self.client.token(self.identity, true).await.map(|_| ())
+    }
+}
+
+/// One Feishu API call: the request, and what an answer means.
+struct FeishuCall<'a, T> {
+    url: String,
+    method: Method,
+    endpoint: &'a str,
+    query: &'a [(&'a str, String)],
+    identity: Identity,
+    out: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Exchange for FeishuCall<'_, T> {
+    type Output = T;
+    type Error = FeishuError;
+
+    fn request(
+        &mut self,
+        http: &reqwest::Client,
+        _token: Option<&Secret>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = http
+            .request(self.method.clone(), &self.url)
+            .query(self.query);
+        if self.method == Method::POST {
+            req = req
+                .header("content-type", "application/json; charset=utf-8")
+                .body("{}");
+        }
+        req
+    }
+
+    fn classify(&mut self, answer: Result<Answer, TransportError>) -> Verdict<T, FeishuError> {
+        let err = match answer {
+            Ok(a) => match parse_answer(self.endpoint, &a) {
+                Ok(v) => return Verdict::Done(v),
+                Err(e) => e,
+            },
+            Err(e) => transport_error(self.endpoint, &e.error),
+        };
+        let code = err.code().unwrap_or(0);
+        let token_invalid = match self.identity {
+            Identity::Tenant => TENANT_TOKEN_INVALID.contains(&code),
+            Identity::User => USER_TOKEN_INVALID.contains(&code),
+        };
+        if token_invalid {
+            return Verdict::Renew(err);
+        }
+        if err.is_transient() {
+            let server_wait = if err.is_rate_limited() {
+                err.retry_after()
+            } else {
+                None
+            };
+            return Verdict::Retry {
+                error: err,
+                server_wait,
+            };
+        }
+        Verdict::Fail(err)
+    }
+}
+
+/// An answer's `data`, or the error its status, `code` or body stands for.
+fn parse_answer<T: DeserializeOwned>(endpoint: &str, answer: &Answer) -> Result<T, FeishuError> {
+    let status = answer.status;
+    let headers = &answer.headers;
+    let log_id = log_id(headers);
+    let bytes = &answer.body;
+    let head: Head = match serde_json::from_slice(bytes) {
+        Ok(h) => h,
+        Err(e) if status >= 400 => {
+            return Err(FeishuError::Http {
+                endpoint: endpoint.to_owned(),
+                status,
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                log_id,
+                retry_after: retry_after(headers),
+            })
+            .inspect_err(|_| tracing::debug!(error = %e, "non-JSON error body"));
+        }
+        Err(e) => {
+            return Err(FeishuError::Decode {
+                endpoint: endpoint.to_owned(),
+                status,
+                detail: e.to_string(),
+                log_id,
+            });
+        }
+    };
+    match head.code {
+        Some(0) => {}
+        Some(CURSOR_EXPIRED) => {
+            return Err(FeishuError::CursorExpired {
+                endpoint: endpoint.to_owned(),
+                log_id,
+            });
+        }
+        Some(code) => {
+            return Err(FeishuError::Api {
+                endpoint: endpoint.to_owned(),
+                code,
+                msg: head.msg.unwrap_or_default(),
+                status,
+                log_id,
+                retry_after: retry_after(headers),
+            });
+        }
+        None => {
+            return Err(FeishuError::Decode {
+                endpoint: endpoint.to_owned(),
+                status,
+                detail: "the answer has no \"code\"".to_owned(),
+                log_id,
+            });
+        }
+    }
+    let body: Body<T> = serde_json::from_slice(bytes).map_err(|e| FeishuError::Decode {
+        endpoint: endpoint.to_owned(),
+        status,
+        detail: e.to_string(),
+        log_id: log_id.clone(),
+    })?;
+    match body.data {
+        Some(d) => Ok(d),
+        // Endpoints answering `data: {}` or no data deserialize from null.
+        None => serde_json::from_value(serde_json::Value::Object(Default::default()))
+            .or_else(|_| serde_json::from_value(serde_json::Value::Null))
+            .map_err(|e| FeishuError::Decode {
+                endpoint: endpoint.to_owned(),
+                status,
+                detail: format!("the answer has no \"data\": {e}"),
+                log_id,
+            }),
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
+
 /// Codes meaning "the tenant / app token is invalid or expired": drop it, fetch
 /// a new one and retry once.
 pub const TENANT_TOKEN_INVALID: [i64; 3] = [99_991_663, 99_991_664, 99_991_671];
@@ -76,6 +78,24 @@ pub enum FeishuError {
     /// A local mistake: bad base URL, bad argument.
     #[error("{0}")]
     Config(String),
+}
+
+/// A connection failure or timeout of `endpoint`, with reqwest's causes.
+pub(crate) fn transport_error(endpoint: &str, e: &reqwest::Error) -> FeishuError {
+    FeishuError::Transport {
+        endpoint: endpoint.to_owned(),
+        detail: bridge_http::error_chain(e),
+        timeout: e.is_timeout(),
+    }
+}
+
+/// The `X-Tt-Logid` (or `X-Request-Id`) of an answer.
+pub(crate) fn log_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-tt-logid")
+        .or_else(|| headers.get("x-request-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn fmt_logid(log_id: &Option<String>) -> String {
