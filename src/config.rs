@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use bridge_feishu::auth::Secret;
 use serde::Deserialize;
 
-use crate::sinks::{SinkToml, Target};
+use crate::sinks::Target;
 
 /// Why a configuration cannot be used; each line names its key path.
 #[derive(Debug)]
@@ -541,12 +541,9 @@ fn read_sinks(
                 continue;
             }
         };
-        let Some(sink) = SinkToml::read(&kind, toml::Value::Table(table), &path, problems) else {
-            continue;
-        };
         let ctx = bridge_sinks::config::Ctx::new(path.as_str(), base, &read);
-        match sink.validate(&ctx) {
-            Ok(target) => {
+        match crate::sinks::read(&kind, toml::Value::Table(table), &ctx, problems) {
+            Some(target) => {
                 if let Some(name) = target.name() {
                     let same = out.iter().find(|c| {
                         c.target.kind() == target.kind() && c.target.name() == Some(name)
@@ -563,7 +560,7 @@ fn read_sinks(
                 }
                 out.push(Configured { index, target });
             }
-            Err(p) => problems.extend(p),
+            None => continue,
         }
     }
     out

@@ -1,29 +1,27 @@
 //! The one registry of target kinds (`[[sinks]] kind = "..."`).
 //!
 //! Each kind is a module of `bridge-sinks` that owns its TOML table, its
-//! validation (every problem with its key path), construction, health check
-//! and, optionally, authorization. This file holds the list of kinds and
-//! one match per capability; nothing else in the binary names a kind.
+//! validation (every problem with its key path), construction, health check,
+//! its `status` line and, optionally, authorization (the traits
+//! `TargetToml` and `ValidatedTarget`). This file holds the list of kinds
+//! and the few matches that need the concrete sink types (reading, building,
+//! the token hand-over); nothing else in the binary names a kind. Every
+//! match is exhaustive, so the compiler lists what a new kind must add.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use bridge_engine::Sink;
-use bridge_sinks::config::{Authorization, Check, Ctx, StoredToken, TokenRefused};
+use bridge_sinks::config::{
+    Authorization, Check, Ctx, StoredToken, TargetToml, TokenRefused, ValidatedTarget,
+};
 use bridge_sinks::{google, ics};
 use bridge_store::Store;
 
 /// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
 pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true)];
 
-/// A `[[sinks]]` table, as written (read by its kind's module).
-#[derive(Debug, Clone)]
-pub(crate) enum SinkToml {
-    Ics(ics::config::Config),
-    Google(Box<google::config::Config>),
-}
-
-/// A validated target.
+/// A validated target, by kind.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
     Ics(ics::config::Validated),
@@ -40,108 +38,93 @@ pub(crate) enum Handle {
     },
 }
 
-impl SinkToml {
-    /// Reads the table of `kind` (without its `kind` key); problems carry
-    /// `path` (`sinks[1]`). `None` for an unknown kind.
-    pub(crate) fn read(
-        kind: &str,
-        table: toml::Value,
-        path: &str,
-        problems: &mut Vec<String>,
-    ) -> Option<Self> {
-        use crate::config::read_table as read;
-        Some(match kind {
-            "ics" => Self::Ics(read(table, path, problems)?),
-            "google" => Self::Google(Box::new(read(table, path, problems)?)),
-            other => {
-                let known: Vec<String> = KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
-                problems.push(format!(
-                    "{path}.kind: {other:?} is not a sink kind (one of {})",
-                    known.join(", ")
-                ));
-                return None;
-            }
-        })
-    }
-
-    pub(crate) fn validate(&self, ctx: &Ctx<'_>) -> Result<Target, Vec<String>> {
-        match self {
-            Self::Ics(c) => c.validate(ctx).map(Target::Ics),
-            Self::Google(c) => c.validate(ctx).map(|v| Target::Google(Box::new(v))),
+/// Reads the table of `kind` (without its `kind` key) with its module's
+/// `Config` and validates it; problems carry `ctx`'s key path.
+pub(crate) fn read(
+    kind: &str,
+    table: toml::Value,
+    ctx: &Ctx<'_>,
+    problems: &mut Vec<String>,
+) -> Option<Target> {
+    Some(match kind {
+        "ics" => Target::Ics(validate::<ics::config::Config>(table, ctx, problems)?),
+        "google" => Target::Google(Box::new(validate::<google::config::Config>(
+            table, ctx, problems,
+        )?)),
+        other => {
+            let known: Vec<String> = KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
+            problems.push(format!(
+                "{}: {other:?} is not a sink kind (one of {})",
+                ctx.key("kind"),
+                known.join(", ")
+            ));
+            return None;
         }
-    }
+    })
+}
+
+fn validate<C: TargetToml>(
+    table: toml::Value,
+    ctx: &Ctx<'_>,
+    problems: &mut Vec<String>,
+) -> Option<C::Validated> {
+    let config: C = crate::config::read_table(table, ctx.prefix(), problems)?;
+    config.validate(ctx).map_err(|p| problems.extend(p)).ok()
 }
 
 impl Target {
-    pub(crate) fn kind(&self) -> &'static str {
+    /// What every kind answers through its module.
+    pub(crate) fn config(&self) -> &dyn ValidatedTarget {
         match self {
-            Self::Ics(_) => "ics",
-            Self::Google(_) => "google",
+            Self::Ics(c) => c,
+            Self::Google(c) => c.as_ref(),
         }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        self.config().kind()
     }
 
     /// The sink id its records carry.
     pub(crate) fn id(&self) -> String {
-        match self {
-            Self::Ics(c) => c.id(),
-            Self::Google(c) => c.id.clone(),
-        }
+        self.config().id()
     }
 
     /// The `name` key of kinds that have one (unique per kind).
     pub(crate) fn name(&self) -> Option<&str> {
-        match self {
-            Self::Ics(_) => None,
-            Self::Google(c) => Some(&c.name),
-        }
+        self.config().name()
     }
 
     /// How `check` names it after `sinks[i]`.
     pub(crate) fn label(&self) -> String {
-        match self {
-            Self::Ics(_) => "ics".to_owned(),
-            Self::Google(c) => c.id.clone(),
-        }
+        self.config().label()
     }
 
     /// Where it writes, for `status`.
     pub(crate) fn describe(&self) -> String {
-        use bridge_sinks::config::privacy_name;
-        match self {
-            Self::Ics(c) => format!(
-                "ICS files in {}, privacy {}",
-                c.dir.display(),
-                privacy_name(c.privacy)
-            ),
-            Self::Google(c) => format!(
-                "Google Calendar {}, privacy {}",
-                c.calendar_id
-                    .as_deref()
-                    .unwrap_or("(one created per source calendar)"),
-                privacy_name(c.privacy)
-            ),
-        }
+        self.config().describe()
     }
 
-    /// The store's name of the token `auth <kind>` leaves, for kinds that
-    /// keep one.
-    fn token_name(&self) -> Option<String> {
-        match self {
-            Self::Ics(_) => None,
-            Self::Google(c) => Some(c.token_name()),
-        }
+    /// What `auth <kind>` does for it (`None`: the kind needs nothing).
+    pub(crate) fn authorization(&self) -> Option<Authorization> {
+        self.config().authorization()
     }
 
-    /// The sink. The token its kind keeps is read from `store`; a sink
-    /// without the credentials it needs is built paused.
-    pub(crate) async fn build(&self, store: &Store) -> anyhow::Result<Handle> {
-        let token = match self.token_name() {
+    /// The token its kind keeps, read from `store`.
+    async fn stored_token(&self, store: &Store) -> anyhow::Result<Option<String>> {
+        match self.config().token_name() {
             Some(name) => store
                 .get_token(&name)
                 .await
-                .with_context(|| format!("cannot read the token {name} from the store"))?,
-            None => None,
-        };
+                .with_context(|| format!("cannot read the token {name} from the store")),
+            None => Ok(None),
+        }
+    }
+
+    /// The sink, by its module. A sink without the credentials it needs is
+    /// built paused.
+    pub(crate) async fn build(&self, store: &Store) -> anyhow::Result<Handle> {
+        let token = self.stored_token(store).await?;
         Ok(match self {
             Self::Ics(c) => Handle::Ics(Arc::new(c.build())),
             Self::Google(c) => Handle::Google {
@@ -154,28 +137,15 @@ impl Target {
     /// The health check of `check`. `store` is the store when it opened
     /// (`None` when it does not exist yet or a daemon holds it: `locked`).
     pub(crate) async fn healthcheck(&self, store: Option<&Store>, locked: bool) -> Vec<Check> {
-        let stored = match (self.token_name(), store) {
-            (Some(name), Some(store)) => match store.get_token(&name).await {
+        let stored = match store {
+            Some(store) => match self.stored_token(store).await {
                 Ok(v) => StoredToken::Value(v),
-                Err(e) => StoredToken::Unreadable(format!(
-                    "cannot read the token {name} from the store: {e}"
-                )),
+                Err(e) => StoredToken::Unreadable(format!("{e:#}")),
             },
-            _ if locked => StoredToken::StoreLocked,
-            _ => StoredToken::Value(None),
+            None if locked => StoredToken::StoreLocked,
+            None => StoredToken::Value(None),
         };
-        match self {
-            Self::Ics(c) => c.healthcheck(),
-            Self::Google(c) => c.healthcheck(stored).await,
-        }
-    }
-
-    /// What `auth <kind>` does for it (`None`: the kind needs nothing).
-    pub(crate) fn authorization(&self) -> Option<Authorization> {
-        match self {
-            Self::Ics(_) => None,
-            Self::Google(c) => Some(c.authorization()),
-        }
+        self.config().healthcheck(stored).await
     }
 }
 
@@ -201,18 +171,19 @@ impl Handle {
     /// which resumes if it was paused for authorization.
     pub(crate) async fn hand_over(&self, store: &Store, token: &str) -> Result<(), TokenRefused> {
         match self {
-            Self::Ics(s) => Err(TokenRefused::NotUsed(format!(
-                "sink {} takes no token",
-                s.id()
-            ))),
             Self::Google { sink, config } => {
                 let creds = config.check_token(token)?;
+                let name = google::token_name(&config.id);
                 store
-                    .put_token(&config.token_name(), token)
+                    .put_token(&name, token)
                     .await
                     .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
                 google::authorize::take_token(sink, creds)
             }
+            other => Err(TokenRefused::NotUsed(format!(
+                "sink {} takes no token",
+                other.id()
+            ))),
         }
     }
 }

@@ -170,6 +170,47 @@ impl Check {
     }
 }
 
+/// A target's table in the configuration: read with `deny_unknown_fields`,
+/// then validated into what its module builds from.
+pub trait TargetToml: serde::de::DeserializeOwned {
+    type Validated: ValidatedTarget;
+
+    /// Every problem with its key path (through `ctx`).
+    fn validate(&self, ctx: &Ctx<'_>) -> Result<Self::Validated, Vec<String>>;
+}
+
+/// What a validated target tells the binary without being built: its
+/// identity, the lines it adds to `status` and `check`, and its optional
+/// authorization capability.
+#[async_trait::async_trait]
+pub trait ValidatedTarget: Send + Sync + std::fmt::Debug {
+    /// The `kind` of its `[[sinks]]` table.
+    fn kind(&self) -> &'static str;
+    /// The sink id its records carry (`<kind>:...`).
+    fn id(&self) -> String;
+    /// Its `name`, for kinds that have one (unique per kind; `--sink NAME`).
+    fn name(&self) -> Option<&str> {
+        None
+    }
+    /// How `check` names it after `sinks[i]`.
+    fn label(&self) -> String {
+        self.kind().to_owned()
+    }
+    /// Where it writes, one line for `status`.
+    fn describe(&self) -> String;
+    /// The store's name of the token its authorization leaves.
+    fn token_name(&self) -> Option<String> {
+        None
+    }
+    /// The health check of `feishu-bridge check` (no side effect beyond
+    /// what the sink itself would do); `stored` is its token.
+    async fn healthcheck(&self, stored: StoredToken) -> Vec<Check>;
+    /// What `auth <kind>` does for it (`None`: nothing to authorize).
+    fn authorization(&self) -> Option<Authorization> {
+        None
+    }
+}
+
 /// A sink's token as `check` finds it in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredToken {

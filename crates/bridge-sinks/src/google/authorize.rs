@@ -10,7 +10,7 @@ use crate::config::{Authorization, Consent, TokenRefused};
 
 impl Validated {
     /// What `auth google` does for this sink.
-    pub fn authorization(&self) -> Authorization {
+    pub fn authorize(&self) -> Authorization {
         match &self.auth {
             Auth::ServiceAccount { key, .. } => Authorization::NotNeeded(format!(
                 "Sink {} uses the service account {}: no interactive authorization is needed.",
@@ -20,7 +20,7 @@ impl Validated {
                 client_id,
                 client_secret,
             } => Authorization::Browser {
-                token_name: self.token_name(),
+                token_name: token_name(&self.id),
                 consent: Box::new(GoogleConsent {
                     app: InstalledApp {
                         client_id: client_id.clone(),
@@ -32,11 +32,6 @@ impl Validated {
                 }),
             },
         }
-    }
-
-    /// The store's name of the sink's token.
-    pub fn token_name(&self) -> String {
-        token_name(&self.id)
     }
 
     /// The credentials of the sink: its service account, or the refresh

@@ -10,8 +10,11 @@ use serde::Deserialize;
 
 use super::auth::{Credentials, DEFAULT_AUTH_URL, DEFAULT_TOKEN_URL, Secret, ServiceAccountKey};
 use super::client::{ApiRequest, DEFAULT_BASE_URL, GoogleClient, GoogleClientConfig, Method};
-use super::sink::{GoogleSink, GoogleSinkConfig, OnTargetDelete, TargetCalendar};
-use crate::config::{Check, Ctx, StoredToken, privacy, secret, valid_name};
+use super::sink::{GoogleSink, GoogleSinkConfig, OnTargetDelete, TargetCalendar, token_name};
+use crate::config::{
+    Authorization, Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name,
+    secret, valid_name,
+};
 
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -102,10 +105,12 @@ pub struct Validated {
     pub on_target_delete: OnTargetDelete,
 }
 
-impl Config {
+impl TargetToml for Config {
+    type Validated = Validated;
+
     /// Every problem with its key path. The service account key and a
     /// `client_secret_file` are read through `ctx`.
-    pub fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
+    fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
         let key = |k: &str| ctx.key(k);
         if !valid_name(&self.name) {
@@ -195,7 +200,9 @@ impl Config {
             _ => Err(problems),
         }
     }
+}
 
+impl Config {
     /// The credentials part: an installed-app client or a service account.
     fn auth(&self, ctx: &Ctx<'_>, problems: &mut Vec<String>) -> Option<Auth> {
         let key = |k: &str| ctx.key(k);
@@ -325,12 +332,49 @@ impl Validated {
             self.name
         )
     }
+}
+
+#[async_trait::async_trait]
+impl ValidatedTarget for Validated {
+    fn kind(&self) -> &'static str {
+        "google"
+    }
+
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    fn label(&self) -> String {
+        self.id.clone()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Google Calendar {}, privacy {}",
+            self.calendar_id
+                .as_deref()
+                .unwrap_or("(one created per source calendar)"),
+            privacy_name(self.privacy)
+        )
+    }
+
+    fn token_name(&self) -> Option<String> {
+        Some(token_name(&self.id))
+    }
+
+    fn authorization(&self) -> Option<Authorization> {
+        Some(self.authorize())
+    }
 
     /// The health check of `feishu-bridge check`: the credentials (the
     /// service account, or the token the store holds), an access token from
     /// the token endpoint, and the target calendar. A quick client: one
     /// retry, short timeouts.
-    pub async fn healthcheck(&self, stored: StoredToken) -> Vec<Check> {
+    async fn healthcheck(&self, stored: StoredToken) -> Vec<Check> {
         let mut out = Vec::new();
         let creds = match (&self.auth, stored) {
             (Auth::ServiceAccount { key, key_file, .. }, _) => {

@@ -7,7 +7,9 @@ use bridge_core::Privacy;
 use serde::Deserialize;
 
 use super::IcsSink;
-use crate::config::{Check, Ctx, privacy, privacy_name, writable_dir};
+use crate::config::{
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, writable_dir,
+};
 
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,9 +32,10 @@ pub struct Validated {
     pub privacy: Privacy,
 }
 
-impl Config {
-    /// Every problem with its key path.
-    pub fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
+impl TargetToml for Config {
+    type Validated = Validated;
+
+    fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
         let privacy = privacy(&self.privacy, &ctx.key("privacy"), &mut problems);
         match privacy {
@@ -46,18 +49,32 @@ impl Config {
 }
 
 impl Validated {
-    /// The sink id its records carry: `ics:<dir>` (as [`IcsSink::new`]
-    /// names it).
-    pub fn id(&self) -> String {
-        format!("ics:{}", self.dir.display())
-    }
-
     pub fn build(&self) -> IcsSink {
         IcsSink::new(&self.dir, self.privacy)
     }
+}
+
+#[async_trait::async_trait]
+impl ValidatedTarget for Validated {
+    fn kind(&self) -> &'static str {
+        "ics"
+    }
+
+    /// `ics:<dir>`, as [`IcsSink::new`] names it.
+    fn id(&self) -> String {
+        format!("ics:{}", self.dir.display())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "ICS files in {}, privacy {}",
+            self.dir.display(),
+            privacy_name(self.privacy)
+        )
+    }
 
     /// Whether a file can be written in the directory (created if missing).
-    pub fn healthcheck(&self) -> Vec<Check> {
+    async fn healthcheck(&self, _stored: StoredToken) -> Vec<Check> {
         vec![match writable_dir(&self.dir) {
             Ok(()) => Check::ok(format!(
                 "{} is writable (privacy {})",
@@ -95,6 +112,13 @@ mod tests {
         );
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
     fn a_directory_under_a_file_is_not_writable() {
         let base = std::env::temp_dir().join(format!("fb-check-{}", std::process::id()));
@@ -115,10 +139,10 @@ mod tests {
             dir: file.join("ics"),
             privacy: Privacy::Busy,
         };
+        let lines = block_on(sink.healthcheck(StoredToken::Value(None)));
         assert!(
-            matches!(&sink.healthcheck()[..], [Check::Line(crate::config::Level::Fail, m)] if m.contains("is not writable")),
-            "{:?}",
-            sink.healthcheck()
+            matches!(&lines[..], [Check::Line(crate::config::Level::Fail, m)] if m.contains("is not writable")),
+            "{lines:?}"
         );
         let _ = std::fs::remove_dir_all(&base);
     }

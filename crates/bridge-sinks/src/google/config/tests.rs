@@ -31,7 +31,7 @@ fn a_secret_file_is_read_relative_to_the_config_and_never_shown() {
         matches!(&v.auth, Auth::Installed { client_secret, .. } if client_secret.expose() == "s3cret")
     );
     assert!(!format!("{v:?}").contains("s3cret"));
-    assert_eq!(v.token_name(), "google_refresh:google");
+    assert_eq!(v.token_name().as_deref(), Some("google_refresh:google"));
     assert!(v.credentials(None).is_none(), "not authorized yet");
     assert!(
         v.credentials(Some(r#"{"refresh_token": "r"}"#)).is_some(),
