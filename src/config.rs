@@ -15,6 +15,10 @@ use serde::Deserialize;
 
 use crate::sinks::Target;
 
+mod read;
+
+pub(crate) use read::read_table;
+
 /// Why a configuration cannot be used; each line names its key path.
 #[derive(Debug)]
 pub(crate) struct ConfigError {
@@ -34,15 +38,12 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The sections other than `[[sinks]]` (each read on its own).
+#[derive(Debug, Clone)]
 pub(crate) struct Config {
-    #[serde(default)]
     pub(crate) store: StoreConfig,
     pub(crate) feishu: FeishuConfig,
-    #[serde(default)]
     pub(crate) server: ServerConfig,
-    #[serde(default)]
     pub(crate) sync: SyncConfig,
 }
 
@@ -396,25 +397,23 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         file: path.to_owned(),
         problems,
     };
-    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-        fail(vec![format!(
-            "not valid TOML: {}",
-            e.to_string().trim_end()
-        )])
-    })?;
+    let mut value: toml::Value =
+        toml::from_str(text).map_err(|e| fail(vec![read::syntax(text, &e)]))?;
     let mut problems = Vec::new();
     interpolate(&mut value, "", env, &mut problems);
     if !problems.is_empty() {
         return Err(fail(problems));
     }
-    let raw_sinks = match &mut value {
-        toml::Value::Table(t) => t.remove("sinks"),
-        _ => None,
+    let toml::Value::Table(mut root) = value else {
+        return Err(fail(vec!["not valid TOML: not a table".to_owned()]));
     };
-    let Some(config) = read_table::<Config>(value, "", &mut problems) else {
+    let raw_sinks = root.remove("sinks");
+    let config = read_config(root, &mut problems);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let sinks = read_sinks(raw_sinks, base, &mut problems);
+    let Some(config) = config else {
         return Err(fail(problems));
     };
-    let base = path.parent().unwrap_or(Path::new("."));
     let f = &config.feishu;
     let app_secret = secret(
         &f.app_secret,
@@ -437,7 +436,6 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         base,
         &mut problems,
     );
-    let sinks = read_sinks(raw_sinks, base, &mut problems);
     // A `*_file` that could not be read was reported above; do not also call it missing.
     config.validate(
         &mut problems,
@@ -473,32 +471,42 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
     })
 }
 
-/// Reads a table into `T` (`path` is its key path, empty for the root);
-/// a problem names the key it is about.
-pub(crate) fn read_table<T: serde::de::DeserializeOwned>(
-    value: toml::Value,
-    path: &str,
-    problems: &mut Vec<String>,
-) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let key = match (path, inner.as_str()) {
-                (p, "." | "") => p.to_owned(),
-                ("", i) => i.to_owned(),
-                (p, i) => format!("{p}.{i}"),
-            };
-            // `message()`, not `Display`: the latter adds "in `<table>`".
-            let msg = e.into_inner().message().trim_end().to_owned();
-            problems.push(if key.is_empty() {
-                msg
-            } else {
-                format!("{key}: {msg}")
-            });
-            None
+/// Reads the sections other than `[[sinks]]`, each on its own so that a
+/// problem in one does not hide those of the next; problems carry their key
+/// paths.
+fn read_config(mut root: toml::Table, problems: &mut Vec<String>) -> Option<Config> {
+    fn section<T: serde::de::DeserializeOwned + Default>(
+        root: &mut toml::Table,
+        name: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<T> {
+        match root.remove(name) {
+            Some(v) => read_table(v, name, problems),
+            None => Some(T::default()),
         }
     }
+    let store = section::<StoreConfig>(&mut root, "store", problems);
+    let server = section::<ServerConfig>(&mut root, "server", problems);
+    let sync = section::<SyncConfig>(&mut root, "sync", problems);
+    let feishu = match root.remove("feishu") {
+        Some(v) => read_table::<FeishuConfig>(v, "feishu", problems),
+        None => {
+            problems.push("feishu: missing (the [feishu] table)".to_owned());
+            None
+        }
+    };
+    read::unknown_keys(
+        &root,
+        &["store", "feishu", "server", "sync", "sinks"],
+        "",
+        problems,
+    );
+    Some(Config {
+        store: store?,
+        feishu: feishu?,
+        server: server?,
+        sync: sync?,
+    })
 }
 
 /// Reads and validates every `[[sinks]]` entry through its kind's module;
@@ -537,7 +545,14 @@ fn read_sinks(
                 continue;
             }
             None => {
-                problems.push(format!("{path}: missing field `kind`"));
+                let known: Vec<String> = crate::sinks::KINDS
+                    .iter()
+                    .map(|(k, _)| format!("{k:?}"))
+                    .collect();
+                problems.push(format!(
+                    "{path}.kind: missing (one of {})",
+                    known.join(", ")
+                ));
                 continue;
             }
         };
@@ -695,6 +710,92 @@ mod tests {
         ] {
             assert!(all.contains(key), "{key} missing in:\n{all}");
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    /// A dozen mistakes of every sort, each reported in one run with its key
+    /// path, in words, with a suggestion for near misses.
+    #[test]
+    fn every_mistake_at_once() {
+        let text = "\
+[feishu]
+app_id = \"cli_a\"
+app_secret = \"s\"
+delivery = \"webhok\"
+rate_limit_per_second = \"many\"
+calendar = [\"c1\"]
+
+[sync]
+max_delete_count = \"fifty\"
+max_delete_percent = true
+debounce = 10
+
+[server]
+listen = 8787
+admin_listn = \"127.0.0.1:1\"
+
+[stor]
+path = \"x\"
+
+[[sinks]]
+kind = \"ics\"
+dir = \"out\"
+privcy = \"busy\"
+
+[[sinks]]
+kind = \"gogle\"
+
+[[sinks]]
+kind = \"google\"
+calendar_id = \"primary\"
+client_id = \"c\"
+client_secret = \"s\"
+batch = \"yes\"
+requests_per_second = \"ten\"
+
+[[sinks]]
+kind = \"ics\"
+";
+        let e = parse(text, Path::new("test.toml")).unwrap_err();
+        let mut got = e.problems.clone();
+        got.sort();
+        let mut want = vec![
+            "feishu.delivery: \"webhok\" is not one of \"long_connection\", \"webhook\", \"poll\"; did you mean \"webhook\"?",
+            "feishu.rate_limit_per_second: expected a whole number, got \"many\"",
+            "feishu.calendar: unknown key; did you mean \"calendars\"?",
+            "sync.max_delete_count: expected a whole number, got \"fifty\"",
+            "sync.max_delete_percent: expected a number, got true",
+            "sync.debounce: unknown key; did you mean \"debounce_ms\"?",
+            "server.listen: expected a string, got 8787",
+            "server.admin_listn: unknown key; did you mean \"admin_listen\"?",
+            "stor: unknown key; did you mean \"store\"?",
+            "sinks[0].privcy: unknown key; did you mean \"privacy\"?",
+            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\")",
+            "sinks[2].batch: expected true or false, got \"yes\"",
+            "sinks[2].requests_per_second: expected a number, got \"ten\"",
+            "sinks[3].dir: missing",
+        ];
+        want.sort();
+        assert_eq!(got, want, "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_and_column() {
+        let e = parse(
+            "[feishu]\napp_id = \"a\"\nbad = = 1\n",
+            Path::new("test.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(
+            e.problems[0].starts_with("not valid TOML: line 3, column 7: "),
+            "{e}"
+        );
+        assert!(!e.problems[0].contains('\n'), "one line: {e}");
     }
 }
 
