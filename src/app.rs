@@ -6,38 +6,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use bridge_core::plan::Rules;
 use bridge_engine::feishu_source::{FeishuSource, Selection};
-use bridge_engine::{Engine, EngineConfig, Sink, Window};
+use bridge_engine::{Engine, EngineConfig, Window};
 use bridge_feishu::auth::{FileTokenStore, OauthApp, UserAuth};
 use bridge_feishu::client::{ClientConfig, FeishuClient, Identity};
 use bridge_feishu::ratelimit::RateLimits;
-use bridge_sinks::google::{self, Credentials, GoogleSink, GoogleSinkConfig, TargetCalendar};
-use bridge_sinks::ics::IcsSink;
 use bridge_store::Store;
 
-use crate::config::{Calendars, GoogleAuth, GoogleResolved, IdentityConfig, Loaded, SinkConfig};
+use crate::config::{Calendars, IdentityConfig, Loaded};
+use crate::sinks::Handle;
 
 #[derive(Debug)]
 pub(crate) struct App {
     pub(crate) engine: Engine,
     pub(crate) client: Arc<FeishuClient>,
-    /// The Google sinks among the engine's, to resume them (`auth google`
+    /// The engine's sinks, by kind: to hand them tokens (`auth <kind>`
     /// through the daemon) and read their state.
-    pub(crate) google: Vec<GoogleHandle>,
-}
-
-/// A Google sink and what it needs to take new credentials.
-#[derive(Debug, Clone)]
-pub(crate) struct GoogleHandle {
-    pub(crate) sink: Arc<GoogleSink>,
-    pub(crate) config: GoogleResolved,
-}
-
-impl GoogleHandle {
-    /// Credentials from a refresh token `auth google` obtained (installed
-    /// apps only).
-    pub(crate) fn with_refresh_token(&self, refresh_token: &str) -> Option<Credentials> {
-        refresh_credentials(&self.config, refresh_token)
-    }
+    pub(crate) sinks: Vec<Handle>,
 }
 
 /// A configured sink, as the store names it (no I/O, nothing built).
@@ -62,114 +46,20 @@ pub(crate) fn identity(loaded: &Loaded) -> Identity {
 /// The configured sinks in file order, by the ids their records carry.
 pub(crate) fn sinks(loaded: &Loaded) -> Vec<ConfiguredSink> {
     loaded
-        .config
         .sinks
         .iter()
-        .enumerate()
-        .map(|(i, s)| ConfiguredSink {
-            id: match s {
-                SinkConfig::Ics(ics) => IcsSink::new(&ics.dir, Default::default()).id().to_owned(),
-                SinkConfig::Google(g) => loaded
-                    .google
-                    .iter()
-                    .find(|r| r.index == i)
-                    .map_or_else(|| format!("google:{}", g.name), |r| r.id.clone()),
-            },
-        })
+        .map(|c| ConfiguredSink { id: c.target.id() })
         .collect()
 }
 
-fn refresh_credentials(g: &GoogleResolved, refresh_token: &str) -> Option<Credentials> {
-    match &g.auth {
-        GoogleAuth::Installed {
-            client_id,
-            client_secret,
-        } => Some(Credentials::RefreshToken {
-            client_id: client_id.clone(),
-            client_secret: Some(client_secret.clone()),
-            refresh_token: google::Secret::new(refresh_token),
-        }),
-        GoogleAuth::ServiceAccount { .. } => None,
+/// Builds the sinks of the configuration (file order), each by its kind's
+/// module; a sink without the credentials it needs is built paused.
+pub(crate) async fn build_sinks(loaded: &Loaded, store: &Store) -> anyhow::Result<Vec<Handle>> {
+    let mut out = Vec::with_capacity(loaded.sinks.len());
+    for c in &loaded.sinks {
+        out.push(c.target.build(store).await?);
     }
-}
-
-/// The credentials of a Google sink: its service account, or the refresh
-/// token `auth google` left in the store (`None`: not authorized yet).
-pub(crate) async fn google_credentials(
-    g: &GoogleResolved,
-    store: &Store,
-) -> anyhow::Result<Option<Credentials>> {
-    match &g.auth {
-        GoogleAuth::ServiceAccount { key, subject, .. } => Ok(Some(Credentials::ServiceAccount {
-            key: key.clone(),
-            subject: subject.clone(),
-        })),
-        GoogleAuth::Installed { .. } => {
-            let name = google::token_name(&g.id);
-            let json = store
-                .get_token(&name)
-                .await
-                .with_context(|| format!("cannot read the token {name} from the store"))?;
-            Ok(json
-                .as_deref()
-                .and_then(google::stored_refresh_token)
-                .and_then(|t| refresh_credentials(g, &t)))
-        }
-    }
-}
-
-/// The sink settings of a resolved Google sink.
-pub(crate) fn google_sink_config(g: &GoogleResolved) -> GoogleSinkConfig {
-    GoogleSinkConfig {
-        id: g.id.clone(),
-        privacy: g.privacy,
-        target: match &g.calendar_id {
-            Some(id) => TargetCalendar::Fixed(id.clone()),
-            None => TargetCalendar::CreatePerSource,
-        },
-        write_attendees: g.write_attendees,
-        on_target_delete: g.on_target_delete,
-        batch: g.batch,
-        client: g.client.clone(),
-    }
-}
-
-/// Builds the sinks of the configuration (file order) and the handles of
-/// the Google ones. A Google sink without credentials is built paused.
-pub(crate) async fn build_sinks(
-    loaded: &Loaded,
-    store: &Store,
-) -> anyhow::Result<(Vec<Arc<dyn Sink>>, Vec<GoogleHandle>)> {
-    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-    let mut handles = Vec::new();
-    for (i, s) in loaded.config.sinks.iter().enumerate() {
-        match s {
-            SinkConfig::Ics(ics) => sinks.push(Arc::new(IcsSink::new(
-                &ics.dir,
-                ics.privacy.parse().unwrap_or_default(),
-            ))),
-            SinkConfig::Google(_) => {
-                let Some(g) = loaded.google.iter().find(|g| g.index == i) else {
-                    anyhow::bail!("sinks[{i}]: the google sink was not resolved");
-                };
-                let creds = google_credentials(g, store).await?;
-                if creds.is_none() {
-                    tracing::warn!(
-                        sink = %g.id,
-                        "not authorized: run `feishu-bridge auth google --sink {}`",
-                        g.name
-                    );
-                }
-                let sink = Arc::new(GoogleSink::new(google_sink_config(g), creds, store.clone()));
-                sinks.push(sink.clone());
-                handles.push(GoogleHandle {
-                    sink,
-                    config: g.clone(),
-                });
-            }
-        }
-    }
-    Ok((sinks, handles))
+    Ok(out)
 }
 
 /// Where a running daemon writes the address of its admin endpoint (next to
@@ -264,12 +154,13 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
         },
         ..EngineConfig::default()
     };
-    let (sinks, google) = build_sinks(loaded, &store).await?;
+    let handles = build_sinks(loaded, &store).await?;
+    let sinks = handles.iter().map(Handle::sink).collect();
     let engine = Engine::new(Arc::new(source), sinks, store, cfg);
     Ok(App {
         engine,
         client,
-        google,
+        sinks: handles,
     })
 }
 

@@ -11,8 +11,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bridge_feishu::auth::Secret;
-use bridge_sinks::google;
 use serde::Deserialize;
+
+use crate::sinks::Target;
+
+mod read;
+
+pub(crate) use read::read_table;
 
 /// Why a configuration cannot be used; each line names its key path.
 #[derive(Debug)]
@@ -33,18 +38,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The sections other than `[[sinks]]` (each read on its own).
+#[derive(Debug, Clone)]
 pub(crate) struct Config {
-    #[serde(default)]
     pub(crate) store: StoreConfig,
     pub(crate) feishu: FeishuConfig,
-    #[serde(default)]
     pub(crate) server: ServerConfig,
-    #[serde(default)]
     pub(crate) sync: SyncConfig,
-    #[serde(default)]
-    pub(crate) sinks: Vec<SinkConfig>,
 }
 
 /// How the engine syncs.
@@ -245,110 +245,6 @@ fn default_listen() -> String {
     "127.0.0.1:8787".to_owned()
 }
 
-/// A target (an unknown kind is refused, naming it).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub(crate) enum SinkConfig {
-    Ics(IcsSink),
-    Google(Box<GoogleSinkToml>),
-}
-
-/// `kind = "google"`: a Google Calendar target, as written in the file
-/// (resolved into [`GoogleResolved`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GoogleSinkToml {
-    /// The sink id in the store is `google:<name>`.
-    #[serde(default = "default_google_name")]
-    pub(crate) name: String,
-    #[serde(default = "default_privacy")]
-    pub(crate) privacy: String,
-    /// The target calendar (exactly one of this and `create_calendars`).
-    pub(crate) calendar_id: Option<String>,
-    /// One dedicated calendar per source calendar.
-    #[serde(default)]
-    pub(crate) create_calendars: bool,
-    /// Installed-app OAuth client (refresh token from `auth google`).
-    pub(crate) client_id: Option<String>,
-    pub(crate) client_secret: Option<Secret>,
-    pub(crate) client_secret_file: Option<PathBuf>,
-    /// A service account instead of `client_id`.
-    pub(crate) service_account_key_file: Option<PathBuf>,
-    /// Domain-wide delegation: the user the service account acts for.
-    pub(crate) subject: Option<String>,
-    pub(crate) token_url: Option<String>,
-    pub(crate) auth_url: Option<String>,
-    /// Host root (`https://www.googleapis.com`).
-    pub(crate) base_url: Option<String>,
-    /// Client-side limit; 0 = none.
-    pub(crate) requests_per_second: Option<f64>,
-    #[serde(default = "default_true")]
-    pub(crate) batch: bool,
-    #[serde(default)]
-    pub(crate) write_attendees: bool,
-    #[serde(default = "default_on_target_delete")]
-    pub(crate) on_target_delete: String,
-}
-
-fn default_google_name() -> String {
-    "google".to_owned()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_on_target_delete() -> String {
-    "restore".to_owned()
-}
-
-/// How a Google sink authenticates.
-#[derive(Debug, Clone)]
-pub(crate) enum GoogleAuth {
-    /// An installed (desktop) OAuth client; the refresh token is in the
-    /// store under [`google::token_name`] of the sink id.
-    Installed {
-        client_id: String,
-        client_secret: google::Secret,
-    },
-    /// A service account key file, optionally impersonating `subject`.
-    ServiceAccount {
-        key: google::ServiceAccountKey,
-        key_file: PathBuf,
-        subject: Option<String>,
-    },
-}
-
-/// A validated Google sink.
-#[derive(Debug, Clone)]
-pub(crate) struct GoogleResolved {
-    /// Position in `[[sinks]]`.
-    pub(crate) index: usize,
-    pub(crate) name: String,
-    /// `google:<name>`.
-    pub(crate) id: String,
-    pub(crate) privacy: bridge_core::Privacy,
-    /// `None`: one dedicated calendar per source calendar.
-    pub(crate) calendar_id: Option<String>,
-    pub(crate) auth: GoogleAuth,
-    /// Authorization endpoint of `auth google`.
-    pub(crate) auth_url: String,
-    pub(crate) client: google::GoogleClientConfig,
-    pub(crate) batch: bool,
-    pub(crate) write_attendees: bool,
-    pub(crate) on_target_delete: google::OnTargetDelete,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct IcsSink {
-    pub(crate) dir: PathBuf,
-    #[serde(default = "default_privacy")]
-    pub(crate) privacy: String,
-}
-
-fn default_privacy() -> String {
-    "full".to_owned()
-}
-
 /// Replaces `${NAME}` in every string; `$${` escapes a literal `${`.
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -452,8 +348,23 @@ pub(crate) struct FeishuResolved {
 pub(crate) struct Loaded {
     pub(crate) config: Config,
     pub(crate) feishu: FeishuResolved,
-    /// The `kind = "google"` sinks, in file order.
-    pub(crate) google: Vec<GoogleResolved>,
+    /// The `[[sinks]]`, validated, in file order.
+    pub(crate) sinks: Vec<Configured>,
+}
+
+/// One `[[sinks]]` entry, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Configured {
+    /// Position in `[[sinks]]`.
+    pub(crate) index: usize,
+    pub(crate) target: Target,
+}
+
+impl Configured {
+    /// How `check` names it: `sinks[1] google:work`.
+    pub(crate) fn what(&self) -> String {
+        format!("sinks[{}] {}", self.index, self.target.label())
+    }
 }
 
 fn accounts_for(base: &str) -> String {
@@ -486,27 +397,23 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         file: path.to_owned(),
         problems,
     };
-    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-        fail(vec![format!(
-            "not valid TOML: {}",
-            e.to_string().trim_end()
-        )])
-    })?;
+    let mut value: toml::Value =
+        toml::from_str(text).map_err(|e| fail(vec![read::syntax(text, &e)]))?;
     let mut problems = Vec::new();
     interpolate(&mut value, "", env, &mut problems);
     if !problems.is_empty() {
         return Err(fail(problems));
     }
-    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        fail(vec![if key == "." || key.is_empty() {
-            inner
-        } else {
-            format!("{key}: {inner}")
-        }])
-    })?;
+    let toml::Value::Table(mut root) = value else {
+        return Err(fail(vec!["not valid TOML: not a table".to_owned()]));
+    };
+    let raw_sinks = root.remove("sinks");
+    let config = read_config(root, &mut problems);
     let base = path.parent().unwrap_or(Path::new("."));
+    let sinks = read_sinks(raw_sinks, base, &mut problems);
+    let Some(config) = config else {
+        return Err(fail(problems));
+    };
     let f = &config.feishu;
     let app_secret = secret(
         &f.app_secret,
@@ -529,7 +436,6 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         base,
         &mut problems,
     );
-    let google = resolve_google(&config.sinks, base, &mut problems);
     // A `*_file` that could not be read was reported above; do not also call it missing.
     config.validate(
         &mut problems,
@@ -560,232 +466,117 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
             verification_token,
             user_token_file,
         },
-        google,
+        sinks,
         config,
     })
 }
 
-/// Resolves a path from the configuration relative to its directory.
-fn relative_to(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
+/// Reads the sections other than `[[sinks]]`, each on its own so that a
+/// problem in one does not hide those of the next; problems carry their key
+/// paths.
+fn read_config(mut root: toml::Table, problems: &mut Vec<String>) -> Option<Config> {
+    fn section<T: serde::de::DeserializeOwned + Default>(
+        root: &mut toml::Table,
+        name: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<T> {
+        match root.remove(name) {
+            Some(v) => read_table(v, name, problems),
+            None => Some(T::default()),
+        }
     }
+    let store = section::<StoreConfig>(&mut root, "store", problems);
+    let server = section::<ServerConfig>(&mut root, "server", problems);
+    let sync = section::<SyncConfig>(&mut root, "sync", problems);
+    let feishu = match root.remove("feishu") {
+        Some(v) => read_table::<FeishuConfig>(v, "feishu", problems),
+        None => {
+            problems.push("feishu: missing (the [feishu] table)".to_owned());
+            None
+        }
+    };
+    read::unknown_keys(
+        &root,
+        &["store", "feishu", "server", "sync", "sinks"],
+        "",
+        problems,
+    );
+    Some(Config {
+        store: store?,
+        feishu: feishu?,
+        server: server?,
+        sync: sync?,
+    })
 }
 
-/// Whether a sink name is usable in ids, token names and the CLI.
-fn valid_sink_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Checks and resolves every `kind = "google"` sink; problems are pushed
-/// with their key paths.
-fn resolve_google(
-    sinks: &[SinkConfig],
+/// Reads and validates every `[[sinks]]` entry through its kind's module;
+/// problems carry their key paths. Names are unique per kind.
+fn read_sinks(
+    raw: Option<toml::Value>,
     base: &Path,
     problems: &mut Vec<String>,
-) -> Vec<GoogleResolved> {
-    let mut out = Vec::new();
-    let mut names: Vec<(String, usize)> = Vec::new();
-    for (i, sink) in sinks.iter().enumerate() {
-        let SinkConfig::Google(g) = sink else {
+) -> Vec<Configured> {
+    let entries = match raw {
+        None => return Vec::new(),
+        Some(toml::Value::Array(a)) => a,
+        Some(other) => {
+            problems.push(format!(
+                "sinks: expected an array of tables ([[sinks]]), found {}",
+                other.type_str()
+            ));
+            return Vec::new();
+        }
+    };
+    let read = |p: &Path| std::fs::read_to_string(p);
+    let mut out: Vec<Configured> = Vec::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        let path = format!("sinks[{index}]");
+        let toml::Value::Table(mut table) = entry else {
+            problems.push(format!("{path}: expected a table"));
             continue;
         };
-        let before = problems.len();
-        let key = |k: &str| format!("sinks[{i}].{k}");
-        if !valid_sink_name(&g.name) {
-            problems.push(format!(
-                "{}: {:?} is not a sink name (letters, digits, '-', '_', '.')",
-                key("name"),
-                g.name
-            ));
-        } else if let Some((_, j)) = names.iter().find(|(n, _)| *n == g.name) {
-            problems.push(format!(
-                "{}: {:?} is already the name of sinks[{j}]; every google sink needs its own name",
-                key("name"),
-                g.name
-            ));
-        } else {
-            names.push((g.name.clone(), i));
-        }
-        let privacy = g.privacy.parse::<bridge_core::Privacy>();
-        // (an unknown privacy is reported by `Config::validate`)
-        let calendar_id = match (&g.calendar_id, g.create_calendars) {
-            (Some(_), true) => {
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            Some(other) => {
                 problems.push(format!(
-                    "{} and {}: set one of them, not both",
-                    key("calendar_id"),
-                    key("create_calendars")
+                    "{path}.kind: expected a string, found {}",
+                    other.type_str()
                 ));
-                None
+                continue;
             }
-            (None, false) => {
+            None => {
+                let known: Vec<String> = crate::sinks::KINDS
+                    .iter()
+                    .map(|(k, _)| format!("{k:?}"))
+                    .collect();
                 problems.push(format!(
-                    "{}: missing (the target calendar, e.g. \"primary\"), or set {} = true",
-                    key("calendar_id"),
-                    key("create_calendars")
+                    "{path}.kind: missing (one of {})",
+                    known.join(", ")
                 ));
-                None
-            }
-            (Some(id), false) if id.trim().is_empty() => {
-                problems.push(format!("{}: must not be empty", key("calendar_id")));
-                None
-            }
-            (Some(id), false) => Some(id.clone()),
-            (None, true) => None,
-        };
-        let on_target_delete = match g.on_target_delete.parse::<google::OnTargetDelete>() {
-            Ok(v) => v,
-            Err(_) => {
-                problems.push(format!(
-                    "{}: {:?} is not one of \"restore\", \"respect\"",
-                    key("on_target_delete"),
-                    g.on_target_delete
-                ));
-                google::OnTargetDelete::default()
+                continue;
             }
         };
-        let mut url = |k: &str, v: &Option<String>, default: &str| -> String {
-            let v = v.as_deref().unwrap_or(default).trim_end_matches('/');
-            match url::Url::parse(v) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => problems.push(format!("{}: {v:?} is not an http(s) URL", key(k))),
-            }
-            v.to_owned()
-        };
-        let token_url = url("token_url", &g.token_url, google::DEFAULT_TOKEN_URL);
-        let auth_url = url("auth_url", &g.auth_url, google::DEFAULT_AUTH_URL);
-        let mut base_url = url("base_url", &g.base_url, google::client::DEFAULT_BASE_URL);
-        // The API root written out is accepted too.
-        if let Some(root) = base_url.strip_suffix("/calendar/v3") {
-            base_url = root.to_owned();
-        }
-        let requests_per_second = g.requests_per_second.unwrap_or(10.0);
-        if !requests_per_second.is_finite() || requests_per_second < 0.0 {
-            problems.push(format!(
-                "{}: {requests_per_second} must be 0 (no limit) or more",
-                key("requests_per_second")
-            ));
-        }
-        let auth = match (&g.client_id, &g.service_account_key_file) {
-            (Some(_), Some(_)) => {
-                problems.push(format!(
-                    "{} and {}: set one of them, not both",
-                    key("client_id"),
-                    key("service_account_key_file")
-                ));
-                None
-            }
-            (None, None) => {
-                problems.push(format!(
-                    "{}: missing (an installed-app OAuth client), or set {} (a service account)",
-                    key("client_id"),
-                    key("service_account_key_file")
-                ));
-                None
-            }
-            (Some(client_id), None) => {
-                if g.subject.is_some() {
-                    problems.push(format!(
-                        "{}: only with {} (domain-wide delegation); an installed-app client \
-                         acts as the user who ran `feishu-bridge auth google`",
-                        key("subject"),
-                        key("service_account_key_file")
-                    ));
-                }
-                if client_id.trim().is_empty() {
-                    problems.push(format!("{}: must not be empty", key("client_id")));
-                }
-                let secret = secret(
-                    &g.client_secret,
-                    &g.client_secret_file,
-                    &key("client_secret"),
-                    base,
-                    problems,
-                );
-                if secret.is_none() && g.client_secret_file.is_none() {
-                    problems.push(format!(
-                        "{}: missing (or set {}_file); required with client_id",
-                        key("client_secret"),
-                        key("client_secret")
-                    ));
-                }
-                secret.map(|s| GoogleAuth::Installed {
-                    client_id: client_id.clone(),
-                    client_secret: google::Secret::new(s.expose()),
-                })
-            }
-            (None, Some(file)) => {
-                for k in ["client_secret", "client_secret_file"] {
-                    let set = if k == "client_secret" {
-                        g.client_secret.is_some()
-                    } else {
-                        g.client_secret_file.is_some()
-                    };
-                    if set {
+        let ctx = bridge_sinks::config::Ctx::new(path.as_str(), base, &read);
+        match crate::sinks::read(&kind, toml::Value::Table(table), &ctx, problems) {
+            Some(target) => {
+                if let Some(name) = target.name() {
+                    let same = out.iter().find(|c| {
+                        c.target.kind() == target.kind() && c.target.name() == Some(name)
+                    });
+                    if let Some(other) = same {
                         problems.push(format!(
-                            "{}: only with {} (a service account needs none)",
-                            key(k),
-                            key("client_id")
+                            "{}: {name:?} is already the name of sinks[{}]; every {} sink needs its own name",
+                            ctx.key("name"),
+                            other.index,
+                            target.kind()
                         ));
+                        continue;
                     }
                 }
-                let path = relative_to(base, file);
-                match std::fs::read_to_string(&path) {
-                    Err(e) => {
-                        problems.push(format!(
-                            "{}: cannot read {}: {e}",
-                            key("service_account_key_file"),
-                            path.display()
-                        ));
-                        None
-                    }
-                    Ok(text) => match google::ServiceAccountKey::from_json(&text) {
-                        Ok(k) => Some(GoogleAuth::ServiceAccount {
-                            key: k,
-                            key_file: path,
-                            subject: g.subject.clone().filter(|s| !s.trim().is_empty()),
-                        }),
-                        Err(e) => {
-                            problems.push(format!(
-                                "{}: {}: {e}",
-                                key("service_account_key_file"),
-                                path.display()
-                            ));
-                            None
-                        }
-                    },
-                }
+                out.push(Configured { index, target });
             }
-        };
-        if problems.len() != before {
-            continue;
+            None => continue,
         }
-        let (Some(auth), Ok(privacy)) = (auth, privacy) else {
-            continue;
-        };
-        out.push(GoogleResolved {
-            index: i,
-            id: format!("google:{}", g.name),
-            name: g.name.clone(),
-            privacy,
-            calendar_id,
-            auth,
-            auth_url,
-            client: google::GoogleClientConfig {
-                base_url,
-                token_url,
-                requests_per_second,
-                ..google::GoogleClientConfig::default()
-            },
-            batch: g.batch,
-            write_attendees: g.write_attendees,
-            on_target_delete,
-        });
     }
     out
 }
@@ -851,17 +642,6 @@ impl Config {
                 "server.listen: {:?} is not an address like 127.0.0.1:8787",
                 self.server.listen
             ));
-        }
-        for (i, sink) in self.sinks.iter().enumerate() {
-            let privacy = match sink {
-                SinkConfig::Ics(ics) => &ics.privacy,
-                SinkConfig::Google(g) => &g.privacy,
-            };
-            if privacy.parse::<bridge_core::Privacy>().is_err() {
-                problems.push(format!(
-                    "sinks[{i}].privacy: {privacy:?} is not one of \"full\", \"redacted\", \"busy\""
-                ));
-            }
         }
     }
 }
@@ -934,8 +714,124 @@ mod tests {
 }
 
 #[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    /// A dozen mistakes of every sort, each reported in one run with its key
+    /// path, in words, with a suggestion for near misses.
+    #[test]
+    fn every_mistake_at_once() {
+        let text = "\
+[feishu]
+app_id = \"cli_a\"
+app_secret = \"s\"
+delivery = \"webhok\"
+rate_limit_per_second = \"many\"
+calendar = [\"c1\"]
+
+[sync]
+max_delete_count = \"fifty\"
+max_delete_percent = true
+debounce = 10
+
+[server]
+listen = 8787
+admin_listn = \"127.0.0.1:1\"
+
+[stor]
+path = \"x\"
+
+[[sinks]]
+kind = \"ics\"
+dir = \"out\"
+privcy = \"busy\"
+
+[[sinks]]
+kind = \"gogle\"
+
+[[sinks]]
+kind = \"google\"
+calendar_id = \"primary\"
+client_id = \"c\"
+client_secret = \"s\"
+batch = \"yes\"
+requests_per_second = \"ten\"
+
+[[sinks]]
+kind = \"ics\"
+";
+        let e = parse(text, Path::new("test.toml")).unwrap_err();
+        let mut got = e.problems.clone();
+        got.sort();
+        let mut want = vec![
+            "feishu.delivery: \"webhok\" is not one of \"long_connection\", \"webhook\", \"poll\"; did you mean \"webhook\"?",
+            "feishu.rate_limit_per_second: expected a whole number, got \"many\"",
+            "feishu.calendar: unknown key; did you mean \"calendars\"?",
+            "sync.max_delete_count: expected a whole number, got \"fifty\"",
+            "sync.max_delete_percent: expected a number, got true",
+            "sync.debounce: unknown key; did you mean \"debounce_ms\"?",
+            "server.listen: expected a string, got 8787",
+            "server.admin_listn: unknown key; did you mean \"admin_listen\"?",
+            "stor: unknown key; did you mean \"store\"?",
+            "sinks[0].privcy: unknown key; did you mean \"privacy\"?",
+            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\")",
+            "sinks[2].batch: expected true or false, got \"yes\"",
+            "sinks[2].requests_per_second: expected a number, got \"ten\"",
+            "sinks[3].dir: missing",
+        ];
+        want.sort();
+        assert_eq!(got, want, "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_and_column() {
+        let e = parse(
+            "[feishu]\napp_id = \"a\"\nbad = = 1\n",
+            Path::new("test.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(
+            e.problems[0].starts_with("not valid TOML: line 3, column 7: "),
+            "{e}"
+        );
+        assert!(!e.problems[0].contains('\n'), "one line: {e}");
+    }
+}
+
+#[cfg(test)]
 mod google_tests {
     use super::*;
+    use bridge_sinks::google;
+    use bridge_sinks::google::config::Auth as GoogleAuth;
+
+    /// A Google sink of a loaded configuration, with its position.
+    #[derive(Debug)]
+    struct Indexed<'a> {
+        index: usize,
+        sink: &'a google::config::Validated,
+    }
+
+    impl std::ops::Deref for Indexed<'_> {
+        type Target = google::config::Validated;
+        fn deref(&self) -> &Self::Target {
+            self.sink
+        }
+    }
+
+    /// The `kind = "google"` sinks, in file order.
+    fn google_sinks(l: &Loaded) -> Vec<Indexed<'_>> {
+        l.sinks
+            .iter()
+            .filter_map(|c| match &c.target {
+                Target::Google(g) => Some(Indexed {
+                    index: c.index,
+                    sink: g,
+                }),
+                Target::Ics(_) => None,
+            })
+            .collect()
+    }
 
     const FEISHU: &str = "[feishu]\napp_id = \"cli_a\"\napp_secret = \"s\"\n";
 
@@ -957,8 +853,9 @@ mod google_tests {
              client_id = \"c.apps.googleusercontent.com\"\nclient_secret = \"gs3cret\"\n",
         )
         .unwrap();
-        let [g] = l.google.as_slice() else {
-            panic!("{:?}", l.google)
+        let google = google_sinks(&l);
+        let [g] = google.as_slice() else {
+            panic!("{google:?}")
         };
         assert_eq!(g.id, "google:google");
         assert_eq!(g.index, 0);
@@ -987,7 +884,7 @@ mod google_tests {
              batch = false\nwrite_attendees = true\non_target_delete = \"respect\"\n",
         )
         .unwrap();
-        let g = &l.google[0];
+        let g = &google_sinks(&l)[0];
         assert_eq!((g.index, g.id.as_str()), (1, "google:work"));
         assert_eq!(g.calendar_id, None);
         assert_eq!(g.privacy, bridge_core::Privacy::Busy);
@@ -1055,7 +952,7 @@ mod google_tests {
             "{all}"
         );
         let l = with_sinks(&format!("{}{}", sink("a"), sink("b"))).unwrap();
-        assert_eq!(l.google.len(), 2);
+        assert_eq!(google_sinks(&l).len(), 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod app;
 mod cmd;
 mod config;
+mod sinks;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run everything against an emulated Feishu tenant and show the result (no account needed).
+    #[cfg(feature = "demo")]
     Demo(cmd::demo::Args),
     /// Convert a Feishu list-events response (or a JSON array of events) to one VCALENDAR on stdout.
     Convert(cmd::convert::Args),
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => block_on(cmd::demo::run(args)),
         Command::Reconcile(args) => block_on(cmd::reconcile::run(args)),
         Command::Run(args) => block_on(cmd::run::run(args)),

@@ -1,10 +1,11 @@
 //! `feishu-bridge auth feishu`: authorize a Feishu user (code flow with PKCE
 //! through a loopback redirect) and store the tokens.
 //!
-//! `feishu-bridge auth google [--sink NAME]`: the same for a Google sink with
-//! an installed-app OAuth client; the refresh token goes to the store (or,
-//! while the daemon holds the store, to the daemon's admin endpoint, which
-//! stores it and resumes the sink).
+//! `feishu-bridge auth <kind> [--sink NAME]` (`auth google`): the same for a
+//! sink whose kind has an authorization capability (a Google sink with an
+//! installed-app OAuth client); the sink's module runs the consent, and its
+//! token goes to the store (or, while the daemon holds the store, to the
+//! daemon's admin endpoint, which stores it and resumes the sink).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,10 +14,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bridge_feishu::auth::{FileTokenStore, OauthApp, TokenStore, receive_redirect};
-use bridge_sinks::google::{self, CALENDAR_SCOPE, InstalledApp};
+use bridge_sinks::config::Authorization;
 
 use crate::app;
-use crate::config::{GoogleAuth, GoogleResolved, Loaded};
+use crate::config::Loaded;
+use crate::sinks::{KINDS, Target};
 
 /// Scopes needed to read calendars and subscribe to their changes.
 const SCOPES: [&str; 2] = ["calendar:calendar:readonly", "calendar:calendar.event:read"];
@@ -27,9 +29,9 @@ const FEISHU_PORT: u16 = 8788;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Which service to authorize.
-    #[arg(value_enum)]
-    service: Service,
+    /// Which service to authorize: feishu, or a kind of sink that needs it.
+    #[arg(value_parser = services())]
+    service: String,
     #[arg(long, default_value = "feishu-bridge.toml")]
     config: PathBuf,
     /// Loopback port of the redirect (the redirect URL
@@ -40,21 +42,24 @@ pub(crate) struct Args {
     /// How long to wait for the browser, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// google: which Google sink (its `name`; needed when there are several).
+    /// Which sink of that kind (its `name`; needed when there are several).
     #[arg(long)]
     sink: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Service {
-    Feishu,
-    Google,
+/// `feishu` and every kind of sink with an authorization capability.
+fn services() -> clap::builder::PossibleValuesParser {
+    let kinds = KINDS.iter().filter(|(_, auth)| *auth).map(|(k, _)| *k);
+    clap::builder::PossibleValuesParser::new(std::iter::once("feishu").chain(kinds))
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match args.service {
-        Service::Feishu => feishu(args).await,
-        Service::Google => google(args).await,
+    match args.service.as_str() {
+        "feishu" => feishu(args).await,
+        kind => {
+            let kind = kind.to_owned();
+            sink(args, &kind).await
+        }
     }
 }
 
@@ -102,61 +107,72 @@ async fn feishu(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The Google sink `--sink` names (`NAME` or `google:NAME`), or the only one.
-fn select_sink<'a>(loaded: &'a Loaded, wanted: Option<&str>) -> anyhow::Result<&'a GoogleResolved> {
-    let all = &loaded.google;
+/// The sink of `kind` that `--sink` names (`NAME` or `<kind>:NAME`), or
+/// the only one.
+fn select_sink<'a>(
+    loaded: &'a Loaded,
+    kind: &str,
+    wanted: Option<&str>,
+) -> anyhow::Result<&'a Target> {
+    let all: Vec<&Target> = loaded
+        .sinks
+        .iter()
+        .map(|c| &c.target)
+        .filter(|t| t.kind() == kind)
+        .collect();
     let names = || {
         all.iter()
-            .map(|g| g.name.as_str())
+            .filter_map(|t| t.name())
             .collect::<Vec<_>>()
             .join(", ")
     };
     match wanted {
         Some(w) => {
-            let name = w.strip_prefix("google:").unwrap_or(w);
-            all.iter().find(|g| g.name == name).ok_or_else(|| {
-                if all.is_empty() {
-                    anyhow::anyhow!("no sink named {w:?}: the configuration has no google sink")
-                } else {
-                    anyhow::anyhow!("no google sink named {w:?} (configured: {})", names())
-                }
-            })
+            let name = w.strip_prefix(&format!("{kind}:")).unwrap_or(w);
+            all.iter()
+                .find(|t| t.name() == Some(name))
+                .copied()
+                .ok_or_else(|| {
+                    if all.is_empty() {
+                        anyhow::anyhow!("no sink named {w:?}: the configuration has no {kind} sink")
+                    } else {
+                        anyhow::anyhow!("no {kind} sink named {w:?} (configured: {})", names())
+                    }
+                })
         }
         None => match all.as_slice() {
             [] => {
-                anyhow::bail!("the configuration has no google sink ([[sinks]] kind = \"google\")")
+                anyhow::bail!("the configuration has no {kind} sink ([[sinks]] kind = \"{kind}\")")
             }
             [one] => Ok(one),
             _ => anyhow::bail!(
-                "several google sinks are configured ({}); choose one with --sink NAME",
+                "several {kind} sinks are configured ({}); choose one with --sink NAME",
                 names()
             ),
         },
     }
 }
 
+/// `auth <kind>`: the consent of the sink's module in the browser; the
+/// token goes to the store, or to the running daemon holding it.
 #[allow(clippy::print_stdout)]
-async fn google(args: Args) -> anyhow::Result<ExitCode> {
+async fn sink(args: Args, kind: &str) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
-    let g = select_sink(&loaded, args.sink.as_deref())?;
-    let (client_id, client_secret) = match &g.auth {
-        GoogleAuth::ServiceAccount { key, .. } => {
-            println!(
-                "Sink {} uses the service account {}: no interactive authorization is needed.",
-                g.id, key.client_email
-            );
+    let target = select_sink(&loaded, kind, args.sink.as_deref())?;
+    let id = target.id();
+    let (token_name, mut consent) = match target.authorization() {
+        None => {
+            println!("Sink {id} needs no authorization.");
             return Ok(ExitCode::SUCCESS);
         }
-        GoogleAuth::Installed {
-            client_id,
-            client_secret,
-        } => (client_id, client_secret),
-    };
-    let installed = InstalledApp {
-        client_id: client_id.clone(),
-        client_secret: Some(client_secret.clone()),
-        auth_url: g.auth_url.clone(),
-        token_url: g.client.token_url.clone(),
+        Some(Authorization::NotNeeded(why)) => {
+            println!("{why}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Authorization::Browser {
+            token_name,
+            consent,
+        }) => (token_name, consent),
     };
     let port = args.port.unwrap_or(0);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -164,34 +180,31 @@ async fn google(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
     let port = listener.local_addr()?.port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
-    let auth = installed.authorize(&redirect, &[CALENDAR_SCOPE]);
-    println!(
-        "Open this URL in a browser and approve access:\n\n  {}\n",
-        auth.url
-    );
+    let (url, state) = consent.start(&redirect);
+    println!("Open this URL in a browser and approve access:\n\n  {url}\n");
     println!("Waiting for the redirect to {redirect} ...");
-    let code = receive_redirect(listener, &auth.state, Duration::from_secs(args.timeout))
+    let code = receive_redirect(listener, &state, Duration::from_secs(args.timeout))
         .await
-        .context("Google authorization")?;
+        .with_context(|| format!("{} authorization", service_title(kind)))?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let refresh_token = installed
-        .exchange_code(&http, &auth, &code)
+    let token = consent
+        .finish(&http, &code)
         .await
-        .with_context(|| format!("cannot exchange the code at {}", installed.token_url))?;
-    let json = serde_json::json!({"refresh_token": refresh_token.expose()}).to_string();
+        .map_err(anyhow::Error::msg)?;
+    let title = service_title(kind);
     match app::open_store(&loaded).await {
         Ok(store) => {
             store
-                .put_token(&google::token_name(&g.id), &json)
+                .put_token(&token_name, &token)
                 .await
-                .context("cannot store the refresh token")?;
-            println!("Google authorization stored for sink {}", g.id);
+                .context("cannot store the token")?;
+            println!("{title} authorization stored for sink {id}");
         }
         Err(e) if app::is_locked(&e) => {
-            let url = via_daemon(&loaded, &g.id, refresh_token.expose(), &http).await?;
-            println!("Google authorization stored for sink {}", g.id);
+            let url = via_daemon(&loaded, &id, &token, &http).await?;
+            println!("{title} authorization stored for sink {id}");
             println!("(handed to the running daemon at {url}; the sink resumes without a restart)");
         }
         Err(e) => return Err(e),
@@ -199,20 +212,27 @@ async fn google(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The store is held by the daemon: `POST /admin/google-token`.
+/// `google` -> `Google`.
+fn service_title(kind: &str) -> String {
+    let mut c = kind.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// The store is held by the daemon: `POST /admin/token`.
 async fn via_daemon(
     loaded: &Loaded,
     sink: &str,
-    refresh_token: &str,
+    token: &str,
     http: &reqwest::Client,
 ) -> anyhow::Result<String> {
-    let url = format!(
-        "http://{}/admin/google-token",
-        app::daemon_admin_addr(loaded)
-    );
+    let url = format!("http://{}/admin/token", app::daemon_admin_addr(loaded));
+    let token: serde_json::Value =
+        serde_json::from_str(token).context("the sink's token is not JSON")?;
     let resp = http
         .post(&url)
-        .json(&serde_json::json!({"sink": sink, "refresh_token": refresh_token}))
+        .json(&serde_json::json!({"sink": sink, "token": token}))
         .send()
         .await
         .map_err(|e| {

@@ -3,8 +3,9 @@
 //!
 //! - the configuration (every problem with its key path; exit 2),
 //! - the store (locked by a running daemon is a warning),
-//! - every sink directory (created, a file written and removed),
-//! - every Google sink: credentials, an access token, the target calendar,
+//! - every sink, by its kind's health check (ICS: the directory, created, a
+//!   file written and removed; Google: credentials, an access token, the
+//!   target calendar),
 //! - Feishu reachable at `base_url`, the app credentials (a tenant token),
 //! - the user token when the identity or the delivery needs one,
 //! - every configured calendar readable (`primary` / `all` resolved).
@@ -12,7 +13,7 @@
 //! Exit 0 when nothing failed, 1 when something did, 2 for an invalid
 //! configuration.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,10 +24,8 @@ use bridge_feishu::client::{FeishuClient, Identity};
 
 use crate::app;
 use crate::cmd::status::{Opened, count, fmt_span, fmt_time, open_existing};
-use crate::config::{
-    Calendars, Delivery, GoogleAuth, GoogleResolved, IdentityConfig, Loaded, SinkConfig,
-};
-use bridge_sinks::google::{ApiRequest, Credentials, GoogleClient, Method, calendar_path};
+use crate::config::{Calendars, Delivery, IdentityConfig, Loaded};
+use bridge_sinks::config::{Check, Level};
 
 /// Exit code when a check failed.
 const EXIT_FAILED: u8 = 1;
@@ -35,13 +34,6 @@ const EXIT_FAILED: u8 = 1;
 pub(crate) struct Args {
     #[arg(long, default_value = "feishu-bridge.toml")]
     config: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Ok,
-    Warn,
-    Fail,
 }
 
 /// Prints the lines as they are decided and remembers whether one failed.
@@ -118,19 +110,6 @@ async fn probe(client: &FeishuClient) -> Probe {
     }
 }
 
-/// Whether a file can be created in `dir` (created if missing).
-fn writable_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let probe = dir.join(format!(".feishu-bridge-check-{}.tmp", std::process::id()));
-    let result = std::fs::File::create(&probe).and_then(|mut f| {
-        f.write_all(b"feishu-bridge check\n")?;
-        f.sync_all()
-    });
-    let removed = std::fs::remove_file(&probe);
-    result?;
-    removed
-}
-
 /// Whether the store is locked by another process, and the store when it
 /// opened.
 async fn check_store(r: &mut Report, loaded: &Loaded) -> (bool, Option<bridge_store::Store>) {
@@ -163,7 +142,7 @@ async fn check_store(r: &mut Report, loaded: &Loaded) -> (bool, Option<bridge_st
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            match writable_dir(dir) {
+            match bridge_sinks::config::writable_dir(dir) {
                 Ok(()) => r.line(
                     Level::Ok,
                     "store",
@@ -189,151 +168,28 @@ async fn check_store(r: &mut Report, loaded: &Loaded) -> (bool, Option<bridge_st
     (false, None)
 }
 
-fn check_sinks(r: &mut Report, loaded: &Loaded) {
-    if loaded.config.sinks.is_empty() {
+/// Every sink, in file order, through its kind's health check.
+async fn check_sinks(
+    r: &mut Report,
+    loaded: &Loaded,
+    store: Option<&bridge_store::Store>,
+    store_locked: bool,
+) {
+    if loaded.sinks.is_empty() {
         r.line(
             Level::Warn,
             "sinks",
             "none configured: a sync reads Feishu and writes nowhere",
         );
     }
-    for (i, sink) in loaded.config.sinks.iter().enumerate() {
-        let SinkConfig::Ics(ics) = sink else {
-            continue;
-        };
-        let what = format!("sinks[{i}] ics");
-        match writable_dir(&ics.dir) {
-            Ok(()) => r.line(
-                Level::Ok,
-                &what,
-                format!(
-                    "{} is writable (privacy {})",
-                    ics.dir.display(),
-                    ics.privacy
-                ),
-            ),
-            Err(e) => r.line(
-                Level::Fail,
-                &what,
-                format!("{} is not writable: {e}", ics.dir.display()),
-            ),
+    for sink in &loaded.sinks {
+        let what = sink.what();
+        for check in sink.target.healthcheck(store, store_locked).await {
+            match check {
+                Check::Line(level, detail) => r.line(level, &what, detail),
+                Check::Note(text) => r.note(text),
+            }
         }
-    }
-}
-
-/// A Google sink: its credentials (service account, or the refresh token
-/// `auth google` stored), an access token from the token endpoint, and the
-/// target calendar.
-async fn check_google(
-    r: &mut Report,
-    g: &GoogleResolved,
-    store: Option<&bridge_store::Store>,
-    store_locked: bool,
-) {
-    let what = format!("sinks[{}] {}", g.index, g.id);
-    let creds = match &g.auth {
-        GoogleAuth::ServiceAccount {
-            key,
-            key_file,
-            subject,
-        } => {
-            r.line(
-                Level::Ok,
-                &what,
-                format!(
-                    "service account {} ({})",
-                    key.client_email,
-                    key_file.display()
-                ),
-            );
-            Ok(Some(Credentials::ServiceAccount {
-                key: key.clone(),
-                subject: subject.clone(),
-            }))
-        }
-        GoogleAuth::Installed { .. } => {
-            let Some(store) = store else {
-                if store_locked {
-                    r.line(
-                        Level::Warn,
-                        &what,
-                        "the refresh token is in the store, which the running daemon holds; not checked",
-                    );
-                } else {
-                    r.line(
-                        Level::Fail,
-                        &what,
-                        format!(
-                            "not authorized: run `feishu-bridge auth google --sink {}`",
-                            g.name
-                        ),
-                    );
-                }
-                return;
-            };
-            app::google_credentials(g, store).await
-        }
-    };
-    let creds = match creds {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            r.line(
-                Level::Fail,
-                &what,
-                format!(
-                    "not authorized: run `feishu-bridge auth google --sink {}`",
-                    g.name
-                ),
-            );
-            return;
-        }
-        Err(e) => {
-            r.line(Level::Fail, &what, format!("{e:#}"));
-            return;
-        }
-    };
-    let mut cfg = g.client.clone();
-    cfg.max_retries = 1;
-    cfg.max_backoff = Duration::from_secs(2);
-    cfg.timeout = Duration::from_secs(15);
-    let client = match GoogleClient::new(cfg, creds) {
-        Ok(c) => c,
-        Err(e) => {
-            r.line(Level::Fail, &what, e);
-            return;
-        }
-    };
-    if let Err(e) = client.access_token().await {
-        r.line(
-            Level::Fail,
-            &what,
-            format!("no access token from {}: {e}", g.client.token_url),
-        );
-        return;
-    }
-    r.line(
-        Level::Ok,
-        &what,
-        format!("access token obtained from {}", g.client.token_url),
-    );
-    match &g.calendar_id {
-        Some(id) => match client
-            .execute(ApiRequest::new(Method::Get, calendar_path(id)))
-            .await
-        {
-            Ok(resp) => r.line(
-                Level::Ok,
-                &what,
-                format!(
-                    "calendar {id} reachable ({:?})",
-                    resp.body["summary"].as_str().unwrap_or_default()
-                ),
-            ),
-            Err(e) => r.line(Level::Fail, &what, format!("calendar {id}: {e}")),
-        },
-        None => r.note(
-            "(create_calendars: a calendar per source calendar is created on the first sync)",
-        ),
     }
 }
 
@@ -534,7 +390,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Calendars::Primary => "calendars = \"primary\"".to_owned(),
                 Calendars::All => "calendars = \"all\"".to_owned(),
             },
-            count(loaded.config.sinks.len() as u64, "sink"),
+            count(loaded.sinks.len() as u64, "sink"),
             match f.identity {
                 IdentityConfig::Tenant => "tenant",
                 IdentityConfig::User => "user",
@@ -547,10 +403,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     );
     let (store_locked, store) = check_store(&mut r, &loaded).await;
-    check_sinks(&mut r, &loaded);
-    for g in &loaded.google {
-        check_google(&mut r, g, store.as_ref(), store_locked).await;
-    }
+    check_sinks(&mut r, &loaded, store.as_ref(), store_locked).await;
     drop(store);
 
     let now = app::unix_now();
@@ -604,28 +457,4 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_directory_under_a_file_is_not_writable() {
-        let base = std::env::temp_dir().join(format!("fb-check-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
-        assert!(writable_dir(&base.join("new/dir")).is_ok());
-        assert!(
-            std::fs::read_dir(base.join("new/dir"))
-                .unwrap()
-                .next()
-                .is_none(),
-            "the probe file is removed"
-        );
-        let file = base.join("plain-file");
-        std::fs::write(&file, b"x").unwrap();
-        assert!(writable_dir(&file.join("ics")).is_err());
-        let _ = std::fs::remove_dir_all(&base);
-    }
 }

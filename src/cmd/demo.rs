@@ -3,6 +3,11 @@
 //! covering every mapping case, mirrors them to ICS files, then makes live
 //! changes in "Feishu" and shows each one arrive through a signed, encrypted
 //! webhook push and the change-driven sync path.
+//!
+//! Only with the `demo` feature (on by default): this is the one module of
+//! the binary that uses the emulators.
+
+#![cfg(feature = "demo")]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bridge_core::plan::Op;
-use bridge_engine::{CalendarReport, EngineError, Sink as _};
+use bridge_engine::{CalendarReport, EngineError};
 
 use crate::app;
 
@@ -268,11 +268,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    for h in &app.google {
-        if let Some(p) = h.sink.paused()
-            && !paused.iter().any(|(id, _)| *id == h.config.id)
+    for h in &app.sinks {
+        if let Some(p) = h.paused()
+            && !paused.iter().any(|(id, _)| *id == h.id())
         {
-            paused.push((h.config.id.clone(), p));
+            paused.push((h.id(), p));
         }
     }
     if args.json {

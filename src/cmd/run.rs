@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use bridge_engine::daemon::{Hub, Metrics, Worker};
-use bridge_engine::{CalendarReport, Engine, Sink as _};
+use bridge_engine::{CalendarReport, Engine};
 use bridge_feishu::client::FeishuClient;
 use bridge_feishu::webhook::{DeliverySink, WebhookConfig};
 use bridge_feishu::ws::{SinkHandler, WsConfig};
@@ -45,7 +45,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     user_token_file: PathBuf,
-    google: Arc<Vec<app::GoogleHandle>>,
+    sinks: Arc<Vec<crate::sinks::Handle>>,
 }
 
 fn label(v: &str) -> String {
@@ -260,60 +260,47 @@ async fn admin_sync(State(s): State<Shared>, Query(q): Query<SyncQuery>) -> impl
 }
 
 #[derive(serde::Deserialize)]
-struct GoogleToken {
+struct SinkToken {
     sink: String,
-    refresh_token: String,
+    /// The token as the sink's kind keeps it in the store (a JSON document).
+    token: serde_json::Value,
 }
 
-/// `POST /admin/google-token`: `auth google` while the daemon holds the
-/// store. The refresh token is stored and handed to the sink, which resumes
-/// if it was paused for authorization.
-async fn admin_google_token(
+/// `POST /admin/token`: `auth <kind>` while the daemon holds the store. The
+/// sink's module checks the token; it is stored and handed to the sink,
+/// which resumes if it was paused for authorization.
+async fn admin_token(
     State(s): State<Shared>,
-    axum::Json(t): axum::Json<GoogleToken>,
+    axum::Json(t): axum::Json<SinkToken>,
 ) -> impl IntoResponse {
+    use bridge_sinks::config::TokenRefused;
     let fail = |status: StatusCode, error: String| {
         (status, axum::Json(serde_json::json!({"error": error})))
     };
-    let Some(h) = s.google.iter().find(|h| h.config.id == t.sink) else {
+    let Some(h) = s.sinks.iter().find(|h| h.id() == t.sink) else {
         return fail(
             StatusCode::NOT_FOUND,
-            format!("no google sink {:?} in the daemon's configuration", t.sink),
+            format!("no sink {:?} in the daemon's configuration", t.sink),
         );
     };
-    if t.refresh_token.trim().is_empty() {
-        return fail(StatusCode::BAD_REQUEST, "empty refresh_token".to_owned());
+    if let Err(e) = h.hand_over(s.engine.store(), &t.token.to_string()).await {
+        let status = match e {
+            TokenRefused::Invalid(_) => StatusCode::BAD_REQUEST,
+            TokenRefused::NotUsed(_) => StatusCode::CONFLICT,
+            TokenRefused::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        return fail(status, e.to_string());
     }
-    let Some(creds) = h.with_refresh_token(&t.refresh_token) else {
-        return fail(
-            StatusCode::CONFLICT,
-            format!(
-                "sink {} uses a service account; it takes no refresh token",
-                t.sink
-            ),
+    tracing::info!(sink = %t.sink, "authorization received through the admin endpoint");
+    if let Err(e) = s.worker.hint_all("sink authorization").await {
+        tracing::warn!(
+            "cannot mark calendars dirty after the authorization of {}: {e}",
+            t.sink
         );
-    };
-    let json = serde_json::json!({"refresh_token": t.refresh_token}).to_string();
-    let name = bridge_sinks::google::token_name(&h.config.id);
-    if let Err(e) = s.engine.store().put_token(&name, &json).await {
-        return fail(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot store the token: {e}"),
-        );
-    }
-    if let Err(e) = h.sink.set_credentials(creds) {
-        return fail(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the token was stored, but the sink did not take it: {e}"),
-        );
-    }
-    tracing::info!(sink = %h.config.id, "google authorization received through the admin endpoint");
-    if let Err(e) = s.worker.hint_all("google authorization").await {
-        tracing::warn!("cannot mark calendars dirty after the google authorization: {e}");
     }
     (
         StatusCode::OK,
-        axum::Json(serde_json::json!({"sink": h.config.id, "paused": h.sink.paused()})),
+        axum::Json(serde_json::json!({"sink": t.sink, "paused": h.paused()})),
     )
 }
 
@@ -404,7 +391,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics,
         ready,
         user_token_file: loaded.feishu.user_token_file.clone(),
-        google: Arc::new(app.google.clone()),
+        sinks: Arc::new(app.sinks.clone()),
     };
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -485,7 +472,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/admin/status", get(admin_status))
         .route("/admin/reconcile", post(admin_reconcile))
         .route("/admin/sync", post(admin_sync))
-        .route("/admin/google-token", post(admin_google_token))
+        .route("/admin/token", post(admin_token))
         .with_state(shared);
     {
         let c = cancel.clone();

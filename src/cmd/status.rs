@@ -153,6 +153,8 @@ struct Status {
     calendars: Vec<CalendarStatus>,
     /// The configuration says "primary" / "all" (resolved only by Feishu).
     selection: Option<&'static str>,
+    /// The configured sinks: id, kind, where they write.
+    targets: Vec<(String, &'static str, String)>,
 }
 
 async fn gather(loaded: &Loaded, store: &Store) -> anyhow::Result<Status> {
@@ -209,6 +211,11 @@ async fn gather(loaded: &Loaded, store: &Store) -> anyhow::Result<Status> {
         stats,
         calendars,
         selection,
+        targets: loaded
+            .sinks
+            .iter()
+            .map(|c| (c.target.id(), c.target.kind(), c.target.describe()))
+            .collect(),
     })
 }
 
@@ -269,6 +276,9 @@ fn status_json(now: i64, s: &Status) -> serde_json::Value {
             "failures": s.stats.failures,
         },
         "calendars_setting": s.selection,
+        "sinks": s.targets.iter().map(|(id, kind, target)| serde_json::json!({
+            "sink": id, "kind": kind, "target": target,
+        })).collect::<Vec<_>>(),
         "calendars": calendars,
         "stuck": s.calendars.iter().map(CalendarStatus::stuck).sum::<usize>(),
     })
@@ -287,6 +297,9 @@ fn print_human(now: i64, s: &Status) {
         st.dirty,
         count(st.failures, "failing item"),
     );
+    for (id, _, target) in &s.targets {
+        println!("sink {id}: {target}");
+    }
     if s.calendars.is_empty() {
         println!("no calendar has been synced yet: run `feishu-bridge reconcile`");
     }

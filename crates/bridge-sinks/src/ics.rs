@@ -2,6 +2,8 @@
 //! rendered whole from the calendar's items, written atomically (temporary
 //! file, fsync, rename, directory fsync) and only when its bytes change.
 
+pub mod config;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -2,5 +2,6 @@
 //!
 //! Architecture invariant: sink modules do not depend on each other.
 
+pub mod config;
 pub mod google;
 pub mod ics;

@@ -6,8 +6,10 @@
 //! (extendedProperties).
 
 pub mod auth;
+pub mod authorize;
 pub mod batch;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod ids;
 pub mod limit;

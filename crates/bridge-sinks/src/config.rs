@@ -1,0 +1,323 @@
+//! What the targets' configurations share: the context a validation reads
+//! (its key path, the configuration file's directory, a file reader),
+//! privacy, `*_file` secrets, sink names, and the lines a health check
+//! reports to `feishu-bridge check`.
+//!
+//! Each target module has a `config` submodule with its TOML struct
+//! (`deny_unknown_fields`), a validation that reports every problem with its
+//! key path and returns a validated value, and construction from that value.
+
+use std::path::{Path, PathBuf};
+
+use bridge_core::Privacy;
+
+/// Reads a file named by the configuration.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+/// Where a target's configuration is validated. Files (secrets, keys) are
+/// read only through `read`, so a validation is a pure function of the
+/// configuration and this context (tests hand it an in-memory file system).
+pub struct Ctx<'a> {
+    prefix: String,
+    base: &'a Path,
+    read: ReadFile<'a>,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("prefix", &self.prefix)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// `prefix` is the key path of the target's table (`sinks[1]`); `base`
+    /// the directory relative file names resolve against.
+    pub fn new(prefix: impl Into<String>, base: &'a Path, read: ReadFile<'a>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            base,
+            read,
+        }
+    }
+
+    /// The key path of `key` in the target's table: `sinks[1].calendar_id`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.prefix)
+    }
+
+    /// The key path of the target's table itself: `sinks[1]`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A path from the configuration, relative to its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// The content of a file named by the configuration (resolved first).
+    pub fn read(&self, p: &Path) -> std::io::Result<String> {
+        (self.read)(&self.resolve(p))
+    }
+}
+
+/// The privacy profile `value` names; a problem at `key` otherwise.
+pub fn privacy(value: &str, key: &str, problems: &mut Vec<String>) -> Option<Privacy> {
+    match value.parse() {
+        Ok(p) => Some(p),
+        Err(_) => {
+            problems.push(format!(
+                "{key}: {value:?} is not one of \"full\", \"redacted\", \"busy\""
+            ));
+            None
+        }
+    }
+}
+
+/// The configuration's name of a privacy profile.
+pub fn privacy_name(p: Privacy) -> &'static str {
+    match p {
+        Privacy::Full => "full",
+        Privacy::Redacted => "redacted",
+        Privacy::Busy => "busy",
+    }
+}
+
+/// A secret given inline or as `<key>_file` (its content, trimmed); at most
+/// one may be set. `key` is the full key path.
+pub fn secret(
+    ctx: &Ctx<'_>,
+    inline: Option<&str>,
+    file: Option<&Path>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{key} and {key}_file are both set; keep one"));
+            None
+        }
+        (Some(s), None) => Some(s.to_owned()),
+        (None, Some(f)) => match ctx.read(f) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) => {
+                problems.push(format!(
+                    "{key}_file: cannot read {}: {e}",
+                    ctx.resolve(f).display()
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+/// Whether a sink name is usable in ids, token names and the CLI.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether a file can be created in `dir` (created if missing).
+pub fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".feishu-bridge-check-{}.tmp", std::process::id()));
+    let result = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(b"feishu-bridge check\n")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    result?;
+    removed
+}
+
+/// How a health check judged one thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One line of a health check: a judgement, or an indented note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Line(Level, String),
+    Note(String),
+}
+
+impl Check {
+    pub fn ok(detail: impl Into<String>) -> Self {
+        Self::Line(Level::Ok, detail.into())
+    }
+
+    pub fn warn(detail: impl Into<String>) -> Self {
+        Self::Line(Level::Warn, detail.into())
+    }
+
+    pub fn fail(detail: impl Into<String>) -> Self {
+        Self::Line(Level::Fail, detail.into())
+    }
+}
+
+/// A target's table in the configuration: read with `deny_unknown_fields`,
+/// then validated into what its module builds from.
+pub trait TargetToml: serde::de::DeserializeOwned {
+    type Validated: ValidatedTarget;
+
+    /// Every problem with its key path (through `ctx`).
+    fn validate(&self, ctx: &Ctx<'_>) -> Result<Self::Validated, Vec<String>>;
+}
+
+/// What a validated target tells the binary without being built: its
+/// identity, the lines it adds to `status` and `check`, and its optional
+/// authorization capability.
+#[async_trait::async_trait]
+pub trait ValidatedTarget: Send + Sync + std::fmt::Debug {
+    /// The `kind` of its `[[sinks]]` table.
+    fn kind(&self) -> &'static str;
+    /// The sink id its records carry (`<kind>:...`).
+    fn id(&self) -> String;
+    /// Its `name`, for kinds that have one (unique per kind; `--sink NAME`).
+    fn name(&self) -> Option<&str> {
+        None
+    }
+    /// How `check` names it after `sinks[i]`.
+    fn label(&self) -> String {
+        self.kind().to_owned()
+    }
+    /// Where it writes, one line for `status`.
+    fn describe(&self) -> String;
+    /// The store's name of the token its authorization leaves.
+    fn token_name(&self) -> Option<String> {
+        None
+    }
+    /// The health check of `feishu-bridge check` (no side effect beyond
+    /// what the sink itself would do); `stored` is its token.
+    async fn healthcheck(&self, stored: StoredToken) -> Vec<Check>;
+    /// What `auth <kind>` does for it (`None`: nothing to authorize).
+    fn authorization(&self) -> Option<Authorization> {
+        None
+    }
+}
+
+/// A sink's token as `check` finds it in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredToken {
+    /// What the store holds under the sink's token name (`None`: nothing,
+    /// or no store yet).
+    Value(Option<String>),
+    /// The store could not be read; the reason.
+    Unreadable(String),
+    /// A running daemon holds the store.
+    StoreLocked,
+}
+
+/// The authorization capability of a target (`feishu-bridge auth <kind>`):
+/// what it needs, and what it stores.
+#[derive(Debug)]
+pub enum Authorization {
+    /// Nothing to do in a browser (a service account, say); the reason.
+    NotNeeded(String),
+    /// A consent in the browser through a loopback redirect; the token it
+    /// yields is kept in the store under `token_name`.
+    Browser {
+        token_name: String,
+        consent: Box<dyn Consent>,
+    },
+}
+
+/// One browser consent (OAuth code flow with PKCE through a loopback
+/// redirect). The caller listens for the redirect; the target knows its
+/// endpoints, scopes and what to keep.
+#[async_trait::async_trait]
+pub trait Consent: Send + Sync + std::fmt::Debug {
+    /// The URL to open for a redirect to `redirect_uri`, and the `state`
+    /// the redirect must carry.
+    fn start(&mut self, redirect_uri: &str) -> (String, String);
+    /// Trades the redirect's code for the token to keep (a JSON document
+    /// the target reads back, and the daemon's hand-over takes).
+    async fn finish(&self, http: &reqwest::Client, code: &str) -> Result<String, String>;
+}
+
+/// Why a running sink did not take a token handed over by `auth <kind>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefused {
+    /// The token is malformed or empty.
+    #[error("{0}")]
+    Invalid(String),
+    /// The sink authenticates otherwise (a service account).
+    #[error("{0}")]
+    NotUsed(String),
+    /// The sink could not build a client with it.
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_inline_or_from_one_file() {
+        let read = |p: &Path| {
+            if p == Path::new("/etc/fb/secret") {
+                Ok("  s3cret\n".to_owned())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            }
+        };
+        let ctx = Ctx::new("sinks[0]", Path::new("/etc/fb"), &read);
+        let mut p = Vec::new();
+        let key = ctx.key("client_secret");
+        assert_eq!(
+            secret(&ctx, None, Some(Path::new("secret")), &key, &mut p).as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            secret(&ctx, Some("a"), None, &key, &mut p).as_deref(),
+            Some("a")
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(
+            secret(&ctx, Some("a"), Some(Path::new("x")), &key, &mut p),
+            None
+        );
+        assert_eq!(
+            secret(&ctx, None, Some(Path::new("gone")), &key, &mut p),
+            None
+        );
+        assert_eq!(
+            p,
+            [
+                "sinks[0].client_secret and sinks[0].client_secret_file are both set; keep one",
+                "sinks[0].client_secret_file: cannot read /etc/fb/gone: entity not found",
+            ]
+        );
+    }
+
+    #[test]
+    fn privacy_is_one_of_three() {
+        let mut p = Vec::new();
+        assert_eq!(privacy("busy", "k", &mut p), Some(Privacy::Busy));
+        assert_eq!(privacy("open", "sinks[2].privacy", &mut p), None);
+        assert_eq!(
+            p,
+            ["sinks[2].privacy: \"open\" is not one of \"full\", \"redacted\", \"busy\""]
+        );
+        for v in [Privacy::Full, Privacy::Redacted, Privacy::Busy] {
+            assert_eq!(privacy_name(v).parse::<Privacy>(), Ok(v));
+        }
+        assert!(valid_name("work-2.a_b") && !valid_name("a b") && !valid_name(""));
+    }
+}
