@@ -160,7 +160,8 @@ pub(crate) async fn build_sinks(
                         g.name
                     );
                 }
-                let sink = Arc::new(GoogleSink::new(google_sink_config(g), creds, store.clone()));
+                let state = Arc::new(bridge_engine::SinkState::new(store.clone(), g.id.clone()));
+                let sink = Arc::new(GoogleSink::new(google_sink_config(g), creds, state));
                 sinks.push(sink.clone());
                 handles.push(GoogleHandle {
                     sink,

@@ -22,6 +22,7 @@ use crate::model::{
     CanonicalEvent, Class, CuType, EventTime, Item, PartStat, Party, Role, Status, utc_datetime,
 };
 use crate::privacy;
+use crate::series::Series;
 
 pub use crate::privacy::Privacy;
 
@@ -337,14 +338,32 @@ pub fn render_calendar_to<'a>(
 ) -> std::io::Result<RenderSummary> {
     let mut warnings = Vec::new();
     let series = crate::series::group_noting(items, &mut warnings);
+    render_series(&series, warnings, opts, out)
+}
 
+/// Renders series (as [`crate::series::group`] makes them) into one
+/// VCALENDAR, streamed into `out`: what projections publish.
+pub fn render_series_to(
+    series: &[Series<'_>],
+    opts: &RenderOptions,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<RenderSummary> {
+    render_series(series, Vec::new(), opts, out)
+}
+
+fn render_series(
+    series: &[Series<'_>],
+    mut warnings: Vec<Warning>,
+    opts: &RenderOptions,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<RenderSummary> {
     let mut zones = Zones::default();
     // Phase 1 decides every VEVENT (borrowing the items) and the years each
     // TZID must cover; phase 2 writes the header, the VTIMEZONEs and the
     // VEVENTs one by one into a single buffer.
     let mut planned: Vec<Vevent<'_>> = Vec::with_capacity(series.len());
     let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for s in &series {
+    for s in series {
         let master = s.master();
         if let Some(base) = s.base {
             let exdates = match master {
