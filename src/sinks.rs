@@ -128,7 +128,10 @@ impl Target {
         Ok(match self {
             Self::Ics(c) => Handle::Ics(Arc::new(c.build())),
             Self::Google(c) => Handle::Google {
-                sink: Arc::new(c.build(c.credentials(token.as_deref()), store.clone())),
+                sink: Arc::new(c.build(
+                    c.credentials(token.as_deref()),
+                    Arc::new(bridge_engine::SinkState::new(store.clone(), c.id.clone())),
+                )),
                 config: c.clone(),
             },
         })

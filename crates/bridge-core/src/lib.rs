@@ -11,16 +11,21 @@ pub mod key;
 pub mod map;
 pub mod model;
 pub mod plan;
+pub mod privacy;
 pub mod recur;
 pub mod sample;
+pub mod series;
 
 pub use hash::{ContentHash, content_hash};
 pub use ics::{
-    Privacy, RenderOptions, RenderSummary, Rendered, Revision, render_calendar, render_calendar_to,
+    RenderOptions, RenderSummary, Rendered, Revision, render_calendar, render_calendar_to,
+    render_series_to,
 };
 pub use key::{EventKey, KeyError};
 pub use map::{MapError, Mapped, Warning, map_event, map_events};
 pub use model::{CanonicalEvent, EventTime, Item};
+pub use privacy::Privacy;
+pub use series::Series;
 
 /// Maps Feishu events and renders them as one VCALENDAR. Events that cannot
 /// be mapped at all are reported in the warnings (with their event id) and

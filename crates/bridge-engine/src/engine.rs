@@ -17,7 +17,12 @@ use bridge_core::{EventKey, Item, Revision, content_hash, map_event};
 use bridge_store::{Backoff, Batch, Cursor, Record, SinkItemKey, Snapshot, Store, StoreError};
 use tokio::sync::Mutex;
 
-use crate::traits::{CalendarMeta, DriftInput, Sink, SinkInput, Source, SourceError};
+use bridge_target::{
+    DriftInput, ItemOutcome, ProjectionInput, Recorded, RemoteRef, ReplicaInput, SeriesOps, Sink,
+    Target,
+};
+
+use crate::traits::{CalendarMeta, Source, SourceError};
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +126,45 @@ const RECORD_CHUNK: usize = 4096;
 struct Entry {
     hash: ContentHash,
     item: Item,
+}
+
+/// The records of a sink as the target seam shows them.
+fn recorded_refs(records: &BTreeMap<EventKey, Record>) -> BTreeMap<EventKey, Recorded> {
+    records
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                Recorded {
+                    remote: RemoteRef {
+                        id: r.remote_id.clone(),
+                        etag: r.etag.clone(),
+                    },
+                    tombstone: r.tombstone,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The planner's ops grouped per uid (in uid order, ops in plan order),
+/// each with its series as it stands.
+fn series_ops<'a>(series: &'a [bridge_core::Series<'a>], ops: &'a [Op]) -> Vec<SeriesOps<'a>> {
+    let mut by_uid: BTreeMap<&'a str, Vec<Op>> = BTreeMap::new();
+    for op in ops {
+        by_uid.entry(op.key().uid()).or_default().push(op.clone());
+    }
+    by_uid
+        .into_iter()
+        .map(|(uid, ops)| SeriesOps {
+            uid,
+            series: series
+                .binary_search_by(|s| s.uid.cmp(uid))
+                .ok()
+                .map(|i| &series[i]),
+            ops,
+        })
+        .collect()
 }
 
 /// The sync engine.
@@ -490,8 +534,8 @@ impl Engine {
         // what a sink finds missing on its side is judged against the whole
         // source, never against a delta or a truncated read.
         let drift_check = mode == Mode::Full && complete && report.blocked.is_none();
-        let all_items: Vec<&Item> = if drift_check {
-            next.values().map(|e| &e.item).collect()
+        let all_series = if drift_check {
+            bridge_core::series::group(next.values().map(|e| &e.item))
         } else {
             Vec::new()
         };
@@ -505,12 +549,15 @@ impl Engine {
                 .collect();
             let mut rewrite: BTreeSet<EventKey> = BTreeSet::new();
             let mut drift_report = None;
-            if drift_check && sink.paused().is_none() {
-                match sink
+            if drift_check
+                && sink.paused().is_none()
+                && let Target::Replica(replica) = sink.target()
+            {
+                match replica
                     .drift(DriftInput {
                         calendar: cal,
-                        items: &all_items,
-                        records: &records,
+                        series: &all_series,
+                        records: &recorded_refs(&records),
                         dry_run,
                     })
                     .await
@@ -639,7 +686,7 @@ impl Engine {
                     }
                 }
             }
-            let items: Vec<&Item> = shown.into_values().collect();
+            let series = bridge_core::series::group(shown.into_values());
             if dry_run {
                 for op in &ops {
                     match op {
@@ -651,23 +698,72 @@ impl Engine {
                 sink_reports.push(sr);
                 continue;
             }
-            let outcomes = sink
-                .apply(SinkInput {
-                    calendar: cal,
-                    items: &items,
-                    ops: &ops,
-                    revisions: &revisions,
-                    records: &records,
-                    now,
-                })
-                .await;
+            let outcomes = match sink.target() {
+                Target::Replica(replica) => {
+                    let refs = recorded_refs(&records);
+                    let ops = series_ops(&series, &ops);
+                    replica
+                        .apply(ReplicaInput {
+                            calendar: cal,
+                            series: &series,
+                            ops: &ops,
+                            records: &refs,
+                            now,
+                        })
+                        .await
+                        .into_iter()
+                        .flat_map(|s| s.items)
+                        .collect::<Vec<ItemOutcome>>()
+                }
+                Target::Projection(projection) => {
+                    let published = projection
+                        .publish(ProjectionInput {
+                            calendar: cal,
+                            series: &series,
+                            revisions: &revisions,
+                            changed: !ops.is_empty(),
+                            now,
+                        })
+                        .await;
+                    let result = match published {
+                        Ok(p) => Ok(RemoteRef {
+                            id: p.location,
+                            etag: None,
+                        }),
+                        Err(e) => {
+                            // One failure for the whole calendar: one line in
+                            // the log and the report; each pending item keeps
+                            // its retry time.
+                            sr.failed += 1;
+                            sr.errors.push(e.to_string());
+                            tracing::warn!(sink = sink.id(), calendar = %cal.id, items = ops.len(), error = %e, "publishing failed; will retry");
+                            for op in &ops {
+                                batch.record_failure(
+                                    SinkItemKey::new(sink.id(), &cal.id, op.key().to_string()),
+                                    &e.to_string(),
+                                    now,
+                                    self.cfg.failure_backoff,
+                                );
+                            }
+                            sink_reports.push(sr);
+                            continue;
+                        }
+                    };
+                    ops.iter()
+                        .map(|op| ItemOutcome {
+                            op: op.clone(),
+                            result: result.clone(),
+                        })
+                        .collect()
+                }
+            };
             for o in outcomes {
                 if let Err(e) = &o.result
-                    && e.paused
+                    && e.is_paused()
                 {
                     // A paused sink keeps its queue: nothing is recorded, the
                     // items are planned again once it resumes.
-                    sr.paused.get_or_insert_with(|| e.message.clone());
+                    sr.paused.get_or_insert_with(|| e.to_string());
                     sr.deferred += 1;
                     continue;
                 }
@@ -682,7 +778,7 @@ impl Engine {
                         batch.put_record(
                             key.clone(),
                             Record {
-                                remote_id: applied.remote_id,
+                                remote_id: applied.id,
                                 etag: applied.etag,
                                 applied_hash: next
                                     .get(k)
@@ -711,9 +807,10 @@ impl Engine {
                     }
                     (_, Err(e)) => {
                         sr.failed += 1;
-                        sr.errors.push(format!("{key_str}: {}", e.message));
-                        tracing::warn!(sink = sink.id(), calendar = %cal.id, event = %key_str, error = %e.message, "item failed; will retry");
-                        batch.record_failure(key, &e.message, now, self.cfg.failure_backoff);
+                        let message = e.to_string();
+                        sr.errors.push(format!("{key_str}: {message}"));
+                        tracing::warn!(sink = sink.id(), calendar = %cal.id, event = %key_str, error = %message, "item failed; will retry");
+                        batch.record_failure(key, &message, now, self.cfg.failure_backoff);
                     }
                 }
                 // Records only state what a sink already holds, so they may

@@ -3,15 +3,20 @@
 //! its records, applies, records, and only then commits the sync token.
 //!
 //! Architecture invariant: the engine parses no HTTP; it talks to Feishu
-//! through [`Source`] and to targets through [`Sink`].
+//! through [`Source`] and to targets through [`Sink`] (the `bridge-target`
+//! seam: replicas and projections).
 
 pub mod daemon;
 pub mod engine;
 pub mod feishu_source;
+pub mod state;
 pub mod traits;
 
-pub use engine::{CalendarReport, Engine, EngineConfig, EngineError, Mode, SinkReport, Window};
-pub use traits::{
-    Applied, CalendarMeta, Drift, DriftInput, Listing, OpOutcome, Sink, SinkError, SinkInput,
-    Source, SourceError,
+pub use bridge_target::{
+    CalendarMeta, Drift, DriftInput, ItemOutcome, Projection, ProjectionInput, Published, Recorded,
+    RemoteRef, Replica, ReplicaInput, SeriesOps, SeriesOutcome, Sink, SinkError, StateStore,
+    Target,
 };
+pub use engine::{CalendarReport, Engine, EngineConfig, EngineError, Mode, SinkReport, Window};
+pub use state::SinkState;
+pub use traits::{Listing, Source, SourceError};

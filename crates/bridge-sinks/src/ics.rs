@@ -1,6 +1,8 @@
-//! The ICS target: one `.ics` file per source calendar in a directory,
-//! rendered whole from the calendar's items, written atomically (temporary
-//! file, fsync, rename, directory fsync) and only when its bytes change.
+//! The ICS target, a [`Projection`]: one `.ics` file per source calendar in
+//! a directory, rendered whole from the calendar's series, written
+//! atomically (temporary file, fsync, rename, directory fsync) and only when
+//! its bytes change. A failed write is one error for the file and leaves no
+//! temporary file behind (`tempfile` removes it on every error path).
 
 pub mod config;
 
@@ -8,8 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bridge_core::{Privacy, RenderOptions, render_calendar_to};
-use bridge_engine::{Applied, OpOutcome, Sink, SinkError, SinkInput};
+use bridge_core::{Privacy, RenderOptions, render_series_to};
+use bridge_target::{Projection, ProjectionInput, Published, Sink, SinkError, Target};
 
 /// Writes calendars as iCalendar files.
 #[derive(Debug, Clone)]
@@ -66,58 +68,6 @@ impl IcsSink {
     }
 }
 
-/// Whether `path` holds exactly `bytes`, read in chunks (a 60 MB feed is not
-/// read into memory a second time).
-fn same_content(path: &Path, bytes: &[u8]) -> bool {
-    use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    if f.metadata().map(|m| m.len()).ok() != Some(bytes.len() as u64) {
-        return false;
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut offset = 0;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return offset == bytes.len(),
-            Ok(n) => {
-                if bytes.get(offset..offset + n) != Some(&buf[..n]) {
-                    return false;
-                }
-                offset += n;
-            }
-            Err(_) => return false,
-        }
-    }
-}
-
-/// Replaces `path` with `bytes` unless it already holds exactly them.
-/// Returns whether the file was written.
-pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    if same_content(path, bytes) {
-        return Ok(false);
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("calendar"),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(true)
-}
-
 /// SHA-256 of a file, read in chunks; `None` if it cannot be read.
 fn file_digest(path: &Path) -> Option<String> {
     use sha2::{Digest, Sha256};
@@ -136,13 +86,13 @@ fn file_digest(path: &Path) -> Option<String> {
 
 /// Writes through to a file while hashing what passes.
 struct HashingWriter {
-    inner: std::io::BufWriter<std::fs::File>,
+    inner: std::io::BufWriter<tempfile::NamedTempFile>,
     hasher: sha2::Sha256,
 }
 
 impl HashingWriter {
     /// Flushes; returns the file and the hex SHA-256 of everything written.
-    fn finish(self) -> std::io::Result<(std::fs::File, String)> {
+    fn finish(self) -> std::io::Result<(tempfile::NamedTempFile, String)> {
         use sha2::Digest;
         let digest = hex::encode(self.hasher.finalize());
         let f = self.inner.into_inner().map_err(|e| e.into_error())?;
@@ -180,7 +130,7 @@ impl IcsSink {
         self.dir.join(format!(".{}.state", file_name(calendar_id)))
     }
 
-    fn settings(&self, input: &SinkInput<'_>) -> String {
+    fn settings(&self, input: &ProjectionInput<'_>) -> String {
         use sha2::{Digest, Sha256};
         let s = format!(
             "v1|{:?}|{:?}|{}|{:?}",
@@ -190,21 +140,35 @@ impl IcsSink {
     }
 }
 
-#[async_trait]
 impl Sink for IcsSink {
+    fn target(&self) -> Target<'_> {
+        Target::Projection(self)
+    }
+}
+
+#[async_trait]
+impl Projection for IcsSink {
     fn id(&self) -> &str {
         &self.id
     }
 
-    fn privacy(&self) -> Privacy {
-        self.privacy
+    async fn healthcheck(&self) -> Result<(), SinkError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            tempfile::NamedTempFile::new_in(&dir).map(drop)
+        })
+        .await
+        .map_err(|e| SinkError::transient(e.to_string()))?
+        .map_err(|e| SinkError::transient(format!("cannot write in {}: {e}", self.dir.display())))
     }
 
-    async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome> {
+    async fn publish(&self, input: ProjectionInput<'_>) -> Result<Published, SinkError> {
         let path = self.path_for(&input.calendar.id);
         let state_path = self.state_path(&input.calendar.id);
         let settings = self.settings(&input);
-        if input.ops.is_empty() {
+        let name = file_name(&input.calendar.id);
+        if !input.changed {
             // Nothing changed in the items: skip the render when the file is
             // exactly what we last wrote with these settings.
             let (p, sp) = (path.clone(), state_path.clone());
@@ -218,7 +182,10 @@ impl Sink for IcsSink {
                 && saved.trim() == format!("{settings} {digest}")
             {
                 tracing::debug!(file = %path.display(), "ICS file up to date");
-                return Vec::new();
+                return Ok(Published {
+                    location: name,
+                    changed: false,
+                });
             }
         }
         let opts = RenderOptions {
@@ -229,66 +196,50 @@ impl Sink for IcsSink {
             timezone: input.calendar.timezone.clone(),
             revisions: input.revisions.clone(),
         };
-        let name = file_name(&input.calendar.id);
         // Rendered straight into a temporary file next to the target while
         // hashing it (a 60 MB feed is never held in memory); the file only
-        // replaces the target when the digests differ.
+        // replaces the target when the digests differ. The temporary file
+        // is removed on every path that does not persist it.
         let written = blocking(|| -> std::io::Result<bool> {
             let dir = path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir)?;
-            let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!(".{name}.tmp"))
+                .tempfile_in(dir)?;
             let mut w = HashingWriter {
-                inner: std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(&tmp)?),
+                inner: std::io::BufWriter::with_capacity(256 * 1024, tmp),
                 hasher: sha2::Sha256::default(),
             };
-            let summary = match render_calendar_to(input.items.iter().copied(), &opts, &mut w) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e);
-                }
-            };
+            let summary = render_series_to(input.series, &opts, &mut w)?;
             for warning in &summary.warnings {
                 tracing::warn!(calendar = %input.calendar.id, "{warning}");
             }
             let (f, digest) = w.finish()?;
             let changed = file_digest(&path).as_deref() != Some(digest.as_str());
             if changed {
-                f.sync_all()?;
-                drop(f);
-                std::fs::rename(&tmp, &path)?;
+                f.as_file().sync_all()?;
+                f.persist(&path).map_err(|e| e.error)?;
                 if let Ok(d) = std::fs::File::open(dir) {
                     let _ = d.sync_all();
                 }
-            } else {
-                drop(f);
-                std::fs::remove_file(&tmp)?;
             }
             // Best effort: a missing state file only costs a render next time.
             let _ = std::fs::write(&state_path, format!("{settings} {digest}\n"));
             Ok(changed)
         });
-        let result = match written {
+        match written {
             Ok(changed) => {
                 tracing::debug!(file = %path.display(), changed, "ICS file");
-                Ok(())
+                Ok(Published {
+                    location: name,
+                    changed,
+                })
             }
             Err(e) => Err(SinkError::transient(format!(
                 "cannot write {}: {e}",
                 path.display()
             ))),
-        };
-        input
-            .ops
-            .iter()
-            .map(|op| OpOutcome {
-                op: op.clone(),
-                result: result.clone().map(|()| Applied {
-                    remote_id: format!("{name}#{}", op.key()),
-                    etag: None,
-                }),
-            })
-            .collect()
+        }
     }
 }
 
@@ -307,22 +258,5 @@ mod tests {
         assert_ne!(a, b);
         assert!(!a.contains('/'));
         assert!(!file_name("../../etc/passwd").starts_with('.'));
-    }
-
-    #[test]
-    fn writes_only_when_changed() {
-        let dir = std::env::temp_dir().join(format!("fb-ics-{}", std::process::id()));
-        let path = dir.join("c.ics");
-        assert!(write_if_changed(&path, b"one").unwrap());
-        assert!(!write_if_changed(&path, b"one").unwrap());
-        assert!(write_if_changed(&path, b"two").unwrap());
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        let leftovers: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty());
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

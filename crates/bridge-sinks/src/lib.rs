@@ -1,6 +1,10 @@
-//! Targets, one module each, behind [`bridge_engine::Sink`].
+//! Targets, one module each, behind the target seam ([`bridge_target`]):
+//! `google` is a replica, `ics` a projection, `memory` an in-memory replica
+//! for tests.
 //!
-//! Architecture invariant: sink modules do not depend on each other.
+//! Architecture invariant: sink modules do not depend on each other, and
+//! this crate depends on neither the engine nor the Feishu crate nor the
+//! store.
 
 pub mod config;
 pub mod google;

@@ -21,33 +21,10 @@ use crate::map::Warning;
 use crate::model::{
     CanonicalEvent, Class, CuType, EventTime, Item, PartStat, Party, Role, Status, utc_datetime,
 };
+use crate::privacy;
+use crate::series::Series;
 
-/// How much of each event a feed shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Privacy {
-    /// Everything.
-    #[default]
-    Full,
-    /// Times, summary and status only; private events show as "Busy".
-    Redacted,
-    /// Times and recurrence only; every summary is "Busy".
-    Busy,
-}
-
-impl std::str::FromStr for Privacy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "full" => Ok(Privacy::Full),
-            "redacted" => Ok(Privacy::Redacted),
-            "busy" => Ok(Privacy::Busy),
-            other => Err(format!(
-                "privacy {other:?} is not one of \"full\", \"redacted\", \"busy\""
-            )),
-        }
-    }
-}
+pub use crate::privacy::Privacy;
 
 /// What a sink remembers about an event it wrote: RFC 5545 SEQUENCE and
 /// LAST-MODIFIED, bumped when the event's content hash changes.
@@ -88,7 +65,6 @@ impl Default for RenderOptions {
 }
 
 pub const PRODID: &str = "-//feishu-bridge//feishu-bridge//EN";
-const BUSY: &str = "Busy";
 
 fn fmt_utc(at: i64) -> String {
     crate::model::ical_utc(at)
@@ -222,8 +198,12 @@ struct Vevent<'a> {
 }
 
 fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component {
-    let ev = v.ev;
-    let privacy = opts.privacy;
+    // What the profile shows; the one rule left here is CLASS, written
+    // under `full` only (the projection keeps the class for targets that
+    // use it to hide more, such as Google's visibility).
+    let projected = privacy::project(v.ev, opts.privacy);
+    let ev: &CanonicalEvent = &projected;
+    let full = opts.privacy == Privacy::Full;
     let mut c = Component::new("VEVENT");
     c.text("UID", &v.uid);
     // A revision's LAST-MODIFIED doubles as DTSTAMP, so that a feed rendered
@@ -244,37 +224,27 @@ fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component 
     for ex in &v.exdates {
         time_prop(&mut c, "EXDATE", ex, zones);
     }
-    let summary = match privacy {
-        Privacy::Full => ev.summary.as_str(),
-        Privacy::Redacted if ev.class == Some(Class::Private) => BUSY,
-        Privacy::Redacted => ev.summary.as_str(),
-        Privacy::Busy => BUSY,
-    };
-    c.text("SUMMARY", summary);
-    if privacy == Privacy::Full {
-        let desc = description(ev);
-        if !desc.is_empty() {
-            c.text("DESCRIPTION", &desc);
-        }
-        if let Some(loc) = &ev.location {
-            c.text("LOCATION", loc);
-        }
-        if let Some((lat, lon)) = ev.geo {
-            c.raw("GEO", format!("{lat:.6};{lon:.6}"));
-        }
-        if let Some(url) = &ev.url {
-            c.raw("URL", url.clone());
-        }
-        if let Some(conf) = &ev.conference {
-            c.raw("CONFERENCE", conf.uri.clone())
-                .add_parameter("VALUE", "URI")
-                .add_parameter("FEATURE", "VIDEO")
-                .add_parameter("LABEL", &conf.label);
-        }
+    c.text("SUMMARY", &ev.summary);
+    let desc = description(ev);
+    if !desc.is_empty() {
+        c.text("DESCRIPTION", &desc);
     }
-    if privacy != Privacy::Busy
-        && let Some(status) = ev.status
-    {
+    if let Some(loc) = &ev.location {
+        c.text("LOCATION", loc);
+    }
+    if let Some((lat, lon)) = ev.geo {
+        c.raw("GEO", format!("{lat:.6};{lon:.6}"));
+    }
+    if let Some(url) = &ev.url {
+        c.raw("URL", url.clone());
+    }
+    if let Some(conf) = &ev.conference {
+        c.raw("CONFERENCE", conf.uri.clone())
+            .add_parameter("VALUE", "URI")
+            .add_parameter("FEATURE", "VIDEO")
+            .add_parameter("LABEL", &conf.label);
+    }
+    if let Some(status) = ev.status {
         c.raw(
             "STATUS",
             match status {
@@ -283,9 +253,7 @@ fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component 
             },
         );
     }
-    if privacy == Privacy::Full
-        && let Some(class) = ev.class
-    {
+    if full && let Some(class) = ev.class {
         c.raw(
             "CLASS",
             match class {
@@ -297,36 +265,32 @@ fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component 
     if ev.transparent {
         c.raw("TRANSP", "TRANSPARENT");
     }
-    if privacy == Privacy::Full
-        && let Some(created) = ev.created
-    {
+    if let Some(created) = ev.created {
         c.raw("CREATED", fmt_utc(created));
     }
     if let Some(rev) = opts.revisions.get(&ev.key) {
         c.raw("LAST-MODIFIED", fmt_utc(rev.last_modified));
         c.raw("SEQUENCE", rev.sequence.to_string());
     }
-    if privacy == Privacy::Full {
-        if let Some(org) = &ev.organizer {
-            party_prop(&mut c, "ORGANIZER", org, false);
-        }
-        for a in &ev.attendees {
-            party_prop(&mut c, "ATTENDEE", a, true);
-        }
-        for &minutes in &ev.alarms {
-            let mut alarm = Component::new("VALARM");
-            alarm.raw("ACTION", "DISPLAY");
-            alarm.text(
-                "DESCRIPTION",
-                if ev.summary.is_empty() {
-                    "Reminder"
-                } else {
-                    &ev.summary
-                },
-            );
-            alarm.raw("TRIGGER", duration(minutes));
-            c.components.push(alarm);
-        }
+    if let Some(org) = &ev.organizer {
+        party_prop(&mut c, "ORGANIZER", org, false);
+    }
+    for a in &ev.attendees {
+        party_prop(&mut c, "ATTENDEE", a, true);
+    }
+    for &minutes in &ev.alarms {
+        let mut alarm = Component::new("VALARM");
+        alarm.raw("ACTION", "DISPLAY");
+        alarm.text(
+            "DESCRIPTION",
+            if ev.summary.is_empty() {
+                "Reminder"
+            } else {
+                &ev.summary
+            },
+        );
+        alarm.raw("TRIGGER", duration(minutes));
+        c.components.push(alarm);
     }
     c
 }
@@ -338,12 +302,6 @@ pub struct Rendered {
     pub warnings: Vec<Warning>,
     /// Number of VEVENT components written.
     pub vevents: usize,
-}
-
-#[derive(Default)]
-struct Group<'a> {
-    base: Option<&'a Item>,
-    occurrences: BTreeMap<i64, &'a Item>,
 }
 
 /// What [`render_calendar_to`] wrote besides the text.
@@ -379,44 +337,37 @@ pub fn render_calendar_to<'a>(
     out: &mut impl std::io::Write,
 ) -> std::io::Result<RenderSummary> {
     let mut warnings = Vec::new();
-    let mut groups: BTreeMap<&str, Group<'_>> = BTreeMap::new();
-    let mut n_items = 0usize;
-    for item in items {
-        n_items += 1;
-        let key = item.key();
-        let g = groups.entry(key.uid()).or_default();
-        let previous = if key.is_base() {
-            g.base.replace(item)
-        } else {
-            g.occurrences.insert(key.original_time(), item)
-        };
-        if previous.is_some() {
-            warnings.push(Warning {
-                event_id: Some(key.to_string()),
-                message: "appears more than once in the input; the last one is used".to_owned(),
-            });
-        }
-    }
+    let series = crate::series::group_noting(items, &mut warnings);
+    render_series(&series, warnings, opts, out)
+}
 
+/// Renders series (as [`crate::series::group`] makes them) into one
+/// VCALENDAR, streamed into `out`: what projections publish.
+pub fn render_series_to(
+    series: &[Series<'_>],
+    opts: &RenderOptions,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<RenderSummary> {
+    render_series(series, Vec::new(), opts, out)
+}
+
+fn render_series(
+    series: &[Series<'_>],
+    mut warnings: Vec<Warning>,
+    opts: &RenderOptions,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<RenderSummary> {
     let mut zones = Zones::default();
     // Phase 1 decides every VEVENT (borrowing the items) and the years each
     // TZID must cover; phase 2 writes the header, the VTIMEZONEs and the
     // VEVENTs one by one into a single buffer.
-    let mut planned: Vec<Vevent<'_>> = Vec::with_capacity(n_items);
+    let mut planned: Vec<Vevent<'_>> = Vec::with_capacity(series.len());
     let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for (uid, g) in &groups {
-        let master = match g.base {
-            Some(Item::Event(ev)) if ev.rrule.is_some() => Some(ev.as_ref()),
-            _ => None,
-        };
-        if let Some(Item::Event(base)) = g.base {
+    for s in series {
+        let master = s.master();
+        if let Some(base) = s.base {
             let exdates = match master {
-                Some(m) => g
-                    .occurrences
-                    .iter()
-                    .filter(|(_, item)| matches!(item, Item::Cancelled(_)))
-                    .map(|(t, _)| m.start.same_form(*t))
-                    .collect(),
+                Some(m) => s.cancelled.iter().map(|t| m.start.same_form(*t)).collect(),
                 None => Vec::new(),
             };
             if let Some(ref rule_end) = master.and_then(rule_years)
@@ -426,43 +377,45 @@ pub fn render_calendar_to<'a>(
             }
             let v = Vevent {
                 ev: base,
-                uid: (*uid).to_owned(),
+                uid: s.uid.to_owned(),
                 recurrence_id: None,
                 exdates,
             };
-            note_zones(&v, &mut zones);
             planned.push(v);
-            if let Some(tz) = base.start.tz() {
-                *start_zones.entry(tz.name()).or_default() += 1;
+        }
+        if let Some(m) = master {
+            for ev in &s.overrides {
+                let v = Vevent {
+                    ev,
+                    uid: s.uid.to_owned(),
+                    recurrence_id: Some(m.start.same_form(ev.key.original_time())),
+                    exdates: Vec::new(),
+                };
+                planned.push(v);
             }
         }
-        for (t, item) in &g.occurrences {
-            let Item::Event(ev) = item else { continue };
-            let (uid, recurrence_id) = match master {
-                Some(m) => ((*uid).to_owned(), Some(m.start.same_form(*t))),
-                None => {
-                    warnings.push(Warning {
-                        event_id: Some(ev.key.to_string()),
-                        message: format!(
-                            "exception without its recurring master in the input; \
-                             written as a standalone event with UID {}",
-                            ev.key
-                        ),
-                    });
-                    (ev.key.to_string(), None)
-                }
-            };
+        for ev in &s.orphans {
+            warnings.push(Warning {
+                event_id: Some(ev.key.to_string()),
+                message: format!(
+                    "exception without its recurring master in the input; \
+                     written as a standalone event with UID {}",
+                    ev.key
+                ),
+            });
             let v = Vevent {
                 ev,
-                uid,
-                recurrence_id,
+                uid: ev.key.to_string(),
+                recurrence_id: None,
                 exdates: Vec::new(),
             };
-            note_zones(&v, &mut zones);
             planned.push(v);
-            if let Some(tz) = ev.start.tz() {
-                *start_zones.entry(tz.name()).or_default() += 1;
-            }
+        }
+    }
+    for v in &planned {
+        note_zones(v, &mut zones);
+        if let Some(tz) = v.ev.start.tz() {
+            *start_zones.entry(tz.name()).or_default() += 1;
         }
     }
 
@@ -531,16 +484,5 @@ mod tests {
         assert_eq!(duration(1440), "-P1D");
         assert_eq!(duration(1530), "-P1DT1H30M");
         assert_eq!(duration(-480), "PT8H");
-    }
-
-    #[test]
-    fn privacy_names() {
-        assert_eq!("busy".parse::<Privacy>(), Ok(Privacy::Busy));
-        assert!(
-            "secret"
-                .parse::<Privacy>()
-                .unwrap_err()
-                .contains("\"secret\"")
-        );
     }
 }

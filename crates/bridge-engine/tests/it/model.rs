@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bridge_core::feishu::{Event, EventStatus, TimeInfo, UnixSeconds};
 use bridge_core::plan::{Op, Rules};
-use bridge_core::{Privacy, content_hash, map_event};
+use bridge_core::{Item, content_hash, map_event};
 use bridge_engine::{
-    Applied, CalendarMeta, Engine, EngineConfig, Listing, Mode, OpOutcome, Sink, SinkError,
-    SinkInput, Source, SourceError,
+    CalendarMeta, Engine, EngineConfig, ItemOutcome, Listing, Mode, RemoteRef, Replica,
+    ReplicaInput, SeriesOutcome, Sink, SinkError, Source, SourceError, Target,
 };
 use bridge_store::{Backoff, Store};
 use proptest::prelude::*;
@@ -138,81 +138,89 @@ struct Remote {
 #[derive(Debug, Default, Clone)]
 struct FakeSink(Arc<Mutex<Remote>>);
 
-#[async_trait]
 impl Sink for FakeSink {
+    fn target(&self) -> Target<'_> {
+        Target::Replica(self)
+    }
+}
+
+#[async_trait]
+impl Replica for FakeSink {
     fn id(&self) -> &str {
         "fake"
     }
 
-    fn privacy(&self) -> Privacy {
-        Privacy::Full
-    }
-
-    async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome> {
+    async fn apply(&self, input: ReplicaInput<'_>) -> Vec<SeriesOutcome> {
         let mut r = self.0.lock().unwrap();
-        let mut out = Vec::new();
-        for op in input.ops {
-            let fail = if r.fail.is_empty() {
-                false
-            } else {
-                r.fail.remove(0)
-            };
-            if fail {
-                out.push(OpOutcome {
-                    op: op.clone(),
-                    result: Err(SinkError::transient("injected 500")),
-                });
-                continue;
-            }
-            let key = op.key().to_string();
-            let hash = input
-                .items
-                .iter()
-                .find(|i| i.key() == op.key())
-                .map(|i| content_hash(i).to_string());
-            let existing: Vec<u64> = r
-                .items
-                .iter()
-                .filter(|(_, (k, _))| *k == key)
-                .map(|(id, _)| *id)
-                .collect();
-            let result = match op {
-                Op::Create(_) => {
-                    r.next_id += 1;
-                    r.creates += 1;
-                    let id = r.next_id;
-                    r.items.insert(id, (key.clone(), hash.unwrap()));
-                    Ok(Applied {
-                        remote_id: id.to_string(),
-                        etag: None,
-                    })
+        let mut series_out = Vec::new();
+        for so in input.ops {
+            let mut out = Vec::new();
+            for op in &so.ops {
+                let fail = if r.fail.is_empty() {
+                    false
+                } else {
+                    r.fail.remove(0)
+                };
+                if fail {
+                    out.push(ItemOutcome {
+                        op: op.clone(),
+                        result: Err(SinkError::transient("injected 500")),
+                    });
+                    continue;
                 }
-                Op::Update(_) => match existing.first() {
-                    Some(id) => {
-                        r.items.insert(*id, (key.clone(), hash.unwrap()));
-                        Ok(Applied {
-                            remote_id: id.to_string(),
+                let key = op.key().to_string();
+                let hash = so
+                    .series
+                    .and_then(|s| s.event(op.key()))
+                    .map(|e| content_hash(&Item::Event(Box::new(e.clone()))).to_string());
+                let existing: Vec<u64> = r
+                    .items
+                    .iter()
+                    .filter(|(_, (k, _))| *k == key)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let result = match op {
+                    Op::Create(_) => {
+                        r.next_id += 1;
+                        r.creates += 1;
+                        let id = r.next_id;
+                        r.items.insert(id, (key.clone(), hash.unwrap()));
+                        Ok(RemoteRef {
+                            id: id.to_string(),
                             etag: None,
                         })
                     }
-                    None => Err(SinkError::permanent("update of a missing item")),
-                },
-                Op::Delete(_) => {
-                    for id in existing {
-                        r.items.remove(&id);
+                    Op::Update(_) => match existing.first() {
+                        Some(id) => {
+                            r.items.insert(*id, (key.clone(), hash.unwrap()));
+                            Ok(RemoteRef {
+                                id: id.to_string(),
+                                etag: None,
+                            })
+                        }
+                        None => Err(SinkError::Permanent("update of a missing item".into())),
+                    },
+                    Op::Delete(_) => {
+                        for id in existing {
+                            r.items.remove(&id);
+                        }
+                        Ok(RemoteRef {
+                            id: String::new(),
+                            etag: None,
+                        })
                     }
-                    Ok(Applied {
-                        remote_id: String::new(),
-                        etag: None,
-                    })
-                }
-            };
-            out.push(OpOutcome {
-                op: op.clone(),
-                result,
+                };
+                out.push(ItemOutcome {
+                    op: op.clone(),
+                    result,
+                });
+            }
+            series_out.push(SeriesOutcome {
+                uid: so.uid.to_owned(),
+                items: out,
             });
         }
-        out
+        series_out
     }
 }
 

@@ -318,11 +318,15 @@ impl Validated {
 
     /// The sink, with the credentials of [`Validated::credentials`]; without
     /// any it starts paused until [`GoogleSink::set_credentials`].
-    pub fn build(&self, creds: Option<Credentials>, store: bridge_store::Store) -> GoogleSink {
+    pub fn build(
+        &self,
+        creds: Option<Credentials>,
+        state: std::sync::Arc<dyn bridge_target::StateStore>,
+    ) -> GoogleSink {
         if creds.is_none() {
             tracing::warn!(sink = %self.id, "{}", self.not_authorized());
         }
-        GoogleSink::new(self.sink_config(), creds, store)
+        GoogleSink::new(self.sink_config(), creds, state)
     }
 
     /// What `check` and the logs say about a sink nobody authorized yet.

@@ -18,7 +18,6 @@ use serde_json::{Map, Value, json};
 
 use super::ids::{event_id, instance_id};
 
-const BUSY: &str = "Busy";
 /// Google accepts at most this many reminder overrides.
 pub const MAX_REMINDERS: usize = 5;
 /// Largest reminder offset Google accepts, in minutes (4 weeks).
@@ -88,22 +87,16 @@ pub fn to_resource_in(
     };
     r.insert("id".into(), json!(id));
 
-    let summary = match privacy {
-        Privacy::Full => ev.summary.as_str(),
-        Privacy::Redacted if ev.class == Some(Class::Private) => BUSY,
-        Privacy::Redacted => ev.summary.as_str(),
-        Privacy::Busy => BUSY,
-    };
-    r.insert("summary".into(), json!(summary));
-    let full = privacy == Privacy::Full;
-    if full {
-        let desc = description(ev, !opts.write_attendees);
-        if !desc.is_empty() {
-            r.insert("description".into(), json!(desc));
-        }
-        if let Some(loc) = ev.location.as_deref().filter(|l| !l.is_empty()) {
-            r.insert("location".into(), json!(loc));
-        }
+    // What the privacy profile shows (the content hash below is the
+    // source's, so it is taken from `ev` itself).
+    let shown = bridge_core::privacy::project(ev, privacy);
+    r.insert("summary".into(), json!(shown.summary));
+    let desc = description(&shown, !opts.write_attendees);
+    if !desc.is_empty() {
+        r.insert("description".into(), json!(desc));
+    }
+    if let Some(loc) = shown.location.as_deref().filter(|l| !l.is_empty()) {
+        r.insert("location".into(), json!(loc));
     }
 
     r.insert("start".into(), date_time(&ev.start));
@@ -160,30 +153,24 @@ pub fn to_resource_in(
             None => "default",
         }),
     );
-    let status = match (privacy, ev.status) {
-        (Privacy::Busy, _) | (_, None | Some(Status::Confirmed)) => "confirmed",
-        (_, Some(Status::Tentative)) => "tentative",
+    let status = match shown.status {
+        None | Some(Status::Confirmed) => "confirmed",
+        Some(Status::Tentative) => "tentative",
     };
     r.insert("status".into(), json!(status));
 
-    let overrides = if full {
-        reminders(ev, &mut warnings)
-    } else {
-        Vec::new()
-    };
+    let overrides = reminders(&shown, &mut warnings);
     r.insert(
         "reminders".into(),
         json!({"useDefault": false, "overrides": overrides}),
     );
 
-    if full {
-        if opts.write_attendees && !ev.attendees.is_empty() {
-            let list: Vec<Value> = ev.attendees.iter().map(attendee).collect();
-            r.insert("attendees".into(), Value::Array(list));
-        }
-        if let Some(url) = &ev.url {
-            r.insert("source".into(), json!({"title": "Feishu", "url": url}));
-        }
+    if opts.write_attendees && !shown.attendees.is_empty() {
+        let list: Vec<Value> = shown.attendees.iter().map(attendee).collect();
+        r.insert("attendees".into(), Value::Array(list));
+    }
+    if let Some(url) = &shown.url {
+        r.insert("source".into(), json!({"title": "Feishu", "url": url}));
     }
 
     let hash = content_hash(&Item::Event(Box::new(ev.clone())));

@@ -1,4 +1,6 @@
-//! The Google Calendar target on the [`Sink`] trait.
+//! The Google Calendar target, a [`Replica`]: it gets series-level ops
+//! (a series as it stands and the planner's item ops on it) and answers per
+//! series.
 //!
 //! Ids are deterministic (see [`series_id`]), so a write repeated after a
 //! crash lands on the same event and never duplicates it. Per series:
@@ -19,21 +21,22 @@
 //!   412 re-reads and retries; deletes take 404 / 410 as done.
 //!
 //! Revoked credentials and the daily quota pause the sink (every op answers
-//! [`SinkError::paused`], so the engine keeps the queue), while other sinks
-//! go on.
+//! [`SinkError::Paused`], so the engine keeps the queue), while other sinks
+//! go on. The target calendars it creates are remembered in its
+//! [`StateStore`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bridge_core::plan::Op;
-use bridge_core::{CanonicalEvent, EventKey, EventTime, Item, Privacy};
-use bridge_engine::{
-    Applied, CalendarMeta, Drift, DriftInput, OpOutcome, Sink, SinkError, SinkInput,
+use bridge_core::{CanonicalEvent, EventKey, EventTime, Privacy, Series};
+use bridge_target::{
+    CalendarMeta, Drift, DriftInput, ItemOutcome, RemoteRef, Replica, ReplicaInput, SeriesOutcome,
+    Sink, SinkError, StateStore, Target,
 };
-use bridge_store::Store;
 use serde_json::{Value, json};
 
 use super::auth::Credentials;
@@ -43,7 +46,7 @@ use super::client::{
 };
 use super::error::GoogleError;
 use super::ids::{event_id, instance_id};
-use super::resource::{GoogleOptions, Series, to_resource_in};
+use super::resource::{self, GoogleOptions, to_resource_in};
 
 /// How long a sink pauses after Google's daily quota ran out before it tries
 /// again.
@@ -57,7 +60,7 @@ pub enum TargetCalendar {
     /// One calendar for every source calendar.
     Fixed(String),
     /// A dedicated calendar per source calendar, created on first use and
-    /// remembered in the store.
+    /// remembered in the sink's state.
     CreatePerSource,
 }
 
@@ -129,7 +132,7 @@ enum Pause {
 pub struct GoogleSink {
     cfg: GoogleSinkConfig,
     client: Mutex<Option<GoogleClient>>,
-    store: Store,
+    state: Arc<dyn StateStore>,
     pause: Mutex<Option<Pause>>,
     /// Source calendar id -> target calendar id (CreatePerSource).
     targets: tokio::sync::Mutex<HashMap<String, String>>,
@@ -142,7 +145,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl GoogleSink {
     /// A sink; without credentials it stays paused until
     /// [`GoogleSink::set_credentials`].
-    pub fn new(cfg: GoogleSinkConfig, creds: Option<Credentials>, store: Store) -> Self {
+    pub fn new(
+        cfg: GoogleSinkConfig,
+        creds: Option<Credentials>,
+        state: Arc<dyn StateStore>,
+    ) -> Self {
         let (client, pause) = match creds.map(|c| GoogleClient::new(cfg.client.clone(), c)) {
             Some(Ok(c)) => (Some(c), None),
             Some(Err(e)) => (None, Some(Pause::Auth(e.to_string()))),
@@ -151,7 +158,7 @@ impl GoogleSink {
         Self {
             cfg,
             client: Mutex::new(client),
-            store,
+            state,
             pause: Mutex::new(pause),
             targets: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -224,7 +231,7 @@ impl GoogleSink {
         &self,
         client: &GoogleClient,
         cal: &CalendarMeta,
-        items: &[&Item],
+        series: &[Series<'_>],
     ) -> Result<String, GoogleError> {
         let TargetCalendar::CreatePerSource = &self.cfg.target else {
             let TargetCalendar::Fixed(id) = &self.cfg.target else {
@@ -236,10 +243,9 @@ impl GoogleSink {
         if let Some(t) = targets.get(&cal.id) {
             return Ok(t.clone());
         }
-        let state = format!("google_calendar:{}:{}", self.cfg.id, cal.id);
         let stored = self
-            .store
-            .get_state(&state)
+            .state
+            .get(CALENDAR_STATE, &cal.id)
             .await
             .map_err(|e| GoogleError::Config(format!("store: {e}")))?
             .and_then(|j: String| serde_json::from_str::<Value>(&j).ok())
@@ -250,7 +256,7 @@ impl GoogleSink {
                 let zone = cal
                     .timezone
                     .clone()
-                    .or_else(|| main_zone(items))
+                    .or_else(|| main_zone(series))
                     .unwrap_or_else(|| "UTC".to_owned());
                 let resp = client
                     .execute(
@@ -267,8 +273,8 @@ impl GoogleSink {
                     .and_then(Value::as_str)
                     .ok_or_else(|| GoogleError::Decode("calendars.insert answered no id".into()))?
                     .to_owned();
-                self.store
-                    .put_state(&state, &json!({ "id": id }).to_string())
+                self.state
+                    .put(CALENDAR_STATE, &cal.id, &json!({ "id": id }).to_string())
                     .await
                     .map_err(|e| GoogleError::Config(format!("store: {e}")))?;
                 tracing::info!(sink = %self.cfg.id, calendar = %cal.id, target = %id, "created a Google calendar");
@@ -302,13 +308,15 @@ impl GoogleSink {
     }
 }
 
+/// The sink's state holding the target calendar it created per source
+/// calendar (`{"id": ...}` under the source calendar id).
+pub const CALENDAR_STATE: &str = "google_calendar";
+
 /// The zone most timed starts use.
-fn main_zone(items: &[&Item]) -> Option<String> {
+fn main_zone(series: &[Series<'_>]) -> Option<String> {
     let mut n: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for i in items {
-        if let Item::Event(e) = i
-            && let Some(tz) = e.start.tz()
-        {
+    for e in series.iter().flat_map(Series::events) {
+        if let Some(tz) = e.start.tz() {
             *n.entry(tz.name()).or_default() += 1;
         }
     }
@@ -337,24 +345,18 @@ pub fn series_id(source_calendar: &str, ev: &CanonicalEvent) -> String {
     }
 }
 
-fn find<'a>(items: &[&'a Item], key: &EventKey) -> Option<&'a Item> {
-    items
-        .binary_search_by(|i| i.key().cmp(key))
-        .ok()
-        .map(|i| items[i])
+/// What the series holds at one key.
+enum Found<'a> {
+    Event(&'a CanonicalEvent),
+    Cancelled,
+    Absent,
 }
 
-/// Every item of one uid (items are in key order).
-fn series_items<'a, 'b>(items: &'b [&'a Item], uid: &str) -> &'b [&'a Item] {
-    let from = items.partition_point(|i| i.key().uid() < uid);
-    let to = items.partition_point(|i| i.key().uid() <= uid);
-    &items[from..to]
-}
-
-fn recurring_master<'a>(items: &[&'a Item], uid: &str) -> Option<&'a CanonicalEvent> {
-    match series_items(items, uid).first() {
-        Some(Item::Event(e)) if e.key.is_base() && e.rrule.is_some() => Some(e),
-        _ => None,
+fn found<'a>(series: Option<&Series<'a>>, key: &EventKey) -> Found<'a> {
+    match series {
+        Some(s) if s.is_cancelled(key) => Found::Cancelled,
+        Some(s) => s.event(key).map_or(Found::Absent, Found::Event),
+        None => Found::Absent,
     }
 }
 
@@ -427,14 +429,14 @@ struct Writes {
     first: Vec<Write>,
     second: Vec<Write>,
     /// Ops needing no call (e.g. a cancelled occurrence of an absent master).
-    free: Vec<OpOutcome>,
+    free: Vec<ItemOutcome>,
 }
 
 impl GoogleSink {
     fn resource(
         &self,
         ev: &CanonicalEvent,
-        series: Series<'_>,
+        series: resource::Series<'_>,
         cal: &CalendarMeta,
         id: &str,
         master_id: Option<&str>,
@@ -476,7 +478,7 @@ impl GoogleSink {
         let id = instance_id(master_id, &master.start, original_time);
         let r = self.resource(
             &ev,
-            Series::Instance {
+            resource::Series::Instance {
                 master_start: master.start,
             },
             cal,
@@ -487,26 +489,22 @@ impl GoogleSink {
     }
 
     /// Decides the writes for the planned ops.
-    fn writes(&self, input: &SinkInput<'_>) -> Writes {
+    fn writes(&self, input: &ReplicaInput<'_>) -> Writes {
         let cal = input.calendar;
-        let items = input.items;
         let records = input.records;
         let mut w = Writes::default();
-        let mut by_uid: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
-        for op in input.ops {
-            by_uid.entry(op.key().uid()).or_default().push(op);
-        }
-        for (uid, ops) in by_uid {
-            let base_key = ops[0].key().master();
-            let base = match find(items, &base_key) {
-                Some(Item::Event(e)) => Some(e.as_ref()),
-                _ => None,
+        for so in input.ops {
+            let Some(first) = so.ops.first() else {
+                continue;
             };
-            let master = recurring_master(items, uid);
+            let (uid, series) = (so.uid, so.series);
+            let base_key = first.key().master();
+            let base = series.and_then(|s| s.base);
+            let master = series.and_then(Series::master);
             let base_record = records.get(&base_key);
             let new_id = base.map(|b| series_id(&cal.id, b));
             let old_id = base_record
-                .map(|r| r.remote_id.clone())
+                .map(|r| r.remote.id.clone())
                 .filter(|id| !id.is_empty());
             let rule_changed = matches!((&new_id, &old_id), (Some(n), Some(o)) if n != o);
             let mut master_ops: Vec<Op> = Vec::new();
@@ -515,7 +513,7 @@ impl GoogleSink {
             // Exceptions to (re)write to instance ids, and occurrences to revert.
             let mut instance_ops: BTreeMap<i64, Vec<Op>> = BTreeMap::new();
             let mut reverts: BTreeMap<i64, Vec<Op>> = BTreeMap::new();
-            for op in ops {
+            for op in &so.ops {
                 let key = op.key();
                 if key.is_base() {
                     match op {
@@ -527,18 +525,18 @@ impl GoogleSink {
                     }
                     continue;
                 }
-                let item = find(items, key);
-                let recorded_instance = records.get(key).is_some_and(|r| r.remote_id.contains('_'));
+                let item = found(series, key);
+                let recorded_instance = records.get(key).is_some_and(|r| r.remote.id.contains('_'));
                 match (op, item, master) {
                     // A modified occurrence of a mirrored series.
-                    (Op::Create(_) | Op::Update(_), Some(Item::Event(_)), Some(_)) => {
+                    (Op::Create(_) | Op::Update(_), Found::Event(_), Some(_)) => {
                         instance_ops
                             .entry(key.original_time())
                             .or_default()
                             .push(op.clone());
                     }
                     // A cancelled occurrence: EXDATE on the master.
-                    (Op::Create(_) | Op::Update(_), Some(Item::Cancelled(_)), Some(_)) => {
+                    (Op::Create(_) | Op::Update(_), Found::Cancelled, Some(_)) => {
                         write_master = true;
                         master_ops.push(op.clone());
                     }
@@ -555,9 +553,9 @@ impl GoogleSink {
                         master_ops.push(op.clone());
                     }
                     // No mirrored master: a standalone event.
-                    (Op::Create(_) | Op::Update(_), Some(Item::Event(ev)), None) => {
+                    (Op::Create(_) | Op::Update(_), Found::Event(ev), None) => {
                         let id = event_id(&cal.id, &key.to_string());
-                        let r = self.resource(ev, Series::Standalone, cal, &id, None);
+                        let r = self.resource(ev, resource::Series::Standalone, cal, &id, None);
                         let rec = records.get(key);
                         w.first.push(Write {
                             kind: if rec.is_some() {
@@ -565,7 +563,7 @@ impl GoogleSink {
                             } else {
                                 Kind::Insert
                             },
-                            if_match: rec.and_then(|r| r.etag.clone()),
+                            if_match: rec.and_then(|r| r.remote.etag.clone()),
                             id,
                             resource: Some(r),
                             ops: vec![op.clone()],
@@ -574,7 +572,7 @@ impl GoogleSink {
                         });
                     }
                     (Op::Delete(_), _, None) if recorded_instance || base.is_none() => {
-                        match records.get(key).map(|r| r.remote_id.clone()) {
+                        match records.get(key).map(|r| r.remote.id.clone()) {
                             Some(id) if !id.is_empty() && base_delete.is_none() => {
                                 w.first.push(Write {
                                     kind: Kind::Delete,
@@ -593,7 +591,7 @@ impl GoogleSink {
                         op,
                         &records
                             .get(key)
-                            .map(|r| r.remote_id.clone())
+                            .map(|r| r.remote.id.clone())
                             .unwrap_or_default(),
                     )),
                 }
@@ -641,9 +639,9 @@ impl GoogleSink {
                 if !master_ops.iter().any(|o| o.key().is_base()) {
                     master_ops.push(Op::Update(base_key.clone()));
                 }
-                for i in series_items(items, uid) {
-                    let k = i.key();
-                    if !k.is_base() && matches!(i, Item::Event(_)) {
+                for e in series.iter().flat_map(|s| s.events()) {
+                    let k = &e.key;
+                    if !k.is_base() {
                         instance_ops
                             .entry(k.original_time())
                             .or_insert_with(|| vec![Op::Update(k.clone())]);
@@ -657,16 +655,10 @@ impl GoogleSink {
                 }
             }
             if write_master {
-                let cancelled: Vec<i64> = series_items(items, uid)
-                    .iter()
-                    .filter(|i| matches!(i, Item::Cancelled(_)) && !i.key().is_base())
-                    .map(|i| i.key().original_time())
-                    .collect();
+                let cancelled: &[i64] = series.map_or(&[], |s| &s.cancelled);
                 let r = self.resource(
                     base,
-                    Series::Base {
-                        cancelled: &cancelled,
-                    },
+                    resource::Series::Base { cancelled },
                     cal,
                     &new_id,
                     None,
@@ -681,7 +673,7 @@ impl GoogleSink {
                     if_match: if insert {
                         None
                     } else {
-                        base_record.and_then(|r| r.etag.clone())
+                        base_record.and_then(|r| r.remote.etag.clone())
                     },
                     id: new_id.clone(),
                     resource: Some(r),
@@ -696,13 +688,13 @@ impl GoogleSink {
                     Ok(k) => k,
                     Err(_) => continue,
                 };
-                let Some(Item::Event(ev)) = find(items, &key) else {
+                let Found::Event(ev) = found(series, &key) else {
                     continue;
                 };
                 let id = instance_id(&new_id, &master.start, t);
                 let r = self.resource(
                     ev,
-                    Series::Instance {
+                    resource::Series::Instance {
                         master_start: master.start,
                     },
                     cal,
@@ -742,7 +734,7 @@ impl GoogleSink {
         client: &GoogleClient,
         target: &str,
         mut pending: Vec<Write>,
-        out: &mut Vec<OpOutcome>,
+        out: &mut Vec<ItemOutcome>,
     ) -> Result<(), GoogleError> {
         for _ in 0..MAX_ROUNDS {
             if pending.is_empty() {
@@ -807,7 +799,7 @@ impl GoogleSink {
                                         w.id
                                     ),
                                 };
-                                failed_permanent(out, &w, &e);
+                                failed_conflict(out, &w, &e);
                             }
                         }
                         Err(e) if e.status() == Some(404) => {
@@ -839,147 +831,124 @@ fn etag_of(body: &Value) -> Option<String> {
     body.get("etag").and_then(Value::as_str).map(str::to_owned)
 }
 
-fn ok(op: &Op, remote_id: &str) -> OpOutcome {
-    OpOutcome {
+fn ok(op: &Op, remote_id: &str) -> ItemOutcome {
+    ItemOutcome {
         op: op.clone(),
-        result: Ok(Applied {
-            remote_id: remote_id.to_owned(),
+        result: Ok(RemoteRef {
+            id: remote_id.to_owned(),
             etag: None,
         }),
     }
 }
 
-fn done(out: &mut Vec<OpOutcome>, w: &Write, etag: Option<String>) {
+fn done(out: &mut Vec<ItemOutcome>, w: &Write, etag: Option<String>) {
     for op in &w.ops {
         // Only the op the write is about keeps the etag (a master written for
         // a cancelled occurrence answers the master's etag).
         let own = op.key().is_base() || w.id.contains('_');
-        out.push(OpOutcome {
+        out.push(ItemOutcome {
             op: op.clone(),
-            result: Ok(Applied {
-                remote_id: w.id.clone(),
+            result: Ok(RemoteRef {
+                id: w.id.clone(),
                 etag: if own { etag.clone() } else { None },
             }),
         });
     }
 }
 
-fn failed(out: &mut Vec<OpOutcome>, w: &Write, e: &GoogleError) {
-    let err = SinkError {
-        message: e.to_string(),
-        transient: e.is_transient(),
-        retry_after: e.retry_after(),
-        paused: false,
+fn failed(out: &mut Vec<ItemOutcome>, w: &Write, e: &GoogleError) {
+    let err = if e.is_transient() {
+        SinkError::Transient {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    } else {
+        SinkError::Permanent(e.to_string())
     };
     for op in &w.ops {
-        out.push(OpOutcome {
+        out.push(ItemOutcome {
             op: op.clone(),
             result: Err(err.clone()),
         });
     }
 }
 
-fn failed_permanent(out: &mut Vec<OpOutcome>, w: &Write, e: &GoogleError) {
+/// A foreign event holds the id: a conflict, left alone.
+fn failed_conflict(out: &mut Vec<ItemOutcome>, w: &Write, e: &GoogleError) {
     for op in &w.ops {
-        out.push(OpOutcome {
+        out.push(ItemOutcome {
             op: op.clone(),
-            result: Err(SinkError::permanent(e.to_string())),
+            result: Err(SinkError::Conflict(e.to_string())),
         });
     }
 }
 
-fn all_paused(ops: &[Op], message: &str) -> Vec<OpOutcome> {
-    ops.iter()
-        .map(|op| OpOutcome {
+/// Every op of the input answered with `err`.
+fn all_failed(input: &ReplicaInput<'_>, err: &SinkError) -> Vec<ItemOutcome> {
+    input
+        .ops
+        .iter()
+        .flat_map(|so| &so.ops)
+        .map(|op| ItemOutcome {
             op: op.clone(),
-            result: Err(SinkError::paused(message)),
+            result: Err(err.clone()),
         })
         .collect()
 }
 
-#[async_trait]
+/// Item outcomes grouped per series, in the order of the input's series.
+fn per_series(input: &ReplicaInput<'_>, items: Vec<ItemOutcome>) -> Vec<SeriesOutcome> {
+    let mut by_uid: BTreeMap<String, Vec<ItemOutcome>> = BTreeMap::new();
+    for o in items {
+        by_uid
+            .entry(o.op.key().uid().to_owned())
+            .or_default()
+            .push(o);
+    }
+    input
+        .ops
+        .iter()
+        .map(|so| SeriesOutcome {
+            uid: so.uid.to_owned(),
+            items: by_uid.remove(so.uid).unwrap_or_default(),
+        })
+        .collect()
+}
+
 impl Sink for GoogleSink {
+    fn target(&self) -> Target<'_> {
+        Target::Replica(self)
+    }
+}
+
+#[async_trait]
+impl Replica for GoogleSink {
     fn id(&self) -> &str {
         &self.cfg.id
-    }
-
-    fn privacy(&self) -> Privacy {
-        self.cfg.privacy
     }
 
     fn paused(&self) -> Option<String> {
         self.pause_reason()
     }
 
-    async fn apply(&self, input: SinkInput<'_>) -> Vec<OpOutcome> {
-        if input.ops.is_empty() {
+    async fn apply(&self, input: ReplicaInput<'_>) -> Vec<SeriesOutcome> {
+        if input.ops.iter().all(|so| so.ops.is_empty()) {
             return Vec::new();
         }
-        if let Some(m) = self.pause_reason() {
-            return all_paused(input.ops, &m);
-        }
-        let Some(client) = self.client() else {
-            return all_paused(input.ops, NOT_AUTHORIZED);
-        };
-        let target = match self.target(&client, input.calendar, input.items).await {
-            Ok(t) => t,
-            Err(e) => {
-                if let Some(m) = self.note_fatal(&e) {
-                    return all_paused(input.ops, &m);
-                }
-                return input
-                    .ops
-                    .iter()
-                    .map(|op| OpOutcome {
-                        op: op.clone(),
-                        result: Err(SinkError::transient(format!("target calendar: {e}"))),
-                    })
-                    .collect();
-            }
-        };
-        let w = self.writes(&input);
-        let mut out = w.free;
-        let first_failed: BTreeSet<String>;
-        {
-            let mut first = Vec::new();
-            if let Err(e) = self.execute(&client, &target, w.first, &mut first).await {
-                return self.fatal(e, input.ops, out);
-            }
-            first_failed = first
-                .iter()
-                .filter(|o| o.result.is_err() && o.op.key().is_base())
-                .map(|o| o.op.key().uid().to_owned())
-                .collect();
-            out.extend(first);
-        }
-        // Instances only once their master is written.
-        let (second, blocked): (Vec<Write>, Vec<Write>) = w
-            .second
-            .into_iter()
-            .partition(|x| x.ops.iter().all(|o| !first_failed.contains(o.key().uid())));
-        for b in blocked {
-            failed(
-                &mut out,
-                &b,
-                &GoogleError::Unavailable("the series master could not be written".into()),
-            );
-        }
-        if let Err(e) = self.execute(&client, &target, second, &mut out).await {
-            return self.fatal(e, input.ops, out);
-        }
-        out
+        let items = self.apply_items(&input).await;
+        per_series(&input, items)
     }
 
     async fn drift(&self, input: DriftInput<'_>) -> Result<Drift, SinkError> {
         if let Some(m) = self.pause_reason() {
-            return Err(SinkError::paused(m));
+            return Err(SinkError::Paused(m));
         }
         let Some(client) = self.client() else {
-            return Err(SinkError::paused(NOT_AUTHORIZED));
+            return Err(SinkError::Paused(NOT_AUTHORIZED.to_owned()));
         };
         let cal = input.calendar;
         let target = self
-            .target(&client, cal, input.items)
+            .target(&client, cal, input.series)
             .await
             .map_err(|e| self.sink_error(&e))?;
         // Ours, deleted ones included (a user delete leaves a cancelled event).
@@ -1001,43 +970,37 @@ impl Sink for GoogleSink {
             .filter_map(|v| Some((v.get("id")?.as_str()?, v)))
             .collect();
         let mut drift = Drift::default();
-        // Ids the current items own.
+        // Ids the current series own.
+        let by_uid: HashMap<&str, &Series<'_>> = input.series.iter().map(|s| (s.uid, s)).collect();
         let mut expected: BTreeSet<String> = BTreeSet::new();
-        for i in input.items {
-            let k = i.key();
-            match i {
-                Item::Event(e) if k.is_base() => {
-                    expected.insert(series_id(&cal.id, e));
+        for s in input.series {
+            if let Some(b) = s.base {
+                expected.insert(series_id(&cal.id, b));
+            }
+            if let Some(m) = s.master() {
+                let master_id = series_id(&cal.id, m);
+                for o in &s.overrides {
+                    expected.insert(instance_id(&master_id, &m.start, o.key.original_time()));
                 }
-                Item::Event(_) => match recurring_master(input.items, k.uid()) {
-                    Some(m) => {
-                        expected.insert(instance_id(
-                            &series_id(&cal.id, m),
-                            &m.start,
-                            k.original_time(),
-                        ));
-                    }
-                    None => {
-                        expected.insert(event_id(&cal.id, &k.to_string()));
-                    }
-                },
-                Item::Cancelled(_) => {}
+            }
+            for o in &s.orphans {
+                expected.insert(event_id(&cal.id, &o.key.to_string()));
             }
         }
         let recorded_ids: BTreeSet<&str> = input
             .records
             .values()
-            .map(|r| r.remote_id.as_str())
+            .map(|r| r.remote.id.as_str())
             .collect();
         for (k, r) in input.records {
-            if r.tombstone || r.remote_id.is_empty() {
+            if r.tombstone || r.remote.id.is_empty() {
                 continue;
             }
             // Cancelled occurrences live in their master's EXDATE.
-            if matches!(find(input.items, k), Some(Item::Cancelled(_)) | None) {
+            if !matches!(found(by_uid.get(k.uid()).copied(), k), Found::Event(_)) {
                 continue;
             }
-            let v = by_id.get(r.remote_id.as_str());
+            let v = by_id.get(r.remote.id.as_str());
             let deleted = v.is_none_or(|v| v["status"] == "cancelled");
             if deleted {
                 match self.cfg.on_target_delete {
@@ -1047,7 +1010,7 @@ impl Sink for GoogleSink {
                 continue;
             }
             let etag = v.and_then(|v| etag_of(v));
-            if r.etag.is_some() && etag != r.etag {
+            if r.remote.etag.is_some() && etag != r.remote.etag {
                 // Edited in Google: the source is the truth.
                 drift.rewrite.push(k.clone());
             }
@@ -1074,7 +1037,9 @@ impl Sink for GoogleSink {
                     let key = v["extendedProperties"]["private"]["feishuKey"]
                         .as_str()
                         .and_then(|k| EventKey::parse(k).ok());
-                    let master = key.and_then(|k| recurring_master(input.items, k.uid()));
+                    let master = key
+                        .and_then(|k| by_uid.get(k.uid()).copied())
+                        .and_then(Series::master);
                     let original = v
                         .get("originalStartTime")
                         .and_then(parse_event_time)
@@ -1144,23 +1109,82 @@ fn parse_event_time(v: &Value) -> Option<i64> {
 }
 
 impl GoogleSink {
+    /// The item outcomes of one apply.
+    async fn apply_items(&self, input: &ReplicaInput<'_>) -> Vec<ItemOutcome> {
+        if let Some(m) = self.pause_reason() {
+            return all_failed(input, &SinkError::Paused(m));
+        }
+        let Some(client) = self.client() else {
+            return all_failed(input, &SinkError::Paused(NOT_AUTHORIZED.to_owned()));
+        };
+        let target = match self.target(&client, input.calendar, input.series).await {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(m) = self.note_fatal(&e) {
+                    return all_failed(input, &SinkError::Paused(m));
+                }
+                return all_failed(
+                    input,
+                    &SinkError::transient(format!("target calendar: {e}")),
+                );
+            }
+        };
+        let w = self.writes(input);
+        let mut out = w.free;
+        let first_failed: BTreeSet<String>;
+        {
+            let mut first = Vec::new();
+            if let Err(e) = self.execute(&client, &target, w.first, &mut first).await {
+                return self.fatal(e, input, out);
+            }
+            first_failed = first
+                .iter()
+                .filter(|o| o.result.is_err() && o.op.key().is_base())
+                .map(|o| o.op.key().uid().to_owned())
+                .collect();
+            out.extend(first);
+        }
+        // Instances only once their master is written.
+        let (second, blocked): (Vec<Write>, Vec<Write>) = w
+            .second
+            .into_iter()
+            .partition(|x| x.ops.iter().all(|o| !first_failed.contains(o.key().uid())));
+        for b in blocked {
+            failed(
+                &mut out,
+                &b,
+                &GoogleError::Unavailable("the series master could not be written".into()),
+            );
+        }
+        if let Err(e) = self.execute(&client, &target, second, &mut out).await {
+            return self.fatal(e, input, out);
+        }
+        out
+    }
+
     /// A sink-level error: a pause when it pauses the sink.
     fn sink_error(&self, e: &GoogleError) -> SinkError {
         match self.note_fatal(e) {
-            Some(m) => SinkError::paused(m),
+            Some(m) => SinkError::Paused(m),
             None => SinkError::transient(e.to_string()),
         }
     }
 
     /// A fatal error mid-apply: pause (or fail) every op not answered yet.
-    fn fatal(&self, e: GoogleError, ops: &[Op], mut out: Vec<OpOutcome>) -> Vec<OpOutcome> {
+    fn fatal(
+        &self,
+        e: GoogleError,
+        input: &ReplicaInput<'_>,
+        mut out: Vec<ItemOutcome>,
+    ) -> Vec<ItemOutcome> {
         let answered: BTreeSet<Op> = out.iter().map(|o| o.op.clone()).collect();
         let err = match self.note_fatal(&e) {
-            Some(m) => SinkError::paused(m),
+            Some(m) => SinkError::Paused(m),
             None => SinkError::transient(e.to_string()),
         };
-        for op in ops.iter().filter(|o| !answered.contains(*o)) {
-            out.push(OpOutcome {
+        let ops = input.ops.iter().flat_map(|so| &so.ops);
+        for op in ops.filter(|o| !answered.contains(*o)) {
+            out.push(ItemOutcome {
                 op: op.clone(),
                 result: Err(err.clone()),
             });

@@ -61,7 +61,7 @@ async fn setup(on_delete: OnTargetDelete, batch: bool) -> Setup {
             client: client_config(&emu),
         },
         Some(refresh_credentials(&emu, &refresh)),
-        store.clone(),
+        Arc::new(bridge_engine::SinkState::new(store.clone(), "google:test")),
     ));
     let events: Vec<Event> = bridge_core::sample::events(300, 42, BASE);
     let source = Arc::new(StaticSource(Mutex::new(events)));
@@ -270,7 +270,7 @@ async fn create_calendars_makes_and_remembers_one_calendar() {
             client: client_config(&emu),
         },
         Some(refresh_credentials(&emu, &refresh)),
-        store.clone(),
+        Arc::new(bridge_engine::SinkState::new(store.clone(), "google:auto")),
     ));
     let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
         40, 7, BASE,

@@ -6,3 +6,4 @@ mod google_batch;
 mod google_common;
 mod google_list;
 mod google_sink;
+mod ics;
