@@ -1,6 +1,7 @@
 //! List events (three modes + deltas), get event, attendees, instances.
 
 use bridge_core::feishu::{Attendee, AttendeeType, Event, EventPage, EventStatus, RsvpStatus};
+use bridge_emulators::feishu::FeishuConfig;
 use serde_json::Value;
 
 use crate::common::*;
@@ -216,7 +217,13 @@ async fn anchor_mode_keeps_masters_and_recent_items() {
 
 #[tokio::test]
 async fn get_event_attendees_and_codes() {
-    let emu = start().await;
+    // The room must still be booking while its pages are read, even on a
+    // loaded machine (50 ms made this test flaky), and is then awaited.
+    let emu = start_with(FeishuConfig {
+        room_booking_delay: std::time::Duration::from_secs(2),
+        ..fast_config()
+    })
+    .await;
     let t = tenant_token(&emu).await;
     let ann = emu.add_user("Ann");
     let cal = emu.primary_calendar(&ann);
@@ -288,15 +295,22 @@ async fn get_event_attendees_and_codes() {
             .unwrap()
             .starts_with("resource_")
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let ev = emu.events(&cal).pop().unwrap();
-    let room = ev
-        .attendees
-        .unwrap()
-        .into_iter()
-        .find(|a| a.room_id.is_some())
-        .unwrap();
-    assert_eq!(room.rsvp_status, Some(RsvpStatus::Accept));
+    let room_status = || {
+        emu.events(&cal)
+            .pop()
+            .unwrap()
+            .attendees
+            .unwrap()
+            .into_iter()
+            .find(|a| a.room_id.is_some())
+            .unwrap()
+            .rsvp_status
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while room_status() == Some(RsvpStatus::NeedsAction) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(room_status(), Some(RsvpStatus::Accept));
 
     let missing = get(&emu, &t, &format!("{}/nothere_0", path_events(&cal))).await;
     assert_eq!((missing.status, missing.code()), (404, 193001));
