@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod ids;
 pub mod limit;
+pub mod request;
 pub mod resource;
 pub mod sink;
 
