@@ -711,20 +711,26 @@ impl Exchange for ApiCall<'_> {
         );
         let etag = a.header("etag").map(str::to_owned);
         let retry_after = retry_after_of(|n| a.header(n));
-        match classify(a.status, etag, retry_after, &a.body) {
-            Outcome::Done(r) => Verdict::Done(r),
-            Outcome::Final(e) => Verdict::Fail(Failure::Final(e)),
-            Outcome::Quota(m) => Verdict::Fail(Failure::Stop(GoogleError::Quota(m))),
-            Outcome::Unauthorized(m) => Verdict::Renew(Failure::Final(unauthorized(m))),
-            Outcome::Retry { error, retry_after } => Verdict::Retry {
-                error: Failure::Transient(error),
-                server_wait: retry_after,
-            },
-        }
+        verdict(classify(a.status, etag, retry_after, &a.body), |r| r)
     }
 
     fn retrying(&mut self, _retry: Retrying<'_, Failure>) {
         self.counters.retry();
+    }
+}
+
+/// What the answer of a whole call means for the retry loop; `done` makes
+/// the output of a success.
+fn verdict<T>(outcome: Outcome, done: impl FnOnce(ApiResponse) -> T) -> Verdict<T, Failure> {
+    match outcome {
+        Outcome::Done(r) => Verdict::Done(done(r)),
+        Outcome::Final(e) => Verdict::Fail(Failure::Final(e)),
+        Outcome::Quota(m) => Verdict::Fail(Failure::Stop(GoogleError::Quota(m))),
+        Outcome::Unauthorized(m) => Verdict::Renew(Failure::Final(unauthorized(m))),
+        Outcome::Retry { error, retry_after } => Verdict::Retry {
+            error: Failure::Transient(error),
+            server_wait: retry_after,
+        },
     }
 }
 
@@ -807,18 +813,9 @@ impl Exchange for BatchCall<'_> {
             });
         }
         let retry_after = retry_after_of(|n| a.header(n));
-        match classify(a.status, None, retry_after, &a.body) {
-            Outcome::Done(_) => Verdict::Done(
-                self.all(&GoogleError::Decode("batch answer is not multipart".into())),
-            ),
-            Outcome::Final(e) => Verdict::Fail(Failure::Final(e)),
-            Outcome::Quota(m) => Verdict::Fail(Failure::Stop(GoogleError::Quota(m))),
-            Outcome::Unauthorized(m) => Verdict::Renew(Failure::Final(unauthorized(m))),
-            Outcome::Retry { error, retry_after } => Verdict::Retry {
-                error: Failure::Transient(error),
-                server_wait: retry_after,
-            },
-        }
+        verdict(classify(a.status, None, retry_after, &a.body), |_| {
+            self.all(&GoogleError::Decode("batch answer is not multipart".into()))
+        })
     }
 
     fn retrying(&mut self, _retry: Retrying<'_, Failure>) {

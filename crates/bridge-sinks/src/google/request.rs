@@ -47,7 +47,7 @@ impl Method {
 pub struct ApiRequest {
     pub method: Method,
     /// Relative to `/calendar/v3`, each segment already percent-encoded
-    /// (see [`calendar_path`], [`event_path`]).
+    /// (see [`super::calendar_path`], [`super::event_path`]).
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
