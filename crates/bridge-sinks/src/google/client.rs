@@ -648,12 +648,16 @@ impl fmt::Display for Failure {
     }
 }
 
-/// A failure without an answer.
-fn transport_failure(e: &TransportError) -> Failure {
-    Failure::Transient(match e.status {
+/// No answer (or one cut short): transient.
+fn transport_retry<T>(e: &TransportError) -> Verdict<T, Failure> {
+    let error = match e.status {
         Some(_) => format!("transport (body): {}", e.detail()),
         None => format!("transport: {}", e.detail()),
-    })
+    };
+    Verdict::Retry {
+        error: Failure::Transient(error),
+        server_wait: None,
+    }
 }
 
 /// One API request.
@@ -698,12 +702,7 @@ impl Exchange for ApiCall<'_> {
     ) -> Verdict<ApiResponse, Failure> {
         let a = match answer {
             Ok(a) => a,
-            Err(e) => {
-                return Verdict::Retry {
-                    error: transport_failure(&e),
-                    server_wait: None,
-                };
-            }
+            Err(e) => return transport_retry(&e),
         };
         tracing::debug!(
             method = self.req.method.as_str(), path = %self.req.path, status = a.status,
@@ -792,12 +791,7 @@ impl Exchange for BatchCall<'_> {
     ) -> Verdict<Vec<(usize, Outcome)>, Failure> {
         let a = match answer {
             Ok(a) => a,
-            Err(e) => {
-                return Verdict::Retry {
-                    error: transport_failure(&e),
-                    server_wait: None,
-                };
-            }
+            Err(e) => return transport_retry(&e),
         };
         tracing::debug!(
             parts = self.chunk.len(),
