@@ -156,24 +156,24 @@ mod tests {
         }
     }
 
-    /// Moved from the Google client (its `backoff` is this policy).
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let backoff = |attempt, max, ra| google_like(max).delay(attempt, ra);
-        let max = Duration::from_secs(32);
-        let b0 = backoff(0, max, None);
-        assert!(b0 >= Duration::from_secs(1) && b0 < Duration::from_secs(2));
-        let b3 = backoff(3, max, None);
-        assert!(b3 >= Duration::from_secs(8) && b3 < Duration::from_secs(9));
-        assert_eq!(backoff(10, max, None), max);
+    fn added_jitter_and_a_floor_from_the_server() {
+        let p = google_like(Duration::from_secs(10));
+        for attempt in 0..3 {
+            let exp = Duration::from_secs(1 << attempt);
+            let d = p.delay(attempt, None);
+            assert!(d >= exp && d < exp + Duration::from_secs(1), "{d:?}");
+        }
+        assert_eq!(p.delay(5, None), Duration::from_secs(10), "capped");
         assert_eq!(
-            backoff(0, max, Some(Duration::from_secs(20))),
-            Duration::from_secs(20)
+            p.delay(0, Some(Duration::from_secs(7))),
+            Duration::from_secs(7),
+            "at least the server's wait"
         );
-        assert_eq!(backoff(0, max, Some(Duration::from_secs(100))), max);
         assert_eq!(
-            backoff(40, Duration::from_millis(5), None),
-            Duration::from_millis(5)
+            p.delay(0, Some(Duration::from_secs(70))),
+            Duration::from_secs(10),
+            "never beyond the cap"
         );
     }
 

@@ -3,8 +3,7 @@
 //! source that caches access tokens and mints new ones with the refresh-token
 //! grant (through the `oauth2` crate) or a service account's RS256 JWT.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -24,7 +23,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::time::Instant;
 
-use super::client::{Counters, backoff};
+use bridge_http::{RetryPolicy, error_chain};
+
 use super::error::GoogleError;
 
 /// The full Calendar scope.
@@ -39,26 +39,9 @@ pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 /// Access tokens are renewed this long before they expire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
-/// A secret string; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// The secret type of every credential (shared with the other services;
+/// `Debug` shows `[redacted]`).
+pub use bridge_http::Secret;
 
 /// The parts of a Google service-account key file the bridge uses.
 #[derive(Debug, Clone)]
@@ -237,7 +220,7 @@ impl InstalledApp {
         let send = OauthHttp {
             http,
             status: &status,
-            counters: None,
+            calls: None,
         };
         let answer = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -281,16 +264,14 @@ fn oauth_client(client_id: &str, secret: Option<&Secret>, token_url: TokenUrl) -
     }
 }
 
-/// The HTTP function handed to `oauth2`: reqwest, remembering the status
-/// (so 5xx pages that `oauth2` cannot parse still count as transient) and
-/// counting token calls.
 /// The HTTP client handed to the oauth2 crate: counts token calls and keeps
-/// the HTTP status for error mapping. A struct rather than a closure, so the
+/// the HTTP status for error mapping (so 5xx pages that `oauth2` cannot
+/// parse still count as transient). A struct rather than a closure, so the
 /// futures that use it stay `Send` for every lifetime.
 struct OauthHttp<'a> {
     http: &'a reqwest::Client,
     status: &'a AtomicU16,
-    counters: Option<&'a Counters>,
+    calls: Option<&'a AtomicU64>,
 }
 
 impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp<'_> {
@@ -303,8 +284,8 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp<'_> {
 
     fn call(&'c self, req: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            if let Some(c) = self.counters {
-                c.token_call();
+            if let Some(c) = self.calls {
+                c.fetch_add(1, Ordering::Relaxed);
             }
             self.status.store(0, Ordering::Relaxed);
             let resp = self.http.call(req).await?;
@@ -387,18 +368,6 @@ fn oauth_error<RE: std::error::Error + 'static>(
     }
 }
 
-/// `e: cause: cause …` (reqwest hides the interesting part in sources).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// How a [`TokenSource`] mints tokens.
 enum Grant {
     Refresh {
@@ -419,21 +388,18 @@ struct Cached {
     renew_at: Instant,
 }
 
-/// Retry settings of the token endpoint (the client's).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TokenRetry {
-    pub(crate) max_retries: u32,
-    pub(crate) max_backoff: Duration,
-}
-
 /// Hands out access tokens, cached until [`EXPIRY_MARGIN`] before expiry.
-/// One refresh at a time (the cache lock is held while fetching).
+/// One refresh at a time (the cache lock is held while fetching). It counts
+/// its own calls to the token endpoint and their retries; the client adds
+/// them to its statistics.
 pub(crate) struct TokenSource {
     http: reqwest::Client,
     grant: Grant,
     cache: tokio::sync::Mutex<Option<Cached>>,
-    counters: Arc<Counters>,
-    retry: TokenRetry,
+    /// The client's retry policy, for the token endpoint's transient failures.
+    retry: RetryPolicy,
+    calls: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -448,6 +414,19 @@ impl std::fmt::Debug for TokenSource {
     }
 }
 
+/// The access token of every API call, renewed once after a 401.
+impl bridge_http::Auth for TokenSource {
+    type Error = GoogleError;
+
+    async fn token(&self) -> Result<Option<Secret>, GoogleError> {
+        TokenSource::token(self).await.map(Some)
+    }
+
+    async fn renew(&self, rejected: Option<&Secret>) -> Result<(), GoogleError> {
+        TokenSource::renew(self, rejected).await.map(|_| ())
+    }
+}
+
 impl TokenSource {
     /// `token_url` is the client's; a service account uses its key file's
     /// `token_uri` instead when the client keeps Google's default.
@@ -455,8 +434,7 @@ impl TokenSource {
         http: reqwest::Client,
         creds: Credentials,
         token_url: &str,
-        counters: Arc<Counters>,
-        retry: TokenRetry,
+        retry: RetryPolicy,
     ) -> Result<Self, GoogleError> {
         let grant = match creds {
             Credentials::RefreshToken {
@@ -490,9 +468,23 @@ impl TokenSource {
             http,
             grant,
             cache: tokio::sync::Mutex::new(None),
-            counters,
             retry,
+            calls: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         })
+    }
+
+    /// `(token endpoint calls, retries)` since creation or the last reset.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn reset_counts(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        self.retries.store(0, Ordering::Relaxed);
     }
 
     /// A live access token (cached or freshly minted).
@@ -511,11 +503,11 @@ impl TokenSource {
 
     /// The API refused `rejected` (401): drop it and mint a new one, unless
     /// another task already replaced it.
-    pub(crate) async fn renew(&self, rejected: &Secret) -> Result<Secret, GoogleError> {
+    pub(crate) async fn renew(&self, rejected: Option<&Secret>) -> Result<Secret, GoogleError> {
         {
             let mut cache = self.cache.lock().await;
             if let Some(c) = cache.as_ref()
-                && c.token != *rejected
+                && Some(&c.token) != rejected
                 && Instant::now() < c.renew_at
             {
                 return Ok(c.token.clone());
@@ -536,10 +528,10 @@ impl TokenSource {
                     if attempt >= self.retry.max_retries {
                         return Err(GoogleError::Unavailable(m));
                     }
-                    let wait = backoff(attempt, self.retry.max_backoff, None);
+                    let wait = self.retry.delay(attempt, None);
                     tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %m,
                         "google token endpoint failed, retrying");
-                    self.counters.retry();
+                    self.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -558,7 +550,7 @@ impl TokenSource {
                 let send = OauthHttp {
                     http: &self.http,
                     status: &status,
-                    counters: Some(&self.counters),
+                    calls: Some(&self.calls),
                 };
                 let answer = client
                     .exchange_refresh_token(&RefreshToken::new(refresh_token.expose().to_owned()))
@@ -599,7 +591,7 @@ impl TokenSource {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let assertion = sign_jwt(key, email, CALENDAR_SCOPE, token_url, iat, subject);
-        self.counters.token_call();
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .http
             .post(token_url)

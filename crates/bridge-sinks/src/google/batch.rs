@@ -3,29 +3,11 @@
 //! named `Content-ID: <item-N>`; the answer holds one HTTP response per part,
 //! named `<response-item-N>`.
 
-use super::client::{ApiRequest, Method};
 use super::error::GoogleError;
+use super::request::ApiRequest;
 
 /// Path prefix of the Calendar API inside a batch part.
 pub const API_PREFIX: &str = "/calendar/v3";
-
-impl Method {
-    /// The HTTP method name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Get => "GET",
-            Self::Post => "POST",
-            Self::Put => "PUT",
-            Self::Patch => "PATCH",
-            Self::Delete => "DELETE",
-        }
-    }
-
-    /// POST, PUT, PATCH and DELETE.
-    pub fn is_write(self) -> bool {
-        self != Self::Get
-    }
-}
 
 /// `?a=b&c=d` (form-encoded; empty without pairs).
 pub(crate) fn query_string(query: &[(String, String)]) -> String {
@@ -256,6 +238,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::google::request::Method;
 
     fn req(method: Method, path: &str) -> ApiRequest {
         ApiRequest {

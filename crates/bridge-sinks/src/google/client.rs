@@ -1,22 +1,28 @@
-//! The Calendar v3 HTTP client: bearer tokens from the [`TokenSource`], a
-//! client-side token bucket, retries with exponential backoff and jitter for
-//! 429 / 5xx / rate-limit 403s, one token refresh on 401, the batch endpoint
-//! and paged listings (sinks-api.md A.1, A.6, A.9–A.11).
+//! The Calendar v3 HTTP client on the shared HTTP layer (`bridge-http`):
+//! bearer tokens from the [`TokenSource`], a client-side token bucket,
+//! retries with exponential backoff and jitter for 429 / 5xx / rate-limit
+//! 403s (at least `Retry-After`), one token refresh on 401, the batch
+//! endpoint and paged listings (sinks-api.md A.1, A.6, A.9–A.11). What an
+//! answer means is decided here ([`classify`]).
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use bridge_http::{
+    Answer, Backoff, Bucket, Exchange, HttpClient, Jitter, Limiter, RetryPolicy, Retrying,
+    ServerWait, ServiceStats, TransportError, Verdict, error_chain,
+};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::auth::{Credentials, DEFAULT_TOKEN_URL, Secret, TokenRetry, TokenSource, error_chain};
+use super::auth::{Credentials, DEFAULT_TOKEN_URL, Secret, TokenSource};
 use super::batch;
 use super::error::{GoogleError, is_quota, is_transient_answer};
-use super::limit::RateLimiter;
+pub use super::request::{ApiRequest, ApiResponse, Method};
 
 /// Google's host root.
 pub const DEFAULT_BASE_URL: &str = "https://www.googleapis.com";
@@ -60,82 +66,6 @@ impl Default for GoogleClientConfig {
             batch_size: MAX_BATCH_SIZE,
         }
     }
-}
-
-/// HTTP methods of the Calendar API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
-}
-
-impl Method {
-    fn to_reqwest(self) -> reqwest::Method {
-        match self {
-            Self::Get => reqwest::Method::GET,
-            Self::Post => reqwest::Method::POST,
-            Self::Put => reqwest::Method::PUT,
-            Self::Patch => reqwest::Method::PATCH,
-            Self::Delete => reqwest::Method::DELETE,
-        }
-    }
-}
-
-/// One Calendar API request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiRequest {
-    pub method: Method,
-    /// Relative to `/calendar/v3`, each segment already percent-encoded
-    /// (see [`calendar_path`], [`event_path`]).
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub body: Option<Value>,
-    /// `If-Match` (an etag, quotes included).
-    pub if_match: Option<String>,
-}
-
-impl ApiRequest {
-    /// A request without query, body or precondition.
-    pub fn new(method: Method, path: impl Into<String>) -> Self {
-        Self {
-            method,
-            path: path.into(),
-            query: Vec::new(),
-            body: None,
-            if_match: None,
-        }
-    }
-
-    /// Adds a query parameter.
-    pub fn with_query(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.query.push((key.into(), value.into()));
-        self
-    }
-
-    /// Sets the JSON body.
-    pub fn with_body(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
-    }
-
-    /// Sets `If-Match`.
-    pub fn with_if_match(mut self, etag: impl Into<String>) -> Self {
-        self.if_match = Some(etag.into());
-        self
-    }
-}
-
-/// A successful answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiResponse {
-    pub status: u16,
-    /// The `ETag` header, else the body's `etag`.
-    pub etag: Option<String>,
-    /// `Null` for an empty body (204).
-    pub body: Value,
 }
 
 /// A complete listing: every item of every page, and the sync token of the
@@ -193,13 +123,13 @@ pub struct CallStats {
     pub retries: u64,
 }
 
-/// The live counters behind [`CallStats`].
+/// The live counters behind [`CallStats`] (the token endpoint's are kept
+/// by the [`TokenSource`]).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+struct Counters {
     api_calls: AtomicU64,
     batch_calls: AtomicU64,
     batched_parts: AtomicU64,
-    token_calls: AtomicU64,
     writes: AtomicU64,
     retries: AtomicU64,
 }
@@ -209,23 +139,20 @@ impl Counters {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn token_call(&self) {
-        Self::add(&self.token_calls, 1);
-    }
-
-    pub(crate) fn retry(&self) {
+    fn retry(&self) {
         Self::add(&self.retries, 1);
     }
 
-    fn snapshot(&self) -> CallStats {
+    /// With the token source's `(calls, retries)`.
+    fn snapshot(&self, (token_calls, token_retries): (u64, u64)) -> CallStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CallStats {
             api_calls: get(&self.api_calls),
             batch_calls: get(&self.batch_calls),
             batched_parts: get(&self.batched_parts),
-            token_calls: get(&self.token_calls),
+            token_calls,
             writes: get(&self.writes),
-            retries: get(&self.retries),
+            retries: get(&self.retries) + token_retries,
         }
     }
 
@@ -234,7 +161,6 @@ impl Counters {
             &self.api_calls,
             &self.batch_calls,
             &self.batched_parts,
-            &self.token_calls,
             &self.writes,
             &self.retries,
         ] {
@@ -243,14 +169,44 @@ impl Counters {
     }
 }
 
-/// The wait before retry number `attempt + 1`: `2^attempt` s plus up to 1 s
-/// of jitter, at least `retry_after`, at most `max`.
-pub(crate) fn backoff(attempt: u32, max: Duration, retry_after: Option<Duration>) -> Duration {
-    let exp = Duration::from_secs(1u64 << attempt.min(16));
-    let jitter = Duration::from_millis(rand::random_range(0..1000));
-    let d = (exp + jitter).max(retry_after.unwrap_or_default());
-    d.min(max)
+/// Google's backoff (sinks-api.md A.9: "2^n s + random ms", capped):
+/// `2^attempt` s plus up to 1 s of jitter, at least `Retry-After`, at most
+/// `max_backoff`. `GoogleClientConfig` has no total-wait setting: every wait
+/// is at most `max_backoff`, so `max_retries × max_backoff` bounds it.
+fn retry_policy(cfg: &GoogleClientConfig) -> RetryPolicy {
+    RetryPolicy {
+        max_retries: cfg.max_retries,
+        backoff: Backoff {
+            base: Duration::from_secs(1),
+            max: cfg.max_backoff,
+            jitter: Jitter::Add(Duration::from_secs(1)),
+        },
+        server_wait: ServerWait::AtLeast,
+        max_total_wait: cfg.max_backoff.saturating_mul(cfg.max_retries.max(1)),
+    }
 }
+
+/// The endpoint template of a request, for the limiter and the counters:
+/// `GET /calendar/v3/calendars/:calendarId/events/:eventId`.
+fn endpoint_of(method: Method, path: &str) -> String {
+    let mut out = format!("{} {}", method.as_str(), batch::API_PREFIX);
+    let mut prev = "";
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        let name = match prev {
+            "calendars" | "calendarList" => ":calendarId",
+            "events" if !matches!(seg, "import" | "quickAdd" | "watch") => ":eventId",
+            "acl" => ":ruleId",
+            _ => seg,
+        };
+        out.push('/');
+        out.push_str(name);
+        prev = seg;
+    }
+    out
+}
+
+/// The label of batch calls.
+const BATCH_ENDPOINT: &str = "POST /batch/calendar/v3";
 
 /// What one answer (a whole call or a batch part) means for the caller.
 #[derive(Debug)]
@@ -334,20 +290,18 @@ fn classify(
     })
 }
 
-fn retry_after_of(headers: impl Fn(&str) -> Option<String>) -> Option<Duration> {
-    headers("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+/// `Retry-After` (seconds or an HTTP-date) of an answer or a batch part.
+fn retry_after_of<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Duration> {
+    bridge_http::retry::server_wait(header, &[], SystemTime::now())
 }
 
 struct Inner {
     cfg: GoogleClientConfig,
-    http: reqwest::Client,
+    http: HttpClient,
     api_base: String,
     batch_url: String,
     tokens: TokenSource,
-    limiter: RateLimiter,
-    counters: Arc<Counters>,
+    counters: Counters,
 }
 
 /// The Google Calendar client. Cheap to clone (shared state: token cache,
@@ -400,26 +354,23 @@ impl GoogleClient {
         check_url("base URL", &cfg.base_url)?;
         check_url("token URL", &cfg.token_url)?;
         cfg.batch_size = cfg.batch_size.clamp(1, MAX_BATCH_SIZE);
-        let counters = Arc::new(Counters::default());
-        let tokens = TokenSource::new(
-            http.clone(),
-            creds,
-            &cfg.token_url,
-            Arc::clone(&counters),
-            TokenRetry {
-                max_retries: cfg.max_retries,
-                max_backoff: cfg.max_backoff,
-            },
-        )?;
+        let policy = retry_policy(&cfg);
+        let tokens = TokenSource::new(http.clone(), creds, &cfg.token_url, policy)?;
+        let http = HttpClient::builder("google")
+            .http(http)
+            .timeout(cfg.timeout)
+            .retry(policy)
+            .limiter(Limiter::Bucket(Bucket::new(cfg.requests_per_second)))
+            .build()
+            .map_err(|e| GoogleError::Config(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 api_base: format!("{}{}", cfg.base_url, batch::API_PREFIX),
                 batch_url: format!("{}/batch{}", cfg.base_url, batch::API_PREFIX),
-                limiter: RateLimiter::new(cfg.requests_per_second),
                 cfg,
                 http,
                 tokens,
-                counters,
+                counters: Counters::default(),
             }),
         })
     }
@@ -431,11 +382,19 @@ impl GoogleClient {
 
     /// Counters since creation or the last [`Self::reset_stats`].
     pub fn stats(&self) -> CallStats {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(self.inner.tokens.counts())
+    }
+
+    /// API calls by endpoint template and HTTP status (0: no answer), as
+    /// every service counts them; batch calls count once, token calls not.
+    pub fn calls(&self) -> &ServiceStats {
+        self.inner.http.stats()
     }
 
     pub fn reset_stats(&self) {
         self.inner.counters.reset();
+        self.inner.tokens.reset_counts();
+        self.inner.http.stats().reset();
     }
 
     /// A live access token (cached; minted when missing or about to
@@ -449,104 +408,18 @@ impl GoogleClient {
     /// `Unavailable` when retries ran out, `Decode`.
     pub async fn execute(&self, req: ApiRequest) -> Result<ApiResponse, GoogleError> {
         let inner = &self.inner;
-        let mut token = inner.tokens.token().await?;
-        let mut attempt = 0u32;
-        let mut renewed = false;
-        loop {
-            match self.send_once(&req, &token).await {
-                Outcome::Done(r) => return Ok(r),
-                Outcome::Final(e) => return Err(e),
-                Outcome::Quota(m) => return Err(GoogleError::Quota(m)),
-                Outcome::Unauthorized(m) => {
-                    if renewed {
-                        return Err(GoogleError::Api {
-                            status: 401,
-                            reason: "authError".into(),
-                            message: m,
-                        });
-                    }
-                    renewed = true;
-                    tracing::debug!(path = %req.path, "google 401, renewing the access token");
-                    inner.counters.retry();
-                    token = inner.tokens.renew(&token).await?;
-                }
-                Outcome::Retry { error, retry_after } => {
-                    if attempt >= inner.cfg.max_retries {
-                        return Err(GoogleError::Unavailable(error));
-                    }
-                    let wait = backoff(attempt, inner.cfg.max_backoff, retry_after);
-                    tracing::warn!(
-                        method = req.method.as_str(), path = %req.path, attempt,
-                        wait_ms = wait.as_millis() as u64, %error, "google call failed, retrying"
-                    );
-                    inner.counters.retry();
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    async fn send_once(&self, req: &ApiRequest, token: &Secret) -> Outcome {
-        let inner = &self.inner;
-        inner.limiter.acquire(1).await;
-        Counters::add(&inner.counters.api_calls, 1);
-        if req.method.is_write() {
-            Counters::add(&inner.counters.writes, 1);
-        }
-        let started = Instant::now();
-        let mut rb = inner
+        let mut call = ApiCall {
+            req: &req,
+            url: format!("{}{}", inner.api_base, req.path),
+            counters: &inner.counters,
+            started: Instant::now(),
+        };
+        let endpoint = endpoint_of(req.method, &req.path);
+        inner
             .http
-            .request(
-                req.method.to_reqwest(),
-                format!("{}{}", inner.api_base, req.path),
-            )
-            .bearer_auth(token.expose())
-            .timeout(inner.cfg.timeout);
-        if !req.query.is_empty() {
-            rb = rb.query(&req.query);
-        }
-        if let Some(etag) = &req.if_match {
-            rb = rb.header(header::IF_MATCH, etag);
-        }
-        if let Some(body) = &req.body {
-            rb = rb.json(body);
-        }
-        let resp = match rb.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    error: format!("transport: {}", error_chain(&e)),
-                    retry_after: None,
-                };
-            }
-        };
-        let status = resp.status().as_u16();
-        // In a block: a closure taking `&str` must not live across an await
-        // (it would make the future not `Send` for every lifetime).
-        let (etag, retry_after) = {
-            let hdr = |name: &str| {
-                resp.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            (hdr("etag"), retry_after_of(hdr))
-        };
-        let body = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Outcome::Retry {
-                    error: format!("transport (body): {}", error_chain(&e)),
-                    retry_after: None,
-                };
-            }
-        };
-        tracing::debug!(
-            method = req.method.as_str(), path = %req.path, status,
-            elapsed_ms = started.elapsed().as_millis() as u64, "google call"
-        );
-        classify(status, etag, retry_after, &body)
+            .execute(&endpoint, 1, &inner.tokens, &mut call)
+            .await
+            .map_err(Failure::into_error)
     }
 
     /// Runs requests as batch calls of at most `batch_size` parts. Parts
@@ -608,10 +481,10 @@ impl GoogleClient {
                 }
             }
             if let Some(t) = stale_token {
-                inner.tokens.renew(&t).await?;
+                inner.tokens.renew(Some(&t)).await?;
             }
             if !again.is_empty() {
-                let wait = backoff(round, inner.cfg.max_backoff, hint);
+                let wait = inner.http.policy().delay(round, hint);
                 tracing::warn!(
                     parts = again.len(),
                     round,
@@ -643,114 +516,33 @@ impl GoogleClient {
         let inner = &self.inner;
         let parts: Vec<(usize, &ApiRequest)> = chunk.iter().map(|&i| (i, &reqs[i])).collect();
         let boundary = batch::new_boundary();
-        let body = batch::encode(&parts, &boundary);
-        let content_type = format!("multipart/mixed; boundary={boundary}");
-        let writes = parts.iter().filter(|(_, r)| r.method.is_write()).count() as u64;
-        let all = |f: &dyn Fn() -> GoogleError| -> Vec<(usize, Outcome)> {
-            chunk.iter().map(|&i| (i, Outcome::Final(f()))).collect()
+        let mut call = BatchCall {
+            url: &inner.batch_url,
+            chunk,
+            body: batch::encode(&parts, &boundary),
+            content_type: format!("multipart/mixed; boundary={boundary}"),
+            writes: parts.iter().filter(|(_, r)| r.method.is_write()).count() as u64,
+            counters: &inner.counters,
+            token: None,
+            started: Instant::now(),
         };
-        let mut token = inner.tokens.token().await?;
-        let mut attempt = 0u32;
-        let mut renewed = false;
-        loop {
-            inner.limiter.acquire(chunk.len() as u32).await;
-            let c = &inner.counters;
-            Counters::add(&c.api_calls, 1);
-            Counters::add(&c.batch_calls, 1);
-            Counters::add(&c.batched_parts, chunk.len() as u64);
-            Counters::add(&c.writes, writes);
-            let started = Instant::now();
-            let sent = inner
-                .http
-                .post(&inner.batch_url)
-                .bearer_auth(token.expose())
-                .header(header::CONTENT_TYPE, &content_type)
-                .timeout(inner.cfg.timeout)
-                .body(body.clone())
-                .send()
-                .await;
-            let outcome = match sent {
-                Err(e) => Outcome::Retry {
-                    error: format!("transport: {}", error_chain(&e)),
-                    retry_after: None,
-                },
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    // See `send_once`: no `&str` closure across an await.
-                    let (ct, retry_after) = {
-                        let hdr = |name: &str| {
-                            resp.headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned)
-                        };
-                        (hdr("content-type").unwrap_or_default(), retry_after_of(hdr))
-                    };
-                    match resp.bytes().await {
-                        Err(e) => Outcome::Retry {
-                            error: format!("transport (body): {}", error_chain(&e)),
-                            retry_after: None,
-                        },
-                        Ok(bytes) => {
-                            tracing::debug!(
-                                parts = chunk.len(),
-                                status,
-                                elapsed_ms = started.elapsed().as_millis() as u64,
-                                "google batch call"
-                            );
-                            if status == 200 {
-                                let decoded = batch::decode(&ct, &bytes);
-                                return Ok((
-                                    token,
-                                    match decoded {
-                                        Ok(answers) => assign(chunk, answers),
-                                        Err(e) => all(&|| e.clone()),
-                                    },
-                                ));
-                            }
-                            classify(status, None, retry_after, &bytes)
-                        }
-                    }
-                }
-            };
-            match outcome {
-                Outcome::Done(_) => {
-                    return Ok((
-                        token,
-                        all(&|| GoogleError::Decode("batch answer is not multipart".into())),
-                    ));
-                }
-                Outcome::Final(e) => return Ok((token, all(&|| e.clone()))),
-                Outcome::Quota(m) => return Err(GoogleError::Quota(m)),
-                Outcome::Unauthorized(m) => {
-                    if renewed {
-                        let e = GoogleError::Api {
-                            status: 401,
-                            reason: "authError".into(),
-                            message: m,
-                        };
-                        return Ok((token, all(&|| e.clone())));
-                    }
-                    renewed = true;
-                    c.retry();
-                    token = inner.tokens.renew(&token).await?;
-                }
-                Outcome::Retry { error, retry_after } => {
-                    if attempt >= inner.cfg.max_retries {
-                        let e = GoogleError::Unavailable(error);
-                        return Ok((token, all(&|| e.clone())));
-                    }
-                    let wait = backoff(attempt, inner.cfg.max_backoff, retry_after);
-                    tracing::warn!(
-                        parts = chunk.len(), attempt, wait_ms = wait.as_millis() as u64,
-                        %error, "google batch call failed, retrying"
-                    );
-                    c.retry();
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
+        let outcome = inner
+            .http
+            .execute(BATCH_ENDPOINT, chunk.len() as u32, &inner.tokens, &mut call)
+            .await;
+        let answers = match outcome {
+            Ok(answers) => answers,
+            Err(Failure::Stop(e)) => return Err(e),
+            // Final for the whole call: every part gets the error.
+            Err(f) => {
+                let e = f.into_error();
+                chunk
+                    .iter()
+                    .map(|&i| (i, Outcome::Final(e.clone())))
+                    .collect()
             }
-        }
+        };
+        Ok((call.token.unwrap_or_default(), answers))
     }
 
     /// Every item of a listing (`events.list`, `calendarList.list`, …),
@@ -820,6 +612,211 @@ impl GoogleClient {
     }
 }
 
+/// Why a call (or a batch call) did not succeed.
+#[derive(Debug)]
+enum Failure {
+    /// Stops everything, batch included: quota, no token.
+    Stop(GoogleError),
+    /// Final for this call (for a batch call: for each of its parts).
+    Final(GoogleError),
+    /// Transient; reported as `Unavailable` once the retries ran out.
+    Transient(String),
+}
+
+impl Failure {
+    fn into_error(self) -> GoogleError {
+        match self {
+            Failure::Stop(e) | Failure::Final(e) => e,
+            Failure::Transient(m) => GoogleError::Unavailable(m),
+        }
+    }
+}
+
+impl From<GoogleError> for Failure {
+    /// Token failures (revoked, token endpoint unavailable) stop everything.
+    fn from(e: GoogleError) -> Self {
+        Failure::Stop(e)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Stop(e) | Failure::Final(e) => e.fmt(f),
+            Failure::Transient(m) => f.write_str(m),
+        }
+    }
+}
+
+/// No answer (or one cut short): transient.
+fn transport_retry<T>(e: &TransportError) -> Verdict<T, Failure> {
+    let error = match e.status {
+        Some(_) => format!("transport (body): {}", e.detail()),
+        None => format!("transport: {}", e.detail()),
+    };
+    Verdict::Retry {
+        error: Failure::Transient(error),
+        server_wait: None,
+    }
+}
+
+/// One API request.
+struct ApiCall<'a> {
+    req: &'a ApiRequest,
+    url: String,
+    counters: &'a Counters,
+    started: Instant,
+}
+
+impl Exchange for ApiCall<'_> {
+    type Output = ApiResponse;
+    type Error = Failure;
+
+    fn request(
+        &mut self,
+        http: &reqwest::Client,
+        _token: Option<&Secret>,
+    ) -> reqwest::RequestBuilder {
+        let req = self.req;
+        Counters::add(&self.counters.api_calls, 1);
+        if req.method.is_write() {
+            Counters::add(&self.counters.writes, 1);
+        }
+        self.started = Instant::now();
+        let mut rb = http.request(req.method.to_reqwest(), &self.url);
+        if !req.query.is_empty() {
+            rb = rb.query(&req.query);
+        }
+        if let Some(etag) = &req.if_match {
+            rb = rb.header(header::IF_MATCH, etag);
+        }
+        if let Some(body) = &req.body {
+            rb = rb.json(body);
+        }
+        rb
+    }
+
+    fn classify(
+        &mut self,
+        answer: Result<Answer, TransportError>,
+    ) -> Verdict<ApiResponse, Failure> {
+        let a = match answer {
+            Ok(a) => a,
+            Err(e) => return transport_retry(&e),
+        };
+        tracing::debug!(
+            method = self.req.method.as_str(), path = %self.req.path, status = a.status,
+            elapsed_ms = self.started.elapsed().as_millis() as u64, "google call"
+        );
+        let etag = a.header("etag").map(str::to_owned);
+        let retry_after = retry_after_of(|n| a.header(n));
+        verdict(classify(a.status, etag, retry_after, &a.body), |r| r)
+    }
+
+    fn retrying(&mut self, _retry: Retrying<'_, Failure>) {
+        self.counters.retry();
+    }
+}
+
+/// What the answer of a whole call means for the retry loop; `done` makes
+/// the output of a success.
+fn verdict<T>(outcome: Outcome, done: impl FnOnce(ApiResponse) -> T) -> Verdict<T, Failure> {
+    match outcome {
+        Outcome::Done(r) => Verdict::Done(done(r)),
+        Outcome::Final(e) => Verdict::Fail(Failure::Final(e)),
+        Outcome::Quota(m) => Verdict::Fail(Failure::Stop(GoogleError::Quota(m))),
+        Outcome::Unauthorized(m) => Verdict::Renew(Failure::Final(unauthorized(m))),
+        Outcome::Retry { error, retry_after } => Verdict::Retry {
+            error: Failure::Transient(error),
+            server_wait: retry_after,
+        },
+    }
+}
+
+/// A 401 that a fresh token did not cure.
+fn unauthorized(message: String) -> GoogleError {
+    GoogleError::Api {
+        status: 401,
+        reason: "authError".into(),
+        message,
+    }
+}
+
+/// One batch call: its parts are answered in the multipart body.
+struct BatchCall<'a> {
+    url: &'a str,
+    chunk: &'a [usize],
+    body: Vec<u8>,
+    content_type: String,
+    writes: u64,
+    counters: &'a Counters,
+    /// The token of the last attempt (a part's 401 renews it).
+    token: Option<Secret>,
+    started: Instant,
+}
+
+impl BatchCall<'_> {
+    fn all(&self, e: &GoogleError) -> Vec<(usize, Outcome)> {
+        self.chunk
+            .iter()
+            .map(|&i| (i, Outcome::Final(e.clone())))
+            .collect()
+    }
+}
+
+impl Exchange for BatchCall<'_> {
+    type Output = Vec<(usize, Outcome)>;
+    type Error = Failure;
+
+    fn request(
+        &mut self,
+        http: &reqwest::Client,
+        token: Option<&Secret>,
+    ) -> reqwest::RequestBuilder {
+        let c = self.counters;
+        Counters::add(&c.api_calls, 1);
+        Counters::add(&c.batch_calls, 1);
+        Counters::add(&c.batched_parts, self.chunk.len() as u64);
+        Counters::add(&c.writes, self.writes);
+        self.token = token.cloned();
+        self.started = Instant::now();
+        http.post(self.url)
+            .header(header::CONTENT_TYPE, &self.content_type)
+            .body(self.body.clone())
+    }
+
+    fn classify(
+        &mut self,
+        answer: Result<Answer, TransportError>,
+    ) -> Verdict<Vec<(usize, Outcome)>, Failure> {
+        let a = match answer {
+            Ok(a) => a,
+            Err(e) => return transport_retry(&e),
+        };
+        tracing::debug!(
+            parts = self.chunk.len(),
+            status = a.status,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "google batch call"
+        );
+        if a.status == 200 {
+            let ct = a.header("content-type").unwrap_or_default();
+            return Verdict::Done(match batch::decode(ct, &a.body) {
+                Ok(answers) => assign(self.chunk, answers),
+                Err(e) => self.all(&e),
+            });
+        }
+        let retry_after = retry_after_of(|n| a.header(n));
+        verdict(classify(a.status, None, retry_after, &a.body), |_| {
+            self.all(&GoogleError::Decode("batch answer is not multipart".into()))
+        })
+    }
+
+    fn retrying(&mut self, _retry: Retrying<'_, Failure>) {
+        self.counters.retry();
+    }
+}
+
 /// Pairs decoded parts with the chunk's indices: by `Content-ID`
 /// (`response-item-N`), else by position.
 fn assign(chunk: &[usize], answers: Vec<batch::PartResponse>) -> Vec<(usize, Outcome)> {
@@ -835,7 +832,7 @@ fn assign(chunk: &[usize], answers: Vec<batch::PartResponse>) -> Vec<(usize, Out
         let outcome = classify(
             part.status,
             part.header("etag").map(str::to_owned),
-            retry_after_of(|n| part.header(n).map(str::to_owned)),
+            retry_after_of(|n| part.header(n)),
             &part.body,
         );
         match slot {
@@ -876,6 +873,39 @@ mod tests {
         );
         assert_eq!(calendar_path("a/b c#d"), "/calendars/a%2Fb%20c%23d");
         assert_eq!(events_path("primary"), "/calendars/primary/events");
+    }
+
+    /// The client's policy with `max_backoff = max`.
+    fn backoff(attempt: u32, max: Duration, retry_after: Option<Duration>) -> Duration {
+        let cfg = GoogleClientConfig {
+            max_backoff: max,
+            ..GoogleClientConfig::default()
+        };
+        retry_policy(&cfg).delay(attempt, retry_after)
+    }
+
+    #[test]
+    fn endpoints_name_their_ids() {
+        assert_eq!(
+            endpoint_of(Method::Put, &event_path("a@b", "xyz")),
+            "PUT /calendar/v3/calendars/:calendarId/events/:eventId"
+        );
+        assert_eq!(
+            endpoint_of(Method::Get, &format!("{}/instances", event_path("a", "b"))),
+            "GET /calendar/v3/calendars/:calendarId/events/:eventId/instances"
+        );
+        assert_eq!(
+            endpoint_of(Method::Post, "/calendars/a/events/import"),
+            "POST /calendar/v3/calendars/:calendarId/events/import"
+        );
+        assert_eq!(
+            endpoint_of(Method::Get, "/users/me/calendarList"),
+            "GET /calendar/v3/users/me/calendarList"
+        );
+        assert_eq!(
+            endpoint_of(Method::Post, "/calendars"),
+            "POST /calendar/v3/calendars"
+        );
     }
 
     #[test]

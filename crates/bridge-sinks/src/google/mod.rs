@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod limit;
+pub mod request;
 pub mod resource;
 pub mod sink;
 
