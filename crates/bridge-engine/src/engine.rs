@@ -28,7 +28,7 @@ pub enum EngineError {
         #[source]
         source: SourceError,
     },
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
