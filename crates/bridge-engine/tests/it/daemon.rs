@@ -173,3 +173,34 @@ fn chrono_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// A change event for a calendar whose id cannot be mirrored is answered
+/// (so that Feishu does not retry it for hours) and marks nothing.
+#[tokio::test]
+async fn a_hint_for_an_unusable_calendar_id_is_accepted_and_ignored() {
+    use bridge_feishu::hint::{ChangeHint, Delivery};
+    use bridge_feishu::webhook::DeliverySink;
+    let (store, hub, _worker) = worker(
+        Counting::default(),
+        Duration::from_millis(10),
+        Duration::from_secs(2),
+    )
+    .await;
+    for id in ["odd\u{1f}id", "", "line\nbreak"] {
+        let delivery = Delivery {
+            dedupe_key: format!("ev-{id:?}"),
+            event_type: "calendar.calendar.event.changed_v4".into(),
+            create_time_ms: None,
+            token: None,
+            hint: ChangeHint::CalendarEventChanged {
+                calendar_id: id.into(),
+                event_id: None,
+                change_type: None,
+                rsvp_infos: Vec::new(),
+                user_ids: Vec::new(),
+            },
+        };
+        hub.accept(delivery).await.unwrap();
+    }
+    assert!(store.dirty().await.unwrap().is_empty());
+}
