@@ -461,7 +461,11 @@ impl Worker {
                 _ = tokio::time::sleep(sleep) => {}
             }
             if Instant::now() >= next_purge {
-                self.purge_dedupe().await?;
+                // Housekeeping: a failed purge is tried again next time and
+                // never stops the syncs.
+                if let Err(e) = self.purge_dedupe().await {
+                    tracing::warn!("cannot purge expired delivery dedupe entries: {e}");
+                }
                 next_purge = Instant::now() + DEDUPE_PURGE_EVERY;
             }
             self.request_retries().await?;
