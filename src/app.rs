@@ -19,6 +19,8 @@ use crate::sinks::Handle;
 pub(crate) struct App {
     pub(crate) engine: Engine,
     pub(crate) client: Arc<FeishuClient>,
+    /// The engine's source, for the calendars it had to skip.
+    pub(crate) source: Arc<FeishuSource>,
     /// The engine's sinks, by kind: to hand them tokens (`auth <kind>`
     /// through the daemon) and read their state.
     pub(crate) sinks: Vec<Handle>,
@@ -93,7 +95,7 @@ pub(crate) fn is_locked(e: &anyhow::Error) -> bool {
 
 pub(crate) async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     let path = &loaded.config.store.path;
-    Store::open(path)
+    Store::open_refusing_empty(path)
         .await
         .with_context(|| format!("cannot open the store {}", path.display()))
 }
@@ -135,8 +137,9 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
         Calendars::All => Selection::All,
         Calendars::List(ids) => Selection::List(ids.clone()),
     };
-    let source =
-        FeishuSource::new(client.clone(), identity(loaded), selection).with_cache(store.clone());
+    let source = Arc::new(
+        FeishuSource::new(client.clone(), identity(loaded), selection).with_cache(store.clone()),
+    );
     let sync = &loaded.config.sync;
     let cfg = EngineConfig {
         rules: Rules {
@@ -152,14 +155,18 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
             }),
             _ => None,
         },
-        ..EngineConfig::default()
+        failure_backoff: bridge_store::Backoff {
+            base: std::time::Duration::from_secs(sync.retry_base_seconds),
+            ..bridge_store::Backoff::default()
+        },
     };
     let handles = build_sinks(loaded, &store).await?;
     let sinks = handles.iter().map(Handle::sink).collect();
-    let engine = Engine::new(Arc::new(source), sinks, store, cfg);
+    let engine = Engine::new(source.clone(), sinks, store, cfg);
     Ok(App {
         engine,
         client,
+        source,
         sinks: handles,
     })
 }

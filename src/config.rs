@@ -70,6 +70,19 @@ pub(crate) struct SyncConfig {
     /// Quiet time after a hint before its calendar is synced, in ms.
     #[serde(default = "default_debounce_ms")]
     pub(crate) debounce_ms: u64,
+    /// ... but at most this long after the first pending hint, in ms.
+    #[serde(default = "default_debounce_max_ms")]
+    pub(crate) debounce_max_ms: u64,
+    /// The first retry of a failed sink write, in seconds (doubling, at most 6 h).
+    #[serde(default = "default_retry_base_seconds")]
+    pub(crate) retry_base_seconds: u64,
+}
+
+fn default_debounce_max_ms() -> u64 {
+    2000
+}
+fn default_retry_base_seconds() -> u64 {
+    60
 }
 
 fn default_debounce_ms() -> u64 {
@@ -86,6 +99,8 @@ impl Default for SyncConfig {
             full_reconcile_hours: default_full_reconcile_hours(),
             poll_seconds: default_poll_seconds(),
             debounce_ms: default_debounce_ms(),
+            debounce_max_ms: default_debounce_max_ms(),
+            retry_base_seconds: default_retry_base_seconds(),
         }
     }
 }
@@ -625,6 +640,9 @@ impl Config {
         }
         if sync.poll_seconds == 0 {
             problems.push("sync.poll_seconds: must be at least 1".to_owned());
+        }
+        if sync.retry_base_seconds == 0 {
+            problems.push("sync.retry_base_seconds: must be at least 1".to_owned());
         }
         match self.server.admin_listen.parse::<SocketAddr>() {
             Ok(a) if a.ip().is_loopback() => {}

@@ -1,9 +1,30 @@
 //! `feishu-bridge`: mirror Feishu / Lark calendars into other calendars.
 
+/// Every `println!` / `print!` of this binary goes through [`stdout::write`]
+/// (these macros shadow std's in every module declared below): std's panic
+/// when stdout is a closed pipe (`feishu-bridge status | head -3`), because
+/// Rust ignores SIGPIPE. Restoring SIGPIPE would need `unsafe` and would
+/// also apply to the daemon; this way a one-shot command ends quietly and
+/// the daemon carries on.
+macro_rules! println {
+    () => {
+        $crate::stdout::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::stdout::write(format_args!($($arg)*))
+    };
+}
+
 mod app;
 mod cmd;
 mod config;
 mod sinks;
+mod stdout;
 
 use std::process::ExitCode;
 
@@ -67,6 +88,25 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
+/// redb trusts the pages of a file that was closed cleanly and can panic on
+/// a damaged one. The store catches such a panic and reports the damage,
+/// with what to do, as one error line; the default hook would first print
+/// the panic and a backtrace note. Panics anywhere else are printed as usual.
+fn quiet_store_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_redb = info.location().is_some_and(|l| {
+            let file = l.file().replace('\\', "/");
+            file.contains("/redb-") || file.starts_with("redb-")
+        });
+        if in_redb {
+            tracing::debug!("the database engine panicked (reported as store damage): {info}");
+        } else {
+            default(info);
+        }
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -80,6 +120,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&cli.log);
+    quiet_store_panics();
+    // The daemon keeps running when nobody reads its stdout.
+    stdout::exit_on_broken_pipe(!matches!(cli.command, Command::Run(_)));
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         #[cfg(feature = "demo")]
@@ -94,6 +137,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A report written into a closed pipe (`convert | head`): quiet, as above.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             cmd::report_error(&e);
             ExitCode::from(EXIT_USAGE)

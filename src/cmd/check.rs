@@ -116,6 +116,13 @@ async fn check_store(r: &mut Report, loaded: &Loaded) -> (bool, Option<bridge_st
     let path = &loaded.config.store.path;
     match open_existing(path).await {
         Ok(Opened::Store(store)) => {
+            let store = match store.check_integrity().await {
+                Ok(store) => store,
+                Err(e) => {
+                    r.line(Level::Fail, "store", e);
+                    return (false, None);
+                }
+            };
             match store.stats().await {
                 Ok(s) => r.line(
                     Level::Ok,

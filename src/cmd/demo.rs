@@ -33,11 +33,15 @@ use crate::app::unix_now;
 /// Every mapping case of the golden fixtures, as a Feishu list response.
 const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
 const ENCRYPT_KEY: &str = "demo-encrypt-key";
+/// The file that marks a directory as one `demo` created: only such a
+/// directory (or an empty one) is ever cleared.
+pub(crate) const MARKER: &str = ".feishu-bridge-demo";
 const VERIFICATION_TOKEN: &str = "demo-verification-token";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Where the ICS files and the demo's state go (replaced if it exists).
+    /// Where the ICS files and the demo's state go. Cleared first if an
+    /// earlier demo created it; any other non-empty directory is refused.
     #[arg(long, default_value = "feishu-bridge-demo")]
     dir: PathBuf,
     /// Sample events in the team calendar.
@@ -68,11 +72,64 @@ async fn wait_for(file: &Path, what: impl Fn(&str) -> bool) -> anyhow::Result<Du
     }
 }
 
+/// Why `dir` may not be used by the demo.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    NotADirectory,
+    NotOurs,
+}
+
+/// Makes `dir` the demo's: creates it, or clears it when an earlier demo
+/// created it (its marker file is there), or takes it when it is empty.
+/// Anything else (a non-empty directory without the marker, such as `.` or
+/// someone's documents, or a file) is refused and nothing is deleted.
+pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<Result<(), Refusal>> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    match meta {
+        None => {}
+        Some(m) if !m.is_dir() => return Ok(Err(Refusal::NotADirectory)),
+        Some(_) => {
+            let mut entries =
+                std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+            if entries.next().is_some() {
+                if !dir.join(MARKER).is_file() {
+                    return Ok(Err(Refusal::NotOurs));
+                }
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("cannot clear {}", dir.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "Created by `feishu-bridge demo`, which clears this directory when it runs again.\n",
+    )
+    .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
+    Ok(Ok(()))
+}
+
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    match prepare_dir(dir)? {
+        Ok(()) => {}
+        Err(why) => {
+            let what = match why {
+                Refusal::NotADirectory => "is not a directory (or is a symbolic link)",
+                Refusal::NotOurs => "is not empty and was not created by `feishu-bridge demo`",
+            };
+            crate::cmd::report_error(&anyhow::anyhow!(
+                "{} {what}; the demo clears its directory, so it only uses a new or empty one \
+                 (or one it created before): choose another with --dir. Nothing was deleted.",
+                dir.display()
+            ));
+            return Ok(ExitCode::from(crate::EXIT_USAGE));
+        }
     }
     let ics_dir = dir.join("ics");
     let state = dir.join("state");
@@ -311,4 +368,48 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     emu.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_new_empty_or_own_directories_are_used() {
+        let tmp = std::env::temp_dir().join(format!("fb-demo-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+
+        // New: created and marked.
+        let fresh = tmp.join("fresh");
+        assert_eq!(prepare_dir(&fresh).unwrap(), Ok(()));
+        assert!(fresh.join(MARKER).is_file());
+        // Ours, with content: cleared and marked again.
+        std::fs::write(fresh.join("old.ics"), "x").unwrap();
+        assert_eq!(prepare_dir(&fresh).unwrap(), Ok(()));
+        assert!(!fresh.join("old.ics").exists());
+        assert!(fresh.join(MARKER).is_file());
+
+        // Someone's directory: refused, nothing deleted.
+        let precious = tmp.join("precious");
+        std::fs::create_dir_all(precious.join("sub")).unwrap();
+        std::fs::write(precious.join("thesis.tex"), "x").unwrap();
+        assert_eq!(prepare_dir(&precious).unwrap(), Err(Refusal::NotOurs));
+        assert!(precious.join("thesis.tex").is_file());
+        assert!(precious.join("sub").is_dir());
+        assert!(!precious.join(MARKER).exists());
+
+        // Empty: taken.
+        let empty = tmp.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_eq!(prepare_dir(&empty).unwrap(), Ok(()));
+
+        // A file: refused and kept.
+        let file = tmp.join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(prepare_dir(&file).unwrap(), Err(Refusal::NotADirectory));
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

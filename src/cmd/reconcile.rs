@@ -166,13 +166,17 @@ async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Resu
             );
             for s in c["sinks"].as_array().into_iter().flatten() {
                 println!(
-                    "  {}: created {}, updated {}, deleted {}, unchanged {}, failed {}",
+                    "  {}: created {}, updated {}, deleted {}, unchanged {}, failed {}{}",
                     s["sink"].as_str().unwrap_or("?"),
                     s["created"],
                     s["updated"],
                     s["deleted"],
                     s["unchanged"],
-                    s["failed"]
+                    s["failed"],
+                    match s["deferred"].as_u64() {
+                        Some(n) if n > 0 => format!(", waiting to retry {n}"),
+                        _ => String::new(),
+                    }
                 );
                 if let Some(p) = s["paused"].as_str() {
                     println!("    PAUSED: {p}");
@@ -256,6 +260,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         b.finish_and_clear();
     }
     let calls = app.client.stats().snapshot();
+    let skipped = app.source.skipped();
     // A sink paused for authorization or quota writes nothing, even when a
     // pass had no operation for it to refuse.
     let mut paused: Vec<(String, String)> = Vec::new();
@@ -280,6 +285,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "dry_run": args.dry_run,
             "calendars": reports.iter().map(report_json).collect::<Vec<_>>(),
             "source_unavailable": source_failed,
+            "skipped_calendars": skipped.iter().map(|s| serde_json::json!({
+                "calendar": s.id, "name": s.name, "reason": s.reason
+            })).collect::<Vec<_>>(),
             "paused_sinks": paused.iter().map(|(sink, reason)| serde_json::json!({
                 "sink": sink, "reason": reason
             })).collect::<Vec<_>>(),
@@ -294,6 +302,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         for (sink, reason) in &paused {
             println!("sink {sink} is paused: {reason}");
+        }
+        for s in &skipped {
+            println!(
+                "calendar \"{}\"{} skipped: {}",
+                s.id,
+                s.name
+                    .as_ref()
+                    .map_or_else(String::new, |n| format!(" ({n})")),
+                s.reason
+            );
         }
         let total: u64 = calls.values().sum();
         println!("Feishu API calls: {total}");

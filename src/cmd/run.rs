@@ -101,6 +101,13 @@ async fn metrics_text(s: &Shared) -> String {
         out,
         "# HELP feishu_bridge_queue_depth Calendars waiting to be synced.\n# TYPE feishu_bridge_queue_depth gauge\nfeishu_bridge_queue_depth {depth}"
     );
+    if let Ok(st) = s.engine.store().stats().await {
+        let _ = writeln!(
+            out,
+            "# HELP feishu_bridge_dedupe_entries Delivery ids kept to drop repeated change events (expired ones are purged every 15 min).\n# TYPE feishu_bridge_dedupe_entries gauge\nfeishu_bridge_dedupe_entries {}\n# HELP feishu_bridge_items_waiting_retry Sink writes that failed and wait for their retry.\n# TYPE feishu_bridge_items_waiting_retry gauge\nfeishu_bridge_items_waiting_retry {}",
+            st.dedupe, st.failures
+        );
+    }
     let now = app::unix_now();
     let _ = writeln!(
         out,
@@ -199,6 +206,7 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
         "sinks": r.sinks.iter().map(|s| serde_json::json!({
             "sink": s.sink, "created": s.created, "updated": s.updated,
             "deleted": s.deleted, "unchanged": s.unchanged, "failed": s.failed,
+            "deferred": s.deferred,
             "paused": s.paused, "orphans_deleted": s.orphans_deleted,
             "drift_rewrites": s.drift_rewrites, "tombstoned": s.tombstoned,
         })).collect::<Vec<_>>(),
@@ -374,13 +382,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let follow = loaded.config.feishu.calendars == Calendars::All;
-    let worker = Arc::new(Worker::new(
-        engine.clone(),
-        hub.clone(),
-        calendars,
-        Duration::from_millis(sync.debounce_ms),
-        follow,
-    ));
+    let worker = Arc::new(
+        Worker::new(
+            engine.clone(),
+            hub.clone(),
+            calendars,
+            Duration::from_millis(sync.debounce_ms),
+            follow,
+        )
+        .with_max_delay(Duration::from_millis(sync.debounce_max_ms)),
+    );
     worker.hint_all("start").await?;
     ready.store(true, Ordering::SeqCst);
     let shared = Shared {

@@ -48,7 +48,7 @@ pub(crate) async fn open_existing(path: &Path) -> anyhow::Result<Opened> {
     if !path.exists() {
         return Ok(Opened::Missing);
     }
-    match Store::open(path).await {
+    match Store::open_refusing_empty(path).await {
         Ok(s) => Ok(Opened::Store(s)),
         Err(e @ StoreError::Locked { .. }) => Ok(Opened::Locked(e)),
         Err(e) => Err(anyhow::Error::new(e))

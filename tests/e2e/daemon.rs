@@ -11,14 +11,14 @@ use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget, WsCl
 
 use crate::feishu::{bin, event, temp_dir, write_config};
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    addr: String,
-    admin: String,
+    pub(crate) addr: String,
+    pub(crate) admin: String,
 }
 
 impl Daemon {
-    fn start(config: &Path) -> Daemon {
+    pub(crate) fn start(config: &Path) -> Daemon {
         let mut child = bin()
             .args(["run", "--config"])
             .arg(config)
@@ -45,7 +45,7 @@ impl Daemon {
         }
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = self.child.id().to_string();
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid])

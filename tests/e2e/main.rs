@@ -5,4 +5,6 @@ mod convert;
 mod daemon;
 mod feishu;
 mod google;
+mod hardening;
 mod reconcile_safety;
+mod store_damage;

@@ -2,17 +2,23 @@
 //! webhook answers), a worker syncs dirty calendars one pass at a time each,
 //! after a short debounce, and clears a mark only if no newer hint arrived
 //! during the pass.
+//!
+//! The worker also wakes up by itself: when a failed sink write is due for
+//! its retry (the earliest `next_retry_at` of the failure table), and to
+//! purge expired delivery-dedupe entries.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge_feishu::hint::{ChangeHint, Delivery};
 use bridge_feishu::webhook::DeliverySink;
 use bridge_store::{DEFAULT_DEDUPE_TTL, Store, StoreError};
 use tokio::sync::{Mutex, Notify, RwLock};
+// tokio's clock, so that the debounce follows a paused clock in tests.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{CalendarReport, Engine, EngineError, Mode};
@@ -61,6 +67,9 @@ struct HubState {
     generation: HashMap<String, u64>,
     /// Last hint per calendar, for the debounce.
     last_hint: HashMap<String, Instant>,
+    /// The first hint per calendar since its last pass began, for the
+    /// debounce's maximum delay.
+    first_hint: HashMap<String, Instant>,
 }
 
 /// Where hints arrive (webhook route, long connection, poll timer) and where
@@ -96,7 +105,9 @@ impl Hub {
             .mark_dirty(calendar_id, reason, unix_now())
             .await?;
         *st.generation.entry(calendar_id.to_owned()).or_default() += 1;
-        st.last_hint.insert(calendar_id.to_owned(), Instant::now());
+        let now = Instant::now();
+        st.last_hint.insert(calendar_id.to_owned(), now);
+        st.first_hint.entry(calendar_id.to_owned()).or_insert(now);
         drop(st);
         self.metrics.hints.fetch_add(1, Ordering::Relaxed);
         self.notify.notify_one();
@@ -109,14 +120,12 @@ impl Hub {
         self.notify.notify_one();
     }
 
-    async fn generation(&self, calendar_id: &str) -> u64 {
-        self.state
-            .lock()
-            .await
-            .generation
-            .get(calendar_id)
-            .copied()
-            .unwrap_or(0)
+    /// A pass of the calendar begins: its hint generation now, and the
+    /// maximum delay counts again from the next hint.
+    async fn begin_pass(&self, calendar_id: &str) -> u64 {
+        let mut st = self.state.lock().await;
+        st.first_hint.remove(calendar_id);
+        st.generation.get(calendar_id).copied().unwrap_or(0)
     }
 
     /// Clears the durable mark unless a hint arrived since `generation`.
@@ -133,11 +142,28 @@ impl Hub {
         Ok(true)
     }
 
-    async fn quiet_for(&self, calendar_id: &str, debounce: Duration) -> Option<Duration> {
+    /// How much longer to wait before syncing the calendar: until it has
+    /// been quiet for `debounce`, but never longer than `max_delay` after
+    /// the first hint of the batch (a steady stream of hints would otherwise
+    /// postpone the sync forever). `None`: sync now.
+    async fn quiet_for(
+        &self,
+        calendar_id: &str,
+        debounce: Duration,
+        max_delay: Duration,
+    ) -> Option<Duration> {
         let st = self.state.lock().await;
         let last = st.last_hint.get(calendar_id)?;
-        let since = last.elapsed();
-        (since < debounce).then(|| debounce - since)
+        let quiet = debounce
+            .checked_sub(last.elapsed())
+            .filter(|d| !d.is_zero())?;
+        let left = match st.first_hint.get(calendar_id) {
+            Some(first) => max_delay
+                .checked_sub(first.elapsed())
+                .filter(|d| !d.is_zero())?,
+            None => quiet,
+        };
+        Some(quiet.min(left))
     }
 }
 
@@ -157,6 +183,14 @@ impl DeliverySink for Hub {
 
     async fn accept(&self, delivery: Delivery) -> Result<(), String> {
         match &delivery.hint {
+            ChangeHint::CalendarEventChanged { calendar_id, .. }
+                if crate::feishu_source::unusable_calendar_id(calendar_id).is_some() =>
+            {
+                // Such a calendar is never mirrored (see `SkippedCalendar`);
+                // the delivery is answered so that Feishu does not retry it.
+                tracing::warn!(calendar = %calendar_id.escape_debug(), "change event for a calendar with an unusable id; ignored");
+                Ok(())
+            }
             ChangeHint::CalendarEventChanged {
                 calendar_id,
                 change_type,
@@ -190,6 +224,12 @@ impl DeliverySink for Hub {
     }
 }
 
+/// The default maximum delay of a sync after the first pending hint.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// How often expired delivery-dedupe entries are purged (and once at start).
+pub const DEDUPE_PURGE_EVERY: Duration = Duration::from_secs(15 * 60);
+
 /// Syncs dirty calendars.
 #[derive(Debug)]
 pub struct Worker {
@@ -197,8 +237,15 @@ pub struct Worker {
     hub: Arc<Hub>,
     calendars: RwLock<Vec<CalendarMeta>>,
     debounce: Duration,
+    max_delay: Duration,
     /// Re-read the calendar list when it changes (`calendars = "all"`).
     follow_list: bool,
+    /// Per calendar, the Unix time up to which item failures are covered by
+    /// a pass that began (or a retry that was requested) then: a failure
+    /// whose `next_retry_at` is not later needs no timer of its own. This is
+    /// what keeps a stale failure (an item no pass plans any more) from
+    /// waking the worker again and again.
+    retries_covered: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl Worker {
@@ -214,8 +261,85 @@ impl Worker {
             hub,
             calendars: RwLock::new(calendars),
             debounce,
+            max_delay: DEFAULT_MAX_DELAY,
             follow_list,
+            retries_covered: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The longest a sync waits after the first pending hint of a calendar,
+    /// however many hints keep arriving ([`DEFAULT_MAX_DELAY`] unless set).
+    pub fn with_max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    fn cover_retries(&self, calendar_id: &str, up_to: i64) {
+        let mut covered = self
+            .retries_covered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let at = covered.entry(calendar_id.to_owned()).or_insert(up_to);
+        *at = (*at).max(up_to);
+    }
+
+    /// The earliest retry time of a failed item that no pass has covered
+    /// yet, and the calendars due then.
+    async fn next_retry(&self) -> Result<Option<(i64, Vec<String>)>, StoreError> {
+        let failures = self.engine.store().due_failures(i64::MAX).await?;
+        let covered = self
+            .retries_covered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut next: Option<(i64, Vec<String>)> = None;
+        for (key, f) in failures {
+            if covered
+                .get(&key.calendar_id)
+                .is_some_and(|c| f.next_retry_at <= *c)
+            {
+                continue;
+            }
+            match &mut next {
+                Some((at, cals)) if f.next_retry_at == *at => {
+                    if !cals.contains(&key.calendar_id) {
+                        cals.push(key.calendar_id);
+                    }
+                }
+                Some((at, _)) if f.next_retry_at > *at => {}
+                _ => next = Some((f.next_retry_at, vec![key.calendar_id])),
+            }
+        }
+        Ok(next)
+    }
+
+    /// Marks the calendars whose failed items are due dirty (durably, like
+    /// a hint, but without counting one), so that the next sweep retries them.
+    async fn request_retries(&self) -> Result<(), StoreError> {
+        let now = unix_now();
+        while let Some((at, calendars)) = self.next_retry().await? {
+            if at > now {
+                break;
+            }
+            for cal in calendars {
+                tracing::info!(calendar = %cal, "failed writes are due for a retry");
+                self.engine
+                    .store()
+                    .mark_dirty(&cal, "retry of failed writes", now)
+                    .await?;
+                self.cover_retries(&cal, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes expired delivery-dedupe entries; returns how many.
+    pub async fn purge_dedupe(&self) -> Result<u64, StoreError> {
+        let n = self.engine.store().purge_expired(unix_now()).await?;
+        if n > 0 {
+            tracing::info!(purged = n, "expired delivery dedupe entries removed");
+        }
+        Ok(n)
     }
 
     pub async fn calendars(&self) -> Vec<CalendarMeta> {
@@ -269,11 +393,17 @@ impl Worker {
         let mut wait: Option<Duration> = None;
         let calendars = self.calendars().await;
         for entry in dirty {
-            if let Some(d) = self.hub.quiet_for(&entry.calendar_id, self.debounce).await {
+            if let Some(d) = self
+                .hub
+                .quiet_for(&entry.calendar_id, self.debounce, self.max_delay)
+                .await
+            {
                 wait = Some(wait.map_or(d, |w| w.min(d)));
                 continue;
             }
-            let generation = self.hub.generation(&entry.calendar_id).await;
+            let generation = self.hub.begin_pass(&entry.calendar_id).await;
+            // This pass retries every failed item of the calendar due by now.
+            self.cover_retries(&entry.calendar_id, unix_now());
             let Some(cal) = calendars.iter().find(|c| c.id == entry.calendar_id) else {
                 tracing::info!(calendar = %entry.calendar_id, "hint for a calendar that is not mirrored; dropped");
                 self.hub
@@ -313,15 +443,32 @@ impl Worker {
     }
 
     /// Runs until cancelled; a store failure stops it with the error.
+    /// Besides hints, it wakes up when a failed write is due for its retry
+    /// and every [`DEDUPE_PURGE_EVERY`] to purge the dedupe table.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), EngineError> {
         let mut wait = Some(Duration::ZERO);
+        let mut next_purge = Instant::now();
         loop {
-            let sleep = wait.unwrap_or(Duration::from_secs(60));
+            let mut sleep = wait.unwrap_or(Duration::from_secs(60));
+            if let Some((at, _)) = self.next_retry().await? {
+                let secs = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+                sleep = sleep.min(Duration::from_secs(secs));
+            }
+            sleep = sleep.min(next_purge.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = self.hub.notify.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
+            if Instant::now() >= next_purge {
+                // Housekeeping: a failed purge is tried again next time and
+                // never stops the syncs.
+                if let Err(e) = self.purge_dedupe().await {
+                    tracing::warn!("cannot purge expired delivery dedupe entries: {e}");
+                }
+                next_purge = Instant::now() + DEDUPE_PURGE_EVERY;
+            }
+            self.request_retries().await?;
             wait = self.sweep().await?;
         }
     }
@@ -334,6 +481,7 @@ impl Worker {
         let mut out = Vec::new();
         for cal in self.calendars().await {
             let now = unix_now();
+            self.cover_retries(&cal.id, now);
             match self
                 .engine
                 .sync_calendar(&cal, Mode::Full, false, now)

@@ -33,7 +33,7 @@ pub enum EngineError {
         #[source]
         source: SourceError,
     },
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

@@ -29,6 +29,51 @@ pub struct FeishuSource {
     /// Where resolved calendar metadata is cached (`calendars = "primary"`
     /// or an explicit list), so that a no-op pass makes listing calls only.
     cache: Option<bridge_store::Store>,
+    /// Calendars the last listing left out because their id is unusable.
+    skipped: Arc<std::sync::Mutex<Vec<SkippedCalendar>>>,
+}
+
+/// A calendar Feishu listed that cannot be mirrored: its id is empty or
+/// contains control characters (it could be neither stored nor named in a
+/// request or a file). It is left out, and the other calendars go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedCalendar {
+    /// The id as listed, escaped for display (`"bad\u{1f}id"`).
+    pub id: String,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    pub reason: &'static str,
+}
+
+/// Why a listed calendar id cannot be used, if it cannot.
+pub fn unusable_calendar_id(id: &str) -> Option<&'static str> {
+    if id.trim().is_empty() {
+        Some("its id is empty")
+    } else if id.chars().any(char::is_control) {
+        Some("its id contains control characters")
+    } else {
+        None
+    }
+}
+
+/// Splits listed calendars into the usable ones and the skipped ones.
+fn partition(
+    cals: impl IntoIterator<Item = bridge_core::feishu::Calendar>,
+) -> (Vec<CalendarMeta>, Vec<SkippedCalendar>) {
+    let mut ok = Vec::new();
+    let mut skipped = Vec::new();
+    for c in cals {
+        let id = c.calendar_id.clone().unwrap_or_default();
+        match unusable_calendar_id(&id) {
+            None => ok.extend(meta(c)),
+            Some(reason) => skipped.push(SkippedCalendar {
+                id: id.escape_debug().to_string(),
+                name: c.summary.filter(|s| !s.is_empty()),
+                reason,
+            }),
+        }
+    }
+    (ok, skipped)
 }
 
 /// The cached form of a resolved selection.
@@ -45,7 +90,29 @@ impl FeishuSource {
             identity,
             selection,
             cache: None,
+            skipped: Arc::default(),
         }
+    }
+
+    /// The calendars the last listing of the selection left out (only
+    /// `calendars = "all"` and `"primary"` list what Feishu has).
+    pub fn skipped(&self) -> Vec<SkippedCalendar> {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note_skipped(&self, skipped: Vec<SkippedCalendar>) {
+        for s in &skipped {
+            tracing::warn!(
+                calendar = %s.id,
+                name = s.name.as_deref().unwrap_or(""),
+                "calendar skipped: {}; the other calendars are mirrored",
+                s.reason
+            );
+        }
+        *self.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
     }
 
     /// Caches resolved calendar metadata in `store` (state
@@ -102,26 +169,33 @@ impl FeishuSource {
     async fn resolve(&self) -> Result<Vec<CalendarMeta>, SourceError> {
         use bridge_core::feishu::CalendarType;
         match &self.selection {
-            Selection::Primary => Ok(self
-                .client
-                .primary_calendars(self.identity)
-                .await
-                .map_err(source_error)?
-                .into_iter()
-                .filter_map(meta)
-                .collect()),
-            Selection::All => Ok(self
-                .client
-                .list_calendars(self.identity, None)
-                .await
-                .map_err(source_error)?
-                .calendars
-                .into_iter()
-                .filter(|c| c.is_deleted != Some(true))
-                // Google and Exchange calendars cannot be listed (191004).
-                .filter(|c| !matches!(c.kind, Some(CalendarType::Google | CalendarType::Exchange)))
-                .filter_map(meta)
-                .collect()),
+            Selection::Primary => {
+                let (ok, skipped) = partition(
+                    self.client
+                        .primary_calendars(self.identity)
+                        .await
+                        .map_err(source_error)?,
+                );
+                self.note_skipped(skipped);
+                Ok(ok)
+            }
+            Selection::All => {
+                let (ok, skipped) = partition(
+                    self.client
+                        .list_calendars(self.identity, None)
+                        .await
+                        .map_err(source_error)?
+                        .calendars
+                        .into_iter()
+                        .filter(|c| c.is_deleted != Some(true))
+                        // Google and Exchange calendars cannot be listed (191004).
+                        .filter(|c| {
+                            !matches!(c.kind, Some(CalendarType::Google | CalendarType::Exchange))
+                        }),
+                );
+                self.note_skipped(skipped);
+                Ok(ok)
+            }
             Selection::List(ids) => {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
@@ -222,5 +296,50 @@ impl Source for FeishuSource {
             complete: sync_token.is_none(),
             calls: u64::from(l.pages),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::feishu::Calendar;
+
+    fn cal(id: Option<&str>, summary: &str) -> Calendar {
+        Calendar {
+            calendar_id: id.map(str::to_owned),
+            summary: Some(summary.to_owned()),
+            ..Calendar::default()
+        }
+    }
+
+    #[test]
+    fn calendars_with_unusable_ids_are_skipped_and_the_rest_kept() {
+        let (ok, skipped) = partition([
+            cal(Some("feishu.cn_good@group.calendar.feishu.cn"), "Good"),
+            cal(Some(""), "Empty"),
+            cal(None, "Missing"),
+            cal(Some("bad\u{1f}id"), "Separator"),
+            cal(Some("line\nbreak"), "Newline"),
+            cal(Some("  "), "Blank"),
+            cal(Some("also-good"), ""),
+        ]);
+        let ids: Vec<&str> = ok.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["feishu.cn_good@group.calendar.feishu.cn", "also-good"]
+        );
+        assert_eq!(ok[1].name, "also-good");
+        let shown: Vec<(&str, &str)> = skipped.iter().map(|s| (s.id.as_str(), s.reason)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("", "its id is empty"),
+                ("", "its id is empty"),
+                ("bad\\u{1f}id", "its id contains control characters"),
+                ("line\\nbreak", "its id contains control characters"),
+                ("  ", "its id is empty"),
+            ]
+        );
+        assert_eq!(skipped[2].name.as_deref(), Some("Separator"));
     }
 }

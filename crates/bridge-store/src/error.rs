@@ -45,8 +45,13 @@ pub enum StoreError {
         supported: u64,
     },
 
-    /// The file is not a feishu-bridge store (not redb, or someone else's redb).
-    #[error("{} is not a feishu-bridge store: {reason}", path.display())]
+    /// The file is not a feishu-bridge store (not redb, or someone else's
+    /// redb, an empty file, a directory). Nothing was written to it.
+    #[error(
+        "{} is not a feishu-bridge store: {reason}. It was left as it is: restore the store from a backup, \
+         or move this aside and run `feishu-bridge reconcile` to rebuild the store from Feishu",
+        path.display()
+    )]
     NotAStore {
         /// The file.
         path: PathBuf,
@@ -54,8 +59,25 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The database file is damaged (checksums, structure, or the database
+    /// engine failed while reading it).
+    #[error(
+        "the store {} is damaged ({detail}): restore it from a backup, or move it aside and run \
+         `feishu-bridge reconcile` to rebuild it from Feishu",
+        path.display()
+    )]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+
     /// A stored value could not be decoded (unknown format version, bad bytes).
-    #[error("stored {what} at key {key:?} is unreadable: {reason}")]
+    #[error(
+        "stored {what} at key {key:?} is unreadable: {reason}; the store is damaged: restore it \
+         from a backup, or move it aside and run `feishu-bridge reconcile` to rebuild it from Feishu"
+    )]
     Corrupt {
         /// Which kind of value.
         what: &'static str,
@@ -84,6 +106,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the store file is damaged or not a store at all: the
+    /// operator must restore or rebuild it (the message says how).
+    pub fn is_damaged(&self) -> bool {
+        match self {
+            StoreError::NotAStore { .. }
+            | StoreError::Damaged { .. }
+            | StoreError::Corrupt { .. } => true,
+            StoreError::Database(e) => e.is_damage(),
+            _ => false,
+        }
+    }
+
     /// True when retrying the same operation later may succeed without
     /// anyone changing anything (I/O trouble such as a full disk). A locked
     /// store, a newer schema, corruption or bad input are not transient.
@@ -94,6 +128,7 @@ impl StoreError {
             StoreError::Locked { .. }
             | StoreError::NewerSchema { .. }
             | StoreError::NotAStore { .. }
+            | StoreError::Damaged { .. }
             | StoreError::Corrupt { .. }
             | StoreError::InvalidInput { .. }
             | StoreError::Task(_) => false,
@@ -116,6 +151,16 @@ fn io_transient(e: &std::io::Error) -> bool {
 }
 
 impl DbError {
+    /// The file is damaged or not a redb database of a version we read.
+    pub(crate) fn is_damage(&self) -> bool {
+        matches!(
+            &self.0,
+            redb::Error::Corrupted(_)
+                | redb::Error::RepairAborted
+                | redb::Error::UpgradeRequired(_)
+        ) || matches!(&self.0, redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
+    }
+
     fn is_transient(&self) -> bool {
         match &self.0 {
             redb::Error::Io(e) => io_transient(e),

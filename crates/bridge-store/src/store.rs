@@ -44,9 +44,42 @@ pub struct Store {
 struct Inner {
     // Field order matters: the database (and its file lock) is dropped
     // before the in-process claim on the path is released.
-    db: Database,
+    db: Db,
     path: PathBuf,
     _claim: Option<Claim>,
+}
+
+/// The database, closed without letting a panic out: redb flushes on
+/// close and can panic doing so on a damaged file; that must not turn the
+/// clear error a command is about to report into a crash.
+struct Db(Option<Database>);
+
+impl std::ops::Deref for Db {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        // Always `Some` until `drop`.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("database used after close"))
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Database {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("database used after close"))
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take()
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db))).is_err()
+        {
+            debug!("closing the store failed: the file is damaged");
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -158,7 +191,71 @@ fn refuse_newer_schema(path: &Path, file: &File) -> Result<(), StoreError> {
     }
 }
 
-fn open_blocking(path: PathBuf) -> Result<Store, StoreError> {
+/// Refuses what can be told from the file system alone, before anything
+/// is created or opened for writing: a directory where the file should be,
+/// and (when `refuse_empty`) an existing empty file.
+fn refuse_non_store(path: &Path, refuse_empty: bool) -> Result<(), StoreError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::File {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let reason = if meta.is_dir() {
+        "it is a directory"
+    } else if !meta.is_file() {
+        "it is not a regular file"
+    } else if refuse_empty && meta.len() == 0 {
+        // What a crash during creation or a full disk can leave of a store;
+        // initializing it would silently start over from nothing.
+        "the file is empty (0 bytes)"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::NotAStore {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// A redb error met while opening or using the file at `path`, with damage
+/// named as such.
+fn classify(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Database(db) if db.is_damage() => StoreError::Damaged {
+            path: path.to_owned(),
+            detail: db.to_string(),
+        },
+        other => other,
+    }
+}
+
+/// What a panic of the blocking work becomes. redb may panic on a damaged
+/// page (its reads trust the checksummed structure); the panic is caught
+/// by the blocking pool and reported as damage, with the way out.
+fn join_error(path: &Path, e: tokio::task::JoinError) -> StoreError {
+    if e.is_panic() {
+        let payload = e.into_panic();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        StoreError::Damaged {
+            path: path.to_owned(),
+            detail: format!("the database engine failed reading it: {msg}"),
+        }
+    } else {
+        StoreError::Task(e.to_string())
+    }
+}
+
+fn open_blocking(path: PathBuf, refuse_empty: bool) -> Result<Store, StoreError> {
+    refuse_non_store(&path, refuse_empty)?;
     let file = open_private_file(&path)?;
     let canonical = std::fs::canonicalize(&path).map_err(|source| StoreError::File {
         path: path.clone(),
@@ -179,13 +276,13 @@ fn open_blocking(path: PathBuf) -> Result<Store, StoreError> {
                 reason: e.to_string(),
             });
         }
-        Err(e) => return Err(Fault::from(e).into()),
+        Err(e) => return Err(classify(&path, Fault::from(e).into())),
     };
-    let found = schema::prepare(&db, &path)?;
+    let found = schema::prepare(&db, &path).map_err(|f| classify(&path, f.into()))?;
     debug!(path = %path.display(), ?found, "store opened");
     Ok(Store {
         inner: Arc::new(Inner {
-            db,
+            db: Db(Some(db)),
             path,
             _claim: Some(claim),
         }),
@@ -343,11 +440,78 @@ impl Store {
     /// this fails with [`StoreError::Locked`]. Initializes a new file,
     /// migrates an older schema in one transaction, and refuses a newer
     /// schema with [`StoreError::NewerSchema`] without writing.
+    ///
+    /// An existing empty file is initialized (a file prepared in advance,
+    /// with chosen permissions); see [`Store::open_refusing_empty`].
+    /// A directory, a foreign or damaged file is refused
+    /// ([`StoreError::NotAStore`], [`StoreError::Damaged`]) and left as it is.
     pub async fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref().to_owned();
-        match tokio::task::spawn_blocking(move || open_blocking(path)).await {
+        Self::open_impl(path.as_ref(), false).await
+    }
+
+    /// Like [`Store::open`], but an existing empty (0-byte) file is refused
+    /// with [`StoreError::NotAStore`] instead of being initialized: that is
+    /// what a crash or a full disk can leave of a store, and starting over
+    /// silently would lose every record. What the binary uses.
+    pub async fn open_refusing_empty(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Self::open_impl(path.as_ref(), true).await
+    }
+
+    async fn open_impl(path: &Path, refuse_empty: bool) -> Result<Store, StoreError> {
+        let shown = path.to_owned();
+        let path = path.to_owned();
+        match tokio::task::spawn_blocking(move || open_blocking(path, refuse_empty)).await {
             Ok(r) => r,
-            Err(e) => Err(StoreError::Task(e.to_string())),
+            Err(e) => Err(join_error(&shown, e)),
+        }
+    }
+
+    /// Runs redb's integrity check (every page checksum; a file that was
+    /// not closed cleanly is repaired by redb) and then decodes every
+    /// stored value. Needs the only handle to the store (no clone alive).
+    /// Returns the store when it is sound; [`StoreError::Damaged`] (or
+    /// [`StoreError::Corrupt`] for an undecodable value) otherwise, also
+    /// when redb had to repair the file, since its last changes may be lost.
+    pub async fn check_integrity(self) -> Result<Store, StoreError> {
+        let path = self.inner.path.clone();
+        let shown = path.clone();
+        let task = move || -> Result<Store, StoreError> {
+            let mut store = self;
+            let Some(inner) = Arc::get_mut(&mut store.inner) else {
+                return Err(StoreError::InvalidInput {
+                    what: "store handle",
+                    reason: "the integrity check needs the only handle to the store".into(),
+                });
+            };
+            match inner.db.check_integrity() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(StoreError::Damaged {
+                        path,
+                        detail: "redb found damage and repaired the file; changes since the last \
+                                 sound transaction may be lost"
+                            .into(),
+                    });
+                }
+                Err(e) => return Err(classify(&path, Fault::from(e).into())),
+            }
+            read(&inner.db, |txn| {
+                all::<Cursor>(&txn.open_table(CALENDAR_TO_CURSOR)?)?;
+                all::<Snapshot>(&txn.open_table(EVENT_TO_SNAPSHOT)?)?;
+                all::<Record>(&txn.open_table(SINK_EVENT_TO_RECORD)?)?;
+                all::<DirtyEntry>(&txn.open_table(CALENDAR_TO_DIRTY)?)?;
+                all::<Seen>(&txn.open_table(DEDUPE_KEY_TO_SEEN)?)?;
+                all::<Failure>(&txn.open_table(SINK_EVENT_TO_FAILURE)?)?;
+                all::<TokenJson>(&txn.open_table(NAME_TO_TOKEN)?)?;
+                all::<TokenJson>(&txn.open_table(NAME_TO_STATE)?)?;
+                Ok(())
+            })
+            .map_err(|f| classify(&path, f.into()))?;
+            Ok(store)
+        };
+        match tokio::task::spawn_blocking(task).await {
+            Ok(r) => r,
+            Err(e) => Err(join_error(&shown, e)),
         }
     }
 
@@ -361,7 +525,7 @@ impl Store {
             schema::prepare(&db, &path)?;
             Ok(Store {
                 inner: Arc::new(Inner {
-                    db,
+                    db: Db(Some(db)),
                     path,
                     _claim: None,
                 }),
@@ -388,8 +552,8 @@ impl Store {
         let inner = Arc::clone(&self.inner);
         let span = tracing::Span::current();
         match tokio::task::spawn_blocking(move || span.in_scope(|| f(&inner.db))).await {
-            Ok(r) => r.map_err(StoreError::from),
-            Err(e) => Err(StoreError::Task(e.to_string())),
+            Ok(r) => r.map_err(|f| classify(&self.inner.path, f.into())),
+            Err(e) => Err(join_error(&self.inner.path, e)),
         }
     }
 

@@ -6,6 +6,7 @@
 //! - `schema`: migration from a hand-made schema-1 database, newer schemas, foreign files;
 //! - `model`: a random sequence of queue / dedupe operations against an in-memory model.
 
+mod corrupt;
 mod model;
 mod open;
 mod queue;
