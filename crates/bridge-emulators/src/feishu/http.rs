@@ -220,10 +220,6 @@ impl Service for Inner {
         &self.kit
     }
 
-    fn fault_of(spec: FaultSpec) -> Result<FaultKind, String> {
-        spec.try_into()
-    }
-
     fn see(&self, req: &Request) -> Seen {
         Seen {
             kind: token_kind(req.headers()),

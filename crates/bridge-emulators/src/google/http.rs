@@ -150,10 +150,6 @@ impl Service for Inner {
         &self.kit
     }
 
-    fn fault_of(spec: FaultSpec) -> Result<FaultKind, String> {
-        spec.try_into()
-    }
-
     fn see(&self, req: &Request) -> Seen {
         let method = req.method();
         Seen {
