@@ -62,19 +62,12 @@ impl RandomFaults for Faults {
     }
 
     fn roll(&self, dice: &mut Dice) -> Option<FaultKind> {
-        if dice.roll(self.rate_429) {
-            return Some(FaultKind::Status429 { reset_secs: 1 });
-        }
-        if dice.roll(self.rate_5xx) {
-            return Some(FaultKind::Status5xx);
-        }
-        if dice.roll(self.truncate_rate) {
-            return Some(FaultKind::Truncated);
-        }
-        if dice.roll(self.slow_rate) {
-            return Some(FaultKind::Slow(self.slow_delay));
-        }
-        None
+        dice.first([
+            (self.rate_429, FaultKind::Status429 { reset_secs: 1 }),
+            (self.rate_5xx, FaultKind::Status5xx),
+            (self.truncate_rate, FaultKind::Truncated),
+            (self.slow_rate, FaultKind::Slow(self.slow_delay)),
+        ])
     }
 }
 

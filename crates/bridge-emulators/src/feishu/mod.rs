@@ -60,6 +60,9 @@
 //!
 //! # Control API (`/_emulator/…`, JSON in and out, no auth, not recorded)
 //!
+//! `calls`, `faults`, `fail_next` and `reset` are the kit's common routes;
+//! the rest is Feishu's own.
+//!
 //! | Method + path | Body | Answer |
 //! |---|---|---|
 //! | `POST /_emulator/users` | `{name}` | `{open_id, primary_calendar_id}` |
@@ -89,6 +92,7 @@
 //! | `POST /_emulator/emit/v2` | `{event_type, event}` | `{event_id}` |
 //! | `POST /_emulator/emit/v1` | event body | `{uuid}` |
 //! | `GET`/`DELETE /_emulator/calls` | — | `[CallRecord]` / `{}` |
+//! | `POST /_emulator/reset` | — | `{}`: forgets calls, random faults and queued one-shots |
 //! | `GET /_emulator/deliveries` | — | `[Delivery]` |
 //! | `GET /_emulator/state` | — | users, calendars, version, live WS connections |
 

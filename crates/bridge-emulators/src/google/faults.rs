@@ -74,21 +74,16 @@ impl RandomFaults for Faults {
     }
 
     fn roll(&self, dice: &mut Dice) -> Option<FaultKind> {
-        if dice.roll(self.rate_429) {
-            return Some(FaultKind::TooManyRequests {
-                retry_after_secs: self.retry_after_secs.max(1),
-            });
-        }
-        if dice.roll(self.rate_5xx) {
-            return Some(FaultKind::BackendError { status: 503 });
-        }
-        if dice.roll(self.rate_403) {
-            return Some(FaultKind::RateLimitExceeded);
-        }
-        if dice.roll(self.slow_rate) {
-            return Some(FaultKind::Slow(self.slow_delay));
-        }
-        None
+        let retry_after_secs = self.retry_after_secs.max(1);
+        dice.first([
+            (
+                self.rate_429,
+                FaultKind::TooManyRequests { retry_after_secs },
+            ),
+            (self.rate_5xx, FaultKind::BackendError { status: 503 }),
+            (self.rate_403, FaultKind::RateLimitExceeded),
+            (self.slow_rate, FaultKind::Slow(self.slow_delay)),
+        ])
     }
 }
 

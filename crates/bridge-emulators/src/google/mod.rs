@@ -81,6 +81,9 @@
 //!
 //! # Control API (`/_emulator/…`, JSON, no auth, not recorded)
 //!
+//! `calls`, `faults`, `fail_next` and `reset` are the kit's common routes;
+//! the rest is Google's own.
+//!
 //! | Method + path | Body | Answer |
 //! |---|---|---|
 //! | `POST /_emulator/users` | `{email, time_zone?}` | `{email, primary_calendar_id}` |
@@ -99,6 +102,7 @@
 //! | `POST /_emulator/quota/exhaust` | `{email}` | `{}` |
 //! | `POST /_emulator/quota/reset` | — | `{}` |
 //! | `GET`/`DELETE /_emulator/calls` | — | `[CallRecord]` / `{}` |
+//! | `POST /_emulator/reset` | — | `{}`: forgets calls, random faults and queued one-shots |
 //! | `GET /_emulator/writes` | — | `[WriteRecord]` |
 //! | `GET /_emulator/notifications` | — | `[Notification]` |
 //! | `GET /_emulator/service_account` | — | key file JSON of the test account |

@@ -57,7 +57,7 @@ use serde::de::DeserializeOwned;
 pub(crate) use cursor::{Cursors, Lane};
 pub(crate) use faults::{Dice, Effect, Fault, RandomFaults, duration_ms};
 pub(crate) use limits::{Window, ceil_secs};
-pub(crate) use observe::observe;
+pub(crate) use observe::{bearer, observe};
 
 #[cfg(doc)]
 use cursor::{Cursor, CursorError};
