@@ -26,14 +26,19 @@
 //! 3. `impl Service for Inner`: the name, how a request is noted before the
 //!    handler runs ([`Service::see`]), which paths random faults hit, the
 //!    fault answers in the service's error shape (SOAP fault, Graph
-//!    `{"error":{…}}`, WebDAV status), how a `fail_next` body becomes a
-//!    fault, and the call record of an answered request.
+//!    `{"error":{…}}`, WebDAV status) and the call record of an answered
+//!    request. Its `FaultSpec` (the `fault` part of a `fail_next` body)
+//!    converts into its `FaultKind`; its model error implements
+//!    [`control::ModelError`] (404 or 400 on the control routes).
 //! 4. The router: API routes under
 //!    `.layer(from_fn_with_state(inner.clone(), kit::observe::<Inner>))`, and
-//!    `.nest("/_emulator", kit::control::router::<Inner>().merge(own_routes))`.
-//! 5. `start`: `Kit::bind(NAME, token_lifetime)`, build `Inner`, then
-//!    `inner.kit.serve(router)`; `shutdown` calls [`Kit::shutdown`]. Listings
-//!    seal their positions with `inner.kit.cursors` and map a
+//!    `.nest("/_emulator", kit::control::router::<Inner>().route(…own…))`.
+//! 5. The public handle `struct XEmulator { inner: Arc<Inner> }` gets
+//!    `kit::handle_api!(XEmulator, Faults, FaultKind, CallRecord)` (`Debug`,
+//!    `base_url`, `set_faults`, `fail_next`, `calls`, `call_count`,
+//!    `reset_calls`); its `start` is `Kit::bind(token_lifetime)`, build
+//!    `Inner`, `inner.kit.serve(router)`; `shutdown` calls [`Kit::shutdown`].
+//!    Listings seal their positions with `inner.kit.cursors` and map a
 //!    [`CursorError`] to the service's "bad / expired token" answer.
 
 pub(crate) mod control;
