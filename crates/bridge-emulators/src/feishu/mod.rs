@@ -262,14 +262,6 @@ impl Inner {
         lock(&self.cfg).app_id.clone()
     }
 
-    /// Spawns a background task that `shutdown` aborts.
-    pub(crate) fn spawn<F>(&self, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.kit.spawn(fut);
-    }
-
     pub(crate) fn tokens(&self) -> paging::Tokens<'_> {
         paging::Tokens(&self.kit.cursors)
     }
