@@ -1,5 +1,8 @@
 //! The kit's common `/_emulator` routes, the same on every emulator.
 
+use std::time::Duration;
+
+use bridge_emulators::feishu::{FeishuConfig, WebhookTarget};
 use serde_json::{Value, json};
 
 use crate::common;
@@ -128,4 +131,35 @@ async fn tampered_page_tokens_get_each_services_own_error() {
     assert_eq!(bad.code(), 190008);
     let good = common::get(&emu, &t, &format!("{cals}?sync_token={sync}")).await;
     assert_eq!(good.code(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_port_and_aborts_background_tasks() {
+    let emu = common::start_with(FeishuConfig {
+        webhook: Some(WebhookTarget {
+            // Nothing listens there: every attempt fails and is retried.
+            url: "http://127.0.0.1:9/hook".into(),
+            encrypt_key: None,
+            verification_token: "v".into(),
+        }),
+        ..common::fast_config()
+    })
+    .await;
+    let addr = emu.base_url().trim_start_matches("http://").to_owned();
+    emu.emit_v2("kit.test_v1", json!({}));
+    let observer = emu.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while observer.deliveries()[0].attempts == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    emu.shutdown().await;
+    let attempts = observer.deliveries()[0].attempts;
+    assert!(attempts >= 1);
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+    // The retry schedule is 100, 200, 400, 800 ms: a live retry task would
+    // have tried again by now.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let d = &observer.deliveries()[0];
+    assert_eq!(d.attempts, attempts, "no retry after shutdown");
+    assert!(!d.gave_up);
 }
