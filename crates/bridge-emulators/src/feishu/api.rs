@@ -19,6 +19,7 @@ use super::http::{ApiError, ok_data};
 use super::model::{CalRec, Store, app_link, valid_calendar_id};
 use super::paging::Position;
 use super::{Inner, lock, push, recur};
+use crate::kit::Lane;
 
 type ApiResult = Result<Response, ApiError>;
 type Params = Query<HashMap<String, String>>;
@@ -190,11 +191,11 @@ pub(crate) async fn list_calendars(
     let store = lock(&inner.store);
     let cursor = if let Some(pt) = param(&q, "page_token") {
         codec
-            .read_page("ListCalendars", pt, "calendars", &scope)
+            .open(Lane::Page, "ListCalendars", pt, "calendars", &scope)
             .ok_or_else(|| ApiError::cal(190008))?
     } else if let Some(st) = param(&q, "sync_token") {
         let c = codec
-            .read_sync("ListCalendars", st, "calendars", &scope)
+            .open(Lane::Sync, "ListCalendars", st, "calendars", &scope)
             .ok_or_else(|| ApiError::cal(190008))?;
         Position {
             kind: "calendars".into(),
@@ -245,9 +246,10 @@ pub(crate) async fn list_calendars(
             next.after = last.cal.calendar_id.clone();
             next.after_version = last.version;
         }
-        page.page_token = Some(codec.page_token("ListCalendars", next));
+        page.page_token = Some(codec.seal(Lane::Page, "ListCalendars", next));
     } else {
-        page.sync_token = Some(codec.sync_token(
+        page.sync_token = Some(codec.seal(
+            Lane::Sync,
             "ListCalendars",
             Position {
                 kind: "calendars".into(),
@@ -527,11 +529,11 @@ pub(crate) async fn list_events(
 
     let cursor = if let Some(pt) = page_token {
         codec
-            .read_page("ListEvents", pt, "events", &cal_id)
+            .open(Lane::Page, "ListEvents", pt, "events", &cal_id)
             .ok_or_else(|| ApiError::cal(190008))?
     } else if let Some(st) = sync_token {
         let c = codec
-            .read_sync("ListEvents", st, "events", &cal_id)
+            .open(Lane::Sync, "ListEvents", st, "events", &cal_id)
             .ok_or_else(|| ApiError::cal(190008))?;
         Position {
             kind: "events".into(),
@@ -608,9 +610,10 @@ pub(crate) async fn list_events(
         ..EventPage::default()
     };
     if has_more {
-        page.page_token = Some(codec.page_token("ListEvents", next));
+        page.page_token = Some(codec.seal(Lane::Page, "ListEvents", next));
     } else {
-        page.sync_token = Some(codec.sync_token(
+        page.sync_token = Some(codec.seal(
+            Lane::Sync,
             "ListEvents",
             Position {
                 kind: "events".into(),
@@ -728,7 +731,7 @@ pub(crate) async fn list_attendees(
         Some(pt) => {
             inner
                 .tokens()
-                .read_page("ListAttendees", pt, "attendees", &scope)
+                .open(Lane::Page, "ListAttendees", pt, "attendees", &scope)
                 .ok_or_else(|| ApiError::cal(190008))?
                 .offset
         }
@@ -743,7 +746,8 @@ pub(crate) async fn list_attendees(
         .collect();
     let has_more = offset + items.len() < all.len();
     let page_token = has_more.then(|| {
-        inner.tokens().page_token(
+        inner.tokens().seal(
+            Lane::Page,
             "ListAttendees",
             Position {
                 kind: "attendees".into(),
@@ -850,7 +854,7 @@ pub(crate) async fn instances(
         Some(pt) => {
             let c = inner
                 .tokens()
-                .read_page("Instances", pt, "instances", &scope)
+                .open(Lane::Page, "Instances", pt, "instances", &scope)
                 .ok_or_else(|| ApiError::cal(190008))?;
             if c.range != Some((from, to)) {
                 return Err(ApiError::invalid("page_token was issued for another range"));
@@ -868,7 +872,8 @@ pub(crate) async fn instances(
         .collect();
     let has_more = all.len() > offset + items.len();
     let page_token = has_more.then(|| {
-        inner.tokens().page_token(
+        inner.tokens().seal(
+            Lane::Page,
             "Instances",
             Position {
                 kind: "instances".into(),

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bridge_core::feishu::{Attendee, Event, RsvpStatus};
@@ -17,17 +16,11 @@ use super::model::EmulatorError;
 use super::{Inner, RoomEventKind, WebhookTarget, lock, push};
 
 use crate::kit::Lane;
-use crate::kit::control::{CtlError, CtlResult, bad, ok, ok_json};
+use crate::kit::control::{CtlResult, ModelError, bad, ok, ok_json};
 
-impl From<EmulatorError> for CtlError {
-    fn from(e: EmulatorError) -> Self {
-        let status = match e {
-            EmulatorError::UnknownCalendar(_) | EmulatorError::UnknownEvent { .. } => {
-                StatusCode::NOT_FOUND
-            }
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self(status, e.to_string())
+impl ModelError for EmulatorError {
+    fn is_unknown(&self) -> bool {
+        matches!(self, Self::UnknownCalendar(_) | Self::UnknownEvent { .. })
     }
 }
 

@@ -1,9 +1,9 @@
 //! Fault injection (random and one-shot) and the per-endpoint rate limiter.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::kit::{Dice, Effect, Fault, RandomFaults, duration_ms};
+use crate::kit::{Dice, Effect, Fault, RandomFaults, Window, duration_ms};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -62,19 +62,12 @@ impl RandomFaults for Faults {
     }
 
     fn roll(&self, dice: &mut Dice) -> Option<FaultKind> {
-        if dice.roll(self.rate_429) {
-            return Some(FaultKind::Status429 { reset_secs: 1 });
-        }
-        if dice.roll(self.rate_5xx) {
-            return Some(FaultKind::Status5xx);
-        }
-        if dice.roll(self.truncate_rate) {
-            return Some(FaultKind::Truncated);
-        }
-        if dice.roll(self.slow_rate) {
-            return Some(FaultKind::Slow(self.slow_delay));
-        }
-        None
+        dice.first([
+            (self.rate_429, FaultKind::Status429 { reset_secs: 1 }),
+            (self.rate_5xx, FaultKind::Status5xx),
+            (self.truncate_rate, FaultKind::Truncated),
+            (self.slow_rate, FaultKind::Slow(self.slow_delay)),
+        ])
     }
 }
 
@@ -109,7 +102,7 @@ impl TryFrom<FaultSpec> for FaultKind {
 /// `per_min` in any 60 s. Throttled requests are not counted.
 #[derive(Debug, Default)]
 pub(crate) struct RateLimiter {
-    hits: HashMap<String, VecDeque<Instant>>,
+    hits: HashMap<String, (Window, Window)>,
 }
 
 /// A throttling verdict: the limit that was hit and seconds until it resets.
@@ -117,11 +110,6 @@ pub(crate) struct RateLimiter {
 pub(crate) struct Throttled {
     pub(crate) limit: u32,
     pub(crate) reset_secs: u64,
-}
-
-fn ceil_secs(d: Duration) -> u64 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    s.max(1)
 }
 
 impl RateLimiter {
@@ -132,38 +120,17 @@ impl RateLimiter {
         per_min: u32,
         now: Instant,
     ) -> Result<(), Throttled> {
-        let q = self.hits.entry(key.to_owned()).or_default();
-        let minute = Duration::from_secs(60);
-        let second = Duration::from_secs(1);
-        while q.front().is_some_and(|t| now.duration_since(*t) >= minute) {
-            q.pop_front();
-        }
-        let in_sec: Vec<&Instant> = q
-            .iter()
-            .rev()
-            .take_while(|t| now.duration_since(**t) < second)
-            .collect();
-        if in_sec.len() >= per_sec as usize {
-            let oldest = in_sec
-                .last()
-                .map(|t| now.duration_since(**t))
-                .unwrap_or_default();
-            return Err(Throttled {
-                limit: per_sec,
-                reset_secs: ceil_secs(second.saturating_sub(oldest)),
-            });
-        }
-        if q.len() >= per_min as usize {
-            let oldest = q
-                .front()
-                .map(|t| now.duration_since(*t))
-                .unwrap_or_default();
-            return Err(Throttled {
-                limit: per_min,
-                reset_secs: ceil_secs(minute.saturating_sub(oldest)),
-            });
-        }
-        q.push_back(now);
+        let (second, minute) = self.hits.entry(key.to_owned()).or_insert_with(|| {
+            (
+                Window::new(Duration::from_secs(1)),
+                Window::new(Duration::from_secs(60)),
+            )
+        });
+        let throttled = |limit| move |reset_secs| Throttled { limit, reset_secs };
+        second.check(per_sec, now).map_err(throttled(per_sec))?;
+        minute.check(per_min, now).map_err(throttled(per_min))?;
+        second.hit(now);
+        minute.hit(now);
         Ok(())
     }
 }

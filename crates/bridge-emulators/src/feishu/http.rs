@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::faults::{FaultKind, FaultSpec, Faults};
 use super::util::log_id;
 use super::{Inner, lock};
+pub(crate) use crate::kit::bearer;
 use crate::kit::{Call, Exchange, Kit, Service};
 
 /// The Feishu `code` of a response, attached as a response extension so the
@@ -57,14 +58,6 @@ pub(crate) fn token_kind(headers: &HeaderMap) -> TokenKind {
         Some(t) if t.starts_with("a-") => TokenKind::App,
         Some(_) => TokenKind::User,
     }
-}
-
-/// The token of an `Authorization: Bearer …` header.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// An error answer: HTTP status + `{code, msg}`.
@@ -218,10 +211,6 @@ impl Service for Inner {
 
     fn kit(&self) -> &Kit<Self> {
         &self.kit
-    }
-
-    fn fault_of(spec: FaultSpec) -> Result<FaultKind, String> {
-        spec.try_into()
     }
 
     fn see(&self, req: &Request) -> Seen {

@@ -60,6 +60,9 @@
 //!
 //! # Control API (`/_emulator/…`, JSON in and out, no auth, not recorded)
 //!
+//! `calls`, `faults`, `fail_next` and `reset` are the kit's common routes;
+//! the rest is Feishu's own.
+//!
 //! | Method + path | Body | Answer |
 //! |---|---|---|
 //! | `POST /_emulator/users` | `{name}` | `{open_id, primary_calendar_id}` |
@@ -89,6 +92,7 @@
 //! | `POST /_emulator/emit/v2` | `{event_type, event}` | `{event_id}` |
 //! | `POST /_emulator/emit/v1` | event body | `{uuid}` |
 //! | `GET`/`DELETE /_emulator/calls` | — | `[CallRecord]` / `{}` |
+//! | `POST /_emulator/reset` | — | `{}`: forgets calls, random faults and queued one-shots |
 //! | `GET /_emulator/deliveries` | — | `[Delivery]` |
 //! | `GET /_emulator/state` | — | users, calendars, version, live WS connections |
 
@@ -258,14 +262,6 @@ impl Inner {
         lock(&self.cfg).app_id.clone()
     }
 
-    /// Spawns a background task that `shutdown` aborts.
-    pub(crate) fn spawn<F>(&self, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.kit.spawn(fut);
-    }
-
     pub(crate) fn tokens(&self) -> paging::Tokens<'_> {
         paging::Tokens(&self.kit.cursors)
     }
@@ -408,13 +404,7 @@ pub struct FeishuEmulator {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for FeishuEmulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeishuEmulator")
-            .field("addr", &self.inner.kit.addr())
-            .finish_non_exhaustive()
-    }
-}
+kit::handle_api!(FeishuEmulator, Faults, FaultKind, CallRecord);
 
 fn expect<T>(r: Result<T, EmulatorError>) -> T {
     r.unwrap_or_else(|e| panic!("feishu emulator: {e}"))
@@ -443,11 +433,6 @@ impl FeishuEmulator {
         });
         inner.kit.serve(router(Arc::clone(&inner)));
         Ok(Self { inner })
-    }
-
-    /// `http://127.0.0.1:<port>`: API host, accounts host and WS endpoint host.
-    pub fn base_url(&self) -> String {
-        self.inner.kit.base_url()
     }
 
     /// The current configuration.
@@ -735,17 +720,7 @@ impl FeishuEmulator {
         }
     }
 
-    // ----- faults -------------------------------------------------------------------
-
-    /// Sets the random faults.
-    pub fn set_faults(&self, f: Faults) {
-        self.inner.kit.set_faults(f);
-    }
-
-    /// The next `n` requests whose path contains `path_contains` get `kind`.
-    pub fn fail_next(&self, path_contains: &str, n: usize, kind: FaultKind) {
-        self.inner.kit.fail_next(path_contains, n, kind);
-    }
+    // ----- long connection ----------------------------------------------------------
 
     /// Closes every long connection abruptly (no close frame).
     pub fn drop_ws_connections(&self) {
@@ -755,23 +730,6 @@ impl FeishuEmulator {
     /// Number of live long connections.
     pub fn ws_connections(&self) -> usize {
         self.inner.ws.live()
-    }
-
-    // ----- observation --------------------------------------------------------------
-
-    /// Every OpenAPI request so far.
-    pub fn calls(&self) -> Vec<CallRecord> {
-        self.inner.kit.calls()
-    }
-
-    /// Requests whose path contains `path_contains`.
-    pub fn call_count(&self, path_contains: &str) -> usize {
-        self.inner.kit.call_count(path_contains)
-    }
-
-    /// Forgets recorded calls.
-    pub fn reset_calls(&self) {
-        self.inner.kit.reset_calls();
     }
 
     /// Stops the server, its connections and background tasks.

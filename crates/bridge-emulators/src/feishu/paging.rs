@@ -39,60 +39,32 @@ pub(crate) struct Position {
 pub(crate) struct Tokens<'a>(pub(crate) &'a Cursors);
 
 impl Tokens<'_> {
-    pub(crate) fn page_token(self, prefix: &str, p: Position) -> String {
-        self.0.seal(Lane::Page, &format!("{prefix}PageToken_"), p)
+    /// `<listing>PageToken_…` or `<listing>SyncToken_…` for `p`.
+    pub(crate) fn seal(self, lane: Lane, listing: &str, p: Position) -> String {
+        self.0.seal(lane, &prefix(lane, listing), p)
     }
 
-    pub(crate) fn sync_token(self, prefix: &str, p: Position) -> String {
-        self.0.seal(Lane::Sync, &format!("{prefix}SyncToken_"), p)
-    }
-
-    fn read(
+    /// A token of this emulator and `listing`, still valid, for
+    /// `kind`/`scope`.
+    pub(crate) fn open(
         self,
         lane: Lane,
-        prefix: &str,
+        listing: &str,
         token: &str,
         kind: &str,
         scope: &str,
     ) -> Option<Position> {
         self.0
-            .open::<Position>(lane, prefix, token)
+            .open::<Position>(lane, &prefix(lane, listing), token)
             .ok()
             .filter(|p| p.kind == kind && p.scope == scope)
     }
+}
 
-    /// A page token of this emulator, still valid, for `kind`/`scope`.
-    pub(crate) fn read_page(
-        self,
-        prefix: &str,
-        token: &str,
-        kind: &str,
-        scope: &str,
-    ) -> Option<Position> {
-        self.read(
-            Lane::Page,
-            &format!("{prefix}PageToken_"),
-            token,
-            kind,
-            scope,
-        )
-    }
-
-    /// A sync token of this emulator, still valid, for `kind`/`scope`.
-    pub(crate) fn read_sync(
-        self,
-        prefix: &str,
-        token: &str,
-        kind: &str,
-        scope: &str,
-    ) -> Option<Position> {
-        self.read(
-            Lane::Sync,
-            &format!("{prefix}SyncToken_"),
-            token,
-            kind,
-            scope,
-        )
+fn prefix(lane: Lane, listing: &str) -> String {
+    match lane {
+        Lane::Page => format!("{listing}PageToken_"),
+        Lane::Sync => format!("{listing}SyncToken_"),
     }
 }
 
@@ -110,33 +82,49 @@ mod tests {
             snap: 7,
             ..Position::default()
         };
-        let t = codec.page_token("ListEvents", c.clone());
+        let t = codec.seal(Lane::Page, "ListEvents", c.clone());
         assert!(t.starts_with("ListEventsPageToken_"));
         assert_eq!(
             codec
-                .read_page("ListEvents", &t, "events", "cal")
+                .open(Lane::Page, "ListEvents", &t, "events", "cal")
                 .unwrap()
                 .snap,
             7
         );
         assert!(
             codec
-                .read_page("ListEvents", &t, "events", "other")
+                .open(Lane::Page, "ListEvents", &t, "events", "other")
                 .is_none()
         );
-        assert!(codec.read_sync("ListEvents", &t, "events", "cal").is_none());
+        assert!(
+            codec
+                .open(Lane::Sync, "ListEvents", &t, "events", "cal")
+                .is_none()
+        );
         let mut forged = t.clone();
         forged.insert(25, 'x');
         assert!(
             codec
-                .read_page("ListEvents", &forged, "events", "cal")
+                .open(Lane::Page, "ListEvents", &forged, "events", "cal")
                 .is_none()
         );
-        let s = codec.sync_token("ListEvents", c);
+        let s = codec.seal(Lane::Sync, "ListEvents", c);
         cursors.expire(Lane::Page);
-        assert!(codec.read_page("ListEvents", &t, "events", "cal").is_none());
-        assert!(codec.read_sync("ListEvents", &s, "events", "cal").is_some());
+        assert!(
+            codec
+                .open(Lane::Page, "ListEvents", &t, "events", "cal")
+                .is_none()
+        );
+        assert!(
+            codec
+                .open(Lane::Sync, "ListEvents", &s, "events", "cal")
+                .is_some()
+        );
         cursors.expire(Lane::Sync);
-        assert!(codec.read_sync("ListEvents", &s, "events", "cal").is_none());
+        assert!(
+            codec
+                .open(Lane::Sync, "ListEvents", &s, "events", "cal")
+                .is_none()
+        );
     }
 }

@@ -88,7 +88,7 @@ pub(crate) fn announce(inner: &Arc<Inner>, changes: Changes) {
     for (event_id, room_id) in changes.bookings {
         let delay = cfg.room_booking_delay;
         let inner2 = Arc::clone(inner);
-        inner.spawn(async move {
+        inner.kit.spawn(async move {
             tokio::time::sleep(delay).await;
             let changes = lock(&inner2.store).finish_booking(&event_id, &room_id);
             announce(&inner2, changes);
@@ -127,7 +127,7 @@ fn record(inner: &Arc<Inner>, change: EventChange, window: Duration) {
     );
     drop(pending);
     let inner2 = Arc::clone(inner);
-    inner.spawn(async move {
+    inner.kit.spawn(async move {
         tokio::time::sleep(window).await;
         let p = lock(&inner2.push.pending).remove(&key);
         if let Some(p) = p {
@@ -238,8 +238,8 @@ fn dispatch(inner: &Arc<Inner>, id: String, event_type: String, payload: Value) 
     tracing::debug!(event_id = %msg.id, event_type = %msg.event_type, ?transport, "push queued");
     let inner2 = Arc::clone(inner);
     match transport {
-        Transport::Webhook => inner.spawn(webhook::deliver(inner2, msg)),
-        Transport::Ws => inner.spawn(ws::deliver(inner2, msg)),
+        Transport::Webhook => inner.kit.spawn(webhook::deliver(inner2, msg)),
+        Transport::Ws => inner.kit.spawn(ws::deliver(inner2, msg)),
     }
 }
 

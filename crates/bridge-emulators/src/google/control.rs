@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -17,17 +16,14 @@ use super::error::EmulatorError;
 use super::model::Role;
 use super::{Inner, lock, time};
 use crate::kit::Lane;
-use crate::kit::control::{CtlError, CtlResult, bad, ok, ok_json};
+use crate::kit::control::{CtlResult, ModelError, bad, ok, ok_json};
 
-impl From<EmulatorError> for CtlError {
-    fn from(e: EmulatorError) -> Self {
-        let status = match e {
-            EmulatorError::UnknownCalendar(_)
-            | EmulatorError::UnknownEvent { .. }
-            | EmulatorError::UnknownUser(_) => StatusCode::NOT_FOUND,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self(status, e.to_string())
+impl ModelError for EmulatorError {
+    fn is_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownCalendar(_) | Self::UnknownEvent { .. } | Self::UnknownUser(_)
+        )
     }
 }
 

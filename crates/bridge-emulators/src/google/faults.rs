@@ -1,9 +1,9 @@
 //! Fault injection (random and one-shot) and the per-user rate limiter.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::kit::{Dice, Effect, Fault, RandomFaults, duration_ms};
+use crate::kit::{Dice, Effect, Fault, RandomFaults, Window, ceil_secs, duration_ms};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -74,21 +74,16 @@ impl RandomFaults for Faults {
     }
 
     fn roll(&self, dice: &mut Dice) -> Option<FaultKind> {
-        if dice.roll(self.rate_429) {
-            return Some(FaultKind::TooManyRequests {
-                retry_after_secs: self.retry_after_secs.max(1),
-            });
-        }
-        if dice.roll(self.rate_5xx) {
-            return Some(FaultKind::BackendError { status: 503 });
-        }
-        if dice.roll(self.rate_403) {
-            return Some(FaultKind::RateLimitExceeded);
-        }
-        if dice.roll(self.slow_rate) {
-            return Some(FaultKind::Slow(self.slow_delay));
-        }
-        None
+        let retry_after_secs = self.retry_after_secs.max(1);
+        dice.first([
+            (
+                self.rate_429,
+                FaultKind::TooManyRequests { retry_after_secs },
+            ),
+            (self.rate_5xx, FaultKind::BackendError { status: 503 }),
+            (self.rate_403, FaultKind::RateLimitExceeded),
+            (self.slow_rate, FaultKind::Slow(self.slow_delay)),
+        ])
     }
 }
 
@@ -192,32 +187,24 @@ struct Bucket {
 
 /// Token buckets per user plus sliding minute windows. Throttled requests
 /// are not counted.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RateLimiter {
     buckets: HashMap<String, Bucket>,
-    user_minutes: HashMap<String, VecDeque<Instant>>,
-    project_minute: VecDeque<Instant>,
+    user_minutes: HashMap<String, Window>,
+    project_minute: Window,
 }
 
-fn ceil_secs(d: Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-}
-
-const MINUTE: Duration = Duration::from_secs(60);
-
-fn prune(q: &mut VecDeque<Instant>, now: Instant) {
-    while q.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
-        q.pop_front();
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self {
+            buckets: HashMap::new(),
+            user_minutes: HashMap::new(),
+            project_minute: Window::new(MINUTE),
+        }
     }
 }
 
-fn window_wait(q: &VecDeque<Instant>, now: Instant) -> u64 {
-    let oldest = q
-        .front()
-        .map(|t| now.duration_since(*t))
-        .unwrap_or_default();
-    ceil_secs(MINUTE.saturating_sub(oldest))
-}
+const MINUTE: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
     pub(crate) fn check(
@@ -243,24 +230,25 @@ impl RateLimiter {
                 )),
             });
         }
-        let user_q = self.user_minutes.entry(user.to_owned()).or_default();
-        prune(user_q, now);
-        if user_q.len() >= limit.per_user_per_minute as usize {
-            return Err(Throttled {
-                limit: Limit::UserMinute,
-                retry_after_secs: window_wait(user_q, now),
-            });
-        }
-        prune(&mut self.project_minute, now);
-        if self.project_minute.len() >= limit.per_project_per_minute as usize {
-            return Err(Throttled {
-                limit: Limit::ProjectMinute,
-                retry_after_secs: window_wait(&self.project_minute, now),
-            });
-        }
+        let throttled = |limit| {
+            move |retry_after_secs| Throttled {
+                limit,
+                retry_after_secs,
+            }
+        };
+        let user_minute = self
+            .user_minutes
+            .entry(user.to_owned())
+            .or_insert_with(|| Window::new(MINUTE));
+        user_minute
+            .check(limit.per_user_per_minute, now)
+            .map_err(throttled(Limit::UserMinute))?;
+        self.project_minute
+            .check(limit.per_project_per_minute, now)
+            .map_err(throttled(Limit::ProjectMinute))?;
         bucket.tokens -= 1.0;
-        user_q.push_back(now);
-        self.project_minute.push_back(now);
+        user_minute.hit(now);
+        self.project_minute.hit(now);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use super::auth::TokenRejection;
 use super::error::{ApiError, ErrorReason};
 use super::faults::{FaultKind, FaultSpec, Faults, Limit};
 use super::{Inner, lock};
-use crate::kit::{Call, Exchange, Kit, Service};
+use crate::kit::{Call, Exchange, Kit, Service, bearer};
 
 /// One observed request (API calls, batch parts, batch envelopes and token
 /// requests; the control API is not recorded).
@@ -48,14 +48,6 @@ pub(crate) struct BatchPart;
 /// Response extension naming the authenticated user.
 #[derive(Debug, Clone)]
 pub(crate) struct CallerEmail(pub(crate) String);
-
-/// The token of an `Authorization: Bearer …` header.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
 
 /// Query pairs in order (repeated keys kept).
 pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -148,10 +140,6 @@ impl Service for Inner {
 
     fn kit(&self) -> &Kit<Self> {
         &self.kit
-    }
-
-    fn fault_of(spec: FaultSpec) -> Result<FaultKind, String> {
-        spec.try_into()
     }
 
     fn see(&self, req: &Request) -> Seen {

@@ -81,6 +81,9 @@
 //!
 //! # Control API (`/_emulator/…`, JSON, no auth, not recorded)
 //!
+//! `calls`, `faults`, `fail_next` and `reset` are the kit's common routes;
+//! the rest is Google's own.
+//!
 //! | Method + path | Body | Answer |
 //! |---|---|---|
 //! | `POST /_emulator/users` | `{email, time_zone?}` | `{email, primary_calendar_id}` |
@@ -99,6 +102,7 @@
 //! | `POST /_emulator/quota/exhaust` | `{email}` | `{}` |
 //! | `POST /_emulator/quota/reset` | — | `{}` |
 //! | `GET`/`DELETE /_emulator/calls` | — | `[CallRecord]` / `{}` |
+//! | `POST /_emulator/reset` | — | `{}`: forgets calls, random faults and queued one-shots |
 //! | `GET /_emulator/writes` | — | `[WriteRecord]` |
 //! | `GET /_emulator/notifications` | — | `[Notification]` |
 //! | `GET /_emulator/service_account` | — | key file JSON of the test account |
@@ -453,13 +457,7 @@ pub struct GoogleEmulator {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for GoogleEmulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GoogleEmulator")
-            .field("addr", &self.inner.kit.addr())
-            .finish_non_exhaustive()
-    }
-}
+kit::handle_api!(GoogleEmulator, Faults, FaultKind, CallRecord);
 
 fn expect<T>(r: Result<T, EmulatorError>) -> T {
     r.unwrap_or_else(|e| panic!("google emulator: {e}"))
@@ -486,11 +484,6 @@ impl GoogleEmulator {
         }
         inner.kit.serve(router(Arc::clone(&inner)));
         Ok(Self { inner })
-    }
-
-    /// `http://127.0.0.1:<port>`: API, token and batch host.
-    pub fn base_url(&self) -> String {
-        self.inner.base_url()
     }
 
     /// `…/calendar/v3` (the API base URL a client is configured with).
@@ -662,18 +655,7 @@ impl GoogleEmulator {
         expect(self.inner.user_delete(calendar_id, event_id));
     }
 
-    // ----- faults and quotas ------------------------------------------------------------
-
-    /// Sets the random faults.
-    pub fn set_faults(&self, f: Faults) {
-        self.inner.kit.set_faults(f);
-    }
-
-    /// The next `n` requests whose path contains `path_contains` get `kind`
-    /// (batch parts match on their own path).
-    pub fn fail_next(&self, path_contains: &str, n: usize, kind: FaultKind) {
-        self.inner.kit.fail_next(path_contains, n, kind);
-    }
+    // ----- quotas -----------------------------------------------------------------------
 
     /// Marks a user over "Calendar usage limits": every write answers 403
     /// `quotaExceeded` until [`Self::reset_daily_quota`].
@@ -689,23 +671,7 @@ impl GoogleEmulator {
         self.inner.reset_quota();
     }
 
-    // ----- observation ------------------------------------------------------------------
-
-    /// Every recorded request so far (API calls, batch parts, batch
-    /// envelopes, token requests).
-    pub fn calls(&self) -> Vec<CallRecord> {
-        self.inner.kit.calls()
-    }
-
-    /// Recorded requests whose path contains `path_contains`.
-    pub fn call_count(&self, path_contains: &str) -> usize {
-        self.inner.kit.call_count(path_contains)
-    }
-
-    /// Forgets recorded calls (writes, notifications and counters stay).
-    pub fn reset_calls(&self) {
-        self.inner.kit.reset_calls();
-    }
+    // ----- observation (calls: see `kit::handle_api`) ------------------------------------
 
     /// Write requests (insert, import, update, patch, delete, calendar
     /// insert), batch parts included, whatever their answer.

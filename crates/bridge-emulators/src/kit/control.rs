@@ -28,6 +28,22 @@ impl IntoResponse for CtlError {
     }
 }
 
+/// An emulator's model error: 404 when it names something unknown, else 400.
+pub(crate) trait ModelError: std::fmt::Display {
+    fn is_unknown(&self) -> bool;
+}
+
+impl<E: ModelError> From<E> for CtlError {
+    fn from(e: E) -> Self {
+        let status = if e.is_unknown() {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self(status, e.to_string())
+    }
+}
+
 /// 200 with `v`.
 pub(crate) fn ok(v: Value) -> CtlResult {
     Ok(Json(v).into_response())
@@ -92,7 +108,7 @@ async fn fail_next<S: Service>(
     State(svc): State<Arc<S>>,
     Json(b): Json<FailNext<S::FaultSpec>>,
 ) -> CtlResult {
-    let kind = S::fault_of(b.fault).map_err(bad)?;
+    let kind = b.fault.try_into().map_err(bad)?;
     svc.kit().fail_next(&b.path_contains, b.n, kind);
     ok(json!({}))
 }

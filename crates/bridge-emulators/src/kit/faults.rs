@@ -58,6 +58,15 @@ impl Dice {
     pub(crate) fn roll(&mut self, p: f64) -> bool {
         p > 0.0 && self.0.random_bool(p.min(1.0))
     }
+
+    /// Rolls for each `(probability, fault)` in order; the first hit wins
+    /// (later ones are not rolled, so a seed replays the same faults).
+    pub(crate) fn first<K>(&mut self, chances: impl IntoIterator<Item = (f64, K)>) -> Option<K> {
+        chances
+            .into_iter()
+            .find(|(p, _)| self.roll(*p))
+            .map(|(_, k)| k)
+    }
 }
 
 #[derive(Debug)]
@@ -175,7 +184,7 @@ mod tests {
             self.seed
         }
         fn roll(&self, dice: &mut Dice) -> Option<K> {
-            dice.roll(self.rate).then_some(K(9))
+            dice.first([(0.0, K(8)), (self.rate, K(9))])
         }
     }
 

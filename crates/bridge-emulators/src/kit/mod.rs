@@ -12,6 +12,7 @@
 //!   ([`Cursor<T>`]), with per-lane expiry.
 //! * [`control::router`]: the common `/_emulator` routes (calls, faults,
 //!   `fail_next`, reset).
+//! * [`Window`]: sliding windows for the services' documented rate limits.
 //!
 //! # How to add an emulator (EWS, Graph, CalDAV, …)
 //!
@@ -25,20 +26,26 @@
 //! 3. `impl Service for Inner`: the name, how a request is noted before the
 //!    handler runs ([`Service::see`]), which paths random faults hit, the
 //!    fault answers in the service's error shape (SOAP fault, Graph
-//!    `{"error":{…}}`, WebDAV status), how a `fail_next` body becomes a
-//!    fault, and the call record of an answered request.
+//!    `{"error":{…}}`, WebDAV status) and the call record of an answered
+//!    request. Its `FaultSpec` (the `fault` part of a `fail_next` body)
+//!    converts into its `FaultKind`; its model error implements
+//!    [`control::ModelError`] (404 or 400 on the control routes).
 //! 4. The router: API routes under
 //!    `.layer(from_fn_with_state(inner.clone(), kit::observe::<Inner>))`, and
-//!    `.nest("/_emulator", kit::control::router::<Inner>().merge(own_routes))`.
-//! 5. `start`: `Kit::bind(NAME, token_lifetime)`, build `Inner`, then
-//!    `inner.kit.serve(router)`; `shutdown` calls [`Kit::shutdown`]. Listings
-//!    seal their positions with `inner.kit.cursors` and map a
+//!    `.nest("/_emulator", kit::control::router::<Inner>().route(…own…))`.
+//! 5. The public handle `struct XEmulator { inner: Arc<Inner> }` gets
+//!    `kit::handle_api!(XEmulator, Faults, FaultKind, CallRecord)` (`Debug`,
+//!    `base_url`, `set_faults`, `fail_next`, `calls`, `call_count`,
+//!    `reset_calls`); its `start` is `Kit::bind(token_lifetime)`, build
+//!    `Inner`, `inner.kit.serve(router)`; `shutdown` calls [`Kit::shutdown`].
+//!    Listings seal their positions with `inner.kit.cursors` and map a
 //!    [`CursorError`] to the service's "bad / expired token" answer.
 
 pub(crate) mod control;
 mod cursor;
 mod faults;
 pub(crate) mod ids;
+mod limits;
 mod observe;
 mod server;
 
@@ -54,12 +61,63 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use cursor::{Cursors, Lane};
 pub(crate) use faults::{Dice, Effect, Fault, RandomFaults, duration_ms};
-pub(crate) use observe::observe;
+pub(crate) use limits::{Window, ceil_secs};
+pub(crate) use observe::{bearer, observe};
 
 #[cfg(doc)]
 use cursor::{Cursor, CursorError};
 use faults::FaultState;
 use server::Server;
+
+/// The public handle API every emulator shares (`Debug`, `base_url`, faults
+/// and the call log), for a handle `struct $handle { inner: Arc<Inner> }`
+/// whose `Inner` holds `kit`. A macro rather than a generic handle type so
+/// that each emulator keeps its own public handle, config and fault types.
+macro_rules! handle_api {
+    ($handle:ident, $faults:ty, $fault:ty, $call:ty) => {
+        impl std::fmt::Debug for $handle {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($handle))
+                    .field("addr", &self.inner.kit.addr())
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl $handle {
+            /// `http://127.0.0.1:<port>`: the host of every endpoint.
+            pub fn base_url(&self) -> String {
+                self.inner.kit.base_url()
+            }
+
+            /// Sets the random faults (and re-seeds their dice).
+            pub fn set_faults(&self, f: $faults) {
+                self.inner.kit.set_faults(f);
+            }
+
+            /// The next `n` requests whose path contains `path_contains` get
+            /// `kind` (batch parts match on their own path).
+            pub fn fail_next(&self, path_contains: &str, n: usize, kind: $fault) {
+                self.inner.kit.fail_next(path_contains, n, kind);
+            }
+
+            /// Every recorded request so far.
+            pub fn calls(&self) -> Vec<$call> {
+                self.inner.kit.calls()
+            }
+
+            /// Recorded requests whose path contains `path_contains`.
+            pub fn call_count(&self, path_contains: &str) -> usize {
+                self.inner.kit.call_count(path_contains)
+            }
+
+            /// Forgets recorded calls.
+            pub fn reset_calls(&self) {
+                self.inner.kit.reset_calls();
+            }
+        }
+    };
+}
+pub(crate) use handle_api;
 
 /// Locks a mutex, ignoring poisoning (a panicked test must not cascade).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,17 +152,14 @@ pub(crate) trait Service: Sized + Send + Sync + 'static {
     /// The public deterministic fault kind.
     type Fault: Fault;
     /// The service's part of a `POST /_emulator/fail_next` body (`fault`
-    /// and its parameters).
-    type FaultSpec: DeserializeOwned + Send;
+    /// and its parameters); a spec that is no fault says why (answered 400).
+    type FaultSpec: DeserializeOwned + Send + TryInto<Self::Fault, Error = String>;
     /// The public call record.
     type Call: Call;
     /// What [`Service::see`] notes of a request before the handler runs.
     type Seen: Send;
 
     fn kit(&self) -> &Kit<Self>;
-
-    /// A `fail_next` body's fault, or why it is not one (answered 400).
-    fn fault_of(spec: Self::FaultSpec) -> Result<Self::Fault, String>;
 
     /// Notes what the record or a fault answer needs of the request.
     fn see(&self, req: &Request) -> Self::Seen;

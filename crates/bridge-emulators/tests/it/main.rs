@@ -14,3 +14,4 @@ mod google_events;
 mod google_limits;
 mod google_recurrence;
 mod google_sync;
+mod kit;
