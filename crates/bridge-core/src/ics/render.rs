@@ -16,6 +16,7 @@ use chrono_tz::Tz;
 
 use super::vtimezone::vtimezone;
 use super::write::Component;
+use crate::instant::{FirstOccurrence, series_fix};
 use crate::key::EventKey;
 use crate::map::Warning;
 use crate::model::{
@@ -402,6 +403,12 @@ pub fn render_calendar_to<'a>(
     // Phase 1 decides every VEVENT (borrowing the items) and the years each
     // TZID must cover; phase 2 writes the header, the VTIMEZONEs and the
     // VEVENTs one by one into a single buffer.
+    // Series whose first occurrence is the second of two equal wall-clock
+    // times: the master as written plus an override (see `instant`).
+    let fixes: BTreeMap<&str, FirstOccurrence> = groups
+        .iter()
+        .filter_map(|(uid, g)| Some((*uid, series_fix(g.base, &g.occurrences)?)))
+        .collect();
     let mut planned: Vec<Vevent<'_>> = Vec::with_capacity(n_items);
     let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (uid, g) in &groups {
@@ -424,14 +431,25 @@ pub fn render_calendar_to<'a>(
             {
                 zones.note_instant(tz, *rule_end);
             }
+            let fix = fixes.get(uid);
             let v = Vevent {
-                ev: base,
+                ev: fix.map_or(&**base, |f| &f.master),
                 uid: (*uid).to_owned(),
                 recurrence_id: None,
                 exdates,
             };
             note_zones(&v, &mut zones);
             planned.push(v);
+            if let Some(f) = fix {
+                let v = Vevent {
+                    ev: &f.occurrence,
+                    uid: (*uid).to_owned(),
+                    recurrence_id: Some(f.recurrence_id),
+                    exdates: Vec::new(),
+                };
+                note_zones(&v, &mut zones);
+                planned.push(v);
+            }
             if let Some(tz) = base.start.tz() {
                 *start_zones.entry(tz.name()).or_default() += 1;
             }
