@@ -16,7 +16,7 @@
 //! DTSTART of a recurring series, which must stay local so that the rule keeps
 //! expanding in local time. A series whose first occurrence is the second of
 //! two equal wall-clock times gets an override of that one occurrence at its
-//! true instant ([`first_occurrence`]); see ARCHITECTURE.md, "Identity and
+//! true instant ([`fix_series`]); see ARCHITECTURE.md, "Identity and
 //! mapping decisions".
 //!
 //! Pure: no I/O, no clock.
@@ -81,62 +81,100 @@ pub fn exact(t: EventTime) -> EventTime {
     }
 }
 
-/// The fix for a recurring series whose DTSTART, written as wall-clock time,
-/// means an earlier instant than Feishu's (its first occurrence is the second
-/// of two equal wall-clock times).
+/// The DTEND of a recurring series. Readers take every occurrence's length
+/// from DTSTART and DTEND; RFC 5545 §3.8.5.3 means the exact length, but some
+/// readers (Python's `icalendar` stack) subtract two values with the same
+/// TZID as wall-clock times. So an end whose UTC offset differs from the
+/// offset at the start (the first occurrence spans a transition) is written
+/// in UTC, like an end in a repeated hour: every reader then gets the exact
+/// length.
+pub fn series_end(start: &EventTime, end: EventTime) -> EventTime {
+    match end {
+        EventTime::Zoned { at, tz } if offset(tz, at) != offset(tz, start.instant()) => {
+            EventTime::Utc(at)
+        }
+        end => exact(end),
+    }
+}
+
+fn offset(tz: Tz, at: i64) -> i32 {
+    tz.offset_from_utc_datetime(&utc_datetime(at))
+        .fix()
+        .local_minus_utc()
+}
+
+/// The fix for a recurring series whose first occurrence a reader could get
+/// wrong from the master alone:
+///
+/// - its DTSTART, written as wall-clock time, means an earlier instant than
+///   Feishu's (the first occurrence is the second of two equal wall-clock
+///   times);
+/// - or the first occurrence spans a transition of the start's zone: readers
+///   that add the length to the wall-clock start (Python's `icalendar` stack
+///   does) then put its end an offset change away from Feishu's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesFix {
+    /// The master as written: the same local DTSTART (the rule expands from
+    /// it), and an end, in UTC, that gives every generated occurrence
+    /// Feishu's length (`end - error`, since readers measure the length from
+    /// the resolved DTSTART).
+    pub master: CanonicalEvent,
+    /// The override of the first generated occurrence, unless Feishu lists
+    /// that occurrence itself.
+    pub first: Option<FirstOccurrence>,
+}
+
+/// An override of a series' first generated occurrence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FirstOccurrence {
-    /// The master as written: the same local DTSTART (the rule expands from
-    /// it), and an end that gives every generated occurrence Feishu's length
-    /// (`end - error`, since readers measure the length from the resolved
-    /// DTSTART).
-    pub master: CanonicalEvent,
-    /// The override of the first generated occurrence: the master's content
-    /// at Feishu's instants, in UTC, without a rule.
-    pub occurrence: CanonicalEvent,
+    /// The master's content at Feishu's instants, in UTC, without a rule.
+    pub event: CanonicalEvent,
     /// Its RECURRENCE-ID: the master's DTSTART value, which every reader
     /// resolves to the occurrence it generates.
     pub recurrence_id: EventTime,
 }
 
-/// The override a wall-clock target needs for `master`'s first occurrence,
-/// or `None` when its DTSTART already reads back as Feishu's instant (or it
-/// is no recurring series). The caller leaves it out when Feishu itself lists
-/// that occurrence (a modification or a cancellation at `original_time` =
-/// the master's start: its RECURRENCE-ID or EXDATE, written with
-/// [`EventTime::same_form`], already names the generated occurrence).
-pub fn first_occurrence(master: &CanonicalEvent) -> Option<FirstOccurrence> {
+/// What a wall-clock target must write instead of `master`, or `None` when
+/// it needs no fix (see [`SeriesFix`]; always `None` for a single event, an
+/// all-day series or one in UTC). `listed` says whether Feishu lists the first occurrence itself (a
+/// modification or a cancellation with `original_time` = the master's start):
+/// then its RECURRENCE-ID or EXDATE, written with [`EventTime::same_form`],
+/// already names the generated occurrence and no override is added.
+pub fn fix_series(master: &CanonicalEvent, listed: bool) -> Option<SeriesFix> {
     master.rrule.as_ref()?;
+    let EventTime::Zoned { at: start, tz } = master.start else {
+        return None;
+    };
+    let end = master.end.instant();
     let error = wall_clock_error(&master.start);
-    if error == 0 {
+    if error == 0 && offset(tz, start) == offset(tz, end) {
         return None;
     }
-    let start = master.start.instant();
-    let end = master.end.instant();
     let mut written = master.clone();
-    written.end = exact(master.end.same_form(end - error));
-    let mut occurrence = master.clone();
-    occurrence.start = EventTime::Utc(start);
-    occurrence.end = EventTime::Utc(end);
-    occurrence.rrule = None;
-    occurrence.rrule_bound = None;
-    Some(FirstOccurrence {
+    written.end = EventTime::Utc(end - error);
+    let first = (!listed).then(|| {
+        let mut event = master.clone();
+        event.start = EventTime::Utc(start);
+        event.end = EventTime::Utc(end);
+        event.rrule = None;
+        event.rrule_bound = None;
+        FirstOccurrence {
+            event,
+            recurrence_id: master.start.same_form(start),
+        }
+    });
+    Some(SeriesFix {
         master: written,
-        occurrence,
-        recurrence_id: master.start.same_form(start),
+        first,
     })
 }
 
-/// [`first_occurrence`] for a series as the renderer groups it: the base
-/// item and the listed occurrences by `original_time`; `None` when Feishu
-/// lists the first occurrence itself.
-pub fn series_fix<T>(
-    base: Option<&Item>,
-    occurrences: &BTreeMap<i64, T>,
-) -> Option<FirstOccurrence> {
+/// [`fix_series`] for a series as the renderer groups it: the base item and
+/// the listed occurrences by `original_time`.
+pub fn series_fix<T>(base: Option<&Item>, occurrences: &BTreeMap<i64, T>) -> Option<SeriesFix> {
     match base? {
-        Item::Event(m) if !occurrences.contains_key(&m.start.instant()) => first_occurrence(m),
-        _ => None,
+        Item::Event(m) => fix_series(m, occurrences.contains_key(&m.start.instant())),
+        Item::Cancelled(_) => None,
     }
 }
 
@@ -191,5 +229,74 @@ mod tests {
             tz: NY,
         };
         assert_eq!(exact(noon), noon);
+    }
+
+    fn series(start: i64, end: i64) -> CanonicalEvent {
+        let item = crate::map::map_event(
+            &serde_json::from_value(serde_json::json!({
+                "event_id": "u_0",
+                "summary": "s",
+                "start_time": {"timestamp": start.to_string(), "timezone": "America/New_York"},
+                "end_time": {"timestamp": end.to_string(), "timezone": "America/New_York"},
+                "recurrence": "FREQ=DAILY;COUNT=3",
+            }))
+            .unwrap(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        match item {
+            Item::Event(e) => *e,
+            Item::Cancelled(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn series_starting_in_the_second_occurrence_gets_an_override() {
+        let m = series(SECOND, SECOND + 1800);
+        // The mapping keeps the local start and the end (02:00 EST, exact).
+        assert_eq!(m.start, EventTime::Zoned { at: SECOND, tz: NY });
+        assert_eq!(
+            m.end,
+            EventTime::Zoned {
+                at: SECOND + 1800,
+                tz: NY
+            }
+        );
+        let fix = fix_series(&m, false).unwrap();
+        assert_eq!(fix.master.start, m.start);
+        // Readers put the DTSTART at FIRST, so the length runs from there.
+        assert_eq!(fix.master.end, EventTime::Utc(FIRST + 1800));
+        let first = fix.first.unwrap();
+        assert_eq!(first.recurrence_id, EventTime::Zoned { at: SECOND, tz: NY });
+        assert_eq!(first.event.start, EventTime::Utc(SECOND));
+        assert_eq!(first.event.end, EventTime::Utc(SECOND + 1800));
+        assert_eq!(first.event.rrule, None);
+        assert_eq!(first.event.key, m.key);
+        // Feishu lists the first occurrence itself: no override, same master.
+        let listed = fix_series(&m, true).unwrap();
+        assert_eq!((listed.master, listed.first), (fix.master, None));
+    }
+
+    #[test]
+    fn series_fixes_only_when_needed() {
+        // The first 01:30, 20 minutes: exact as written.
+        assert_eq!(fix_series(&series(FIRST, FIRST + 1200), false), None);
+        // Noon to 13:00 the day before: nothing near a transition.
+        let noon = FIRST - 12 * 3600;
+        let m = series(noon, noon + 3600);
+        assert_eq!(
+            m.end,
+            EventTime::Zoned {
+                at: noon + 3600,
+                tz: NY
+            }
+        );
+        assert_eq!(fix_series(&m, false), None);
+        // 00:30 EDT to 02:30 EST spans the change: UTC end and an override.
+        let m = series(FIRST - 3600, SECOND + 3600);
+        assert_eq!(m.end, EventTime::Utc(SECOND + 3600));
+        let fix = fix_series(&m, false).unwrap();
+        assert_eq!(fix.master.end, EventTime::Utc(SECOND + 3600));
+        assert_eq!(fix.first.unwrap().event.start, EventTime::Utc(FIRST - 3600));
     }
 }

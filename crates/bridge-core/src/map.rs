@@ -355,9 +355,11 @@ pub fn map_event(ev: &feishu::Event, warnings: &mut Vec<Warning>) -> Result<Item
     // Exact instants (see `instant`): a time whose wall clock is repeated is
     // written in UTC, except a series' DTSTART, which must stay local so that
     // the rule expands in local time (the renderer overrides its first
-    // occurrence when needed). A single event goes to UTC as a whole.
+    // occurrence when needed); a series' end also when the first occurrence
+    // spans a transition. A single event goes to UTC as a whole.
     let (start, end) = if rrule.is_some() {
-        (start, instant::exact(end))
+        let end = instant::series_end(&start, end);
+        (start, end)
     } else if instant::exact(start) != start || instant::exact(end) != end {
         (
             EventTime::Utc(start.instant()),

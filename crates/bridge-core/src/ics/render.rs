@@ -16,7 +16,7 @@ use chrono_tz::Tz;
 
 use super::vtimezone::vtimezone;
 use super::write::Component;
-use crate::instant::{FirstOccurrence, series_fix};
+use crate::instant::{SeriesFix, series_fix};
 use crate::key::EventKey;
 use crate::map::Warning;
 use crate::model::{
@@ -405,7 +405,7 @@ pub fn render_calendar_to<'a>(
     // VEVENTs one by one into a single buffer.
     // Series whose first occurrence is the second of two equal wall-clock
     // times: the master as written plus an override (see `instant`).
-    let fixes: BTreeMap<&str, FirstOccurrence> = groups
+    let fixes: BTreeMap<&str, SeriesFix> = groups
         .iter()
         .filter_map(|(uid, g)| Some((*uid, series_fix(g.base, &g.occurrences)?)))
         .collect();
@@ -440,11 +440,11 @@ pub fn render_calendar_to<'a>(
             };
             note_zones(&v, &mut zones);
             planned.push(v);
-            if let Some(f) = fix {
+            if let Some(first) = fix.and_then(|f| f.first.as_ref()) {
                 let v = Vevent {
-                    ev: &f.occurrence,
+                    ev: &first.event,
                     uid: (*uid).to_owned(),
-                    recurrence_id: Some(f.recurrence_id),
+                    recurrence_id: Some(first.recurrence_id),
                     exdates: Vec::new(),
                 };
                 note_zones(&v, &mut zones);
