@@ -404,7 +404,8 @@ pub fn render_calendar_to<'a>(
     // TZID must cover; phase 2 writes the header, the VTIMEZONEs and the
     // VEVENTs one by one into a single buffer.
     // Series whose first occurrence is the second of two equal wall-clock
-    // times: the master as written plus an override (see `instant`).
+    // times, or spans an offset change: the master as written plus an
+    // override of that occurrence (see `instant::fix_series`).
     let fixes: BTreeMap<&str, SeriesFix> = groups
         .iter()
         .filter_map(|(uid, g)| Some((*uid, series_fix(g.base, &g.occurrences)?)))
