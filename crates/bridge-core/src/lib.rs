@@ -7,6 +7,7 @@ pub mod feishu;
 pub mod hash;
 pub mod ics;
 pub mod input;
+pub mod instant;
 pub mod key;
 pub mod map;
 pub mod model;

@@ -6,6 +6,7 @@ use chrono_tz::Tz;
 use crate::feishu::{
     self, AttendeeType, EventStatus, FreeBusyStatus, RsvpStatus, TimeInfo, VcType, Visibility,
 };
+use crate::instant;
 use crate::key::EventKey;
 use crate::model::{
     CanonicalEvent, Class, Conference, CuType, EventTime, Item, PartStat, Party, Role, Status,
@@ -349,6 +350,23 @@ pub fn map_event(ev: &feishu::Event, warnings: &mut Vec<Warning>) -> Result<Item
             (None, None)
         }
         None => (None, None),
+    };
+
+    // Exact instants (see `instant`): a time whose wall clock is repeated is
+    // written in UTC, except a series' DTSTART, which must stay local so that
+    // the rule expands in local time (the renderer overrides its first
+    // occurrence when needed); a series' end also when the first occurrence
+    // spans a transition. A single event goes to UTC as a whole.
+    let (start, end) = if rrule.is_some() {
+        let end = instant::series_end(&start, end);
+        (start, end)
+    } else if instant::exact(start) != start || instant::exact(end) != end {
+        (
+            EventTime::Utc(start.instant()),
+            EventTime::Utc(end.instant()),
+        )
+    } else {
+        (start, end)
     };
 
     let (location, geo) = ev

@@ -15,12 +15,22 @@ pub enum EventTime {
     /// An instant written in UTC (`...Z`).
     Utc(i64),
     /// An instant written as wall-clock time in an IANA zone (`TZID=`).
+    ///
+    /// The mapping only produces one whose wall clock is not repeated (a
+    /// repeated one is [`EventTime::Utc`]), except a series' DTSTART, which
+    /// stays local so that its rule expands in local time: targets that take
+    /// wall-clock time plus a zone name apply [`crate::instant::fix_series`]
+    /// to such a master.
     Zoned { at: i64, tz: Tz },
 }
 
 impl EventTime {
     /// The same kind of value (DATE, UTC or the same TZID) for another instant:
     /// how RECURRENCE-ID and EXDATE must be written for a master with this DTSTART.
+    /// A zoned value is the wall clock of `at`. For an `at` in the second
+    /// occurrence of a repeated hour, readers resolve it to the first: the
+    /// instant at which they generate the rule's occurrence of that wall clock,
+    /// so it still names that occurrence (see `instant`).
     ///
     /// For all-day masters the occurrence's date is the UTC date of
     /// `original_time + 12h`: Feishu stores all-day times at 00:00 UTC, and the

@@ -40,6 +40,22 @@ impl<'a> Series<'a> {
         self.base.filter(|b| b.rrule.is_some())
     }
 
+    /// What a target that writes wall-clock time plus a zone must write
+    /// instead of the master, when its local DTSTART would not resolve to
+    /// Feishu's instants (see [`crate::instant::fix_series`]). Feishu lists
+    /// the first occurrence itself when an override or a cancellation has
+    /// the master's start as its original time.
+    pub fn wall_clock_fix(&self) -> Option<crate::instant::SeriesFix> {
+        let m = self.master()?;
+        let first = m.start.instant();
+        let listed = self.cancelled.contains(&first)
+            || self
+                .overrides
+                .iter()
+                .any(|o| o.key.original_time() == first);
+        crate::instant::fix_series(m, listed)
+    }
+
     /// The live item of `key` in this series.
     pub fn event(&self, key: &EventKey) -> Option<&'a CanonicalEvent> {
         if key.uid() != self.uid {

@@ -16,6 +16,7 @@ use chrono_tz::Tz;
 
 use super::vtimezone::vtimezone;
 use super::write::Component;
+use crate::instant::SeriesFix;
 use crate::key::EventKey;
 use crate::map::Warning;
 use crate::model::{
@@ -361,9 +362,13 @@ fn render_series(
     // Phase 1 decides every VEVENT (borrowing the items) and the years each
     // TZID must cover; phase 2 writes the header, the VTIMEZONEs and the
     // VEVENTs one by one into a single buffer.
+    // Series whose first occurrence is the second of two equal wall-clock
+    // times, or spans an offset change: the master as written plus an
+    // override of that occurrence (see `instant::fix_series`).
+    let fixes: Vec<Option<SeriesFix>> = series.iter().map(Series::wall_clock_fix).collect();
     let mut planned: Vec<Vevent<'_>> = Vec::with_capacity(series.len());
     let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for s in series {
+    for (s, fix) in series.iter().zip(&fixes) {
         let master = s.master();
         if let Some(base) = s.base {
             let exdates = match master {
@@ -375,13 +380,22 @@ fn render_series(
             {
                 zones.note_instant(tz, *rule_end);
             }
+            let fix = fix.as_ref();
             let v = Vevent {
-                ev: base,
+                ev: fix.map_or(base, |f| &f.master),
                 uid: s.uid.to_owned(),
                 recurrence_id: None,
                 exdates,
             };
             planned.push(v);
+            if let Some(first) = fix.and_then(|f| f.first.as_ref()) {
+                planned.push(Vevent {
+                    ev: &first.event,
+                    uid: s.uid.to_owned(),
+                    recurrence_id: Some(first.recurrence_id),
+                    exdates: Vec::new(),
+                });
+            }
         }
         if let Some(m) = master {
             for ev in &s.overrides {

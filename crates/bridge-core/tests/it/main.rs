@@ -1,4 +1,5 @@
 //! Integration tests of bridge-core (one test binary for the crate).
 
 mod golden;
+mod instants;
 mod roundtrip;

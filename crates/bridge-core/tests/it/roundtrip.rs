@@ -213,11 +213,40 @@ fn expected_dtstart(c: &Case) -> (String, Option<String>) {
     }
 }
 
+/// Whether the case's start or end is in a repeated hour of its zone, or its
+/// start and end have different UTC offsets.
+fn near_transition(c: &Case) -> bool {
+    let Ok(tz) = c.zone.parse::<chrono_tz::Tz>() else {
+        return false;
+    };
+    if c.all_day {
+        return false;
+    }
+    let end = c
+        .event
+        .end_time
+        .as_ref()
+        .and_then(|t| t.timestamp)
+        .unwrap()
+        .0;
+    let at = |t: i64| tz.timestamp_opt(t, 0).unwrap();
+    let repeated = |t: i64| {
+        tz.from_local_datetime(&at(t).naive_local()).earliest()
+            != tz.from_local_datetime(&at(t).naive_local()).latest()
+    };
+    use chrono::Offset;
+    repeated(c.start) || repeated(end) || at(c.start).offset().fix() != at(end).offset().fix()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_events_read_back(c in case(), privacy in prop_oneof![Just(Privacy::Full), Just(Privacy::Redacted), Just(Privacy::Busy)]) {
+        // Times in a repeated hour, and series whose first occurrence spans
+        // an offset change, are written in UTC or with an override of the
+        // first occurrence: `instants.rs` checks those.
+        prop_assume!(!near_transition(&c));
         let opts = RenderOptions { privacy, dtstamp: 1_700_000_000, ..RenderOptions::default() };
         let rendered = feishu_to_ics([&c.event], &opts);
         for line in rendered.text.split("\r\n") {
