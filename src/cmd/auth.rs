@@ -204,14 +204,15 @@ async fn via_daemon(
     loaded: &Loaded,
     sink: &str,
     refresh_token: &str,
-    http: &reqwest::Client,
+    _http: &reqwest::Client,
 ) -> anyhow::Result<String> {
-    let url = format!(
-        "http://{}/admin/google-token",
-        app::daemon_admin_addr(loaded)
-    );
-    let resp = http
-        .post(&url)
+    let (url, request) = app::admin_request(
+        loaded,
+        reqwest::Method::POST,
+        "/admin/google-token",
+        std::time::Duration::from_secs(60),
+    )?;
+    let resp = request
         .json(&serde_json::json!({"sink": sink, "refresh_token": refresh_token}))
         .send()
         .await

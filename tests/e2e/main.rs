@@ -5,4 +5,5 @@ mod convert;
 mod daemon;
 mod feishu;
 mod google;
+mod hardening;
 mod reconcile_safety;
