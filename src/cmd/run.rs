@@ -457,31 +457,70 @@ impl Drop for RemoveOnExit {
     }
 }
 
+/// How often a degraded store is reopened and probed.
+const STORE_RETRY: Duration = Duration::from_secs(2);
+
+/// While the store is degraded (a write failed, e.g. a full disk): reopens
+/// it (redb refuses everything after a failed write until reopened) and
+/// probes it with a write, until one succeeds.
+async fn heal_store(engine: Arc<Engine>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    const PROBE: &str = "feishu-bridge/store-probe";
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(STORE_RETRY) => {}
+        }
+        if !metrics.store_degraded.load(Ordering::SeqCst) {
+            continue;
+        }
+        let store = engine.store();
+        let probe = async {
+            store.reopen().await?;
+            let now = app::unix_now();
+            store
+                .seen_or_insert(PROBE, now, bridge_store::DEFAULT_DEDUPE_TTL)
+                .await?;
+            store.forget_seen(PROBE).await
+        };
+        match probe.await {
+            Ok(_) => {
+                metrics.store_degraded.store(false, Ordering::SeqCst);
+                tracing::info!("the store takes writes again");
+            }
+            Err(e) => tracing::warn!("the store still cannot write: {e}"),
+        }
+    }
+}
+
 /// Runs the worker; a failure (the store cannot write) does not stop the
-/// daemon: it is marked degraded, and once a probe write (every calendar
-/// marked dirty, which the missed passes need anyway) succeeds the worker
-/// starts again.
+/// daemon: it is marked degraded, and once the store heals and every
+/// calendar is marked dirty again (the missed passes), the worker restarts.
 async fn supervise_worker(worker: Arc<Worker>, metrics: Arc<Metrics>, cancel: CancellationToken) {
-    const RETRY: Duration = Duration::from_secs(5);
     loop {
         match worker.clone().run(cancel.clone()).await {
             Ok(()) => return,
             Err(e) => {
                 metrics.store_degraded.store(true, Ordering::SeqCst);
-                tracing::error!("the sync worker stopped: {e}; retrying every {RETRY:?}");
+                tracing::error!("the sync worker stopped: {e}; it restarts when the store heals");
             }
         }
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(RETRY) => {}
+                _ = tokio::time::sleep(STORE_RETRY) => {}
+            }
+            if metrics.store_degraded.load(Ordering::SeqCst) {
+                continue;
             }
             match worker.hint_all("store recovered").await {
                 Ok(()) => {
-                    tracing::info!("the store takes writes again; the worker resumes");
+                    tracing::info!("the sync worker resumes");
                     break;
                 }
-                Err(e) => tracing::warn!("the store still refuses writes: {e}"),
+                Err(e) => {
+                    metrics.store_degraded.store(true, Ordering::SeqCst);
+                    tracing::warn!("the store still cannot write: {e}");
+                }
             }
         }
     }
@@ -529,6 +568,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Serve first: /healthz answers "starting" and webhooks are made
     // durable while Feishu is not reachable yet.
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (e, m, c) = (engine.clone(), metrics.clone(), cancel.clone());
+        tasks.spawn(async move {
+            heal_store(e, m, c).await;
+            Ok(())
+        });
+    }
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_route))

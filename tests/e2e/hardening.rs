@@ -620,3 +620,161 @@ async fn unfinished_bodies_do_not_grow_memory() {
     assert!(daemon.terminate().success());
     emu.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// Item 5
+
+/// A small tmpfs at `dir`, unmounted on drop; `None` where mounting is not
+/// allowed (not root, no CAP_SYS_ADMIN).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` with `dir/filler`.
+fn fill(dir: &Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+async fn health(addr: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_degrades_the_daemon_which_recovers_by_itself() {
+    let emu = emulator().await;
+    let cal = emu.create_calendar("Team");
+    emu.create_event(
+        &cal,
+        crate::feishu::event("Before the disk filled", 1_760_000_000),
+    );
+    let dir = temp_dir("hard-full");
+    let Some(tmpfs) = Tmpfs::mount(&dir.join("state"), "8m") else {
+        eprintln!("cannot mount a tmpfs here (not root?): the full-disk test needs one");
+        return;
+    };
+    let config = emulator_config(&dir, &emu, &format!("[\"{cal}\"]"));
+    let daemon = Daemon::start(&config);
+    wait_ready(&daemon.addr).await;
+    let ics = dir.join("ics");
+    let start = Instant::now();
+    while !std::fs::read_dir(&ics)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("Before the disk")))
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "initial mirror");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fill(&tmpfs.0);
+    // Deliveries are taken until the store needs room, then refused with
+    // 503 (Feishu retries), never 500.
+    let mut statuses = Vec::new();
+    for i in 0..3000 {
+        let status = post_delivery(&daemon.addr, &format!("ev-full-{i}"), &cal).await;
+        statuses.push(status);
+        if status != 200 {
+            break;
+        }
+    }
+    let last = *statuses.last().unwrap();
+    eprintln!(
+        "disk full: {} deliveries answered 200, then {last}",
+        statuses.len() - 1
+    );
+    assert_eq!(last, 503, "a delivery that cannot be made durable gets 503");
+    assert_eq!(
+        post_delivery(&daemon.addr, "ev-full-again", &cal).await,
+        503
+    );
+    let (code, body) = health(&daemon.addr).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("degraded"), "{body}");
+
+    // Room again: the daemon recovers without a restart.
+    std::fs::remove_file(tmpfs.0.join("filler")).unwrap();
+    let start = Instant::now();
+    loop {
+        if post_delivery(&daemon.addr, "ev-after-full", &cal).await == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "deliveries are taken again within 60 s of the disk having room"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = Instant::now();
+    while health(&daemon.addr).await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/healthz ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The worker syncs again.
+    emu.create_event(
+        &cal,
+        crate::feishu::event("After the disk had room", 1_760_086_400),
+    );
+    assert_eq!(
+        post_delivery(&daemon.addr, "ev-after-full-2", &cal).await,
+        200
+    );
+    let start = Instant::now();
+    while !std::fs::read_dir(&ics)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("After the disk had room"))
+        })
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker syncs again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = daemon.terminate();
+    assert!(status.success(), "exit code 0 on SIGTERM: {status}");
+    drop(tmpfs);
+    emu.shutdown().await;
+}

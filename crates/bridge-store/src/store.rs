@@ -44,7 +44,8 @@ pub struct Store {
 struct Inner {
     // Field order matters: the database (and its file lock) is dropped
     // before the in-process claim on the path is released.
-    db: Database,
+    // `None` only between a failed [`Store::reopen`] and the next one.
+    db: std::sync::RwLock<Option<Database>>,
     path: PathBuf,
     _claim: Option<Claim>,
 }
@@ -185,7 +186,7 @@ fn open_blocking(path: PathBuf) -> Result<Store, StoreError> {
     debug!(path = %path.display(), ?found, "store opened");
     Ok(Store {
         inner: Arc::new(Inner {
-            db,
+            db: std::sync::RwLock::new(Some(db)),
             path,
             _claim: Some(claim),
         }),
@@ -361,7 +362,7 @@ impl Store {
             schema::prepare(&db, &path)?;
             Ok(Store {
                 inner: Arc::new(Inner {
-                    db,
+                    db: std::sync::RwLock::new(Some(db)),
                     path,
                     _claim: None,
                 }),
@@ -387,8 +388,45 @@ impl Store {
     {
         let inner = Arc::clone(&self.inner);
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&inner.db))).await {
+        let op = move || {
+            let db = inner.db.read().unwrap_or_else(PoisonError::into_inner);
+            match db.as_ref() {
+                Some(db) => f(db),
+                None => Err(Fault::Db(redb::Error::PreviousIo)),
+            }
+        };
+        match tokio::task::spawn_blocking(move || span.in_scope(op)).await {
             Ok(r) => r.map_err(StoreError::from),
+            Err(e) => Err(StoreError::Task(e.to_string())),
+        }
+    }
+
+    /// Opens the database file again, after an I/O failure (a full disk):
+    /// redb refuses every operation after a failed write until the file is
+    /// reopened, so the daemon calls this to recover by itself once the
+    /// disk has room again. Waits for running operations; if the file
+    /// cannot be opened yet, operations fail until a later call succeeds.
+    pub async fn reopen(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let reopen = move || -> Result<(), StoreError> {
+            if inner._claim.is_none() {
+                return Ok(()); // in memory: nothing to reopen
+            }
+            let mut slot = inner.db.write().unwrap_or_else(PoisonError::into_inner);
+            // Release redb's file lock before opening the file again.
+            drop(slot.take());
+            let file = open_private_file(&inner.path)?;
+            let db = Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create_file(file)
+                .map_err(Fault::from)?;
+            schema::prepare(&db, &inner.path)?;
+            *slot = Some(db);
+            debug!(path = %inner.path.display(), "store reopened");
+            Ok(())
+        };
+        match tokio::task::spawn_blocking(reopen).await {
+            Ok(r) => r,
             Err(e) => Err(StoreError::Task(e.to_string())),
         }
     }
