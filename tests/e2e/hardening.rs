@@ -321,8 +321,6 @@ async fn the_admin_endpoint_refuses_another_local_user() {
     wait_ready(&daemon.addr).await;
     let addr_file = dir.join("state/daemon-admin.addr");
     let token_file = dir.join("state/daemon-admin.token");
-    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "the token file is private");
     // Let the other user reach the address file (as on a shared host).
     for p in [dir.as_path(), &dir.join("state")] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -403,6 +401,8 @@ done"#,
     // Nothing changed: no hint, no listing.
     assert_eq!(hints(&metrics().await), before);
     assert_eq!(emu.call_count("/events"), listings);
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
 
     // The owner's token opens it.
     let token = std::fs::read_to_string(&token_file).unwrap();
