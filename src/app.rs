@@ -74,6 +74,39 @@ pub(crate) fn admin_addr_file(loaded: &Loaded) -> std::path::PathBuf {
         .join("daemon-admin.addr")
 }
 
+/// The admin endpoint's bearer token of a running daemon (0600, next to the
+/// store, written anew at every start): only the store's owner can read it.
+pub(crate) fn admin_token_file(loaded: &Loaded) -> std::path::PathBuf {
+    admin_addr_file(loaded).with_file_name("daemon-admin.token")
+}
+
+/// A request to the running daemon's admin endpoint `path`, with its token
+/// and a connect timeout of 5 s and a total timeout of `timeout`. Returns
+/// the URL too, for messages.
+pub(crate) fn admin_request(
+    loaded: &Loaded,
+    method: reqwest::Method,
+    path: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(String, reqwest::RequestBuilder)> {
+    let url = format!("http://{}{path}", daemon_admin_addr(loaded));
+    let token_file = admin_token_file(loaded);
+    let token = std::fs::read_to_string(&token_file).with_context(|| {
+        format!(
+            "the store is in use (a daemon?) but its admin token {} cannot be read \
+             (only the store's owner can talk to the daemon)",
+            token_file.display()
+        )
+    })?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(timeout)
+        .build()
+        .context("HTTP client")?;
+    let request = http.request(method, &url).bearer_auth(token.trim());
+    Ok((url, request))
+}
+
 /// The admin address of a running daemon.
 pub(crate) fn daemon_admin_addr(loaded: &Loaded) -> String {
     std::fs::read_to_string(admin_addr_file(loaded))

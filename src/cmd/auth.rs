@@ -225,13 +225,17 @@ async fn via_daemon(
     loaded: &Loaded,
     sink: &str,
     token: &str,
-    http: &reqwest::Client,
+    _http: &reqwest::Client,
 ) -> anyhow::Result<String> {
-    let url = format!("http://{}/admin/token", app::daemon_admin_addr(loaded));
     let token: serde_json::Value =
         serde_json::from_str(token).context("the sink's token is not JSON")?;
-    let resp = http
-        .post(&url)
+    let (url, request) = app::admin_request(
+        loaded,
+        reqwest::Method::POST,
+        "/admin/token",
+        std::time::Duration::from_secs(60),
+    )?;
+    let resp = request
         .json(&serde_json::json!({"sink": sink, "token": token}))
         .send()
         .await

@@ -129,6 +129,9 @@ fn print_human(r: &CalendarReport) {
     }
 }
 
+/// How long `reconcile` waits for the daemon's full pass.
+const DAEMON_RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// The store is held by a running daemon: ask it to reconcile instead.
 #[allow(clippy::print_stdout)]
 async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Result<ExitCode> {
@@ -138,21 +141,40 @@ async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Resu
              --allow-mass-delete need the store: stop the daemon first"
         );
     }
-    let url = format!("http://{}/admin/reconcile", app::daemon_admin_addr(loaded));
+    let (url, request) = app::admin_request(
+        loaded,
+        reqwest::Method::POST,
+        "/admin/reconcile",
+        DAEMON_RECONCILE_TIMEOUT,
+    )?;
     tracing::info!(%url, "the store is in use by the daemon; asking it to reconcile");
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .map_err(|e| {
+    let resp = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            anyhow::anyhow!(
+                "the store is in use by a daemon, but its admin endpoint {url} did not answer \
+                 within {} s; see the daemon's log",
+                DAEMON_RECONCILE_TIMEOUT.as_secs()
+            )
+        } else {
             anyhow::anyhow!(
                 "the store is in use (a daemon?) but its admin endpoint {url} does not answer: {e}"
             )
-        })?;
-    let ok = resp.status().is_success();
+        }
+    })?;
+    let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !ok {
-        anyhow::bail!("the daemon could not reconcile: {}", body["error"]);
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        crate::cmd::report_error(&anyhow::anyhow!(
+            "the daemon cannot reconcile yet: {}",
+            body["error"].as_str().unwrap_or("it is starting")
+        ));
+        return Ok(ExitCode::from(EXIT_SOURCE_UNAVAILABLE));
+    }
+    if !status.is_success() {
+        anyhow::bail!(
+            "the daemon could not reconcile ({status}): {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);

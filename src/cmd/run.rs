@@ -3,12 +3,22 @@
 //! reconcile repairs everything on a schedule. Serves `/healthz`, `/metrics`
 //! and the webhook on `server.listen`, and the admin endpoint on a loopback
 //! address.
+//!
+//! Both listeners serve as soon as they are bound, before Feishu has
+//! answered: `/healthz` says "starting" (503) and webhooks are made durable
+//! meanwhile. The admin endpoint requires the bearer token of
+//! `daemon-admin.token` (0600, next to the store, new at every start). A
+//! store that cannot write (a full disk) does not stop the daemon: webhooks
+//! answer 503, `/healthz` says "degraded", and the worker is restarted once
+//! the store takes writes again.
+
+mod listener;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -39,7 +49,8 @@ pub(crate) struct Args {
 #[derive(Debug, Clone)]
 struct Shared {
     engine: Arc<Engine>,
-    worker: Arc<Worker>,
+    /// Set once Feishu answered with the calendar list.
+    worker: Arc<OnceLock<Arc<Worker>>>,
     hub: Arc<Hub>,
     client: Arc<FeishuClient>,
     metrics: Arc<Metrics>,
@@ -173,21 +184,40 @@ async fn metrics_text(s: &Shared) -> String {
         "# HELP feishu_bridge_ready Whether the daemon is ready (config, store, source).\n# TYPE feishu_bridge_ready gauge\nfeishu_bridge_ready {}",
         u8::from(s.ready.load(Ordering::Relaxed))
     );
+    let _ = writeln!(
+        out,
+        "# HELP feishu_bridge_store_degraded Whether the store refuses writes (change events answered 503).\n# TYPE feishu_bridge_store_degraded gauge\nfeishu_bridge_store_degraded {}",
+        u8::from(m.store_degraded.load(Ordering::Relaxed))
+    );
     out
 }
 
+const STARTING: &str = "starting: Feishu not reachable yet";
+
 async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (
+    let status = if !s.ready.load(Ordering::Relaxed) {
+        STARTING
+    } else if s.metrics.store_degraded.load(Ordering::Relaxed) {
+        "degraded: the store cannot write (disk full?); change events are refused with 503 until it can"
+    } else {
+        return (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "ready"})),
-        )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "starting: Feishu not reachable yet"})),
-        )
-    }
+        );
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "status": status })),
+    )
+}
+
+/// The admin answer while Feishu has not answered yet.
+fn starting() -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "error": STARTING })),
+    )
+        .into_response()
 }
 
 async fn metrics_route(State(s): State<Shared>) -> impl IntoResponse {
@@ -213,7 +243,10 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
     })
 }
 
-async fn admin_status(State(s): State<Shared>) -> impl IntoResponse {
+async fn admin_status(State(s): State<Shared>) -> axum::response::Response {
+    let Some(worker) = s.worker.get().cloned() else {
+        return starting();
+    };
     let dirty = s.engine.store().dirty().await.unwrap_or_default();
     let last = s
         .metrics
@@ -221,8 +254,7 @@ async fn admin_status(State(s): State<Shared>) -> impl IntoResponse {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let calendars: Vec<_> = s
-        .worker
+    let calendars: Vec<_> = worker
         .calendars()
         .await
         .into_iter()
@@ -238,10 +270,14 @@ async fn admin_status(State(s): State<Shared>) -> impl IntoResponse {
         "calendars": calendars,
         "queue_depth": dirty.len(),
     }))
+    .into_response()
 }
 
-async fn admin_reconcile(State(s): State<Shared>) -> impl IntoResponse {
-    match s.worker.full_pass().await {
+async fn admin_reconcile(State(s): State<Shared>) -> axum::response::Response {
+    let Some(worker) = s.worker.get().cloned() else {
+        return starting();
+    };
+    match worker.full_pass().await {
         Ok(reports) => (
             StatusCode::OK,
             axum::Json(
@@ -253,6 +289,7 @@ async fn admin_reconcile(State(s): State<Shared>) -> impl IntoResponse {
             axum::Json(serde_json::json!({"error": e.to_string()})),
         ),
     }
+    .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -300,7 +337,9 @@ async fn admin_token(
         return fail(status, e.to_string());
     }
     tracing::info!(sink = %t.sink, "authorization received through the admin endpoint");
-    if let Err(e) = s.worker.hint_all("sink authorization").await {
+    if let Some(w) = s.worker.get()
+        && let Err(e) = w.hint_all("sink authorization").await
+    {
         tracing::warn!(
             "cannot mark calendars dirty after the authorization of {}: {e}",
             t.sink
@@ -344,6 +383,144 @@ fn webhook_config(loaded: &Loaded) -> WebhookConfig {
     }
 }
 
+/// `Authorization: Bearer <token>` on every admin route; anything else gets
+/// 401 before a handler runs. Written here rather than with tower-http's
+/// `ValidateRequestHeaderLayer::bearer`, which compares in variable time
+/// (and is deprecated).
+async fn require_token(
+    State(token): State<Arc<String>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        token.as_bytes(),
+    )) {
+        return next.run(request).await;
+    }
+    tracing::warn!(path = %request.uri().path(), "admin request without the admin token refused");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(serde_json::json!({
+            "error": "the admin endpoint needs the token in daemon-admin.token (next to the store) as a bearer token"
+        })),
+    )
+        .into_response()
+}
+
+/// A new random admin token in `path`, readable by the owner only.
+fn write_admin_token(path: &Path) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // A stale file may be someone else's (mode, owner): replace it, never reuse.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+        }
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(token.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+/// Removes the admin address and token files when the daemon ends, however
+/// it ends (a clean stop, an error, a panic unwinding).
+struct RemoveOnExit(Vec<PathBuf>);
+
+impl Drop for RemoveOnExit {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// How often a degraded store is reopened and probed.
+const STORE_RETRY: Duration = Duration::from_secs(2);
+
+/// While the store is degraded (a write failed, e.g. a full disk): reopens
+/// it (redb refuses everything after a failed write until reopened) and
+/// probes it with a write, until one succeeds.
+async fn heal_store(engine: Arc<Engine>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    const PROBE: &str = "feishu-bridge/store-probe";
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(STORE_RETRY) => {}
+        }
+        if !metrics.store_degraded.load(Ordering::SeqCst) {
+            continue;
+        }
+        let store = engine.store();
+        let probe = async {
+            store.reopen().await?;
+            let now = app::unix_now();
+            store
+                .seen_or_insert(PROBE, now, bridge_store::DEFAULT_DEDUPE_TTL)
+                .await?;
+            store.forget_seen(PROBE).await
+        };
+        match probe.await {
+            Ok(_) => {
+                metrics.store_degraded.store(false, Ordering::SeqCst);
+                tracing::info!("the store takes writes again");
+            }
+            Err(e) => tracing::warn!("the store still cannot write: {e}"),
+        }
+    }
+}
+
+/// Runs the worker; a failure (the store cannot write) does not stop the
+/// daemon: it is marked degraded, and once the store heals and every
+/// calendar is marked dirty again (the missed passes), the worker restarts.
+async fn supervise_worker(worker: Arc<Worker>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    loop {
+        match worker.clone().run(cancel.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.store_degraded.store(true, Ordering::SeqCst);
+                tracing::error!("the sync worker stopped: {e}; it restarts when the store heals");
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(STORE_RETRY) => {}
+            }
+            if metrics.store_degraded.load(Ordering::SeqCst) {
+                continue;
+            }
+            match worker.hint_all("store recovered").await {
+                Ok(()) => {
+                    tracing::info!("the sync worker resumes");
+                    break;
+                }
+                Err(e) => {
+                    metrics.store_degraded.store(true, Ordering::SeqCst);
+                    tracing::warn!("the store still cannot write: {e}");
+                }
+            }
+        }
+    }
+}
+
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
@@ -365,74 +542,32 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let addr_file = app::admin_addr_file(&loaded);
+    let token_file = app::admin_token_file(&loaded);
+    let _remove = RemoveOnExit(vec![addr_file.clone(), token_file.clone()]);
+    let token = write_admin_token(&token_file)?;
     std::fs::write(&addr_file, admin_addr.to_string())
         .with_context(|| format!("cannot write {}", addr_file.display()))?;
 
-    // The calendars (retried until Feishu answers).
-    let calendars = loop {
-        match engine.source().calendars().await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!("cannot list the Feishu calendars yet: {e}; retrying in 10 s");
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(ExitCode::SUCCESS),
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                }
-            }
-        }
-    };
-    let follow = loaded.config.feishu.calendars == Calendars::All;
-    let worker = Arc::new(
-        Worker::new(
-            engine.clone(),
-            hub.clone(),
-            calendars,
-            Duration::from_millis(sync.debounce_ms),
-            follow,
-        )
-        .with_max_delay(Duration::from_millis(sync.debounce_max_ms)),
-    );
-    worker.hint_all("start").await?;
-    ready.store(true, Ordering::SeqCst);
+    let worker_slot: Arc<OnceLock<Arc<Worker>>> = Arc::new(OnceLock::new());
     let shared = Shared {
         engine: engine.clone(),
-        worker: worker.clone(),
+        worker: worker_slot.clone(),
         hub: hub.clone(),
         client: app.client.clone(),
-        metrics,
-        ready,
+        metrics: metrics.clone(),
+        ready: ready.clone(),
         user_token_file: loaded.feishu.user_token_file.clone(),
         sinks: Arc::new(app.sinks.clone()),
     };
 
+    // Serve first: /healthz answers "starting" and webhooks are made
+    // durable while Feishu is not reachable yet.
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let (w, c) = (worker.clone(), cancel.clone());
+        let (e, m, c) = (engine.clone(), metrics.clone(), cancel.clone());
         tasks.spawn(async move {
-            if let Err(e) = w.run(c.clone()).await {
-                tracing::error!("the sync worker stopped: {e}");
-                c.cancel();
-                return Err(anyhow::Error::new(e));
-            }
+            heal_store(e, m, c).await;
             Ok(())
-        });
-    }
-    {
-        let (w, c) = (worker.clone(), cancel.clone());
-        let every = Duration::from_secs(sync.full_reconcile_hours * 3600);
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(every) => {}
-                }
-                tracing::info!("periodic full reconcile");
-                if let Err(e) = w.full_pass().await {
-                    tracing::error!("full reconcile stopped: {e}");
-                    c.cancel();
-                    return Err(anyhow::Error::new(e));
-                }
-            }
         });
     }
     let mut router = Router::new()
@@ -463,33 +598,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        Delivery::Poll => {
-            let (w, c) = (worker.clone(), cancel.clone());
-            let every = Duration::from_secs(sync.poll_seconds);
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = c.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                    if let Err(e) = w.hint_all("poll").await {
-                        tracing::error!("cannot mark calendars dirty: {e}");
-                    }
-                }
-            });
-        }
+        Delivery::Poll => {}
     }
     let admin_router = Router::new()
         .route("/admin/status", get(admin_status))
         .route("/admin/reconcile", post(admin_reconcile))
         .route("/admin/sync", post(admin_sync))
         .route("/admin/token", post(admin_token))
-        .with_state(shared);
+        .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ));
     {
         let c = cancel.clone();
         tasks.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { c.cancelled().await })
+            listener::serve(listener, router, listener::Limits::default(), c)
                 .await
                 .context("HTTP server")
         });
@@ -504,8 +628,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     println!(
-        "feishu-bridge running: {} calendar(s), delivery {:?}, http://{addr} (/healthz, /metrics{}), admin http://{admin_addr}",
-        worker.calendars().await.len(),
+        "feishu-bridge running: delivery {:?}, http://{addr} (/healthz, /metrics{}), admin http://{admin_addr}",
         loaded.config.feishu.delivery,
         if loaded.config.feishu.delivery == Delivery::Webhook {
             ", POST /webhook/event"
@@ -513,6 +636,84 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ""
         },
     );
+
+    // The calendars (retried until Feishu answers).
+    let calendars = loop {
+        match engine.source().calendars().await {
+            Ok(c) => break Some(c),
+            Err(e) => {
+                tracing::warn!("cannot list the Feishu calendars yet: {e}; retrying in 10 s");
+                tokio::select! {
+                    _ = cancel.cancelled() => break None,
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                }
+            }
+        }
+    };
+    if let Some(calendars) = calendars {
+        let follow = loaded.config.feishu.calendars == Calendars::All;
+        let worker = Arc::new(
+            Worker::new(
+                engine.clone(),
+                hub.clone(),
+                calendars,
+                Duration::from_millis(sync.debounce_ms),
+                follow,
+            )
+            .with_max_delay(Duration::from_millis(sync.debounce_max_ms)),
+        );
+        if let Err(e) = worker.hint_all("start").await {
+            // The worker's supervision retries until the store can write.
+            metrics.store_degraded.store(true, Ordering::SeqCst);
+            tracing::error!("cannot mark the calendars dirty at start: {e}");
+        }
+        let _ = worker_slot.set(worker.clone());
+        ready.store(true, Ordering::SeqCst);
+        {
+            let (w, m, c) = (worker.clone(), metrics.clone(), cancel.clone());
+            tasks.spawn(async move {
+                supervise_worker(w, m, c).await;
+                Ok(())
+            });
+        }
+        {
+            let (w, m, c) = (worker.clone(), metrics.clone(), cancel.clone());
+            let every = Duration::from_secs(sync.full_reconcile_hours * 3600);
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = c.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    tracing::info!("periodic full reconcile");
+                    if let Err(e) = w.full_pass().await {
+                        // The store: the worker's supervision notices too.
+                        m.store_degraded.store(true, Ordering::SeqCst);
+                        tracing::error!("full reconcile stopped: {e}");
+                    }
+                }
+            });
+        }
+        if loaded.config.feishu.delivery == Delivery::Poll {
+            let (w, c) = (worker.clone(), cancel.clone());
+            let every = Duration::from_secs(sync.poll_seconds);
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = c.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = w.hint_all("poll").await {
+                        tracing::error!("cannot mark calendars dirty: {e}");
+                    }
+                }
+            });
+        }
+        tracing::info!(
+            calendars = worker.calendars().await.len(),
+            "Feishu answered; syncing"
+        );
+    }
     let mut failed = None;
     while let Some(res) = tasks.join_next().await {
         if let Ok(Err(e)) = res {
@@ -520,7 +721,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         cancel.cancel();
     }
-    let _ = std::fs::remove_file(&addr_file);
+    drop(_remove);
     println!("feishu-bridge stopped");
     match failed {
         Some(e) => Err(e),

@@ -172,7 +172,12 @@ async fn scenario(delivery: &str) {
         let d = emu.deliveries();
         assert!(d.iter().any(|d| d.delivered_ok), "{d:?}");
     }
-    let status: serde_json::Value = reqwest::get(format!("http://{}/admin/status", daemon.admin))
+    // The admin endpoint needs the token the daemon keeps next to the store.
+    let token = std::fs::read_to_string(dir.join("state/daemon-admin.token")).unwrap();
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/admin/status", daemon.admin))
+        .bearer_auth(token)
+        .send()
         .await
         .unwrap()
         .json()

@@ -6,5 +6,6 @@ mod daemon;
 mod feishu;
 mod google;
 mod hardening;
+mod listener;
 mod reconcile_safety;
 mod store_damage;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge_feishu::hint::{ChangeHint, Delivery};
-use bridge_feishu::webhook::DeliverySink;
+use bridge_feishu::webhook::{DeliveryError, DeliverySink};
 use bridge_store::{DEFAULT_DEDUPE_TTL, Store, StoreError};
 use tokio::sync::{Mutex, Notify, RwLock};
 // tokio's clock, so that the debounce follows a paused clock in tests.
@@ -41,6 +41,21 @@ pub struct Metrics {
     pub duplicate_hints: AtomicU64,
     /// Unix seconds of the last successful pass per calendar.
     pub last_sync: std::sync::Mutex<HashMap<String, i64>>,
+    /// Set while the store refuses writes (I/O trouble such as a full disk):
+    /// hints cannot be made durable, `/healthz` reports degraded. Cleared by
+    /// the next successful write of a hint.
+    pub store_degraded: AtomicBool,
+}
+
+/// A store failure as a [`DeliveryError`]: a store that cannot write (a
+/// full disk, I/O trouble) is `Unavailable` (503, Feishu retries later) and
+/// marks the daemon degraded; input the store refuses is `Failed`.
+fn delivery_error(metrics: &Metrics, e: &StoreError) -> DeliveryError {
+    if let StoreError::InvalidInput { .. } = e {
+        return DeliveryError::Failed(e.to_string());
+    }
+    metrics.store_degraded.store(true, Ordering::SeqCst);
+    DeliveryError::Unavailable(e.to_string())
 }
 
 impl Metrics {
@@ -104,6 +119,7 @@ impl Hub {
         self.store
             .mark_dirty(calendar_id, reason, unix_now())
             .await?;
+        self.metrics.store_degraded.store(false, Ordering::SeqCst);
         *st.generation.entry(calendar_id.to_owned()).or_default() += 1;
         let now = Instant::now();
         st.last_hint.insert(calendar_id.to_owned(), now);
@@ -169,19 +185,19 @@ impl Hub {
 
 #[async_trait]
 impl DeliverySink for Hub {
-    async fn seen_or_insert(&self, dedupe_key: &str) -> Result<bool, String> {
+    async fn seen_or_insert(&self, dedupe_key: &str) -> Result<bool, DeliveryError> {
         let seen = self
             .store
             .seen_or_insert(dedupe_key, unix_now(), DEFAULT_DEDUPE_TTL)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| delivery_error(&self.metrics, &e))?;
         if seen {
             self.metrics.duplicate_hints.fetch_add(1, Ordering::Relaxed);
         }
         Ok(seen)
     }
 
-    async fn accept(&self, delivery: Delivery) -> Result<(), String> {
+    async fn accept(&self, delivery: Delivery) -> Result<(), DeliveryError> {
         match &delivery.hint {
             ChangeHint::CalendarEventChanged { calendar_id, .. }
                 if crate::feishu_source::unusable_calendar_id(calendar_id).is_some() =>
@@ -202,7 +218,7 @@ impl DeliverySink for Hub {
                 };
                 self.hint_calendar(calendar_id, &reason)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| delivery_error(&self.metrics, &e))
             }
             ChangeHint::CalendarListChanged { .. } | ChangeHint::AclChanged { .. } => {
                 self.hint_calendar_list();
@@ -215,12 +231,12 @@ impl DeliverySink for Hub {
         }
     }
 
-    async fn forget(&self, dedupe_key: &str) -> Result<(), String> {
+    async fn forget(&self, dedupe_key: &str) -> Result<(), DeliveryError> {
         self.store
             .forget_seen(dedupe_key)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| delivery_error(&self.metrics, &e))
     }
 }
 

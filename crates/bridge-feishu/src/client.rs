@@ -365,6 +365,7 @@ impl FeishuClient {
         identity: Identity,
         calendar_id: &str,
     ) -> Result<Calendar, FeishuError> {
+        segment_id("calendar id", calendar_id)?;
         self.call(
             identity,
             Method::GET,
@@ -384,6 +385,7 @@ impl FeishuClient {
         calendar_id: &str,
         query: &ListEventsQuery,
     ) -> Result<EventPage, FeishuError> {
+        segment_id("calendar id", calendar_id)?;
         let mut q = Vec::new();
         if let Some(n) = query.page_size {
             q.push(("page_size", n.to_string()));
@@ -480,6 +482,8 @@ impl FeishuClient {
         event_id: &str,
         need_attendee: bool,
     ) -> Result<Event, FeishuError> {
+        segment_id("calendar id", calendar_id)?;
+        segment_id("event id", event_id)?;
         let mut q = Vec::new();
         if need_attendee {
             q.push(("need_attendee", "true".to_owned()));
@@ -510,6 +514,8 @@ impl FeishuClient {
     ) -> Result<Vec<Attendee>, FeishuError> {
         let endpoint =
             "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id/attendees";
+        segment_id("calendar id", calendar_id)?;
+        segment_id("event id", event_id)?;
         let path = format!(
             "{}/events/{}/attendees",
             Self::cal_path(calendar_id),
@@ -545,6 +551,8 @@ impl FeishuClient {
     ) -> Result<Vec<Event>, FeishuError> {
         let endpoint =
             "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id/instances";
+        segment_id("calendar id", calendar_id)?;
+        segment_id("event id", event_id)?;
         let path = format!(
             "{}/events/{}/instances",
             Self::cal_path(calendar_id),
@@ -583,6 +591,7 @@ impl FeishuClient {
 
     /// Receive `calendar.calendar.event.changed_v4` for this calendar.
     pub async fn subscribe_events(&self, calendar_id: &str) -> Result<(), FeishuError> {
+        segment_id("calendar id", calendar_id)?;
         self.post_user(
             "POST /open-apis/calendar/v4/calendars/:calendar_id/events/subscription",
             &format!("{}/events/subscription", Self::cal_path(calendar_id)),
@@ -591,6 +600,7 @@ impl FeishuClient {
     }
 
     pub async fn unsubscribe_events(&self, calendar_id: &str) -> Result<(), FeishuError> {
+        segment_id("calendar id", calendar_id)?;
         self.post_user(
             "POST /open-apis/calendar/v4/calendars/:calendar_id/events/unsubscription",
             &format!("{}/events/unsubscription", Self::cal_path(calendar_id)),
@@ -793,10 +803,33 @@ fn next_page_token(
     }
 }
 
+/// What a path segment keeps as it is: RFC 3986 unreserved characters.
+/// Everything else (`/`, `?`, `#`, `%`, `+`, `@`, spaces, non-ASCII) is
+/// percent-encoded, so an id is always exactly one segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// One path segment of a Feishu API URL, percent-encoded.
 fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Refuses an id that cannot be one path segment. Encoding is not enough
+/// for dot segments: URL parsing (WHATWG, which reqwest applies) resolves
+/// `.` and `..` and also their encoded forms `%2e` / `%2E%2e`, so a calendar
+/// id of `..` would reach another endpoint whatever its spelling. Such ids
+/// (and empty ones) are refused before any request is made.
+fn segment_id<'a>(what: &str, id: &'a str) -> Result<&'a str, FeishuError> {
+    let decoded_dots = id.to_ascii_lowercase().replace("%2e", ".");
+    if id.is_empty() || decoded_dots == "." || decoded_dots == ".." {
+        return Err(FeishuError::Config(format!(
+            "{what} {id:?} cannot be used in a Feishu API URL (empty or a dot segment)"
+        )));
+    }
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -422,6 +422,7 @@ pub(crate) fn parse_inbound(payload: &[u8]) -> Result<Inbound, HintError> {
         let dedupe_key = non_empty(header.event_id).ok_or(HintError::MissingField {
             field: "header.event_id",
         })?;
+        no_control("header.event_id", &dedupe_key)?;
         let event_type = non_empty(header.event_type).ok_or(HintError::MissingField {
             field: "header.event_type",
         })?;
@@ -440,6 +441,7 @@ pub(crate) fn parse_inbound(payload: &[u8]) -> Result<Inbound, HintError> {
     } else {
         // v1
         let dedupe_key = non_empty(env.uuid).ok_or(HintError::MissingField { field: "uuid" })?;
+        no_control("uuid", &dedupe_key)?;
         let event = event.ok_or(HintError::MissingField { field: "event" })?;
         let probe: V1Probe =
             serde_json::from_str(event.get()).map_err(|e| HintError::InvalidField {
@@ -463,6 +465,20 @@ pub(crate) fn parse_inbound(payload: &[u8]) -> Result<Inbound, HintError> {
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
+}
+
+/// Refuses an identifier holding a control character. Feishu ids never
+/// contain one, and the store cannot key by them (U+001F is its key
+/// separator): such a delivery is a bad request (400), not a server fault
+/// that Feishu would retry for hours.
+fn no_control(field: &'static str, value: &str) -> Result<(), HintError> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(HintError::InvalidField {
+            field,
+            reason: format!("contains the control character U+{:04X}", u32::from(c)),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Scales an epoch value of unknown unit to milliseconds: values below 10^11
@@ -504,6 +520,7 @@ fn parse_v2_body(event_type: &str, event: Option<&RawValue>) -> Result<ChangeHin
             let calendar_id = non_empty(b.calendar_id).ok_or(HintError::MissingField {
                 field: "event.calendar_id",
             })?;
+            no_control("event.calendar_id", &calendar_id)?;
             Ok(ChangeHint::CalendarEventChanged {
                 calendar_id,
                 event_id: non_empty(b.calendar_event_id),

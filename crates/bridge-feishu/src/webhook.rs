@@ -28,8 +28,16 @@
 //!
 //! [`router`] serves `POST /webhook/event` on top of it and deduplicates
 //! through a [`DeliverySink`]: accepted and duplicate deliveries answer 200
-//! `{"msg":"success"}`; a sink failure answers 500 so that Feishu retries.
-//! Nothing is recorded for a rejected request.
+//! `{"msg":"success"}`; a sink that cannot make the hint durable right now
+//! ([`DeliveryError::Unavailable`], e.g. a full disk) answers 503, any other
+//! sink failure 500, so that Feishu retries either way. Nothing is recorded
+//! for a rejected request.
+//!
+//! The route bounds what a client can hold: a body must arrive within
+//! [`WebhookConfig::body_timeout`] (else 408 and the connection is closed),
+//! and bodies being read share a memory budget
+//! ([`WebhookConfig::max_inflight_body_bytes`], reserved by their declared
+//! length; a request that does not fit gets 503 at once).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -40,9 +48,9 @@ use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use async_trait::async_trait;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
@@ -69,6 +77,11 @@ pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 /// Default maximum age of an event's `create_time`: 8 hours (Feishu retries
 /// for up to ~7.1 hours).
 pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(8 * 3600);
+/// Default time a client has to send the whole body: 10 s (Feishu itself
+/// gives up after 3 s).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default memory budget of all bodies being read at once: 16 MiB.
+pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
@@ -88,6 +101,11 @@ pub struct WebhookConfig {
     pub max_skew: Duration,
     /// Oldest accepted event `create_time`.
     pub max_event_age: Duration,
+    /// Time a client has to send the body (408 and close after).
+    pub body_timeout: Duration,
+    /// Bodies being read at once, by their declared length (the full
+    /// `max_body_bytes` when none is declared); above it, 503 at once.
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Default for WebhookConfig {
@@ -98,6 +116,8 @@ impl Default for WebhookConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_skew: DEFAULT_MAX_SKEW,
             max_event_age: DEFAULT_MAX_EVENT_AGE,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
         }
     }
 }
@@ -111,6 +131,8 @@ impl fmt::Debug for WebhookConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_skew", &self.max_skew)
             .field("max_event_age", &self.max_event_age)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
             .finish()
     }
 }
@@ -423,6 +445,31 @@ fn check_token(config: &WebhookConfig, token: Option<&str>) -> Result<(), Webhoo
 // ---------------------------------------------------------------------------
 // Dedupe and hand-off
 
+/// Why a [`DeliverySink`] did not take a delivery. Either way nothing is
+/// recorded and Feishu retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The hint cannot be made durable right now (store I/O trouble such as
+    /// a full disk): the webhook answers 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Any other failure: the webhook answers 500.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for DeliveryError {
+    fn from(s: String) -> Self {
+        DeliveryError::Failed(s)
+    }
+}
+
+impl From<&str> for DeliveryError {
+    fn from(s: &str) -> Self {
+        DeliveryError::Failed(s.to_owned())
+    }
+}
+
 /// Where accepted deliveries go. The store implements it; it must make the
 /// dirty mark durable in [`DeliverySink::accept`] before returning, because
 /// the webhook answers 200 right after.
@@ -434,11 +481,11 @@ fn check_token(config: &WebhookConfig, token: Option<&str>) -> Result<(), Webhoo
 #[async_trait]
 pub trait DeliverySink: Send + Sync {
     /// Records the dedupe key; returns true when it was already recorded.
-    async fn seen_or_insert(&self, dedupe_key: &str) -> Result<bool, String>;
+    async fn seen_or_insert(&self, dedupe_key: &str) -> Result<bool, DeliveryError>;
     /// Takes a new delivery (marks the calendar dirty, durably).
-    async fn accept(&self, delivery: Delivery) -> Result<(), String>;
+    async fn accept(&self, delivery: Delivery) -> Result<(), DeliveryError>;
     /// Removes a dedupe key recorded by `seen_or_insert` whose `accept` failed.
-    async fn forget(&self, dedupe_key: &str) -> Result<(), String>;
+    async fn forget(&self, dedupe_key: &str) -> Result<(), DeliveryError>;
 }
 
 /// An in-memory [`DeliverySink`] for tests: remembers keys and accepted
@@ -495,7 +542,7 @@ impl MemoryDeliveries {
 
 #[async_trait]
 impl DeliverySink for MemoryDeliveries {
-    async fn seen_or_insert(&self, dedupe_key: &str) -> Result<bool, String> {
+    async fn seen_or_insert(&self, dedupe_key: &str) -> Result<bool, DeliveryError> {
         let mut inner = self.lock();
         if inner.fail_seen {
             return Err("dedupe store unavailable (injected)".into());
@@ -503,7 +550,7 @@ impl DeliverySink for MemoryDeliveries {
         Ok(!inner.seen.insert(dedupe_key.to_owned()))
     }
 
-    async fn accept(&self, delivery: Delivery) -> Result<(), String> {
+    async fn accept(&self, delivery: Delivery) -> Result<(), DeliveryError> {
         let mut inner = self.lock();
         if inner.failing_accepts > 0 {
             inner.failing_accepts -= 1;
@@ -513,7 +560,7 @@ impl DeliverySink for MemoryDeliveries {
         Ok(())
     }
 
-    async fn forget(&self, dedupe_key: &str) -> Result<(), String> {
+    async fn forget(&self, dedupe_key: &str) -> Result<(), DeliveryError> {
         self.lock().seen.remove(dedupe_key);
         Ok(())
     }
@@ -525,6 +572,12 @@ impl DeliverySink for MemoryDeliveries {
 struct RouteState {
     config: WebhookConfig,
     sink: Arc<dyn DeliverySink>,
+    /// The in-flight body budget in KiB (semaphore permits are `u32`).
+    body_budget: Arc<tokio::sync::Semaphore>,
+}
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
 }
 
 /// `POST /webhook/event`, answering as described in the module docs.
@@ -540,10 +593,18 @@ pub fn router(config: WebhookConfig, sink: Arc<dyn DeliverySink>) -> Router {
         );
     }
     let limit = config.max_body_bytes;
+    let budget = kib(config.max_inflight_body_bytes.max(limit)) as usize;
+    let body_budget = Arc::new(tokio::sync::Semaphore::new(
+        budget.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     Router::new()
         .route(WEBHOOK_PATH, post(handle))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(Arc::new(RouteState { config, sink }))
+        .with_state(Arc::new(RouteState {
+            config,
+            sink,
+            body_budget,
+        }))
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
@@ -554,7 +615,79 @@ fn success() -> Response {
     json_response(StatusCode::OK, serde_json::json!({"msg": "success"}))
 }
 
-async fn handle(State(state): State<Arc<RouteState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A refusal that also closes the connection (the rest of the body, if
+/// any, is not read).
+fn closing(status: StatusCode, msg: &str) -> Response {
+    let mut r = json_response(status, serde_json::json!({ "msg": msg }));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Reads the body within the budget and the time limit; `Err` is the answer.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response, returned at once"
+)]
+async fn read_body(state: &RouteState, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let limit = state.config.max_body_bytes;
+    let declared = header(headers, header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(size) = declared.filter(|&n| n > limit) {
+        let e = WebhookError::TooLarge { size, limit };
+        return Err(closing(e.status(), &e.to_string()));
+    }
+    let Ok(_permit) = state
+        .body_budget
+        .try_acquire_many(kib(declared.unwrap_or(limit)))
+    else {
+        tracing::debug!("webhook request refused: too many request bodies in flight");
+        let mut r = closing(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
+    };
+    match tokio::time::timeout(state.config.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                let e = WebhookError::TooLarge {
+                    size: limit + 1,
+                    limit,
+                };
+                Err(closing(e.status(), &e.to_string()))
+            } else {
+                Err(closing(
+                    StatusCode::BAD_REQUEST,
+                    "cannot read the request body",
+                ))
+            }
+        }
+        Err(_) => {
+            tracing::debug!(
+                timeout_s = state.config.body_timeout.as_secs(),
+                "webhook request body not received in time"
+            );
+            Err(closing(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            ))
+        }
+    }
+}
+
+async fn handle(State(state): State<Arc<RouteState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let body = match read_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
     let delivery = match process(&state.config, &headers, &body, SystemTime::now()) {
         Ok(Outcome::Challenge(challenge)) => {
             tracing::info!("answered webhook URL verification");
@@ -570,7 +703,16 @@ async fn handle(State(state): State<Arc<RouteState>>, headers: HeaderMap, body: 
 
     match hand_off(state.sink.as_ref(), delivery).await {
         Ok(_) => success(),
-        Err(_) => json_response(
+        Err(DeliveryError::Unavailable(_)) => {
+            let mut r = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"msg": "delivery not recorded: storage unavailable"}),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("15"));
+            r
+        }
+        Err(DeliveryError::Failed(_)) => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             serde_json::json!({"msg": "delivery not recorded"}),
         ),
@@ -590,7 +732,10 @@ pub enum HandOff {
 /// on [`DeliverySink`]). Used by the webhook route and by
 /// [`crate::ws::SinkHandler`]. An `Err` means nothing was recorded and the
 /// delivery should be retried by Feishu.
-pub async fn hand_off(sink: &dyn DeliverySink, delivery: Delivery) -> Result<HandOff, String> {
+pub async fn hand_off(
+    sink: &dyn DeliverySink,
+    delivery: Delivery,
+) -> Result<HandOff, DeliveryError> {
     let key = delivery.dedupe_key.clone();
     let event_type = delivery.event_type.clone();
     if let ChangeHint::Unknown { .. } = delivery.hint {
@@ -624,7 +769,6 @@ pub async fn hand_off(sink: &dyn DeliverySink, delivery: Delivery) -> Result<Han
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     const KEY: &str = "test key";
     const VECTOR: &str = "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk=";

@@ -44,7 +44,8 @@ pub struct Store {
 struct Inner {
     // Field order matters: the database (and its file lock) is dropped
     // before the in-process claim on the path is released.
-    db: Db,
+    // `Db(None)` only between a failed [`Store::reopen`] and the next one.
+    db: std::sync::RwLock<Db>,
     path: PathBuf,
     _claim: Option<Claim>,
 }
@@ -282,7 +283,7 @@ fn open_blocking(path: PathBuf, refuse_empty: bool) -> Result<Store, StoreError>
     debug!(path = %path.display(), ?found, "store opened");
     Ok(Store {
         inner: Arc::new(Inner {
-            db: Db(Some(db)),
+            db: std::sync::RwLock::new(Db(Some(db))),
             path,
             _claim: Some(claim),
         }),
@@ -483,7 +484,11 @@ impl Store {
                     reason: "the integrity check needs the only handle to the store".into(),
                 });
             };
-            match inner.db.check_integrity() {
+            let db = inner.db.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let Some(db) = db.0.as_mut() else {
+                return Err(classify(&path, Fault::Db(redb::Error::PreviousIo).into()));
+            };
+            match db.check_integrity() {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(StoreError::Damaged {
@@ -495,7 +500,7 @@ impl Store {
                 }
                 Err(e) => return Err(classify(&path, Fault::from(e).into())),
             }
-            read(&inner.db, |txn| {
+            read(db, |txn| {
                 all::<Cursor>(&txn.open_table(CALENDAR_TO_CURSOR)?)?;
                 all::<Snapshot>(&txn.open_table(EVENT_TO_SNAPSHOT)?)?;
                 all::<Record>(&txn.open_table(SINK_EVENT_TO_RECORD)?)?;
@@ -525,7 +530,7 @@ impl Store {
             schema::prepare(&db, &path)?;
             Ok(Store {
                 inner: Arc::new(Inner {
-                    db: Db(Some(db)),
+                    db: std::sync::RwLock::new(Db(Some(db))),
                     path,
                     _claim: None,
                 }),
@@ -551,9 +556,46 @@ impl Store {
     {
         let inner = Arc::clone(&self.inner);
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&inner.db))).await {
+        let op = move || {
+            let db = inner.db.read().unwrap_or_else(PoisonError::into_inner);
+            match db.0.as_ref() {
+                Some(db) => f(db),
+                None => Err(Fault::Db(redb::Error::PreviousIo)),
+            }
+        };
+        match tokio::task::spawn_blocking(move || span.in_scope(op)).await {
             Ok(r) => r.map_err(|f| classify(&self.inner.path, f.into())),
             Err(e) => Err(join_error(&self.inner.path, e)),
+        }
+    }
+
+    /// Opens the database file again, after an I/O failure (a full disk):
+    /// redb refuses every operation after a failed write until the file is
+    /// reopened, so the daemon calls this to recover by itself once the
+    /// disk has room again. Waits for running operations; if the file
+    /// cannot be opened yet, operations fail until a later call succeeds.
+    pub async fn reopen(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let reopen = move || -> Result<(), StoreError> {
+            if inner._claim.is_none() {
+                return Ok(()); // in memory: nothing to reopen
+            }
+            let mut slot = inner.db.write().unwrap_or_else(PoisonError::into_inner);
+            // Release redb's file lock before opening the file again.
+            *slot = Db(None);
+            let file = open_private_file(&inner.path)?;
+            let db = Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create_file(file)
+                .map_err(Fault::from)?;
+            schema::prepare(&db, &inner.path)?;
+            *slot = Db(Some(db));
+            debug!(path = %inner.path.display(), "store reopened");
+            Ok(())
+        };
+        match tokio::task::spawn_blocking(reopen).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Task(e.to_string())),
         }
     }
 

@@ -137,7 +137,16 @@ pub(crate) fn client_config_json(c: &WsClientConfig) -> Value {
 enum ConnCmd {
     Send(Vec<u8>),
     Kill,
+    /// Send a Close frame with this code, then wait for the client's reply.
+    Close(u16),
 }
+
+/// Close code recorded when a client's connection ended with a Close frame
+/// without a status code (RFC 6455 §7.4.1, 1005).
+pub const CLOSE_NO_STATUS: u16 = 1005;
+/// Close code recorded when a client's connection ended without a Close
+/// frame (RFC 6455 §7.4.1, 1006).
+pub const CLOSE_ABNORMAL: u16 = 1006;
 
 #[derive(Debug)]
 struct Conn {
@@ -166,6 +175,9 @@ struct HubState {
     conns: HashMap<u64, Conn>,
     tickets: HashMap<String, Ticket>,
     waiters: HashMap<String, Waiter>,
+    /// How each client-side close ended, in order: the Close frame's code,
+    /// [`CLOSE_NO_STATUS`] or [`CLOSE_ABNORMAL`].
+    client_closes: Vec<u16>,
 }
 
 /// Live connections, tickets and ack waiters.
@@ -206,6 +218,13 @@ impl Hub {
             tracing::debug!(device_id = %conn.device_id, "long connection dropped");
         }
         s.waiters.retain(|_, w| w.conn != id);
+    }
+
+    /// Closes every socket with a Close frame carrying `code`.
+    fn close_all(&self, code: u16) {
+        for conn in lock(&self.state).conns.values() {
+            let _ = conn.tx.send(ConnCmd::Close(code));
+        }
     }
 
     fn pick(&self) -> Option<(u64, i32, mpsc::UnboundedSender<ConnCmd>)> {
@@ -355,6 +374,11 @@ async fn run_conn(inner: Arc<Inner>, socket: WebSocket, device_id: String, servi
     inner.ws.changed.send_modify(|v| *v += 1);
     tracing::debug!(%device_id, "long connection up");
     let (mut sink, mut stream) = socket.split();
+    let code_of = |msg: Option<Result<Message, axum::Error>>| match msg {
+        Some(Ok(Message::Close(frame))) => Some(frame.map_or(CLOSE_NO_STATUS, |f| f.code)),
+        Some(Err(_)) | None => Some(CLOSE_ABNORMAL),
+        Some(Ok(_)) => None,
+    };
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -362,6 +386,25 @@ async fn run_conn(inner: Arc<Inner>, socket: WebSocket, device_id: String, servi
                     if sink.send(Message::Binary(bytes.into())).await.is_err() {
                         break;
                     }
+                }
+                Some(ConnCmd::Close(code)) => {
+                    let frame = axum::extract::ws::CloseFrame {
+                        code,
+                        reason: "server closing".into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    // The client's reply (frames still in flight before it are skipped).
+                    let reply = tokio::time::timeout(Duration::from_secs(5), async {
+                        loop {
+                            if let Some(code) = code_of(stream.next().await) {
+                                return code;
+                            }
+                        }
+                    })
+                    .await
+                    .unwrap_or(CLOSE_ABNORMAL);
+                    lock(&inner.ws.state).client_closes.push(reply);
+                    break;
                 }
                 Some(ConnCmd::Kill) | None => break,
             },
@@ -373,7 +416,15 @@ async fn run_conn(inner: Arc<Inner>, socket: WebSocket, device_id: String, servi
                         break;
                     }
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(CLOSE_NO_STATUS, |f| f.code);
+                    lock(&inner.ws.state).client_closes.push(code);
+                    break;
+                }
+                Some(Err(_)) | None => {
+                    lock(&inner.ws.state).client_closes.push(CLOSE_ABNORMAL);
+                    break;
+                }
                 Some(Ok(_)) => {}
             },
         }
@@ -561,6 +612,21 @@ pub(crate) async fn deliver(inner: Arc<Inner>, msg: Arc<OutMsg>) {
         }
         tokio::time::sleep(schedule[retry]).await;
         retry += 1;
+    }
+}
+
+impl super::FeishuEmulator {
+    /// Closes every long connection with a Close frame carrying `code`
+    /// (1000: normal closure) and waits up to 5 s for each client's reply.
+    pub fn close_ws_connections(&self, code: u16) {
+        self.inner.ws.close_all(code);
+    }
+
+    /// How every long connection ended on the client's side, in order: the
+    /// code of the client's Close frame, [`CLOSE_NO_STATUS`] (a Close frame
+    /// without a code) or [`CLOSE_ABNORMAL`] (no Close frame at all).
+    pub fn ws_client_closes(&self) -> Vec<u16> {
+        lock(&self.inner.ws.state).client_closes.clone()
     }
 }
 

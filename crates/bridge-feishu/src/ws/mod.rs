@@ -98,6 +98,7 @@ impl PayloadHandler for SinkHandler {
         crate::webhook::hand_off(self.sink.as_ref(), delivery)
             .await
             .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::Socket;
@@ -51,14 +53,18 @@ pub(crate) async fn run(socket: Socket, mut ctx: SessionCtx<'_>) -> SessionEnd {
         while let Some(m) = rx.recv().await {
             if let Err(e) = sink.send(m).await {
                 tracing::debug!(error = %e, "long-connection write failed");
-                return;
+                break;
             }
         }
-        // All senders gone: close the socket politely.
+        // All senders gone (or the socket is closing): finish the closing
+        // handshake. tungstenite queues the reply to a server Close when it
+        // reads it, and this flushes it; after our own Close it flushes that.
         if let Err(e) = sink.close().await {
             tracing::debug!(error = %e, "long-connection close failed");
         }
     });
+    // The server sent a Close: our reply must go out before we reconnect.
+    let mut closed_by_server = false;
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut next_ping = Instant::now();
@@ -94,6 +100,7 @@ pub(crate) async fn run(socket: Socket, mut ctx: SessionCtx<'_>) -> SessionEnd {
                     None => break SessionEnd::Lost("the server closed the connection".into()),
                     Some(Err(e)) => break SessionEnd::Lost(format!("read error: {e}")),
                     Some(Ok(Message::Close(frame))) => {
+                        closed_by_server = true;
                         let why = frame.map_or_else(
                             || "no reason".to_owned(),
                             |f| format!("{} {}", f.code, f.reason),
@@ -131,17 +138,24 @@ pub(crate) async fn run(socket: Socket, mut ctx: SessionCtx<'_>) -> SessionEnd {
         );
         tasks.abort_all();
     }
+    if let SessionEnd::Cancelled = end {
+        // RFC 6455 §5.5.1: a Close frame with a status code, 1000 = normal.
+        let close = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "shutdown".into(),
+        };
+        let _ = tx.send(Message::Close(Some(close)));
+    }
     drop(tx);
-    match end {
-        SessionEnd::Cancelled => {
-            if tokio::time::timeout(Duration::from_secs(2), writer)
-                .await
-                .is_err()
-            {
-                tracing::debug!("long-connection close handshake timed out");
-            }
+    if matches!(end, SessionEnd::Cancelled) || closed_by_server {
+        if tokio::time::timeout(Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
+            tracing::debug!("long-connection close handshake timed out");
         }
-        SessionEnd::Lost(_) => writer.abort(),
+    } else {
+        writer.abort();
     }
     end
 }

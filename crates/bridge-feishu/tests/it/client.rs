@@ -478,3 +478,48 @@ async fn a_timeout_is_retried() {
     assert_eq!(stats.get(&(ep, 200)), Some(&1));
     emu.shutdown().await;
 }
+
+/// Issue #10 item 9: every id is exactly one percent-encoded path segment,
+/// and a dot segment (`.`, `..`, encoded or not) never reaches another
+/// endpoint: it is refused before any request.
+#[tokio::test]
+async fn ids_are_one_path_segment_and_dot_segments_reach_no_other_endpoint() {
+    let emu = emulator().await;
+    let user = emu.add_user("Dot");
+    let cal = emu.primary_calendar(&user);
+    let c = client(&emu);
+    for id in [".", "..", "%2e", "%2E%2e", ".%2E", ""] {
+        let err = c.list_events(Identity::Tenant, id, None).await.unwrap_err();
+        assert!(matches!(err, FeishuError::Config(_)), "{id:?}: {err}");
+        let err = c.get_calendar(Identity::Tenant, id).await.unwrap_err();
+        assert!(matches!(err, FeishuError::Config(_)), "{id:?}: {err}");
+        let err = c
+            .get_event(Identity::Tenant, &cal, id, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FeishuError::Config(_)), "{id:?}: {err}");
+        let err = c
+            .instances(Identity::Tenant, &cal, id, 0, 86_400)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FeishuError::Config(_)), "{id:?}: {err}");
+    }
+    let api: Vec<_> = emu
+        .calls()
+        .into_iter()
+        .filter(|call| call.path.contains("/calendar/v4"))
+        .map(|call| call.path)
+        .collect();
+    assert!(api.is_empty(), "no calendar request was sent: {api:?}");
+
+    // Reserved characters stay inside their segment.
+    let odd = "a/b?c#d%e f+g";
+    let _ = c.get_event(Identity::Tenant, &cal, odd, false).await;
+    let paths: Vec<_> = emu.calls().into_iter().map(|call| call.path).collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.ends_with("/events/a%2Fb%3Fc%23d%25e%20f%2Bg")),
+        "{paths:?}"
+    );
+}

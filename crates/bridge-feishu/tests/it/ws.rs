@@ -335,3 +335,45 @@ async fn cancellation_during_reconnect_wait_returns_ok() {
     assert!(!task.is_finished());
     stop(cancel, task).await;
 }
+
+/// Issue #10 item 15: a server Close (1000) is answered with Close 1000
+/// before the client reconnects (RFC 6455 §5.5.1).
+#[tokio::test]
+async fn a_server_close_is_answered_with_close_1000_then_the_client_reconnects() {
+    let s = setup().await;
+    let sink = Arc::new(MemoryDeliveries::new());
+    let (cancel, task) = start(
+        &s.emu,
+        Arc::new(SinkHandler::new(Arc::clone(&sink) as Arc<dyn DeliverySink>)),
+    );
+    wait_until("connection", || s.emu.ws_connections() == 1).await;
+    s.emu.close_ws_connections(1000);
+    wait_until("the close to be recorded", || {
+        !s.emu.ws_client_closes().is_empty()
+    })
+    .await;
+    assert_eq!(s.emu.ws_client_closes(), vec![1000]);
+    wait_until("the reconnection", || s.emu.ws_connections() == 1).await;
+    stop(cancel, task).await;
+    s.emu.shutdown().await;
+}
+
+/// Issue #10 item 15: on shutdown the client sends Close 1000 (with its
+/// status code).
+#[tokio::test]
+async fn shutdown_sends_close_1000() {
+    let s = setup().await;
+    let sink = Arc::new(MemoryDeliveries::new());
+    let (cancel, task) = start(
+        &s.emu,
+        Arc::new(SinkHandler::new(Arc::clone(&sink) as Arc<dyn DeliverySink>)),
+    );
+    wait_until("connection", || s.emu.ws_connections() == 1).await;
+    stop(cancel, task).await;
+    wait_until("the close to be recorded", || {
+        !s.emu.ws_client_closes().is_empty()
+    })
+    .await;
+    assert_eq!(s.emu.ws_client_closes(), vec![1000]);
+    s.emu.shutdown().await;
+}
