@@ -67,7 +67,11 @@ async fn a_failed_write_is_one_failure_and_leaves_no_temporary_file() {
     assert_eq!(sr.errors.len(), 1, "{:?}", sr.errors);
     assert!(sr.errors[0].contains("cannot write"), "{:?}", sr.errors);
     assert_eq!(sr.created, 0);
-    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
 
     // Fixed: the next pass after the retry time writes the file.
     std::fs::remove_dir(dir.path().join(file_name(&cal().id))).unwrap();
