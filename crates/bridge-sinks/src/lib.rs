@@ -8,3 +8,4 @@
 
 pub mod google;
 pub mod ics;
+pub mod memory;

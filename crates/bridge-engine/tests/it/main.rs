@@ -1,3 +1,4 @@
 //! Integration tests of bridge-engine (one test binary).
 
 mod model;
+mod passes;
