@@ -137,7 +137,9 @@ pub struct Engine {
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
-fn in_window(window: Option<Window>, now: i64, item: &Item) -> bool {
+/// Whether the pass may write `item` now: everything without a window; a
+/// series reaches into the window from any start before its end.
+pub fn in_window(window: Option<Window>, now: i64, item: &Item) -> bool {
     let Some(w) = window else { return true };
     let from = now - i64::from(w.past_days) * 86_400;
     let to = now + i64::from(w.future_days) * 86_400;
