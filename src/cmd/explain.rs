@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use bridge_core::feishu::{Event, EventStatus};
 use bridge_core::{
-    EventKey, Item, Privacy, RenderOptions, Revision, content_hash, map_event, render_calendar,
+    EventKey, Item, Privacy, RenderOptions, Revision, content_hash, map_event, render_event,
 };
 use bridge_feishu::FeishuError;
 use bridge_feishu::client::{FeishuClient, Identity};
@@ -64,51 +64,6 @@ struct Mapping {
     /// A sentence on how it appears in a calendar.
     note: String,
     item: Option<Item>,
-}
-
-/// The VEVENT blocks of a rendered calendar, folded, `\n` line ends.
-fn vevents(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in text.split("\r\n") {
-        if line == "BEGIN:VEVENT" {
-            cur = Some(String::new());
-        }
-        if let Some(block) = cur.as_mut() {
-            block.push_str(line);
-            block.push('\n');
-        }
-        if line == "END:VEVENT"
-            && let Some(block) = cur.take()
-        {
-            out.push(block);
-        }
-    }
-    out
-}
-
-/// A block's content lines, unfolded.
-fn unfolded_lines(block: &str) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    for line in block.lines() {
-        match (line.strip_prefix(' '), lines.last_mut()) {
-            (Some(cont), Some(last)) => last.push_str(cont),
-            _ => lines.push(line.to_owned()),
-        }
-    }
-    lines
-}
-
-fn has_prop(block: &str, name: &str) -> bool {
-    unfolded_lines(block)
-        .iter()
-        .any(|l| l.starts_with(&format!("{name}:")) || l.starts_with(&format!("{name};")))
-}
-
-fn has_uid(block: &str, uid: &str) -> bool {
-    unfolded_lines(block)
-        .iter()
-        .any(|l| l.strip_prefix("UID:") == Some(uid))
 }
 
 /// Maps `ev` and renders it with `companions` (its master, or a master's
@@ -159,26 +114,14 @@ fn mapping(
         timezone: None,
         revisions,
     };
-    let rendered = render_calendar(&items, &opts);
-    warnings.extend(
-        rendered
-            .warnings
-            .into_iter()
-            .filter(|w| w.event_id.as_deref().is_none_or(|e| e == id)),
-    );
-    let blocks = vevents(&rendered.text);
-    let pick = |f: &dyn Fn(&str) -> bool| -> String {
-        blocks
-            .iter()
-            .filter(|b| f(b))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("")
-    };
+    // The VEVENT(s) showing this event, as the ICS sink renders them.
+    let (shown, render_warnings) = render_event(&items, key, &opts);
+    warnings.extend(render_warnings);
+    let shown = shown.replace("\r\n", "\n");
     let (kind, ics, note) = match (&item, key.is_base()) {
         (Item::Event(e), true) => (
             "event",
-            pick(&|b| has_uid(b, key.uid()) && !has_prop(b, "RECURRENCE-ID")),
+            shown,
             if e.rrule.is_some() {
                 "a recurring series: one VEVENT with RRULE (cancelled occurrences as EXDATE)"
                     .to_owned()
@@ -188,7 +131,7 @@ fn mapping(
         ),
         (Item::Event(_), false) if recurring_master => (
             "exception",
-            pick(&|b| has_uid(b, key.uid()) && has_prop(b, "RECURRENCE-ID")),
+            shown,
             format!(
                 "a modified occurrence of series {}: a VEVENT with the series UID and RECURRENCE-ID",
                 key.master()
@@ -196,7 +139,7 @@ fn mapping(
         ),
         (Item::Event(_), false) => (
             "exception",
-            pick(&|b| has_uid(b, &id)),
+            shown,
             format!(
                 "a modified occurrence whose master {} is not in the store: a standalone VEVENT with UID {id}",
                 key.master()
@@ -204,7 +147,7 @@ fn mapping(
         ),
         (Item::Cancelled(_), false) if recurring_master => (
             "cancelled occurrence",
-            pick(&|b| has_uid(b, key.uid()) && !has_prop(b, "RECURRENCE-ID")),
+            shown,
             format!(
                 "a cancelled occurrence: an EXDATE on the master {} (shown)",
                 key.master()
@@ -234,14 +177,11 @@ fn mapping(
 /// Whether the engine would write this item now (`None`: no window).
 fn in_window(loaded: &Loaded, now: i64, item: &Item) -> Option<bool> {
     let sync = &loaded.config.sync;
-    let (past, future) = (sync.window_past_days?, sync.window_future_days?);
-    let from = now - i64::from(past) * 86_400;
-    let to = now + i64::from(future) * 86_400;
-    Some(match item {
-        Item::Cancelled(_) => true,
-        Item::Event(e) if e.rrule.is_some() => e.start.instant() < to,
-        Item::Event(e) => e.start.instant() < to && e.end.instant() >= from,
-    })
+    let window = bridge_engine::Window {
+        past_days: sync.window_past_days?,
+        future_days: sync.window_future_days?,
+    };
+    Some(bridge_engine::in_window(Some(window), now, item))
 }
 
 // ----- per sink -----
@@ -882,15 +822,5 @@ mod tests {
         assert!(
             decide(now, None, false, None, Some(&stored("v1:aa")), None).starts_with("deleted")
         );
-    }
-
-    #[test]
-    fn vevent_blocks_and_folded_uids() {
-        let text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:abc\r\n d\r\nRECURRENCE-ID:1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
-        let b = vevents(text);
-        assert_eq!(b.len(), 1);
-        assert!(has_uid(&b[0], "abcd"));
-        assert!(has_prop(&b[0], "RECURRENCE-ID"));
-        assert!(!has_prop(&b[0], "RRULE"));
     }
 }

@@ -33,12 +33,7 @@ pub(crate) struct Args {
 }
 
 fn op_json(op: &Op) -> serde_json::Value {
-    let (kind, key) = match op {
-        Op::Create(k) => ("create", k),
-        Op::Update(k) => ("update", k),
-        Op::Delete(k) => ("delete", k),
-    };
-    serde_json::json!({"op": kind, "event_id": key.to_string()})
+    serde_json::json!({"op": op.kind(), "event_id": op.key().to_string(), "reason": op.reason()})
 }
 
 fn report_json(r: &CalendarReport) -> serde_json::Value {
@@ -111,13 +106,9 @@ fn print_human(r: &CalendarReport) {
             println!("    PAUSED: {p}");
         }
         if r.dry_run {
+            // The planner's own decisions, with the rule behind each.
             for op in &s.ops {
-                let (kind, key) = match op {
-                    Op::Create(k) => ("create", k),
-                    Op::Update(k) => ("update", k),
-                    Op::Delete(k) => ("delete", k),
-                };
-                println!("    {kind:<6} {key}");
+                println!("    {:<6} {}: {}", op.kind(), op.key(), op.reason());
             }
         }
         for e in s.errors.iter().take(20) {

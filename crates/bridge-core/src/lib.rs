@@ -20,7 +20,7 @@ pub mod series;
 pub use hash::{ContentHash, content_hash};
 pub use ics::{
     RenderOptions, RenderSummary, Rendered, Revision, render_calendar, render_calendar_to,
-    render_series_to,
+    render_event, render_series_to,
 };
 pub use key::{EventKey, KeyError};
 pub use map::{MapError, Mapped, Warning, map_event, map_events};

@@ -55,6 +55,26 @@ impl Op {
             Op::Create(k) | Op::Update(k) | Op::Delete(k) => k,
         }
     }
+
+    /// The planner's name for the op (`create`, `update`, `delete`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Create(_) => "create",
+            Op::Update(_) => "update",
+            Op::Delete(_) => "delete",
+        }
+    }
+
+    /// Why [`plan`] decided it: the rule that produced each kind of op.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Op::Create(_) => "live in the source, not recorded for the sink",
+            Op::Update(_) => {
+                "its content hash differs from the one last applied (or the target changed it)"
+            }
+            Op::Delete(_) => "recorded for the sink, no longer live in the source",
+        }
+    }
 }
 
 /// Limits of one planning run.

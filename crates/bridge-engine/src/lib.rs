@@ -17,6 +17,8 @@ pub use bridge_target::{
     RemoteRef, Replica, ReplicaInput, SeriesOps, SeriesOutcome, Sink, SinkError, StateStore,
     Target,
 };
-pub use engine::{CalendarReport, Engine, EngineConfig, EngineError, Mode, SinkReport, Window};
+pub use engine::{
+    CalendarReport, Engine, EngineConfig, EngineError, Mode, SinkReport, Window, in_window,
+};
 pub use state::SinkState;
 pub use traits::{Listing, Source, SourceError};

@@ -9,3 +9,4 @@
 pub mod config;
 pub mod google;
 pub mod ics;
+pub mod memory;

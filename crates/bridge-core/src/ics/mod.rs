@@ -7,5 +7,5 @@ pub mod write;
 
 pub use render::{
     PRODID, Privacy, RenderOptions, RenderSummary, Rendered, Revision, render_calendar,
-    render_calendar_to, render_series_to,
+    render_calendar_to, render_event, render_series_to,
 };

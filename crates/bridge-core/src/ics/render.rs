@@ -342,6 +342,42 @@ pub fn render_calendar_to<'a>(
     render_series(&series, warnings, opts, out)
 }
 
+/// The VEVENT(s) that show the item `key` among `items`, as a calendar of
+/// them would hold them (folded, CRLF line ends), and the warnings about
+/// it: the event itself, an override or a standalone orphan; for a
+/// cancelled occurrence, its master (which carries the EXDATE). Empty when
+/// nothing shows it (a deleted event, a cancellation without its master).
+pub fn render_event<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    key: &EventKey,
+    opts: &RenderOptions,
+) -> (String, Vec<Warning>) {
+    let mut warnings = Vec::new();
+    let series = crate::series::group_noting(items, &mut warnings);
+    let fixes = wall_clock_fixes(&series);
+    let (planned, _) = plan_vevents(&series, &fixes, &mut warnings);
+    let own = |v: &&Vevent<'_>| v.ev.key == *key;
+    let master_of_cancelled = |v: &&Vevent<'_>| {
+        series
+            .iter()
+            .any(|s| s.is_cancelled(key) && s.master().is_some())
+            && v.ev.key == key.master()
+    };
+    let shown: Vec<&Vevent<'_>> = if planned.iter().any(|v| own(&v)) {
+        planned.iter().filter(own).collect()
+    } else {
+        planned.iter().filter(master_of_cancelled).collect()
+    };
+    let mut text = String::new();
+    let mut scratch = Zones::default();
+    for v in shown {
+        vevent(v, opts, &mut scratch).write_to(&mut text);
+    }
+    let id = key.to_string();
+    warnings.retain(|w| w.event_id.as_deref().is_none_or(|e| e == id));
+    (text, warnings)
+}
+
 /// Renders series (as [`crate::series::group`] makes them) into one
 /// VCALENDAR, streamed into `out`: what projections publish.
 pub fn render_series_to(
@@ -352,23 +388,20 @@ pub fn render_series_to(
     render_series(series, Vec::new(), opts, out)
 }
 
-fn render_series(
-    series: &[Series<'_>],
-    mut warnings: Vec<Warning>,
-    opts: &RenderOptions,
-    out: &mut impl std::io::Write,
-) -> std::io::Result<RenderSummary> {
+/// Phase 1 of a rendering: every VEVENT (borrowing the items), in output
+/// order, and the years each TZID must cover (rule ends of masters).
+/// `fixes` holds each series' [`Series::wall_clock_fix`]: a series whose
+/// first occurrence is the second of two equal wall-clock times, or spans
+/// an offset change, is written as the fixed master plus an override of
+/// that occurrence (see `instant::fix_series`).
+fn plan_vevents<'a>(
+    series: &'a [Series<'a>],
+    fixes: &'a [Option<SeriesFix>],
+    warnings: &mut Vec<Warning>,
+) -> (Vec<Vevent<'a>>, Zones) {
     let mut zones = Zones::default();
-    // Phase 1 decides every VEVENT (borrowing the items) and the years each
-    // TZID must cover; phase 2 writes the header, the VTIMEZONEs and the
-    // VEVENTs one by one into a single buffer.
-    // Series whose first occurrence is the second of two equal wall-clock
-    // times, or spans an offset change: the master as written plus an
-    // override of that occurrence (see `instant::fix_series`).
-    let fixes: Vec<Option<SeriesFix>> = series.iter().map(Series::wall_clock_fix).collect();
-    let mut planned: Vec<Vevent<'_>> = Vec::with_capacity(series.len());
-    let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for (s, fix) in series.iter().zip(&fixes) {
+    let mut planned: Vec<Vevent<'a>> = Vec::with_capacity(series.len());
+    for (s, fix) in series.iter().zip(fixes) {
         let master = s.master();
         if let Some(base) = s.base {
             let exdates = match master {
@@ -426,6 +459,25 @@ fn render_series(
             planned.push(v);
         }
     }
+    (planned, zones)
+}
+
+fn wall_clock_fixes(series: &[Series<'_>]) -> Vec<Option<SeriesFix>> {
+    series.iter().map(Series::wall_clock_fix).collect()
+}
+
+fn render_series(
+    series: &[Series<'_>],
+    mut warnings: Vec<Warning>,
+    opts: &RenderOptions,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<RenderSummary> {
+    // Phase 1 decides every VEVENT and the years each TZID must cover;
+    // phase 2 writes the header, the VTIMEZONEs and the VEVENTs one by one
+    // into a single buffer.
+    let fixes = wall_clock_fixes(series);
+    let (planned, mut zones) = plan_vevents(series, &fixes, &mut warnings);
+    let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
     for v in &planned {
         note_zones(v, &mut zones);
         if let Some(tz) = v.ev.start.tz() {
@@ -498,5 +550,52 @@ mod tests {
         assert_eq!(duration(1440), "-P1D");
         assert_eq!(duration(1530), "-P1DT1H30M");
         assert_eq!(duration(-480), "PT8H");
+    }
+
+    fn event(uid: &str, t: i64, rule: bool) -> Item {
+        Item::Event(Box::new(CanonicalEvent {
+            key: EventKey::new(uid, t).unwrap(),
+            start: EventTime::Utc(1_700_000_000 + t),
+            end: EventTime::Utc(1_700_003_600 + t),
+            rrule: rule.then(|| "FREQ=DAILY".to_owned()),
+            rrule_bound: None,
+            summary: format!("{uid} {t}"),
+            description: String::new(),
+            location: None,
+            geo: None,
+            url: None,
+            conference: None,
+            status: None,
+            class: None,
+            transparent: false,
+            alarms: Vec::new(),
+            organizer: None,
+            attendees: Vec::new(),
+            created: None,
+        }))
+    }
+
+    #[test]
+    fn render_event_shows_what_shows_the_key() {
+        let k = |u: &str, t| EventKey::new(u, t).unwrap();
+        let items = [
+            event("a", 0, true),
+            event("a", 86_400, false),
+            Item::Cancelled(k("a", 172_800)),
+            event("b", 100, false),
+        ];
+        let opts = RenderOptions::default();
+        let (master, _) = render_event(&items, &k("a", 0), &opts);
+        assert_eq!(master.matches("BEGIN:VEVENT").count(), 1);
+        assert!(master.contains("RRULE:") && master.contains("EXDATE:"));
+        let (over, _) = render_event(&items, &k("a", 86_400), &opts);
+        assert!(over.contains("RECURRENCE-ID:") && !over.contains("RRULE"));
+        let (gone, _) = render_event(&items, &k("a", 172_800), &opts);
+        assert_eq!(gone, master, "a cancellation is shown by its master");
+        let (orphan, warnings) = render_event(&items, &k("b", 100), &opts);
+        assert!(orphan.contains("UID:b_100"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let (nothing, _) = render_event(&items, &k("c", 0), &opts);
+        assert!(nothing.is_empty());
     }
 }

@@ -1,0 +1,168 @@
+//! An in-memory replica: the smallest target behind the seam, used by the
+//! engine's own tests (and a template for a new replica). It keeps every
+//! written item under a remote id of its own, adopts an item it already
+//! holds for the same key (as real replicas do through their tags), and can
+//! be told to fail the next writes or to pause.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge_core::plan::Op;
+use bridge_core::{CanonicalEvent, EventKey, Privacy};
+use bridge_target::{
+    ItemOutcome, RemoteRef, Replica, ReplicaInput, SeriesOutcome, Sink, SinkError, Target,
+};
+
+/// What the replica holds for one source item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Held {
+    /// A single event, a master, an override or an orphan, as shown.
+    Event(Box<CanonicalEvent>),
+    /// A cancelled occurrence of a master (an EXDATE, in calendar terms).
+    Cancelled,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Source key -> (remote id, what is held).
+    items: BTreeMap<EventKey, (String, Held)>,
+    next_id: u64,
+    writes: u64,
+    /// Transient failures to answer for the next writes.
+    fail_next: u32,
+    paused: Option<String>,
+}
+
+/// The in-memory replica.
+#[derive(Debug)]
+pub struct MemoryReplica {
+    id: String,
+    privacy: Privacy,
+    inner: Mutex<Inner>,
+}
+
+impl MemoryReplica {
+    /// A replica with sink id `memory:<name>`.
+    pub fn new(name: &str, privacy: Privacy) -> Self {
+        Self {
+            id: format!("memory:{name}"),
+            privacy,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything held, by source key.
+    pub fn items(&self) -> BTreeMap<EventKey, Held> {
+        self.lock()
+            .items
+            .iter()
+            .map(|(k, (_, h))| (k.clone(), h.clone()))
+            .collect()
+    }
+
+    /// Writes (creates, updates, deletes) done so far.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// The next `n` writes fail with a transient error.
+    pub fn fail_next(&self, n: u32) {
+        self.lock().fail_next = n;
+    }
+
+    /// Pauses the replica (as revoked credentials would) or resumes it.
+    pub fn set_paused(&self, reason: Option<&str>) {
+        self.lock().paused = reason.map(str::to_owned);
+    }
+}
+
+impl Sink for MemoryReplica {
+    fn target(&self) -> Target<'_> {
+        Target::Replica(self)
+    }
+}
+
+#[async_trait]
+impl Replica for MemoryReplica {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn paused(&self) -> Option<String> {
+        self.lock().paused.clone()
+    }
+
+    async fn apply(&self, input: ReplicaInput<'_>) -> Vec<SeriesOutcome> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(input.ops.len());
+        for so in input.ops {
+            let mut items = Vec::with_capacity(so.ops.len());
+            for op in &so.ops {
+                let result = if let Some(reason) = &inner.paused {
+                    Err(SinkError::Paused(reason.clone()))
+                } else if inner.fail_next > 0 {
+                    inner.fail_next -= 1;
+                    Err(SinkError::Transient {
+                        message: "injected failure".to_owned(),
+                        retry_after: Some(Duration::from_secs(60)),
+                    })
+                } else {
+                    Ok(write(&mut inner, so.series, op, self.privacy))
+                };
+                items.push(ItemOutcome {
+                    op: op.clone(),
+                    result,
+                });
+            }
+            out.push(SeriesOutcome {
+                uid: so.uid.to_owned(),
+                items,
+            });
+        }
+        out
+    }
+}
+
+/// One write; the remote id of an item already held for the key is kept.
+fn write(
+    inner: &mut Inner,
+    series: Option<&bridge_core::Series<'_>>,
+    op: &Op,
+    privacy: Privacy,
+) -> RemoteRef {
+    inner.writes += 1;
+    let key = op.key();
+    if let Op::Delete(_) = op {
+        let id = inner
+            .items
+            .remove(key)
+            .map(|(id, _)| id)
+            .unwrap_or_default();
+        return RemoteRef { id, etag: None };
+    }
+    let held = match series.and_then(|s| s.event(key)) {
+        Some(ev) => Held::Event(Box::new(
+            bridge_core::privacy::project(ev, privacy).into_owned(),
+        )),
+        None => Held::Cancelled,
+    };
+    let id = match inner.items.get(key) {
+        Some((id, _)) => id.clone(),
+        None => {
+            inner.next_id += 1;
+            format!("m{}", inner.next_id)
+        }
+    };
+    let etag = format!("\"{}\"", inner.writes);
+    inner.items.insert(key.clone(), (id.clone(), held));
+    RemoteRef {
+        id,
+        etag: Some(etag),
+    }
+}
