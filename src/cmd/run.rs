@@ -490,10 +490,22 @@ async fn heal_store(engine: Arc<Engine>, metrics: Arc<Metrics>, cancel: Cancella
 /// Runs the worker; a failure (the store cannot write) does not stop the
 /// daemon: it is marked degraded, and once the store heals and every
 /// calendar is marked dirty again (the missed passes), the worker restarts.
-async fn supervise_worker(worker: Arc<Worker>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+/// A store that cannot write (a full disk) degrades the daemon until it
+/// heals; a damaged store (redb damage, undecodable values) does not heal by
+/// waiting, so the daemon stops with the store's message (exit 2).
+async fn supervise_worker(
+    worker: Arc<Worker>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Result<(), bridge_engine::EngineError> {
     loop {
         match worker.clone().run(cancel.clone()).await {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
+            Err(bridge_engine::EngineError::Store(e)) if e.is_damaged() => {
+                tracing::error!("the sync worker stopped: {e}");
+                cancel.cancel();
+                return Err(bridge_engine::EngineError::Store(e));
+            }
             Err(e) => {
                 metrics.store_degraded.store(true, Ordering::SeqCst);
                 tracing::error!("the sync worker stopped: {e}; it restarts when the store heals");
@@ -501,7 +513,7 @@ async fn supervise_worker(worker: Arc<Worker>, metrics: Arc<Metrics>, cancel: Ca
         }
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(STORE_RETRY) => {}
             }
             if metrics.store_degraded.load(Ordering::SeqCst) {
@@ -671,10 +683,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ready.store(true, Ordering::SeqCst);
         {
             let (w, m, c) = (worker.clone(), metrics.clone(), cancel.clone());
-            tasks.spawn(async move {
-                supervise_worker(w, m, c).await;
-                Ok(())
-            });
+            tasks.spawn(async move { supervise_worker(w, m, c).await.map_err(anyhow::Error::new) });
         }
         {
             let (w, m, c) = (worker.clone(), metrics.clone(), cancel.clone());
