@@ -3,6 +3,8 @@
 mod app;
 mod cmd;
 mod config;
+#[cfg(test)]
+mod fuzz_config;
 
 use std::process::ExitCode;
 

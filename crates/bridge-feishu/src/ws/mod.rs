@@ -131,6 +131,13 @@ impl Default for ClientConfig {
 const MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ClientConfig {
+    /// How long a session waits for anything from the server when no
+    /// `idle_timeout` is configured: twice the ping interval plus 10 s
+    /// (pongs answer every ping).
+    pub(crate) fn default_idle_timeout(&self) -> Duration {
+        self.ping_interval * 2 + Duration::from_secs(10)
+    }
+
     /// Applies the fields the server sent (seconds); absent ones keep their value.
     pub(crate) fn merge(&mut self, raw: &RawClientConfig) {
         let secs = |v: i64| Duration::from_secs(u64::try_from(v).unwrap_or(0));
