@@ -156,7 +156,10 @@ pub fn webhook(data: &[u8]) {
             if let Some(created) = d.create_time_ms {
                 let now_ms = i64::try_from(NOW_S * 1000).expect("fits");
                 let age = now_ms.saturating_sub(created);
-                assert!((-5 * 60 * 1000..=8 * 3600 * 1000).contains(&age), "age {age}");
+                assert!(
+                    (-5 * 60 * 1000..=8 * 3600 * 1000).contains(&age),
+                    "age {age}"
+                );
             }
             assert!(!format!("{d:?}").contains(TOKEN), "Debug shows the token");
         }
