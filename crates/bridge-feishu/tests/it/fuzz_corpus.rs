@@ -37,3 +37,62 @@ fn webhook_corpus() {
 fn ws_frames_corpus() {
     assert!(replay("ws_frames", fuzzing::ws_frames) >= 10);
 }
+
+// Crashes found with the webhook harness, each reduced to its cause.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue};
+use bridge_feishu::webhook::{
+    self, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookConfig, WebhookError,
+};
+
+fn v2_event(create_time: &str) -> Vec<u8> {
+    format!(
+        r#"{{"schema":"2.0","header":{{"event_id":"e1","event_type":"calendar.calendar.event.changed_v4","create_time":{create_time}}},"event":{{"calendar_id":"cal_1"}}}}"#
+    )
+    .into_bytes()
+}
+
+/// A correctly signed request whose `X-Lark-Request-Timestamp` is
+/// `i64::MIN` overflowed in `abs()` (the unit guess) and in the skew.
+#[test]
+fn signed_request_with_an_extreme_timestamp_is_stale_not_a_panic() {
+    let key = "k";
+    let config = WebhookConfig {
+        encrypt_key: Some(key.into()),
+        ..WebhookConfig::default()
+    };
+    let body = v2_event(&format!("\"{}\"", fuzzing::NOW_S * 1000));
+    let now = UNIX_EPOCH + Duration::from_secs(fuzzing::NOW_S);
+    for ts in [i64::MIN.to_string(), i64::MAX.to_string()] {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_TIMESTAMP, HeaderValue::from_str(&ts).unwrap());
+        headers.insert(HEADER_NONCE, HeaderValue::from_static("n"));
+        let sig = webhook::signature(&ts, "n", key, &body);
+        headers.insert(HEADER_SIGNATURE, HeaderValue::from_str(&sig).unwrap());
+        let err = webhook::process(&config, &headers, &body, now).unwrap_err();
+        assert!(matches!(err, WebhookError::Stale { .. }), "{ts}: {err}");
+        assert_eq!(err.status(), 401);
+    }
+}
+
+/// An event whose `create_time` saturates to `i64::MIN` ms (`-1e300`)
+/// overflowed the age computation.
+#[test]
+fn event_with_an_extreme_create_time_is_stale_not_a_panic() {
+    let now = UNIX_EPOCH + Duration::from_secs(fuzzing::NOW_S);
+    for create_time in ["\"-1e300\"", "-1e300", "1e300", "\"-9223372036854775808\""] {
+        let err = webhook::process(
+            &WebhookConfig::default(),
+            &HeaderMap::new(),
+            &v2_event(create_time),
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, WebhookError::Stale { .. }),
+            "{create_time}: {err}"
+        );
+    }
+}
