@@ -96,3 +96,19 @@ fn event_with_an_extreme_create_time_is_stale_not_a_panic() {
         );
     }
 }
+
+/// `ws_frames`: a pong whose ClientConfig says `PingInterval: i64::MAX`
+/// made the session's idle deadline (`ping * 2 + 10 s`) overflow, and
+/// `now + ping` was not representable. The harness asserts that the ping
+/// interval stays at least 1 s and that every deadline is representable.
+#[test]
+fn pong_with_an_extreme_ping_interval() {
+    // op 2 (built frame), method control, type pong, no split headers,
+    // a ClientConfig payload whose four numbers are i64::MAX, ids 0.
+    let input = [2, 0, 1, 0, 1, 3, 3, 3, 3, 0, 0];
+    fuzzing::ws_frames(&input);
+    // The same pong twice, then a ClientConfig of small numbers.
+    let mut twice = input.repeat(2);
+    twice.extend_from_slice(&[2, 0, 1, 0, 1, 0, 5, 1, 0, 0, 0]);
+    fuzzing::ws_frames(&twice);
+}
