@@ -149,3 +149,39 @@ fn times_at_the_edge_of_chronos_range_render() {
         2
     );
 }
+
+/// `map_structured` (timeouts): an event at chrono's last representable
+/// year made the VTIMEZONE generation scan every year up to it (260,000
+/// years in 6-hour steps, 7 to 11 s per render in the fuzz build). The
+/// range is clamped to the years iCalendar can write.
+#[test]
+fn far_future_instant_keeps_the_vtimezone_range_to_year_9999() {
+    const LAST: i64 = 8_210_266_876_799;
+    let ev = |id: &str, at: i64| {
+        event(&format!(
+            r#"{{"event_id":"{id}","start_time":{{"timestamp":"{at}","timezone":"America/New_York"}},
+                "end_time":{{"timestamp":"{at}","timezone":"America/New_York"}}}}"#
+        ))
+    };
+    let items: Vec<Item> = [ev("a_0", 1_700_000_000), ev("b_0", LAST)]
+        .iter()
+        .map(|e| map_event(e, &mut Vec::new()).unwrap())
+        .collect();
+    // A hang guard, not a benchmark: about 4 s in a debug build now,
+    // minutes before the clamp.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(render_calendar(&items, &RenderOptions::default())));
+    let out = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("rendered within a minute");
+    assert_eq!(out.vevents, 2);
+    let vtimezone = &out.text
+        [out.text.find("BEGIN:VTIMEZONE").unwrap()..out.text.find("END:VTIMEZONE").unwrap()];
+    for line in vtimezone.lines().filter(|l| l.starts_with("DTSTART:")) {
+        assert_eq!(
+            line.trim_end().len(),
+            "DTSTART:YYYYMMDDTHHMMSS".len(),
+            "{line}"
+        );
+    }
+}
