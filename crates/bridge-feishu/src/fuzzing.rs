@@ -161,7 +161,16 @@ pub fn webhook(data: &[u8]) {
                     "age {age}"
                 );
             }
-            assert!(!format!("{d:?}").contains(TOKEN), "Debug shows the token");
+            // Debug redacts the token (other fields may quote it; they are the sender's).
+            if let Some(token) = d.token.as_deref().filter(|t| !t.is_empty()) {
+                let without = hint::Delivery {
+                    token: None,
+                    ..d.clone()
+                };
+                if !format!("{without:?}").contains(token) {
+                    assert!(!format!("{d:?}").contains(token), "Debug shows the token");
+                }
+            }
         }
     }
     if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
