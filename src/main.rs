@@ -23,6 +23,8 @@ macro_rules! print {
 mod app;
 mod cmd;
 mod config;
+#[cfg(test)]
+mod fuzz_config;
 mod sinks;
 mod stdout;
 

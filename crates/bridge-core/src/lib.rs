@@ -4,6 +4,8 @@
 //! knows nothing of tokio, reqwest or redb. "Now" (DTSTAMP) is a parameter.
 
 pub mod feishu;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod ics;
 pub mod input;

@@ -1,6 +1,6 @@
 //! Feishu event -> canonical item. Pure: no I/O, no clock.
 
-use chrono::{Duration, NaiveDate};
+use chrono::{Datelike, Duration, NaiveDate};
 use chrono_tz::Tz;
 
 use crate::feishu::{
@@ -79,9 +79,14 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 fn map_time(ti: Option<&TimeInfo>, which: &str, cx: &mut Ctx<'_>) -> Result<EventTime, MapError> {
     let ti = ti.ok_or_else(|| cx.fail(format!("{which} is missing")))?;
     if let Some(date) = non_empty(&ti.date) {
-        return NaiveDate::parse_from_str(date, "%Y-%m-%d")
-            .map(EventTime::Date)
-            .map_err(|_| cx.fail(format!("{which}.date {date:?} is not a YYYY-MM-DD date")));
+        let d = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .map_err(|_| cx.fail(format!("{which}.date {date:?} is not a YYYY-MM-DD date")))?;
+        // iCalendar years have four digits; chrono's signed years of up to six
+        // digits would also overflow the exclusive end date.
+        if !(1..=9999).contains(&d.year()) {
+            return Err(cx.fail(format!("{which}.date {date:?} is out of range")));
+        }
+        return Ok(EventTime::Date(d));
     }
     let at = ti
         .timestamp

@@ -2,7 +2,7 @@
 //! any privacy profile or grouping into VEVENTs. It is what the content hash
 //! covers and what every sink renders from.
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 
 use crate::key::EventKey;
@@ -38,7 +38,7 @@ impl EventTime {
     /// the intended date (the docs do not say which midnight Feishu uses).
     pub fn same_form(&self, at: i64) -> EventTime {
         match self {
-            EventTime::Date(_) => EventTime::Date(utc_date(at + 12 * 3600)),
+            EventTime::Date(_) => EventTime::Date(utc_date(at.saturating_add(12 * 3600))),
             EventTime::Utc(_) => EventTime::Utc(at),
             EventTime::Zoned { tz, .. } => EventTime::Zoned { at, tz: *tz },
         }
@@ -67,7 +67,13 @@ impl EventTime {
         match self {
             EventTime::Date(d) => d.and_hms_opt(0, 0, 0).unwrap_or_default(),
             EventTime::Utc(at) => utc_datetime(*at),
-            EventTime::Zoned { at, tz } => tz.from_utc_datetime(&utc_datetime(*at)).naive_local(),
+            EventTime::Zoned { at, tz } => {
+                // Not `naive_local()`: it panics when the offset carries an
+                // instant at the edge of chrono's range past it.
+                let utc = utc_datetime(*at);
+                let offset = tz.offset_from_utc_datetime(&utc).fix();
+                utc.checked_add_offset(offset).unwrap_or(utc)
+            }
         }
     }
 

@@ -59,9 +59,9 @@ fn is_int_list(v: &str, signed: bool) -> bool {
 fn is_weekday_list(v: &str) -> bool {
     !v.is_empty()
         && v.split(',').all(|d| {
-            d.len() >= 2
-                && WEEKDAYS.contains(&&d[d.len() - 2..])
-                && is_int_list_or_empty(&d[..d.len() - 2])
+            // `get`, not slicing: the last two bytes may split a character.
+            let split = d.len().checked_sub(2).filter(|&i| d.is_char_boundary(i));
+            split.is_some_and(|i| WEEKDAYS.contains(&&d[i..]) && is_int_list_or_empty(&d[..i]))
         })
 }
 
@@ -93,10 +93,10 @@ fn local_to_utc(local: NaiveDateTime, start: &EventTime) -> i64 {
 /// rule cannot be used at all.
 pub fn normalize(rule: &str, start: &EventTime) -> Result<Normalized, String> {
     let body = rule.trim();
-    let body = if body.len() >= 6 && body[..6].eq_ignore_ascii_case("RRULE:") {
-        &body[6..]
-    } else {
-        body
+    // `get`, not slicing: the sixth byte may be inside a character.
+    let body = match body.get(..6) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("RRULE:") => &body[6..],
+        _ => body,
     };
     let mut warnings = Vec::new();
     let mut freq = None;

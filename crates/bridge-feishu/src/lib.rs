@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hint;
 pub mod ratelimit;
 pub mod webhook;

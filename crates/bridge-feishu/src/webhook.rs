@@ -314,7 +314,8 @@ fn unix_ms(t: SystemTime) -> i64 {
 /// Parses `X-Lark-Request-Timestamp` (seconds or milliseconds) into Unix ms.
 fn parse_request_timestamp(raw: &str) -> Result<i64, WebhookError> {
     let v: i64 = raw.trim().parse().map_err(|_| WebhookError::BadTimestamp)?;
-    Ok(if v.abs() < 100_000_000_000 {
+    // `unsigned_abs`: `abs` overflows on i64::MIN.
+    Ok(if v.unsigned_abs() < 100_000_000_000 {
         v.saturating_mul(1000)
     } else {
         v
@@ -396,8 +397,9 @@ pub fn process(
     let skew_ms = config.max_skew.as_millis().min(i64::MAX as u128) as i64;
     if let (true, Some(sig)) = (signed, &sig_headers) {
         let ts_ms = parse_request_timestamp(sig.timestamp)?;
-        let skew = now_ms - ts_ms;
-        if skew.abs() > skew_ms {
+        // Saturating: both values come from the request and may be extreme.
+        let skew = now_ms.saturating_sub(ts_ms);
+        if skew.saturating_abs() > skew_ms {
             return Err(WebhookError::Stale {
                 what: "X-Lark-Request-Timestamp",
                 skew_s: skew / 1000,
@@ -406,7 +408,7 @@ pub fn process(
         }
     }
     if let Some(created) = delivery.create_time_ms {
-        let age = now_ms - created;
+        let age = now_ms.saturating_sub(created);
         let max_age_ms = config.max_event_age.as_millis().min(i64::MAX as u128) as i64;
         if age > max_age_ms {
             return Err(WebhookError::Stale {
@@ -415,7 +417,7 @@ pub fn process(
                 limit_s: config.max_event_age.as_secs(),
             });
         }
-        if -age > skew_ms {
+        if age.saturating_neg() > skew_ms {
             return Err(WebhookError::Stale {
                 what: "the event's create_time",
                 skew_s: age / 1000,

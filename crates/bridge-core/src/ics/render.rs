@@ -83,7 +83,10 @@ impl Zones {
     }
 
     fn note_instant(&mut self, tz: Tz, at: i64) {
-        let year = utc_datetime(at).year();
+        // iCalendar years have four digits. Unclamped, one instant near
+        // chrono's limit (year 262,142) made the VTIMEZONE scan 260,000
+        // years: seconds per render.
+        let year = utc_datetime(at).year().clamp(1, 9999);
         let e = self.0.entry(tz.name()).or_insert((tz, year, year));
         e.1 = e.1.min(year);
         e.2 = e.2.max(year);

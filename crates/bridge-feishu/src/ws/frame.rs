@@ -112,6 +112,16 @@ impl Frame {
         self.header(HEADER_TYPE)
     }
 
+    /// Where this frame belongs in a split message: the `message_id` (empty
+    /// when absent), `sum` (1 when absent or not a count) and `seq` (0 when
+    /// absent or not an index).
+    pub fn split_part(&self) -> (&str, usize, usize) {
+        let message_id = self.header(HEADER_MESSAGE_ID).unwrap_or("");
+        let sum = usize::try_from(self.header_int(HEADER_SUM).unwrap_or(1)).unwrap_or(1);
+        let seq = usize::try_from(self.header_int(HEADER_SEQ).unwrap_or(0)).unwrap_or(0);
+        (message_id, sum, seq)
+    }
+
     /// The acknowledgement of this data frame: same ids, service, method and
     /// headers plus `biz_rt`, with payload `{"code":200}` or `{"code":500}`.
     pub fn ack(&self, ok: bool, biz_rt_ms: i64) -> Frame {

@@ -130,11 +130,22 @@ impl Default for ClientConfig {
 
 /// Shortest ping period accepted from the server.
 const MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest period or delay accepted from the server: larger values are
+/// meaningless, and `i64::MAX` seconds overflowed the session's deadlines.
+const MAX_SERVER_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 impl ClientConfig {
+    /// How long a session waits for anything from the server when no
+    /// `idle_timeout` is configured: twice the ping interval plus 10 s
+    /// (pongs answer every ping).
+    pub(crate) fn default_idle_timeout(&self) -> Duration {
+        self.ping_interval * 2 + Duration::from_secs(10)
+    }
+
     /// Applies the fields the server sent (seconds); absent ones keep their value.
     pub(crate) fn merge(&mut self, raw: &RawClientConfig) {
-        let secs = |v: i64| Duration::from_secs(u64::try_from(v).unwrap_or(0));
+        let secs =
+            |v: i64| Duration::from_secs(u64::try_from(v).unwrap_or(0)).min(MAX_SERVER_DURATION);
         if let Some(v) = raw.reconnect_count {
             self.reconnect_count = v;
         }

@@ -16,10 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::Socket;
-use super::frame::{
-    Frame, HEADER_MESSAGE_ID, HEADER_SEQ, HEADER_SUM, HEADER_TRACE_ID, METHOD_CONTROL, METHOD_DATA,
-    TYPE_EVENT, TYPE_PONG,
-};
+use super::frame::{Frame, HEADER_TRACE_ID, METHOD_CONTROL, METHOD_DATA, TYPE_EVENT, TYPE_PONG};
 use super::reassembly::Reassembler;
 use super::{ClientConfig, PayloadHandler, RawClientConfig, WsConfig};
 
@@ -74,7 +71,7 @@ pub(crate) async fn run(socket: Socket, mut ctx: SessionCtx<'_>) -> SessionEnd {
         let idle = ctx
             .config
             .idle_timeout
-            .unwrap_or(ctx.client_config.ping_interval * 2 + Duration::from_secs(10));
+            .unwrap_or_else(|| ctx.client_config.default_idle_timeout());
         tokio::select! {
             biased;
             () = ctx.cancel.cancelled() => break SessionEnd::Cancelled,
@@ -230,10 +227,9 @@ fn on_data(
     tasks: &mut JoinSet<()>,
 ) {
     let frame_type = frame.frame_type().unwrap_or("").to_owned();
-    let message_id = frame.header(HEADER_MESSAGE_ID).unwrap_or("").to_owned();
     let trace_id = frame.header(HEADER_TRACE_ID).unwrap_or("").to_owned();
-    let sum = usize::try_from(frame.header_int(HEADER_SUM).unwrap_or(1)).unwrap_or(1);
-    let seq = usize::try_from(frame.header_int(HEADER_SEQ).unwrap_or(0)).unwrap_or(0);
+    let (message_id, sum, seq) = frame.split_part();
+    let message_id = message_id.to_owned();
     let part = frame.payload.take().unwrap_or_default();
     let pushed = ctx
         .reassembler

@@ -1,3 +1,4 @@
 mod client;
+mod fuzz_corpus;
 mod webhook;
 mod ws;
