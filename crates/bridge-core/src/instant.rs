@@ -28,7 +28,7 @@ use crate::model::{CanonicalEvent, EventTime, utc_datetime};
 
 /// The wall-clock time of `at` in `tz`.
 pub fn wall_clock(tz: Tz, at: i64) -> NaiveDateTime {
-    tz.from_utc_datetime(&utc_datetime(at)).naive_local()
+    EventTime::Zoned { at, tz }.local()
 }
 
 /// The instant an RFC 5545 reader gives `wall` in `tz` (§3.3.5): the first
@@ -42,7 +42,7 @@ pub fn resolve(tz: Tz, wall: NaiveDateTime) -> i64 {
             // In a gap: the offset of the last wall-clock time before it.
             // Gaps are at most a day long (Pacific/Apia, 2011).
             let before = (1..=49).find_map(|h| {
-                tz.from_local_datetime(&(wall - Duration::hours(h)))
+                tz.from_local_datetime(&wall.checked_sub_signed(Duration::hours(h))?)
                     .latest()
                     .map(|t| i64::from(t.offset().fix().local_minus_utc()))
             });
