@@ -399,7 +399,7 @@ pub fn render_series_to(
 /// that occurrence (see `instant::fix_series`).
 fn plan_vevents<'a>(
     series: &'a [Series<'a>],
-    fixes: &'a [Option<SeriesFix>],
+    fixes: &'a [Option<Box<SeriesFix>>],
     warnings: &mut Vec<Warning>,
 ) -> (Vec<Vevent<'a>>, Zones) {
     let mut zones = Zones::default();
@@ -465,8 +465,13 @@ fn plan_vevents<'a>(
     (planned, zones)
 }
 
-fn wall_clock_fixes(series: &[Series<'_>]) -> Vec<Option<SeriesFix>> {
-    series.iter().map(Series::wall_clock_fix).collect()
+/// Boxed: fixes are rare, and an inline `Option<SeriesFix>` (two events)
+/// per series would cost a 100,000-event calendar tens of megabytes.
+fn wall_clock_fixes(series: &[Series<'_>]) -> Vec<Option<Box<SeriesFix>>> {
+    series
+        .iter()
+        .map(|s| s.wall_clock_fix().map(Box::new))
+        .collect()
 }
 
 fn render_series(
