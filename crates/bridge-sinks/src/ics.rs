@@ -132,8 +132,11 @@ impl IcsSink {
 
     fn settings(&self, input: &ProjectionInput<'_>) -> String {
         use sha2::{Digest, Sha256};
+        // The version names the renderer's output rules: v2 writes exact
+        // instants in repeated hours (a series' override), which an
+        // unchanged set of items would otherwise never re-render.
         let s = format!(
-            "v1|{:?}|{:?}|{}|{:?}",
+            "v2|{:?}|{:?}|{}|{:?}",
             self.privacy, self.refresh_minutes, input.calendar.name, input.calendar.timezone
         );
         hex::encode(Sha256::digest(s.as_bytes()))
