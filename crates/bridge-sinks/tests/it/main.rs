@@ -5,5 +5,3 @@ mod google_auth;
 mod google_batch;
 mod google_common;
 mod google_list;
-mod google_sink;
-mod ics;
