@@ -7,5 +7,6 @@ mod feishu;
 mod google;
 mod hardening;
 mod listener;
+mod output;
 mod reconcile_safety;
 mod store_damage;
