@@ -8,5 +8,6 @@ mod google;
 mod hardening;
 mod listener;
 mod output;
+mod paths;
 mod reconcile_safety;
 mod store_damage;
