@@ -82,6 +82,15 @@ enum Command {
     Auth(cmd::auth::Args),
     /// Ask Feishu to push change events for the configured calendars (user token).
     Subscribe(cmd::subscribe::Args),
+    /// Write a commented starter configuration for the sinks asked for.
+    Init(cmd::init::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `feishu-bridge man > feishu-bridge.1`.
+    Man,
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
@@ -210,6 +219,9 @@ fn main() -> ExitCode {
         Command::Explain(args) => block_on(cmd::explain::run(args)),
         Command::Auth(args) => block_on(cmd::auth::run(args)),
         Command::Subscribe(args) => block_on(cmd::subscribe::run(args)),
+        Command::Init(args) => cmd::init::run(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
@@ -227,6 +239,23 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "feishu-bridge", &mut out);
+    print!("{}", String::from_utf8_lossy(&out));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn man() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    // The page lists every subcommand in its SUBCOMMANDS section.
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    print!("{}", String::from_utf8_lossy(&out));
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Command {

@@ -8,6 +8,7 @@ mod google;
 mod hardening;
 mod listener;
 mod output;
+mod packaging;
 mod paths;
 mod reconcile_safety;
 mod store_damage;

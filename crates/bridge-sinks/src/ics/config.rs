@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::IcsSink;
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, writable_dir,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, Writable, privacy, privacy_name,
+    writable_dir,
 };
 
 /// The table as written in the file.
@@ -71,6 +72,10 @@ impl ValidatedTarget for Validated {
         format!("ics:{}", self.written.display())
     }
 
+    fn directories(&self) -> Vec<PathBuf> {
+        vec![self.dir.clone()]
+    }
+
     fn describe(&self) -> String {
         format!(
             "ICS files in {}, privacy {}",
@@ -82,9 +87,15 @@ impl ValidatedTarget for Validated {
     /// Whether a file can be written in the directory (created if missing).
     async fn healthcheck(&self, _stored: StoredToken) -> Vec<Check> {
         vec![match writable_dir(&self.dir) {
-            Ok(()) => Check::ok(format!(
+            Ok(Writable::Exists) => Check::ok(format!(
                 "{} is writable (privacy {})",
                 self.dir.display(),
+                privacy_name(self.privacy)
+            )),
+            Ok(Writable::WouldCreate(parent)) => Check::ok(format!(
+                "{} does not exist yet; the first sync creates it ({} is writable; privacy {})",
+                self.dir.display(),
+                parent.display(),
                 privacy_name(self.privacy)
             )),
             Err(e) => Check::fail(format!("{} is not writable: {e}", self.dir.display())),
@@ -130,12 +141,14 @@ mod tests {
         let base = std::env::temp_dir().join(format!("fb-check-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
-        assert!(writable_dir(&base.join("new/dir")).is_ok());
+        assert_eq!(
+            writable_dir(&base.join("new/dir")).unwrap(),
+            Writable::WouldCreate(base.clone())
+        );
+        assert!(!base.join("new").exists(), "check creates nothing");
+        assert_eq!(writable_dir(&base).unwrap(), Writable::Exists);
         assert!(
-            std::fs::read_dir(base.join("new/dir"))
-                .unwrap()
-                .next()
-                .is_none(),
+            std::fs::read_dir(&base).unwrap().next().is_none(),
             "the probe file is removed"
         );
         let file = base.join("plain-file");
