@@ -335,6 +335,10 @@ fn secret(
                 base.join(f)
             };
             match std::fs::read_to_string(&path) {
+                Ok(s) if s.trim().is_empty() => {
+                    problems.push(format!("{key}_file: {} is empty", path.display()));
+                    None
+                }
                 Ok(s) => Some(Secret::new(s.trim())),
                 Err(e) => {
                     problems.push(format!("{key}_file: cannot read {}: {e}", path.display()));
