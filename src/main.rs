@@ -37,7 +37,7 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "feishu-bridge", version, about, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Log filter (wins over -v, -q and RUST_LOG): a level (`error`, `warn`, `info`, `debug`, `trace`,
     /// `off`) or `target=level` directives, comma-separated (`warn,bridge_engine=debug`).
     #[arg(long, global = true, value_parser = parse_log_filter)]
@@ -57,11 +57,11 @@ struct Cli {
     log_format: LogFormat,
 
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run everything against an emulated Feishu tenant and show the result (no account needed).
     #[cfg(feature = "demo")]
     Demo(cmd::demo::Args),

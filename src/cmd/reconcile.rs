@@ -17,7 +17,7 @@ pub(crate) const EXIT_SOURCE_UNAVAILABLE: u8 = 3;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[arg(long, default_value = "feishu-bridge.toml")]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -120,107 +120,14 @@ fn print_human(r: &CalendarReport) {
     }
 }
 
-/// How long `reconcile` waits for the daemon's full pass.
-const DAEMON_RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// The store is held by a running daemon: ask it to reconcile instead.
-#[allow(clippy::print_stdout)]
-async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Result<ExitCode> {
-    if args.dry_run || args.calendar.is_some() || args.allow_mass_delete {
-        anyhow::bail!(
-            "the store is in use by a running daemon; --dry-run, --calendar and \
-             --allow-mass-delete need the store: stop the daemon first"
-        );
-    }
-    let (url, request) = app::admin_request(
-        loaded,
-        reqwest::Method::POST,
-        "/admin/reconcile",
-        DAEMON_RECONCILE_TIMEOUT,
-    )?;
-    tracing::info!(%url, "the store is in use by the daemon; asking it to reconcile");
-    let resp = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            anyhow::anyhow!(
-                "the store is in use by a daemon, but its admin endpoint {url} did not answer \
-                 within {} s; see the daemon's log",
-                DAEMON_RECONCILE_TIMEOUT.as_secs()
-            )
-        } else {
-            anyhow::anyhow!(
-                "the store is in use (a daemon?) but its admin endpoint {url} does not answer: {e}"
-            )
-        }
-    })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-        crate::cmd::report_error(
-            &anyhow::anyhow!(
-                "the daemon cannot reconcile yet: {}",
-                body["error"].as_str().unwrap_or("it is starting")
-            ),
-            args.json,
-        );
-        return Ok(ExitCode::from(EXIT_SOURCE_UNAVAILABLE));
-    }
-    if !status.is_success() {
-        anyhow::bail!(
-            "the daemon could not reconcile ({status}): {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-    } else {
-        println!("reconciled by the running daemon ({url}):");
-        for c in body["calendars"].as_array().into_iter().flatten() {
-            println!(
-                "calendar {}: {} items",
-                c["calendar"].as_str().unwrap_or("?"),
-                c["items"]
-            );
-            for s in c["sinks"].as_array().into_iter().flatten() {
-                println!(
-                    "  {}: created {}, updated {}, deleted {}, unchanged {}, failed {}{}",
-                    s["sink"].as_str().unwrap_or("?"),
-                    s["created"],
-                    s["updated"],
-                    s["deleted"],
-                    s["unchanged"],
-                    s["failed"],
-                    match s["deferred"].as_u64() {
-                        Some(n) if n > 0 => format!(", waiting to retry {n}"),
-                        _ => String::new(),
-                    }
-                );
-                if let Some(p) = s["paused"].as_str() {
-                    println!("    PAUSED: {p}");
-                }
-            }
-        }
-    }
-    let failed = body["calendars"].as_array().into_iter().flatten().any(|c| {
-        !c["blocked"].is_null()
-            || c["sinks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s["failed"].as_u64().unwrap_or(0) > 0 || !s["paused"].is_null())
-    });
-    Ok(if failed {
-        ExitCode::from(EXIT_FAILED_ITEMS)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
     let app = match app::build(&loaded, args.allow_mass_delete).await {
         Ok(app) => app,
-        Err(e) if app::is_locked(&e) => return via_daemon(&loaded, &args).await,
+        Err(e) if app::is_locked(&e) => {
+            return app::run_in_daemon(&loaded, &format!("{e:#}")).await;
+        }
         Err(e) => return Err(e),
     };
     let now = app::unix_now();
@@ -243,14 +150,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("calendar {only} is not among the configured calendars");
     }
-    let bar = (std::io::stderr().is_terminal() && !args.json).then(|| {
-        let b = indicatif::ProgressBar::new(selected.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calendars  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    // No bar on the daemon's terminal for a client's reconcile.
+    let bar = (std::io::stderr().is_terminal() && !args.json && app::daemon_store().is_none())
+        .then(|| {
+            let b = indicatif::ProgressBar::new(selected.len() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calendars  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
     let mut reports = Vec::new();
     let mut source_failed = false;
     for cal in &selected {
@@ -261,13 +170,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         match app
             .engine
-            .sync_calendar(cal, bridge_engine::Mode::Full, args.dry_run, now)
+            .sync_calendar_with(
+                cal,
+                bridge_engine::Mode::Full,
+                args.dry_run,
+                now,
+                args.allow_mass_delete,
+            )
             .await
         {
             Ok(r) => reports.push(r),
             Err(e @ EngineError::Source { .. }) => {
                 source_failed = true;
-                crate::cmd::report_error(&anyhow::Error::new(e), args.json);
+                // The report that follows says so in its JSON.
+                crate::cmd::report_error(&anyhow::Error::new(e), false);
             }
             Err(e) => return Err(e.into()),
         }

@@ -57,6 +57,8 @@ struct Shared {
     ready: Arc<AtomicBool>,
     user_token_file: PathBuf,
     sinks: Arc<Vec<crate::sinks::Handle>>,
+    /// What `/admin/run` gives the commands it runs.
+    in_daemon: app::InDaemon,
 }
 
 fn label(v: &str) -> String {
@@ -290,6 +292,77 @@ async fn admin_reconcile(State(s): State<Shared>) -> axum::response::Response {
         ),
     }
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RunRequest {
+    /// The client's command line, without the program name.
+    argv: Vec<String>,
+}
+
+/// `POST /admin/run`: a client's `status`, `explain` or `reconcile` (any
+/// flags) while the daemon holds the store. The command runs here, on the
+/// daemon's store and engine, with this daemon's configuration file in
+/// place of the client's `--config`; what it prints and its exit code go
+/// back as `{"stdout", "stderr", "code"}`. Other commands are refused.
+async fn admin_run(
+    State(s): State<Shared>,
+    axum::Json(req): axum::Json<RunRequest>,
+) -> axum::response::Response {
+    use clap::Parser;
+    let bad = |msg: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "error": msg })),
+        )
+            .into_response()
+    };
+    let cli = match crate::Cli::try_parse_from(
+        std::iter::once("feishu-bridge".to_owned()).chain(req.argv),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => return bad(e.to_string()),
+    };
+    let config = s.in_daemon.config.clone();
+    let (json, run): (bool, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match cli.command {
+        crate::Command::Status(mut a) => {
+            a.config = config;
+            (a.json, Box::pin(crate::cmd::status::run(a)))
+        }
+        crate::Command::Explain(mut a) => {
+            a.config = config;
+            (a.json, Box::pin(crate::cmd::explain::run(a)))
+        }
+        crate::Command::Reconcile(mut a) => {
+            a.config = config;
+            (a.json, Box::pin(crate::cmd::reconcile::run(a)))
+        }
+        _ => {
+            return bad(
+                "the daemon runs status, explain and reconcile for clients; stop it for anything else"
+                    .to_owned(),
+            );
+        }
+    };
+    tracing::info!("running a client's command through the admin endpoint");
+    let (result, out) =
+        crate::stdout::captured(app::IN_DAEMON.scope(s.in_daemon.clone(), run)).await;
+    let code = match result {
+        Ok(code) => app::exit_number(code),
+        Err(e) => {
+            // What `main` prints for a failed command, into the capture.
+            let ((), err) =
+                crate::stdout::captured(async { crate::cmd::report_error(&e, json) }).await;
+            return axum::Json(serde_json::json!({
+                "stdout": format!("{}{}", out.stdout, err.stdout),
+                "stderr": format!("{}{}", out.stderr, err.stderr),
+                "code": crate::EXIT_USAGE,
+            }))
+            .into_response();
+        }
+    };
+    axum::Json(serde_json::json!({ "stdout": out.stdout, "stderr": out.stderr, "code": code }))
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -537,7 +610,7 @@ async fn supervise_worker(
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
     let app = app::build(&loaded, args.allow_mass_delete).await?;
-    let engine = Arc::new(app.engine);
+    let engine = app.engine.clone();
     let metrics = Arc::new(Metrics::default());
     let hub = Arc::new(Hub::new(engine.store().clone(), metrics.clone()));
     let cancel = CancellationToken::new();
@@ -570,6 +643,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ready: ready.clone(),
         user_token_file: loaded.feishu.user_token_file.clone(),
         sinks: Arc::new(app.sinks.clone()),
+        in_daemon: app::InDaemon {
+            app: app.clone(),
+            config: args.config.clone(),
+        },
     };
 
     // Serve first: /healthz answers "starting" and webhooks are made
@@ -617,6 +694,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/admin/reconcile", post(admin_reconcile))
         .route("/admin/sync", post(admin_sync))
         .route("/admin/token", post(admin_token))
+        .route("/admin/run", post(admin_run))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),

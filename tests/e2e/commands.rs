@@ -467,6 +467,7 @@ async fn check_with_the_user_identity_needs_a_user_token() {
         "refresh_expires_at": now() + 86_400,
         "scope": "calendar:calendar:readonly offline_access",
     });
+    std::fs::create_dir_all(dir.join("state")).unwrap();
     std::fs::write(dir.join("state/feishu-user.json"), tokens.to_string()).unwrap();
     let r = run(&["check"], &config).await;
     assert_eq!(r.code, 0, "{r}");

@@ -6,6 +6,7 @@ mod daemon;
 mod feishu;
 mod google;
 mod hardening;
+mod inspect;
 mod listener;
 mod output;
 mod packaging;

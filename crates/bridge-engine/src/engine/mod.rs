@@ -236,6 +236,25 @@ impl Engine {
         dry_run: bool,
         now: i64,
     ) -> Result<CalendarReport, EngineError> {
+        self.sync_calendar_with(cal, mode, dry_run, now, self.cfg.rules.allow_mass_delete)
+            .await
+    }
+
+    /// [`Engine::sync_calendar`], with the deletion budget lifted for this
+    /// pass only when `allow_mass_delete` (`reconcile --allow-mass-delete`
+    /// run by a daemon configured without it).
+    pub async fn sync_calendar_with(
+        &self,
+        cal: &CalendarMeta,
+        mode: Mode,
+        dry_run: bool,
+        now: i64,
+        allow_mass_delete: bool,
+    ) -> Result<CalendarReport, EngineError> {
+        let rules = bridge_core::plan::Rules {
+            allow_mass_delete,
+            ..self.cfg.rules
+        };
         let lock = self.calendar_lock(&cal.id);
         let _guard = lock.lock().await;
 
@@ -291,7 +310,7 @@ impl Engine {
             next: &next,
             windowed: &windowed,
             window_configured: window.is_some(),
-            rules: &self.cfg.rules,
+            rules: &rules,
             now,
         };
         // Items of this calendar whose last write failed: (sink, key) -> retry time.
