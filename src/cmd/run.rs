@@ -13,8 +13,8 @@
 //! the store takes writes again.
 
 mod listener;
+mod metrics;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,139 +61,6 @@ struct Shared {
     in_daemon: app::InDaemon,
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-async fn metrics_text(s: &Shared) -> String {
-    let m = &s.metrics;
-    let mut out = String::new();
-    let counters = [
-        (
-            "feishu_bridge_passes_total",
-            "Calendar sync passes completed.",
-            &m.passes,
-        ),
-        (
-            "feishu_bridge_events_written_total",
-            "Events created, updated or deleted in sinks.",
-            &m.events_written,
-        ),
-        (
-            "feishu_bridge_item_failures_total",
-            "Sink writes that failed (retried later).",
-            &m.item_failures,
-        ),
-        (
-            "feishu_bridge_pass_errors_total",
-            "Passes that stopped because Feishu could not be read.",
-            &m.pass_errors,
-        ),
-        (
-            "feishu_bridge_hints_total",
-            "Change hints accepted.",
-            &m.hints,
-        ),
-        (
-            "feishu_bridge_duplicate_hints_total",
-            "Change events received again and ignored.",
-            &m.duplicate_hints,
-        ),
-    ];
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Ordering::Relaxed)
-        );
-    }
-    let depth = s.engine.store().dirty().await.map(|d| d.len()).unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_queue_depth Calendars waiting to be synced.\n# TYPE feishu_bridge_queue_depth gauge\nfeishu_bridge_queue_depth {depth}"
-    );
-    if let Ok(st) = s.engine.store().stats().await {
-        let _ = writeln!(
-            out,
-            "# HELP feishu_bridge_dedupe_entries Delivery ids kept to drop repeated change events (expired ones are purged every 15 min).\n# TYPE feishu_bridge_dedupe_entries gauge\nfeishu_bridge_dedupe_entries {}\n# HELP feishu_bridge_items_waiting_retry Sink writes that failed and wait for their retry.\n# TYPE feishu_bridge_items_waiting_retry gauge\nfeishu_bridge_items_waiting_retry {}",
-            st.dedupe, st.failures
-        );
-    }
-    let now = app::unix_now();
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_sync_lag_seconds Seconds since the calendar was last synced.\n# TYPE feishu_bridge_sync_lag_seconds gauge"
-    );
-    let last = m
-        .last_sync
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let mut last: Vec<_> = last.into_iter().collect();
-    last.sort();
-    for (cal, at) in last {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_sync_lag_seconds{{calendar=\"{}\"}} {}",
-            label(&cal),
-            now - at
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_feishu_api_calls_total Feishu API calls by endpoint and HTTP status (0 = no answer).\n# TYPE feishu_bridge_feishu_api_calls_total counter"
-    );
-    for ((endpoint, status), n) in s.client.stats().snapshot() {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_feishu_api_calls_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
-            label(&endpoint)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_token_expiry_seconds Seconds until a token expires (user_refresh: until `auth feishu` is needed again).\n# TYPE feishu_bridge_token_expiry_seconds gauge"
-    );
-    if let Some(left) = s.client.tenant_token_expires_in().await {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_token_expiry_seconds{{token=\"tenant_access\"}} {}",
-            left.as_secs()
-        );
-    }
-    if let Ok(Some(t)) = bridge_feishu::auth::TokenStore::load(
-        &bridge_feishu::auth::FileTokenStore::new(&s.user_token_file),
-    )
-    .await
-    {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_token_expiry_seconds{{token=\"user_access\"}} {}",
-            t.access_expires_at - now
-        );
-        if t.refresh_expires_at > 0 {
-            let _ = writeln!(
-                out,
-                "feishu_bridge_token_expiry_seconds{{token=\"user_refresh\"}} {}",
-                t.refresh_expires_at - now
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_ready Whether the daemon is ready (config, store, source).\n# TYPE feishu_bridge_ready gauge\nfeishu_bridge_ready {}",
-        u8::from(s.ready.load(Ordering::Relaxed))
-    );
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_store_degraded Whether the store refuses writes (change events answered 503).\n# TYPE feishu_bridge_store_degraded gauge\nfeishu_bridge_store_degraded {}",
-        u8::from(m.store_degraded.load(Ordering::Relaxed))
-    );
-    out
-}
-
 const STARTING: &str = "starting: Feishu not reachable yet";
 
 async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
@@ -224,8 +91,8 @@ fn starting() -> axum::response::Response {
 
 async fn metrics_route(State(s): State<Shared>) -> impl IntoResponse {
     (
-        [("content-type", "text/plain; version=0.0.4")],
-        metrics_text(&s).await,
+        [("content-type", metrics::CONTENT_TYPE)],
+        metrics::render(&s).await,
     )
 }
 
