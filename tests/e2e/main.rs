@@ -12,4 +12,5 @@ mod output;
 mod packaging;
 mod paths;
 mod reconcile_safety;
+mod sandbox;
 mod store_damage;
