@@ -347,6 +347,10 @@ async fn the_deletion_budget_stops_a_mass_delete_until_allowed() {
     assert!(stdout.contains("deletion budget"), "{stdout}");
     assert!(stdout.contains("--allow-mass-delete"), "{stdout}");
     assert!(stdout.contains("30 of 100"), "{stdout}");
+    // Said once: the report has it, the log does not repeat it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("deletion budget"), "{stderr}");
+    assert_eq!(stdout.matches("deletion budget").count(), 1, "{stdout}");
     assert!(ics_files(&ics) == before, "nothing deleted from the file");
 
     // The JSON report says the same, still nothing deleted.

@@ -255,6 +255,14 @@ impl DeliverySink for Hub {
     }
 }
 
+/// The daemon says at warn when the deletion budget held a pass back (no
+/// one reads a report there).
+fn log_blocked(report: &CalendarReport) {
+    if let Some(b) = &report.blocked {
+        tracing::warn!(calendar = %report.calendar, "{b}; the sync token was kept");
+    }
+}
+
 /// The default maximum delay of a sync after the first pending hint.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(2);
 
@@ -450,6 +458,7 @@ impl Worker {
             {
                 Ok(report) => {
                     self.hub.metrics.record(&report, now);
+                    log_blocked(&report);
                     tracing::info!(
                         calendar = %cal.id,
                         listed = report.listed,
@@ -520,6 +529,7 @@ impl Worker {
             {
                 Ok(r) => {
                     self.hub.metrics.record(&r, now);
+                    log_blocked(&r);
                     out.push(r);
                 }
                 Err(e @ EngineError::Source { .. }) => {

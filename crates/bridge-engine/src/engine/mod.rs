@@ -345,7 +345,9 @@ impl Engine {
             planned.push((sink.clone(), records, p));
         }
         if let Some(b) = &report.blocked {
-            tracing::warn!(calendar = %cal.id, "{b}; the sync token was kept");
+            // Said once to the user: in `reconcile`'s report, or by the
+            // daemon's worker at warn (`Worker::log_blocked`).
+            tracing::info!(calendar = %cal.id, "{b}; the sync token was kept");
         }
         report.items = next.len()
             + if report.blocked.is_some() {
