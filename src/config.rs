@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 use crate::sinks::Target;
 
+// An explicit path: the fuzz crate includes this file by `#[path]`, where a
+// plain `mod read;` would be looked up next to its own target file.
+#[path = "config/read.rs"]
 mod read;
 
 pub(crate) use read::read_table;
