@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bridge_core::EventKey;
+use bridge_core::model::EventTime;
 use bridge_core::plan::Op;
 use bridge_engine::{CalendarReport, EngineError};
 
@@ -32,8 +34,55 @@ pub(crate) struct Args {
     allow_mass_delete: bool,
 }
 
-fn op_json(op: &Op) -> serde_json::Value {
-    serde_json::json!({"op": op.kind(), "event_id": op.key().to_string(), "reason": op.reason()})
+/// A start as a person reads it: `2026-12-08 09:00 Asia/Shanghai`,
+/// `2026-12-08` (all day), `2026-12-08 01:00 UTC`.
+fn fmt_start(t: &EventTime) -> String {
+    match t {
+        EventTime::Date(d) => d.format("%Y-%m-%d").to_string(),
+        EventTime::Utc(_) => format!("{} UTC", t.local().format("%Y-%m-%d %H:%M")),
+        EventTime::Zoned { tz, .. } => format!("{} {tz}", t.local().format("%Y-%m-%d %H:%M")),
+    }
+}
+
+/// `"Planning" (single, 2026-12-08 09:00 Asia/Shanghai)`, or the key alone
+/// when the report does not know the event.
+fn describe(r: &CalendarReport, key: &EventKey) -> String {
+    match r.events.get(key) {
+        Some(i) => format!(
+            "{:?} ({}, {})",
+            i.title,
+            i.kind.as_str(),
+            fmt_start(&i.start)
+        ),
+        None => String::new(),
+    }
+}
+
+fn event_json(r: &CalendarReport, key: &EventKey) -> serde_json::Value {
+    match r.events.get(key) {
+        Some(i) => serde_json::json!({
+            "event_id": key.to_string(),
+            "title": i.title,
+            "kind": i.kind.as_str(),
+            "start": fmt_start(&i.start),
+            "start_unix": i.start.instant(),
+        }),
+        None => serde_json::json!({ "event_id": key.to_string() }),
+    }
+}
+
+fn op_json(r: &CalendarReport, op: &Op) -> serde_json::Value {
+    let mut v = event_json(r, op.key());
+    v["op"] = op.kind().into();
+    v["reason"] = op.reason().into();
+    v
+}
+
+/// Distinct events (a series counts once) among `keys`.
+fn events_among<'a>(keys: impl Iterator<Item = &'a EventKey>) -> usize {
+    keys.map(EventKey::uid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 fn report_json(r: &CalendarReport) -> serde_json::Value {
@@ -60,7 +109,9 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
             "orphans_deleted": s.orphans_deleted,
             "drift_rewrites": s.drift_rewrites,
             "tombstoned": s.tombstoned,
-            "plan": if r.dry_run { s.ops.iter().map(op_json).collect::<Vec<_>>() } else { Vec::new() },
+            "deleted_events": events_among(s.ops.iter().filter(|o| matches!(o, Op::Delete(_))).map(Op::key)),
+            "plan": if r.dry_run { s.ops.iter().map(|o| op_json(r, o)).collect::<Vec<_>>() } else { Vec::new() },
+            "held_back": s.held_back.iter().map(|k| event_json(r, k)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -98,9 +149,22 @@ fn print_human(r: &CalendarReport) {
         if s.tombstoned > 0 {
             extra.push_str(&format!(", left deleted on the target {}", s.tombstoned));
         }
+        // Counts are items (a single event, a series, an occurrence); the
+        // deletions also say how many events they are, as the budget counts.
+        let deleted_events = events_among(
+            s.ops
+                .iter()
+                .filter(|o| matches!(o, Op::Delete(_)))
+                .map(Op::key),
+        );
+        let deleted = if deleted_events == s.deleted {
+            s.deleted.to_string()
+        } else {
+            format!("{} ({deleted_events} events)", s.deleted)
+        };
         println!(
-            "  {}: {verb} created {}, updated {}, deleted {}, unchanged {}, failed {}{extra}",
-            s.sink, s.created, s.updated, s.deleted, s.unchanged, s.failed,
+            "  {}: {verb} created {}, updated {}, deleted {deleted}, unchanged {}, failed {}{extra}",
+            s.sink, s.created, s.updated, s.unchanged, s.failed,
         );
         if let Some(p) = &s.paused {
             println!("    PAUSED: {p}");
@@ -108,7 +172,23 @@ fn print_human(r: &CalendarReport) {
         if r.dry_run {
             // The planner's own decisions, with the rule behind each.
             for op in &s.ops {
-                println!("    {:<6} {}: {}", op.kind(), op.key(), op.reason());
+                println!(
+                    "    {:<6} {} {}: {}",
+                    op.kind(),
+                    describe(r, op.key()),
+                    op.key(),
+                    op.reason()
+                );
+            }
+            if !s.held_back.is_empty() {
+                println!(
+                    "    held back by the deletion budget ({} items, {} events):",
+                    s.held_back.len(),
+                    events_among(s.held_back.iter())
+                );
+                for k in &s.held_back {
+                    println!("    delete {} {k}", describe(r, k));
+                }
             }
         }
         for e in s.errors.iter().take(20) {
