@@ -241,6 +241,10 @@ pub(crate) struct ServerConfig {
     /// The admin endpoint; must be a loopback address.
     #[serde(default = "default_admin_listen")]
     pub(crate) admin_listen: String,
+    /// The public root of the served feeds behind a reverse proxy
+    /// (`https://cal.example.com`); without it, `http://<listen>`.
+    #[serde(default)]
+    pub(crate) public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -248,6 +252,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            public_url: None,
         }
     }
 }
@@ -661,6 +666,19 @@ impl Config {
                 self.server.listen
             ));
         }
+        if let Some(u) = &self.server.public_url {
+            match url::Url::parse(u) {
+                Ok(p)
+                    if matches!(p.scheme(), "http" | "https")
+                        && p.host().is_some()
+                        && p.query().is_none()
+                        && p.fragment().is_none() => {}
+                _ => problems.push(format!(
+                    "server.public_url: {u:?} is not an http(s) URL like https://cal.example.com \
+                     (no query or fragment)"
+                )),
+            }
+        }
     }
 }
 
@@ -846,7 +864,7 @@ mod google_tests {
                     index: c.index,
                     sink: g,
                 }),
-                Target::Ics(_) => None,
+                Target::Ics(_) | Target::Feed(_) => None,
             })
             .collect()
     }

@@ -68,6 +68,8 @@ enum Command {
     Auth(cmd::auth::Args),
     /// Ask Feishu to push change events for the configured calendars (user token).
     Subscribe(cmd::subscribe::Args),
+    /// The secret addresses of the served ICS feeds: list, show (with a QR code), rotate.
+    Feeds(cmd::feeds::Args),
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => block_on(cmd::explain::run(args)),
         Command::Auth(args) => block_on(cmd::auth::run(args)),
         Command::Subscribe(args) => block_on(cmd::subscribe::run(args)),
+        Command::Feeds(args) => block_on(cmd::feeds::run(args)),
     };
     match result {
         Ok(code) => code,
