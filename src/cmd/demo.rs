@@ -206,6 +206,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         feed::config::Validated {
             name: "demo".into(),
             calendars: feed::Calendars::All,
+            combine: false,
             privacy: bridge_core::Privacy::Full,
             refresh_minutes: Some(60),
         }

@@ -373,7 +373,8 @@ async fn changes_conditional_gets_rotation_and_restarts() {
          public_url = \"https://cal.example.test/\"\n\n\
          [sync]\ndebounce_ms = 20\n\n\
          [[sinks]]\nkind = \"feed\"\nname = \"team\"\n\n\
-         [[sinks]]\nkind = \"feed\"\nname = \"free-busy\"\nprivacy = \"busy\"\n";
+         [[sinks]]\nkind = \"feed\"\nname = \"free-busy\"\nprivacy = \"busy\"\n\n\
+         [[sinks]]\nkind = \"feed\"\nname = \"everything\"\ncombine = true\n";
     let config = write_config(&dir, &emu, &format!("[\"{cal}\"]"), extra);
     let text = std::fs::read_to_string(&config)
         .unwrap()
@@ -388,7 +389,7 @@ async fn changes_conditional_gets_rotation_and_restarts() {
     }));
     let base = format!("http://{}", daemon.addr);
     let local = |u: &str| u.replace("https://cal.example.test", &base);
-    let list = wait_for_feeds(&config, 2, &local).await;
+    let list = wait_for_feeds(&config, 3, &local).await;
     let mut tokens: Vec<String> = Vec::new();
     let token_of = |u: &str| {
         u.rsplit('/')
@@ -459,6 +460,28 @@ async fn changes_conditional_gets_rotation_and_restarts() {
     assert_ne!(etag1, etag2);
     assert!(body2.contains("SUMMARY:Added by webhook"));
     assert!(body2.contains("SUMMARY:Existing meeting"));
+    // The combined feed (one address for every calendar) follows too.
+    let combined = local(url_of(&list, "everything", "*"));
+    let start = Instant::now();
+    loop {
+        let text = http
+            .get(&combined)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("SUMMARY:Added by webhook") {
+            assert!(text.contains("SUMMARY:Existing meeting"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "combined feed not updated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // gzip: its own ETag, which revalidates.
     let gz = http

@@ -31,6 +31,9 @@ pub struct Config {
     /// Which source calendars get a feed (one feed per calendar).
     #[serde(default = "default_calendars")]
     pub calendars: CalendarsToml,
+    /// One feed (one address) of all of them instead.
+    #[serde(default)]
+    pub combine: bool,
     #[serde(default = "default_privacy")]
     pub privacy: String,
     /// REFRESH-INTERVAL and X-PUBLISHED-TTL, in minutes (0: left out).
@@ -53,6 +56,8 @@ fn default_refresh() -> u32 {
 pub struct Validated {
     pub name: String,
     pub calendars: Calendars,
+    /// One feed of every calendar (`combine = true`).
+    pub combine: bool,
     pub privacy: Privacy,
     pub refresh_minutes: Option<u32>,
 }
@@ -118,6 +123,7 @@ impl TargetToml for Config {
             (Some(calendars), Some(privacy)) if problems.is_empty() => Ok(Validated {
                 name: self.name.clone(),
                 calendars,
+                combine: self.combine,
                 privacy,
                 refresh_minutes: Some(self.refresh_interval_minutes).filter(|m| *m > 0),
             }),
@@ -142,6 +148,8 @@ impl Validated {
             privacy: self.privacy,
             refresh_minutes: self.refresh_minutes,
             calendars: self.calendars.clone(),
+            combine: self.combine,
+            parts: std::sync::Mutex::default(),
             state,
             book,
             cache_dir,
@@ -172,8 +180,9 @@ impl ValidatedTarget for Validated {
 
     fn describe(&self) -> String {
         format!(
-            "ICS feed {} of {}, privacy {} (`feeds list` for its addresses)",
+            "ICS feed {}{} of {}, privacy {} (`feeds list` for its addresses)",
             self.name,
+            if self.combine { " (combined)" } else { "" },
             match &self.calendars {
                 Calendars::All => "every calendar".to_owned(),
                 Calendars::List(ids) => format!("{} calendar(s)", ids.len()),
@@ -241,6 +250,7 @@ mod tests {
             validate("name = \"a\"\ncalendars = \"some\"").unwrap_err(),
             ["sinks[2].calendars: \"some\" is neither \"all\" nor a list of calendar ids"]
         );
-        assert!(validate("name = \"a\"\ncombine = true").is_err());
+        assert!(validate("name = \"a\"\ncombine = true").unwrap().combine);
+        assert!(validate("name = \"a\"\ncombined = true").is_err());
     }
 }

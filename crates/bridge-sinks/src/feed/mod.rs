@@ -10,6 +10,11 @@
 //!   last good body. The body is also kept in a cache directory (atomic
 //!   writes, 0600) and loaded at start ([`FeedSink::load`]), so a restarted
 //!   daemon serves it before Feishu answers.
+//! - With `combine = true` the sink serves one feed of all its calendars
+//!   (calendar id [`COMBINED`] in its entries): it keeps each calendar's
+//!   items (owned copies, taken when they change) and renders them together
+//!   on every change of any of them. An event that several calendars hold
+//!   (same uid and time) is shown once.
 //! - Tokens are 256 random bits (base64url), created on the first publish of
 //!   a calendar and kept in the sink's [`StateStore`]; a rotation replaces
 //!   the token in the store and the book at once. Logs name the feed and
@@ -44,6 +49,34 @@ impl Calendars {
             Calendars::List(ids) => ids.contains(id),
         }
     }
+}
+
+/// The calendar id of a combined feed's single address.
+pub const COMBINED: &str = "*";
+
+/// What a combined feed keeps of one calendar.
+#[derive(Debug, Default)]
+struct Part {
+    items: Vec<bridge_core::Item>,
+    revisions: HashMap<bridge_core::EventKey, bridge_core::Revision>,
+}
+
+/// The items a calendar's series were grouped from (their live events and
+/// cancelled occurrences), owned.
+fn items_of(series: &[bridge_core::Series<'_>]) -> Vec<bridge_core::Item> {
+    use bridge_core::{EventKey, Item};
+    let mut out = Vec::new();
+    for s in series {
+        for ev in s.base.iter().chain(&s.overrides).chain(&s.orphans) {
+            out.push(Item::Event(Box::new((*ev).clone())));
+        }
+        for t in &s.cancelled {
+            if let Ok(k) = EventKey::new(s.uid, *t) {
+                out.push(Item::Cancelled(k));
+            }
+        }
+    }
+    out
 }
 
 /// State names in the sink's [`StateStore`].
@@ -102,6 +135,9 @@ pub struct FeedSink {
     privacy: Privacy,
     refresh_minutes: Option<u32>,
     calendars: Calendars,
+    combine: bool,
+    /// Combined feeds: each calendar's items, by calendar id.
+    parts: std::sync::Mutex<std::collections::BTreeMap<String, Part>>,
     state: Arc<dyn StateStore>,
     book: Arc<FeedBook>,
     cache_dir: Option<PathBuf>,
@@ -357,6 +393,100 @@ impl FeedSink {
     }
 }
 
+impl FeedSink {
+    /// Renders `series` and puts the body of `key` (a calendar id, or
+    /// [`COMBINED`]) into the book and the cache directory; whether its
+    /// bytes changed. The same bytes keep their validators.
+    fn render_into_book(
+        &self,
+        key: &str,
+        series: &[bridge_core::Series<'_>],
+        opts: &RenderOptions,
+        current: Option<Arc<Body>>,
+        settings: &str,
+        same_settings: bool,
+    ) -> Result<bool, SinkError> {
+        let rendered = blocking(|| -> std::io::Result<Body> {
+            let mut buf =
+                Vec::with_capacity(current.as_ref().map_or(64 * 1024, |b| b.bytes.len() + 4096));
+            let summary = render_series_to(series, opts, &mut buf)?;
+            for warning in &summary.warnings {
+                tracing::warn!(feed = %self.name, calendar = %key, "{warning}");
+            }
+            Ok(Body::new(buf, opts.dtstamp))
+        })
+        .map_err(|e| SinkError::transient(format!("cannot render feed {}: {e}", self.name)))?;
+        let changed = current.as_ref().is_none_or(|c| c.digest != rendered.digest);
+        let body = match current {
+            Some(c) if !changed => c,
+            _ => Arc::new(rendered),
+        };
+        if changed || !same_settings {
+            blocking(|| self.write_cached(key, &body, settings));
+        }
+        self.book.set_body(&self.name, key, body.clone());
+        self.rendered_settings()
+            .insert(key.to_owned(), settings.to_owned());
+        tracing::debug!(feed = %self.name, calendar = %key, changed, bytes = body.bytes.len(), "feed rendered");
+        Ok(changed)
+    }
+
+    /// `combine = true`: keeps the calendar's items and renders every
+    /// calendar's together.
+    async fn publish_combined(&self, input: ProjectionInput<'_>) -> Result<Published, SinkError> {
+        use sha2::{Digest, Sha256};
+        let location = format!("feed:{}", self.name);
+        self.token_for(COMBINED, input.now).await?;
+        let cal = input.calendar.id.clone();
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = input.changed || !parts.contains_key(&cal);
+        if fresh {
+            parts.insert(
+                cal.clone(),
+                Part {
+                    items: items_of(input.series),
+                    revisions: input.revisions.clone(),
+                },
+            );
+        }
+        let ids: Vec<&str> = parts.keys().map(String::as_str).collect();
+        let settings = hex::encode(Sha256::digest(
+            format!(
+                "v2|combined|{:?}|{:?}|{}|{}",
+                self.privacy,
+                self.refresh_minutes,
+                self.name,
+                ids.join("\u{0}")
+            )
+            .as_bytes(),
+        ));
+        let current = self.book.body(&self.name, COMBINED);
+        let same_settings = self.rendered_settings().get(COMBINED) == Some(&settings);
+        if !fresh && current.is_some() && same_settings {
+            return Ok(Published {
+                location,
+                changed: false,
+            });
+        }
+        let mut revisions = HashMap::new();
+        for p in parts.values() {
+            revisions.extend(p.revisions.iter().map(|(k, r)| (k.clone(), *r)));
+        }
+        let series = bridge_core::series::group(parts.values().flat_map(|p| &p.items));
+        let opts = RenderOptions {
+            name: self.name.clone(),
+            privacy: self.privacy,
+            dtstamp: input.now,
+            refresh_minutes: self.refresh_minutes,
+            timezone: None,
+            revisions,
+        };
+        let changed =
+            self.render_into_book(COMBINED, &series, &opts, current, &settings, same_settings)?;
+        Ok(Published { location, changed })
+    }
+}
+
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut tmp = tempfile::Builder::new()
@@ -389,6 +519,9 @@ impl Projection for FeedSink {
                 changed: false,
             });
         }
+        if self.combine {
+            return self.publish_combined(input).await;
+        }
         let location = format!("feed:{}/{cal}", self.name);
         self.token_for(cal, input.now).await?;
         let settings = self.settings(&input);
@@ -409,28 +542,8 @@ impl Projection for FeedSink {
             timezone: input.calendar.timezone.clone(),
             revisions: input.revisions.clone(),
         };
-        let rendered = blocking(|| -> std::io::Result<Body> {
-            let mut buf =
-                Vec::with_capacity(current.as_ref().map_or(64 * 1024, |b| b.bytes.len() + 4096));
-            let summary = render_series_to(input.series, &opts, &mut buf)?;
-            for warning in &summary.warnings {
-                tracing::warn!(feed = %self.name, calendar = %cal, "{warning}");
-            }
-            Ok(Body::new(buf, input.now))
-        })
-        .map_err(|e| SinkError::transient(format!("cannot render feed {}: {e}", self.name)))?;
-        let changed = current.as_ref().is_none_or(|c| c.digest != rendered.digest);
-        let body = match current {
-            // Same bytes: the validators stay (a 304 stays a 304).
-            Some(c) if !changed => c,
-            _ => Arc::new(rendered),
-        };
-        if changed || !same_settings {
-            blocking(|| self.write_cached(cal, &body, &settings));
-        }
-        self.book.set_body(&self.name, cal, body.clone());
-        self.rendered_settings().insert(cal.clone(), settings);
-        tracing::debug!(feed = %self.name, calendar = %cal, changed, bytes = body.bytes.len(), "feed rendered");
+        let changed =
+            self.render_into_book(cal, input.series, &opts, current, &settings, same_settings)?;
         Ok(Published { location, changed })
     }
 }
@@ -475,6 +588,7 @@ mod tests {
         config::Validated {
             name: "team".into(),
             calendars: Calendars::List(["cal1".to_owned()].into()),
+            combine: false,
             privacy,
             refresh_minutes: Some(30),
         }
@@ -546,6 +660,49 @@ mod tests {
         // Not one of its calendars: not published, no token.
         assert_eq!(publish(&s, "other", &items, true, 300).location, "");
         assert_eq!(block_on(s.entries()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_combined_feed_shows_every_calendar_once() {
+        let s = config::Validated {
+            name: "all".into(),
+            calendars: Calendars::All,
+            combine: true,
+            privacy: Privacy::Full,
+            refresh_minutes: None,
+        }
+        .build(Arc::new(MemState::default()), FeedBook::new(), None);
+        let a = items();
+        assert!(publish(&s, "cal1", &a, true, 100).changed);
+        let json = r#"[{"event_id":"e2_0","summary":"Other calendar",
+            "start_time":{"timestamp":"1772499600","timezone":"Europe/Berlin"},
+            "end_time":{"timestamp":"1772503200","timezone":"Europe/Berlin"}}]"#;
+        let events: Vec<bridge_core::feishu::Event> = serde_json::from_str(json).unwrap();
+        let mut b = bridge_core::map_events(&events).items;
+        // The same event in both calendars is shown once.
+        b.extend(a.iter().cloned());
+        let p = publish(&s, "cal2", &b, true, 200);
+        assert!(p.changed);
+        assert_eq!(p.location, "feed:all");
+        let entries = block_on(s.entries()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].calendar_id, COMBINED);
+        let body = s.book.body("all", COMBINED).unwrap();
+        let text = std::str::from_utf8(&body.bytes).unwrap();
+        assert_eq!(text.matches("SUMMARY:Secret plan").count(), 1, "{text}");
+        assert!(text.contains("SUMMARY:Other calendar"));
+        assert!(text.contains("BEGIN:VTIMEZONE\r\nTZID:Asia/Shanghai"));
+        assert!(text.contains("TZID:Europe/Berlin"));
+        assert!(text.contains("X-WR-CALNAME:all"));
+        // Nothing changed: not rendered again.
+        assert!(!publish(&s, "cal1", &a, false, 300).changed);
+        assert_eq!(s.book.body("all", COMBINED).unwrap(), body);
+        // A change in one calendar keeps the other's events.
+        let p = publish(&s, "cal1", &[], true, 400);
+        assert!(p.changed);
+        let text = String::from_utf8(s.book.body("all", COMBINED).unwrap().bytes.to_vec()).unwrap();
+        assert!(text.contains("SUMMARY:Other calendar"));
+        assert_eq!(text.matches("SUMMARY:Secret plan").count(), 1);
     }
 
     #[test]
