@@ -728,6 +728,26 @@ mod tests {
     }
 
     #[test]
+    fn public_url_is_an_http_url_without_query() {
+        let base = "[feishu]\napp_id = \"a\"\napp_secret = \"s\"\n[server]\npublic_url = ";
+        let ok = parse_str(&format!("{base}\"https://cal.example.com/\"\n")).unwrap();
+        assert_eq!(
+            ok.config.server.public_url.as_deref(),
+            Some("https://cal.example.com/")
+        );
+        for bad in ["\"cal.example.com\"", "\"ftp://x\"", "\"https://x/?a=1\""] {
+            let e = parse_str(&format!("{base}{bad}\n")).unwrap_err();
+            assert!(
+                e.problems
+                    .iter()
+                    .any(|p| p.starts_with("server.public_url:")),
+                "{bad}: {:?}",
+                e.problems
+            );
+        }
+    }
+
+    #[test]
     fn every_semantic_problem_at_once() {
         let e = parse_str(
             "[feishu]\nbase_url = \"nope\"\napp_id = \"\"\ndelivery = \"webhook\"\ncalendars = []\n\
