@@ -234,3 +234,26 @@ async fn unknown_rotated_and_unrendered_addresses() {
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn head_answers_as_get_would_per_encoding() {
+    let (book, token) = book();
+    let app = router(book);
+    let (status, h, body) = call(
+        &app,
+        Request::head(format!("/feeds/{token}.ics"))
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    let digest = feed::Body::new(TEXT, 0).digest;
+    assert_eq!(h[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(
+        h[header::ETAG].to_str().unwrap(),
+        format!("\"{digest}-gzip\"")
+    );
+    assert_eq!(h[header::VARY], "accept-encoding");
+}
