@@ -58,8 +58,10 @@ pub(crate) fn sinks(loaded: &Loaded) -> Vec<ConfiguredSink> {
 /// module; a sink without the credentials it needs is built paused.
 pub(crate) async fn build_sinks(loaded: &Loaded, store: &Store) -> anyhow::Result<Vec<Handle>> {
     let mut out = Vec::with_capacity(loaded.sinks.len());
+    // One book for every feed sink: the daemon serves it.
+    let feeds = bridge_sinks::feed::FeedBook::new();
     for c in &loaded.sinks {
-        out.push(c.target.build(store).await?);
+        out.push(c.target.build(store, &feeds).await?);
     }
     Ok(out)
 }

@@ -244,6 +244,10 @@ pub(crate) struct ServerConfig {
     /// The admin endpoint; must be a loopback address.
     #[serde(default = "default_admin_listen")]
     pub(crate) admin_listen: String,
+    /// The public root of the served feeds behind a reverse proxy
+    /// (`https://cal.example.com`); without it, `http://<listen>`.
+    #[serde(default)]
+    pub(crate) public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -251,6 +255,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            public_url: None,
         }
     }
 }
@@ -683,6 +688,19 @@ impl Config {
                 self.server.listen
             ));
         }
+        if let Some(u) = &self.server.public_url {
+            match url::Url::parse(u) {
+                Ok(p)
+                    if matches!(p.scheme(), "http" | "https")
+                        && p.host().is_some()
+                        && p.query().is_none()
+                        && p.fragment().is_none() => {}
+                _ => problems.push(format!(
+                    "server.public_url: {u:?} is not an http(s) URL like https://cal.example.com \
+                     (no query or fragment)"
+                )),
+            }
+        }
     }
 }
 
@@ -729,6 +747,26 @@ mod tests {
         .unwrap_err();
         assert!(e.problems[0].starts_with("sinks[0]"), "{:?}", e.problems);
         assert!(e.problems[0].contains("privcy"), "{:?}", e.problems);
+    }
+
+    #[test]
+    fn public_url_is_an_http_url_without_query() {
+        let base = "[feishu]\napp_id = \"a\"\napp_secret = \"s\"\n[server]\npublic_url = ";
+        let ok = parse_str(&format!("{base}\"https://cal.example.com/\"\n")).unwrap();
+        assert_eq!(
+            ok.config.server.public_url.as_deref(),
+            Some("https://cal.example.com/")
+        );
+        for bad in ["\"cal.example.com\"", "\"ftp://x\"", "\"https://x/?a=1\""] {
+            let e = parse_str(&format!("{base}{bad}\n")).unwrap_err();
+            assert!(
+                e.problems
+                    .iter()
+                    .any(|p| p.starts_with("server.public_url:")),
+                "{bad}: {:?}",
+                e.problems
+            );
+        }
     }
 
     #[test]
@@ -814,7 +852,7 @@ kind = \"ics\"
             "server.admin_listn: unknown key; did you mean \"admin_listen\"?",
             "stor: unknown key; did you mean \"store\"?",
             "sinks[0].privcy: unknown key; did you mean \"privacy\"?",
-            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\")",
+            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\", \"feed\")",
             "sinks[2].batch: expected true or false, got \"yes\"",
             "sinks[2].requests_per_second: expected a number, got \"ten\"",
             "sinks[3].dir: missing",
@@ -868,7 +906,7 @@ mod google_tests {
                     index: c.index,
                     sink: g,
                 }),
-                Target::Ics(_) => None,
+                Target::Ics(_) | Target::Feed(_) => None,
             })
             .collect()
     }

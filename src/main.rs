@@ -95,6 +95,8 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff) on stdout: `feishu-bridge man > feishu-bridge.1`.
     Man,
+    /// The secret addresses of the served ICS feeds: list, show (with a QR code), rotate.
+    Feeds(cmd::feeds::Args),
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
@@ -228,6 +230,7 @@ fn main() -> ExitCode {
         Command::Init(args) => cmd::init::run(args),
         Command::Completions { shell } => completions(shell),
         Command::Man => man(),
+        Command::Feeds(args) => block_on(cmd::feeds::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -15,11 +15,11 @@ use bridge_engine::Sink;
 use bridge_sinks::config::{
     Authorization, Check, Ctx, StoredToken, TargetToml, TokenRefused, ValidatedTarget,
 };
-use bridge_sinks::{google, ics};
+use bridge_sinks::{feed, google, ics};
 use bridge_store::Store;
 
 /// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
-pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true)];
+pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true), ("feed", false)];
 
 /// The commented `[[sinks]]` table `init` writes for `kind`.
 pub(crate) fn starter(kind: &str) -> Option<&'static str> {
@@ -42,6 +42,15 @@ privacy = "full"                  # full | redacted | busy
 # on_target_delete = "restore"    # or "respect"
 "#
         }
+        "feed" => {
+            r#"[[sinks]]
+kind = "feed"
+name = "team"                     # sink id "feed:team"; served at /feeds/<secret>.ics by `run`
+calendars = "all"                 # or a list of calendar ids
+privacy = "busy"                  # full | redacted | busy
+# combine = true                  # one feed of all its calendars
+"#
+        }
         _ => return None,
     })
 }
@@ -51,6 +60,7 @@ privacy = "full"                  # full | redacted | busy
 pub(crate) enum Target {
     Ics(ics::config::Validated),
     Google(Box<google::config::Validated>),
+    Feed(feed::config::Validated),
 }
 
 /// A built sink, with what its kind needs later (the token hand-over).
@@ -61,6 +71,7 @@ pub(crate) enum Handle {
         sink: Arc<google::GoogleSink>,
         config: Box<google::config::Validated>,
     },
+    Feed(Arc<feed::FeedSink>),
 }
 
 /// Reads the table of `kind` (without its `kind` key) with its module's
@@ -76,6 +87,7 @@ pub(crate) fn read(
         "google" => Target::Google(Box::new(validate::<google::config::Config>(
             table, ctx, problems,
         )?)),
+        "feed" => Target::Feed(validate::<feed::config::Config>(table, ctx, problems)?),
         other => {
             let known: Vec<String> = KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
             problems.push(format!(
@@ -103,6 +115,7 @@ impl Target {
         match self {
             Self::Ics(c) => c,
             Self::Google(c) => c.as_ref(),
+            Self::Feed(c) => c,
         }
     }
 
@@ -147,8 +160,13 @@ impl Target {
     }
 
     /// The sink, by its module. A sink without the credentials it needs is
-    /// built paused.
-    pub(crate) async fn build(&self, store: &Store) -> anyhow::Result<Handle> {
+    /// built paused. Feeds publish into `feeds`, the book the daemon
+    /// serves, and keep their bodies in `feeds/<name>/` next to the store.
+    pub(crate) async fn build(
+        &self,
+        store: &Store,
+        feeds: &Arc<feed::FeedBook>,
+    ) -> anyhow::Result<Handle> {
         let token = self.stored_token(store).await?;
         Ok(match self {
             Self::Ics(c) => Handle::Ics(Arc::new(c.build())),
@@ -159,6 +177,19 @@ impl Target {
                 )),
                 config: c.clone(),
             },
+            Self::Feed(c) => {
+                let dir = store
+                    .path()
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("feeds")
+                    .join(&c.name);
+                Handle::Feed(Arc::new(c.build(
+                    Arc::new(bridge_engine::SinkState::new(store.clone(), c.id())),
+                    feeds.clone(),
+                    Some(dir),
+                )))
+            }
         })
     }
 
@@ -182,11 +213,20 @@ impl Handle {
         match self {
             Self::Ics(s) => s.clone(),
             Self::Google { sink, .. } => sink.clone(),
+            Self::Feed(s) => s.clone(),
         }
     }
 
     pub(crate) fn id(&self) -> String {
         self.sink().id().to_owned()
+    }
+
+    /// The feed sink, for kind "feed".
+    pub(crate) fn feed(&self) -> Option<&Arc<feed::FeedSink>> {
+        match self {
+            Self::Feed(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// Why the sink is paused, if it is.
@@ -199,7 +239,7 @@ impl Handle {
     pub(crate) fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
         match self {
             Self::Google { sink, .. } => sink.calls(),
-            Self::Ics(_) => Default::default(),
+            Self::Ics(_) | Self::Feed(_) => Default::default(),
         }
     }
 

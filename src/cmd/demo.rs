@@ -18,12 +18,14 @@ use anyhow::Context;
 use bridge_core::feishu::{Event, EventListResponse, TimeInfo, UnixSeconds};
 use bridge_core::plan::Rules;
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_engine::SinkState;
 use bridge_engine::daemon::{Hub, Metrics, Worker};
 use bridge_engine::feishu_source::{FeishuSource, Selection};
 use bridge_engine::{Engine, EngineConfig, Sink};
 use bridge_feishu::auth::{FileTokenStore, OauthApp, Secret, TokenStore, UserAuth, UserTokens};
 use bridge_feishu::client::{ClientConfig, FeishuClient, Identity};
 use bridge_feishu::webhook::{DeliverySink, WebhookConfig};
+use bridge_sinks::feed::{self, FeedBook};
 use bridge_sinks::ics::IcsSink;
 use bridge_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,10 @@ pub(crate) struct Args {
     /// Sample events in the team calendar.
     #[arg(long, default_value_t = 300)]
     events: usize,
+    /// After the scripted changes, keep serving the feeds (and syncing
+    /// Feishu changes) until Ctrl-C, to subscribe from a calendar app.
+    #[arg(long)]
+    keep_serving: bool,
 }
 
 fn timed(at: i64, tz: &str) -> TimeInfo {
@@ -207,9 +213,25 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let sink: Arc<dyn Sink> = Arc::new(IcsSink::new(&ics_dir, bridge_core::Privacy::Full));
     let store = Store::open(state.join("bridge.redb")).await?;
+    // The same calendars as served feeds (one per calendar, full details).
+    let feed_book = FeedBook::new();
+    let feed = Arc::new(
+        feed::config::Validated {
+            name: "demo".into(),
+            calendars: feed::Calendars::All,
+            combine: false,
+            privacy: bridge_core::Privacy::Full,
+            refresh_minutes: Some(60),
+        }
+        .build(
+            Arc::new(SinkState::new(store.clone(), "feed:demo")),
+            feed_book.clone(),
+            Some(state.join("feeds").join("demo")),
+        ),
+    );
     let engine = Arc::new(Engine::new(
         Arc::new(source),
-        vec![sink],
+        vec![sink, feed.clone()],
         store.clone(),
         EngineConfig {
             rules: Rules::default(),
@@ -264,15 +286,33 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..WebhookConfig::default()
         },
         sink,
-    );
+    )
+    .merge(bridge_feeds::router(feed_book.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let c2 = cancel.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { c2.cancelled().await })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { c2.cancelled().await })
+        .await
     });
+    println!(
+        "\nServed feeds (subscribe in a calendar app while the demo runs; --keep-serving keeps them up):"
+    );
+    let feed_urls: Vec<String> = feed
+        .entries()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .iter()
+        .map(|e| {
+            let url = format!("http://{addr}/feeds/{}.ics", e.token);
+            println!("  {:<40} {url}", e.calendar_id);
+            url
+        })
+        .collect();
     emu.set_webhook(Some(WebhookTarget {
         url: format!("http://{addr}/webhook/event"),
         encrypt_key: Some(ENCRYPT_KEY.into()),
@@ -369,6 +409,43 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "\nA second full reconcile: {writes} writes, {} ms (everything was already in sync).",
         t.elapsed().as_millis()
     );
+
+    // 6. The feeds over HTTP: the body, its gzip form, a conditional GET.
+    let http = reqwest::Client::new();
+    for url in &feed_urls {
+        let full = http.get(url).send().await?;
+        let etag = full
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let size = full.bytes().await?.len();
+        let gzip = http
+            .get(url)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await?
+            .bytes()
+            .await?
+            .len();
+        let again = http
+            .get(url)
+            .header("if-none-match", &etag)
+            .send()
+            .await?
+            .status();
+        println!(
+            "Feed check: {size} bytes ({gzip} gzipped), a conditional GET answers {}",
+            again.as_u16()
+        );
+    }
+    if args.keep_serving {
+        println!(
+            "\nServing the feeds above until Ctrl-C (webcal:// works too: replace http:// by webcal://)."
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
 
     cancel.cancel();
     let _ = worker_task.await;

@@ -5,6 +5,7 @@ pub(crate) mod check;
 pub(crate) mod convert;
 pub(crate) mod demo;
 pub(crate) mod explain;
+pub(crate) mod feeds;
 pub(crate) mod init;
 pub(crate) mod reconcile;
 pub(crate) mod run;

@@ -59,6 +59,8 @@ struct Shared {
     sinks: Arc<Vec<crate::sinks::Handle>>,
     /// What `/admin/run` gives the commands it runs.
     in_daemon: app::InDaemon,
+    /// The root of the feed URLs (`[server] public_url` or the bound address).
+    feeds_base: Arc<String>,
 }
 
 const STARTING: &str = "starting: Feishu not reachable yet";
@@ -291,6 +293,43 @@ async fn admin_token(
     )
 }
 
+/// `GET /admin/feeds`: what `feeds list` prints.
+async fn admin_feeds(State(s): State<Shared>) -> axum::response::Response {
+    match crate::cmd::feeds::lines(&s.sinks, &s.feeds_base).await {
+        Ok(feeds) => axum::Json(crate::cmd::feeds::FeedLines { feeds }).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": format!("{e:#}")})),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /admin/feeds/rotate`: `feeds rotate` while the daemon runs; the
+/// old address answers 404 as soon as this returns.
+async fn admin_feeds_rotate(
+    State(s): State<Shared>,
+    axum::Json(r): axum::Json<crate::cmd::feeds::RotateRequest>,
+) -> axum::response::Response {
+    let fail = |status: StatusCode, error: String| {
+        (status, axum::Json(serde_json::json!({"error": error}))).into_response()
+    };
+    let feed = match crate::cmd::feeds::find(&s.sinks, &r.name) {
+        Ok(f) => f,
+        Err(e) => return fail(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    match feed.rotate(r.calendar.as_deref(), app::unix_now()).await {
+        Ok(rotated) => axum::Json(crate::cmd::feeds::FeedLines {
+            feeds: rotated
+                .iter()
+                .map(|e| crate::cmd::feeds::line(&s.feeds_base, e))
+                .collect(),
+        })
+        .into_response(),
+        Err(e) => fail(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
 async fn shutdown_signal(cancel: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -500,6 +539,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(&addr_file, admin_addr.to_string())
         .with_context(|| format!("cannot write {}", addr_file.display()))?;
 
+    // The feeds serve their stored addresses and last bodies at once.
+    let mut feed_book = None;
+    for f in app.sinks.iter().filter_map(crate::sinks::Handle::feed) {
+        match f.load().await {
+            Ok(n) => tracing::info!(feed = f.name(), addresses = n, "feed loaded"),
+            Err(e) => tracing::warn!(feed = f.name(), "cannot load the feed's addresses: {e}"),
+        }
+        feed_book.get_or_insert_with(|| f.book().clone());
+    }
+    let feeds_base = crate::cmd::feeds::base_url(&loaded, Some(addr));
+
     let worker_slot: Arc<OnceLock<Arc<Worker>>> = Arc::new(OnceLock::new());
     let shared = Shared {
         engine: engine.clone(),
@@ -514,6 +564,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             app: app.clone(),
             config: args.config.clone(),
         },
+        feeds_base: Arc::new(feeds_base.clone()),
     };
 
     // Serve first: /healthz answers "starting" and webhooks are made
@@ -530,6 +581,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_route))
         .with_state(shared.clone());
+    if let Some(book) = &feed_book {
+        router = router.merge(bridge_feeds::router(book.clone()));
+    }
     match loaded.config.feishu.delivery {
         Delivery::Webhook => {
             let sink: Arc<dyn DeliverySink> = hub.clone();
@@ -562,6 +616,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/admin/sync", post(admin_sync))
         .route("/admin/token", post(admin_token))
         .route("/admin/run", post(admin_run))
+        .route("/admin/feeds", get(admin_feeds))
+        .route("/admin/feeds/rotate", post(admin_feeds_rotate))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
@@ -593,6 +649,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ""
         },
     );
+
+    if feed_book.is_some() {
+        println!(
+            "feeds served at {feeds_base}/feeds/<token>.ics (`feishu-bridge feeds list` for the addresses)"
+        );
+    }
 
     // The calendars (retried until Feishu answers).
     let calendars = loop {

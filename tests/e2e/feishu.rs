@@ -309,6 +309,8 @@ fn the_demo_runs_and_leaves_valid_files() {
         "cancelled",
         "deleted",
         "0 writes",
+        "Served feeds",
+        "a conditional GET answers 304",
     ] {
         assert!(stdout.contains(line), "{line:?} missing in:\n{stdout}");
     }

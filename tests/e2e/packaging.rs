@@ -40,7 +40,12 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn init_writes_a_starter_config_that_check_accepts_and_check_changes_nothing() {
     let dir = temp_dir("pkg-init");
-    let out = run_in(&dir, &["init", "--sink", "ics", "--sink", "google"]);
+    let out = run_in(
+        &dir,
+        &[
+            "init", "--sink", "ics", "--sink", "google", "--sink", "feed",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let config = std::fs::read_to_string(dir.join("feishu-bridge.toml")).unwrap();
     assert!(config.contains("kind = \"ics\"") && config.contains("kind = \"google\""));

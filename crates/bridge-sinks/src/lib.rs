@@ -1,5 +1,5 @@
 //! Targets, one module each, behind the target seam ([`bridge_target`]):
-//! `google` is a replica, `ics` a projection, `memory` an in-memory replica
+//! `google` is a replica, `ics` and `feed` (served feeds) projections, `memory` an in-memory replica
 //! for tests.
 //!
 //! Architecture invariant: sink modules do not depend on each other, and
@@ -7,6 +7,7 @@
 //! store.
 
 pub mod config;
+pub mod feed;
 pub mod google;
 pub mod ics;
 pub mod memory;

@@ -96,7 +96,12 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The peer address, for routes that judge clients by it (the feed
+        // routes slow down repeated misses).
+        let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(
+            router.clone(),
+            axum::extract::ConnectInfo(peer),
+        ));
         let builder = builder.clone();
         let cancel = cancel.clone();
         connections.spawn(async move {

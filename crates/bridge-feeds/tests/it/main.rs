@@ -1,0 +1,3 @@
+//! The feed routes over a book, driven in-process with `tower::ServiceExt`.
+
+mod http;
