@@ -33,7 +33,8 @@ const EXIT_NOT_FOUND: u8 = 1;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The Feishu event id, `<uid>_<original_time>`.
+    /// The event: its Feishu id `<uid>_<original_time>`, its plain UID (as a calendar app
+    /// shows it), or words of its title (several matches are listed).
     event_id: String,
     #[arg(long, default_value = "feishu-bridge.toml")]
     pub(crate) config: PathBuf,
@@ -599,6 +600,47 @@ fn found_json(now: i64, f: &Found) -> serde_json::Value {
     })
 }
 
+/// Several events matched a title search: they are listed, to be named by id.
+#[allow(clippy::print_stdout)]
+fn print_matches(
+    words: &str,
+    matches: &[TitleMatch],
+    more: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let shown = &matches[..matches.len().min(TITLE_MATCHES)];
+    if json {
+        let out = serde_json::json!({
+            "query": words,
+            "found": false,
+            "several": shown.iter().map(|m| serde_json::json!({
+                "event_id": m.key, "calendar": m.calendar, "title": m.title, "start": m.start,
+            })).collect::<Vec<_>>(),
+            "more": more,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{} events have {words:?} in their title; name one by its id:",
+        if more {
+            format!("more than {TITLE_MATCHES}")
+        } else {
+            shown.len().to_string()
+        }
+    );
+    for m in shown {
+        println!(
+            "  {}  {:?}  {}  (calendar {})",
+            m.key,
+            m.title,
+            m.start.map_or_else(|| "-".to_owned(), fmt_time),
+            m.calendar
+        );
+    }
+    Ok(())
+}
+
 fn indent(text: &str, by: &str) -> String {
     text.lines()
         .map(|l| format!("{by}{l}\n"))
@@ -697,22 +739,65 @@ fn print_found(now: i64, id: &str, f: &Found) {
 }
 
 #[allow(clippy::print_stdout)]
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let key = match EventKey::parse(&args.event_id) {
-        Ok(k) => k,
-        Err(e) => {
-            crate::cmd::report_error(
-                &anyhow::anyhow!(
-                    "{e}; an event id is <uid>_<original_time>, e.g. 1f0c6c63-8d0e-4b8c-9d0a-1c2f3e4d5a6b_0"
-                ),
-                args.json,
-            );
-            return Ok(ExitCode::from(crate::EXIT_USAGE));
+/// One stored event a title search matched.
+#[derive(Debug)]
+struct TitleMatch {
+    calendar: String,
+    key: String,
+    title: String,
+    start: Option<i64>,
+}
+
+/// The stored events whose title contains `words` (case-insensitive), in
+/// calendar and key order, at most `limit`.
+async fn by_title(
+    store: &Store,
+    loaded: &Loaded,
+    words: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<TitleMatch>> {
+    let needle = words.to_lowercase();
+    let mut calendars: BTreeSet<String> = store
+        .list_cursors()
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    if let Calendars::List(ids) = &loaded.config.feishu.calendars {
+        calendars.extend(ids.iter().cloned());
+    }
+    let mut out = Vec::new();
+    for cal in calendars {
+        for (key, snap) in store.list_snapshots(&cal).await? {
+            let Some(ev) = parse_event(&snap.event_json) else {
+                continue;
+            };
+            let title = ev.summary.clone().unwrap_or_default();
+            if title.to_lowercase().contains(&needle) {
+                out.push(TitleMatch {
+                    calendar: cal.clone(),
+                    key,
+                    title,
+                    start: ev
+                        .start_time
+                        .as_ref()
+                        .and_then(|t| t.timestamp.as_ref())
+                        .map(|t| t.0),
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
         }
-    };
-    let id = key.to_string();
+    }
+    Ok(out)
+}
+
+/// How many title matches are listed at most.
+const TITLE_MATCHES: usize = 50;
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
-    let now = app::unix_now();
     let store = match open_existing(&loaded.config.store.path).await? {
         Opened::Store(s) => Some(s),
         Opened::Missing => None,
@@ -721,6 +806,68 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return app::run_in_daemon(&loaded, &e).await;
         }
     };
+    // `<uid>_<original_time>`, else a plain UID (the event or series it
+    // names is `<uid>_0`), else words of a title.
+    let arg = args.event_id.trim();
+    let key = match EventKey::parse(arg) {
+        Ok(k) => k,
+        Err(_) if arg.is_empty() => {
+            crate::cmd::report_error(
+                &anyhow::anyhow!(
+                    "name an event: <uid>_<original_time>, its UID, or words of its title"
+                ),
+                args.json,
+            );
+            return Ok(ExitCode::from(crate::EXIT_USAGE));
+        }
+        Err(e) => {
+            let as_uid = EventKey::new(arg, 0).ok();
+            let known_uid = match (&store, &as_uid) {
+                (Some(s), Some(k)) => {
+                    !search_store(&loaded, s, k, args.calendar.as_deref(), app::unix_now())
+                        .await?
+                        .iter()
+                        .all(|f| f.snapshot.is_none())
+                }
+                _ => false,
+            };
+            match (as_uid, known_uid, &store) {
+                (Some(k), true, _) => k,
+                (_, _, Some(s)) => {
+                    let matches = by_title(s, &loaded, arg, TITLE_MATCHES + 1).await?;
+                    match matches.len() {
+                        1 => EventKey::parse(&matches[0].key)?,
+                        0 => {
+                            crate::cmd::report_error(
+                                &anyhow::anyhow!(
+                                    "no stored event has the id, UID or title {arg:?} ({e}; an event id is \
+                                     <uid>_<original_time>, e.g. 1f0c6c63-8d0e-4b8c-9d0a-1c2f3e4d5a6b_0)"
+                                ),
+                                args.json,
+                            );
+                            return Ok(ExitCode::from(EXIT_NOT_FOUND));
+                        }
+                        n => {
+                            print_matches(arg, &matches, n > TITLE_MATCHES, args.json)?;
+                            return Ok(ExitCode::from(EXIT_NOT_FOUND));
+                        }
+                    }
+                }
+                (_, _, None) => {
+                    crate::cmd::report_error(
+                        &anyhow::anyhow!(
+                            "{e}; an event id is <uid>_<original_time>, e.g. \
+                             1f0c6c63-8d0e-4b8c-9d0a-1c2f3e4d5a6b_0 (nothing is stored yet to search by UID or title)"
+                        ),
+                        args.json,
+                    );
+                    return Ok(ExitCode::from(crate::EXIT_USAGE));
+                }
+            }
+        }
+    };
+    let id = key.to_string();
+    let now = app::unix_now();
     let mut found = match &store {
         Some(s) => search_store(&loaded, s, &key, args.calendar.as_deref(), now).await?,
         None => Vec::new(),

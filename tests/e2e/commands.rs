@@ -209,6 +209,37 @@ async fn status_check_and_explain_after_a_reconcile() {
     }
     assert!(!r.stdout.contains("RECURRENCE-ID"), "{r}");
 
+    // The same event by the plain UID a calendar app shows, and by its title.
+    let uid = fx.single.trim_end_matches("_0");
+    for by in [uid, "planning"] {
+        let r = run(&["explain", by], &fx.config).await;
+        assert_eq!(r.code, 0, "{by}: {r}");
+        assert!(
+            r.stdout
+                .contains(&format!("event {} in calendar {}", fx.single, fx.cal)),
+            "{by}: {r}"
+        );
+    }
+    // Several title matches are listed, to be named by id.
+    let r = run(&["explain", "standup"], &fx.config).await;
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stdout
+            .contains("2 events have \"standup\" in their title; name one by its id:"),
+        "{r}"
+    );
+    assert!(
+        r.stdout.contains(&fx.master) && r.stdout.contains(&fx.exception),
+        "{r}"
+    );
+    let r = run(&["explain", "no such meeting"], &fx.config).await;
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr
+            .contains("no stored event has the id, UID or title"),
+        "{r}"
+    );
+
     // ... as JSON
     let r = run(&["explain", "--json", &fx.single], &fx.config).await;
     assert_eq!(r.code, 0, "{r}");
@@ -282,9 +313,10 @@ async fn status_check_and_explain_after_a_reconcile() {
     assert_eq!(r.code, 1, "{r}");
     assert_eq!(r.json()["found"], false);
 
-    // malformed id
+    // Not an id, a known UID or a title: not found (exit 1), with the form
+    // of an id.
     let r = run(&["explain", "not-an-event-id"], &fx.config).await;
-    assert_eq!(r.code, 2, "{r}");
+    assert_eq!(r.code, 1, "{r}");
     assert!(r.stderr.contains("has no `_<original_time>` suffix"), "{r}");
 
     // The store held by another process (as the daemon would): status says
