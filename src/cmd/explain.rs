@@ -600,6 +600,39 @@ fn found_json(now: i64, f: &Found) -> serde_json::Value {
     })
 }
 
+/// An event that left the source (the engine remembers it for 30 days).
+#[allow(clippy::print_stdout)]
+fn print_departed(
+    id: &str,
+    calendar: &str,
+    d: &bridge_engine::departed::Departed,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let out = serde_json::json!({
+            "event_id": id,
+            "found": false,
+            "departed": {
+                "calendar": calendar,
+                "title": d.title,
+                "start": d.start,
+                "at": d.at,
+                "why": d.why,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("event {id} in calendar {calendar}: gone");
+    println!("  title:    {:?}", d.title);
+    if let Some(start) = d.start {
+        println!("  start:    {}", fmt_time(start));
+    }
+    println!("  removed:  {} ({})", fmt_time(d.at), d.why);
+    println!("  decision: deleted from every mirror by that pass (remembered for 30 days)");
+    Ok(())
+}
+
 /// Several events matched a title search: they are listed, to be named by id.
 #[allow(clippy::print_stdout)]
 fn print_matches(
@@ -793,6 +826,41 @@ async fn by_title(
     Ok(out)
 }
 
+/// The departure of `key` the engine remembers (`departed`), with its
+/// calendar, newest first.
+async fn departed_lookup(
+    store: &Store,
+    loaded: &Loaded,
+    key: &str,
+) -> anyhow::Result<Option<(String, bridge_engine::departed::Departed)>> {
+    let mut calendars: BTreeSet<String> = store
+        .list_cursors()
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    if let Calendars::List(ids) = &loaded.config.feishu.calendars {
+        calendars.extend(ids.iter().cloned());
+    }
+    let mut best: Option<(String, bridge_engine::departed::Departed)> = None;
+    for cal in calendars {
+        let Some(json) = store
+            .get_state(&bridge_engine::departed::state_name(&cal))
+            .await?
+        else {
+            continue;
+        };
+        let list: Vec<bridge_engine::departed::Departed> =
+            serde_json::from_str(&json).unwrap_or_default();
+        if let Some(d) = list.into_iter().rev().find(|d| d.key == key)
+            && best.as_ref().is_none_or(|(_, b)| b.at < d.at)
+        {
+            best = Some((cal, d));
+        }
+    }
+    Ok(best)
+}
+
 /// How many title matches are listed at most.
 const TITLE_MATCHES: usize = 50;
 
@@ -822,15 +890,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             let as_uid = EventKey::new(arg, 0).ok();
-            let known_uid = match (&store, &as_uid) {
-                (Some(s), Some(k)) => {
-                    !search_store(&loaded, s, k, args.calendar.as_deref(), app::unix_now())
-                        .await?
-                        .iter()
-                        .all(|f| f.snapshot.is_none())
-                }
+            let departed_uid = match (&store, &as_uid) {
+                (Some(s), Some(k)) => departed_lookup(s, &loaded, &k.to_string()).await?.is_some(),
                 _ => false,
             };
+            let known_uid = departed_uid
+                || match (&store, &as_uid) {
+                    (Some(s), Some(k)) => {
+                        !search_store(&loaded, s, k, args.calendar.as_deref(), app::unix_now())
+                            .await?
+                            .iter()
+                            .all(|f| f.snapshot.is_none())
+                    }
+                    _ => false,
+                };
             match (as_uid, known_uid, &store) {
                 (Some(k), true, _) => k,
                 (_, _, Some(s)) => {
@@ -872,6 +945,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(s) => search_store(&loaded, s, &key, args.calendar.as_deref(), now).await?,
         None => Vec::new(),
     };
+    if found.is_empty()
+        && let Some(s) = &store
+        && let Some((cal, d)) = departed_lookup(s, &loaded, &id).await?
+    {
+        print_departed(&id, &cal, &d, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut misses = Vec::new();
     let in_store = !found.is_empty();
     if !in_store && !args.offline {

@@ -880,3 +880,44 @@ async fn auth_google_resumes_a_paused_sink_in_the_running_daemon() {
     google.shutdown().await;
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_remembers_deleted_events_with_when_and_why() {
+    let fx = fixture("cmds-departed", "ics").await;
+    let r = run(&["reconcile"], &fx.config).await;
+    assert_eq!(r.code, 0, "{r}");
+    fx.emu.delete_event(&fx.cal, &fx.single);
+    fx.emu.delete_event(&fx.cal, &fx.master);
+    let r = run(&["reconcile"], &fx.config).await;
+    assert_eq!(r.code, 0, "{r}");
+
+    let uid = fx.single.trim_end_matches("_0");
+    for by in [fx.single.as_str(), uid] {
+        let r = run(&["explain", "--offline", by], &fx.config).await;
+        assert_eq!(r.code, 0, "{by}: {r}");
+        for want in [
+            format!("event {} in calendar {}: gone", fx.single, fx.cal),
+            "title:    \"Planning\"".to_owned(),
+            "deleted in Feishu (no longer in its calendar)".to_owned(),
+        ] {
+            assert!(r.stdout.contains(&want), "{want} in\n{r}");
+        }
+    }
+    // The moved occurrence went with its series.
+    let r = run(
+        &["explain", "--offline", "--json", &fx.exception],
+        &fx.config,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r}");
+    let j = r.json();
+    assert_eq!(j["departed"]["title"], "Standup (moved)", "{j}");
+    assert!(
+        j["departed"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("series was deleted"),
+        "{j}"
+    );
+    fx.emu.shutdown().await;
+}

@@ -17,6 +17,7 @@ pub use bridge_target::{
     RemoteRef, Replica, ReplicaInput, SeriesOps, SeriesOutcome, Sink, SinkError, StateStore,
     Target,
 };
+pub use engine::departed;
 pub use engine::{
     CalendarReport, Engine, EngineConfig, EngineError, EventInfo, EventKind, Mode, SinkReport,
     Window, in_window,

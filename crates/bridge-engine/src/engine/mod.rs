@@ -9,6 +9,7 @@
 
 mod apply;
 mod assemble;
+pub mod departed;
 mod listing;
 mod sinkplan;
 
@@ -574,7 +575,65 @@ impl Engine {
             );
         }
         self.store.apply_batch(batch).await?;
+        if report.blocked.is_none() {
+            self.remember_departed(cal, &prev_hash, &next, &removed, now)
+                .await;
+        }
         Ok(report)
+    }
+
+    /// Notes the events whose snapshots this pass removed (see `departed`).
+    async fn remember_departed(
+        &self,
+        cal: &CalendarMeta,
+        prev_hash: &BTreeMap<EventKey, ContentHash>,
+        next: &BTreeMap<EventKey, Entry>,
+        removed: &BTreeMap<EventKey, Entry>,
+        now: i64,
+    ) {
+        let new: Vec<departed::Departed> = prev_hash
+            .keys()
+            .filter(|k| !next.contains_key(*k))
+            .map(|k| {
+                let (title, start) = match removed.get(k).map(|e| &e.item) {
+                    Some(Item::Event(ev)) => (ev.summary.clone(), Some(ev.start.instant())),
+                    _ => (String::new(), None),
+                };
+                let series_gone =
+                    k.original_time() != 0 && !next.keys().any(|n| n.uid() == k.uid());
+                departed::Departed {
+                    key: k.to_string(),
+                    title,
+                    start,
+                    at: now,
+                    why: if series_gone {
+                        "its series was deleted in Feishu".to_owned()
+                    } else {
+                        "deleted in Feishu (no longer in its calendar)".to_owned()
+                    },
+                }
+            })
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let name = departed::state_name(&cal.id);
+        let old: Vec<departed::Departed> = match self.store.get_state(&name).await {
+            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let list = departed::merged(old, new, now);
+        let result = match serde_json::to_string(&list) {
+            Ok(json) => self
+                .store
+                .put_state(&name, &json)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(calendar = %cal.id, "cannot note the departed events for explain: {e}");
+        }
     }
 
     /// Phase: the new snapshot set, loading the stored bodies the pass
