@@ -76,6 +76,33 @@ pub(crate) struct SyncConfig {
     /// The first retry of a failed sink write, in seconds (doubling, at most 6 h).
     #[serde(default = "default_retry_base_seconds")]
     pub(crate) retry_base_seconds: u64,
+    /// Attendees: `"changed"` reads them for new or changed events, `"none"`
+    /// never.
+    #[serde(default)]
+    pub(crate) attendees: AttendeesSetting,
+    /// A full reconcile reads again the attendees of events starting within
+    /// this many days (room bookings settle late).
+    #[serde(default = "default_attendee_refresh_days")]
+    pub(crate) attendee_refresh_days: u32,
+    /// ... at most this many events per calendar and pass.
+    #[serde(default = "default_attendee_refresh_budget")]
+    pub(crate) attendee_refresh_budget: usize,
+}
+
+/// `sync.attendees`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AttendeesSetting {
+    #[default]
+    Changed,
+    None,
+}
+
+fn default_attendee_refresh_days() -> u32 {
+    14
+}
+fn default_attendee_refresh_budget() -> usize {
+    200
 }
 
 fn default_debounce_max_ms() -> u64 {
@@ -101,6 +128,9 @@ impl Default for SyncConfig {
             debounce_ms: default_debounce_ms(),
             debounce_max_ms: default_debounce_max_ms(),
             retry_base_seconds: default_retry_base_seconds(),
+            attendees: AttendeesSetting::default(),
+            attendee_refresh_days: default_attendee_refresh_days(),
+            attendee_refresh_budget: default_attendee_refresh_budget(),
         }
     }
 }

@@ -45,6 +45,10 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
         "listed": r.listed,
         "items": r.items,
         "source_calls": r.source_calls,
+        "attendee_calls": r.attendee_calls,
+        "attendees_fetched": r.attendees_fetched,
+        "attendees_refreshed": r.attendees_refreshed,
+        "attendee_failures": r.attendee_failures,
         "blocked": r.blocked,
         "dry_run": r.dry_run,
         "sinks": r.sinks.iter().map(|s| serde_json::json!({
@@ -80,6 +84,19 @@ fn print_human(r: &CalendarReport) {
             ""
         }
     );
+    if r.attendee_calls > 0 || r.attendee_failures > 0 {
+        println!(
+            "  attendees: read for {} new or changed event(s), refreshed {} upcoming, {} call(s){}",
+            r.attendees_fetched,
+            r.attendees_refreshed,
+            r.attendee_calls,
+            if r.attendee_failures > 0 {
+                format!(", {} failed (read again next pass)", r.attendee_failures)
+            } else {
+                String::new()
+            }
+        );
+    }
     for s in &r.sinks {
         let verb = if r.dry_run { "would be" } else { "" };
         let mut extra = String::new();

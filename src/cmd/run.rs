@@ -99,6 +99,11 @@ async fn metrics_text(s: &Shared) -> String {
             "Change events received again and ignored.",
             &m.duplicate_hints,
         ),
+        (
+            "feishu_bridge_attendee_calls_total",
+            "Calls of Feishu's attendees endpoint (pages) made by sync passes.",
+            &m.attendee_calls,
+        ),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(

@@ -9,6 +9,7 @@
 
 mod apply;
 mod assemble;
+mod attendees;
 mod listing;
 mod sinkplan;
 
@@ -25,7 +26,7 @@ use bridge_target::{Drift, DriftInput, Sink, Target};
 
 use self::apply::recorded_refs;
 use self::assemble::{Entry, Seen};
-use self::listing::entry_from_snapshot;
+use self::attendees::{Mark, split_stored, stored_entry};
 use self::sinkplan::{PlanContext, SinkPlan, plan_sink};
 
 use crate::traits::{CalendarMeta, Source, SourceError};
@@ -56,12 +57,45 @@ pub struct Window {
     pub future_days: u32,
 }
 
+/// Whether attendees are read from the source (`sync.attendees`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttendeeMode {
+    /// Read the attendees of new or changed events (and refresh upcoming
+    /// ones on a full reconcile).
+    Changed,
+    /// Never read attendees; mirrors show none.
+    #[default]
+    None,
+}
+
+/// How attendees are synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttendeeSync {
+    pub mode: AttendeeMode,
+    /// A full reconcile reads again the attendees of events starting within
+    /// this many days (room bookings settle after the event was listed).
+    pub refresh_days: u32,
+    /// ... at most this many events per calendar and pass.
+    pub refresh_budget: usize,
+}
+
+impl Default for AttendeeSync {
+    fn default() -> Self {
+        Self {
+            mode: AttendeeMode::None,
+            refresh_days: 14,
+            refresh_budget: 200,
+        }
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     pub rules: Rules,
     pub window: Option<Window>,
     pub failure_backoff: Backoff,
+    pub attendees: AttendeeSync,
 }
 
 /// How to list.
@@ -109,7 +143,16 @@ pub struct CalendarReport {
     /// The stored sync token had expired.
     pub cursor_expired: bool,
     pub listed: usize,
+    /// Listing calls.
     pub source_calls: u64,
+    /// Attendee calls (pages of the attendees endpoint).
+    pub attendee_calls: u64,
+    /// Events whose attendees were read because they were new or changed.
+    pub attendees_fetched: usize,
+    /// Unchanged upcoming events whose attendees were read again.
+    pub attendees_refreshed: usize,
+    /// Attendee reads that failed (retried next pass).
+    pub attendee_failures: usize,
     /// Items in the snapshot after the pass.
     pub items: usize,
     pub sinks: Vec<SinkReport>,
@@ -246,25 +289,55 @@ impl Engine {
             Mode::Full => None,
             Mode::Incremental => cursor.as_ref().and_then(|c| c.sync_token.clone()),
         };
-        let prev_hash: BTreeMap<EventKey, ContentHash> = self
-            .store
-            .list_snapshot_hashes(&cal.id)
-            .await?
-            .into_iter()
-            .filter_map(|(k, h)| Some((EventKey::parse(&k).ok()?, h.parse().ok()?)))
-            .collect();
+        let mut prev_hash: BTreeMap<EventKey, ContentHash> = BTreeMap::new();
+        let mut prev_att: BTreeMap<EventKey, Mark> = BTreeMap::new();
+        for (k, h) in self.store.list_snapshot_hashes(&cal.id).await? {
+            let Ok(key) = EventKey::parse(&k) else {
+                continue;
+            };
+            let (hash, mark) = split_stored(&h);
+            let Some(hash) = hash else { continue };
+            if let Some(m) = mark {
+                prev_att.insert(key.clone(), m);
+            }
+            prev_hash.insert(key, hash);
+        }
+        let with_attendees = self.cfg.attendees.mode == AttendeeMode::Changed;
 
         // List and snapshot.
-        let listed = listing::list_and_snapshot(
+        let mut listed = listing::list_and_snapshot(
             &self.source,
             &self.store,
             cal,
             token.as_deref(),
-            &prev_hash,
+            &listing::Compare {
+                prev: &prev_hash,
+                prev_att: &prev_att,
+                attendees: with_attendees,
+            },
             dry_run,
             now,
         )
         .await?;
+
+        // Attendees: of new or changed events, and a refresh of upcoming
+        // ones on a full reconcile.
+        let att = if with_attendees {
+            attendees::Phase {
+                source: &self.source,
+                store: &self.store,
+                cal,
+                prev_att: &prev_att,
+                sync: self.cfg.attendees,
+                refresh: mode == Mode::Full && listed.complete,
+                dry_run,
+                now,
+            }
+            .run(&mut listed.seen, std::mem::take(&mut listed.want))
+            .await?
+        } else {
+            attendees::Resolved::default()
+        };
         let complete = listed.complete;
         let mut report = CalendarReport {
             calendar: cal.id.clone(),
@@ -274,6 +347,10 @@ impl Engine {
             cursor_expired: listed.cursor_expired,
             listed: listed.listed,
             source_calls: listed.calls,
+            attendee_calls: att.calls,
+            attendees_fetched: att.fetched,
+            attendees_refreshed: att.refreshed,
+            attendee_failures: att.failed,
             ..CalendarReport::default()
         };
 
@@ -469,10 +546,11 @@ impl Engine {
         seen: Vec<Seen>,
         complete: bool,
     ) -> Result<(BTreeMap<EventKey, Entry>, BTreeMap<EventKey, Entry>), EngineError> {
+        let with_attendees = self.cfg.attendees.mode == AttendeeMode::Changed;
         let mut base = BTreeMap::new();
         if !complete {
             for (k, snap) in self.store.list_snapshots(&cal.id).await? {
-                if let Some((key, e)) = entry_from_snapshot(&k, &snap.event_json) {
+                if let Some((key, e)) = stored_entry(&k, &snap.event_json, with_attendees) {
                     base.insert(key, e);
                 }
             }
@@ -489,7 +567,7 @@ impl Engine {
                 .collect();
             for (k, snap) in self.store.list_snapshots(&cal.id).await? {
                 if wanted.contains(&k)
-                    && let Some((key, e)) = entry_from_snapshot(&k, &snap.event_json)
+                    && let Some((key, e)) = stored_entry(&k, &snap.event_json, with_attendees)
                 {
                     stored.insert(key, e);
                 }
@@ -497,7 +575,8 @@ impl Engine {
         } else {
             for k in a.keep_stored.iter().chain(&a.vanished) {
                 if let Some(snap) = self.store.get_snapshot(&cal.id, &k.to_string()).await?
-                    && let Some((key, e)) = entry_from_snapshot(&k.to_string(), &snap.event_json)
+                    && let Some((key, e)) =
+                        stored_entry(&k.to_string(), &snap.event_json, with_attendees)
                 {
                     stored.insert(key, e);
                 }

@@ -1,5 +1,6 @@
 //! Integration tests of bridge-engine (one test binary).
 
+mod attendees;
 mod daemon;
 mod model;
 mod passes;
