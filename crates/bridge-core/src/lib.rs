@@ -16,6 +16,7 @@ pub mod model;
 pub mod plan;
 pub mod privacy;
 pub mod recur;
+pub mod rooms;
 pub mod sample;
 pub mod series;
 
