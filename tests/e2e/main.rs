@@ -4,6 +4,7 @@ mod commands;
 mod convert;
 mod daemon;
 mod feishu;
+mod fidelity;
 mod google;
 mod hardening;
 mod listener;
