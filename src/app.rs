@@ -200,6 +200,11 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
             refresh_days: sync.attendee_refresh_days,
             refresh_budget: sync.attendee_refresh_budget,
         },
+        views: loaded
+            .sinks
+            .iter()
+            .map(|c| (c.target.id(), c.view.clone()))
+            .collect(),
     };
     let handles = build_sinks(loaded, &store).await?;
     let sinks = handles.iter().map(Handle::sink).collect();

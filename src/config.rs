@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::sinks::Target;
 
 mod read;
+mod view;
 
 pub(crate) use read::read_table;
 
@@ -403,6 +404,9 @@ pub(crate) struct Configured {
     /// Position in `[[sinks]]`.
     pub(crate) index: usize,
     pub(crate) target: Target,
+    /// Its filters and transforms (`[sinks.filter]`, `[sinks.transform]`),
+    /// generic to every kind.
+    pub(crate) view: bridge_core::view::View,
 }
 
 impl Configured {
@@ -601,6 +605,8 @@ fn read_sinks(
                 continue;
             }
         };
+        // The generic keys of every kind, read before the kind sees the table.
+        let view = view::take(&mut table, &path, problems);
         let ctx = bridge_sinks::config::Ctx::new(path.as_str(), base, &read);
         match crate::sinks::read(&kind, toml::Value::Table(table), &ctx, problems) {
             Some(target) => {
@@ -618,7 +624,11 @@ fn read_sinks(
                         continue;
                     }
                 }
-                out.push(Configured { index, target });
+                out.push(Configured {
+                    index,
+                    target,
+                    view: view.unwrap_or_default(),
+                });
             }
             None => continue,
         }

@@ -19,6 +19,7 @@ pub mod recur;
 pub mod rooms;
 pub mod sample;
 pub mod series;
+pub mod view;
 
 pub use hash::{ContentHash, content_hash};
 pub use ics::{

@@ -12,6 +12,7 @@ mod assemble;
 mod attendees;
 mod listing;
 mod sinkplan;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -96,6 +97,9 @@ pub struct EngineConfig {
     pub window: Option<Window>,
     pub failure_backoff: Backoff,
     pub attendees: AttendeeSync,
+    /// Filters and transforms by sink id (a sink without one sees the
+    /// calendar as it is).
+    pub views: BTreeMap<String, bridge_core::view::View>,
 }
 
 /// How to list.
@@ -131,6 +135,8 @@ pub struct SinkReport {
     pub drift_rewrites: usize,
     /// Drift repair: items deleted on the target and left deleted.
     pub tombstoned: usize,
+    /// Items the sink's filters leave out.
+    pub filtered: usize,
 }
 
 /// What one pass over one calendar did.
@@ -360,17 +366,31 @@ impl Engine {
             .await?;
 
         let window = self.cfg.window;
-        let windowed: BTreeMap<&EventKey, bool> = next
+        // What each sink sees: its filters and transforms (`None`: the
+        // set as it is), and which items are inside the sync window and
+        // the sink's own time frame.
+        let views: Vec<Option<&bridge_core::view::View>> = self
+            .sinks
             .iter()
-            .map(|(k, e)| (k, in_window(window, now, &e.item)))
+            .map(|s| self.cfg.views.get(s.id()).filter(|v| !v.is_identity()))
             .collect();
-        let cx = PlanContext {
-            next: &next,
-            windowed: &windowed,
-            window_configured: window.is_some(),
-            rules: &self.cfg.rules,
-            now,
-        };
+        let sets: Vec<Option<view::SinkSet>> = views
+            .iter()
+            .map(|v| v.map(|v| view::apply(v, &next, &removed)))
+            .collect();
+        let windowed_per_sink: Vec<BTreeMap<&EventKey, bool>> = views
+            .iter()
+            .map(|v| {
+                next.iter()
+                    .map(|(k, e)| {
+                        (
+                            k,
+                            in_window(window, now, &e.item) && view::in_frame(*v, now, &e.item),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
         // Items of this calendar whose last write failed: (sink, key) -> retry time.
         let failing: HashMap<(String, String), i64> = self
             .store
@@ -386,7 +406,14 @@ impl Engine {
         // items' snapshots and the sync token, so the next pass sees them
         // again.
         let mut planned = Vec::with_capacity(self.sinks.len());
-        for sink in &self.sinks {
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let cx = PlanContext {
+                next: sets[i].as_ref().map_or(&next, |s| &s.next),
+                windowed: &windowed_per_sink[i],
+                window_configured: window.is_some() || views[i].and_then(|v| v.frame()).is_some(),
+                rules: &self.cfg.rules,
+                now,
+            };
             let records: BTreeMap<EventKey, Record> = self
                 .store
                 .list_records(sink.id(), &cal.id)
@@ -400,7 +427,7 @@ impl Engine {
             if let Some(b) = &p.blocked {
                 report.blocked.get_or_insert_with(|| b.message.clone());
             }
-            planned.push((sink.clone(), records, p));
+            planned.push((sink.clone(), records, p, cx));
         }
         if let Some(b) = &report.blocked {
             tracing::warn!(calendar = %cal.id, "{b}; the sync token was kept");
@@ -419,14 +446,14 @@ impl Engine {
         let mut batch = Batch::new();
         let mut drift_reports: Vec<Option<Drift>> = vec![None; planned.len()];
         if mode == Mode::Full && complete && report.blocked.is_none() {
-            let all_series = bridge_core::series::group(next.values().map(|e| &e.item));
-            for (i, (sink, records, p)) in planned.iter_mut().enumerate() {
+            for (i, (sink, records, p, cx)) in planned.iter_mut().enumerate() {
                 let Target::Replica(replica) = sink.target() else {
                     continue;
                 };
                 if sink.paused().is_some() {
                     continue;
                 }
+                let all_series = bridge_core::series::group(cx.next.values().map(|e| &e.item));
                 let d = match replica
                     .drift(DriftInput {
                         calendar: cal,
@@ -457,7 +484,7 @@ impl Engine {
                     let rewrite: BTreeSet<EventKey> = d.rewrite.iter().cloned().collect();
                     let retry_at =
                         |k: &EventKey| failing.get(&(sink.id().to_owned(), k.to_string())).copied();
-                    *p = plan_sink(cx, records, &rewrite, &retry_at);
+                    *p = plan_sink(*cx, records, &rewrite, &retry_at);
                 }
                 drift_reports[i] = Some(d);
             }
@@ -465,9 +492,12 @@ impl Engine {
 
         // Apply and record, sink by sink.
         let mut sink_reports = Vec::new();
-        for ((sink, records, p), drift) in planned.into_iter().zip(drift_reports) {
+        for (i, ((sink, records, p, cx), drift)) in
+            planned.into_iter().zip(drift_reports).enumerate()
+        {
             let mut sr = SinkReport {
                 sink: sink.id().to_owned(),
+                filtered: sets[i].as_ref().map_or(0, |s| s.excluded.len()),
                 unchanged: p.unchanged,
                 deferred: p.deferred,
                 ops: p.ops.clone(),
@@ -490,13 +520,19 @@ impl Engine {
                 sink_reports.push(sr);
                 continue;
             }
-            let shown = shown(&next, &windowed, &records, p.blocked.is_some(), &removed);
+            let shown = shown(
+                cx.next,
+                cx.windowed,
+                &records,
+                p.blocked.is_some(),
+                sets[i].as_ref().map_or(&removed, |s| &s.removed),
+            );
             let series = bridge_core::series::group(shown);
             let outcomes = apply::apply(sink.as_ref(), cal, &series, &records, &p, now).await;
             self.record(
                 cal,
                 sink.id(),
-                &next,
+                cx.next,
                 &p,
                 outcomes,
                 &failing,

@@ -12,3 +12,4 @@ mod passes;
 mod google_common;
 mod sink_google;
 mod sink_ics;
+mod views;
