@@ -64,6 +64,7 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
             "orphans_deleted": s.orphans_deleted,
             "drift_rewrites": s.drift_rewrites,
             "tombstoned": s.tombstoned,
+            "filtered": s.filtered,
             "plan": if r.dry_run { s.ops.iter().map(op_json).collect::<Vec<_>>() } else { Vec::new() },
         })).collect::<Vec<_>>(),
     })
@@ -114,6 +115,9 @@ fn print_human(r: &CalendarReport) {
         }
         if s.tombstoned > 0 {
             extra.push_str(&format!(", left deleted on the target {}", s.tombstoned));
+        }
+        if s.filtered > 0 {
+            extra.push_str(&format!(", left out by its filters {}", s.filtered));
         }
         println!(
             "  {}: {verb} created {}, updated {}, deleted {}, unchanged {}, failed {}{extra}",
