@@ -255,3 +255,51 @@ async fn a_first_mirror_reads_attendees_once_and_a_no_op_pass_reads_none() {
     assert_eq!(ics_text(&dir.join("ics")), text);
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_and_transforms_per_sink_and_explain_names_the_filter() {
+    let f = emulator().await;
+    let user = f.add_user("Li Lei");
+    let cal = f.primary_calendar(&user);
+    let now = unix_now();
+    let plain = f.create_event(&cal, event("Design review", now + DAY));
+    let mut private = event("Doctor", now + 2 * DAY);
+    private.visibility = Some(bridge_core::feishu::Visibility::Private);
+    let private = f.create_event(&cal, private);
+    let dir = temp_dir("fidelity-views");
+    let extra = format!(
+        "\n[[sinks]]\nkind = \"ics\"\nname = \"all\"\ndir = \"{all}\"\n\
+         \n[[sinks]]\nkind = \"ics\"\nname = \"work\"\ndir = \"{work}\"\n\
+         [sinks.filter]\nskip_private = true\n\
+         [sinks.transform]\ntitle_prefix = \"[Feishu] \"\n",
+        all = dir.join("all").display(),
+        work = dir.join("work").display(),
+    );
+    let config = write_config(&dir, &f, &format!("[\"{cal}\"]"), &extra);
+    let r = reconcile(&config).await;
+    assert_eq!(r["sinks"][1]["filtered"], 1, "{r}");
+    let all = ics_text(&dir.join("all"));
+    let work = ics_text(&dir.join("work"));
+    assert!(all.contains("SUMMARY:Doctor") && all.contains("SUMMARY:Design review"));
+    assert!(!work.contains("Doctor"), "{work}");
+    assert!(work.contains("SUMMARY:[Feishu] Design review"), "{work}");
+
+    let out = bin()
+        .args(["explain", &private, "--offline", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not written: left out by the filter sinks[1].filter.skip_private"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["explain", &plain, "--offline", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("up to date").count(), 3, "both sinks: {text}");
+    f.shutdown().await;
+}
