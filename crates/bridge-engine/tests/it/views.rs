@@ -242,7 +242,7 @@ async fn declined_by_skips_declined_events_and_hides_a_declined_occurrence() {
     .await;
     assert_eq!(
         missing,
-        [format!("declined_0"), format!("series_{}", NOW + DAY)]
+        ["declined_0".to_owned(), format!("series_{}", NOW + DAY)]
     );
     // The occurrence is cancelled in the sink (an EXDATE), not left over.
     let key = EventKey::parse(&format!("series_{}", NOW + DAY)).unwrap();
@@ -439,7 +439,7 @@ async fn a_filter_change_is_held_by_the_deletion_budget() {
         ..Rules::default()
     };
     let r = s
-        .engine(only_lunch.clone(), tight.clone())
+        .engine(only_lunch.clone(), tight)
         .reconcile(None, false, NOW)
         .await
         .unwrap();

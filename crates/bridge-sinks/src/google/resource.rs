@@ -525,7 +525,7 @@ mod tests {
     fn rooms_are_the_location_and_listed_with_their_booking_state() {
         let mut ev = timed_ny();
         ev.location = None;
-        let mut room = |name: &str, id: &str, ps| {
+        let room = |name: &str, id: &str, ps| {
             let mut p = party(
                 &format!("mailto:{id}@room.feishu.invalid"),
                 name,
