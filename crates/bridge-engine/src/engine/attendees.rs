@@ -29,6 +29,7 @@ use bridge_core::feishu::Event;
 use bridge_core::hash::ContentHash;
 use bridge_core::{EventKey, Item};
 use bridge_store::{Batch, Snapshot, Store};
+use futures_util::StreamExt;
 
 use super::assemble::{Entry, Seen};
 use super::listing::{entry_from_snapshot, map_entry};
@@ -40,6 +41,8 @@ use crate::traits::{CalendarMeta, Source, SourceError};
 const SCAN_ABOVE: usize = 64;
 /// Snapshots written per store transaction.
 const WRITE_CHUNK: usize = 1024;
+/// Attendee reads in flight at once.
+const IN_FLIGHT: usize = 8;
 
 /// What the snapshot says about an event's attendees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,13 +193,26 @@ impl Phase<'_> {
 
         let mut replace: HashMap<EventKey, Entry> = HashMap::new();
         let mut batch = Batch::new();
-        for (w, refresh) in work {
+        // A few reads in flight (the client's rate limiter paces them), in
+        // order, each handled as it arrives.
+        let source = self.source;
+        let cal_id = self.cal.id.as_str();
+        let mut answers = futures_util::stream::iter(work)
+            .map(|(w, refresh)| async move {
+                let answer = match w.event.event_id.as_deref() {
+                    Some(id) => Some(source.attendees(cal_id, id).await),
+                    None => None,
+                };
+                (w, refresh, answer)
+            })
+            .buffered(IN_FLIGHT);
+        while let Some((w, refresh, answer)) = answers.next().await {
             let Want { mut event, listed } = w;
-            let Some(event_id) = event.event_id.clone() else {
+            let (Some(event_id), Some(answer)) = (event.event_id.clone(), answer) else {
                 continue;
             };
             let key = EventKey::parse(&event_id).ok();
-            let mark = match self.source.attendees(&self.cal.id, &event_id).await {
+            let mark = match answer {
                 Ok(a) => {
                     out.calls += a.calls;
                     if a.truncated {
