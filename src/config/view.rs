@@ -236,7 +236,7 @@ mod tests {
     fn every_problem_at_once_with_its_key_path() {
         let e = load(
             "[[sinks]]\nkind = \"ics\"\ndir = \"o\"\n\
-             [[sinks]]\nkind = \"ics\"\nname = \"b\"\ndir = \"p\"\n\
+             [[sinks]]\nkind = \"ics\"\ndir = \"p\"\n\
              [sinks.filter]\nskip_fre = true\ninclude_title = \"(\"\npast_days = -1\n\
              declined_by = \" \"\n\
              [sinks.transform]\ntitle_prefix = \"x\"\ntitle_template = \"{when}\"\n\

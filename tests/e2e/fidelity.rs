@@ -268,8 +268,8 @@ async fn filters_and_transforms_per_sink_and_explain_names_the_filter() {
     let private = f.create_event(&cal, private);
     let dir = temp_dir("fidelity-views");
     let extra = format!(
-        "\n[[sinks]]\nkind = \"ics\"\nname = \"all\"\ndir = \"{all}\"\n\
-         \n[[sinks]]\nkind = \"ics\"\nname = \"work\"\ndir = \"{work}\"\n\
+        "\n[[sinks]]\nkind = \"ics\"\ndir = \"{all}\"\n\
+         \n[[sinks]]\nkind = \"ics\"\ndir = \"{work}\"\n\
          [sinks.filter]\nskip_private = true\n\
          [sinks.transform]\ntitle_prefix = \"[Feishu] \"\n",
         all = dir.join("all").display(),

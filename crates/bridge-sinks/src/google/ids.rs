@@ -56,26 +56,11 @@ pub fn event_id(calendar_id: &str, uid: &str) -> String {
 /// `original_time` (Unix seconds). All-day series use the same date rule as
 /// [`EventTime::same_form`] (UTC date of `original_time + 12h`).
 pub fn instance_id(master_id: &str, master_start: &EventTime, original_time: i64) -> String {
-    let original_time = generated_time(master_start, original_time);
     let suffix = match master_start.same_form(original_time) {
         EventTime::Date(d) => ical_date(d),
         EventTime::Utc(at) | EventTime::Zoned { at, .. } => ical_utc(at),
     };
     format!("{master_id}_{suffix}")
-}
-
-/// The instant at which Google generates the occurrence Feishu starts at
-/// `original_time`: itself, except the first occurrence of a series whose
-/// start is the second of two equal wall-clock times. Google (like RFC 5545
-/// §3.3.5) expands the rule from the start's local time in its zone, so it
-/// generates that occurrence at the *first* of the two; its instance id and
-/// `originalStartTime` name that instant.
-pub fn generated_time(master_start: &EventTime, original_time: i64) -> i64 {
-    if original_time == master_start.instant() {
-        original_time - bridge_core::instant::wall_clock_error(master_start)
-    } else {
-        original_time
-    }
 }
 
 /// Whether `id` is acceptable as a client-chosen Google event id.
@@ -120,32 +105,6 @@ mod tests {
         assert_eq!(event_id("cal", "uid"), base32hex(&h.finalize()[..20]));
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(event_id("ab", "c"), event_id("a", "bc"));
-    }
-
-    #[test]
-    fn the_first_occurrence_at_the_second_of_two_equal_times_is_generated_at_the_first() {
-        let tz = chrono_tz::America::New_York;
-        // 2026-11-01 01:30 EST (06:30Z), the second 01:30.
-        let second = EventTime::Zoned {
-            at: 1_793_514_600,
-            tz,
-        };
-        assert_eq!(
-            instance_id("abc12", &second, 1_793_514_600),
-            "abc12_20261101T053000Z"
-        );
-        assert_eq!(
-            instance_id("abc12", &second, 1_793_514_600 + 86_400),
-            "abc12_20261102T063000Z"
-        );
-        let first = EventTime::Zoned {
-            at: 1_793_511_000,
-            tz,
-        };
-        assert_eq!(
-            instance_id("abc12", &first, 1_793_511_000),
-            "abc12_20261101T053000Z"
-        );
     }
 
     #[test]

@@ -123,10 +123,7 @@ pub fn to_resource_in(
             r.insert("recurringEventId".into(), json!(master_id));
             r.insert(
                 "originalStartTime".into(),
-                date_time(&master_start.same_form(super::ids::generated_time(
-                    &master_start,
-                    key.original_time(),
-                ))),
+                date_time(&master_start.same_form(key.original_time())),
             );
             if ev.rrule.is_some() {
                 warnings.push(format!(

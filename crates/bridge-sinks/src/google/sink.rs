@@ -428,10 +428,6 @@ impl Write {
 struct Writes {
     first: Vec<Write>,
     second: Vec<Write>,
-    /// Writes that go with the master's own (the override of a first
-    /// occurrence Google generates an hour early): they answer only when
-    /// they fail, for the master's ops.
-    shadows: Vec<Write>,
     /// Ops needing no call (e.g. a cancelled occurrence of an absent master).
     free: Vec<ItemOutcome>,
 }
@@ -658,7 +654,6 @@ impl GoogleSink {
                     }
                 }
             }
-            let mut first_fix = None;
             if write_master {
                 let cancelled: &[i64] = series.map_or(&[], |s| &s.cancelled);
                 let r = self.resource(
@@ -672,19 +667,6 @@ impl GoogleSink {
                 if master_ops.iter().all(|o| !o.key().is_base()) {
                     // Only cancellations changed: the base record is refreshed too.
                     master_ops.push(Op::Update(base_key.clone()));
-                }
-                // The first occurrence of a series starting at the second of
-                // two equal wall-clock times: Google generates it at the first
-                // (see `generated_time`), so it is overridden at Feishu's
-                // instants, as the ICS renderer does (`instant::fix_series`),
-                // unless Feishu lists that occurrence itself.
-                if let Some(m) = master
-                    && bridge_core::instant::wall_clock_error(&m.start) != 0
-                {
-                    first_fix = series
-                        .and_then(Series::wall_clock_fix)
-                        .and_then(|f| f.first)
-                        .map(|f| (f.event, master_ops.clone()));
                 }
                 w.first.push(Write {
                     kind: if insert { Kind::Insert } else { Kind::Update },
@@ -701,30 +683,6 @@ impl GoogleSink {
                 });
             }
             let Some(master) = master else { continue };
-            if let Some((mut ev, ops)) = first_fix
-                && let Ok(key) = EventKey::new(uid, master.start.instant())
-            {
-                ev.key = key;
-                let id = instance_id(&new_id, &master.start, master.start.instant());
-                let r = self.resource(
-                    &ev,
-                    resource::Series::Instance {
-                        master_start: master.start,
-                    },
-                    cal,
-                    &id,
-                    Some(&new_id),
-                );
-                w.shadows.push(Write {
-                    kind: Kind::Update,
-                    if_match: None,
-                    id,
-                    resource: Some(r),
-                    ops,
-                    tries: 0,
-                    revert: false,
-                });
-            }
             for (t, ops) in instance_ops {
                 let key = match EventKey::new(uid, t) {
                     Ok(k) => k,
@@ -1024,10 +982,6 @@ impl Replica for GoogleSink {
                 for o in &s.overrides {
                     expected.insert(instance_id(&master_id, &m.start, o.key.original_time()));
                 }
-                // The override of a first occurrence Google generates early.
-                if bridge_core::instant::wall_clock_error(&m.start) != 0 {
-                    expected.insert(instance_id(&master_id, &m.start, m.start.instant()));
-                }
             }
             for o in &s.orphans {
                 expected.insert(event_id(&cal.id, &o.key.to_string()));
@@ -1204,22 +1158,6 @@ impl GoogleSink {
         }
         if let Err(e) = self.execute(&client, &target, second, &mut out).await {
             return self.fatal(e, input, out);
-        }
-        // Overrides that go with a master: only a failure answers (for the
-        // master's ops, which are then written again next pass).
-        let shadows: Vec<Write> = w
-            .shadows
-            .into_iter()
-            .filter(|x| x.ops.iter().all(|o| !first_failed.contains(o.key().uid())))
-            .collect();
-        let mut answered = Vec::new();
-        if let Err(e) = self.execute(&client, &target, shadows, &mut answered).await {
-            return self.fatal(e, input, out);
-        }
-        for o in answered.into_iter().filter(|o| o.result.is_err()) {
-            if let Some(x) = out.iter_mut().find(|x| x.op == o.op) {
-                *x = o;
-            }
         }
         out
     }
