@@ -70,10 +70,14 @@ fn room_id(address: &str) -> &str {
 
 /// The location a target shows: the event's own location, or, when it has
 /// none, its rooms that are booked or being booked (labelled), joined with
-/// `"; "`. A failed booking is never a location.
+/// `"; "`. A failed booking is never a location. A blank location (what the
+/// `drop_location` transform leaves; mapping never makes one) means no
+/// location at all, rooms included.
 pub fn display_location(ev: &CanonicalEvent) -> Option<String> {
-    if let Some(loc) = ev.location.as_deref().filter(|l| !l.trim().is_empty()) {
-        return Some(loc.to_owned());
+    match ev.location.as_deref() {
+        Some(loc) if loc.trim().is_empty() => return None,
+        Some(loc) => return Some(loc.to_owned()),
+        None => {}
     }
     let labels: Vec<String> = rooms(ev)
         .filter(|r| r.booking != Booking::Failed)
@@ -171,10 +175,8 @@ mod tests {
             display_location(&event(Some("Lobby"), rooms.clone())).as_deref(),
             Some("Lobby")
         );
-        assert_eq!(
-            display_location(&event(Some("  "), rooms)).as_deref(),
-            Some("Room A")
-        );
+        // A blank location (a transform dropped it): no location at all.
+        assert_eq!(display_location(&event(Some("  "), rooms)), None);
         let failed = vec![party(
             Some("Room C"),
             "omm_c",

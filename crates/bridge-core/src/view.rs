@@ -246,7 +246,9 @@ impl Transform {
             out.description.clear();
         }
         if self.drop_location {
-            out.location = None;
+            // Blank, not absent: no location is shown, not even the rooms
+            // (`rooms::display_location`).
+            out.location = Some(String::new());
             out.geo = None;
         }
         if self.drop_attendees {
@@ -404,7 +406,8 @@ mod tests {
         };
         let out = t.apply(&e);
         assert_eq!(out.summary, "Feishu: Standup");
-        assert!(out.description.is_empty() && out.location.is_none() && out.url.is_none());
+        assert!(out.description.is_empty() && out.url.is_none());
+        assert_eq!(crate::rooms::display_location(&out), None);
         assert!(out.attendees.is_empty() && out.organizer.is_none());
         assert_eq!(out.alarms, [10]);
         let drop = Transform {

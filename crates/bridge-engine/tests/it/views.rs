@@ -359,7 +359,9 @@ async fn each_transform_changes_its_field_only_in_its_sink() {
     .await;
     let e = held(&s.memory, "plain_0");
     assert_eq!(e.summary, "[Feishu] Design review");
-    assert!(e.description.is_empty() && e.location.is_none() && e.url.is_none());
+    assert!(e.description.is_empty() && e.url.is_none());
+    // No location, not even the room the event has.
+    assert_eq!(bridge_core::rooms::display_location(&e), None);
     assert!(e.attendees.is_empty());
     assert_eq!(e.alarms, [5]);
     assert_eq!(held(&s.memory, "private_0").summary, "Busy");
