@@ -623,10 +623,16 @@ fn found_json(now: i64, f: &Found) -> serde_json::Value {
         "calendar": f.calendar,
         "in_store": f.snapshot.is_some(),
         "summary": f.summary,
-        "snapshot": f.snapshot.as_ref().map(|s| serde_json::json!({
-            "content_hash": s.content_hash,
-            "updated_at": s.updated_at,
-        })),
+        "snapshot": f.snapshot.as_ref().map(|s| {
+            // The stored hash is the listed content's, then the mark of
+            // the attendees read for it (`n@time` or `pending`).
+            let (hash, mark) = s.content_hash.split_once(' ').unwrap_or((&s.content_hash, ""));
+            serde_json::json!({
+                "content_hash": hash,
+                "attendees": mark.strip_prefix("attendees="),
+                "updated_at": s.updated_at,
+            })
+        }),
         "source": f.source,
         "mapping": f.mapping.as_ref().map(|m| serde_json::json!({
             "kind": m.kind,
