@@ -82,6 +82,7 @@ fn prepare(f: &FeishuEmulator, fcal: &str, g: &GoogleEmulator, dir: &Path, batch
         "[store]\npath = \"{store}\"\n\n[feishu]\nbase_url = \"{base}\"\napp_id = \"{app}\"\n\
          app_secret = \"{secret}\"\ncalendars = [\"{fcal}\"]\ndelivery = \"poll\"\n\
          user_token_file = \"{tokens}\"\n\n\
+         [sync]\nattendees = \"none\"\n\n\
          [[sinks]]\nkind = \"google\"\nname = \"google\"\nprivacy = \"full\"\n\
          calendar_id = \"{gcal}\"\nservice_account_key_file = \"{key}\"\nsubject = \"{OWNER}\"\n\
          token_url = \"{token_url}\"\nauth_url = \"{auth_url}\"\nbase_url = \"{gbase}\"\n\

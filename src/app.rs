@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bridge_core::plan::Rules;
 use bridge_engine::feishu_source::{FeishuSource, Selection};
-use bridge_engine::{Engine, EngineConfig, Window};
+use bridge_engine::{AttendeeMode, AttendeeSync, Engine, EngineConfig, Window};
 use bridge_feishu::auth::{FileTokenStore, OauthApp, UserAuth};
 use bridge_feishu::client::{ClientConfig, FeishuClient, Identity};
 use bridge_feishu::ratelimit::RateLimits;
@@ -222,6 +222,19 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
             base: std::time::Duration::from_secs(sync.retry_base_seconds),
             ..bridge_store::Backoff::default()
         },
+        attendees: AttendeeSync {
+            mode: match sync.attendees {
+                crate::config::AttendeesSetting::Changed => AttendeeMode::Changed,
+                crate::config::AttendeesSetting::None => AttendeeMode::None,
+            },
+            refresh_days: sync.attendee_refresh_days,
+            refresh_budget: sync.attendee_refresh_budget,
+        },
+        views: loaded
+            .sinks
+            .iter()
+            .map(|c| (c.target.id(), c.view.clone()))
+            .collect(),
     };
     let handles = build_sinks(loaded, &store).await?;
     let sinks = handles.iter().map(Handle::sink).collect();

@@ -19,6 +19,7 @@ use crate::sinks::Target;
 // plain `mod read;` would be looked up next to its own target file.
 #[path = "config/read.rs"]
 mod read;
+mod view;
 
 pub(crate) use read::read_table;
 
@@ -79,6 +80,33 @@ pub(crate) struct SyncConfig {
     /// The first retry of a failed sink write, in seconds (doubling, at most 6 h).
     #[serde(default = "default_retry_base_seconds")]
     pub(crate) retry_base_seconds: u64,
+    /// Attendees: `"changed"` reads them for new or changed events, `"none"`
+    /// never.
+    #[serde(default)]
+    pub(crate) attendees: AttendeesSetting,
+    /// A full reconcile reads again the attendees of events starting within
+    /// this many days (room bookings settle late).
+    #[serde(default = "default_attendee_refresh_days")]
+    pub(crate) attendee_refresh_days: u32,
+    /// ... at most this many events per calendar and pass.
+    #[serde(default = "default_attendee_refresh_budget")]
+    pub(crate) attendee_refresh_budget: usize,
+}
+
+/// `sync.attendees`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AttendeesSetting {
+    #[default]
+    Changed,
+    None,
+}
+
+fn default_attendee_refresh_days() -> u32 {
+    14
+}
+fn default_attendee_refresh_budget() -> usize {
+    200
 }
 
 fn default_debounce_max_ms() -> u64 {
@@ -104,6 +132,9 @@ impl Default for SyncConfig {
             debounce_ms: default_debounce_ms(),
             debounce_max_ms: default_debounce_max_ms(),
             retry_base_seconds: default_retry_base_seconds(),
+            attendees: AttendeesSetting::default(),
+            attendee_refresh_days: default_attendee_refresh_days(),
+            attendee_refresh_budget: default_attendee_refresh_budget(),
         }
     }
 }
@@ -385,6 +416,9 @@ pub(crate) struct Configured {
     /// Position in `[[sinks]]`.
     pub(crate) index: usize,
     pub(crate) target: Target,
+    /// Its filters and transforms (`[sinks.filter]`, `[sinks.transform]`),
+    /// generic to every kind.
+    pub(crate) view: bridge_core::view::View,
 }
 
 impl Configured {
@@ -598,6 +632,8 @@ fn read_sinks(
                 continue;
             }
         };
+        // The generic keys of every kind, read before the kind sees the table.
+        let view = view::take(&mut table, &path, problems);
         let ctx = bridge_sinks::config::Ctx::new(path.as_str(), base, &read);
         match crate::sinks::read(&kind, toml::Value::Table(table), &ctx, problems) {
             Some(target) => {
@@ -615,7 +651,11 @@ fn read_sinks(
                         continue;
                     }
                 }
-                out.push(Configured { index, target });
+                out.push(Configured {
+                    index,
+                    target,
+                    view: view.unwrap_or_default(),
+                });
             }
             None => continue,
         }

@@ -187,6 +187,43 @@ fn in_window(loaded: &Loaded, now: i64, item: &Item) -> Option<bool> {
 
 // ----- per sink -----
 
+/// An item as one sink sees it.
+enum Seen {
+    /// Shown, with the hash of what the sink gets (its transforms applied).
+    Shown(Option<String>),
+    /// Left out by the filter named (its key path).
+    LeftOut(String),
+}
+
+/// The item through the sink's `[sinks.filter]` / `[sinks.transform]`, as
+/// the engine applies them (`bridge_core::view`).
+fn seen_by(configured: Option<&crate::config::Configured>, item: Option<&Item>) -> Seen {
+    let Some(item) = item else {
+        return Seen::Shown(None);
+    };
+    let Some(c) = configured.filter(|c| !c.view.is_identity()) else {
+        return Seen::Shown(Some(content_hash(item).to_string()));
+    };
+    match item {
+        Item::Event(ev) => match c.view.filter.excludes(ev) {
+            Some(key) => Seen::LeftOut(format!("sinks[{}].filter.{key}", c.index)),
+            None => Seen::Shown(Some(
+                content_hash(&Item::Event(Box::new(c.view.transform.apply(ev)))).to_string(),
+            )),
+        },
+        Item::Cancelled(_) => Seen::Shown(Some(content_hash(item).to_string())),
+    }
+}
+
+fn left_out(why: &str, record: Option<&Record>) -> String {
+    match record.filter(|r| !r.tombstone) {
+        Some(_) => format!(
+            "left out by the filter {why}: removed from this sink on the next pass (within the deletion budget)"
+        ),
+        None => format!("not written: left out by the filter {why}"),
+    }
+}
+
 #[derive(Debug)]
 struct SinkView {
     sink: String,
@@ -373,18 +410,28 @@ async fn search_store(
             .as_ref()
             .and_then(|m| m.item.as_ref())
             .and_then(|i| in_window(loaded, now, i));
-        let hash = mapping.as_ref().and_then(|m| m.hash.clone());
+        let item = mapping.as_ref().and_then(|m| m.item.as_ref());
         let sinks: Vec<SinkView> = records
             .into_iter()
             .map(|(sink, record, failure)| {
-                let decision = decide(
-                    now,
-                    hash.as_deref(),
-                    snapshot.is_some(),
-                    window,
-                    record.as_ref(),
-                    failure.as_ref(),
-                );
+                // What this sink sees: its filters and transforms.
+                let configured = loaded.sinks.iter().find(|c| c.target.id() == sink);
+                let seen = seen_by(configured, item);
+                let hash = match &seen {
+                    Seen::Shown(h) => h.clone(),
+                    Seen::LeftOut(_) => None,
+                };
+                let decision = match &seen {
+                    Seen::LeftOut(why) => left_out(why, record.as_ref()),
+                    Seen::Shown(_) => decide(
+                        now,
+                        hash.as_deref(),
+                        snapshot.is_some(),
+                        window,
+                        record.as_ref(),
+                        failure.as_ref(),
+                    ),
+                };
                 SinkView {
                     in_sync: match (&record, &hash) {
                         (Some(r), Some(h)) => Some(!r.tombstone && r.applied_hash == *h),
@@ -577,10 +624,16 @@ fn found_json(now: i64, f: &Found) -> serde_json::Value {
         "calendar": f.calendar,
         "in_store": f.snapshot.is_some(),
         "summary": f.summary,
-        "snapshot": f.snapshot.as_ref().map(|s| serde_json::json!({
-            "content_hash": s.content_hash,
-            "updated_at": s.updated_at,
-        })),
+        "snapshot": f.snapshot.as_ref().map(|s| {
+            // The stored hash is the listed content's, then the mark of
+            // the attendees read for it (`n@time` or `pending`).
+            let (hash, mark) = s.content_hash.split_once(' ').unwrap_or((&s.content_hash, ""));
+            serde_json::json!({
+                "content_hash": hash,
+                "attendees": mark.strip_prefix("attendees="),
+                "updated_at": s.updated_at,
+            })
+        }),
         "source": f.source,
         "mapping": f.mapping.as_ref().map(|m| serde_json::json!({
             "kind": m.kind,
@@ -718,6 +771,12 @@ fn print_found(now: i64, id: &str, f: &Found) {
         }
         if let Some(h) = &m.hash {
             match &f.snapshot {
+                // The stored hash is the listed content's, followed by the
+                // mark of the attendees read for it.
+                Some(s) if s.content_hash.contains(" attendees=") => println!(
+                    "content hash: {h} (listed content {})",
+                    s.content_hash.replace(" attendees=", "; attendees ")
+                ),
                 Some(s) if s.content_hash != *h => println!(
                     "content hash: {h} (stored snapshot: {}; the hash version changed, \
                      so the next pass rewrites it once)",

@@ -94,6 +94,10 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
         "listed": r.listed,
         "items": r.items,
         "source_calls": r.source_calls,
+        "attendee_calls": r.attendee_calls,
+        "attendees_fetched": r.attendees_fetched,
+        "attendees_refreshed": r.attendees_refreshed,
+        "attendee_failures": r.attendee_failures,
         "blocked": r.blocked,
         "dry_run": r.dry_run,
         "sinks": r.sinks.iter().map(|s| serde_json::json!({
@@ -112,6 +116,7 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
             "deleted_events": events_among(s.ops.iter().filter(|o| matches!(o, Op::Delete(_))).map(Op::key)),
             "plan": if r.dry_run { s.ops.iter().map(|o| op_json(r, o)).collect::<Vec<_>>() } else { Vec::new() },
             "held_back": s.held_back.iter().map(|k| event_json(r, k)).collect::<Vec<_>>(),
+            "filtered": s.filtered,
         })).collect::<Vec<_>>(),
     })
 }
@@ -131,6 +136,19 @@ fn print_human(r: &CalendarReport) {
             ""
         }
     );
+    if r.attendee_calls > 0 || r.attendee_failures > 0 {
+        println!(
+            "  attendees: read for {} new or changed event(s), refreshed {} upcoming, {} call(s){}",
+            r.attendees_fetched,
+            r.attendees_refreshed,
+            r.attendee_calls,
+            if r.attendee_failures > 0 {
+                format!(", {} failed (read again next pass)", r.attendee_failures)
+            } else {
+                String::new()
+            }
+        );
+    }
     for s in &r.sinks {
         let verb = if r.dry_run { "would be" } else { "" };
         let mut extra = String::new();
@@ -162,6 +180,9 @@ fn print_human(r: &CalendarReport) {
         } else {
             format!("{} ({deleted_events} events)", s.deleted)
         };
+        if s.filtered > 0 {
+            extra.push_str(&format!(", left out by its filters {}", s.filtered));
+        }
         println!(
             "  {}: {verb} created {}, updated {}, deleted {deleted}, unchanged {}, failed {}{extra}",
             s.sink, s.created, s.updated, s.unchanged, s.failed,

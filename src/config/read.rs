@@ -30,14 +30,26 @@ pub(crate) fn syntax(text: &str, e: &toml::de::Error) -> String {
 /// Reads `value` into `T`; `path` is its key path (empty for the root).
 /// Every problem is pushed; `None` when there was one.
 pub(crate) fn read_table<T: DeserializeOwned>(
-    mut value: toml::Value,
+    value: toml::Value,
     path: &str,
     problems: &mut Vec<String>,
 ) -> Option<T> {
+    read_rest(value, path, problems).and_then(|(v, failed)| (!failed).then_some(v))
+}
+
+/// Like [`read_table`], but also returns what reads once the offending keys
+/// are taken out (every key optional), so that its semantic checks can
+/// report their problems in the same run; the flag says whether a key was
+/// taken out.
+pub(crate) fn read_rest<T: DeserializeOwned>(
+    mut value: toml::Value,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Option<(T, bool)> {
     let mut failed = false;
     loop {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(v) => return (!failed).then_some(v),
+            Ok(v) => return Some((v, failed)),
             Err(e) => e,
         };
         failed = true;
@@ -61,7 +73,10 @@ pub(crate) fn read_table<T: DeserializeOwned>(
                 one_of.join(", "),
                 did_you_mean(&name, &known)
             )
-        } else if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        } else if let Some(rest) = msg
+            .strip_prefix("invalid type: ")
+            .or_else(|| msg.strip_prefix("invalid value: "))
+        {
             match rest.split_once(", expected ") {
                 Some((got, expected)) => {
                     format!("expected {}, got {}", in_words(expected), got_in_words(got))

@@ -29,7 +29,7 @@ use crate::feishu::{bin, temp_dir, write_config};
 /// The sample data starts here (Unix seconds, 2025-10-09).
 const BASE: i64 = 1_760_000_000;
 /// The Google user who owns the target calendars (domain-wide delegation).
-const OWNER: &str = "owner@example.com";
+pub(crate) const OWNER: &str = "owner@example.com";
 /// Every mapping case of the golden fixtures, as a Feishu list response.
 const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
 /// The documented message of a paused Google sink.
@@ -37,7 +37,7 @@ const REVOKED: &str = "token revoked or expired: run `feishu-bridge auth google`
 
 // ----- emulators ---------------------------------------------------------------
 
-async fn google() -> GoogleEmulator {
+pub(crate) async fn google() -> GoogleEmulator {
     let g = GoogleEmulator::start(GoogleConfig {
         rate_limit: None,
         consent_user: Some(OWNER.into()),
@@ -130,7 +130,7 @@ fn sample_tenant(n: usize) -> Vec<Event> {
 // ----- config ------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Opts {
+pub(crate) struct Opts {
     batch: bool,
     on_target_delete: &'static str,
     /// Installed-app OAuth (client id/secret + `auth google`) instead of the
@@ -168,7 +168,7 @@ impl Setup {
     }
 }
 
-fn google_sink(g: &GoogleEmulator, dir: &Path, gcal: &str, o: &Opts) -> String {
+pub(crate) fn google_sink(g: &GoogleEmulator, dir: &Path, gcal: &str, o: &Opts) -> String {
     let auth = if o.installed {
         let c = g.config();
         format!(

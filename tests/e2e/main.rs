@@ -5,6 +5,7 @@ mod convert;
 mod daemon;
 mod feeds;
 mod feishu;
+mod fidelity;
 mod google;
 mod hardening;
 mod inspect;

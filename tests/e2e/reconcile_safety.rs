@@ -84,7 +84,10 @@ fn ics_sink(dir: &Path) -> String {
 fn setup(emu: &FeishuEmulator, cal: &str, name: &str) -> (PathBuf, PathBuf) {
     let dir = temp_dir(&format!("safety-{name}"));
     let ics = dir.join("ics");
-    let config = write_config(&dir, emu, &format!("[\"{cal}\"]"), &ics_sink(&ics));
+    // Attendees are read by other tests (e2e fidelity); here they would
+    // only add one rate-limited call per event to every run.
+    let extra = format!("\n[sync]\nattendees = \"none\"\n{}", ics_sink(&ics));
+    let config = write_config(&dir, emu, &format!("[\"{cal}\"]"), &extra);
     (config, ics)
 }
 

@@ -16,8 +16,10 @@ pub mod model;
 pub mod plan;
 pub mod privacy;
 pub mod recur;
+pub mod rooms;
 pub mod sample;
 pub mod series;
+pub mod view;
 
 pub use hash::{ContentHash, content_hash};
 pub use ics::{

@@ -119,6 +119,11 @@ fn is_uri(s: &str) -> bool {
 }
 
 /// `local@<kind>.feishu.invalid`, with anything outside `[A-Za-z0-9._-]` percent-encoded.
+/// The cal-address of a Feishu user (open id), as attendees are mapped.
+pub fn feishu_user_address(open_id: &str) -> String {
+    feishu_address("user", open_id)
+}
+
 fn feishu_address(kind: &str, id: &str) -> String {
     let mut local = String::with_capacity(id.len());
     for b in id.bytes() {

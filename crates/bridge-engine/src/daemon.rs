@@ -39,6 +39,8 @@ pub struct Metrics {
     pub pass_errors: AtomicU64,
     pub hints: AtomicU64,
     pub duplicate_hints: AtomicU64,
+    /// Calls of Feishu's attendees endpoint (pages).
+    pub attendee_calls: AtomicU64,
     /// Unix seconds of the last successful pass per calendar.
     pub last_sync: std::sync::Mutex<HashMap<String, i64>>,
     /// Set while the store refuses writes (I/O trouble such as a full disk):
@@ -72,6 +74,8 @@ fn delivery_error(metrics: &Metrics, e: &StoreError) -> DeliveryError {
 impl Metrics {
     fn record(&self, r: &CalendarReport, now: i64) {
         self.passes.fetch_add(1, Ordering::Relaxed);
+        self.attendee_calls
+            .fetch_add(r.attendee_calls, Ordering::Relaxed);
         for s in &r.sinks {
             self.events_written.fetch_add(
                 (s.created + s.updated + s.deleted) as u64,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bridge_feishu::FeishuError;
 use bridge_feishu::client::{FeishuClient, Identity};
 
-use crate::traits::{CalendarMeta, Listing, Source, SourceError};
+use crate::traits::{Attendees, CalendarMeta, Listing, Source, SourceError};
 
 /// Which calendars to mirror.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,6 +295,19 @@ impl Source for FeishuSource {
             sync_token: l.sync_token,
             complete: sync_token.is_none(),
             calls: u64::from(l.pages),
+        })
+    }
+
+    async fn attendees(&self, calendar_id: &str, event_id: &str) -> Result<Attendees, SourceError> {
+        let l = self
+            .client
+            .list_attendees(self.identity, calendar_id, event_id)
+            .await
+            .map_err(source_error)?;
+        Ok(Attendees {
+            items: l.items,
+            calls: u64::from(l.pages),
+            truncated: l.truncated,
         })
     }
 }

@@ -19,8 +19,8 @@ pub use bridge_target::{
 };
 pub use engine::departed;
 pub use engine::{
-    CalendarReport, Engine, EngineConfig, EngineError, EventInfo, EventKind, Mode, SinkReport,
-    Window, in_window,
+    AttendeeMode, AttendeeSync, CalendarReport, Engine, EngineConfig, EngineError, EventInfo,
+    EventKind, Mode, SinkReport, Window, in_window,
 };
 pub use state::SinkState;
-pub use traits::{Listing, Source, SourceError};
+pub use traits::{Attendees, Listing, Source, SourceError};

@@ -20,6 +20,16 @@ pub struct Listing {
     pub calls: u64,
 }
 
+/// The attendees of one event, as the source lists them.
+#[derive(Debug, Clone, Default)]
+pub struct Attendees {
+    pub items: Vec<bridge_core::feishu::Attendee>,
+    /// Source calls made (one per page).
+    pub calls: u64,
+    /// The event has more than the source lets us read.
+    pub truncated: bool,
+}
+
 /// Why a listing failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
@@ -65,5 +75,13 @@ pub trait Source: Send + Sync + fmt::Debug {
         let mut l = self.list(calendar_id, sync_token).await?;
         on_page(std::mem::take(&mut l.events));
         Ok(l)
+    }
+
+    /// Every attendee of one event (Feishu's list events carries none).
+    /// The default is a source that holds no attendees: an empty list and
+    /// no call.
+    async fn attendees(&self, calendar_id: &str, event_id: &str) -> Result<Attendees, SourceError> {
+        let _ = (calendar_id, event_id);
+        Ok(Attendees::default())
     }
 }

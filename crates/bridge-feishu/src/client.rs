@@ -39,6 +39,9 @@ pub const LARK_BASE_URL: &str = "https://open.larksuite.com";
 pub const EVENTS_PAGE_SIZE: u32 = 1000;
 /// Largest page of list-attendees.
 pub const ATTENDEES_PAGE_SIZE: u32 = 100;
+/// Feishu's limit of attendees per event (calendar-event-attendee/introduction);
+/// a listing stops there even if a page still claims more.
+pub const MAX_ATTENDEES: usize = 3000;
 /// Largest page of instances.
 pub const INSTANCES_PAGE_SIZE: u32 = 500;
 
@@ -99,6 +102,16 @@ pub struct EventListing {
     /// The token for the next delta (sent with the last page).
     pub sync_token: Option<String>,
     pub pages: u32,
+}
+
+/// The attendees of one event as listed.
+#[derive(Debug, Clone, Default)]
+pub struct AttendeeListing {
+    pub items: Vec<Attendee>,
+    /// Calls made (one per page).
+    pub pages: u32,
+    /// More than [`MAX_ATTENDEES`] were offered; the rest was not read.
+    pub truncated: bool,
 }
 
 /// The calendar list as listed.
@@ -505,13 +518,15 @@ impl FeishuClient {
         Ok(data.event)
     }
 
-    /// Every attendee of an event (pages of 100).
+    /// Every attendee of an event (pages of 100), at most Feishu's
+    /// [`MAX_ATTENDEES`] per event. A page claiming `has_more` without a
+    /// `page_token` is an error, never a short list.
     pub async fn list_attendees(
         &self,
         identity: Identity,
         calendar_id: &str,
         event_id: &str,
-    ) -> Result<Vec<Attendee>, FeishuError> {
+    ) -> Result<AttendeeListing, FeishuError> {
         let endpoint =
             "GET /open-apis/calendar/v4/calendars/:calendar_id/events/:event_id/attendees";
         segment_id("calendar id", calendar_id)?;
@@ -521,7 +536,7 @@ impl FeishuClient {
             Self::cal_path(calendar_id),
             urlencode(event_id)
         );
-        let mut out = Vec::new();
+        let mut out = AttendeeListing::default();
         let mut page_token: Option<String> = None;
         loop {
             let mut q = vec![("page_size", ATTENDEES_PAGE_SIZE.to_string())];
@@ -531,7 +546,13 @@ impl FeishuClient {
             let page: AttendeePage = self
                 .call(identity, Method::GET, endpoint, &path, &q)
                 .await?;
-            out.extend(page.items);
+            out.pages += 1;
+            out.items.extend(page.items);
+            if out.items.len() >= MAX_ATTENDEES {
+                out.truncated = page.has_more || out.items.len() > MAX_ATTENDEES;
+                out.items.truncate(MAX_ATTENDEES);
+                return Ok(out);
+            }
             if !page.has_more {
                 return Ok(out);
             }

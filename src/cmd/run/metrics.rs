@@ -108,6 +108,11 @@ pub(super) async fn render(s: &Shared) -> String {
             "Change events received again and ignored.",
             &m.duplicate_hints,
         ),
+        (
+            "feishu_bridge_attendee_calls",
+            "Calls of Feishu's attendees endpoint (pages) made by sync passes.",
+            &m.attendee_calls,
+        ),
     ] {
         counter(&mut r, name, help, v.load(Ordering::Relaxed));
     }

@@ -233,8 +233,9 @@ fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component 
     if !desc.is_empty() {
         c.text("DESCRIPTION", &desc);
     }
-    if let Some(loc) = &ev.location {
-        c.text("LOCATION", loc);
+    // The event's location, or its rooms (pending bookings marked).
+    if let Some(loc) = crate::rooms::display_location(ev) {
+        c.text("LOCATION", &loc);
     }
     if let Some((lat, lon)) = ev.geo {
         c.raw("GEO", format!("{lat:.6};{lon:.6}"));

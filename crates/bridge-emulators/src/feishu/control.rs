@@ -49,6 +49,10 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         )
         .route("/calendars/{cal}/events/{id}/attendees", post(add_attendee))
         .route("/calendars/{cal}/events/{id}/rooms", post(add_room))
+        .route(
+            "/calendars/{cal}/events/{id}/rooms/{room}/status",
+            post(set_room_status),
+        )
         .route("/calendars/{cal}/events/{id}/reply", post(reply))
         .route("/tokens/expire", post(expire_tokens))
         .route("/webhook", axum::routing::put(set_webhook))
@@ -263,6 +267,21 @@ async fn add_room(
     Json(b): Json<RoomBody>,
 ) -> CtlResult {
     inner.mutate(|s, _| Ok(((), s.add_room(&cal, &id, &b.room_id, &b.name)?)))?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct RoomStatusBody {
+    rsvp_status: String,
+}
+
+async fn set_room_status(
+    State(inner): State<Arc<Inner>>,
+    Path((cal, id, room)): Path<(String, String, String)>,
+    Json(b): Json<RoomStatusBody>,
+) -> CtlResult {
+    let status = RsvpStatus::from_wire(&b.rsvp_status);
+    inner.mutate(|s, _| Ok(((), s.set_room_status(&cal, &id, &room, status)?)))?;
     ok(json!({}))
 }
 

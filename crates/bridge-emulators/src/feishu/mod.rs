@@ -80,6 +80,7 @@
 //! | `POST …/events/{id}/cancel` | `{original_time}` | `{event_id}` |
 //! | `POST …/events/{id}/attendees` | `Attendee` | `{}` |
 //! | `POST …/events/{id}/rooms` | `{room_id, name}` | `{}` |
+//! | `POST …/events/{id}/rooms/{room_id}/status` | `{rsvp_status}` | `{}` (the booking settles now) |
 //! | `POST …/events/{id}/reply` | `{open_id, rsvp_status}` | `{}` |
 //! | `POST /_emulator/tokens/expire` | `{kind: tenant\|user\|refresh\|sync\|page}` | `{}` |
 //! | `PUT /_emulator/faults` | `Faults` (durations in ms) | `{}` |
@@ -583,6 +584,23 @@ impl FeishuEmulator {
             .rooms
             .get(room_id)
             .map(|r| r.calendar_id.clone())
+    }
+
+    /// Sets the booking status of a room on an event now (`needs_action`,
+    /// `accept`, `decline`, `removed`), as a settled booking does.
+    pub fn set_room_status(
+        &self,
+        calendar_id: &str,
+        event_id: &str,
+        room_id: &str,
+        status: RsvpStatus,
+    ) {
+        expect(self.inner.mutate(|s, _| {
+            Ok((
+                (),
+                s.set_room_status(calendar_id, event_id, room_id, status)?,
+            ))
+        }));
     }
 
     /// A user attendee replies (an `rsvp` change).

@@ -923,6 +923,36 @@ impl Store {
         self.commit(after, Some(&before), hidden)
     }
 
+    /// Sets the booking status of a room attendee now (what Feishu's
+    /// asynchronous booking, an approval or a room administrator does).
+    pub(crate) fn set_room_status(
+        &mut self,
+        calendar_id: &str,
+        event_id: &str,
+        room_id: &str,
+        status: RsvpStatus,
+    ) -> Result<Changes, EmulatorError> {
+        let known = self
+            .existing(calendar_id, event_id)?
+            .event
+            .attendees
+            .iter()
+            .flatten()
+            .any(|a| a.room_id.as_deref() == Some(room_id));
+        if !known {
+            return Err(EmulatorError::Invalid(format!(
+                "event {event_id} has no room {room_id}"
+            )));
+        }
+        self.update_event(calendar_id, event_id, |ev| {
+            for a in ev.attendees.iter_mut().flatten() {
+                if a.room_id.as_deref() == Some(room_id) {
+                    a.rsvp_status = Some(status.clone());
+                }
+            }
+        })
+    }
+
     /// A user attendee replies.
     pub(crate) fn reply(
         &mut self,

@@ -49,6 +49,9 @@ enum Kind {
 pub(crate) struct Series {
     set: RRuleSet,
     kind: Kind,
+    /// `(expanded from, start)` when `start` is the later of two equal
+    /// wall-clock times (see [`Series::parse`]).
+    first: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// One occurrence: its original start (the instance id) and its times.
@@ -200,6 +203,7 @@ impl Series {
         zone: Tz,
         lines: &[String],
     ) -> Result<Self, RecurError> {
+        let mut first = None;
         let (dt_start, kind, all_day) = match (start, end) {
             (EventTime::Date(s), EventTime::Date(e)) => {
                 let dt = rule_tz(chrono_tz::UTC)
@@ -212,11 +216,28 @@ impl Series {
                     true,
                 )
             }
-            (EventTime::DateTime(s), EventTime::DateTime(e)) => (
-                rule_tz(zone).from_utc_datetime(&s.naive_utc()),
-                Kind::Timed { duration: e - s },
-                false,
-            ),
+            (EventTime::DateTime(s), EventTime::DateTime(e)) => {
+                // `start` is the first instance (Google: "for a recurring
+                // event, this is the start time of the first instance";
+                // RFC 5545: DTSTART is the first instance and COUNT
+                // includes it). When it is the later of two equal
+                // wall-clock times, the rrule crate (which generates by
+                // wall-clock time, a repeated one resolved to its earlier
+                // instant) would skip it as earlier than DTSTART and count
+                // on from the next day. So the rule is expanded from the
+                // earlier instant of that wall-clock time, and its first
+                // occurrence is put back at `start`.
+                let local = rule_tz(zone)
+                    .from_utc_datetime(&s.naive_utc())
+                    .naive_local();
+                let earlier = local_to_utc(zone, local);
+                first = (earlier != s).then_some((earlier, s));
+                (
+                    rule_tz(zone).from_utc_datetime(&earlier.naive_utc()),
+                    Kind::Timed { duration: e - s },
+                    false,
+                )
+            }
             _ => return Err(RecurError::Rule("start and end differ in kind".into())),
         };
         let start_local = dt_start.naive_local();
@@ -250,7 +271,7 @@ impl Series {
         let set = RRuleSet::new(dt_start)
             .set_from_string(&normalized.join("\n"))
             .map_err(|e| RecurError::Rule(e.to_string()))?;
-        Ok(Self { set, kind })
+        Ok(Self { set, kind, first })
     }
 
     fn occurrence(&self, dt: DateTime<rrule::Tz>) -> Occurrence {
@@ -264,7 +285,12 @@ impl Series {
                 }
             }
             Kind::Timed { duration } => {
-                let s = dt.with_timezone(&Utc);
+                let mut s = dt.with_timezone(&Utc);
+                if let Some((earlier, start)) = self.first
+                    && s == earlier
+                {
+                    s = start;
+                }
                 Occurrence {
                     original: EventTime::DateTime(s),
                     start: EventTime::DateTime(s),

@@ -572,3 +572,59 @@ async fn deleting_a_master_removes_its_exceptions() {
             .all(|e| e.status == Some(EventStatus::Cancelled))
     );
 }
+
+/// The control route that settles a room booking now, and what the
+/// attendees endpoint then says.
+#[tokio::test]
+async fn a_room_booking_is_settled_through_the_control_api() {
+    let emu = start().await;
+    let t = tenant_token(&emu).await;
+    let ann = emu.add_user("Ann");
+    let cal = emu.primary_calendar(&ann);
+    let id = emu.create_event(&cal, timed("Review", T0, 1800));
+    emu.add_attendee(
+        &cal,
+        &id,
+        Attendee {
+            kind: Some(AttendeeType::Resource),
+            room_id: Some("omm_a".into()),
+            display_name: Some("Room A".into()),
+            rsvp_status: Some(RsvpStatus::NeedsAction),
+            ..Attendee::default()
+        },
+    );
+    let room = |emu: &bridge_emulators::feishu::FeishuEmulator, t: String| {
+        let base = format!("{}/{id}/attendees", path_events(&cal));
+        let emu = emu.base_url();
+        async move {
+            let a = send(client().get(format!("{emu}{base}")).bearer_auth(&t)).await;
+            a.body["data"]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["type"] == "resource")
+                .unwrap()["rsvp_status"]
+                .clone()
+        }
+    };
+    assert_eq!(room(&emu, t.clone()).await, "needs_action");
+    let ctl = |path: String, body: Value| {
+        let url = format!("{}/_emulator{path}", emu.base_url());
+        async move { send(client().post(url).json(&body)).await }
+    };
+    let a = ctl(
+        format!("/calendars/{cal}/events/{id}/rooms/omm_a/status"),
+        serde_json::json!({"rsvp_status": "accept"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(room(&emu, t.clone()).await, "accept");
+    let a = ctl(
+        format!("/calendars/{cal}/events/{id}/rooms/omm_other/status"),
+        serde_json::json!({"rsvp_status": "decline"}),
+    )
+    .await;
+    assert!(a.status >= 400, "an unknown room is refused: {:?}", a.body);
+    emu.set_room_status(&cal, &id, "omm_a", RsvpStatus::Decline);
+    assert_eq!(room(&emu, t).await, "decline");
+}

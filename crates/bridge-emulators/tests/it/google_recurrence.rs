@@ -340,3 +340,102 @@ async fn deleting_a_master_cancels_the_series() {
     );
     assert!(emu.events(ALICE).iter().all(|e| e.status == "cancelled"));
 }
+
+/// A series whose start is the second 01:30 of a fall-back night: the start
+/// is the first instance (Google's `start` docs, RFC 5545 DTSTART), COUNT
+/// includes it, the next ones follow the local time, and an EXDATE in
+/// local form names it.
+#[tokio::test]
+async fn a_start_at_the_second_of_two_equal_times_is_the_first_instance() {
+    let (_emu, api) = setup_in("America/New_York").await;
+    let series = |id: &str, recurrence: serde_json::Value| {
+        json!({
+            "id": id,
+            "summary": "Second 01:30",
+            "start": {"dateTime": "2026-11-01T01:30:00-05:00", "timeZone": "America/New_York"},
+            "end": {"dateTime": "2026-11-01T02:00:00-05:00", "timeZone": "America/New_York"},
+            "recurrence": recurrence,
+        })
+    };
+    let list = |id: &'static str| {
+        let api = &api;
+        async move {
+            let l = api
+                .get(&format!(
+                    "{}?singleEvents=true&orderBy=startTime&timeMin=2026-10-30T00:00:00Z&timeMax=2026-11-10T00:00:00Z",
+                    events("primary")
+                ))
+                .await;
+            l.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["recurringEventId"] == id)
+                .map(|i| {
+                    (
+                        i["id"].as_str().unwrap().to_owned(),
+                        i["start"]["dateTime"].as_str().unwrap().to_owned(),
+                        i["end"]["dateTime"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let a = api
+        .post(
+            &events("primary"),
+            &series("fallback001", json!(["RRULE:FREQ=DAILY;COUNT=3"])),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(
+        list("fallback001").await,
+        [
+            (
+                "fallback001_20261101T063000Z".to_owned(),
+                "2026-11-01T01:30:00-05:00".to_owned(),
+                "2026-11-01T02:00:00-05:00".to_owned()
+            ),
+            (
+                "fallback001_20261102T063000Z".to_owned(),
+                "2026-11-02T01:30:00-05:00".to_owned(),
+                "2026-11-02T02:00:00-05:00".to_owned()
+            ),
+            (
+                "fallback001_20261103T063000Z".to_owned(),
+                "2026-11-03T01:30:00-05:00".to_owned(),
+                "2026-11-03T02:00:00-05:00".to_owned()
+            ),
+        ]
+    );
+    // The first occurrence is writable at its instance id.
+    let i = api
+        .get(&format!(
+            "{}/fallback001_20261101T063000Z",
+            events("primary")
+        ))
+        .await;
+    assert_eq!(i.status, 200, "{:?}", i.body);
+    // An EXDATE in local form cancels it.
+    let b = api
+        .post(
+            &events("primary"),
+            &series(
+                "fallback002",
+                json!([
+                    "RRULE:FREQ=DAILY;COUNT=3",
+                    "EXDATE;TZID=America/New_York:20261101T013000"
+                ]),
+            ),
+        )
+        .await;
+    assert_eq!(b.status, 200, "{:?}", b.body);
+    let ids: Vec<String> = list("fallback002").await.into_iter().map(|x| x.0).collect();
+    assert_eq!(
+        ids,
+        [
+            "fallback002_20261102T063000Z",
+            "fallback002_20261103T063000Z"
+        ]
+    );
+}

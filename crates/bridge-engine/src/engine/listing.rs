@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::EngineError;
 use super::assemble::{Entry, Seen};
+use super::attendees::{Mark, Want};
 use crate::traits::{CalendarMeta, Source, SourceError};
 
 /// Pages of snapshots queued for the store writer at most: the listing
@@ -56,6 +57,19 @@ pub(crate) struct Listed {
     pub(crate) listed: usize,
     pub(crate) calls: u64,
     pub(crate) cursor_expired: bool,
+    /// Events whose attendees are to be fetched (their snapshots are written
+    /// with the attendees, by the attendee phase).
+    pub(crate) want: Vec<Want>,
+}
+
+/// What the listing compares with.
+pub(crate) struct Compare<'a> {
+    /// The stored hashes of the listed content.
+    pub(crate) prev: &'a BTreeMap<EventKey, ContentHash>,
+    /// The stored attendee marks.
+    pub(crate) prev_att: &'a BTreeMap<EventKey, Mark>,
+    /// `sync.attendees = "changed"`.
+    pub(crate) attendees: bool,
 }
 
 /// What the listing collected so far.
@@ -63,6 +77,9 @@ pub(crate) struct Listed {
 struct PageState {
     seen: Vec<Seen>,
     listed: usize,
+    want: Vec<Want>,
+    /// The listing is a delta: everything in it changed at the source.
+    delta: bool,
     /// Snapshots the writer had no room for yet (only on a current-thread
     /// runtime, where the listing cannot wait for the writer without
     /// stopping it); sent with the next page.
@@ -73,7 +90,7 @@ impl PageState {
     fn page(
         &mut self,
         page: Vec<Event>,
-        prev: &BTreeMap<EventKey, ContentHash>,
+        cmp: &Compare<'_>,
         now: i64,
         dry_run: bool,
         tx: &mpsc::Sender<Vec<(String, Snapshot)>>,
@@ -81,7 +98,7 @@ impl PageState {
         self.listed += page.len();
         let mut snaps = std::mem::take(&mut self.carry);
         for ev in page {
-            if let Some(s) = see(ev, prev, now, &mut snaps) {
+            if let Some(s) = see(ev, cmp, self.delta, now, &mut snaps, &mut self.want) {
                 self.seen.push(s);
             }
         }
@@ -106,20 +123,33 @@ impl PageState {
 }
 
 /// Classifies one listed event; snapshots of new or changed items go to
-/// `snaps`.
+/// `snaps`, or, when their attendees are to be fetched, to `want`.
 fn see(
     ev: Event,
-    prev: &BTreeMap<EventKey, ContentHash>,
+    cmp: &Compare<'_>,
+    delta: bool,
     now: i64,
     snaps: &mut Vec<(String, Snapshot)>,
+    want: &mut Vec<Want>,
 ) -> Option<Seen> {
     Some(match map_entry(&ev) {
         None => Seen::Unmappable(EventKey::parse(ev.event_id.as_deref()?).ok()?),
         Some((key, _, Item::Cancelled(_))) if key.is_base() => Seen::Deleted(key),
         Some((key, hash, item)) => {
-            if prev.get(&key) != Some(&hash)
-                && let Ok(json) = serde_json::to_string(&ev)
+            let changed = cmp.prev.get(&key) != Some(&hash);
+            if cmp.attendees
+                && matches!(item, Item::Event(_))
+                && (changed
+                    || delta
+                    || !matches!(cmp.prev_att.get(&key), Some(Mark::Fetched { .. })))
             {
+                want.push(Want {
+                    event: ev,
+                    listed: hash,
+                });
+                return Some(Seen::Entry(key, Entry { hash, item }));
+            }
+            if changed && let Ok(json) = serde_json::to_string(&ev) {
                 snaps.push((
                     key.to_string(),
                     Snapshot {
@@ -145,7 +175,7 @@ pub(crate) async fn list_and_snapshot(
     store: &Store,
     cal: &CalendarMeta,
     token: Option<&str>,
-    prev: &BTreeMap<EventKey, ContentHash>,
+    cmp: &Compare<'_>,
     dry_run: bool,
     now: i64,
 ) -> Result<Listed, EngineError> {
@@ -164,9 +194,12 @@ pub(crate) async fn list_and_snapshot(
             Ok::<(), StoreError>(())
         })
     });
-    let mut st = PageState::default();
+    let mut st = PageState {
+        delta: token.is_some(),
+        ..PageState::default()
+    };
     let first = {
-        let mut on_page = |page: Vec<Event>| st.page(page, prev, now, dry_run, &snap_tx);
+        let mut on_page = |page: Vec<Event>| st.page(page, cmp, now, dry_run, &snap_tx);
         source.list_pages(&cal.id, token, &mut on_page).await
     };
     let mut cursor_expired = false;
@@ -175,8 +208,10 @@ pub(crate) async fn list_and_snapshot(
             tracing::info!(calendar = %cal.id, "sync token expired; listing in full");
             cursor_expired = true;
             st.seen.clear();
+            st.want.clear();
             st.listed = 0;
-            let mut on_page = |page: Vec<Event>| st.page(page, prev, now, dry_run, &snap_tx);
+            st.delta = false;
+            let mut on_page = |page: Vec<Event>| st.page(page, cmp, now, dry_run, &snap_tx);
             source.list_pages(&cal.id, None, &mut on_page).await
         }
         other => other,
@@ -206,5 +241,6 @@ pub(crate) async fn list_and_snapshot(
         listed: st.listed,
         calls: listing.calls,
         cursor_expired,
+        want: st.want,
     })
 }

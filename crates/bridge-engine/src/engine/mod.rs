@@ -9,9 +9,11 @@
 
 mod apply;
 mod assemble;
+mod attendees;
 pub mod departed;
 mod listing;
 mod sinkplan;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use bridge_target::{Drift, DriftInput, Sink, Target};
 
 use self::apply::recorded_refs;
 use self::assemble::{Entry, Seen};
-use self::listing::entry_from_snapshot;
+use self::attendees::{Mark, split_stored, stored_entry};
 use self::sinkplan::{PlanContext, SinkPlan, plan_sink};
 
 use crate::traits::{CalendarMeta, Source, SourceError};
@@ -57,12 +59,48 @@ pub struct Window {
     pub future_days: u32,
 }
 
+/// Whether attendees are read from the source (`sync.attendees`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttendeeMode {
+    /// Read the attendees of new or changed events (and refresh upcoming
+    /// ones on a full reconcile).
+    Changed,
+    /// Never read attendees; mirrors show none.
+    #[default]
+    None,
+}
+
+/// How attendees are synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttendeeSync {
+    pub mode: AttendeeMode,
+    /// A full reconcile reads again the attendees of events starting within
+    /// this many days (room bookings settle after the event was listed).
+    pub refresh_days: u32,
+    /// ... at most this many events per calendar and pass.
+    pub refresh_budget: usize,
+}
+
+impl Default for AttendeeSync {
+    fn default() -> Self {
+        Self {
+            mode: AttendeeMode::None,
+            refresh_days: 14,
+            refresh_budget: 200,
+        }
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     pub rules: Rules,
     pub window: Option<Window>,
     pub failure_backoff: Backoff,
+    pub attendees: AttendeeSync,
+    /// Filters and transforms by sink id (a sink without one sees the
+    /// calendar as it is).
+    pub views: BTreeMap<String, bridge_core::view::View>,
 }
 
 /// How to list.
@@ -100,6 +138,8 @@ pub struct SinkReport {
     pub tombstoned: usize,
     /// Deletions the deletion budget held back (not in `ops`).
     pub held_back: Vec<EventKey>,
+    /// Items the sink's filters leave out.
+    pub filtered: usize,
 }
 
 /// What a report says about one event it names: enough for a person to
@@ -147,7 +187,16 @@ pub struct CalendarReport {
     /// The stored sync token had expired.
     pub cursor_expired: bool,
     pub listed: usize,
+    /// Listing calls.
     pub source_calls: u64,
+    /// Attendee calls (pages of the attendees endpoint).
+    pub attendee_calls: u64,
+    /// Events whose attendees were read because they were new or changed.
+    pub attendees_fetched: usize,
+    /// Unchanged upcoming events whose attendees were read again.
+    pub attendees_refreshed: usize,
+    /// Attendee reads that failed (retried next pass).
+    pub attendee_failures: usize,
     /// Items in the snapshot after the pass.
     pub items: usize,
     pub sinks: Vec<SinkReport>,
@@ -357,25 +406,55 @@ impl Engine {
             Mode::Full => None,
             Mode::Incremental => cursor.as_ref().and_then(|c| c.sync_token.clone()),
         };
-        let prev_hash: BTreeMap<EventKey, ContentHash> = self
-            .store
-            .list_snapshot_hashes(&cal.id)
-            .await?
-            .into_iter()
-            .filter_map(|(k, h)| Some((EventKey::parse(&k).ok()?, h.parse().ok()?)))
-            .collect();
+        let mut prev_hash: BTreeMap<EventKey, ContentHash> = BTreeMap::new();
+        let mut prev_att: BTreeMap<EventKey, Mark> = BTreeMap::new();
+        for (k, h) in self.store.list_snapshot_hashes(&cal.id).await? {
+            let Ok(key) = EventKey::parse(&k) else {
+                continue;
+            };
+            let (hash, mark) = split_stored(&h);
+            let Some(hash) = hash else { continue };
+            if let Some(m) = mark {
+                prev_att.insert(key.clone(), m);
+            }
+            prev_hash.insert(key, hash);
+        }
+        let with_attendees = self.cfg.attendees.mode == AttendeeMode::Changed;
 
         // List and snapshot.
-        let listed = listing::list_and_snapshot(
+        let mut listed = listing::list_and_snapshot(
             &self.source,
             &self.store,
             cal,
             token.as_deref(),
-            &prev_hash,
+            &listing::Compare {
+                prev: &prev_hash,
+                prev_att: &prev_att,
+                attendees: with_attendees,
+            },
             dry_run,
             now,
         )
         .await?;
+
+        // Attendees: of new or changed events, and a refresh of upcoming
+        // ones on a full reconcile.
+        let att = if with_attendees {
+            attendees::Phase {
+                source: &self.source,
+                store: &self.store,
+                cal,
+                prev_att: &prev_att,
+                sync: self.cfg.attendees,
+                refresh: mode == Mode::Full && listed.complete,
+                dry_run,
+                now,
+            }
+            .run(&mut listed.seen, std::mem::take(&mut listed.want))
+            .await?
+        } else {
+            attendees::Resolved::default()
+        };
         let complete = listed.complete;
         let mut report = CalendarReport {
             calendar: cal.id.clone(),
@@ -385,6 +464,10 @@ impl Engine {
             cursor_expired: listed.cursor_expired,
             listed: listed.listed,
             source_calls: listed.calls,
+            attendee_calls: att.calls,
+            attendees_fetched: att.fetched,
+            attendees_refreshed: att.refreshed,
+            attendee_failures: att.failed,
             ..CalendarReport::default()
         };
 
@@ -394,17 +477,31 @@ impl Engine {
             .await?;
 
         let window = self.cfg.window;
-        let windowed: BTreeMap<&EventKey, bool> = next
+        // What each sink sees: its filters and transforms (`None`: the
+        // set as it is), and which items are inside the sync window and
+        // the sink's own time frame.
+        let views: Vec<Option<&bridge_core::view::View>> = self
+            .sinks
             .iter()
-            .map(|(k, e)| (k, in_window(window, now, &e.item)))
+            .map(|s| self.cfg.views.get(s.id()).filter(|v| !v.is_identity()))
             .collect();
-        let cx = PlanContext {
-            next: &next,
-            windowed: &windowed,
-            window_configured: window.is_some(),
-            rules: &rules,
-            now,
-        };
+        let sets: Vec<Option<view::SinkSet>> = views
+            .iter()
+            .map(|v| v.map(|v| view::apply(v, &next, &removed)))
+            .collect();
+        let windowed_per_sink: Vec<BTreeMap<&EventKey, bool>> = views
+            .iter()
+            .map(|v| {
+                next.iter()
+                    .map(|(k, e)| {
+                        (
+                            k,
+                            in_window(window, now, &e.item) && view::in_frame(*v, now, &e.item),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
         // Items of this calendar whose last write failed: (sink, key) -> retry time.
         let failing: HashMap<(String, String), i64> = self
             .store
@@ -420,7 +517,14 @@ impl Engine {
         // items' snapshots and the sync token, so the next pass sees them
         // again.
         let mut planned = Vec::with_capacity(self.sinks.len());
-        for sink in &self.sinks {
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let cx = PlanContext {
+                next: sets[i].as_ref().map_or(&next, |s| &s.next),
+                windowed: &windowed_per_sink[i],
+                window_configured: window.is_some() || views[i].and_then(|v| v.frame()).is_some(),
+                rules: &rules,
+                now,
+            };
             let records: BTreeMap<EventKey, Record> = self
                 .store
                 .list_records(sink.id(), &cal.id)
@@ -434,7 +538,7 @@ impl Engine {
             if let Some(b) = &p.blocked {
                 report.blocked.get_or_insert_with(|| b.message.clone());
             }
-            planned.push((sink.clone(), records, p));
+            planned.push((sink.clone(), records, p, cx));
         }
         if let Some(b) = &report.blocked {
             // Said once to the user: in `reconcile`'s report, or by the
@@ -455,14 +559,14 @@ impl Engine {
         let mut batch = Batch::new();
         let mut drift_reports: Vec<Option<Drift>> = vec![None; planned.len()];
         if mode == Mode::Full && complete && report.blocked.is_none() {
-            let all_series = bridge_core::series::group(next.values().map(|e| &e.item));
-            for (i, (sink, records, p)) in planned.iter_mut().enumerate() {
+            for (i, (sink, records, p, cx)) in planned.iter_mut().enumerate() {
                 let Target::Replica(replica) = sink.target() else {
                     continue;
                 };
                 if sink.paused().is_some() {
                     continue;
                 }
+                let all_series = bridge_core::series::group(cx.next.values().map(|e| &e.item));
                 let d = match replica
                     .drift(DriftInput {
                         calendar: cal,
@@ -493,7 +597,7 @@ impl Engine {
                     let rewrite: BTreeSet<EventKey> = d.rewrite.iter().cloned().collect();
                     let retry_at =
                         |k: &EventKey| failing.get(&(sink.id().to_owned(), k.to_string())).copied();
-                    *p = plan_sink(cx, records, &rewrite, &retry_at);
+                    *p = plan_sink(*cx, records, &rewrite, &retry_at);
                 }
                 drift_reports[i] = Some(d);
             }
@@ -501,9 +605,12 @@ impl Engine {
 
         // Apply and record, sink by sink.
         let mut sink_reports = Vec::new();
-        for ((sink, records, p), drift) in planned.into_iter().zip(drift_reports) {
+        for (i, ((sink, records, p, cx), drift)) in
+            planned.into_iter().zip(drift_reports).enumerate()
+        {
             let mut sr = SinkReport {
                 sink: sink.id().to_owned(),
+                filtered: sets[i].as_ref().map_or(0, |s| s.excluded.len()),
                 unchanged: p.unchanged,
                 deferred: p.deferred,
                 ops: p.ops.clone(),
@@ -531,13 +638,19 @@ impl Engine {
                 sink_reports.push(sr);
                 continue;
             }
-            let shown = shown(&next, &windowed, &records, p.blocked.is_some(), &removed);
+            let shown = shown(
+                cx.next,
+                cx.windowed,
+                &records,
+                p.blocked.is_some(),
+                sets[i].as_ref().map_or(&removed, |s| &s.removed),
+            );
             let series = bridge_core::series::group(shown);
             let outcomes = apply::apply(sink.as_ref(), cal, &series, &records, &p, now).await;
             self.record(
                 cal,
                 sink.id(),
-                &next,
+                cx.next,
                 &p,
                 outcomes,
                 &failing,
@@ -646,10 +759,11 @@ impl Engine {
         seen: Vec<Seen>,
         complete: bool,
     ) -> Result<(BTreeMap<EventKey, Entry>, BTreeMap<EventKey, Entry>), EngineError> {
+        let with_attendees = self.cfg.attendees.mode == AttendeeMode::Changed;
         let mut base = BTreeMap::new();
         if !complete {
             for (k, snap) in self.store.list_snapshots(&cal.id).await? {
-                if let Some((key, e)) = entry_from_snapshot(&k, &snap.event_json) {
+                if let Some((key, e)) = stored_entry(&k, &snap.event_json, with_attendees) {
                     base.insert(key, e);
                 }
             }
@@ -666,7 +780,7 @@ impl Engine {
                 .collect();
             for (k, snap) in self.store.list_snapshots(&cal.id).await? {
                 if wanted.contains(&k)
-                    && let Some((key, e)) = entry_from_snapshot(&k, &snap.event_json)
+                    && let Some((key, e)) = stored_entry(&k, &snap.event_json, with_attendees)
                 {
                     stored.insert(key, e);
                 }
@@ -674,7 +788,8 @@ impl Engine {
         } else {
             for k in a.keep_stored.iter().chain(&a.vanished) {
                 if let Some(snap) = self.store.get_snapshot(&cal.id, &k.to_string()).await?
-                    && let Some((key, e)) = entry_from_snapshot(&k.to_string(), &snap.event_json)
+                    && let Some((key, e)) =
+                        stored_entry(&k.to_string(), &snap.event_json, with_attendees)
                 {
                     stored.insert(key, e);
                 }

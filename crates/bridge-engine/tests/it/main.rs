@@ -1,5 +1,6 @@
 //! Integration tests of bridge-engine (one test binary).
 
+mod attendees;
 mod daemon;
 mod model;
 mod passes;
@@ -11,3 +12,4 @@ mod passes;
 mod google_common;
 mod sink_google;
 mod sink_ics;
+mod views;

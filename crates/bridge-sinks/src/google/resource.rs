@@ -95,7 +95,8 @@ pub fn to_resource_in(
     if !desc.is_empty() {
         r.insert("description".into(), json!(desc));
     }
-    if let Some(loc) = shown.location.as_deref().filter(|l| !l.is_empty()) {
+    // The event's location, or its rooms (pending bookings marked).
+    if let Some(loc) = bridge_core::rooms::display_location(&shown).filter(|l| !l.is_empty()) {
         r.insert("location".into(), json!(loc));
     }
 
@@ -226,8 +227,9 @@ fn exdate(t: &EventTime) -> String {
     }
 }
 
-/// The Feishu text, the meeting line, the Feishu link and (unless written as
-/// `attendees[]`) the organizer and attendees.
+/// The Feishu text, the meeting line, the Feishu link, the rooms (always:
+/// a room written as an attendee shows no booking state) and (unless
+/// written as `attendees[]`) the organizer and the other attendees.
 fn description(ev: &CanonicalEvent, with_people: bool) -> String {
     let mut blocks: Vec<String> = Vec::new();
     let text = ev.description.trim_end();
@@ -244,14 +246,23 @@ fn description(ev: &CanonicalEvent, with_people: bool) -> String {
     if !links.is_empty() {
         blocks.push(links.join("\n"));
     }
+    let rooms = bridge_core::rooms::room_lines(ev);
+    if !rooms.is_empty() {
+        blocks.push(rooms.join("\n"));
+    }
     if with_people {
         let mut people = Vec::new();
         if let Some(org) = &ev.organizer {
             people.push(format!("Organizer: {}", party_label(org)));
         }
-        if !ev.attendees.is_empty() {
+        let others: Vec<&Party> = ev
+            .attendees
+            .iter()
+            .filter(|a| a.cutype != CuType::Room)
+            .collect();
+        if !others.is_empty() {
             people.push("Attendees:".to_owned());
-            for a in &ev.attendees {
+            for a in others {
                 let mut line = format!("- {}", party_label(a));
                 let mut notes = Vec::new();
                 if a.role == Role::Optional {
@@ -508,6 +519,58 @@ mod tests {
         // Never under a reduced profile.
         let (r, _) = to_resource(&ev, Privacy::Redacted, &o);
         assert!(r.get("attendees").is_none());
+    }
+
+    #[test]
+    fn rooms_are_the_location_and_listed_with_their_booking_state() {
+        let mut ev = timed_ny();
+        ev.location = None;
+        let room = |name: &str, id: &str, ps| {
+            let mut p = party(
+                &format!("mailto:{id}@room.feishu.invalid"),
+                name,
+                ps,
+                Role::Required,
+            );
+            p.cutype = CuType::Room;
+            p
+        };
+        ev.attendees
+            .push(room("Room A", "omm_a", PartStat::NeedsAction));
+        ev.attendees
+            .push(room("Room B", "omm_b", PartStat::Declined));
+        let (r, _) = to_resource(&ev, Privacy::Full, &opts());
+        assert_eq!(r["location"], json!("Room A (booking pending)"));
+        let desc = r["description"].as_str().unwrap();
+        assert!(
+            desc.contains("Room: Room A (booking pending)\nRoom: Room B (booking failed)"),
+            "{desc}"
+        );
+        assert!(
+            !desc.contains("- Room A"),
+            "rooms are not listed twice: {desc}"
+        );
+        // Booked: shown as booked; written as a resource attendee when asked.
+        ev.attendees[2].partstat = PartStat::Accepted;
+        let o = GoogleOptions {
+            write_attendees: true,
+            ..opts()
+        };
+        let (r, _) = to_resource(&ev, Privacy::Full, &o);
+        assert_eq!(r["location"], json!("Room A"));
+        assert!(
+            r["description"]
+                .as_str()
+                .unwrap()
+                .contains("Room: Room A\n")
+        );
+        assert_eq!(
+            r["attendees"][2],
+            json!({"email": "omm_a@room.feishu.invalid", "displayName": "Room A", "resource": true, "responseStatus": "accepted"})
+        );
+        // Under a reduced profile neither rooms nor attendees are shown.
+        let (r, _) = to_resource(&ev, Privacy::Busy, &o);
+        assert!(r.get("location").is_none() && r.get("attendees").is_none());
     }
 
     #[test]
