@@ -68,6 +68,9 @@ pub(crate) struct Room {
     pub(crate) calendar_id: String,
     /// What an asynchronous booking of this room ends in.
     pub(crate) booking_result: RsvpStatus,
+    /// Bookings are decided by a third-party room system through
+    /// `instance/reply` (`rooms` module); they never resolve by themselves.
+    pub(crate) third_party: bool,
 }
 
 /// A calendar and its bookkeeping.
@@ -366,6 +369,7 @@ impl Store {
                 name: name.to_owned(),
                 calendar_id: id.clone(),
                 booking_result: RsvpStatus::Accept,
+                third_party: false,
             },
         );
         id
@@ -900,6 +904,9 @@ impl Store {
         let Some(rec) = self.events.get(event_id).filter(|r| !r.deleted) else {
             return Changes::default();
         };
+        if self.rooms.get(room_id).is_some_and(|r| r.third_party) {
+            return Changes::default();
+        }
         let result = self
             .rooms
             .get(room_id)
