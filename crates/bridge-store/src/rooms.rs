@@ -163,14 +163,14 @@ fn apply(txn: &WriteTransaction, ops: &[Op]) -> Result<(), Fault> {
     for op in ops {
         match op {
             Op::Put(t, k, v) => {
-                let k = keys::component("room table key", k)?;
+                let k = non_empty(k)?;
                 put(&mut txn.open_table(t.def())?, k, &TokenJson(v.clone()))?;
             }
             Op::Delete(t, k) => {
                 remove(&mut txn.open_table(t.def())?, k)?;
             }
             Op::Claim(t, k, v) => {
-                let k = keys::component("room table key", k)?;
+                let k = non_empty(k)?;
                 let mut table = txn.open_table(t.def())?;
                 if table.get(k)?.is_some() {
                     return Err(StoreError::InvalidInput {
@@ -184,6 +184,17 @@ fn apply(txn: &WriteTransaction, ops: &[Op]) -> Result<(), Fault> {
         }
     }
     Ok(())
+}
+
+/// Room keys may be composite ([`booking_key`]); they must not be empty.
+fn non_empty(k: &str) -> Result<&str, StoreError> {
+    if k.is_empty() {
+        return Err(StoreError::InvalidInput {
+            what: "room table key",
+            reason: "empty".into(),
+        });
+    }
+    Ok(k)
 }
 
 /// Decodes every room value (the integrity check).
