@@ -82,6 +82,8 @@ enum Command {
     Auth(cmd::auth::Args),
     /// Ask Feishu to push change events for the configured calendars (user token).
     Subscribe(cmd::subscribe::Args),
+    /// Meeting rooms: mapped rooms and their rules, bookings, decisions; approve or decline.
+    Rooms(cmd::rooms::Args),
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
@@ -210,6 +212,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => block_on(cmd::explain::run(args)),
         Command::Auth(args) => block_on(cmd::auth::run(args)),
         Command::Subscribe(args) => block_on(cmd::subscribe::run(args)),
+        Command::Rooms(args) => block_on(cmd::rooms::run(args)),
     };
     match result {
         Ok(code) => code,
@@ -237,6 +240,7 @@ impl Command {
             Self::Reconcile(a) => a.json,
             Self::Status(a) => a.json,
             Self::Explain(a) => a.json,
+            Self::Rooms(a) => a.json,
             _ => false,
         }
     }

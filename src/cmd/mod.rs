@@ -6,6 +6,7 @@ pub(crate) mod convert;
 pub(crate) mod demo;
 pub(crate) mod explain;
 pub(crate) mod reconcile;
+pub(crate) mod rooms;
 pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod subscribe;

@@ -57,6 +57,8 @@ struct Shared {
     ready: Arc<AtomicBool>,
     user_token_file: PathBuf,
     sinks: Arc<Vec<crate::sinks::Handle>>,
+    /// The meeting-room system, when `[rooms]` is configured.
+    rooms: Option<Arc<bridge_rooms::Rooms>>,
 }
 
 fn label(v: &str) -> String {
@@ -189,6 +191,12 @@ async fn metrics_text(s: &Shared) -> String {
         "# HELP feishu_bridge_store_degraded Whether the store refuses writes (change events answered 503).\n# TYPE feishu_bridge_store_degraded gauge\nfeishu_bridge_store_degraded {}",
         u8::from(m.store_degraded.load(Ordering::Relaxed))
     );
+    if let Some(rooms) = &s.rooms {
+        match rooms.metrics_text().await {
+            Ok(t) => out.push_str(&t),
+            Err(e) => tracing::warn!("room metrics unavailable: {e}"),
+        }
+    }
     out
 }
 
@@ -351,6 +359,101 @@ async fn admin_token(
     )
 }
 
+fn rooms_answer(r: anyhow::Result<serde_json::Value>) -> axum::response::Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => {
+            let status = match e.downcast_ref::<bridge_rooms::RoomsError>() {
+                Some(bridge_rooms::RoomsError::NotFound(_) | bridge_rooms::RoomsError::BadId(_)) => {
+                    StatusCode::NOT_FOUND
+                }
+                Some(bridge_rooms::RoomsError::NotPending { .. }) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, axum::Json(serde_json::json!({"error": format!("{e:#}")}))).into_response()
+        }
+    }
+}
+
+fn no_rooms() -> axum::response::Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "no [rooms] in the daemon's configuration"})),
+    )
+        .into_response()
+}
+
+/// `GET /admin/rooms`: `rooms list`.
+async fn admin_rooms(State(s): State<Shared>) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    rooms_answer(crate::cmd::rooms::list_json(&rooms).await)
+}
+
+#[derive(serde::Deserialize)]
+struct BookingsQuery {
+    #[serde(default)]
+    pending: bool,
+}
+
+/// `GET /admin/rooms/bookings?pending=`: `rooms bookings`.
+async fn admin_room_bookings(
+    State(s): State<Shared>,
+    Query(q): Query<BookingsQuery>,
+) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    rooms_answer(crate::cmd::rooms::bookings_json(&rooms, q.pending).await)
+}
+
+#[derive(serde::Deserialize)]
+struct BookingQuery {
+    booking: String,
+}
+
+/// `GET /admin/rooms/booking?booking=`: `rooms explain`.
+async fn admin_room_booking(
+    State(s): State<Shared>,
+    Query(q): Query<BookingQuery>,
+) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    rooms_answer(
+        rooms
+            .find(&q.booking)
+            .await
+            .map(|b| crate::cmd::rooms::booking_json(&b))
+            .map_err(anyhow::Error::new),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct DecideBody {
+    booking: String,
+    approve: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /admin/rooms/decide`: `rooms approve|decline`.
+async fn admin_room_decide(
+    State(s): State<Shared>,
+    axum::Json(b): axum::Json<DecideBody>,
+) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    let what = if b.approve {
+        bridge_rooms::AdminDecision::Approve
+    } else {
+        bridge_rooms::AdminDecision::Decline { reason: b.reason }
+    };
+    rooms_answer(crate::cmd::rooms::decide_json(&rooms, &b.booking, what).await)
+}
+
 async fn shutdown_signal(cancel: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -450,6 +553,11 @@ impl Drop for RemoveOnExit {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Starts the room system's worker (registry, decisions, targets, replies).
+fn tasks_rooms_start(rooms: Arc<bridge_rooms::Rooms>, cancel: CancellationToken) {
+    tokio::spawn(async move { rooms.run(cancel).await });
 }
 
 /// How often a degraded store is reopened and probed.
@@ -561,6 +669,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot write {}", addr_file.display()))?;
 
     let worker_slot: Arc<OnceLock<Arc<Worker>>> = Arc::new(OnceLock::new());
+    let rooms = crate::cmd::rooms::build(&loaded, engine.store().clone())?;
     let shared = Shared {
         engine: engine.clone(),
         worker: worker_slot.clone(),
@@ -570,7 +679,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ready: ready.clone(),
         user_token_file: loaded.feishu.user_token_file.clone(),
         sinks: Arc::new(app.sinks.clone()),
+        rooms: rooms.clone(),
     };
+    // Room deliveries go to the room system, the rest to the hub.
+    let deliveries: Arc<dyn DeliverySink> = match &rooms {
+        Some(r) => Arc::new(bridge_rooms::Dispatch::new(r.clone(), hub.clone())),
+        None => hub.clone(),
+    };
+    if let Some(r) = &rooms {
+        let (r, c) = (r.clone(), cancel.clone());
+        tasks_rooms_start(r, c);
+    }
 
     // Serve first: /healthz answers "starting" and webhooks are made
     // durable while Feishu is not reachable yet.
@@ -588,16 +707,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_state(shared.clone());
     match loaded.config.feishu.delivery {
         Delivery::Webhook => {
-            let sink: Arc<dyn DeliverySink> = hub.clone();
             router = router.merge(bridge_feishu::webhook::router(
                 webhook_config(&loaded),
-                sink,
+                deliveries.clone(),
             ));
         }
         Delivery::LongConnection => {
             let f = &loaded.feishu;
             let cfg = WsConfig::new(&f.base_url, &f.app_id, f.app_secret.expose());
-            let handler = Arc::new(SinkHandler::new(hub.clone()));
+            let handler = Arc::new(SinkHandler::new(deliveries.clone()));
             let c = cancel.clone();
             tasks.spawn(async move {
                 match bridge_feishu::ws::run(cfg, handler, c.clone()).await {
@@ -617,6 +735,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/admin/reconcile", post(admin_reconcile))
         .route("/admin/sync", post(admin_sync))
         .route("/admin/token", post(admin_token))
+        .route("/admin/rooms", get(admin_rooms))
+        .route("/admin/rooms/bookings", get(admin_room_bookings))
+        .route("/admin/rooms/booking", get(admin_room_booking))
+        .route("/admin/rooms/decide", post(admin_room_decide))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
