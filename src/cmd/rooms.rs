@@ -133,7 +133,11 @@ pub(crate) async fn bookings_json(rooms: &Rooms, pending: bool) -> anyhow::Resul
     Ok(json!({ "bookings": list }))
 }
 
-pub(crate) async fn decide_json(rooms: &Rooms, booking: &str, what: AdminDecision) -> anyhow::Result<Value> {
+pub(crate) async fn decide_json(
+    rooms: &Rooms,
+    booking: &str,
+    what: AdminDecision,
+) -> anyhow::Result<Value> {
     let b = rooms.admin_decide(booking, what).await?;
     Ok(booking_json(&b))
 }
@@ -163,7 +167,9 @@ fn print_list(v: &Value) {
         );
         println!(
             "  target: {}",
-            r["target"].as_str().unwrap_or("none (decisions and replies only)")
+            r["target"]
+                .as_str()
+                .unwrap_or("none (decisions and replies only)")
         );
         let t = &rules["time"];
         if t["enabled"].as_bool() == Some(true) {
@@ -176,11 +182,17 @@ fn print_list(v: &Value) {
                 rules["time_from"].as_str().unwrap_or("")
             );
         } else {
-            println!("  time: no restrictions   (from {})", rules["time_from"].as_str().unwrap_or(""));
+            println!(
+                "  time: no restrictions   (from {})",
+                rules["time_from"].as_str().unwrap_or("")
+            );
         }
         let s = &rules["scope"];
         if s["allow_all"].as_bool() == Some(true) {
-            println!("  who: everyone   (from {})", rules["scope_from"].as_str().unwrap_or(""));
+            println!(
+                "  who: everyone   (from {})",
+                rules["scope_from"].as_str().unwrap_or("")
+            );
         } else {
             println!(
                 "  who: {} users, {} departments   (from {})",
@@ -201,7 +213,10 @@ fn print_list(v: &Value) {
                 rules["approval_from"].as_str().unwrap_or("")
             );
         } else {
-            println!("  approval: none   (from {})", rules["approval_from"].as_str().unwrap_or(""));
+            println!(
+                "  approval: none   (from {})",
+                rules["approval_from"].as_str().unwrap_or("")
+            );
         }
         println!(
             "  bookings: {} accepted, {} declined, {} pending",
@@ -217,7 +232,11 @@ fn print_bookings(v: &Value) {
         println!("no bookings");
     }
     for b in list {
-        let last = b["decisions"].as_array().and_then(|d| d.last()).cloned().unwrap_or(Value::Null);
+        let last = b["decisions"]
+            .as_array()
+            .and_then(|d| d.last())
+            .cloned()
+            .unwrap_or(Value::Null);
         println!(
             "{:<9} {}  {:?}  {}",
             b["status"].as_str().unwrap_or(""),
@@ -242,9 +261,17 @@ fn print_explain(b: &Value) {
     );
     println!(
         "  organizer {}, {} instance(s){}",
-        b["organizer"].as_array().and_then(|o| o.first()).and_then(Value::as_str).unwrap_or("(unknown)"),
+        b["organizer"]
+            .as_array()
+            .and_then(|o| o.first())
+            .and_then(Value::as_str)
+            .unwrap_or("(unknown)"),
         b["instances"].as_array().map_or(0, Vec::len),
-        if b["series"].as_bool() == Some(true) { ", a series" } else { "" }
+        if b["series"].as_bool() == Some(true) {
+            ", a series"
+        } else {
+            ""
+        }
     );
     for d in b["decisions"].as_array().into_iter().flatten() {
         println!(
@@ -306,14 +333,21 @@ async fn via_daemon(loaded: &Loaded, what: &What) -> anyhow::Result<Value> {
             req = req.json(&b);
         }
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("the store is in use (a daemon?) but its admin endpoint {url} does not answer"))?;
+    let resp = req.send().await.with_context(|| {
+        format!("the store is in use (a daemon?) but its admin endpoint {url} does not answer")
+    })?;
     let status = resp.status();
-    let v: Value = resp.json().await.context("the daemon's answer is not JSON")?;
+    let v: Value = resp
+        .json()
+        .await
+        .context("the daemon's answer is not JSON")?;
     if !status.is_success() {
-        anyhow::bail!("{}", v["error"].as_str().unwrap_or("the daemon refused the request"));
+        anyhow::bail!(
+            "{}",
+            v["error"]
+                .as_str()
+                .unwrap_or("the daemon refused the request")
+        );
     }
     Ok(v)
 }
@@ -327,7 +361,14 @@ async fn direct(loaded: &Loaded, store: Store, what: &What) -> anyhow::Result<Va
         What::Explain { booking } => booking_json(&rooms.find(booking).await?),
         What::Approve { booking } => decide_json(&rooms, booking, AdminDecision::Approve).await?,
         What::Decline { booking, reason } => {
-            decide_json(&rooms, booking, AdminDecision::Decline { reason: reason.clone() }).await?
+            decide_json(
+                &rooms,
+                booking,
+                AdminDecision::Decline {
+                    reason: reason.clone(),
+                },
+            )
+            .await?
         }
     })
 }

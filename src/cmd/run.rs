@@ -364,13 +364,17 @@ fn rooms_answer(r: anyhow::Result<serde_json::Value>) -> axum::response::Respons
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => {
             let status = match e.downcast_ref::<bridge_rooms::RoomsError>() {
-                Some(bridge_rooms::RoomsError::NotFound(_) | bridge_rooms::RoomsError::BadId(_)) => {
-                    StatusCode::NOT_FOUND
-                }
+                Some(
+                    bridge_rooms::RoomsError::NotFound(_) | bridge_rooms::RoomsError::BadId(_),
+                ) => StatusCode::NOT_FOUND,
                 Some(bridge_rooms::RoomsError::NotPending { .. }) => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            (status, axum::Json(serde_json::json!({"error": format!("{e:#}")}))).into_response()
+            (
+                status,
+                axum::Json(serde_json::json!({"error": format!("{e:#}")})),
+            )
+                .into_response()
         }
     }
 }

@@ -161,15 +161,18 @@ pub(crate) fn read(
                         let t = &c.target;
                         t.label() == *name
                             || t.id() == *name
-                            || t.name().is_some_and(|n| format!("{}:{n}", t.kind()) == *name)
+                            || t.name()
+                                .is_some_and(|n| format!("{}:{n}", t.kind()) == *name)
                     })
                     .map(|(i, _)| i)
                     .collect();
                 match hits.as_slice() {
                     [i] => Some(*i),
                     [] => {
-                        let known: Vec<String> =
-                            sinks.iter().map(|c| format!("{:?}", c.target.label())).collect();
+                        let known: Vec<String> = sinks
+                            .iter()
+                            .map(|c| format!("{:?}", c.target.label()))
+                            .collect();
                         problems.push(format!(
                             "{label}.sink: {name:?} names no [[sinks]] entry (configured: {})",
                             if known.is_empty() {

@@ -9,4 +9,5 @@ mod hardening;
 mod listener;
 mod output;
 mod reconcile_safety;
+mod rooms;
 mod store_damage;

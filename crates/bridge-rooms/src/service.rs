@@ -567,6 +567,11 @@ impl Rooms {
                 }
             }
             from = to;
+            // A single event is listed with `original_time` 0 in the first
+            // window (which starts at the event): no need to read further.
+            if slots.iter().all(|i| i.original_time == 0) {
+                break;
+            }
         }
         slots.sort_by_key(|i| i.start);
         let series = slots.len() > 1 || slots.iter().any(|i| i.original_time != 0);
