@@ -137,6 +137,23 @@ impl Env {
         d
     }
 
+    /// Starts the daemon and waits until it has read the room registry.
+    fn start_ready(&self) -> Daemon {
+        let d = self.start();
+        let start = Instant::now();
+        while self.rooms(&["list"])["rooms"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the room registry was never read"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
     /// `rooms <args> --json`.
     fn rooms(&self, args: &[&str]) -> Value {
         let out = bin()
@@ -266,7 +283,7 @@ fn last_reasons(v: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_are_accepted_declined_moved_and_freed() {
     let e = env("basic", false, "", None).await;
-    let daemon = e.start();
+    let daemon = e.start_ready();
     let listed = e.rooms(&["list"]);
     assert_eq!(
         listed["rooms"][0]["room"]["custom_room_id"], "A-101",
@@ -360,8 +377,7 @@ async fn booking_rules_decline_with_their_reasons() {
     let e = env("rules", true, "", None).await;
     let other = e.emu.add_user("Han Meimei");
     let other_cal = e.emu.primary_calendar(&other);
-    let daemon = e.start();
-    e.rooms(&["list"]);
+    let daemon = e.start_ready();
 
     // Before the restrictions: a three-hour booking is fine.
     let long = e.book("Workshop", at(1, 9, 0), at(1, 12, 0));
@@ -422,7 +438,7 @@ async fn approval_rooms_wait_for_rooms_approve() {
             json!({"scope_type": 2, "approval_config": {"approval_switch": 1, "approval_condition": 0, "approvers": [{"user_id": boss}]}}),
         )
         .unwrap();
-    let daemon = e.start();
+    let daemon = e.start_ready();
     e.wait_rule("/approval/enabled", json!(true)).await;
     let uid = e.book("Board meeting", at(1, 10, 0), at(1, 11, 0));
     let v = e.wait_status(&uid, 0, "pending").await;
@@ -451,8 +467,7 @@ async fn approval_rooms_wait_for_rooms_approve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_follow_max_conflict_instances() {
     let e = env("series", false, "max_conflict_instances = 1", None).await;
-    let daemon = e.start();
-    e.rooms(&["list"]);
+    let daemon = e.start_ready();
     let single = e.book("Interview", at(2, 10, 0), at(2, 11, 0));
     e.wait_status(&single, 0, "accepted").await;
     let other = e.book("Interview 2", at(3, 10, 0), at(3, 11, 0));
@@ -504,8 +519,7 @@ async fn series_follow_max_conflict_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_false_sends_nothing() {
     let e = env("observe", false, "reply = false", None).await;
-    let daemon = e.start();
-    e.rooms(&["list"]);
+    let daemon = e.start_ready();
     let uid = e.book("Observed", at(1, 10, 0), at(1, 11, 0));
     let v = e.wait_status(&uid, 0, "accepted").await;
     assert_eq!(
@@ -606,4 +620,67 @@ async fn replies_are_exactly_once_across_duplicates_and_kill_9() {
     assert_eq!(accepted, 10, "the first of each colliding pair wins");
     d.stop();
     let _ = std::fs::remove_dir_all(&e.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_original_time_is_recovered() {
+    let e = env("stale", false, "", None).await;
+    let daemon = e.start_ready();
+    let mut ev = booking_event("Series", at(1, 10, 0), at(1, 10, 30), &e.room);
+    ev.recurrence = Some("FREQ=DAILY;COUNT=3".into());
+    let master = e.emu.create_event(&e.cal, ev);
+    let uid = master.rsplit_once('_').unwrap().0.to_owned();
+    e.wait_status(&uid, 0, "accepted").await;
+    e.wait_replies(&uid, 1).await;
+
+    // The reply for a moved instance fails once (every retry of the call)…
+    e.emu.fail_next(
+        "instance/reply",
+        6,
+        bridge_emulators::feishu::FaultKind::Status5xx,
+    );
+    let ot = at(2, 10, 0);
+    e.emu
+        .move_occurrence(&e.cal, &master, ot, at(2, 15, 0), at(2, 15, 30), None);
+    e.wait_status(&uid, ot, "accepted").await;
+    let start = Instant::now();
+    while e
+        .emu
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("instance/reply") && c.status == 500)
+        .count()
+        < 6
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the failing reply never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // …and before its retry the series start moves: its original_time is stale.
+    e.emu.shift_series(&e.cal, &master, 3600);
+    let start = Instant::now();
+    let recovered = loop {
+        let r = e.replies(&uid);
+        if let Some(x) = r.iter().find(|r| r.original_time == ot + 3600) {
+            break x.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never replied again: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(recovered.status, "ACCEPTED_BY_ADMIN");
+    assert!(
+        e.emu
+            .calls()
+            .iter()
+            .any(|c| c.path.contains("instance/reply") && c.code == Some(105_003)),
+        "Feishu answered 105003 first"
+    );
+    let v = e.rooms(&["explain", &e.id(&uid, ot)]);
+    assert!(v.to_string().contains("105003"), "{v}");
+    daemon.stop();
 }

@@ -16,6 +16,8 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use bridge_core::feishu::RsvpStatus;
+
 use crate::FeishuError;
 use crate::client::{FeishuClient, Identity, urlencode};
 use crate::hint::{ApprovalConfig, Department, ReserveScopeConfig, TimeConfig, UserIds};
@@ -417,6 +419,51 @@ impl FeishuClient {
             }
         }
         Ok(out)
+    }
+
+    /// The room attendee's `rsvp_status` on the event `<uid>_<original_time>`
+    /// of the organizer's primary calendar (`calendars/primarys`, then the
+    /// event's attendees): how Feishu reflects a reply. `None` when the
+    /// calendar, the event or the room attendee cannot be found.
+    pub async fn room_attendee_status(
+        &self,
+        organizer_open_id: &str,
+        uid: &str,
+        original_time: i64,
+        room_id: &str,
+    ) -> Result<Option<RsvpStatus>, FeishuError> {
+        let data: Value = self
+            .call_with_body(
+                Identity::Tenant,
+                Method::POST,
+                "POST /open-apis/calendar/v4/calendars/primarys",
+                "/open-apis/calendar/v4/calendars/primarys",
+                &[("user_id_type", "open_id".to_owned())],
+                &json!({ "user_ids": [organizer_open_id] }),
+            )
+            .await?;
+        let Some(cal) = data
+            .get("calendars")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+            .and_then(|c| c.get("calendar"))
+            .and_then(|c| c.get("calendar_id"))
+            .and_then(Value::as_str)
+        else {
+            return Ok(None);
+        };
+        let attendees = match self
+            .list_attendees(Identity::Tenant, cal, &format!("{uid}_{original_time}"))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) if e.code().is_some_and(|c| c == 193_001 || c == 193_003) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(attendees
+            .into_iter()
+            .find(|a| a.room_id.as_deref() == Some(room_id))
+            .and_then(|a| a.rsvp_status))
     }
 
     /// `POST /open-apis/meeting_room/instance/reply`.

@@ -134,6 +134,9 @@ pub struct ReplyPlan {
     /// `queued`, `sent`, `not sent (reply = false)`, `obsolete (…)`.
     pub state: String,
     pub sent_at: Option<i64>,
+    /// What happened on the way (a 105003 recovered, the last error).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// One decision and why.
@@ -212,4 +215,8 @@ pub struct OutboxDoc {
     pub attempts: u32,
     pub next_at: i64,
     pub last_error: Option<String>,
+    /// Set (durably) before each send and cleared by a definite answer: an
+    /// entry found in flight after a restart may have reached Feishu.
+    #[serde(default)]
+    pub in_flight: bool,
 }

@@ -14,9 +14,13 @@
 //!   before it leaves the entry to be decided again; after it, the entry is
 //!   gone and the replies wait in the outbox.
 //! * A reply leaves the outbox in the transaction that records its
-//!   acknowledgement. The only window in which a crash can repeat a reply is
-//!   between Feishu's answer and that commit (milliseconds); the repeated
-//!   reply carries the same status for the same instance.
+//!   acknowledgement. Before it is sent it is marked in flight (durably); a
+//!   reply found in flight after a crash may have reached Feishu, so the
+//!   room attendee's `rsvp_status` on the organizer's event is read first,
+//!   and a reply Feishu already shows is recorded as sent without sending it
+//!   again. Where that cannot be read (no organizer open_id, no access to
+//!   the calendar, an instance without its own event) the reply is sent
+//!   again, with the same status for the same instance.
 //! * A repeated event with the same instances as the booking's last
 //!   decision makes no new decision (and no reply).
 //! * An accepted booking is written to the room's target before its reply
@@ -558,7 +562,13 @@ impl Rooms {
                 .room_freebusy(&[room_id.to_owned()], from, to)
                 .await?;
             for s in map.get(room_id).into_iter().flatten() {
-                if s.uid == uid && !slots.iter().any(|i: &Instance| i.start == s.start) {
+                // A moved or edited instance (an exception) is a booking of
+                // its own: Feishu sends it with its own original_time.
+                let exception = s.original_time != 0 && s.start != s.original_time;
+                if s.uid == uid
+                    && !exception
+                    && !slots.iter().any(|i: &Instance| i.start == s.start)
+                {
                     slots.push(Instance {
                         start: s.start,
                         end: s.end,
@@ -787,6 +797,7 @@ impl Rooms {
                 status: (*s).to_owned(),
                 state: state.to_owned(),
                 sent_at: None,
+                note: None,
             })
             .collect();
         if self.s.reply {
@@ -803,6 +814,7 @@ impl Rooms {
                     attempts: 0,
                     next_at: now,
                     last_error: None,
+                    in_flight: false,
                 };
                 w.put(
                     RoomTable::Outbox,
@@ -987,10 +999,21 @@ impl Rooms {
                 next = Some(next.map_or(now + 1, |n| n.min(now + 1)));
                 continue;
             }
-            let res = self
-                .client
-                .reply_room_instance(&o.room_id, &o.uid, o.original_time, &o.status)
-                .await;
+            let res = if o.in_flight && self.already_applied(&o).await {
+                tracing::info!(uid = %o.uid, original_time = o.original_time, "a reply in flight at a restart reached Feishu; not sent again");
+                o.last_error =
+                    Some("acknowledged before a restart (verified on the room attendee)".into());
+                Ok(())
+            } else {
+                // In flight from here until a definite answer is recorded.
+                o.in_flight = true;
+                let mut w = RoomWrite::new();
+                w.put(RoomTable::Outbox, &okey, doc::encode(&o));
+                self.store.room_write(w).await?;
+                self.client
+                    .reply_room_instance(&o.room_id, &o.uid, o.original_time, &o.status)
+                    .await
+            };
             let _g = self.decide_lock.lock().await;
             match res {
                 Ok(()) => {
@@ -998,6 +1021,10 @@ impl Rooms {
                     w.delete(RoomTable::Outbox, &okey);
                     if let Some(mut b) = self.booking(&o.booking).await? {
                         mark_reply(&mut b, o.decision, o.index, "sent", Some(unix_now()));
+                        if let Some(p) = plan_mut(&mut b, o.decision, o.index) {
+                            p.original_time = o.original_time;
+                            p.note.clone_from(&o.last_error);
+                        }
                         w.put(RoomTable::Bookings, &o.booking, doc::encode(&b));
                     }
                     self.store.room_write(w).await?;
@@ -1015,6 +1042,7 @@ impl Rooms {
                                 o.original_time
                             );
                             o.original_time = t;
+                            o.in_flight = false;
                             o.last_error = Some(note.clone());
                             o.next_at = unix_now();
                             if let Some(mut b) = self.booking(&o.booking).await? {
@@ -1044,6 +1072,9 @@ impl Rooms {
                     self.store.room_write(w).await?;
                 }
                 Err(e) => {
+                    // A Feishu code is a definite refusal; a transport error
+                    // or a 5xx may or may not have been applied.
+                    o.in_flight = e.code().is_none() || e.is_transient();
                     o.attempts += 1;
                     o.next_at = unix_now() + self.backoff(o.attempts - 1);
                     o.last_error = Some(bridge_store::redact(&e.to_string()));
@@ -1057,6 +1088,36 @@ impl Rooms {
             }
         }
         Ok(next)
+    }
+
+    /// Whether Feishu already shows what an in-flight reply asked for (the
+    /// room attendee's `rsvp_status` on the organizer's event). Unknown
+    /// (unreadable, no organizer) counts as not applied: sent again, with
+    /// the same status.
+    async fn already_applied(&self, o: &OutboxDoc) -> bool {
+        let want = match o.status.as_str() {
+            ACCEPTED_BY_ADMIN => bridge_core::feishu::RsvpStatus::Accept,
+            DECLINED_BY_ADMIN => bridge_core::feishu::RsvpStatus::Decline,
+            _ => return false,
+        };
+        let Ok(Some(b)) = self.booking(&o.booking).await else {
+            return false;
+        };
+        let Some(organizer) = b.organizer.iter().find(|i| i.starts_with("ou_")) else {
+            return false;
+        };
+        match self
+            .client
+            .room_attendee_status(organizer, &o.uid, o.original_time, &o.room_id)
+            .await
+        {
+            Ok(Some(s)) => s == want,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(uid = %o.uid, "cannot check whether a reply reached Feishu: {e}; sending it again");
+                false
+            }
+        }
     }
 
     /// After 105003: the instance's current `original_time`, read with
@@ -1256,12 +1317,18 @@ fn outbox_key(booking: &str, n: u32, index: u32) -> String {
 }
 
 fn mark_reply(b: &mut BookingDoc, decision: u32, index: u32, state: &str, at: Option<i64>) {
-    if let Some(d) = b.decisions.iter_mut().find(|d| d.n == decision)
-        && let Some(r) = d.replies.get_mut(index as usize)
-    {
+    if let Some(r) = plan_mut(b, decision, index) {
         r.state = state.to_owned();
         r.sent_at = at;
     }
+}
+
+fn plan_mut(b: &mut BookingDoc, decision: u32, index: u32) -> Option<&mut ReplyPlan> {
+    b.decisions
+        .iter_mut()
+        .find(|d| d.n == decision)?
+        .replies
+        .get_mut(index as usize)
 }
 
 /// `<room>/<uid>/<original_time>` -> the store key.

@@ -647,6 +647,13 @@ impl FeishuEmulator {
             .map_err(|e| e.to_string())
     }
 
+    /// Moves the start of a recurring series by `delta` seconds; its
+    /// exceptions keep their times under new original times (replies with
+    /// the old ones get 105003).
+    pub fn shift_series(&self, calendar_id: &str, master_event_id: &str, delta: i64) {
+        expect(self.inner.shift_series(calendar_id, master_event_id, delta));
+    }
+
     /// Every accepted `instance/reply`, in order.
     pub fn room_replies(&self) -> Vec<rooms::RoomReply> {
         self.inner.room_replies()

@@ -621,6 +621,42 @@ pub struct NewRoom {
 
 // ----- third-party room events ---------------------------------------------------
 
+impl Inner {
+    /// Moves a series' start (see `Store::shift_series`). The re-keyed
+    /// exceptions are the same instances: no deleted/created room events
+    /// for them, but replies naming their old `original_time` get 105003.
+    pub(crate) fn shift_series(
+        self: &Arc<Self>,
+        calendar_id: &str,
+        master_id: &str,
+        delta: i64,
+    ) -> Result<(), super::model::EmulatorError> {
+        let (pairs, changes) = {
+            let mut store = lock(&self.store);
+            store.shift_series(calendar_id, master_id, delta)?
+        };
+        {
+            let mut rooms = lock(&self.rooms);
+            let moved: Vec<((String, String), (i64, i64))> = rooms
+                .announced
+                .iter()
+                .filter_map(|((room, id), span)| {
+                    pairs
+                        .iter()
+                        .find(|(old, _)| old == id)
+                        .map(|(_, new)| ((room.clone(), new.clone()), *span))
+                })
+                .collect();
+            rooms
+                .announced
+                .retain(|(_, id), _| !pairs.iter().any(|(old, _)| old == id));
+            rooms.announced.extend(moved);
+        }
+        push::announce(self, changes);
+        Ok(())
+    }
+}
+
 /// Emits `third_party_meeting_room_event_*` for what a mutation did to the
 /// calendars of third-party rooms. Called before the changes are announced.
 pub(crate) fn on_changes(inner: &Arc<Inner>, changes: &Changes) {
