@@ -370,6 +370,7 @@ async fn bookings_are_accepted_declined_moved_and_freed() {
         "{metrics}"
     );
     daemon.stop();
+    e.emu.clone().shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,6 +427,7 @@ async fn booking_rules_decline_with_their_reasons() {
     let text = String::from_utf8_lossy(&explain.stdout);
     assert!(text.contains("because: the organizer"), "{text}");
     daemon.stop();
+    e.emu.clone().shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,6 +464,7 @@ async fn approval_rooms_wait_for_rooms_approve() {
         .unwrap();
     assert!(!again.status.success());
     daemon.stop();
+    e.emu.clone().shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,6 +517,7 @@ async fn series_follow_max_conflict_instances() {
         "{v}"
     );
     daemon.stop();
+    e.emu.clone().shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,6 +540,7 @@ async fn reply_false_sends_nothing() {
         "no reply call at all"
     );
     daemon.stop();
+    e.emu.clone().shutdown().await;
 }
 
 fn lcg(seed: &mut u64) -> u64 {
@@ -619,6 +624,7 @@ async fn replies_are_exactly_once_across_duplicates_and_kill_9() {
         .count();
     assert_eq!(accepted, 10, "the first of each colliding pair wins");
     d.stop();
+    e.emu.clone().shutdown().await;
     let _ = std::fs::remove_dir_all(&e.dir);
 }
 
@@ -683,4 +689,5 @@ async fn stale_original_time_is_recovered() {
     let v = e.rooms(&["explain", &e.id(&uid, ot)]);
     assert!(v.to_string().contains("105003"), "{v}");
     daemon.stop();
+    e.emu.clone().shutdown().await;
 }

@@ -528,6 +528,7 @@ impl Rooms {
 
     /// The instances of a booking: an exception is itself; `original_time
     /// = 0` may be a series, whose instances `freebusy/batch_get` lists.
+    #[allow(clippy::too_many_arguments)]
     async fn instances(
         &self,
         room_id: &str,
@@ -1139,7 +1140,7 @@ impl Rooms {
         let to = inst.end + 86_400;
         let map = self
             .client
-            .room_freebusy(&[o.room_id.clone()], from, to)
+            .room_freebusy(std::slice::from_ref(&o.room_id), from, to)
             .await?;
         let best = map
             .get(&o.room_id)
