@@ -19,8 +19,6 @@ struct RoomsToml {
     refresh_minutes: u64,
     #[serde(default = "default_retry_base_seconds")]
     retry_base_seconds: u64,
-    #[serde(default)]
-    map: Vec<MapToml>,
 }
 
 fn yes() -> bool {
@@ -79,8 +77,28 @@ pub(crate) fn read(
     sinks: &[Configured],
     problems: &mut Vec<String>,
 ) -> Option<RoomsConfig> {
-    let t: RoomsToml = read_table(raw, "rooms", problems)?;
+    // `[[rooms.map]]` entries are read one by one, so that a mistake in one
+    // hides neither the others nor the section's own problems.
     let before = problems.len();
+    let mut raw = raw;
+    let raw_maps = match raw.as_table_mut().and_then(|t| t.remove("map")) {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a,
+        Some(other) => {
+            problems.push(format!(
+                "rooms.map: expected an array of tables ([[rooms.map]]), found {}",
+                other.type_str()
+            ));
+            Vec::new()
+        }
+    };
+    let t: Option<RoomsToml> = read_table(raw, "rooms", problems);
+    let entries: Vec<(usize, MapToml)> = raw_maps
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| Some((i, read_table(v, &format!("rooms.map[{i}]"), problems)?)))
+        .collect();
+    let t = t?;
     let timezone = match t.timezone.parse::<chrono_tz::Tz>() {
         Ok(tz) => Some(tz),
         Err(_) => {
@@ -97,14 +115,14 @@ pub(crate) fn read(
     if t.retry_base_seconds == 0 {
         problems.push("rooms.retry_base_seconds: must be at least 1".to_owned());
     }
-    if t.map.is_empty() {
+    if entries.is_empty() && problems.len() == before {
         problems.push(
             "rooms.map: no room mapped (add [[rooms.map]] with room_id, custom_room_id or level_id)"
                 .to_owned(),
         );
     }
     let mut maps = Vec::new();
-    for (i, m) in t.map.iter().enumerate() {
+    for (i, m) in &entries {
         let label = format!("rooms.map[{i}]");
         let given: Vec<(&str, &String)> = [
             ("room_id", &m.room_id),
@@ -233,4 +251,79 @@ pub(crate) fn read(
         retry_base_seconds: t.retry_base_seconds,
         maps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse;
+
+    const HEAD: &str = "[feishu]\napp_id = \"cli_a\"\napp_secret = \"s\"\ncalendars = [\"c1\"]\n\n[[sinks]]\nkind = \"ics\"\ndir = \"/tmp/x\"\n\n";
+
+    #[test]
+    fn a_valid_rooms_section() {
+        let l = parse(
+            &format!(
+                "{HEAD}[rooms]\ntimezone = \"Asia/Shanghai\"\nreply = false\nmax_conflict_instances = 2\n\n\
+                 [[rooms.map]]\nroom_id = \"omm_1\"\nsink = \"ics\"\n\n[[rooms.map]]\nlevel_id = \"omb_2\"\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let r = l.rooms.unwrap();
+        assert!(!r.reply);
+        assert_eq!(r.max_conflict_instances, 2);
+        assert_eq!(r.maps[0].selector, RoomSelector::Room("omm_1".into()));
+        assert_eq!(r.maps[0].sink, Some(0));
+        assert_eq!(r.maps[1].selector, RoomSelector::Level("omb_2".into()));
+        assert_eq!(r.maps[1].sink, None);
+    }
+
+    #[test]
+    fn every_problem_with_its_key_path() {
+        let e = parse(
+            &format!(
+                "{HEAD}[rooms]\ntimezone = \"Mars/Olympus\"\nrefresh_minutes = 0\n\n\
+                 [[rooms.map]]\nroom_id = \"x\"\ncustom_room_id = \"y\"\n\n\
+                 [[rooms.map]]\nroom_id = \"omm_1\"\nsink = \"ews:exchange\"\nmailbox = \"a@b\"\n\n\
+                 [[rooms.map]]\nlevel_id = \"omm_3\"\nsink = \"ics\"\nmailbox = \"a@b\"\n\n\
+                 [[rooms.map]]\nsink = \"ics\"\nflavour = 1\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        let all = e.problems.join("\n");
+        for want in [
+            "rooms.timezone: \"Mars/Olympus\" is not an IANA time zone",
+            "rooms.refresh_minutes: must be at least 1",
+            "rooms.map[0]: room_id and custom_room_id given; use exactly one",
+            "rooms.map[1].sink: \"ews:exchange\" names no [[sinks]] entry",
+            "rooms.map[2].level_id: \"omm_3\" is not a room level id",
+            "rooms.map[2].mailbox: does not apply to an ics sink",
+            "rooms.map[3].flavour: unknown key",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn rooms_need_pushes() {
+        let e = parse(
+            &format!(
+                "{}delivery = \"poll\"\n[rooms]\ntimezone = \"UTC\"\n[[rooms.map]]\nroom_id = \"omm_1\"\n",
+                HEAD.replace("[[sinks]]\nkind = \"ics\"\ndir = \"/tmp/x\"\n\n", "")
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.starts_with("rooms: room events arrive by push only")),
+            "{:?}",
+            e.problems
+        );
+    }
 }
