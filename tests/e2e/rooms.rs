@@ -378,6 +378,10 @@ async fn booking_rules_decline_with_their_reasons() {
     let e = env("rules", true, "", None).await;
     let other = e.emu.add_user("Han Meimei");
     let other_cal = e.emu.primary_calendar(&other);
+    let engineer = e.emu.add_user("Wei Engineer");
+    let engineer_cal = e.emu.primary_calendar(&engineer);
+    e.emu.set_user_departments(&engineer, &["od-eng"]);
+    e.emu.set_user_departments(&other, &["od-sales"]);
     let daemon = e.start_ready();
 
     // Before the restrictions: a three-hour booking is fine.
@@ -390,7 +394,8 @@ async fn booking_rules_decline_with_their_reasons() {
             &e.room,
             json!({"scope_type": 2, "time_config": {"time_switch": 1, "days_in_advance": 30,
                 "start_time": "28800", "end_time": "72000", "max_duration": 2},
-                "reserve_scope_config": {"allow_all_users": 0, "allow_users": [{"user_id": e.user}]}}),
+                "reserve_scope_config": {"allow_all_users": 0, "allow_users": [{"user_id": e.user}],
+                    "allow_depts": [{"department_id": "od-eng"}]}}),
         )
         .unwrap();
     e.wait_rule("/time/max_duration_hours", json!(2)).await;
@@ -419,6 +424,14 @@ async fn booking_rules_decline_with_their_reasons() {
     let uid = id.rsplit_once('_').unwrap().0.to_owned();
     let v = e.wait_status(&uid, 0, "declined").await;
     assert!(last_reasons(&v).contains("may not book"), "{v}");
+    // A member of an allowed department may book (contact API).
+    let id = e.emu.create_event(
+        &engineer_cal,
+        booking_event("Allowed by department", at(3, 14, 0), at(3, 15, 0), &e.room),
+    );
+    let dept_uid = id.rsplit_once('_').unwrap().0.to_owned();
+    let v = e.wait_status(&dept_uid, 0, "accepted").await;
+    assert!(v.to_string().contains("allowed department"), "{v}");
     let explain = bin()
         .args(["rooms", "explain", &e.id(&uid, 0), "--config"])
         .arg(&e.config)

@@ -466,6 +466,32 @@ impl FeishuClient {
             .and_then(|a| a.rsvp_status))
     }
 
+    /// The user's `open_department_id`s (contact v3 get user), for the
+    /// departments of a room's booking scope.
+    pub async fn user_departments(&self, open_id: &str) -> Result<Vec<String>, FeishuError> {
+        let data: Value = self
+            .call(
+                Identity::Tenant,
+                Method::GET,
+                "GET /open-apis/contact/v3/users/:user_id",
+                &format!("/open-apis/contact/v3/users/{}", urlencode(open_id)),
+                &[
+                    ("user_id_type", "open_id".to_owned()),
+                    ("department_id_type", "open_department_id".to_owned()),
+                ],
+            )
+            .await?;
+        Ok(data
+            .get("user")
+            .and_then(|u| u.get("department_ids"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// `POST /open-apis/meeting_room/instance/reply`.
     pub async fn reply_room_instance(
         &self,

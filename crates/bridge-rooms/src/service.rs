@@ -110,8 +110,13 @@ pub struct Rooms {
     /// Nodes whose rules must be re-read (from update events): id -> scope type.
     rescan: std::sync::Mutex<BTreeMap<String, u8>>,
     refresh_registry: std::sync::atomic::AtomicBool,
+    /// open_id -> (departments, read at), for [`DEPARTMENTS_TTL`].
+    departments: std::sync::Mutex<BTreeMap<String, (Vec<String>, i64)>>,
     pub metrics: RoomMetrics,
 }
+
+/// How long an organizer's departments are reused (seconds).
+const DEPARTMENTS_TTL: i64 = 3600;
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -164,6 +169,7 @@ impl Rooms {
             dirty: std::sync::Mutex::new(BTreeSet::new()),
             rescan: std::sync::Mutex::new(BTreeMap::new()),
             refresh_registry: std::sync::atomic::AtomicBool::new(false),
+            departments: std::sync::Mutex::new(BTreeMap::new()),
             metrics: RoomMetrics::default(),
         }
     }
@@ -505,6 +511,46 @@ impl Rooms {
             .ok_or_else(|| RoomsError::NotFound(id.to_owned()))
     }
 
+    /// The organizer's departments when the rules need them (a department
+    /// list, and the organizer is not an allowed user): contact v3, cached
+    /// for an hour. `None`: not needed, or Feishu refused (outside the
+    /// app's contact scope). A transient failure is an error: decided later.
+    async fn departments_for(
+        &self,
+        rules: &Effective,
+        organizer: &[String],
+    ) -> Result<Option<Vec<String>>, RoomsError> {
+        let s = &rules.scope;
+        if s.allow_all
+            || s.departments.is_empty()
+            || s.users
+                .iter()
+                .any(|ids| ids.iter().any(|i| organizer.contains(i)))
+        {
+            return Ok(None);
+        }
+        let Some(open_id) = organizer.iter().find(|i| i.starts_with("ou_")) else {
+            return Ok(None);
+        };
+        let now = unix_now();
+        if let Some((d, at)) = lock(&self.departments).get(open_id)
+            && now - at < DEPARTMENTS_TTL
+        {
+            return Ok(Some(d.clone()));
+        }
+        match self.client.user_departments(open_id).await {
+            Ok(d) => {
+                lock(&self.departments).insert(open_id.clone(), (d.clone(), now));
+                Ok(Some(d))
+            }
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(organizer = %open_id, "cannot read the organizer's departments: {e}");
+                Ok(None)
+            }
+        }
+    }
+
     /// Busy periods of `room_id` held by accepted bookings other than `except`.
     async fn ledger(&self, room_id: &str, except: &str) -> Result<Vec<Busy>, RoomsError> {
         let mut out = Vec::new();
@@ -723,11 +769,12 @@ impl Rooms {
         } else {
             item.organizer.clone()
         };
+        let departments = self.departments_for(&rules, &organizer).await?;
         let outcome = decide::decide(&decide::Request {
             instances: &instances,
             series,
             organizer: &organizer,
-            organizer_departments: None,
+            organizer_departments: departments.as_deref(),
             rules: &rules,
             tz: self.s.timezone,
             now,
@@ -900,11 +947,12 @@ impl Rooms {
                 };
                 rules.approval.enabled = false;
                 let busy = self.ledger(&b.room_id, &key).await?;
+                let departments = self.departments_for(&rules, &b.organizer).await?;
                 let mut o = decide::decide(&decide::Request {
                     instances: &b.instances,
                     series: b.series,
                     organizer: &b.organizer,
-                    organizer_departments: None,
+                    organizer_departments: departments.as_deref(),
                     rules: &rules,
                     tz: self.s.timezone,
                     now,

@@ -437,6 +437,10 @@ fn rooms_routes() -> Router<Arc<Inner>> {
             get(rooms::freebusy_batch_get),
         )
         .route(&format!("{mr}/instance/reply"), post(rooms::instance_reply))
+        .route(
+            "/open-apis/contact/v3/users/{user_id}",
+            get(rooms::contact_user),
+        )
 }
 
 /// A running Feishu emulator. Cheap to clone; all clones share one server.
@@ -652,6 +656,15 @@ impl FeishuEmulator {
     /// the old ones get 105003).
     pub fn shift_series(&self, calendar_id: &str, master_event_id: &str, delta: i64) {
         expect(self.inner.shift_series(calendar_id, master_event_id, delta));
+    }
+
+    /// The user's departments (`open_department_id`s), as the contact API
+    /// answers them.
+    pub fn set_user_departments(&self, open_id: &str, departments: &[&str]) {
+        self.inner.set_user_departments(
+            open_id,
+            departments.iter().map(|d| (*d).to_owned()).collect(),
+        );
     }
 
     /// Every accepted `instance/reply`, in order.

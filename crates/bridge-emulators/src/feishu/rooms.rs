@@ -107,6 +107,8 @@ pub(crate) struct RoomsState {
     /// third-party rooms.
     announced: HashMap<(String, String), (i64, i64)>,
     replies: Vec<RoomReply>,
+    /// open_id -> open_department_ids (contact v3).
+    departments: HashMap<String, Vec<String>>,
 }
 
 impl RoomsState {
@@ -504,6 +506,12 @@ impl Inner {
             r.third_party = spec.third_party;
         }
         Ok(id)
+    }
+
+    pub(crate) fn set_user_departments(&self, open_id: &str, departments: Vec<String>) {
+        lock(&self.rooms)
+            .departments
+            .insert(open_id.to_owned(), departments);
     }
 
     pub(crate) fn room_replies(&self) -> Vec<RoomReply> {
@@ -982,6 +990,44 @@ pub(crate) async fn patch_reserve(
         serde_json::from_slice(&body).map_err(|_| param_error("body must be JSON"))?;
     inner.patch_reserve_config(&id, &body)?;
     Ok(ok_data(json!({})))
+}
+
+/// `GET /open-apis/contact/v3/users/:user_id?user_id_type=open_id&department_id_type=open_department_id`:
+/// the fields a room system needs (ids, name, `department_ids`). A user the
+/// tenant does not have answers 400 / 41050 (outside the app's contact
+/// scope; the exact code for an unknown user is an emulator choice).
+pub(crate) async fn contact_user(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> ApiResult {
+    tenant_only(&inner, &headers)?;
+    match q.get("user_id_type").map(String::as_str) {
+        None | Some("open_id") => {}
+        Some(other) => {
+            return Err(param_error(format!(
+                "user_id_type {other} is not supported here"
+            )));
+        }
+    }
+    let store = lock(&inner.store);
+    let u = store.users.get(&id).ok_or_else(|| {
+        ApiError::new(
+            400,
+            41050,
+            "no user authority: the user is outside the app's contact scope",
+        )
+    })?;
+    let departments = lock(&inner.rooms)
+        .departments
+        .get(&id)
+        .cloned()
+        .unwrap_or_default();
+    Ok(ok_data(json!({"user": {
+        "open_id": u.open_id, "union_id": u.union_id, "user_id": u.user_id,
+        "name": u.name, "department_ids": departments,
+    }})))
 }
 
 /// The event behind `(uid, original_time)`: the exception, the single event
