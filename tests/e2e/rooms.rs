@@ -82,10 +82,11 @@ async fn env(name: &str, long_connection: bool, rooms_toml: &str, faults: Option
         name: "Room A".into(),
         capacity: Some(8),
         custom_room_id: Some("A-101".into()),
-        room_level_id: Some(level),
+        room_level_id: Some(level.clone()),
         third_party: true,
         ..NewRoom::default()
     });
+    let rooms_toml = rooms_toml.replace("{LEVEL}", &level);
     let dir = temp_dir(&format!("rooms-{name}"));
     let ics = dir.join("ics");
     let c = emu.config();
@@ -701,6 +702,48 @@ async fn stale_original_time_is_recovered() {
     );
     let v = e.rooms(&["explain", &e.id(&uid, ot)]);
     assert!(v.to_string().contains("105003"), "{v}");
+    daemon.stop();
+    e.emu.clone().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_under_a_level_are_picked_up_on_room_events() {
+    let e = env(
+        "level",
+        false,
+        "\n[[rooms.map]]\nlevel_id = \"{LEVEL}\"",
+        None,
+    )
+    .await;
+    let daemon = e.start_ready();
+    let level = e.rooms(&["list"])["rooms"][0]["room"]["room_level_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_room = e.emu.register_room(NewRoom {
+        name: "Room B".into(),
+        room_level_id: Some(level),
+        third_party: true,
+        ..NewRoom::default()
+    });
+    let start = Instant::now();
+    loop {
+        let v = e.rooms(&["list"]);
+        let rooms = v["rooms"].as_array().cloned().unwrap_or_default();
+        if let Some(r) = rooms
+            .iter()
+            .find(|r| r["room"]["room_id"] == new_room.as_str())
+        {
+            assert_eq!(r["mapping"], "rooms.map[0]", "{v}");
+            assert_eq!(r["rules"]["time_from"], "0", "{v}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the new room never appeared: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     daemon.stop();
     e.emu.clone().shutdown().await;
 }

@@ -28,6 +28,7 @@
 //!   its start or end changes, deleted when it disappears (deleted, room
 //!   removed, or an exception cancelled). Bookings of such rooms never
 //!   resolve by themselves: the attendee stays `needs_action` until a reply.
+//! * Registering a room emits `vc.room.created_v1` (v2, `{room}`).
 //! * `freebusy/batch_get` lists events whose room attendee did not decline;
 //!   recurring events are expanded, each instance with its original start as
 //!   `original_time` (0 for single events).
@@ -470,7 +471,7 @@ impl Inner {
         Ok(id)
     }
 
-    pub(crate) fn add_vc_room(&self, spec: NewRoom) -> Result<String, ApiError> {
+    pub(crate) fn add_vc_room(self: &Arc<Self>, spec: NewRoom) -> Result<String, ApiError> {
         let level = spec.room_level_id.unwrap_or_else(|| ROOT_LEVEL.to_owned());
         let id = {
             let mut rooms = lock(&self.rooms);
@@ -500,10 +501,19 @@ impl Inner {
             );
             id
         };
-        let mut store = lock(&self.store);
-        store.ensure_room(&id, &spec.name);
-        if let Some(r) = store.rooms.get_mut(&id) {
-            r.third_party = spec.third_party;
+        {
+            let mut store = lock(&self.store);
+            store.ensure_room(&id, &spec.name);
+            if let Some(r) = store.rooms.get_mut(&id) {
+                r.third_party = spec.third_party;
+            }
+        }
+        let room = {
+            let rooms = lock(&self.rooms);
+            rooms.rooms.get(&id).map(|r| rooms.room_json(r))
+        };
+        if let Some(room) = room {
+            push::emit_v2(self, "vc.room.created_v1", json!({ "room": room }));
         }
         Ok(id)
     }
