@@ -19,6 +19,10 @@
 //!   `{code,msg,data}` envelope, the documented codes and HTTP statuses, the
 //!   per-app + endpoint sliding-window limit (HTTP 429 / 99991400 with
 //!   `x-ogw-ratelimit-limit` and `x-ogw-ratelimit-reset`), injected faults.
+//! * **Meeting rooms** (`rooms` module, `rooms.md` §9) — vc/v1 rooms, levels,
+//!   search and reserve configs; the legacy `meeting_room` building / room
+//!   lists; third-party rooms with their v1 events, `summary` / `freebusy`
+//!   batch_get and `instance/reply`; contact v3 get user (departments).
 //! * **Pushes** — `calendar.calendar.event.changed_v4` aggregated per calendar +
 //!   event within [`FeishuConfig::aggregation_window`] (§7.2 merge rules),
 //!   `calendar.calendar.changed_v4`, third-party room events (v1), reserve
@@ -413,6 +417,21 @@ fn rooms_routes() -> Router<Arc<Inner>> {
     Router::new()
         .route(&format!("{vc}/rooms"), get(rooms::list_rooms))
         .route(&format!("{vc}/rooms/mget"), post(rooms::mget_rooms))
+        .route(&format!("{vc}/rooms/search"), post(rooms::search_rooms))
+        .route(&format!("{mr}/building/list"), get(rooms::legacy_buildings))
+        .route(
+            &format!("{mr}/building/batch_get"),
+            get(rooms::legacy_buildings_get),
+        )
+        .route(&format!("{mr}/room/list"), get(rooms::legacy_rooms))
+        .route(
+            &format!("{mr}/room/batch_get"),
+            get(rooms::legacy_rooms_get),
+        )
+        .route(
+            &format!("{mr}/room/batch_get_id"),
+            get(rooms::legacy_room_ids),
+        )
         .route(&format!("{vc}/rooms/{{room_id}}"), get(rooms::get_room))
         .route(&format!("{vc}/room_levels"), get(rooms::list_levels))
         .route(&format!("{vc}/room_levels/mget"), post(rooms::mget_levels))

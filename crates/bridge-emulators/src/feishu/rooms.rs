@@ -1002,6 +1002,244 @@ pub(crate) async fn patch_reserve(
     Ok(ok_data(json!({})))
 }
 
+// ----- legacy meeting_room v1 (fixed levels) and search ---------------------------
+
+fn repeated(raw: Option<String>, key: &str) -> Vec<String> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == key)
+        .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn single(raw: &Option<String>, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl RoomsState {
+    fn building_json(&self, l: &RoomLevel) -> Value {
+        json!({"building_id": l.room_level_id, "name": l.name, "description": "", "floors": [], "country_id": "", "district_id": ""})
+    }
+
+    fn legacy_room_json(&self, r: &RoomSpec) -> Value {
+        let building = self.levels.get(&r.room_level_id);
+        json!({
+            "room_id": r.room_id, "building_id": r.room_level_id,
+            "building_name": building.map(|b| b.name.clone()).unwrap_or_default(),
+            "capacity": r.capacity, "description": r.description,
+            "display_id": format!("LM{}", &r.room_id[r.room_id.len().saturating_sub(8)..]),
+            "floor_name": "", "is_disabled": false, "name": r.name,
+        })
+    }
+}
+
+/// Legacy paging: `page_size` (default `def`, at most `max`), `page_token`.
+fn legacy_page(
+    raw: &Option<String>,
+    items: Vec<Value>,
+    key: &str,
+    def: usize,
+    max: usize,
+) -> Result<Value, ApiError> {
+    let mut q = HashMap::new();
+    let size = single(raw, "page_size")
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| ApiError::invalid("page_size must be an integer"))
+        })
+        .transpose()?
+        .unwrap_or(def)
+        .clamp(1, max);
+    q.insert("page_size".to_owned(), size.min(100).to_string());
+    if let Some(t) = single(raw, "page_token") {
+        q.insert("page_token".to_owned(), t);
+    }
+    // The shared pager caps at 100; legacy room lists go to 1000.
+    if size > 100 {
+        let offset = match q.get("page_token") {
+            Some(t) => t
+                .strip_prefix("pt_")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| param_error("invalid page_token"))?,
+            None => 0,
+        };
+        let end = (offset + size).min(items.len());
+        let has_more = end < items.len();
+        let chunk: Vec<Value> = items.into_iter().skip(offset).take(size).collect();
+        let mut out = json!({ key: chunk, "has_more": has_more });
+        if has_more {
+            out["page_token"] = json!(format!("pt_{end}"));
+        }
+        return Ok(out);
+    }
+    page(&q, items, key)
+}
+
+/// `GET /open-apis/meeting_room/building/list` (levels as buildings).
+pub(crate) async fn legacy_buildings(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    tenant_only(&inner, &headers)?;
+    let rooms = lock(&inner.rooms);
+    let mut items: Vec<(String, Value)> = rooms
+        .levels
+        .values()
+        .map(|l| (l.name.clone(), rooms.building_json(l)))
+        .collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    if single(&raw, "order_by").as_deref() == Some("name-desc") {
+        items.reverse();
+    }
+    Ok(ok_data(legacy_page(
+        &raw,
+        items.into_iter().map(|(_, v)| v).collect(),
+        "buildings",
+        10,
+        100,
+    )?))
+}
+
+/// `GET /open-apis/meeting_room/building/batch_get?building_ids=…`.
+pub(crate) async fn legacy_buildings_get(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    tenant_only(&inner, &headers)?;
+    let rooms = lock(&inner.rooms);
+    let items: Vec<Value> = repeated(raw, "building_ids")
+        .iter()
+        .filter_map(|id| rooms.levels.get(id))
+        .map(|l| rooms.building_json(l))
+        .collect();
+    Ok(ok_data(json!({ "buildings": items })))
+}
+
+/// `GET /open-apis/meeting_room/room/list?building_id=…` (required).
+pub(crate) async fn legacy_rooms(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    tenant_only(&inner, &headers)?;
+    let building = single(&raw, "building_id")
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| ApiError::invalid("building_id is required"))?;
+    let rooms = lock(&inner.rooms);
+    let mut items: Vec<(String, Value)> = rooms
+        .rooms
+        .values()
+        .filter(|r| r.room_level_id == building)
+        .map(|r| (r.name.clone(), rooms.legacy_room_json(r)))
+        .collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    if single(&raw, "order_by").as_deref() == Some("name-desc") {
+        items.reverse();
+    }
+    Ok(ok_data(legacy_page(
+        &raw,
+        items.into_iter().map(|(_, v)| v).collect(),
+        "rooms",
+        100,
+        1000,
+    )?))
+}
+
+/// `GET /open-apis/meeting_room/room/batch_get?room_ids=…`.
+pub(crate) async fn legacy_rooms_get(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    tenant_only(&inner, &headers)?;
+    let rooms = lock(&inner.rooms);
+    let items: Vec<Value> = repeated(raw, "room_ids")
+        .iter()
+        .filter_map(|id| rooms.rooms.get(id))
+        .map(|r| rooms.legacy_room_json(r))
+        .collect();
+    Ok(ok_data(json!({ "rooms": items })))
+}
+
+/// `GET /open-apis/meeting_room/room/batch_get_id?custom_room_ids=…`.
+pub(crate) async fn legacy_room_ids(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    tenant_only(&inner, &headers)?;
+    let rooms = lock(&inner.rooms);
+    let items: Vec<Value> = repeated(raw, "custom_room_ids")
+        .iter()
+        .filter_map(|c| rooms.rooms.values().find(|r| &r.custom_room_id == c))
+        .map(|r| json!({"room_id": r.room_id, "custom_room_id": r.custom_room_id}))
+        .collect();
+    Ok(ok_data(json!({ "rooms": items })))
+}
+
+/// `POST /open-apis/vc/v1/rooms/search`: `custom_room_ids` first, else
+/// `keyword` (+ `room_level_id`). The doc says user token only, the 2024
+/// notice tenant only (UNCONFIRMED): both are accepted here.
+pub(crate) async fn search_rooms(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    identify_any(&inner, &headers)?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|_| param_error("body must be JSON"))?;
+    let rooms = lock(&inner.rooms);
+    let customs: Vec<&str> = body
+        .get("custom_room_ids")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let items: Vec<Value> = if customs.is_empty() {
+        let kw = body
+            .get("keyword")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let level = body
+            .get("room_level_id")
+            .and_then(Value::as_str)
+            .filter(|l| !l.is_empty());
+        rooms
+            .rooms
+            .values()
+            .filter(|r| {
+                r.name.contains(kw)
+                    && level.is_none_or(|l| {
+                        r.room_level_id == l
+                            || rooms.level_path(&r.room_level_id).iter().any(|p| p == l)
+                    })
+            })
+            .map(|r| rooms.room_json(r))
+            .collect()
+    } else {
+        customs
+            .iter()
+            .filter_map(|c| rooms.rooms.values().find(|r| r.custom_room_id == *c))
+            .map(|r| rooms.room_json(r))
+            .collect()
+    };
+    let mut q = HashMap::new();
+    let size = body.get("page_size").and_then(Value::as_i64).unwrap_or(10);
+    if !(1..=100).contains(&size) {
+        return Err(param_error("page_size must be within 1..=100"));
+    }
+    q.insert("page_size".to_owned(), size.to_string());
+    if let Some(t) = body.get("page_token").and_then(Value::as_str) {
+        q.insert("page_token".to_owned(), t.to_owned());
+    }
+    Ok(ok_data(page(&q, items, "rooms")?))
+}
+
 /// `GET /open-apis/contact/v3/users/:user_id?user_id_type=open_id&department_id_type=open_department_id`:
 /// the fields a room system needs (ids, name, `department_ids`). A user the
 /// tenant does not have answers 400 / 41050 (outside the app's contact

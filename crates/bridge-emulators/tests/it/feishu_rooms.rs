@@ -125,6 +125,47 @@ async fn registry_levels_and_paging() {
     assert_eq!(a.body["data"]["room_level"]["has_child"], true);
     let a = get(&t.emu, &t.token, "/open-apis/vc/v1/rooms/omm_nope").await;
     assert_eq!((a.status, a.code()), (404, 121004));
+    // Search: custom ids first.
+    let a = post(
+        &t.emu,
+        &t.token,
+        "/open-apis/vc/v1/rooms/search",
+        json!({"custom_room_ids": ["R-1"], "keyword": "zzz"}),
+    )
+    .await;
+    assert_eq!(a.body["data"]["rooms"][0]["room_id"], t.room.as_str());
+    // Legacy fixed-level APIs: levels are buildings.
+    let a = get(&t.emu, &t.token, "/open-apis/meeting_room/building/list").await;
+    assert_eq!(
+        a.body["data"]["buildings"][0]["building_id"],
+        t.level.as_str()
+    );
+    let a = get(
+        &t.emu,
+        &t.token,
+        &format!(
+            "/open-apis/meeting_room/room/list?building_id={}&page_size=1000",
+            t.level
+        ),
+    )
+    .await;
+    assert_eq!(a.body["data"]["rooms"][0]["building_name"], "Building");
+    let a = get(
+        &t.emu,
+        &t.token,
+        "/open-apis/meeting_room/room/batch_get_id?custom_room_ids=R-1",
+    )
+    .await;
+    assert_eq!(a.body["data"]["rooms"][0]["room_id"], t.room.as_str());
+    let a = get(
+        &t.emu,
+        &t.token,
+        &format!("/open-apis/meeting_room/room/batch_get?room_ids={}", t.room),
+    )
+    .await;
+    assert_eq!(a.body["data"]["rooms"][0]["name"], "Room 1");
+    let a = get(&t.emu, &t.token, "/open-apis/meeting_room/room/list").await;
+    assert_eq!(a.code(), 190_002, "building_id is required");
 }
 
 #[tokio::test]
