@@ -115,6 +115,9 @@ pub struct Rooms {
     pub metrics: RoomMetrics,
 }
 
+/// How long a room delivery id is kept for dedupe (seconds): 7 days.
+const SEEN_TTL: i64 = 7 * 86_400;
+
 /// How long an organizer's departments are reused (seconds).
 const DEPARTMENTS_TTL: i64 = 3600;
 
@@ -405,6 +408,26 @@ impl Rooms {
         Ok(n)
     }
 
+    /// Forgets room delivery ids older than [`SEEN_TTL`] (Feishu retries
+    /// within hours; the booking's own key catches later repeats).
+    async fn purge_seen(&self, now: i64) -> Result<usize, RoomsError> {
+        #[derive(serde::Deserialize)]
+        struct Seen {
+            at: i64,
+        }
+        let mut w = RoomWrite::new();
+        let mut n = 0;
+        for (k, j) in self.store.room_list(RoomTable::DeliverySeen).await? {
+            let old = serde_json::from_str::<Seen>(&j).map_or(true, |s| now - s.at > SEEN_TTL);
+            if old {
+                w.delete(RoomTable::DeliverySeen, k);
+                n += 1;
+            }
+        }
+        self.store.room_write(w).await?;
+        Ok(n)
+    }
+
     async fn read_rules(&self, node: &str, scope_type: u8, now: i64) -> Result<(), RoomsError> {
         let rules = self.client.reserve_scope(node, scope_type).await?;
         self.put_rules(node, NodeSet::from_api(&rules), "api", now)
@@ -655,7 +678,15 @@ impl Rooms {
                     tracing::debug!(room = %room, "room event for an unmapped room; ignored");
                     continue;
                 }
-                self.decide_event(&item, room, &mut w).await?;
+                match self.decide_event(&item, room, &mut w).await {
+                    Ok(()) => {}
+                    // Input that can never be decided must not hold up the
+                    // events behind it: logged and dropped.
+                    Err(e @ (RoomsError::Doc { .. } | RoomsError::BadId(_))) => {
+                        tracing::error!(delivery = %item.delivery_id, room = %room, "room event dropped: {e}");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             self.store.room_write(w).await?;
             n += 1;
@@ -1316,6 +1347,11 @@ impl Rooms {
                 if let Err(e) = self.refresh().await {
                     tracing::warn!("room registry refresh failed: {e}");
                 }
+                match self.purge_seen(unix_now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "old room delivery ids forgotten"),
+                    Err(e) => tracing::warn!("cannot purge old room delivery ids: {e}"),
+                }
                 next_refresh = tokio::time::Instant::now() + self.s.refresh;
             }
             let rescan: Vec<(String, u8)> = std::mem::take(&mut *lock(&self.rescan))
@@ -1392,6 +1428,52 @@ fn parse_id(id: &str) -> Result<String, RoomsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn room_deliveries_are_claimed_once_and_forgotten_after_a_week() {
+        use bridge_feishu::client::ClientConfig;
+        let store = Store::in_memory().await.unwrap();
+        let cfg = ClientConfig::new(
+            "http://127.0.0.1:9",
+            "cli_x",
+            bridge_feishu::auth::Secret::new("s"),
+        );
+        let rooms = Rooms::new(
+            Arc::new(FeishuClient::new(cfg).unwrap()),
+            store.clone(),
+            Settings {
+                timezone: chrono_tz::Asia::Shanghai,
+                reply: true,
+                max_conflict_instances: 0,
+                maps: Vec::new(),
+                refresh: Duration::from_secs(60),
+                retry_base: Duration::from_secs(1),
+                retry_max: Duration::from_secs(60),
+            },
+        );
+        let d = bridge_feishu::hint::parse_event(
+            br#"{"uuid":"u1","token":"t","ts":"1","type":"event_callback","event":{"type":"third_party_meeting_room_event_created","uid":"x","original_time":0,"start":{"time_stamp":"1760000000000"},"end":{"time_stamp":"1760003600000"},"meeting_rooms":[{"open_id":"omm_1"}]}}"#,
+        )
+        .unwrap();
+        assert!(Rooms::handles(&d));
+        rooms.accept(&d).await.unwrap();
+        rooms.accept(&d).await.unwrap();
+        let inbox = store.room_list(RoomTable::Inbox).await.unwrap();
+        assert_eq!(inbox.len(), 1, "a repeated delivery is dropped");
+        let item: InboxDoc = doc::decode("room event", &inbox[0].0, &inbox[0].1).unwrap();
+        assert_eq!(
+            (item.start, item.end),
+            (Some(1_760_000_000), Some(1_760_003_600)),
+            "ms -> s"
+        );
+        assert!(rooms.seen("u1").await.unwrap());
+        assert_eq!(rooms.purge_seen(unix_now()).await.unwrap(), 0);
+        assert_eq!(
+            rooms.purge_seen(unix_now() + SEEN_TTL + 1).await.unwrap(),
+            1
+        );
+        assert!(!rooms.seen("u1").await.unwrap());
+    }
 
     #[test]
     fn booking_ids_round_trip() {
