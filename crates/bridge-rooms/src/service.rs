@@ -388,7 +388,17 @@ impl Rooms {
         }
         self.store.room_write(w).await?;
         for (node, st) in nodes {
-            self.read_rules(&node, st, now).await?;
+            match self.read_rules(&node, st, now).await {
+                Ok(()) => {}
+                // Whether the tenant root ("0") can be asked is not
+                // documented: a refusal there means the defaults apply.
+                Err(RoomsError::Feishu(e)) if node == "0" && !e.is_transient() => {
+                    tracing::warn!(
+                        "the tenant root's booking restrictions cannot be read ({e}); the documented defaults apply there"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
         let n = found.len();
         {
