@@ -33,7 +33,8 @@ const EXIT_NOT_FOUND: u8 = 1;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The Feishu event id, `<uid>_<original_time>`.
+    /// The Feishu event id, `<uid>_<original_time>`; or a room booking,
+    /// `<room_id>/<uid>/<original_time>` (as `rooms explain`).
     event_id: String,
     #[arg(long, default_value = "feishu-bridge.toml")]
     config: PathBuf,
@@ -698,6 +699,9 @@ fn print_found(now: i64, id: &str, f: &Found) {
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if crate::cmd::rooms::is_booking_id(&args.event_id) {
+        return crate::cmd::rooms::explain(&args.config, &args.event_id, args.json).await;
+    }
     let key = match EventKey::parse(&args.event_id) {
         Ok(k) => k,
         Err(e) => {

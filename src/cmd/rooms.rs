@@ -373,6 +373,27 @@ async fn direct(loaded: &Loaded, store: Store, what: &What) -> anyhow::Result<Va
     })
 }
 
+/// Whether `explain`'s argument names a room booking.
+pub(crate) fn is_booking_id(id: &str) -> bool {
+    id.starts_with("omm_") && id.contains('/')
+}
+
+/// `explain <room>/<uid>/<original_time>`: as `rooms explain`.
+pub(crate) async fn explain(
+    config: &std::path::Path,
+    booking: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    run(Args {
+        config: config.to_owned(),
+        json,
+        what: What::Explain {
+            booking: booking.to_owned(),
+        },
+    })
+    .await
+}
+
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;

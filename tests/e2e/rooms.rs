@@ -351,6 +351,14 @@ async fn bookings_are_accepted_declined_moved_and_freed() {
     let replies = e.wait_replies(&third, 2).await;
     assert_eq!(replies.len(), 2, "one reply per decision: {replies:?}");
 
+    // `explain <booking>` is `rooms explain`.
+    let out = bin()
+        .args(["explain", &e.id(&second, 0), "--json", "--config"])
+        .arg(&e.config)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "declined", "{v}");
     let bookings = e.rooms(&["bookings"]);
     assert_eq!(
         bookings["bookings"].as_array().unwrap().len(),
