@@ -309,6 +309,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let env = |name: &str| name.starts_with("FEISHU_").then(|| "x".to_owned());
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rooms.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let l = crate::config::parse_with_env(&text, &path, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.rooms.unwrap().maps.len(), 2);
+    }
+
+    #[test]
     fn rooms_need_pushes() {
         let e = parse(
             &format!(
