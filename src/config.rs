@@ -19,6 +19,7 @@ use crate::sinks::Target;
 // plain `mod read;` would be looked up next to its own target file.
 #[path = "config/read.rs"]
 mod read;
+pub(crate) mod rooms;
 mod view;
 
 pub(crate) use read::read_table;
@@ -408,6 +409,8 @@ pub(crate) struct Loaded {
     pub(crate) feishu: FeishuResolved,
     /// The `[[sinks]]`, validated, in file order.
     pub(crate) sinks: Vec<Configured>,
+    /// `[rooms]`, when the bridge acts as a room system.
+    pub(crate) rooms: Option<rooms::RoomsConfig>,
 }
 
 /// One `[[sinks]]` entry, validated.
@@ -469,6 +472,7 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         return Err(fail(vec!["not valid TOML: not a table".to_owned()]));
     };
     let raw_sinks = root.remove("sinks");
+    let raw_rooms = root.remove("rooms");
     let config = read_config(root, &mut problems);
     // One rule for every relative path of the file (store, directories,
     // `*_file`): relative to the file's own directory, made absolute so it
@@ -479,6 +483,15 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
         .unwrap_or_else(|_| path.to_owned());
     let base = absolute.parent().unwrap_or(Path::new("/"));
     let sinks = read_sinks(raw_sinks, base, &mut problems);
+    let rooms = raw_rooms.and_then(|r| rooms::read(r, &sinks, &mut problems));
+    if let (Some(_), Some(c)) = (&rooms, &config)
+        && c.feishu.delivery == Delivery::Poll
+    {
+        problems.push(
+            "rooms: room events arrive by push only; set feishu.delivery to \"webhook\" or \"long_connection\""
+                .to_owned(),
+        );
+    }
     let Some(mut config) = config else {
         return Err(fail(problems));
     };
@@ -543,6 +556,7 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
             user_token_file,
         },
         sinks,
+        rooms,
         config,
     })
 }
@@ -573,7 +587,7 @@ fn read_config(mut root: toml::Table, problems: &mut Vec<String>) -> Option<Conf
     };
     read::unknown_keys(
         &root,
-        &["store", "feishu", "server", "sync", "sinks"],
+        &["store", "feishu", "server", "sync", "sinks", "rooms"],
         "",
         problems,
     );

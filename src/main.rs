@@ -97,6 +97,8 @@ pub(crate) enum Command {
     Man,
     /// The secret addresses of the served ICS feeds: list, show (with a QR code), rotate.
     Feeds(cmd::feeds::Args),
+    /// Meeting rooms: mapped rooms and their rules, bookings, decisions; approve or decline.
+    Rooms(cmd::rooms::Args),
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
@@ -231,6 +233,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => completions(shell),
         Command::Man => man(),
         Command::Feeds(args) => block_on(cmd::feeds::run(args)),
+        Command::Rooms(args) => block_on(cmd::rooms::run(args)),
     };
     match result {
         Ok(code) => code,
@@ -275,6 +278,7 @@ impl Command {
             Self::Reconcile(a) => a.json,
             Self::Status(a) => a.json,
             Self::Explain(a) => a.json,
+            Self::Rooms(a) => a.json,
             _ => false,
         }
     }

@@ -34,7 +34,8 @@ const EXIT_NOT_FOUND: u8 = 1;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The event: its Feishu id `<uid>_<original_time>`, its plain UID (as a calendar app
-    /// shows it), or words of its title (several matches are listed).
+    /// shows it), or words of its title (several matches are listed); or a room booking,
+    /// `<room_id>/<uid>/<original_time>` (as `rooms explain`).
     event_id: String,
     #[arg(long, default_value = "feishu-bridge.toml")]
     pub(crate) config: PathBuf,
@@ -924,6 +925,9 @@ async fn departed_lookup(
 const TITLE_MATCHES: usize = 50;
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if crate::cmd::rooms::is_booking_id(&args.event_id) {
+        return crate::cmd::rooms::explain(&args.config, &args.event_id, args.json).await;
+    }
     let loaded = crate::config::load(&args.config)?;
     let store = match open_existing(&loaded.config.store.path).await? {
         Opened::Store(s) => Some(s),

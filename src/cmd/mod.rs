@@ -8,6 +8,7 @@ pub(crate) mod explain;
 pub(crate) mod feeds;
 pub(crate) mod init;
 pub(crate) mod reconcile;
+pub(crate) mod rooms;
 pub(crate) mod run;
 pub(crate) mod sandbox;
 pub(crate) mod status;

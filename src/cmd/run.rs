@@ -61,6 +61,8 @@ struct Shared {
     in_daemon: app::InDaemon,
     /// The root of the feed URLs (`[server] public_url` or the bound address).
     feeds_base: Arc<String>,
+    /// The meeting-room system, when `[rooms]` is configured.
+    rooms: Option<Arc<bridge_rooms::Rooms>>,
 }
 
 const STARTING: &str = "starting: Feishu not reachable yet";
@@ -330,6 +332,105 @@ async fn admin_feeds_rotate(
     }
 }
 
+fn rooms_answer(r: anyhow::Result<serde_json::Value>) -> axum::response::Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => {
+            let status = match e.downcast_ref::<bridge_rooms::RoomsError>() {
+                Some(
+                    bridge_rooms::RoomsError::NotFound(_) | bridge_rooms::RoomsError::BadId(_),
+                ) => StatusCode::NOT_FOUND,
+                Some(bridge_rooms::RoomsError::NotPending { .. }) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (
+                status,
+                axum::Json(serde_json::json!({"error": format!("{e:#}")})),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn no_rooms() -> axum::response::Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "no [rooms] in the daemon's configuration"})),
+    )
+        .into_response()
+}
+
+/// `GET /admin/rooms`: `rooms list`.
+async fn admin_rooms(State(s): State<Shared>) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    rooms_answer(crate::cmd::rooms::list_json(&rooms).await)
+}
+
+#[derive(serde::Deserialize)]
+struct BookingsQuery {
+    #[serde(default)]
+    pending: bool,
+}
+
+/// `GET /admin/rooms/bookings?pending=`: `rooms bookings`.
+async fn admin_room_bookings(
+    State(s): State<Shared>,
+    Query(q): Query<BookingsQuery>,
+) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    rooms_answer(crate::cmd::rooms::bookings_json(&rooms, q.pending).await)
+}
+
+#[derive(serde::Deserialize)]
+struct BookingQuery {
+    booking: String,
+}
+
+/// `GET /admin/rooms/booking?booking=`: `rooms explain`.
+async fn admin_room_booking(
+    State(s): State<Shared>,
+    Query(q): Query<BookingQuery>,
+) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    rooms_answer(
+        rooms
+            .find(&q.booking)
+            .await
+            .map(|b| crate::cmd::rooms::booking_json(&b))
+            .map_err(anyhow::Error::new),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct DecideBody {
+    booking: String,
+    approve: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /admin/rooms/decide`: `rooms approve|decline`.
+async fn admin_room_decide(
+    State(s): State<Shared>,
+    axum::Json(b): axum::Json<DecideBody>,
+) -> axum::response::Response {
+    let Some(rooms) = s.rooms.clone() else {
+        return no_rooms();
+    };
+    let what = if b.approve {
+        bridge_rooms::AdminDecision::Approve
+    } else {
+        bridge_rooms::AdminDecision::Decline { reason: b.reason }
+    };
+    rooms_answer(crate::cmd::rooms::decide_json(&rooms, &b.booking, what).await)
+}
+
 async fn shutdown_signal(cancel: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -429,6 +530,11 @@ impl Drop for RemoveOnExit {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Starts the room system's worker (registry, decisions, targets, replies).
+fn tasks_rooms_start(rooms: Arc<bridge_rooms::Rooms>, cancel: CancellationToken) {
+    tokio::spawn(async move { rooms.run(cancel).await });
 }
 
 /// How often a degraded store is reopened and probed.
@@ -551,6 +657,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let feeds_base = crate::cmd::feeds::base_url(&loaded, Some(addr));
 
     let worker_slot: Arc<OnceLock<Arc<Worker>>> = Arc::new(OnceLock::new());
+    let rooms = crate::cmd::rooms::build(&loaded, engine.store().clone())?;
     let shared = Shared {
         engine: engine.clone(),
         worker: worker_slot.clone(),
@@ -565,7 +672,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             config: args.config.clone(),
         },
         feeds_base: Arc::new(feeds_base.clone()),
+        rooms: rooms.clone(),
     };
+    // Room deliveries go to the room system, the rest to the hub.
+    let deliveries: Arc<dyn DeliverySink> = match &rooms {
+        Some(r) => Arc::new(bridge_rooms::Dispatch::new(r.clone(), hub.clone())),
+        None => hub.clone(),
+    };
+    if let Some(r) = &rooms {
+        let (r, c) = (r.clone(), cancel.clone());
+        tasks_rooms_start(r, c);
+    }
 
     // Serve first: /healthz answers "starting" and webhooks are made
     // durable while Feishu is not reachable yet.
@@ -586,16 +703,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     match loaded.config.feishu.delivery {
         Delivery::Webhook => {
-            let sink: Arc<dyn DeliverySink> = hub.clone();
             router = router.merge(bridge_feishu::webhook::router(
                 webhook_config(&loaded),
-                sink,
+                deliveries.clone(),
             ));
         }
         Delivery::LongConnection => {
             let f = &loaded.feishu;
             let cfg = WsConfig::new(&f.base_url, &f.app_id, f.app_secret.expose());
-            let handler = Arc::new(SinkHandler::new(hub.clone()));
+            let handler = Arc::new(SinkHandler::new(deliveries.clone()));
             let c = cancel.clone();
             tasks.spawn(async move {
                 match bridge_feishu::ws::run(cfg, handler, c.clone()).await {
@@ -618,6 +734,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/admin/run", post(admin_run))
         .route("/admin/feeds", get(admin_feeds))
         .route("/admin/feeds/rotate", post(admin_feeds_rotate))
+        .route("/admin/rooms", get(admin_rooms))
+        .route("/admin/rooms/bookings", get(admin_room_bookings))
+        .route("/admin/rooms/booking", get(admin_room_booking))
+        .route("/admin/rooms/decide", post(admin_room_decide))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),

@@ -58,6 +58,14 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Kills the daemon with SIGKILL (no cleanup at all) and reaps it.
+    pub(crate) fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

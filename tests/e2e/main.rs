@@ -14,5 +14,6 @@ mod output;
 mod packaging;
 mod paths;
 mod reconcile_safety;
+mod rooms;
 mod sandbox;
 mod store_damage;

@@ -308,6 +308,33 @@ impl FeishuClient {
             endpoint,
             query,
             identity,
+            body: None,
+            out: PhantomData,
+        };
+        self.http.execute(endpoint, 1, &auth, &mut call).await
+    }
+
+    /// Like [`Self::call`], with a JSON request body (POST / PATCH).
+    pub async fn call_with_body<T: DeserializeOwned>(
+        &self,
+        identity: Identity,
+        method: Method,
+        endpoint: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: &serde_json::Value,
+    ) -> Result<T, FeishuError> {
+        let auth = IdentityAuth {
+            client: self,
+            identity,
+        };
+        let mut call = FeishuCall::<T> {
+            url: api_url(&self.cfg.base_url, path),
+            method,
+            endpoint,
+            query,
+            identity,
+            body: Some(body.to_string()),
             out: PhantomData,
         };
         self.http.execute(endpoint, 1, &auth, &mut call).await
@@ -672,6 +699,8 @@ struct FeishuCall<'a, T> {
     endpoint: &'a str,
     query: &'a [(&'a str, String)],
     identity: Identity,
+    /// JSON body; `None` sends `{}` on POST and nothing otherwise.
+    body: Option<String>,
     out: PhantomData<fn() -> T>,
 }
 
@@ -687,7 +716,11 @@ impl<T: DeserializeOwned> Exchange for FeishuCall<'_, T> {
         let mut req = http
             .request(self.method.clone(), &self.url)
             .query(self.query);
-        if self.method == Method::POST {
+        if let Some(body) = &self.body {
+            req = req
+                .header("content-type", "application/json; charset=utf-8")
+                .body(body.clone());
+        } else if self.method == Method::POST {
             req = req
                 .header("content-type", "application/json; charset=utf-8")
                 .body("{}");
@@ -834,7 +867,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'~');
 
 /// One path segment of a Feishu API URL, percent-encoded.
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod hint;
 pub mod ratelimit;
+pub mod rooms;
 pub mod webhook;
 pub mod ws;
 

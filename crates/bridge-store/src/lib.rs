@@ -17,6 +17,7 @@
 //! | `sink_event_to_failure` | sink id, calendar id, event key | [`Failure`]: attempts, next retry, redacted error |
 //! | `name_to_token` | token name | token JSON (user OAuth tokens) |
 //! | `name_to_state` | state name | JSON: cached calendar metadata, created target calendars, sink pause reasons |
+//! | `room_to_info`, `scope_to_rules`, `booking_to_state`, `room_inbox`, `room_reply_outbox`, `room_delivery_seen` | see the `rooms` module | meeting rooms: registry, rules, bookings, inbox, reply outbox |
 //!
 //! # Keys
 //!
@@ -72,6 +73,7 @@ mod error;
 mod keys;
 mod model;
 mod redact;
+mod rooms;
 mod schema;
 mod store;
 
@@ -82,5 +84,6 @@ pub use model::{
     Record, SinkItemKey, Snapshot, StoreStats,
 };
 pub use redact::redact;
+pub use rooms::{RoomTable, RoomWrite, booking_key, inbox_key};
 pub use schema::SCHEMA_VERSION;
 pub use store::Store;

@@ -30,10 +30,15 @@
 //! rewrites each dirty time `t` as `{since: t, last_hint_at: t, hints: 1}`
 //! and each receive time `t` as `{seen_at: t, expires_at: t + 8 h}`.
 //!
-//! **Schema 3** (current): a new table `name_to_state` for small named
+//! **Schema 3**: a new table `name_to_state` for small named
 //! pieces of engine and sink state that are not tokens (the cached source
 //! calendar metadata, the target calendars a sink created, a sink's pause
 //! reason). The 2 -> 3 migration only creates it.
+//!
+//! **Schema 4** (current): the meeting-room tables (`rooms` module): room
+//! registry, booking rules per node, bookings and their decisions, the
+//! room-event inbox, the reply outbox and the room-delivery dedupe set.
+//! The 3 -> 4 migration only creates them.
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
@@ -47,11 +52,11 @@ use crate::model::{DEFAULT_DEDUPE_TTL, DirtyEntry, secs};
 use std::path::Path;
 
 /// The schema this code writes.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 
-type Bytes = TableDefinition<'static, &'static str, &'static [u8]>;
+pub(crate) type Bytes = TableDefinition<'static, &'static str, &'static [u8]>;
 
 pub(crate) const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 pub(crate) const CALENDAR_TO_CURSOR: Bytes = TableDefinition::new("calendar_to_cursor");
@@ -64,7 +69,13 @@ pub(crate) const NAME_TO_TOKEN: Bytes = TableDefinition::new("name_to_token");
 pub(crate) const NAME_TO_STATE: Bytes = TableDefinition::new("name_to_state");
 
 /// Every byte-valued table of the current schema.
-pub(crate) const DATA_TABLES: [Bytes; 8] = [
+pub(crate) const DATA_TABLES: [Bytes; 14] = [
+    crate::rooms::ROOM_TO_INFO,
+    crate::rooms::SCOPE_TO_RULES,
+    crate::rooms::BOOKING_TO_STATE,
+    crate::rooms::ROOM_INBOX,
+    crate::rooms::ROOM_REPLY_OUTBOX,
+    crate::rooms::ROOM_DELIVERY_SEEN,
     CALENDAR_TO_CURSOR,
     EVENT_TO_SNAPSHOT,
     SINK_EVENT_TO_RECORD,
@@ -105,7 +116,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "state table",
         run: v2_to_v3,
     },
+    Migration {
+        from: 3,
+        description: "meeting-room tables",
+        run: v3_to_v4,
+    },
 ];
+
+fn v3_to_v4(txn: &WriteTransaction) -> Result<(), Fault> {
+    for t in crate::rooms::TABLES {
+        txn.open_table(t)?;
+    }
+    Ok(())
+}
 
 fn v2_to_v3(txn: &WriteTransaction) -> Result<(), Fault> {
     txn.open_table(NAME_TO_STATE)?;

@@ -32,7 +32,7 @@ use crate::schema::{
 /// well, so 16 MiB (hot B-tree branch pages) keeps peak memory down.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-type BytesTable<'t> = Table<'t, &'static str, &'static [u8]>;
+pub(crate) type BytesTable<'t> = Table<'t, &'static str, &'static [u8]>;
 
 /// The bridge's local state. Cheap to clone (an `Arc` inside); every clone
 /// is the same open database. See the crate docs for tables and encoding.
@@ -293,7 +293,7 @@ fn open_blocking(path: PathBuf, refuse_empty: bool) -> Result<Store, StoreError>
 /// One write transaction with immediate durability: when it returns `Ok`,
 /// the change is on disk. On error the transaction is aborted, so nothing
 /// of it becomes visible.
-fn write<T>(
+pub(crate) fn write<T>(
     db: &Database,
     f: impl FnOnce(&WriteTransaction) -> Result<T, Fault>,
 ) -> Result<T, Fault> {
@@ -313,7 +313,7 @@ fn write<T>(
     }
 }
 
-fn read<T>(
+pub(crate) fn read<T>(
     db: &Database,
     f: impl FnOnce(&ReadTransaction) -> Result<T, Fault>,
 ) -> Result<T, Fault> {
@@ -321,7 +321,7 @@ fn read<T>(
     f(&txn)
 }
 
-fn get<T: Codec>(
+pub(crate) fn get<T: Codec>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<T>, Fault> {
@@ -360,7 +360,7 @@ fn range_map<T: Codec, U>(
     Ok(out)
 }
 
-fn all<T: Codec>(
+pub(crate) fn all<T: Codec>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Vec<(String, T)>, Fault> {
     let mut out = Vec::new();
@@ -372,12 +372,12 @@ fn all<T: Codec>(
     Ok(out)
 }
 
-fn put<T: Codec>(table: &mut BytesTable<'_>, key: &str, value: &T) -> Result<(), Fault> {
+pub(crate) fn put<T: Codec>(table: &mut BytesTable<'_>, key: &str, value: &T) -> Result<(), Fault> {
     table.insert(key, value.encode().as_slice())?;
     Ok(())
 }
 
-fn remove(table: &mut BytesTable<'_>, key: &str) -> Result<bool, Fault> {
+pub(crate) fn remove(table: &mut BytesTable<'_>, key: &str) -> Result<bool, Fault> {
     Ok(table.remove(key)?.is_some())
 }
 
@@ -509,6 +509,7 @@ impl Store {
                 all::<Failure>(&txn.open_table(SINK_EVENT_TO_FAILURE)?)?;
                 all::<TokenJson>(&txn.open_table(NAME_TO_TOKEN)?)?;
                 all::<TokenJson>(&txn.open_table(NAME_TO_STATE)?)?;
+                crate::rooms::check_all(txn)?;
                 Ok(())
             })
             .map_err(|f| classify(&path, f.into()))?;
@@ -549,7 +550,7 @@ impl Store {
 
     /// Runs `f` on the blocking pool: redb is synchronous and must never
     /// block a runtime thread.
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, Fault> + Send + 'static,

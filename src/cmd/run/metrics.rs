@@ -281,6 +281,58 @@ pub(super) async fn render(s: &Shared) -> String {
         i64::from(m.store_degraded.load(Ordering::Relaxed)),
     );
 
+    if let Some(rooms) = &s.rooms {
+        match rooms.metrics_snapshot().await {
+            Ok(rm) => {
+                gauge_family(
+                    &mut r,
+                    "feishu_bridge_room_bookings",
+                    "Room bookings by room and current status (accepted, declined, pending, ...).",
+                    rm.bookings
+                        .iter()
+                        .map(|((room, status), n)| {
+                            (
+                                labels(&[("room", room), ("status", status)]),
+                                i64::try_from(*n).unwrap_or(i64::MAX),
+                            )
+                        })
+                        .collect(),
+                );
+                gauge(
+                    &mut r,
+                    "feishu_bridge_room_replies_waiting",
+                    "Room replies in the outbox, not yet acknowledged by Feishu.",
+                    i64::try_from(rm.replies_waiting).unwrap_or(i64::MAX),
+                );
+                counter(
+                    &mut r,
+                    "feishu_bridge_room_replies",
+                    "Room replies acknowledged by Feishu.",
+                    rm.replies_sent,
+                );
+                counter(
+                    &mut r,
+                    "feishu_bridge_room_reply_failures",
+                    "Room reply attempts that failed (retried).",
+                    rm.reply_failures,
+                );
+                counter(
+                    &mut r,
+                    "feishu_bridge_room_decisions",
+                    "Booking decisions taken.",
+                    rm.decisions,
+                );
+                counter(
+                    &mut r,
+                    "feishu_bridge_room_events",
+                    "Room events accepted (duplicates not counted).",
+                    rm.events,
+                );
+            }
+            Err(e) => tracing::warn!("room metrics unavailable: {e}"),
+        }
+    }
+
     let mut out = String::new();
     if let Err(e) = prometheus_text::encode(&mut out, &r) {
         tracing::warn!("cannot encode the metrics: {e}");

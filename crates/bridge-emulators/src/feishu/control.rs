@@ -62,6 +62,13 @@ pub(crate) fn router() -> Router<Arc<Inner>> {
         .route("/emit/reserve_config", post(emit_reserve_config))
         .route("/emit/v2", post(emit_v2))
         .route("/emit/v1", post(emit_v1))
+        .route("/room_levels", post(add_room_level))
+        .route("/rooms", post(add_vc_room))
+        .route(
+            "/reserve_configs/{id}",
+            axum::routing::patch(patch_reserve_config),
+        )
+        .route("/room_replies", get(room_replies))
         .route("/deliveries", get(deliveries))
         .route("/state", get(state))
 }
@@ -423,4 +430,49 @@ async fn state(State(inner): State<Arc<Inner>>) -> CtlResult {
         "version": s.version,
         "ws_connections": inner.ws.live(),
     }))
+}
+
+#[derive(Deserialize)]
+struct LevelBody {
+    name: String,
+    #[serde(default)]
+    parent_id: Option<String>,
+    #[serde(default)]
+    custom_group_id: Option<String>,
+}
+
+async fn add_room_level(State(inner): State<Arc<Inner>>, Json(b): Json<LevelBody>) -> CtlResult {
+    match inner.add_room_level(
+        &b.name,
+        b.parent_id.as_deref(),
+        b.custom_group_id.as_deref().unwrap_or(""),
+    ) {
+        Ok(id) => ok(json!({ "room_level_id": id })),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+async fn add_vc_room(
+    State(inner): State<Arc<Inner>>,
+    Json(b): Json<super::rooms::NewRoom>,
+) -> CtlResult {
+    match inner.add_vc_room(b) {
+        Ok(id) => ok(json!({ "room_id": id })),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+async fn patch_reserve_config(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    Json(b): Json<Value>,
+) -> CtlResult {
+    match inner.patch_reserve_config(&id, &b) {
+        Ok(()) => ok(json!({})),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+async fn room_replies(State(inner): State<Arc<Inner>>) -> CtlResult {
+    ok_json(&inner.room_replies())
 }

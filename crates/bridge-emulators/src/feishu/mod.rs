@@ -19,6 +19,10 @@
 //!   `{code,msg,data}` envelope, the documented codes and HTTP statuses, the
 //!   per-app + endpoint sliding-window limit (HTTP 429 / 99991400 with
 //!   `x-ogw-ratelimit-limit` and `x-ogw-ratelimit-reset`), injected faults.
+//! * **Meeting rooms** (`rooms` module, `rooms.md` §9) — vc/v1 rooms, levels,
+//!   search and reserve configs; the legacy `meeting_room` building / room
+//!   lists; third-party rooms with their v1 events, `summary` / `freebusy`
+//!   batch_get and `instance/reply`; contact v3 get user (departments).
 //! * **Pushes** — `calendar.calendar.event.changed_v4` aggregated per calendar +
 //!   event within [`FeishuConfig::aggregation_window`] (§7.2 merge rules),
 //!   `calendar.calendar.changed_v4`, third-party room events (v1), reserve
@@ -88,6 +92,10 @@
 //! | `PUT /_emulator/webhook` | `{url, encrypt_key?, verification_token}` or `null` | `{}` |
 //! | `POST /_emulator/webhook/verify` | — | `{verified, error?}` |
 //! | `POST /_emulator/ws/drop` | — | `{}` |
+//! | `POST /_emulator/room_levels` | `{name, parent_id?, custom_group_id?}` | `{room_level_id}` |
+//! | `POST /_emulator/rooms` | `{name, capacity?, description?, custom_room_id?, room_level_id?, third_party?}` | `{room_id}` |
+//! | `PATCH /_emulator/reserve_configs/{id}` | as `PATCH reserve_configs/:id` | `{}` or `{error}` (the `vc.reserve_config.updated_v1` push follows) |
+//! | `GET /_emulator/room_replies` | — | `[RoomReply]` |
 //! | `POST /_emulator/emit/room_event` | `{kind: created\|updated\|deleted, uid, original_time, start_ms, end_ms, room_ids, organizer_open_id}` | `{uuid}` |
 //! | `POST /_emulator/emit/reserve_config` | event body | `{event_id}` |
 //! | `POST /_emulator/emit/v2` | `{event_type, event}` | `{event_id}` |
@@ -107,6 +115,7 @@ mod outbox;
 mod paging;
 mod push;
 mod recur;
+pub mod rooms;
 mod util;
 pub mod webhook;
 pub mod ws;
@@ -250,6 +259,8 @@ pub(crate) struct Inner {
     pub(crate) push: push::PushState,
     pub(crate) outbox: outbox::Outbox,
     pub(crate) ws: ws::Hub,
+    /// Room registry, booking restrictions, replies (`rooms` module).
+    pub(crate) rooms: Mutex<rooms::RoomsState>,
     /// The client of webhook deliveries.
     pub(crate) http: reqwest::Client,
 }
@@ -385,6 +396,7 @@ fn router(inner: Arc<Inner>) -> Router {
             &format!("{cal}/{{calendar_id}}/events/{{event_id}}/reply"),
             post(api::reply),
         )
+        .merge(rooms_routes())
         .route("/callback/ws/endpoint", post(ws::endpoint))
         .route_layer(from_fn_with_state(Arc::clone(&inner), http::rate_limit))
         .fallback(http::not_found)
@@ -397,6 +409,58 @@ fn router(inner: Arc<Inner>) -> Router {
         .nest("/_emulator", control::router())
         .merge(api)
         .with_state(inner)
+}
+
+/// The room APIs (`rooms` module).
+fn rooms_routes() -> Router<Arc<Inner>> {
+    let vc = "/open-apis/vc/v1";
+    let mr = "/open-apis/meeting_room";
+    Router::new()
+        .route(&format!("{vc}/rooms"), get(rooms::list_rooms))
+        .route(&format!("{vc}/rooms/mget"), post(rooms::mget_rooms))
+        .route(&format!("{vc}/rooms/search"), post(rooms::search_rooms))
+        .route(&format!("{mr}/building/list"), get(rooms::legacy_buildings))
+        .route(
+            &format!("{mr}/building/batch_get"),
+            get(rooms::legacy_buildings_get),
+        )
+        .route(&format!("{mr}/room/list"), get(rooms::legacy_rooms))
+        .route(
+            &format!("{mr}/room/batch_get"),
+            get(rooms::legacy_rooms_get),
+        )
+        .route(
+            &format!("{mr}/room/batch_get_id"),
+            get(rooms::legacy_room_ids),
+        )
+        .route(&format!("{vc}/rooms/{{room_id}}"), get(rooms::get_room))
+        .route(&format!("{vc}/room_levels"), get(rooms::list_levels))
+        .route(&format!("{vc}/room_levels/mget"), post(rooms::mget_levels))
+        .route(
+            &format!("{vc}/room_levels/{{room_level_id}}"),
+            get(rooms::get_level),
+        )
+        .route(
+            &format!("{vc}/reserve_configs/reserve_scope"),
+            get(rooms::reserve_scope),
+        )
+        .route(
+            &format!("{vc}/reserve_configs/{{reserve_config_id}}"),
+            axum::routing::patch(rooms::patch_reserve),
+        )
+        .route(
+            &format!("{mr}/summary/batch_get"),
+            post(rooms::summary_batch_get),
+        )
+        .route(
+            &format!("{mr}/freebusy/batch_get"),
+            get(rooms::freebusy_batch_get),
+        )
+        .route(&format!("{mr}/instance/reply"), post(rooms::instance_reply))
+        .route(
+            "/open-apis/contact/v3/users/{user_id}",
+            get(rooms::contact_user),
+        )
 }
 
 /// A running Feishu emulator. Cheap to clone; all clones share one server.
@@ -430,6 +494,7 @@ impl FeishuEmulator {
             push: push::PushState::default(),
             outbox: outbox::Outbox::default(),
             ws: ws::Hub::default(),
+            rooms: Mutex::new(rooms::RoomsState::default()),
             http,
         });
         inner.kit.serve(router(Arc::clone(&inner)));
@@ -576,6 +641,55 @@ impl FeishuEmulator {
         if let Some(room) = store.rooms.get_mut(room_id) {
             room.booking_result = status;
         }
+    }
+
+    /// Adds a room level under `parent_id` (the tenant root when `None`);
+    /// returns its `omb_…` id.
+    pub fn add_room_level(&self, name: &str, parent_id: Option<&str>) -> String {
+        self.inner
+            .add_room_level(name, parent_id, "")
+            .unwrap_or_else(|e| panic!("feishu emulator: {e}"))
+    }
+
+    /// Registers a room (vc/v1 registry, with its resource calendar);
+    /// returns its `omm_…` id. `third_party` rooms are decided by
+    /// `instance/reply` and emit the v1 third-party room events.
+    pub fn register_room(&self, room: rooms::NewRoom) -> String {
+        self.inner
+            .add_vc_room(room)
+            .unwrap_or_else(|e| panic!("feishu emulator: {e}"))
+    }
+
+    /// Changes booking restrictions as `PATCH reserve_configs/:id` would
+    /// (validation, defaults for unset fields, the update event).
+    ///
+    /// # Errors
+    /// The Feishu code and message the API would answer.
+    pub fn patch_reserve_config(&self, id: &str, body: Value) -> Result<(), String> {
+        self.inner
+            .patch_reserve_config(id, &body)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Moves the start of a recurring series by `delta` seconds; its
+    /// exceptions keep their times under new original times (replies with
+    /// the old ones get 105003).
+    pub fn shift_series(&self, calendar_id: &str, master_event_id: &str, delta: i64) {
+        expect(self.inner.shift_series(calendar_id, master_event_id, delta));
+    }
+
+    /// The user's departments (`open_department_id`s), as the contact API
+    /// answers them.
+    pub fn set_user_departments(&self, open_id: &str, departments: &[&str]) {
+        self.inner.set_user_departments(
+            open_id,
+            departments.iter().map(|d| (*d).to_owned()).collect(),
+        );
+    }
+
+    /// Every accepted `instance/reply`, in order.
+    pub fn room_replies(&self) -> Vec<rooms::RoomReply> {
+        self.inner.room_replies()
     }
 
     /// The resource calendar of a room, once it exists.

@@ -68,6 +68,9 @@ pub(crate) struct Room {
     pub(crate) calendar_id: String,
     /// What an asynchronous booking of this room ends in.
     pub(crate) booking_result: RsvpStatus,
+    /// Bookings are decided by a third-party room system through
+    /// `instance/reply` (`rooms` module); they never resolve by themselves.
+    pub(crate) third_party: bool,
 }
 
 /// A calendar and its bookkeeping.
@@ -366,6 +369,7 @@ impl Store {
                 name: name.to_owned(),
                 calendar_id: id.clone(),
                 booking_result: RsvpStatus::Accept,
+                third_party: false,
             },
         );
         id
@@ -900,6 +904,9 @@ impl Store {
         let Some(rec) = self.events.get(event_id).filter(|r| !r.deleted) else {
             return Changes::default();
         };
+        if self.rooms.get(room_id).is_some_and(|r| r.third_party) {
+            return Changes::default();
+        }
         let result = self
             .rooms
             .get(room_id)
@@ -951,6 +958,57 @@ impl Store {
                 }
             }
         })
+    }
+
+    /// Moves a recurring master by `delta` seconds; its exceptions keep
+    /// their own times but are keyed again by their new original times
+    /// (`<uid>_<original_time + delta>`), as when an organizer moves the
+    /// start of a series. Returns the `(old id, new id)` pairs.
+    pub(crate) fn shift_series(
+        &mut self,
+        calendar_id: &str,
+        master_id: &str,
+        delta: i64,
+    ) -> Result<(Vec<(String, String)>, Changes), EmulatorError> {
+        let master = self.existing(calendar_id, master_id)?.event.clone();
+        let key = EventKey::parse(master_id)
+            .map_err(|_| EmulatorError::BadEventId(master_id.to_owned()))?;
+        if !key.is_base() || recur::rule_of(&master).is_none() {
+            return Err(EmulatorError::NotRecurring(master_id.to_owned()));
+        }
+        let (s, e) = recur::span(&master).unwrap_or_default();
+        let mut changes = self.update_event(calendar_id, master_id, |ev| {
+            ev.start_time = Some(recur::time_info_like(&master, s + delta, false));
+            ev.end_time = Some(recur::time_info_like(&master, e + delta, true));
+        })?;
+        let prefix = format!("{}_", key.uid());
+        let mut olds: Vec<String> = self
+            .events
+            .iter()
+            .filter(|(id, r)| !r.deleted && id.starts_with(&prefix) && id.as_str() != master_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        olds.sort();
+        let mut pairs = Vec::new();
+        for old in olds {
+            let Ok(k) = EventKey::parse(&old) else {
+                continue;
+            };
+            let new_key = EventKey::new(key.uid(), k.original_time() + delta)
+                .map_err(|e| EmulatorError::Invalid(e.to_string()))?;
+            let new_id = new_key.to_string();
+            let Some(rec) = self.events.get(&old) else {
+                continue;
+            };
+            let mut ev = rec.event.clone();
+            let hidden = rec.hidden.clone();
+            ev.event_id = Some(new_id.clone());
+            changes.extend(self.remove_everywhere(&old));
+            self.events.remove(&new_id);
+            changes.extend(self.commit(ev, None, hidden));
+            pairs.push((old, new_id));
+        }
+        Ok((pairs, changes))
     }
 
     /// A user attendee replies.

@@ -54,6 +54,7 @@ fn user_ids(store: &Store, open_id: &str) -> Value {
 /// aggregated per calendar + event, calendar-list changes and room bookings
 /// are scheduled.
 pub(crate) fn announce(inner: &Arc<Inner>, changes: Changes) {
+    super::rooms::on_changes(inner, &changes);
     let cfg = inner.config();
     let (subscribed, calendar_pushes): (Vec<EventChange>, Vec<Vec<String>>) = {
         let store = lock(&inner.store);

@@ -5,6 +5,7 @@ mod feishu_auth;
 mod feishu_calendars;
 mod feishu_events;
 mod feishu_limits;
+mod feishu_rooms;
 mod feishu_webhook;
 mod feishu_ws;
 mod google_auth;
