@@ -1,0 +1,2 @@
+//! Graph benchmark (see the module docs once written).
+fn main() {}
