@@ -416,6 +416,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let now = app::unix_now();
     let client = client(&loaded)?;
     let base = &loaded.feishu.base_url;
+    let mut unreachable = false;
     let authenticated = match probe(&client).await {
         Probe::Authenticated => {
             r.line(Level::Ok, "feishu", format!("{base} reachable"));
@@ -450,6 +451,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Probe::Unreachable(e) => {
             r.line(Level::Fail, "feishu", format!("cannot reach {base}: {e}"));
+            unreachable = true;
             false
         }
     };
@@ -459,7 +461,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         r.note("(the user token and the calendars were not checked)");
     }
-    Ok(if r.failed {
+    Ok(if unreachable {
+        // The same code as `reconcile` when Feishu cannot be reached.
+        ExitCode::from(crate::cmd::reconcile::EXIT_SOURCE_UNAVAILABLE)
+    } else if r.failed {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS

@@ -7,5 +7,7 @@ mod feishu;
 mod google;
 mod hardening;
 mod listener;
+mod output;
+mod paths;
 mod reconcile_safety;
 mod store_damage;

@@ -28,7 +28,12 @@ fn default_privacy() -> String {
 /// A validated ICS sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validated {
+    /// Resolved against the configuration file's directory.
     pub dir: PathBuf,
+    /// `dir` as written: the sink id keeps it, so resolving relative
+    /// directories against the configuration (not the working directory)
+    /// does not rename an existing sink and orphan its records.
+    pub written: PathBuf,
     pub privacy: Privacy,
 }
 
@@ -40,7 +45,8 @@ impl TargetToml for Config {
         let privacy = privacy(&self.privacy, &ctx.key("privacy"), &mut problems);
         match privacy {
             Some(privacy) if problems.is_empty() => Ok(Validated {
-                dir: self.dir.clone(),
+                dir: ctx.resolve(&self.dir),
+                written: self.dir.clone(),
                 privacy,
             }),
             _ => Err(problems),
@@ -50,7 +56,7 @@ impl TargetToml for Config {
 
 impl Validated {
     pub fn build(&self) -> IcsSink {
-        IcsSink::new(&self.dir, self.privacy)
+        IcsSink::new(&self.dir, self.privacy).with_id(self.id())
     }
 }
 
@@ -60,9 +66,9 @@ impl ValidatedTarget for Validated {
         "ics"
     }
 
-    /// `ics:<dir>`, as [`IcsSink::new`] names it.
+    /// `ics:<dir as written>`.
     fn id(&self) -> String {
-        format!("ics:{}", self.dir.display())
+        format!("ics:{}", self.written.display())
     }
 
     fn describe(&self) -> String {
@@ -137,6 +143,7 @@ mod tests {
         assert!(writable_dir(&file.join("ics")).is_err());
         let sink = Validated {
             dir: file.join("ics"),
+            written: file.join("ics"),
             privacy: Privacy::Busy,
         };
         let lines = block_on(sink.healthcheck(StoredToken::Value(None)));
