@@ -1,5 +1,5 @@
 //! Targets, one module each, behind the target seam ([`bridge_target`]):
-//! `google` is a replica, `ics` a projection, `memory` an in-memory replica
+//! `google` and `graph` are replicas (`microsoft` holds what Graph and EWS share), `ics` a projection, `memory` an in-memory replica
 //! for tests.
 //!
 //! Architecture invariant: sink modules do not depend on each other, and
@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod google;
+pub mod graph;
 pub mod ics;
 pub mod memory;
 pub mod microsoft;

@@ -47,7 +47,10 @@ impl Schema {
         let mut current_enum: Option<String> = None;
         for chunk in text.split('<').skip(1) {
             let Some(end) = chunk.find('>') else {
-                return Err(format!("unterminated tag near {:?}", &chunk[..chunk.len().min(40)]));
+                return Err(format!(
+                    "unterminated tag near {:?}",
+                    &chunk[..chunk.len().min(40)]
+                ));
             };
             let tag = &chunk[..end];
             if tag.starts_with('?') || tag.starts_with('!') {
@@ -202,15 +205,17 @@ mod tests {
     #[test]
     fn the_vendored_samples_check_like_the_python_checker() {
         let s = Schema::subset();
-        let ok: Value =
-            serde_json::from_str(include_str!("../../../../tests/graph-csdl/sample-event-ok.json"))
-                .unwrap();
+        let ok: Value = serde_json::from_str(include_str!(
+            "../../../../tests/graph-csdl/sample-event-ok.json"
+        ))
+        .unwrap();
         let mut errs = Vec::new();
         s.check("graph.event", &ok, "$", &mut errs);
         assert!(errs.is_empty(), "{errs:?}");
-        let bad: Value =
-            serde_json::from_str(include_str!("../../../../tests/graph-csdl/sample-event-bad.json"))
-                .unwrap();
+        let bad: Value = serde_json::from_str(include_str!(
+            "../../../../tests/graph-csdl/sample-event-bad.json"
+        ))
+        .unwrap();
         s.check("graph.event", &bad, "$", &mut errs);
         let joined = errs.join("\n");
         for want in [

@@ -42,7 +42,11 @@ pub enum FaultKind {
     /// Answer normally after this delay.
     Slow(Duration),
     /// Any Graph error.
-    Error { status: u16, code: String, message: String },
+    Error {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl Fault for FaultKind {
@@ -64,8 +68,16 @@ impl RandomFaults for Faults {
     fn roll(&self, dice: &mut Dice) -> Option<FaultKind> {
         let retry_after_secs = self.retry_after_secs.max(1);
         dice.first([
-            (self.rate_429, FaultKind::TooManyRequests { retry_after_secs }),
-            (self.rate_503, FaultKind::ServiceUnavailable { retry_after_secs: Some(retry_after_secs) }),
+            (
+                self.rate_429,
+                FaultKind::TooManyRequests { retry_after_secs },
+            ),
+            (
+                self.rate_503,
+                FaultKind::ServiceUnavailable {
+                    retry_after_secs: Some(retry_after_secs),
+                },
+            ),
             (self.rate_504, FaultKind::GatewayTimeout),
             (self.slow_rate, FaultKind::Slow(self.slow_delay)),
         ])
@@ -93,17 +105,29 @@ impl TryFrom<FaultSpec> for FaultKind {
 
     fn try_from(b: FaultSpec) -> Result<Self, String> {
         Ok(match b.fault.as_str() {
-            "too_many_requests" => Self::TooManyRequests { retry_after_secs: b.retry_after_secs.unwrap_or(1) },
-            "service_unavailable" => Self::ServiceUnavailable { retry_after_secs: b.retry_after_secs },
+            "too_many_requests" => Self::TooManyRequests {
+                retry_after_secs: b.retry_after_secs.unwrap_or(1),
+            },
+            "service_unavailable" => Self::ServiceUnavailable {
+                retry_after_secs: b.retry_after_secs,
+            },
             "gateway_timeout" => Self::GatewayTimeout,
             "token_expired" => Self::TokenExpired,
             "slow" => Self::Slow(Duration::from_millis(b.delay_ms.unwrap_or(1000))),
             "error" => Self::Error {
                 status: b.status.unwrap_or(500),
-                code: b.code.unwrap_or_else(|| "ErrorInternalServerTransientError".into()),
-                message: b.message.unwrap_or_else(|| "An internal server error occurred.".into()),
+                code: b
+                    .code
+                    .unwrap_or_else(|| "ErrorInternalServerTransientError".into()),
+                message: b
+                    .message
+                    .unwrap_or_else(|| "An internal server error occurred.".into()),
             },
-            other => return Err(format!("unknown fault {other:?} (too_many_requests, service_unavailable, gateway_timeout, token_expired, slow, error)")),
+            other => {
+                return Err(format!(
+                    "unknown fault {other:?} (too_many_requests, service_unavailable, gateway_timeout, token_expired, slow, error)"
+                ));
+            }
         })
     }
 }

@@ -103,8 +103,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub(crate) use crate::kit::lock;
 use crate::kit::control::{CtlError, CtlResult, ModelError, bad, ok};
+pub(crate) use crate::kit::lock;
 use crate::kit::{self, Call, Exchange, Kit, Service, bearer};
 
 pub use auth::{
@@ -169,7 +169,11 @@ pub enum GraphEmulatorError {
     #[error("unknown mailbox {0}")]
     UnknownMailbox(String),
     #[error("{status} {code}: {message}")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl ModelError for GraphEmulatorError {
@@ -239,7 +243,11 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.kit.base_url(), self.config.tenant_id)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.kit.base_url(),
+            self.config.tenant_id
+        )
     }
 
     /// Records a batch part.
@@ -249,7 +257,9 @@ impl Inner {
             method: req.method.to_string(),
             path: format!("/v1.0{path}"),
             query: if query.is_empty() {
-                url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&req.query).finish()
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&req.query)
+                    .finish()
             } else {
                 query.to_owned()
             },
@@ -257,7 +267,11 @@ impl Inner {
             code: r.code.clone(),
             mailbox: r.mailbox.clone(),
             immutable_id: api::wants_immutable(&req.headers),
-            if_match: req.headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            if_match: req
+                .headers
+                .get("if-match")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             batch_part: true,
             body: req.body.clone(),
             at_ms: kit::ids::now_ms(),
@@ -265,16 +279,32 @@ impl Inner {
     }
 
     fn mailbox(&self, upn: &str) -> Result<String, GraphEmulatorError> {
-        lock(&self.model).mailbox_id(upn).ok_or_else(|| GraphEmulatorError::UnknownMailbox(upn.to_owned()))
+        lock(&self.model)
+            .mailbox_id(upn)
+            .ok_or_else(|| GraphEmulatorError::UnknownMailbox(upn.to_owned()))
     }
 
     /// A request as the mailbox's user makes it in Outlook (no auth, no
     /// limits, not recorded).
-    fn user_call(self: &Arc<Self>, upn: &str, method: Method, rest: &[String], body: Option<Value>, query: Vec<(String, String)>) -> Result<Value, GraphEmulatorError> {
+    fn user_call(
+        self: &Arc<Self>,
+        upn: &str,
+        method: Method,
+        rest: &[String],
+        body: Option<Value>,
+        query: Vec<(String, String)>,
+    ) -> Result<Value, GraphEmulatorError> {
         let mailbox = self.mailbox(upn)?;
         let mut headers = HeaderMap::new();
         headers.insert("prefer", HeaderValue::from_static("IdType=\"ImmutableId\""));
-        let req = api::Req { method, path: String::new(), query, headers, body, batch_part: false };
+        let req = api::Req {
+            method,
+            path: String::new(),
+            query,
+            headers,
+            body,
+            batch_part: false,
+        };
         let r = api::route(self, &mailbox, rest, &req);
         if r.status >= 400 {
             return Err(GraphEmulatorError::Api {
@@ -309,7 +339,11 @@ impl Service for Inner {
         Seen {
             token: bearer(req.headers()).map(str::to_owned),
             immutable: api::wants_immutable(req.headers()),
-            if_match: req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            if_match: req
+                .headers()
+                .get(header::IF_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         }
     }
 
@@ -324,7 +358,9 @@ impl Service for Inner {
         {
             lock(&self.auth).expire(t);
         }
-        api::Resp::fault(fault).map(into_response).unwrap_or_default()
+        api::Resp::fault(fault)
+            .map(into_response)
+            .unwrap_or_default()
     }
 
     fn record(&self, seen: Seen, x: Exchange, resp: &mut Response) -> CallRecord {
@@ -353,21 +389,35 @@ fn into_response(r: api::Resp) -> Response {
         (status, Json(r.body.clone())).into_response()
     };
     for (k, v) in &r.headers {
-        if let (Ok(k), Ok(v)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             resp.headers_mut().insert(k, v);
         }
     }
-    if let Some(e) = r.body.get("@odata.etag").and_then(Value::as_str).and_then(|e| HeaderValue::from_str(e).ok()) {
+    if let Some(e) = r
+        .body
+        .get("@odata.etag")
+        .and_then(Value::as_str)
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
         resp.headers_mut().insert(header::ETAG, e);
     }
-    resp.extensions_mut().insert(Answered { code: r.code, mailbox: r.mailbox, body: None });
+    resp.extensions_mut().insert(Answered {
+        code: r.code,
+        mailbox: r.mailbox,
+        body: None,
+    });
     resp
 }
 
 /// Every `/v1.0/…` request.
 async fn api_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let bytes: Bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
+    let bytes: Bytes = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     let token = bearer(&parts.headers).map(str::to_owned);
     let json_body: Option<Value> = if bytes.is_empty() {
@@ -375,22 +425,46 @@ async fn api_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response 
     } else {
         match serde_json::from_slice(&bytes) {
             Ok(v) => Some(v),
-            Err(e) => return into_response(api::Resp::error(400, "BadRequest", &format!("Unable to read JSON request payload: {e}"))),
+            Err(e) => {
+                return into_response(api::Resp::error(
+                    400,
+                    "BadRequest",
+                    &format!("Unable to read JSON request payload: {e}"),
+                ));
+            }
         }
     };
     if path == "/v1.0/$batch" {
         if parts.method != Method::POST {
             return into_response(api::Resp::error(405, "BadRequest", "Use POST for $batch."));
         }
-        let Some(b) = json_body else { return into_response(api::Resp::error(400, "BadRequest", "Invalid batch payload format.")) };
+        let Some(b) = json_body else {
+            return into_response(api::Resp::error(
+                400,
+                "BadRequest",
+                "Invalid batch payload format.",
+            ));
+        };
         return into_response(api::batch(&inner, token.as_deref(), &parts.headers, &b).await);
     }
     let Some(rest) = path.strip_prefix("/v1.0") else {
         return into_response(api::Resp::error(400, "BadRequest", "Invalid version."));
     };
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
-    let captured = json_body.clone().filter(|_| matches!(parts.method, Method::POST | Method::PATCH));
-    let req = api::Req { method: parts.method, path: rest.to_owned(), query, headers: parts.headers, body: json_body, batch_part: false };
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let captured = json_body
+        .clone()
+        .filter(|_| matches!(parts.method, Method::POST | Method::PATCH));
+    let req = api::Req {
+        method: parts.method,
+        path: rest.to_owned(),
+        query,
+        headers: parts.headers,
+        body: json_body,
+        batch_part: false,
+    };
     let mut resp = into_response(api::dispatch(&inner, token.as_deref(), req).await);
     if let Some(a) = resp.extensions_mut().get_mut::<Answered>() {
         a.body = captured;
@@ -398,27 +472,56 @@ async fn api_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response 
     resp
 }
 
-async fn token_handler(State(inner): State<Arc<Inner>>, Path(tenant): Path<String>, body: Bytes) -> Response {
+async fn token_handler(
+    State(inner): State<Arc<Inner>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
     let form: auth::Form = url::form_urlencoded::parse(&body).into_owned().collect();
     let answer = if tenant != inner.config.tenant_id {
-        Err(auth::OAuthError { status: 400, error: "invalid_request", description: format!("AADSTS90002: Tenant '{tenant}' not found.") })
+        Err(auth::OAuthError {
+            status: 400,
+            error: "invalid_request",
+            description: format!("AADSTS90002: Tenant '{tenant}' not found."),
+        })
     } else {
         let url = inner.token_url();
-        lock(&inner.auth).token(&inner.config.apps, &url, &form, inner.config.access_token_ttl)
+        lock(&inner.auth).token(
+            &inner.config.apps,
+            &url,
+            &form,
+            inner.config.access_token_ttl,
+        )
     };
     match answer {
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err(e) => {
-            let mut r = (StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), Json(e.body())).into_response();
-            r.extensions_mut().insert(Answered { code: Some(e.error.to_owned()), mailbox: None, body: None });
+            let mut r = (
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                Json(e.body()),
+            )
+                .into_response();
+            r.extensions_mut().insert(Answered {
+                code: Some(e.error.to_owned()),
+                mailbox: None,
+                body: None,
+            });
             r
         }
     }
 }
 
-async fn authorize_handler(State(inner): State<Arc<Inner>>, Path(tenant): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn authorize_handler(
+    State(inner): State<Arc<Inner>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if tenant != inner.config.tenant_id {
-        return (StatusCode::BAD_REQUEST, format!("AADSTS90002: Tenant '{tenant}' not found.")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("AADSTS90002: Tenant '{tenant}' not found."),
+        )
+            .into_response();
     }
     let upn = inner.config.consent_user.clone();
     match lock(&inner.auth).authorize(&inner.config.apps, &q, upn.as_deref()) {
@@ -446,7 +549,11 @@ struct AccessBody {
     access: MailboxAccess,
 }
 
-async fn ctl_access(State(inner): State<Arc<Inner>>, Path(upn): Path<String>, Json(b): Json<AccessBody>) -> CtlResult {
+async fn ctl_access(
+    State(inner): State<Arc<Inner>>,
+    Path(upn): Path<String>,
+    Json(b): Json<AccessBody>,
+) -> CtlResult {
     let id = inner.mailbox(&upn)?;
     if let Some(m) = lock(&inner.model).mailboxes.get_mut(&id) {
         m.access = b.access;
@@ -454,10 +561,16 @@ async fn ctl_access(State(inner): State<Arc<Inner>>, Path(upn): Path<String>, Js
     ok(json!({}))
 }
 
-async fn ctl_view(State(inner): State<Arc<Inner>>, Path(upn): Path<String>, Query(q): Query<HashMap<String, String>>) -> CtlResult {
+async fn ctl_view(
+    State(inner): State<Arc<Inner>>,
+    Path(upn): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> CtlResult {
     let start = q.get("start").ok_or_else(|| bad("start is required"))?;
     let end = q.get("end").ok_or_else(|| bad("end is required"))?;
-    let handle = GraphEmulator { inner: inner.clone() };
+    let handle = GraphEmulator {
+        inner: inner.clone(),
+    };
     let v = handle.view(&upn, q.get("calendar").map(String::as_str), start, end)?;
     ok(json!(v))
 }
@@ -467,12 +580,19 @@ async fn ctl_events(State(inner): State<Arc<Inner>>, Path(upn): Path<String>) ->
     ok(json!(handle.events(&upn)?))
 }
 
-async fn ctl_edit(State(inner): State<Arc<Inner>>, Path((upn, id)): Path<(String, String)>, Json(b): Json<Value>) -> CtlResult {
+async fn ctl_edit(
+    State(inner): State<Arc<Inner>>,
+    Path((upn, id)): Path<(String, String)>,
+    Json(b): Json<Value>,
+) -> CtlResult {
     let handle = GraphEmulator { inner };
     ok(handle.user_edit(&upn, &id, b)?)
 }
 
-async fn ctl_delete(State(inner): State<Arc<Inner>>, Path((upn, id)): Path<(String, String)>) -> CtlResult {
+async fn ctl_delete(
+    State(inner): State<Arc<Inner>>,
+    Path((upn, id)): Path<(String, String)>,
+) -> CtlResult {
     let handle = GraphEmulator { inner };
     handle.user_delete(&upn, &id)?;
     ok(json!({}))
@@ -490,7 +610,11 @@ async fn ctl_state(State(inner): State<Arc<Inner>>) -> CtlResult {
 
 impl From<CtlError> for GraphEmulatorError {
     fn from(e: CtlError) -> Self {
-        Self::Api { status: e.0.as_u16(), code: String::new(), message: e.1 }
+        Self::Api {
+            status: e.0.as_u16(),
+            code: String::new(),
+            message: e.1,
+        }
     }
 }
 
@@ -524,7 +648,10 @@ impl GraphEmulator {
             .route("/mailboxes/{upn}/access", put(ctl_access))
             .route("/mailboxes/{upn}/view", get(ctl_view))
             .route("/mailboxes/{upn}/events", get(ctl_events))
-            .route("/mailboxes/{upn}/events/{id}", axum::routing::patch(ctl_edit).delete(ctl_delete))
+            .route(
+                "/mailboxes/{upn}/events/{id}",
+                axum::routing::patch(ctl_edit).delete(ctl_delete),
+            )
             .route("/tokens/expire", post(ctl_expire))
             .route("/state", get(ctl_state));
         let observed = Router::new()
@@ -532,7 +659,9 @@ impl GraphEmulator {
             .route("/{tenant}/oauth2/v2.0/authorize", get(authorize_handler))
             .route("/v1.0/{*rest}", axum::routing::any(api_handler))
             .layer(from_fn_with_state(inner.clone(), kit::observe::<Inner>));
-        let app = observed.nest("/_emulator", control).with_state(inner.clone());
+        let app = observed
+            .nest("/_emulator", control)
+            .with_state(inner.clone());
         inner.kit.serve(app);
         Ok(Self { inner })
     }
@@ -553,7 +682,11 @@ impl GraphEmulator {
 
     /// The authorization endpoint of the configured tenant.
     pub fn authorize_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/authorize", self.base_url(), self.inner.config.tenant_id)
+        format!(
+            "{}/{}/oauth2/v2.0/authorize",
+            self.base_url(),
+            self.inner.config.tenant_id
+        )
     }
 
     pub fn config(&self) -> &GraphConfig {
@@ -581,7 +714,13 @@ impl GraphEmulator {
     /// Every instance of the calendar (default: the mailbox's default) in
     /// `[start, end)` (RFC 3339): singles, occurrences and exceptions, as
     /// `calendarView` answers them, with extended properties.
-    pub fn view(&self, upn: &str, calendar: Option<&str>, start: &str, end: &str) -> Result<Vec<Value>, GraphEmulatorError> {
+    pub fn view(
+        &self,
+        upn: &str,
+        calendar: Option<&str>,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<Value>, GraphEmulatorError> {
         let mut out = Vec::new();
         let mut skip = 0usize;
         loop {
@@ -612,32 +751,66 @@ impl GraphEmulator {
         let id = self.inner.mailbox(upn)?;
         let m = lock(&self.inner.model);
         let mb = &m.mailboxes[&id];
-        let shape = model::Shape { select: Vec::new(), expand: Some(Vec::new()), immutable: true };
+        let shape = model::Shape {
+            select: Vec::new(),
+            expand: Some(Vec::new()),
+            immutable: true,
+        };
         Ok(mb
             .events
             .values()
             .map(|e| {
                 let mut v = e.view(&shape, &mb.upn);
                 v["calendarId"] = json!(e.calendar);
-                v["cancelledOccurrences"] = json!(e.cancelled.iter().map(|d| format!("OID.{}.{}", e.id, time::date_str(*d))).collect::<Vec<_>>());
+                v["cancelledOccurrences"] = json!(
+                    e.cancelled
+                        .iter()
+                        .map(|d| format!("OID.{}.{}", e.id, time::date_str(*d)))
+                        .collect::<Vec<_>>()
+                );
                 v
             })
             .collect())
     }
 
     /// A user's edit in Outlook (an occurrence id makes an exception).
-    pub fn user_edit(&self, upn: &str, id: &str, patch: Value) -> Result<Value, GraphEmulatorError> {
-        self.inner.user_call(upn, Method::PATCH, &["events".into(), id.into()], Some(patch), Vec::new())
+    pub fn user_edit(
+        &self,
+        upn: &str,
+        id: &str,
+        patch: Value,
+    ) -> Result<Value, GraphEmulatorError> {
+        self.inner.user_call(
+            upn,
+            Method::PATCH,
+            &["events".into(), id.into()],
+            Some(patch),
+            Vec::new(),
+        )
     }
 
     /// A user's delete in Outlook.
     pub fn user_delete(&self, upn: &str, id: &str) -> Result<(), GraphEmulatorError> {
-        self.inner.user_call(upn, Method::DELETE, &["events".into(), id.into()], None, Vec::new()).map(|_| ())
+        self.inner
+            .user_call(
+                upn,
+                Method::DELETE,
+                &["events".into(), id.into()],
+                None,
+                Vec::new(),
+            )
+            .map(|_| ())
     }
 
     /// A user's new event (not ours) in the default calendar.
     pub fn user_create(&self, upn: &str, event: Value) -> Result<Value, GraphEmulatorError> {
-        self.inner.user_call(upn, Method::POST, &["events".into()], Some(event), Vec::new())
+        self.inner.user_call(
+            upn,
+            Method::POST,
+            &["events".into()],
+            Some(event),
+            Vec::new(),
+        )
     }
 
     /// Most requests seen in flight at once for one mailbox.

@@ -104,7 +104,10 @@ const OCC: &str = "AAMkOCC";
 
 /// The id of a master's occurrence on `date` (its original local date).
 pub(crate) fn occurrence_id(master: &str, date: NaiveDate) -> String {
-    format!("{OCC}{}", STANDARD.encode(format!("{master}|{}", time::date_str(date))))
+    format!(
+        "{OCC}{}",
+        STANDARD.encode(format!("{master}|{}", time::date_str(date)))
+    )
 }
 
 /// The master id and date of an occurrence id.
@@ -144,14 +147,40 @@ impl Model {
         if let Some(id) = self.mailbox_id(upn) {
             let m = self.mailboxes.get_mut(&id).expect("found above");
             m.access = access;
-            let cal = m.calendars.values().find(|c| c.default).map(|c| c.id.clone()).unwrap_or_default();
+            let cal = m
+                .calendars
+                .values()
+                .find(|c| c.default)
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
             return (id, cal);
         }
-        let id = format!("{:08x}-0000-4000-8000-{:012x}", self.mailboxes.len() + 1, rand::random::<u32>());
+        let id = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            self.mailboxes.len() + 1,
+            rand::random::<u32>()
+        );
         let cal = new_id("AAMkCAL");
         let mut calendars = BTreeMap::new();
-        calendars.insert(cal.clone(), Calendar { id: cal.clone(), name: "Calendar".into(), default: true });
-        self.mailboxes.insert(id.clone(), Mailbox { id: id.clone(), upn: upn.to_owned(), access, calendars, events: BTreeMap::new(), transactions: HashMap::new() });
+        calendars.insert(
+            cal.clone(),
+            Calendar {
+                id: cal.clone(),
+                name: "Calendar".into(),
+                default: true,
+            },
+        );
+        self.mailboxes.insert(
+            id.clone(),
+            Mailbox {
+                id: id.clone(),
+                upn: upn.to_owned(),
+                access,
+                calendars,
+                events: BTreeMap::new(),
+                transactions: HashMap::new(),
+            },
+        );
         (id, cal)
     }
 }
@@ -180,7 +209,10 @@ impl Event {
     }
 
     pub(crate) fn is_all_day(&self) -> bool {
-        self.data.get("isAllDay").and_then(Value::as_bool).unwrap_or(false)
+        self.data
+            .get("isAllDay")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     pub(crate) fn expansion(&self) -> Option<Expansion> {
@@ -189,9 +221,18 @@ impl Event {
     }
 
     /// Original starts and dates of the generated occurrences before `until`.
-    pub(crate) fn occurrences(&self, until: DateTime<Utc>, cap: usize) -> Vec<(DateTime<Utc>, NaiveDate)> {
-        let Some(x) = self.expansion() else { return Vec::new() };
-        x.starts(cap, until).into_iter().map(|at| (at, x.date_of(at))).collect()
+    pub(crate) fn occurrences(
+        &self,
+        until: DateTime<Utc>,
+        cap: usize,
+    ) -> Vec<(DateTime<Utc>, NaiveDate)> {
+        let Some(x) = self.expansion() else {
+            return Vec::new();
+        };
+        x.starts(cap, until)
+            .into_iter()
+            .map(|at| (at, x.date_of(at)))
+            .collect()
     }
 
     fn length(&self) -> chrono::Duration {
@@ -205,7 +246,12 @@ impl Event {
     pub(crate) fn occurrence_data(&self, at: DateTime<Utc>) -> Map<String, Value> {
         let mut d = self.data.clone();
         d.remove("recurrence");
-        let tzname = self.data.get("start").and_then(|s| s["timeZone"].as_str()).unwrap_or("UTC").to_owned();
+        let tzname = self
+            .data
+            .get("start")
+            .and_then(|s| s["timeZone"].as_str())
+            .unwrap_or("UTC")
+            .to_owned();
         let tz = time::zone(&tzname).unwrap_or(chrono_tz::UTC);
         d.insert("start".into(), time::render(at, tz, &tzname));
         d.insert("end".into(), time::render(at + self.length(), tz, &tzname));
@@ -214,22 +260,45 @@ impl Event {
 
     /// The resource of the event itself (single or master).
     pub(crate) fn view(&self, shape: &Shape, mailbox: &str) -> Value {
-        let kind = if self.is_master() { "seriesMaster" } else { "singleInstance" };
-        let mut v = base_view(&self.id, &self.data, &self.ext, self.change, kind, shape, mailbox);
+        let kind = if self.is_master() {
+            "seriesMaster"
+        } else {
+            "singleInstance"
+        };
+        let mut v = base_view(
+            &self.id,
+            &self.data,
+            &self.ext,
+            self.change,
+            kind,
+            shape,
+            mailbox,
+        );
         v["createdDateTime"] = json!(time::iso_utc(self.created));
         v["lastModifiedDateTime"] = json!(time::iso_utc(self.modified));
         if let Some(t) = &self.transaction_id {
             v["transactionId"] = json!(t);
         }
         if kind == "seriesMaster" && shape.select.iter().any(|s| s == "cancelledOccurrences") {
-            v["cancelledOccurrences"] = json!(self.cancelled.iter().map(|d| format!("OID.{}.{}", self.id, time::date_str(*d))).collect::<Vec<_>>());
+            v["cancelledOccurrences"] = json!(
+                self.cancelled
+                    .iter()
+                    .map(|d| format!("OID.{}.{}", self.id, time::date_str(*d)))
+                    .collect::<Vec<_>>()
+            );
         }
         select(v, shape)
     }
 
     /// Occurrences and exceptions overlapping `[from, to)`, with their
     /// current start, in start order.
-    pub(crate) fn instances(&self, from: DateTime<Utc>, to: DateTime<Utc>, shape: &Shape, mailbox: &str) -> Vec<(DateTime<Utc>, Value)> {
+    pub(crate) fn instances(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        shape: &Shape,
+        mailbox: &str,
+    ) -> Vec<(DateTime<Utc>, Value)> {
         let mut out = Vec::new();
         let len = self.length();
         // Occurrences of the rule (exceptions may have moved far away).
@@ -241,9 +310,22 @@ impl Event {
                 continue;
             }
             if let Some(x) = self.exceptions.get(&date) {
-                let (Some(s), Some(e)) = (x.data.get("start").and_then(|v| time::when(v).ok()), x.data.get("end").and_then(|v| time::when(v).ok())) else { continue };
+                let (Some(s), Some(e)) = (
+                    x.data.get("start").and_then(|v| time::when(v).ok()),
+                    x.data.get("end").and_then(|v| time::when(v).ok()),
+                ) else {
+                    continue;
+                };
                 if s.at < to && (e.at > from || (e.at == s.at && s.at >= from)) {
-                    let mut v = base_view(&x.id, &x.data, &x.ext, x.change, "exception", shape, mailbox);
+                    let mut v = base_view(
+                        &x.id,
+                        &x.data,
+                        &x.ext,
+                        x.change,
+                        "exception",
+                        shape,
+                        mailbox,
+                    );
                     v["seriesMasterId"] = json!(self.id);
                     v["originalStart"] = json!(time::iso_utc(x.original));
                     out.push((s.at, select(v, shape)));
@@ -253,7 +335,15 @@ impl Event {
             if at < to && (at + len > from || (len.is_zero() && at >= from)) {
                 let data = self.occurrence_data(at);
                 let id = occurrence_id(&self.id, date);
-                let mut v = base_view(&id, &data, &BTreeMap::new(), self.change, "occurrence", shape, mailbox);
+                let mut v = base_view(
+                    &id,
+                    &data,
+                    &BTreeMap::new(),
+                    self.change,
+                    "occurrence",
+                    shape,
+                    mailbox,
+                );
                 v["seriesMasterId"] = json!(self.id);
                 v["originalStart"] = json!(time::iso_utc(at));
                 out.push((at, select(v, shape)));
@@ -264,16 +354,31 @@ impl Event {
     }
 }
 
-fn base_view(id: &str, data: &Map<String, Value>, ext: &BTreeMap<String, String>, change: u64, kind: &str, shape: &Shape, mailbox: &str) -> Value {
+fn base_view(
+    id: &str,
+    data: &Map<String, Value>,
+    ext: &BTreeMap<String, String>,
+    change: u64,
+    kind: &str,
+    shape: &Shape,
+    mailbox: &str,
+) -> Value {
     let mut v = Value::Object(data.clone());
     let ck = change_key(change);
-    let shown_id = if shape.immutable { id.to_owned() } else { format!("{id}~rest") };
+    let shown_id = if shape.immutable {
+        id.to_owned()
+    } else {
+        format!("{id}~rest")
+    };
     v["@odata.etag"] = json!(etag(change));
     v["id"] = json!(shown_id);
     v["changeKey"] = json!(ck);
     v["type"] = json!(kind);
     v["iCalUId"] = json!(format!("040000008200E00074C5B7101A82E008{:x}", md5ish(id)));
-    v["webLink"] = json!(format!("https://outlook.office365.com/owa/?itemid={}&exvsurl=1&path=/calendar/item&mailbox={mailbox}", percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)));
+    v["webLink"] = json!(format!(
+        "https://outlook.office365.com/owa/?itemid={}&exvsurl=1&path=/calendar/item&mailbox={mailbox}",
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+    ));
     for k in ["isAllDay", "isReminderOn"] {
         if v.get(k).is_none() {
             v[k] = json!(false);
@@ -287,7 +392,10 @@ fn base_view(id: &str, data: &Map<String, Value>, ext: &BTreeMap<String, String>
     }
     // Times are answered in UTC (no `Prefer: outlook.timezone`); all-day
     // values keep their local midnight, labelled UTC, as Graph answers them.
-    let all_day = data.get("isAllDay").and_then(Value::as_bool).unwrap_or(false);
+    let all_day = data
+        .get("isAllDay")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     for k in ["start", "end"] {
         if let Some(w) = data.get(k).and_then(|x| time::when(x).ok()) {
             v[k] = if all_day {
@@ -303,9 +411,14 @@ fn base_view(id: &str, data: &Map<String, Value>, ext: &BTreeMap<String, String>
     if let Some(tz) = data.get("end").and_then(|s| s["timeZone"].as_str()) {
         v["originalEndTimeZone"] = json!(tz);
     }
-    v.as_object_mut().map(|o| o.remove("singleValueExtendedProperties"));
+    v.as_object_mut()
+        .map(|o| o.remove("singleValueExtendedProperties"));
     if let Some(ids) = &shape.expand {
-        let props: Vec<Value> = ext.iter().filter(|(k, _)| ids.is_empty() || ids.iter().any(|i| i.eq_ignore_ascii_case(k))).map(|(k, val)| json!({"id": k, "value": val})).collect();
+        let props: Vec<Value> = ext
+            .iter()
+            .filter(|(k, _)| ids.is_empty() || ids.iter().any(|i| i.eq_ignore_ascii_case(k)))
+            .map(|(k, val)| json!({"id": k, "value": val}))
+            .collect();
         v["singleValueExtendedProperties"] = json!(props);
     }
     v
@@ -313,7 +426,9 @@ fn base_view(id: &str, data: &Map<String, Value>, ext: &BTreeMap<String, String>
 
 /// A stable digest of an id (iCalUId stand-in).
 fn md5ish(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn select(v: Value, shape: &Shape) -> Value {
@@ -321,7 +436,12 @@ fn select(v: Value, shape: &Shape) -> Value {
         return v;
     }
     let Value::Object(o) = v else { return v };
-    let keep = |k: &str| k == "id" || k.starts_with('@') || k == "singleValueExtendedProperties" || shape.select.iter().any(|s| s == k);
+    let keep = |k: &str| {
+        k == "id"
+            || k.starts_with('@')
+            || k == "singleValueExtendedProperties"
+            || shape.select.iter().any(|s| s == k)
+    };
     Value::Object(o.into_iter().filter(|(k, _)| keep(k)).collect())
 }
 
@@ -341,11 +461,14 @@ pub(crate) fn merge(data: &mut Map<String, Value>, patch: &Map<String, Value>) {
 
 /// Extended properties of a write body, `Err` naming a malformed id.
 pub(crate) fn ext_of(body: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {
-    let Some(list) = body.get("singleValueExtendedProperties") else { return Ok(Vec::new()) };
+    let Some(list) = body.get("singleValueExtendedProperties") else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     for p in list.as_array().into_iter().flatten() {
         let id = p["id"].as_str().unwrap_or("");
-        let ok = id.starts_with("String ") && (id.contains(" Name ") || id.contains(" Id 0x") || id.contains(" 0x"));
+        let ok = id.starts_with("String ")
+            && (id.contains(" Name ") || id.contains(" Id 0x") || id.contains(" 0x"));
         if !ok {
             return Err(format!("The extended property id '{id}' is malformed."));
         }
@@ -361,7 +484,10 @@ mod tests {
     #[test]
     fn ids_need_encoding_and_occurrence_ids_round_trip() {
         let id = new_id("AAMkAG");
-        assert!(id.contains('/') && id.contains('+') && id.ends_with('='), "{id}");
+        assert!(
+            id.contains('/') && id.contains('+') && id.ends_with('='),
+            "{id}"
+        );
         let d = NaiveDate::from_ymd_opt(2026, 3, 9).unwrap();
         let occ = occurrence_id(&id, d);
         assert_eq!(parse_occurrence_id(&occ), Some((id, d)));

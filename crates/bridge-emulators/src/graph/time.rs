@@ -55,7 +55,9 @@ pub(crate) fn when(v: &Value) -> Result<When, String> {
     let tzname = v["timeZone"]
         .as_str()
         .ok_or("timeZone is required in a dateTimeTimeZone")?;
-    let local = parse_local(dt).ok_or_else(|| format!("Cannot convert the literal '{dt}' to the expected type 'Edm.DateTime'."))?;
+    let local = parse_local(dt).ok_or_else(|| {
+        format!("Cannot convert the literal '{dt}' to the expected type 'Edm.DateTime'.")
+    })?;
     let tz = zone(tzname).ok_or_else(|| {
         format!(
             "TZ:A valid TimeZone value must be specified. The following TimeZone value is not supported: '{tzname}'."
@@ -125,14 +127,30 @@ pub(crate) struct Expansion {
 pub(crate) fn expansion(rec: &Value, start: &When, all_day: bool) -> Result<Expansion, String> {
     let p = &rec["pattern"];
     let r = &rec["range"];
-    let interval = p["interval"].as_u64().filter(|i| *i >= 1).ok_or("pattern.interval must be a positive integer")?;
+    let interval = p["interval"]
+        .as_u64()
+        .filter(|i| *i >= 1)
+        .ok_or("pattern.interval must be a positive integer")?;
     let days = || -> Result<String, String> {
-        let list = p["daysOfWeek"].as_array().filter(|a| !a.is_empty()).ok_or("pattern.daysOfWeek is required")?;
+        let list = p["daysOfWeek"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .ok_or("pattern.daysOfWeek is required")?;
         let v: Option<Vec<&str>> = list.iter().map(|d| d.as_str().and_then(day)).collect();
         Ok(v.ok_or("pattern.daysOfWeek has an unknown day")?.join(","))
     };
-    let month = || -> Result<u64, String> { p["month"].as_u64().filter(|m| (1..=12).contains(m)).ok_or_else(|| "pattern.month must be 1-12".to_owned()) };
-    let dom = || -> Result<u64, String> { p["dayOfMonth"].as_u64().filter(|m| (1..=31).contains(m)).ok_or_else(|| "pattern.dayOfMonth must be 1-31".to_owned()) };
+    let month = || -> Result<u64, String> {
+        p["month"]
+            .as_u64()
+            .filter(|m| (1..=12).contains(m))
+            .ok_or_else(|| "pattern.month must be 1-12".to_owned())
+    };
+    let dom = || -> Result<u64, String> {
+        p["dayOfMonth"]
+            .as_u64()
+            .filter(|m| (1..=31).contains(m))
+            .ok_or_else(|| "pattern.dayOfMonth must be 1-31".to_owned())
+    };
     // Exchange puts a day of month beyond a month's length on its last day.
     let by_dom = |d: u64| -> String {
         if d >= 29 {
@@ -142,25 +160,50 @@ pub(crate) fn expansion(rec: &Value, start: &When, all_day: bool) -> Result<Expa
             format!("BYMONTHDAY={d}")
         }
     };
-    let setpos = || -> Result<i32, String> { index(p["index"].as_str().unwrap_or("first")).ok_or_else(|| "pattern.index is not a weekIndex".to_owned()) };
+    let setpos = || -> Result<i32, String> {
+        index(p["index"].as_str().unwrap_or("first"))
+            .ok_or_else(|| "pattern.index is not a weekIndex".to_owned())
+    };
     let rule = match p["type"].as_str() {
         Some("daily") => format!("FREQ=DAILY;INTERVAL={interval}"),
         Some("weekly") => {
-            let wkst = day(p["firstDayOfWeek"].as_str().unwrap_or("sunday")).ok_or("pattern.firstDayOfWeek is not a dayOfWeek")?;
-            format!("FREQ=WEEKLY;INTERVAL={interval};BYDAY={};WKST={wkst}", days()?)
+            let wkst = day(p["firstDayOfWeek"].as_str().unwrap_or("sunday"))
+                .ok_or("pattern.firstDayOfWeek is not a dayOfWeek")?;
+            format!(
+                "FREQ=WEEKLY;INTERVAL={interval};BYDAY={};WKST={wkst}",
+                days()?
+            )
         }
         Some("absoluteMonthly") => format!("FREQ=MONTHLY;INTERVAL={interval};{}", by_dom(dom()?)),
-        Some("relativeMonthly") => format!("FREQ=MONTHLY;INTERVAL={interval};BYDAY={};BYSETPOS={}", days()?, setpos()?),
-        Some("absoluteYearly") => format!("FREQ=YEARLY;INTERVAL={interval};BYMONTH={};{}", month()?, by_dom(dom()?)),
-        Some("relativeYearly") => format!("FREQ=YEARLY;INTERVAL={interval};BYMONTH={};BYDAY={};BYSETPOS={}", month()?, days()?, setpos()?),
+        Some("relativeMonthly") => format!(
+            "FREQ=MONTHLY;INTERVAL={interval};BYDAY={};BYSETPOS={}",
+            days()?,
+            setpos()?
+        ),
+        Some("absoluteYearly") => format!(
+            "FREQ=YEARLY;INTERVAL={interval};BYMONTH={};{}",
+            month()?,
+            by_dom(dom()?)
+        ),
+        Some("relativeYearly") => format!(
+            "FREQ=YEARLY;INTERVAL={interval};BYMONTH={};BYDAY={};BYSETPOS={}",
+            month()?,
+            days()?,
+            setpos()?
+        ),
         _ => return Err("pattern.type is required".into()),
     };
     let tz = match r["recurrenceTimeZone"].as_str() {
-        Some(z) if !z.is_empty() => zone(z).ok_or_else(|| format!("recurrenceTimeZone '{z}' is not supported"))?,
+        Some(z) if !z.is_empty() => {
+            zone(z).ok_or_else(|| format!("recurrenceTimeZone '{z}' is not supported"))?
+        }
         _ => start.tz,
     };
     let local_start = start.at.with_timezone(&tz).naive_local();
-    let start_date = r["startDate"].as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).ok_or("range.startDate is required")?;
+    let start_date = r["startDate"]
+        .as_str()
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .ok_or("range.startDate is required")?;
     if start_date != local_start.date() {
         return Err(format!(
             "range.startDate {start_date} must be the date of the start ({})",
@@ -170,11 +213,17 @@ pub(crate) fn expansion(rec: &Value, start: &When, all_day: bool) -> Result<Expa
     let end = match r["type"].as_str() {
         Some("noEnd") => String::new(),
         Some("numbered") => {
-            let n = r["numberOfOccurrences"].as_u64().filter(|n| *n >= 1).ok_or("range.numberOfOccurrences must be positive")?;
+            let n = r["numberOfOccurrences"]
+                .as_u64()
+                .filter(|n| *n >= 1)
+                .ok_or("range.numberOfOccurrences must be positive")?;
             format!(";COUNT={n}")
         }
         Some("endDate") => {
-            let e = r["endDate"].as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).ok_or("range.endDate is required")?;
+            let e = r["endDate"]
+                .as_str()
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or("range.endDate is required")?;
             if e < start_date {
                 return Err("range.endDate is before range.startDate".into());
             }
@@ -226,7 +275,10 @@ mod tests {
     #[test]
     fn windows_zones_resolve_and_iana_names_do_not() {
         assert_eq!(zone("China Standard Time"), Some(chrono_tz::Asia::Shanghai));
-        assert_eq!(zone("Pacific Standard Time"), Some(chrono_tz::America::Los_Angeles));
+        assert_eq!(
+            zone("Pacific Standard Time"),
+            Some(chrono_tz::America::Los_Angeles)
+        );
         assert_eq!(zone("UTC"), Some(chrono_tz::UTC));
         assert_eq!(zone("Asia/Shanghai"), None);
         assert_eq!(zone("Greenwich Mean Time"), None);
@@ -234,7 +286,9 @@ mod tests {
 
     #[test]
     fn weekly_series_expand_in_their_zone_across_dst() {
-        let start = when(&json!({"dateTime": "2026-03-02T09:00:00", "timeZone": "Pacific Standard Time"})).unwrap();
+        let start =
+            when(&json!({"dateTime": "2026-03-02T09:00:00", "timeZone": "Pacific Standard Time"}))
+                .unwrap();
         let rec = json!({
             "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"], "firstDayOfWeek": "sunday"},
             "range": {"type": "numbered", "startDate": "2026-03-02", "numberOfOccurrences": 3}
@@ -255,13 +309,19 @@ mod tests {
             "range": {"type": "numbered", "startDate": "2026-01-31", "numberOfOccurrences": 3}
         });
         let x = expansion(&rec, &start, false).unwrap();
-        let d: Vec<String> = x.starts(5, DateTime::<Utc>::MAX_UTC).into_iter().map(|t| date_str(x.date_of(t))).collect();
+        let d: Vec<String> = x
+            .starts(5, DateTime::<Utc>::MAX_UTC)
+            .into_iter()
+            .map(|t| date_str(x.date_of(t)))
+            .collect();
         assert_eq!(d, ["2026-01-31", "2026-02-28", "2026-03-31"]);
     }
 
     #[test]
     fn start_date_must_match_and_end_date_is_inclusive() {
-        let start = when(&json!({"dateTime": "2026-05-01T23:30:00", "timeZone": "Tokyo Standard Time"})).unwrap();
+        let start =
+            when(&json!({"dateTime": "2026-05-01T23:30:00", "timeZone": "Tokyo Standard Time"}))
+                .unwrap();
         let bad = json!({"pattern": {"type": "daily", "interval": 1}, "range": {"type": "noEnd", "startDate": "2026-04-30"}});
         assert!(expansion(&bad, &start, false).is_err());
         let rec = json!({"pattern": {"type": "daily", "interval": 1}, "range": {"type": "endDate", "startDate": "2026-05-01", "endDate": "2026-05-03"}});
