@@ -15,17 +15,18 @@ use bridge_engine::Sink;
 use bridge_sinks::config::{
     Authorization, Check, Ctx, StoredToken, TargetToml, TokenRefused, ValidatedTarget,
 };
-use bridge_sinks::{google, ics};
+use bridge_sinks::{google, graph, ics};
 use bridge_store::Store;
 
 /// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
-pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true)];
+pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true), ("graph", true)];
 
 /// A validated target, by kind.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
     Ics(ics::config::Validated),
     Google(Box<google::config::Validated>),
+    Graph(Box<graph::config::Validated>),
 }
 
 /// A built sink, with what its kind needs later (the token hand-over).
@@ -35,6 +36,10 @@ pub(crate) enum Handle {
     Google {
         sink: Arc<google::GoogleSink>,
         config: Box<google::config::Validated>,
+    },
+    Graph {
+        sink: Arc<graph::GraphSink>,
+        config: Box<graph::config::Validated>,
     },
 }
 
@@ -49,6 +54,9 @@ pub(crate) fn read(
     Some(match kind {
         "ics" => Target::Ics(validate::<ics::config::Config>(table, ctx, problems)?),
         "google" => Target::Google(Box::new(validate::<google::config::Config>(
+            table, ctx, problems,
+        )?)),
+        "graph" => Target::Graph(Box::new(validate::<graph::config::Config>(
             table, ctx, problems,
         )?)),
         other => {
@@ -78,6 +86,7 @@ impl Target {
         match self {
             Self::Ics(c) => c,
             Self::Google(c) => c.as_ref(),
+            Self::Graph(c) => c.as_ref(),
         }
     }
 
@@ -134,6 +143,13 @@ impl Target {
                 )),
                 config: c.clone(),
             },
+            Self::Graph(c) => Handle::Graph {
+                sink: Arc::new(c.build(
+                    token.as_deref(),
+                    Arc::new(bridge_engine::SinkState::new(store.clone(), c.id.clone())),
+                )),
+                config: c.clone(),
+            },
         })
     }
 
@@ -157,6 +173,7 @@ impl Handle {
         match self {
             Self::Ics(s) => s.clone(),
             Self::Google { sink, .. } => sink.clone(),
+            Self::Graph { sink, .. } => sink.clone(),
         }
     }
 
@@ -182,6 +199,15 @@ impl Handle {
                     .await
                     .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
                 google::authorize::take_token(sink, creds)
+            }
+            Self::Graph { sink, config } => {
+                let creds = config.check_token(token)?;
+                let name = graph::token_name(&config.id);
+                store
+                    .put_token(&name, token)
+                    .await
+                    .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
+                graph::authorize::take_token(sink, config, creds)
             }
             other => Err(TokenRefused::NotUsed(format!(
                 "sink {} takes no token",

@@ -670,8 +670,22 @@ fn calendar_view(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, req:
         Ok(s) => s,
         Err(r) => return r,
     };
-    let model = lock(&inner.model);
-    let mb = &model.mailboxes[mailbox];
+    let items = {
+        let model = lock(&inner.model);
+        view_items(&model.mailboxes[mailbox], calendar, from, to, &sh)
+    };
+    page(inner, req, items)
+}
+
+/// Every instance of a calendar (default: the mailbox's default) in
+/// `[from, to)`, in start order.
+pub(crate) fn view_items(
+    mb: &model::Mailbox,
+    calendar: Option<&str>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    sh: &Shape,
+) -> Vec<Value> {
     let default = mb
         .calendars
         .values()
@@ -685,20 +699,19 @@ fn calendar_view(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, req:
         .filter(|e| Some(&e.calendar) == cal.as_ref())
     {
         if e.is_master() {
-            items.extend(e.instances(from, to, &sh, &mb.upn));
+            items.extend(e.instances(from, to, sh, &mb.upn));
         } else if let (Some(s), Some(en)) = (e.start(), e.end())
             && s.at < to
             && (en.at > from || (en.at == s.at && s.at >= from))
         {
-            items.push((s.at, e.view(&sh, &mb.upn)));
+            items.push((s.at, e.view(sh, &mb.upn)));
         }
     }
-    drop(model);
     items.sort_by(|a, b| {
         a.0.cmp(&b.0)
             .then_with(|| a.1["id"].as_str().cmp(&b.1["id"].as_str()))
     });
-    page(inner, req, items.into_iter().map(|(_, v)| v).collect())
+    items.into_iter().map(|(_, v)| v).collect()
 }
 
 fn instances(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp {
@@ -749,11 +762,7 @@ fn target(mb: &model::Mailbox, id: &str) -> Option<Target> {
     if e.cancelled.contains(&date) {
         return None;
     }
-    if e.exceptions.contains_key(&date)
-        || e.occurrences(DateTime::<Utc>::MAX_UTC, 200_000)
-            .iter()
-            .any(|(_, d)| *d == date)
-    {
+    if e.exceptions.contains_key(&date) || e.occurrence_at(date).is_some() {
         return Some(Target::Occurrence { master, date });
     }
     None
@@ -771,12 +780,14 @@ fn get_event(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp {
         Some(Target::Event(id)) => Resp::ok(200, mb.events[&id].view(&sh, &mb.upn)),
         Some(Target::Occurrence { master, date }) => {
             let e = &mb.events[&master];
-            let at = e.exceptions.get(&date).map(|x| x.original).or_else(|| {
-                e.occurrences(DateTime::<Utc>::MAX_UTC, 200_000)
-                    .into_iter()
-                    .find(|(_, d)| *d == date)
-                    .map(|(a, _)| a)
-            });
+            let at = match e.exceptions.get(&date) {
+                Some(x) => x
+                    .data
+                    .get("start")
+                    .and_then(|v| time::when(v).ok())
+                    .map(|w| w.at),
+                None => e.occurrence_at(date),
+            };
             let Some(at) = at else { return not_found() };
             let all = e.instances(
                 at - chrono::Duration::days(1),
@@ -1059,12 +1070,8 @@ fn patch_event(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp {
             }
             let original = match e.exceptions.get(&date) {
                 Some(x) => x.original,
-                None => match e
-                    .occurrences(DateTime::<Utc>::MAX_UTC, 200_000)
-                    .into_iter()
-                    .find(|(_, d)| *d == date)
-                {
-                    Some((at, _)) => at,
+                None => match e.occurrence_at(date) {
+                    Some(at) => at,
                     None => return not_found(),
                 },
             };
@@ -1106,9 +1113,14 @@ fn patch_event(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp {
                     original,
                 },
             );
+            let now_at = e.exceptions[&date]
+                .data
+                .get("start")
+                .and_then(|v| time::when(v).ok())
+                .map_or(original, |w| w.at);
             let all = e.instances(
-                original - chrono::Duration::days(3660),
-                original + chrono::Duration::days(3660),
+                now_at - chrono::Duration::days(1),
+                now_at + chrono::Duration::days(1),
                 &sh,
                 &upn,
             );

@@ -721,28 +721,27 @@ impl GraphEmulator {
         start: &str,
         end: &str,
     ) -> Result<Vec<Value>, GraphEmulatorError> {
-        let mut out = Vec::new();
-        let mut skip = 0usize;
-        loop {
-            let rest: Vec<String> = match calendar {
-                Some(c) => vec!["calendars".into(), c.into(), "calendarView".into()],
-                None => vec!["calendar".into(), "calendarView".into()],
-            };
-            let q = vec![
-                ("startDateTime".into(), start.into()),
-                ("endDateTime".into(), end.into()),
-                ("$top".into(), "1000".into()),
-                ("$skip".into(), skip.to_string()),
-                ("$expand".into(), "singleValueExtendedProperties".into()),
-            ];
-            let page = self.inner.user_call(upn, Method::GET, &rest, None, q)?;
-            let items = page["value"].as_array().cloned().unwrap_or_default();
-            skip += items.len();
-            out.extend(items);
-            if page.get("@odata.nextLink").is_none() {
-                return Ok(out);
-            }
-        }
+        let bad = |what: &str, v: &str| GraphEmulatorError::Api {
+            status: 400,
+            code: "ErrorInvalidParameter".into(),
+            message: format!("{what} {v:?} is not a date-time"),
+        };
+        let from = time::parse_query_instant(start).ok_or_else(|| bad("start", start))?;
+        let to = time::parse_query_instant(end).ok_or_else(|| bad("end", end))?;
+        let id = self.inner.mailbox(upn)?;
+        let m = lock(&self.inner.model);
+        let shape = model::Shape {
+            select: Vec::new(),
+            expand: Some(Vec::new()),
+            immutable: true,
+        };
+        Ok(api::view_items(
+            &m.mailboxes[&id],
+            calendar,
+            from,
+            to,
+            &shape,
+        ))
     }
 
     /// The stored singles and series masters of a mailbox (every calendar),

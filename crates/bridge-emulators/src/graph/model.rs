@@ -290,6 +290,19 @@ impl Event {
         select(v, shape)
     }
 
+    /// The original start of the generated occurrence on `date`.
+    pub(crate) fn occurrence_at(&self, date: NaiveDate) -> Option<DateTime<Utc>> {
+        let until = date
+            .succ_opt()?
+            .succ_opt()?
+            .and_hms_opt(12, 0, 0)?
+            .and_utc();
+        self.occurrences(until, 1_000_000)
+            .into_iter()
+            .find(|(_, d)| *d == date)
+            .map(|(at, _)| at)
+    }
+
     /// Occurrences and exceptions overlapping `[from, to)`, with their
     /// current start, in start order.
     pub(crate) fn instances(
@@ -301,38 +314,11 @@ impl Event {
     ) -> Vec<(DateTime<Utc>, Value)> {
         let mut out = Vec::new();
         let len = self.length();
-        // Occurrences of the rule (exceptions may have moved far away).
-        for (at, date) in self.occurrences(to.max(from) + chrono::Duration::days(3660), 100_000) {
-            if at >= to && self.exceptions.is_empty() {
-                break;
-            }
-            if self.cancelled.contains(&date) {
+        for (at, date) in self.occurrences(to, 1_000_000) {
+            if self.cancelled.contains(&date) || self.exceptions.contains_key(&date) {
                 continue;
             }
-            if let Some(x) = self.exceptions.get(&date) {
-                let (Some(s), Some(e)) = (
-                    x.data.get("start").and_then(|v| time::when(v).ok()),
-                    x.data.get("end").and_then(|v| time::when(v).ok()),
-                ) else {
-                    continue;
-                };
-                if s.at < to && (e.at > from || (e.at == s.at && s.at >= from)) {
-                    let mut v = base_view(
-                        &x.id,
-                        &x.data,
-                        &x.ext,
-                        x.change,
-                        "exception",
-                        shape,
-                        mailbox,
-                    );
-                    v["seriesMasterId"] = json!(self.id);
-                    v["originalStart"] = json!(time::iso_utc(x.original));
-                    out.push((s.at, select(v, shape)));
-                }
-                continue;
-            }
-            if at < to && (at + len > from || (len.is_zero() && at >= from)) {
+            if at + len > from || (len.is_zero() && at >= from) {
                 let data = self.occurrence_data(at);
                 let id = occurrence_id(&self.id, date);
                 let mut v = base_view(
@@ -347,6 +333,29 @@ impl Event {
                 v["seriesMasterId"] = json!(self.id);
                 v["originalStart"] = json!(time::iso_utc(at));
                 out.push((at, select(v, shape)));
+            }
+        }
+        // Exceptions by their current time (they may have moved far away).
+        for x in self.exceptions.values() {
+            let (Some(s), Some(e)) = (
+                x.data.get("start").and_then(|v| time::when(v).ok()),
+                x.data.get("end").and_then(|v| time::when(v).ok()),
+            ) else {
+                continue;
+            };
+            if s.at < to && (e.at > from || (e.at == s.at && s.at >= from)) {
+                let mut v = base_view(
+                    &x.id,
+                    &x.data,
+                    &x.ext,
+                    x.change,
+                    "exception",
+                    shape,
+                    mailbox,
+                );
+                v["seriesMasterId"] = json!(self.id);
+                v["originalStart"] = json!(time::iso_utc(x.original));
+                out.push((s.at, select(v, shape)));
             }
         }
         out.sort_by_key(|(at, _)| *at);
@@ -399,7 +408,7 @@ fn base_view(
     for k in ["start", "end"] {
         if let Some(w) = data.get(k).and_then(|x| time::when(x).ok()) {
             v[k] = if all_day {
-                json!({"dateTime": w.local.format("%Y-%m-%dT%H:%M:%S%.7f").to_string(), "timeZone": "UTC"})
+                json!({"dateTime": w.local.format("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC"})
             } else {
                 time::render(w.at, chrono_tz::UTC, "UTC")
             };

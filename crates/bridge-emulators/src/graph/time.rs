@@ -71,7 +71,7 @@ pub(crate) fn when(v: &Value) -> Result<When, String> {
 pub(crate) fn render(at: DateTime<Utc>, tz: Tz, tz_name: &str) -> Value {
     let local = at.with_timezone(&tz).naive_local();
     json!({
-        "dateTime": local.format("%Y-%m-%dT%H:%M:%S%.7f").to_string(),
+        "dateTime": local.format("%Y-%m-%dT%H:%M:%S.0000000").to_string(),
         "timeZone": tz_name,
     })
 }
