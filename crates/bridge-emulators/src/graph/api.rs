@@ -171,10 +171,10 @@ pub(crate) async fn dispatch(inner: &Arc<Inner>, token: Option<&str>, req: Req) 
         if let Some(f) = inner.kit.pick_fault(&full, true) {
             match Resp::fault(&f) {
                 Some(r) => {
-                    if matches!(f, FaultKind::TokenExpired) {
-                        if let Some(t) = token {
-                            lock(&inner.auth).expire(t);
-                        }
+                    if matches!(f, FaultKind::TokenExpired)
+                        && let Some(t) = token
+                    {
+                        lock(&inner.auth).expire(t);
                     }
                     return r;
                 }

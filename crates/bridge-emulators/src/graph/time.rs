@@ -295,7 +295,7 @@ mod tests {
         });
         let x = expansion(&rec, &start, false).unwrap();
         let s = x.starts(10, DateTime::<Utc>::MAX_UTC);
-        let hours: Vec<u32> = s.iter().map(|t| chrono::Timelike::hour(t)).collect();
+        let hours: Vec<u32> = s.iter().map(chrono::Timelike::hour).collect();
         // 09:00 PST = 17:00Z; from 8 March on 09:00 PDT = 16:00Z.
         assert_eq!(hours, [17, 16, 16]);
         assert_eq!(date_str(x.date_of(s[2])), "2026-03-16");
