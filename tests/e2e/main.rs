@@ -5,6 +5,7 @@ mod convert;
 mod daemon;
 mod feishu;
 mod google;
+mod graph;
 mod hardening;
 mod listener;
 mod output;

@@ -303,12 +303,21 @@ pub fn tags_of(v: &Value) -> (Option<String>, Option<String>, Option<String>) {
     (get(&k), get(&h), get(&c))
 }
 
-/// `transactionId` of the create of `key` in `source_calendar` as `series`
-/// (the master's rule and start; empty for singles): the same for every
-/// retry of one create, different for a new series after a rule change.
-pub fn transaction_id(sink_id: &str, source_calendar: &str, key: &str, series: &str) -> String {
+/// `transactionId` of the create of `key` of `source_calendar` in the Graph
+/// calendar `target_calendar` as `series` (the master's rule and start;
+/// empty for singles): the same for every retry of one create, different
+/// for a new series after a rule change and for another target calendar
+/// (Graph remembers transactionIds per mailbox, graph.md §4).
+pub fn transaction_id(
+    sink_id: &str,
+    target_calendar: &str,
+    source_calendar: &str,
+    key: &str,
+    series: &str,
+) -> String {
     let d = Sha256::digest(
-        format!("{sink_id}\u{1f}{source_calendar}\u{1f}{key}\u{1f}{series}").as_bytes(),
+        format!("{sink_id}\u{1f}{target_calendar}\u{1f}{source_calendar}\u{1f}{key}\u{1f}{series}")
+            .as_bytes(),
     );
     let h = hex::encode(&d[..16]);
     format!(
@@ -452,9 +461,10 @@ mod tests {
 
     #[test]
     fn transaction_ids_are_stable_and_series_specific() {
-        let a = transaction_id("graph:w", "c", "u_0", "");
-        assert_eq!(a, transaction_id("graph:w", "c", "u_0", ""));
-        assert_ne!(a, transaction_id("graph:w", "c", "u_0", "FREQ=DAILY"));
+        let a = transaction_id("graph:w", "t", "c", "u_0", "");
+        assert_eq!(a, transaction_id("graph:w", "t", "c", "u_0", ""));
+        assert_ne!(a, transaction_id("graph:w", "t", "c", "u_0", "FREQ=DAILY"));
+        assert_ne!(a, transaction_id("graph:w", "t2", "c", "u_0", ""));
         assert_eq!(a.len(), 36);
     }
 }

@@ -496,7 +496,7 @@ impl GraphSink {
     }
 
     /// Decides the writes of the planned ops.
-    fn plan(&self, input: &ReplicaInput<'_>) -> Plan {
+    fn plan(&self, input: &ReplicaInput<'_>, calendar: &str) -> Plan {
         let cal = input.calendar;
         let records = input.records;
         let mut p = Plan::default();
@@ -602,9 +602,7 @@ impl GraphSink {
                 }
                 w.body = Some(self.body(&written, shape, cal));
                 let cancelled: &[i64] = series.map_or(&[], |s| &s.cancelled);
-                w.txn = Some(transaction_id(
-                    &self.cfg.id,
-                    &cal.id,
+                w.txn = Some(transaction_id(&self.cfg.id, calendar, &cal.id,
                     &base_key.to_string(),
                     &series_seed(b, cancelled),
                 ));
@@ -695,7 +693,7 @@ impl GraphSink {
                                 let mut w = Write::new(Kind::Post, &k, v);
                                 w.body = Some(self.body(ev, Shape::Single, cal));
                                 w.txn =
-                                    Some(transaction_id(&self.cfg.id, &cal.id, &k.to_string(), ""));
+                                    Some(transaction_id(&self.cfg.id, calendar, &cal.id, &k.to_string(), ""));
                                 if let Some(r) = rec {
                                     w.kind = Kind::Patch;
                                     w.id = r.remote.id.clone();
@@ -1003,7 +1001,7 @@ impl GraphSink {
             Ok(c) => c,
             Err(e) => return fail_all(self.sink_error(&e)),
         };
-        let plan = self.plan(input);
+        let plan = self.plan(input, &calendar);
         let mut out = plan.free;
         let mut masters: HashMap<String, String> = HashMap::new();
         if let Err(e) = self
@@ -1208,7 +1206,7 @@ impl GraphSink {
             };
             let mut w = Write::new(Kind::Post, &ek, Vec::new());
             w.body = Some(body.clone());
-            w.txn = Some(transaction_id(&self.cfg.id, &cal.id, key, "singles"));
+            w.txn = Some(transaction_id(&self.cfg.id, calendar, &cal.id, key, "singles"));
             writes.push(w);
         }
         for w in &mut writes {
