@@ -248,11 +248,20 @@ fn uid_of(event_id: &str) -> &str {
 }
 
 /// The Feishu instance set in `[from, to)` (see the module docs).
-async fn feishu_instances(f: &FeishuEmulator, cal: &str, seeded: &[Event], from: i64, to: i64) -> Vec<Inst> {
+async fn feishu_instances(
+    f: &FeishuEmulator,
+    cal: &str,
+    seeded: &[Event],
+    from: i64,
+    to: i64,
+) -> Vec<Inst> {
     let c = f.config();
     let http = reqwest::Client::new();
     let token: Value = http
-        .post(format!("{}/open-apis/auth/v3/tenant_access_token/internal", f.base_url()))
+        .post(format!(
+            "{}/open-apis/auth/v3/tenant_access_token/internal",
+            f.base_url()
+        ))
         .json(&serde_json::json!({"app_id": c.app_id, "app_secret": c.app_secret}))
         .send()
         .await
@@ -267,7 +276,10 @@ async fn feishu_instances(f: &FeishuEmulator, cal: &str, seeded: &[Event], from:
     while lo < to + 3 * 86_400 {
         let hi = lo + step;
         let body: Value = http
-            .get(format!("{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view", f.base_url()))
+            .get(format!(
+                "{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view",
+                f.base_url()
+            ))
             .bearer_auth(&token)
             .query(&[("start_time", lo.to_string()), ("end_time", hi.to_string())])
             .send()
@@ -278,7 +290,10 @@ async fn feishu_instances(f: &FeishuEmulator, cal: &str, seeded: &[Event], from:
             .unwrap();
         assert_eq!(body["code"], 0, "instance_view: {body}");
         let items: Vec<Event> = serde_json::from_value(body["data"]["items"].clone()).unwrap();
-        assert!(items.len() < 999, "instance_view window capped; use less data");
+        assert!(
+            items.len() < 999,
+            "instance_view window capped; use less data"
+        );
         for e in items {
             if e.status == Some(EventStatus::Cancelled) {
                 continue;
@@ -294,11 +309,17 @@ async fn feishu_instances(f: &FeishuEmulator, cal: &str, seeded: &[Event], from:
         }
         lo = hi;
     }
-    let ids: BTreeSet<&str> = seeded.iter().filter_map(|e| e.event_id.as_deref()).collect();
+    let ids: BTreeSet<&str> = seeded
+        .iter()
+        .filter_map(|e| e.event_id.as_deref())
+        .collect();
     for e in seeded {
         let id = e.event_id.as_deref().unwrap();
         let master = format!("{}_0", uid_of(id));
-        if id.ends_with("_0") || ids.contains(master.as_str()) || e.status == Some(EventStatus::Cancelled) {
+        if id.ends_with("_0")
+            || ids.contains(master.as_str())
+            || e.status == Some(EventStatus::Cancelled)
+        {
             continue;
         }
         let inst = Inst {
@@ -309,7 +330,10 @@ async fn feishu_instances(f: &FeishuEmulator, cal: &str, seeded: &[Event], from:
         };
         seen.insert((id.to_owned(), inst.start), inst);
     }
-    let mut v: Vec<Inst> = seen.into_values().filter(|i| (from..to).contains(&i.start.secs())).collect();
+    let mut v: Vec<Inst> = seen
+        .into_values()
+        .filter(|i| (from..to).contains(&i.start.secs()))
+        .collect();
     v.sort();
     v
 }
@@ -338,9 +362,23 @@ fn graph_t(v: &Value, all_day: bool) -> T {
 /// The Graph instance set of a calendar in `[from, to)` (a sorted
 /// multiset: duplicates show up twice).
 fn graph_instances(g: &GraphEmulator, calendar: &str, from: i64, to: i64) -> Vec<Inst> {
-    let Some(cal) = g.calendar_id(UPN, calendar) else { return Vec::new() };
-    let iso = |t: i64| DateTime::from_timestamp(t, 0).unwrap().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let view = g.view(UPN, Some(&cal), &iso(from - 3 * 86_400), &iso(to + 3 * 86_400)).unwrap();
+    let Some(cal) = g.calendar_id(UPN, calendar) else {
+        return Vec::new();
+    };
+    let iso = |t: i64| {
+        DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let view = g
+        .view(
+            UPN,
+            Some(&cal),
+            &iso(from - 3 * 86_400),
+            &iso(to + 3 * 86_400),
+        )
+        .unwrap();
     let masters: BTreeMap<String, String> = g
         .events(UPN)
         .unwrap()
@@ -351,7 +389,10 @@ fn graph_instances(g: &GraphEmulator, calendar: &str, from: i64, to: i64) -> Vec
         .iter()
         .map(|i| {
             let key = match i["seriesMasterId"].as_str() {
-                Some(m) => masters.get(m).cloned().unwrap_or_else(|| panic!("no master {m}")),
+                Some(m) => masters
+                    .get(m)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no master {m}")),
                 None => key_of(i).unwrap_or_else(|| panic!("an instance without our tag: {i}")),
             };
             let all_day = i["isAllDay"] == true;
@@ -386,11 +427,21 @@ fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
 
 /// Stored singles and masters of the calendar by key: none twice.
 fn assert_no_duplicates(g: &GraphEmulator, calendar: &str, what: &str) -> usize {
-    let Some(cal) = g.calendar_id(UPN, calendar) else { return 0 };
+    let Some(cal) = g.calendar_id(UPN, calendar) else {
+        return 0;
+    };
     let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in g.events(UPN).unwrap().into_iter().filter(|e| e["calendarId"] == cal.as_str()) {
+    for e in g
+        .events(UPN)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["calendarId"] == cal.as_str())
+    {
         let key = key_of(&e).unwrap_or_else(|| format!("<untagged {}>", e["id"]));
-        by_key.entry(key).or_default().push(e["id"].as_str().unwrap_or_default().to_owned());
+        by_key
+            .entry(key)
+            .or_default()
+            .push(e["id"].as_str().unwrap_or_default().to_owned());
     }
     let dups: Vec<_> = by_key.iter().filter(|(_, ids)| ids.len() > 1).collect();
     assert!(dups.is_empty(), "{what}: duplicate Graph events {dups:?}");
@@ -400,7 +451,10 @@ fn assert_no_duplicates(g: &GraphEmulator, calendar: &str, what: &str) -> usize 
 /// The stored single or master with this key.
 fn graph_event_of(g: &GraphEmulator, calendar: &str, key: &str) -> Option<Value> {
     let cal = g.calendar_id(UPN, calendar)?;
-    g.events(UPN).unwrap().into_iter().find(|e| e["calendarId"] == cal.as_str() && key_of(e).as_deref() == Some(key))
+    g.events(UPN)
+        .unwrap()
+        .into_iter()
+        .find(|e| e["calendarId"] == cal.as_str() && key_of(e).as_deref() == Some(key))
 }
 
 /// Event ids of live single timed events (not series, not exceptions).
@@ -429,28 +483,57 @@ async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_not
 
     let first = reconcile_ok(&s.config).await;
     assert!(first.n("created") > 0, "{}", first.ctx());
-    assert_eq!((first.n("updated"), first.n("deleted")), (0, 0), "{}", first.ctx());
+    assert_eq!(
+        (first.n("updated"), first.n("deleted")),
+        (0, 0),
+        "{}",
+        first.ctx()
+    );
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
     let got = graph_instances(&g, &s.calendar, FROM, TO);
     assert_same(&expected, &got, "Graph vs Feishu instance set");
     assert!(expected.len() > 300, "a meaningful set: {}", expected.len());
     assert!(expected.iter().any(|i| matches!(i.start, T::Day(_))));
     assert!(assert_no_duplicates(&g, &s.calendar, "first mirror") > 0);
-    assert!(g.calls().iter().filter(|c| c.path.starts_with("/v1.0/")).all(|c| c.immutable_id));
-    assert!(g.side_effects().is_empty(), "no invitations, no online meetings");
+    assert!(
+        g.calls()
+            .iter()
+            .filter(|c| c.path.starts_with("/v1.0/"))
+            .all(|c| c.immutable_id)
+    );
+    assert!(
+        g.side_effects().is_empty(),
+        "no invitations, no online meetings"
+    );
 
     let writes = g.write_count();
     let calls_before = g.calls().len();
     let second = reconcile_ok(&s.config).await;
-    assert_eq!((second.n("created"), second.n("updated"), second.n("deleted")), (0, 0, 0), "{}", second.ctx());
+    assert_eq!(
+        (
+            second.n("created"),
+            second.n("updated"),
+            second.n("deleted")
+        ),
+        (0, 0, 0),
+        "{}",
+        second.ctx()
+    );
     assert_eq!(g.write_count(), writes, "the no-op pass wrote to Graph");
     let calls = g.calls();
     let odd: Vec<_> = calls[calls_before..]
         .iter()
         .filter(|c| !(c.path.ends_with("/oauth2/v2.0/token") || c.method == "GET"))
         .collect();
-    assert!(odd.is_empty(), "a no-op pass makes token and listing calls only: {odd:#?}");
-    assert_same(&got, &graph_instances(&g, &s.calendar, FROM, TO), "after the no-op");
+    assert!(
+        odd.is_empty(),
+        "a no-op pass makes token and listing calls only: {odd:#?}"
+    );
+    assert_same(
+        &got,
+        &graph_instances(&g, &s.calendar, FROM, TO),
+        "after the no-op",
+    );
     f.shutdown().await;
     g.shutdown().await;
 }
@@ -476,7 +559,10 @@ impl Daemon {
         let line = lines.next().expect("a startup line").unwrap();
         std::thread::spawn(move || for _ in lines {});
         let marker = "http://";
-        let rest = &line[line.find(marker).unwrap_or_else(|| panic!("{marker} in {line:?}")) + marker.len()..];
+        let rest = &line[line
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {line:?}"))
+            + marker.len()..];
         let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
         Daemon { child, addr }
     }
@@ -504,8 +590,13 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 fn graph_has_subject(g: &GraphEmulator, calendar: &str, subject: &str) -> bool {
-    let Some(cal) = g.calendar_id(UPN, calendar) else { return false };
-    g.events(UPN).unwrap().iter().any(|e| e["calendarId"] == cal.as_str() && e["subject"] == subject)
+    let Some(cal) = g.calendar_id(UPN, calendar) else {
+        return false;
+    };
+    g.events(UPN)
+        .unwrap()
+        .iter()
+        .any(|e| e["calendarId"] == cal.as_str() && e["subject"] == subject)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -514,21 +605,46 @@ async fn graph_a_webhook_push_reaches_graph() {
     let (user, fcal) = tenant(&f, bridge_core::sample::events(40, 3, BASE));
     f.subscribe_events(&user, &fcal);
     let g = graph().await;
-    let s = setup(&f, &fcal, &g, "webhook", &Opts { daemon: true, ..Opts::default() });
+    let s = setup(
+        &f,
+        &fcal,
+        &g,
+        "webhook",
+        &Opts {
+            daemon: true,
+            ..Opts::default()
+        },
+    );
     let id = single_event_ids(&f, &fcal).remove(0);
-    let old = f.events(&fcal).into_iter().find(|e| e.event_id.as_deref() == Some(&id)).and_then(|e| e.summary).unwrap();
+    let old = f
+        .events(&fcal)
+        .into_iter()
+        .find(|e| e.event_id.as_deref() == Some(&id))
+        .and_then(|e| e.summary)
+        .unwrap();
     let daemon = Daemon::start(&s.config);
     f.set_webhook(Some(WebhookTarget {
         url: format!("http://{}/webhook/event", daemon.addr),
         encrypt_key: Some("enc-key".into()),
         verification_token: "verify-token".into(),
     }));
-    wait_for("the initial mirror", Duration::from_secs(20), || graph_has_subject(&g, &s.calendar, &old)).await;
+    wait_for("the initial mirror", Duration::from_secs(20), || {
+        graph_has_subject(&g, &s.calendar, &old)
+    })
+    .await;
     let before = f.deliveries().len();
     f.update_event(&fcal, &id, |e| e.summary = Some("Renamed, pushed".into()));
-    let deliveries = f.wait_for_deliveries(before + 1, Duration::from_secs(5)).await;
-    assert!(deliveries.iter().skip(before).any(|d| d.delivered_ok), "the push was delivered: {deliveries:?}");
-    wait_for("the change in Graph", Duration::from_secs(10), || graph_has_subject(&g, &s.calendar, "Renamed, pushed")).await;
+    let deliveries = f
+        .wait_for_deliveries(before + 1, Duration::from_secs(5))
+        .await;
+    assert!(
+        deliveries.iter().skip(before).any(|d| d.delivered_ok),
+        "the push was delivered: {deliveries:?}"
+    );
+    wait_for("the change in Graph", Duration::from_secs(10), || {
+        graph_has_subject(&g, &s.calendar, "Renamed, pushed")
+    })
+    .await;
     assert_no_duplicates(&g, &s.calendar, "after the push");
     daemon.stop();
     f.shutdown().await;
@@ -551,7 +667,12 @@ async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
     let n_events = assert_no_duplicates(&g, &reference_setup.calendar, "reference");
     // Every Graph call answers slowly so that a run can be killed while
     // listing, writing batches or committing.
-    let slow = || Faults { slow_rate: 1.0, slow_delay: Duration::from_millis(15), seed: Some(1), ..Faults::default() };
+    let slow = || Faults {
+        slow_rate: 1.0,
+        slow_delay: Duration::from_millis(15),
+        seed: Some(1),
+        ..Faults::default()
+    };
     let calib = setup(&f, &fcal, &g, "kill-calib", &Opts::default());
     g.set_faults(slow());
     let started = Instant::now();
@@ -562,12 +683,19 @@ async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
     let mut rng = bridge_core::sample::Rng::new(0x6a_2a_f1);
     let mut outcomes = Vec::new();
     for trial in 0..TRIALS {
-        let permille = if trial % 2 == 0 { rng.below(1101) } else { 300 + rng.below(700) };
+        let permille = if trial % 2 == 0 {
+            rng.below(1101)
+        } else {
+            300 + rng.below(700)
+        };
         let delay = full_run * u32::try_from(permille).unwrap() / 1000;
         let s = setup(&f, &fcal, &g, &format!("kill-{trial}"), &Opts::default());
         g.set_faults(slow());
         let mut cmd = bin();
-        cmd.args(["reconcile", "--config"]).arg(&s.config).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(["reconcile", "--config"])
+            .arg(&s.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let killed = tokio::task::spawn_blocking(move || {
             let mut child = cmd.spawn().unwrap();
             std::thread::sleep(delay);
@@ -579,7 +707,8 @@ async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
         .await
         .unwrap();
         g.set_faults(Faults::default());
-        let written_before = assert_no_duplicates(&g, &s.calendar, &format!("trial {trial} after the kill"));
+        let written_before =
+            assert_no_duplicates(&g, &s.calendar, &format!("trial {trial} after the kill"));
         let r = reconcile(&s.config).await;
         assert_eq!(r.code, 0, "trial {trial} ({delay:?}): {}", r.ctx());
         assert_eq!(r.n("failed"), 0, "trial {trial}: {}", r.ctx());
@@ -589,11 +718,18 @@ async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
         assert_eq!(live, n_events, "trial {trial}: live events");
         let writes = g.write_count();
         let again = reconcile_ok(&s.config).await;
-        assert_eq!((again.n("created"), again.n("updated"), again.n("deleted")), (0, 0, 0), "trial {trial}: {}", again.ctx());
+        assert_eq!(
+            (again.n("created"), again.n("updated"), again.n("deleted")),
+            (0, 0, 0),
+            "trial {trial}: {}",
+            again.ctx()
+        );
         assert_eq!(g.write_count(), writes, "trial {trial}: no-op wrote");
         outcomes.push((delay.as_millis(), killed, written_before, r.n("created")));
     }
-    eprintln!("graph kill -9 trials, a slow run taking {full_run:?} (delay ms, killed, Graph events after kill, created by the clean run):");
+    eprintln!(
+        "graph kill -9 trials, a slow run taking {full_run:?} (delay ms, killed, Graph events after kill, created by the clean run):"
+    );
     for o in &outcomes {
         eprintln!("  {o:?}");
     }
@@ -613,7 +749,13 @@ async fn graph_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
     let s = setup(&f, &fcal, &g, "faults", &Opts::default());
     // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
-    g.set_faults(Faults { rate_429: 0.1, rate_503: 0.112, retry_after_secs: 1, seed: Some(0xFA_017), ..Faults::default() });
+    g.set_faults(Faults {
+        rate_429: 0.1,
+        rate_503: 0.112,
+        retry_after_secs: 1,
+        seed: Some(0xFA_017),
+        ..Faults::default()
+    });
     let mut runs = Vec::new();
     let mut done = false;
     for _ in 0..10 {
@@ -626,11 +768,23 @@ async fn graph_twenty_percent_faults_converge_to_the_fault_free_mirror() {
         assert_eq!(r.code, 1, "only item failures are expected: {}", r.ctx());
     }
     g.set_faults(Faults::default());
-    let faulted = g.calls().iter().filter(|c| c.status == 429 || c.status >= 500).count();
-    eprintln!("graph faults: {} run(s), {faulted} faulted calls of {}", runs.len(), g.calls().len());
+    let faulted = g
+        .calls()
+        .iter()
+        .filter(|c| c.status == 429 || c.status >= 500)
+        .count();
+    eprintln!(
+        "graph faults: {} run(s), {faulted} faulted calls of {}",
+        runs.len(),
+        g.calls().len()
+    );
     assert!(done, "no clean reconcile within 10 runs: {runs:#?}");
     assert!(faulted > 0, "faults were injected");
-    assert_same(&expected, &graph_instances(&g, &s.calendar, FROM, TO), "after faults");
+    assert_same(
+        &expected,
+        &graph_instances(&g, &s.calendar, FROM, TO),
+        "after faults",
+    );
     assert_no_duplicates(&g, &s.calendar, "after faults");
     f.shutdown().await;
     g.shutdown().await;
@@ -644,7 +798,16 @@ async fn graph_a_user_deletion_is_restored_or_respected() {
         let f = feishu(false).await;
         let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
         let g = graph().await;
-        let s = setup(&f, &fcal, &g, &format!("delete-{mode}"), &Opts { on_target_delete: mode, ..Opts::default() });
+        let s = setup(
+            &f,
+            &fcal,
+            &g,
+            &format!("delete-{mode}"),
+            &Opts {
+                on_target_delete: mode,
+                ..Opts::default()
+            },
+        );
         reconcile_ok(&s.config).await;
         let key = single_event_ids(&f, &fcal).remove(0);
         let ev = graph_event_of(&g, &s.calendar, &key).unwrap();
@@ -660,7 +823,12 @@ async fn graph_a_user_deletion_is_restored_or_respected() {
         }
         let writes = g.write_count();
         let again = reconcile_ok(&s.config).await;
-        assert_eq!(g.write_count(), writes, "{mode}: the next pass wrote: {}", again.ctx());
+        assert_eq!(
+            g.write_count(),
+            writes,
+            "{mode}: the next pass wrote: {}",
+            again.ctx()
+        );
         f.shutdown().await;
         g.shutdown().await;
     }
@@ -674,12 +842,30 @@ async fn graph_a_mailbox_without_rest_pauses_graph_but_not_ics() {
     let (_, fcal) = tenant(&f, bridge_core::sample::events(20, 8, BASE));
     let g = graph().await;
     g.add_mailbox("onprem@contoso.example", MailboxAccess::NoRest);
-    let s = setup(&f, &fcal, &g, "norest", &Opts { ics: true, mailbox: "onprem@contoso.example", ..Opts::default() });
+    let s = setup(
+        &f,
+        &fcal,
+        &g,
+        "norest",
+        &Opts {
+            ics: true,
+            mailbox: "onprem@contoso.example",
+            ..Opts::default()
+        },
+    );
     let r = reconcile(&s.config).await;
     assert_eq!(r.code, 1, "a paused sink fails the pass: {}", r.ctx());
     let paused = r.graph()["paused"].as_str().unwrap_or_default().to_owned();
-    assert!(paused.contains("MailboxNotEnabledForRESTAPI") && paused.contains("EWS"), "{}", r.ctx());
-    let ics = std::fs::read_dir(s.dir.join("ics")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".ics")).count();
+    assert!(
+        paused.contains("MailboxNotEnabledForRESTAPI") && paused.contains("EWS"),
+        "{}",
+        r.ctx()
+    );
+    let ics = std::fs::read_dir(s.dir.join("ics"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ics"))
+        .count();
     assert!(ics > 0, "the ICS sink went on: {}", r.ctx());
     assert_eq!(g.write_count(), 0);
     f.shutdown().await;

@@ -748,7 +748,11 @@ impl GraphEmulator {
     pub fn calendar_id(&self, upn: &str, name: &str) -> Option<String> {
         let id = self.inner.mailbox(upn).ok()?;
         let m = lock(&self.inner.model);
-        m.mailboxes[&id].calendars.values().find(|c| c.name.eq_ignore_ascii_case(name)).map(|c| c.id.clone())
+        m.mailboxes[&id]
+            .calendars
+            .values()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+            .map(|c| c.id.clone())
     }
 
     /// The stored singles and series masters of a mailbox (every calendar),

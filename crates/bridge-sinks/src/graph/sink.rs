@@ -602,7 +602,10 @@ impl GraphSink {
                 }
                 w.body = Some(self.body(&written, shape, cal));
                 let cancelled: &[i64] = series.map_or(&[], |s| &s.cancelled);
-                w.txn = Some(transaction_id(&self.cfg.id, calendar, &cal.id,
+                w.txn = Some(transaction_id(
+                    &self.cfg.id,
+                    calendar,
+                    &cal.id,
                     &base_key.to_string(),
                     &series_seed(b, cancelled),
                 ));
@@ -692,8 +695,13 @@ impl GraphSink {
                             Found::Event(ev) => {
                                 let mut w = Write::new(Kind::Post, &k, v);
                                 w.body = Some(self.body(ev, Shape::Single, cal));
-                                w.txn =
-                                    Some(transaction_id(&self.cfg.id, calendar, &cal.id, &k.to_string(), ""));
+                                w.txn = Some(transaction_id(
+                                    &self.cfg.id,
+                                    calendar,
+                                    &cal.id,
+                                    &k.to_string(),
+                                    "",
+                                ));
                                 if let Some(r) = rec {
                                     w.kind = Kind::Patch;
                                     w.id = r.remote.id.clone();
@@ -1206,7 +1214,13 @@ impl GraphSink {
             };
             let mut w = Write::new(Kind::Post, &ek, Vec::new());
             w.body = Some(body.clone());
-            w.txn = Some(transaction_id(&self.cfg.id, calendar, &cal.id, key, "singles"));
+            w.txn = Some(transaction_id(
+                &self.cfg.id,
+                calendar,
+                &cal.id,
+                key,
+                "singles",
+            ));
             writes.push(w);
         }
         for w in &mut writes {
