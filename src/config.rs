@@ -1055,12 +1055,13 @@ mod example_tests {
                 "FEISHU_ENCRYPT_KEY",
                 "FEISHU_VERIFICATION_TOKEN",
                 "GOOGLE_CLIENT_SECRET",
+                "GRAPH_CLIENT_SECRET",
             ]
             .contains(&name)
             .then(|| "x".to_owned())
         };
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        for name in ["ics-only.toml", "webhook.toml", "google.toml"] {
+        for name in ["ics-only.toml", "webhook.toml", "google.toml", "graph.toml"] {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).unwrap();
             parse_with_env(&text, &path, &env).unwrap_or_else(|e| panic!("{e}"));
