@@ -87,6 +87,8 @@ struct Opts {
     ics: bool,
     daemon: bool,
     mailbox: &'static str,
+    /// Delegated use (`auth graph`) instead of the client secret.
+    delegated: bool,
 }
 
 impl Default for Opts {
@@ -96,6 +98,7 @@ impl Default for Opts {
             ics: false,
             daemon: false,
             mailbox: UPN,
+            delegated: false,
         }
     }
 }
@@ -120,12 +123,16 @@ fn setup(f: &FeishuEmulator, fcal: &str, g: &GraphEmulator, name: &str, o: &Opts
     }
     let secret = dir.join("graph-secret");
     std::fs::write(&secret, format!("{TEST_CLIENT_SECRET}\n")).unwrap();
+    let credential = if o.delegated {
+        format!("delegated = true\nauth_url = \"{}\"\n", g.authorize_url())
+    } else {
+        format!("client_secret_file = \"{}\"\n", secret.display())
+    };
     extra.push_str(&format!(
         "\n[[sinks]]\nkind = \"graph\"\nname = \"graph\"\ntenant_id = \"{TEST_TENANT}\"\n\
-         client_id = \"{TEST_CLIENT_ID}\"\nclient_secret_file = \"{secret}\"\n\
+         client_id = \"{TEST_CLIENT_ID}\"\n{credential}\
          mailbox = \"{mailbox}\"\ncalendar = \"{calendar}\"\ncreate_calendar = true\n\
          base_url = \"{base}\"\ntoken_url = \"{token}\"\non_target_delete = \"{otd}\"\n",
-        secret = secret.display(),
         mailbox = o.mailbox,
         base = g.base_url(),
         token = g.token_url(),
@@ -868,6 +875,143 @@ async fn graph_a_mailbox_without_rest_pauses_graph_but_not_ics() {
         .count();
     assert!(ics > 0, "the ICS sink went on: {}", r.ctx());
     assert_eq!(g.write_count(), 0);
+    f.shutdown().await;
+    g.shutdown().await;
+}
+
+// ----- 8. `check`, and delegated use through `auth graph` ---------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graph_check_verifies_the_token_mailbox_and_calendar() {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(5, 2, BASE));
+    let g = graph().await;
+    let s = setup(&f, &fcal, &g, "check", &Opts::default());
+    let mut cmd = bin();
+    cmd.args(["check", "--config"]).arg(&s.config);
+    let out = output(cmd).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("access token obtained from"), "{text}");
+    assert!(text.contains(&format!("mailbox {UPN} reachable")), "{text}");
+    assert!(text.contains("is created on the first sync"), "{text}");
+    // A wrong secret: the check fails and says what to fix.
+    std::fs::write(s.dir.join("graph-secret"), "wrong\n").unwrap();
+    let mut cmd = bin();
+    cmd.args(["check", "--config"]).arg(&s.config);
+    let out = output(cmd).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("AADSTS7000215") && text.contains("client secret"),
+        "{text}"
+    );
+    f.shutdown().await;
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graph_delegated_sink_mirrors_after_auth_graph() {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(20, 9, BASE));
+    let g = GraphEmulator::start_with(GraphConfig {
+        rate_limit: None,
+        consent_user: Some(UPN.into()),
+        ..GraphConfig::default()
+    })
+    .await
+    .unwrap();
+    g.add_mailbox(UPN, MailboxAccess::Enabled);
+    let s = setup(
+        &f,
+        &fcal,
+        &g,
+        "delegated",
+        &Opts {
+            delegated: true,
+            ..Opts::default()
+        },
+    );
+    // Not authorized yet: paused, nothing written.
+    let r = reconcile(&s.config).await;
+    assert_eq!(r.code, 1, "{}", r.ctx());
+    assert!(
+        r.graph()["paused"]
+            .as_str()
+            .is_some_and(|p| p.contains("auth graph")),
+        "{}",
+        r.ctx()
+    );
+    let mut child = bin()
+        .args([
+            "auth",
+            "graph",
+            "--sink",
+            "graph",
+            "--port",
+            "0",
+            "--timeout",
+            "20",
+            "--config",
+        ])
+        .arg(&s.config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if line.trim_start().starts_with("http://") {
+                let _ = tx.send(line.trim().to_owned());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("auth graph printed an authorize URL");
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let consent = http.get(&url).send().await.unwrap();
+    assert_eq!(consent.status(), 302, "the emulator approves at once");
+    let location = consent.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("code="), "{location}");
+    let page = http.get(&location).send().await.unwrap();
+    assert!(
+        page.status().is_success(),
+        "loopback answered {}",
+        page.status()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let printed = reader.join().unwrap();
+    assert!(
+        out.status.success(),
+        "auth graph failed: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = reconcile_ok(&s.config).await;
+    assert!(r.n("created") > 0, "{}", r.ctx());
+    assert!(assert_no_duplicates(&g, &s.calendar, "delegated") > 0);
     f.shutdown().await;
     g.shutdown().await;
 }
