@@ -461,3 +461,55 @@ async fn a_mailbox_without_rest_pauses_the_sink_with_what_to_fix() {
     assert_eq!((sr.created, sr.failed), (0, 0));
     assert!(s.sink.paused().is_some());
 }
+
+fn timed(at: i64) -> bridge_core::feishu::TimeInfo {
+    bridge_core::feishu::TimeInfo {
+        timestamp: Some(bridge_core::feishu::UnixSeconds(at)),
+        timezone: Some("Asia/Shanghai".into()),
+        date: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_without_a_microsoft_pattern_is_written_as_single_occurrences() {
+    let s = setup(OnTargetDelete::Restore, 0).await;
+    // The 31st of every month: Microsoft would put it on the last day of
+    // shorter months, so it has no pattern (2026-10-31 09:00 Shanghai).
+    let start = 1_793_408_400;
+    let master = Event {
+        event_id: Some("monthly31_0".into()),
+        summary: Some("On the 31st".into()),
+        start_time: Some(timed(start)),
+        end_time: Some(timed(start + 3600)),
+        recurrence: Some("FREQ=MONTHLY;BYMONTHDAY=31;COUNT=4".into()),
+        ..Event::default()
+    };
+    s.source.0.lock().unwrap().push(master);
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let stored = by_key(&s.emu);
+    let keys: Vec<&String> = stored.keys().collect();
+    // 2026-10-31, 2026-12-31, 2027-01-31, 2027-03-31.
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(
+        stored
+            .values()
+            .all(|e| e["type"] == "singleInstance" && e["subject"] == "On the 31st")
+    );
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("monthly31_") && !k.ends_with("_0"))
+    );
+    let writes = s.emu.write_count();
+    s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(s.emu.write_count(), writes, "the rerun wrote");
+    // The rule gets a pattern: the singles go, a master comes.
+    for e in s.source.0.lock().unwrap().iter_mut() {
+        e.recurrence = Some("FREQ=WEEKLY;COUNT=3".into());
+    }
+    let r = s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let stored = by_key(&s.emu);
+    assert_eq!(stored.len(), 1, "{:?}", stored.keys().collect::<Vec<_>>());
+    assert_eq!(stored["monthly31_0"]["type"], "seriesMaster");
+}
