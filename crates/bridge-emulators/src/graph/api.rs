@@ -891,11 +891,7 @@ fn validate(
                 "At least one property failed validation. A recurrence needs a start.",
             ));
         };
-        let all_day = body
-            .get("isAllDay")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        time::expansion(rec, s, all_day).map_err(zone_error)?;
+        time::expansion(rec, s).map_err(zone_error)?;
     }
     model::ext_of(body).map_err(|e| bad("ErrorInvalidProperty", &e))?;
     Ok(())
@@ -1171,12 +1167,7 @@ fn delete_event(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp 
 /// `POST /v1.0/$batch`: at most `batch_max` parts, unique ids, `dependsOn`
 /// (a failed dependency answers 424), at most 4 parts of a batch running at
 /// once; answers in an order other than the request's.
-pub(crate) async fn batch(
-    inner: &Arc<Inner>,
-    token: Option<&str>,
-    headers: &HeaderMap,
-    body: &Value,
-) -> Resp {
+pub(crate) async fn batch(inner: &Arc<Inner>, token: Option<&str>, body: &Value) -> Resp {
     let Some(parts) = body["requests"].as_array() else {
         return bad("BadRequest", "Invalid batch payload format.");
     };
@@ -1237,7 +1228,6 @@ pub(crate) async fn batch(
                         .is_some_and(|s| *s >= 400)
                 });
                 let part = (*p).clone();
-                let headers = headers.clone();
                 async move {
                     let id = part["id"].as_str().unwrap_or("").to_owned();
                     if failed_dep {
@@ -1250,7 +1240,7 @@ pub(crate) async fn batch(
                             ),
                         );
                     }
-                    (id, run_part(inner, token, &headers, &part).await)
+                    (id, run_part(inner, token, &part).await)
                 }
             });
             for (id, r) in futures_util::future::join_all(futs).await {
@@ -1276,7 +1266,7 @@ pub(crate) async fn batch(
     Resp::ok(200, json!({"responses": answers}))
 }
 
-async fn run_part(inner: &Arc<Inner>, token: Option<&str>, outer: &HeaderMap, p: &Value) -> Resp {
+async fn run_part(inner: &Arc<Inner>, token: Option<&str>, p: &Value) -> Resp {
     let Some(method) = p["method"]
         .as_str()
         .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
@@ -1294,8 +1284,8 @@ async fn run_part(inner: &Arc<Inner>, token: Option<&str>, outer: &HeaderMap, p:
     };
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let mut headers = HeaderMap::new();
-    // The batch's own Prefer applies to the parts only when they repeat it.
-    let _ = outer;
+    // The batch's own headers (Prefer) do not apply to its parts: each part
+    // carries its own.
     let mut has_ct = false;
     for (k, v) in p["headers"].as_object().into_iter().flatten() {
         if let (Ok(k), Some(Ok(v))) = (

@@ -445,7 +445,7 @@ async fn api_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response 
                 "Invalid batch payload format.",
             ));
         };
-        return into_response(api::batch(&inner, token.as_deref(), &parts.headers, &b).await);
+        return into_response(api::batch(&inner, token.as_deref(), &b).await);
     }
     let Some(rest) = path.strip_prefix("/v1.0") else {
         return into_response(api::Resp::error(400, "BadRequest", "Invalid version."));

@@ -208,16 +208,9 @@ impl Event {
         self.data.get("recurrence").is_some_and(|r| !r.is_null())
     }
 
-    pub(crate) fn is_all_day(&self) -> bool {
-        self.data
-            .get("isAllDay")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    }
-
     pub(crate) fn expansion(&self) -> Option<Expansion> {
         let rec = self.data.get("recurrence").filter(|r| !r.is_null())?;
-        time::expansion(rec, &self.start()?, self.is_all_day()).ok()
+        time::expansion(rec, &self.start()?).ok()
     }
 
     /// Original starts and dates of the generated occurrences before `until`.

@@ -124,7 +124,7 @@ pub(crate) struct Expansion {
 /// Validates a `patternedRecurrence` for a master starting at `start` and
 /// builds its expansion; the error is the `ErrorPropertyValidationFailure`
 /// detail.
-pub(crate) fn expansion(rec: &Value, start: &When, all_day: bool) -> Result<Expansion, String> {
+pub(crate) fn expansion(rec: &Value, start: &When) -> Result<Expansion, String> {
     let p = &rec["pattern"];
     let r = &rec["range"];
     let interval = p["interval"]
@@ -233,7 +233,6 @@ pub(crate) fn expansion(rec: &Value, start: &When, all_day: bool) -> Result<Expa
         }
         _ => return Err("range.type is required".into()),
     };
-    let _ = all_day;
     let rtz = rrule::Tz::Tz(tz);
     let dt_start = rtz.from_utc_datetime(&start.at.naive_utc());
     let set = RRuleSet::new(dt_start)
@@ -293,7 +292,7 @@ mod tests {
             "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"], "firstDayOfWeek": "sunday"},
             "range": {"type": "numbered", "startDate": "2026-03-02", "numberOfOccurrences": 3}
         });
-        let x = expansion(&rec, &start, false).unwrap();
+        let x = expansion(&rec, &start).unwrap();
         let s = x.starts(10, DateTime::<Utc>::MAX_UTC);
         let hours: Vec<u32> = s.iter().map(chrono::Timelike::hour).collect();
         // 09:00 PST = 17:00Z; from 8 March on 09:00 PDT = 16:00Z.
@@ -308,7 +307,7 @@ mod tests {
             "pattern": {"type": "absoluteMonthly", "interval": 1, "dayOfMonth": 31},
             "range": {"type": "numbered", "startDate": "2026-01-31", "numberOfOccurrences": 3}
         });
-        let x = expansion(&rec, &start, false).unwrap();
+        let x = expansion(&rec, &start).unwrap();
         let d: Vec<String> = x
             .starts(5, DateTime::<Utc>::MAX_UTC)
             .into_iter()
@@ -323,9 +322,9 @@ mod tests {
             when(&json!({"dateTime": "2026-05-01T23:30:00", "timeZone": "Tokyo Standard Time"}))
                 .unwrap();
         let bad = json!({"pattern": {"type": "daily", "interval": 1}, "range": {"type": "noEnd", "startDate": "2026-04-30"}});
-        assert!(expansion(&bad, &start, false).is_err());
+        assert!(expansion(&bad, &start).is_err());
         let rec = json!({"pattern": {"type": "daily", "interval": 1}, "range": {"type": "endDate", "startDate": "2026-05-01", "endDate": "2026-05-03"}});
-        let x = expansion(&rec, &start, false).unwrap();
+        let x = expansion(&rec, &start).unwrap();
         assert_eq!(x.starts(10, DateTime::<Utc>::MAX_UTC).len(), 3);
     }
 }

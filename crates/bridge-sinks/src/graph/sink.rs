@@ -543,7 +543,7 @@ impl GraphSink {
             let base_ops = ops.remove(&base_key).unwrap_or_default();
             let mut write_master = false;
             let mut recreate = false;
-            if let Some(m) = master {
+            if master.is_some() {
                 // A cancellation taken back: Graph cannot restore one
                 // occurrence, so the series is written anew.
                 let uncancelled = ops.keys().any(|k| {
@@ -554,7 +554,6 @@ impl GraphSink {
                 });
                 recreate = uncancelled && base_record.is_some();
                 write_master = !base_ops.is_empty() || recreate || base_record.is_none();
-                let _ = m;
             }
             match (base, base_ops.first()) {
                 (None, Some(_)) | (Some(_), Some(Op::Delete(_))) => {
@@ -1357,7 +1356,7 @@ impl Replica for GraphSink {
                 continue;
             }
             // Occurrence records are checked through their master.
-            let Found::Event(ev) = found(by_uid.get(key.uid()).copied(), key) else {
+            let Found::Event(_) = found(by_uid.get(key.uid()).copied(), key) else {
                 continue;
             };
             let standalone =
@@ -1365,7 +1364,6 @@ impl Replica for GraphSink {
             if !standalone {
                 continue;
             }
-            let _ = ev;
             match by_id.get(id) {
                 None => match self.cfg.on_target_delete {
                     OnTargetDelete::Restore => drift.rewrite.push(key.clone()),
