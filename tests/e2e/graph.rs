@@ -71,12 +71,96 @@ fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
     (user, cal)
 }
 
-/// The mapping cases of the example file and `n` sample events.
+fn golden_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bridge-core/tests/golden")
+}
+
+fn golden_input(case: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(case.join("input.json")).unwrap();
+    match serde_json::from_str::<EventListResponse>(&text) {
+        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
+        Err(_) => serde_json::from_str(&text).unwrap(),
+    }
+}
+
+/// The golden cases rendered with privacy `full`, sorted by name.
+fn golden_cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("expected.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|v| v["privacy"] == "full")
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// The mapping cases (the example file plus every golden case's input,
+/// each event id once) and `n` sample events.
 fn sample_tenant(n: usize) -> Vec<Event> {
     let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
     let mut v = r.data.map(|d| d.items).unwrap_or_default();
+    let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
+    for case in golden_cases() {
+        for e in golden_input(&case) {
+            if ids.insert(e.event_id.clone().unwrap()) {
+                v.push(e);
+            }
+        }
+    }
     v.extend(bridge_core::sample::events(n, 42, BASE));
     v
+}
+
+fn golden_t(s: &str) -> T {
+    if s.len() == 10 {
+        T::Day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
+    } else {
+        T::At(DateTime::parse_from_rfc3339(s).unwrap().timestamp())
+    }
+}
+
+/// For every golden case with privacy `full`: the Graph instances of its
+/// uids in its window equal its hand-written `expected.json`.
+fn check_golden(g: &GraphEmulator, calendar: &str, series: &BTreeSet<String>) -> Vec<String> {
+    let mut checked = Vec::new();
+    for case in golden_cases() {
+        let exp: Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
+                .unwrap();
+        let from = golden_t(exp["window"][0].as_str().unwrap()).secs();
+        let to = golden_t(exp["window"][1].as_str().unwrap()).secs();
+        let mut expected: Vec<Inst> = exp["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| Inst {
+                ident: i["uid"].as_str().unwrap().to_owned(),
+                start: golden_t(i["start"].as_str().unwrap()),
+                end: golden_t(i["end"].as_str().unwrap()),
+                summary: i["summary"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect();
+        expected.sort();
+        let mut idents: BTreeSet<String> = expected.iter().map(|i| i.ident.clone()).collect();
+        for id in golden_input(&case).into_iter().filter_map(|e| e.event_id) {
+            idents.insert(uid_of(&id).to_owned());
+            idents.insert(id);
+        }
+        let got: Vec<Inst> = graph_instances(g, calendar, from, to, series)
+            .into_iter()
+            .filter(|i| idents.contains(&i.ident))
+            .collect();
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        assert_same(&expected, &got, &format!("golden case {name}"));
+        checked.push(name);
+    }
+    checked
 }
 
 // ----- config and runs -------------------------------------------------------------
@@ -368,7 +452,29 @@ fn graph_t(v: &Value, all_day: bool) -> T {
 
 /// The Graph instance set of a calendar in `[from, to)` (a sorted
 /// multiset: duplicates show up twice).
-fn graph_instances(g: &GraphEmulator, calendar: &str, from: i64, to: i64) -> Vec<Inst> {
+/// Uids of the recurring masters among `events`: a Graph single tagged
+/// `<uid>_<time>` of such a uid is one of its occurrences written as a
+/// single (a rule without a Microsoft pattern), so its identity is the uid.
+fn series_uids(events: &[Event]) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| {
+            e.recurrence.as_deref().is_some_and(|r| !r.is_empty())
+                && e.status != Some(EventStatus::Cancelled)
+        })
+        .filter_map(|e| e.event_id.as_deref())
+        .filter(|id| id.ends_with("_0"))
+        .map(|id| uid_of(id).to_owned())
+        .collect()
+}
+
+fn graph_instances(
+    g: &GraphEmulator,
+    calendar: &str,
+    from: i64,
+    to: i64,
+    series: &BTreeSet<String>,
+) -> Vec<Inst> {
     let Some(cal) = g.calendar_id(UPN, calendar) else {
         return Vec::new();
     };
@@ -403,8 +509,13 @@ fn graph_instances(g: &GraphEmulator, calendar: &str, from: i64, to: i64) -> Vec
                 None => key_of(i).unwrap_or_else(|| panic!("an instance without our tag: {i}")),
             };
             let all_day = i["isAllDay"] == true;
+            let ident = match key.strip_suffix("_0") {
+                Some(uid) => uid.to_owned(),
+                None if series.contains(uid_of(&key)) => uid_of(&key).to_owned(),
+                None => key.clone(),
+            };
             Inst {
-                ident: key.strip_suffix("_0").unwrap_or(&key).to_owned(),
+                ident,
                 start: graph_t(&i["start"], all_day),
                 end: graph_t(&i["end"], all_day),
                 summary: i["subject"].as_str().unwrap_or_default().to_owned(),
@@ -497,11 +608,26 @@ async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_not
         first.ctx()
     );
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
-    let got = graph_instances(&g, &s.calendar, FROM, TO);
+    let series = series_uids(&seeded);
+    let got = graph_instances(&g, &s.calendar, FROM, TO, &series);
     assert_same(&expected, &got, "Graph vs Feishu instance set");
     assert!(expected.len() > 300, "a meaningful set: {}", expected.len());
     assert!(expected.iter().any(|i| matches!(i.start, T::Day(_))));
     assert!(assert_no_duplicates(&g, &s.calendar, "first mirror") > 0);
+    let golden = check_golden(&g, &s.calendar, &series);
+    for case in [
+        "dst_series_new_york",
+        "allday_series",
+        "exception_cancelled",
+        "exception_moved_renamed",
+        "exception_without_master",
+        "dst_fall_back_second",
+    ] {
+        assert!(
+            golden.iter().any(|c| c == case),
+            "golden case {case} checked: {golden:?}"
+        );
+    }
     assert!(
         g.calls()
             .iter()
@@ -538,7 +664,7 @@ async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_not
     );
     assert_same(
         &got,
-        &graph_instances(&g, &s.calendar, FROM, TO),
+        &graph_instances(&g, &s.calendar, FROM, TO, &series),
         "after the no-op",
     );
     f.shutdown().await;
@@ -669,7 +795,7 @@ async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
     let g = graph().await;
     let reference_setup = setup(&f, &fcal, &g, "kill-ref", &Opts::default());
     reconcile_ok(&reference_setup.config).await;
-    let reference = graph_instances(&g, &reference_setup.calendar, FROM, TO);
+    let reference = graph_instances(&g, &reference_setup.calendar, FROM, TO, &BTreeSet::new());
     assert!(!reference.is_empty());
     let n_events = assert_no_duplicates(&g, &reference_setup.calendar, "reference");
     // Every Graph call answers slowly so that a run can be killed while
@@ -719,7 +845,7 @@ async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
         let r = reconcile(&s.config).await;
         assert_eq!(r.code, 0, "trial {trial} ({delay:?}): {}", r.ctx());
         assert_eq!(r.n("failed"), 0, "trial {trial}: {}", r.ctx());
-        let got = graph_instances(&g, &s.calendar, FROM, TO);
+        let got = graph_instances(&g, &s.calendar, FROM, TO, &BTreeSet::new());
         assert_same(&reference, &got, &format!("trial {trial} ({delay:?})"));
         let live = assert_no_duplicates(&g, &s.calendar, &format!("trial {trial}"));
         assert_eq!(live, n_events, "trial {trial}: live events");
@@ -789,7 +915,7 @@ async fn graph_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     assert!(faulted > 0, "faults were injected");
     assert_same(
         &expected,
-        &graph_instances(&g, &s.calendar, FROM, TO),
+        &graph_instances(&g, &s.calendar, FROM, TO, &series_uids(&seeded)),
         "after faults",
     );
     assert_no_duplicates(&g, &s.calendar, "after faults");

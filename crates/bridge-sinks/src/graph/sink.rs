@@ -54,8 +54,9 @@ use crate::microsoft::tag::{KEY_PROPERTY, graph_property_id};
 const MAX_ROUNDS: usize = 4;
 /// How far ahead a rule without a Microsoft pattern is written as singles.
 const FALLBACK_HORIZON: i64 = 400 * 86_400;
-/// How far back such a rule's occurrences are kept.
-const FALLBACK_PAST: i64 = 31 * 86_400;
+/// How far back such a rule's occurrences are written (the past of a
+/// mirror that keeps months of history).
+const FALLBACK_PAST: i64 = 2 * 366 * 86_400;
 /// Most single occurrences written for one such rule.
 const FALLBACK_MAX: usize = 500;
 /// The state naming the calendar created per source calendar.
@@ -280,6 +281,28 @@ struct Occurrence {
     master_id: String,
     original: i64,
     all_day: bool,
+    /// The instant Exchange generates for it: the original time, except
+    /// for the second of two equal wall-clock times, which a master's
+    /// wall-clock start resolves to the first (see `instant`).
+    generated: i64,
+}
+
+impl Occurrence {
+    fn new(master: &CanonicalEvent, master_id: &str, original: i64) -> Self {
+        let generated = match master.start {
+            EventTime::Zoned { tz, .. } => {
+                original
+                    - bridge_core::instant::wall_clock_error(&EventTime::Zoned { at: original, tz })
+            }
+            _ => original,
+        };
+        Self {
+            master_id: master_id.to_owned(),
+            original,
+            all_day: master.start.is_date(),
+            generated,
+        }
+    }
 }
 
 /// One write and the ops it answers.
@@ -445,12 +468,7 @@ impl GraphSink {
         cal: &CalendarMeta,
     ) -> Vec<Write> {
         let mut out = Vec::new();
-        let all_day = master.start.is_date();
-        let occ = |t: i64| Occurrence {
-            master_id: master_id.to_owned(),
-            original: t,
-            all_day,
-        };
+        let occ = |t: i64| Occurrence::new(master, master_id, t);
         // Occurrence ids survive a PATCH of the master; a stale one (a
         // master written anew) answers 404 and is looked up again.
         let recorded = |k: &EventKey| {
@@ -632,11 +650,7 @@ impl GraphSink {
                     // The master stays: only the occurrences with ops.
                     let master_id = base_record.map(|r| r.remote.id.clone()).unwrap_or_default();
                     for (k, v) in std::mem::take(&mut ops) {
-                        let occ = Occurrence {
-                            master_id: master_id.clone(),
-                            original: k.original_time(),
-                            all_day: m.start.is_date(),
-                        };
+                        let occ = Occurrence::new(m, &master_id, k.original_time());
                         let recorded = records
                             .get(&k)
                             .map(|r| r.remote.id.clone())
@@ -802,10 +816,12 @@ impl GraphSink {
                                     .into_iter()
                                     .flatten()
                                     .find(|v| {
-                                        v["originalStart"]
-                                            .as_str()
-                                            .and_then(parse_utc)
-                                            .is_some_and(|t| (t - o.original).abs() <= tolerance)
+                                        v["originalStart"].as_str().and_then(parse_utc).is_some_and(
+                                            |t| {
+                                                (t - o.original).abs() <= tolerance
+                                                    || t == o.generated
+                                            },
+                                        )
                                     });
                             match hit.and_then(|v| v["id"].as_str()) {
                                 Some(id) => {
