@@ -807,7 +807,7 @@ kind = \"ics\"
             "server.admin_listn: unknown key; did you mean \"admin_listen\"?",
             "stor: unknown key; did you mean \"store\"?",
             "sinks[0].privcy: unknown key; did you mean \"privacy\"?",
-            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\")",
+            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\", \"graph\")",
             "sinks[2].batch: expected true or false, got \"yes\"",
             "sinks[2].requests_per_second: expected a number, got \"ten\"",
             "sinks[3].dir: missing",
