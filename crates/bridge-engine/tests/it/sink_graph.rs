@@ -513,3 +513,58 @@ async fn a_rule_without_a_microsoft_pattern_is_written_as_single_occurrences() {
     assert_eq!(stored.len(), 1, "{:?}", stored.keys().collect::<Vec<_>>());
     assert_eq!(stored["monthly31_0"]["type"], "seriesMaster");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceptions_taken_back_while_the_master_changes_leave_no_stale_occurrence() {
+    let s = setup(OnTargetDelete::Restore, 300).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    // Every series with exceptions (modified or cancelled ones) loses them
+    // while its master is renamed.
+    let uids: Vec<String> = {
+        let evs = s.source.0.lock().unwrap();
+        evs.iter()
+            .filter(|e| e.recurrence.as_deref().is_some_and(|r| !r.is_empty()))
+            .filter_map(|e| e.event_id.clone())
+            .filter(|m| {
+                evs.iter()
+                    .any(|e| e.recurring_event_id.as_deref() == Some(m.as_str()))
+            })
+            .collect()
+    };
+    assert!(!uids.is_empty());
+    {
+        let mut evs = s.source.0.lock().unwrap();
+        evs.retain(|e| {
+            !e.recurring_event_id
+                .as_deref()
+                .is_some_and(|m| uids.iter().any(|u| u == m))
+        });
+        for e in evs.iter_mut() {
+            if e.event_id.as_ref().is_some_and(|id| uids.contains(id)) {
+                e.summary = Some("Renamed series".into());
+            }
+        }
+    }
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let masters: Vec<String> = by_key(&s.emu)
+        .values()
+        .filter(|e| e["subject"] == "Renamed series")
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(masters.len(), uids.len());
+    let view = s
+        .emu
+        .view(UPN, None, "2025-01-01T00:00:00Z", "2028-01-01T00:00:00Z")
+        .unwrap();
+    for v in view.iter().filter(|v| {
+        v["seriesMasterId"]
+            .as_str()
+            .is_some_and(|m| masters.iter().any(|x| x == m))
+    }) {
+        assert_eq!(v["subject"], "Renamed series", "a stale occurrence: {v}");
+    }
+    let writes = s.emu.write_count();
+    s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(s.emu.write_count(), writes);
+}

@@ -1070,9 +1070,28 @@ impl GraphSink {
                 input.records,
                 input.calendar,
             ));
-            for (_, v) in ops {
-                for op in v {
-                    out.push(outcome(&op, Ok(RemoteRef::default())));
+            for (k, v) in ops {
+                // A modification gone while the master was written: the
+                // occurrence goes back to the master's content (absent when a
+                // new rule dropped it).
+                let recorded = input
+                    .records
+                    .get(&k)
+                    .map(|r| r.remote.id.clone())
+                    .filter(|i| !i.is_empty() && !i.starts_with(CANCELLED_MARK));
+                match (recorded, reverted(master, k.original_time())) {
+                    (Some(_), Some(ev)) => {
+                        let mut w = Write::new(Kind::Patch, &k, v);
+                        w.body = Some(self.body(&ev, Shape::Occurrence, input.calendar));
+                        w.occurrence = Some(Occurrence::new(master, id, k.original_time()));
+                        w.absent_ok = true;
+                        second.push(w);
+                    }
+                    _ => {
+                        for op in v {
+                            out.push(outcome(&op, Ok(RemoteRef::default())));
+                        }
+                    }
                 }
             }
         }
