@@ -23,3 +23,9 @@ fi
 
 cargo test --workspace --locked
 "$PYENV/bin/python" tests/crosscheck/check_ics.py
+# The Graph sink's request bodies captured by its integration test
+# (bridge-engine sink_graph) against Microsoft's CSDL subset (stdlib only).
+for body in target/graph-csdl-bodies/*.json; do
+    "$PYENV/bin/python" tests/graph-csdl/graph_event_check.py tests/graph-csdl/event-subset-v1.0.csdl "$body" >/dev/null \
+        || { echo "CSDL check failed: $body"; exit 1; }
+done

@@ -15,11 +15,16 @@ use bridge_engine::Sink;
 use bridge_sinks::config::{
     Authorization, Check, Ctx, StoredToken, TargetToml, TokenRefused, ValidatedTarget,
 };
-use bridge_sinks::{feed, google, ics};
+use bridge_sinks::{feed, google, graph, ics};
 use bridge_store::Store;
 
 /// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
-pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true), ("feed", false)];
+pub(crate) const KINDS: &[(&str, bool)] = &[
+    ("ics", false),
+    ("google", true),
+    ("feed", false),
+    ("graph", true),
+];
 
 /// The commented `[[sinks]]` table `init` writes for `kind`.
 pub(crate) fn starter(kind: &str) -> Option<&'static str> {
@@ -51,6 +56,18 @@ privacy = "busy"                  # full | redacted | busy
 # combine = true                  # one feed of all its calendars
 "#
         }
+        "graph" => {
+            r#"[[sinks]]
+kind = "graph"
+name = "exchange"                 # sink id "graph:exchange"
+tenant_id = "replace-me"          # Entra ID tenant (directory) id
+client_id = "replace-me"          # app registration with Calendars.ReadWrite (application)
+client_secret = "replace-me"      # or certificate_file + private_key_file
+mailbox = "someone@example.com"   # user id or UPN whose calendar receives the mirror
+calendar = "primary"              # or a calendar name (create_calendar = true creates it)
+privacy = "full"                  # full | redacted | busy
+"#
+        }
         _ => return None,
     })
 }
@@ -61,6 +78,7 @@ pub(crate) enum Target {
     Ics(ics::config::Validated),
     Google(Box<google::config::Validated>),
     Feed(feed::config::Validated),
+    Graph(Box<graph::config::Validated>),
 }
 
 /// A built sink, with what its kind needs later (the token hand-over).
@@ -72,6 +90,10 @@ pub(crate) enum Handle {
         config: Box<google::config::Validated>,
     },
     Feed(Arc<feed::FeedSink>),
+    Graph {
+        sink: Arc<graph::GraphSink>,
+        config: Box<graph::config::Validated>,
+    },
 }
 
 /// Reads the table of `kind` (without its `kind` key) with its module's
@@ -88,6 +110,9 @@ pub(crate) fn read(
             table, ctx, problems,
         )?)),
         "feed" => Target::Feed(validate::<feed::config::Config>(table, ctx, problems)?),
+        "graph" => Target::Graph(Box::new(validate::<graph::config::Config>(
+            table, ctx, problems,
+        )?)),
         other => {
             let known: Vec<String> = KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
             problems.push(format!(
@@ -116,6 +141,7 @@ impl Target {
             Self::Ics(c) => c,
             Self::Google(c) => c.as_ref(),
             Self::Feed(c) => c,
+            Self::Graph(c) => c.as_ref(),
         }
     }
 
@@ -190,6 +216,13 @@ impl Target {
                     Some(dir),
                 )))
             }
+            Self::Graph(c) => Handle::Graph {
+                sink: Arc::new(c.build(
+                    token.as_deref(),
+                    Arc::new(bridge_engine::SinkState::new(store.clone(), c.id.clone())),
+                )),
+                config: c.clone(),
+            },
         })
     }
 
@@ -214,6 +247,7 @@ impl Handle {
             Self::Ics(s) => s.clone(),
             Self::Google { sink, .. } => sink.clone(),
             Self::Feed(s) => s.clone(),
+            Self::Graph { sink, .. } => sink.clone(),
         }
     }
 
@@ -239,6 +273,7 @@ impl Handle {
     pub(crate) fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
         match self {
             Self::Google { sink, .. } => sink.calls(),
+            Self::Graph { sink, .. } => sink.calls(),
             Self::Ics(_) | Self::Feed(_) => Default::default(),
         }
     }
@@ -256,6 +291,15 @@ impl Handle {
                     .await
                     .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
                 google::authorize::take_token(sink, creds)
+            }
+            Self::Graph { sink, config } => {
+                let creds = config.check_token(token)?;
+                let name = graph::token_name(&config.id);
+                store
+                    .put_token(&name, token)
+                    .await
+                    .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
+                graph::authorize::take_token(sink, config, creds)
             }
             other => Err(TokenRefused::NotUsed(format!(
                 "sink {} takes no token",

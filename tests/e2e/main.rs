@@ -7,6 +7,7 @@ mod feeds;
 mod feishu;
 mod fidelity;
 mod google;
+mod graph;
 mod hardening;
 mod inspect;
 mod listener;

@@ -11,4 +11,5 @@
 
 pub mod feishu;
 pub mod google;
+pub mod graph;
 pub(crate) mod kit;

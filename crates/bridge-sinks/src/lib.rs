@@ -1,5 +1,6 @@
 //! Targets, one module each, behind the target seam ([`bridge_target`]):
-//! `google` is a replica, `ics` and `feed` (served feeds) projections, `memory` an in-memory replica
+//! `google` and `graph` are replicas (`microsoft` holds what Graph and EWS share), `ics` and
+//! `feed` (served feeds) projections, `memory` an in-memory replica
 //! for tests.
 //!
 //! Architecture invariant: sink modules do not depend on each other, and
@@ -9,6 +10,7 @@
 pub mod config;
 pub mod feed;
 pub mod google;
+pub mod graph;
 pub mod ics;
 pub mod memory;
 pub mod microsoft;

@@ -15,4 +15,5 @@ mod google_events;
 mod google_limits;
 mod google_recurrence;
 mod google_sync;
+mod graph;
 mod kit;

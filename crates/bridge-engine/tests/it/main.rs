@@ -11,5 +11,6 @@ mod passes;
 #[path = "../../../bridge-sinks/tests/it/google_common.rs"]
 mod google_common;
 mod sink_google;
+mod sink_graph;
 mod sink_ics;
 mod views;
