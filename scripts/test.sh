@@ -10,6 +10,8 @@ if [ ! -x "$PYENV/bin/python" ]; then
     python3 -m venv "$PYENV"
 fi
 "$PYENV/bin/pip" install --quiet --disable-pip-version-check -r tests/crosscheck/requirements.txt
+# lxml validates every EWS request the tests capture against tests/ews-schema/.
+"$PYENV/bin/pip" install --quiet --disable-pip-version-check -r tests/ews-schema/requirements.txt
 
 cargo test --workspace --locked
 "$PYENV/bin/python" tests/crosscheck/check_ics.py
