@@ -424,9 +424,16 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
     };
     let raw_sinks = root.remove("sinks");
     let config = read_config(root, &mut problems);
-    let base = path.parent().unwrap_or(Path::new("."));
+    // One rule for every relative path of the file (store, directories,
+    // `*_file`): relative to the file's own directory, made absolute so it
+    // holds whatever the working directory (systemd gives none).
+    let absolute = path
+        .canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned());
+    let base = absolute.parent().unwrap_or(Path::new("/"));
     let sinks = read_sinks(raw_sinks, base, &mut problems);
-    let Some(config) = config else {
+    let Some(mut config) = config else {
         return Err(fail(problems));
     };
     let f = &config.feishu;
@@ -460,14 +467,22 @@ pub(crate) fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Lo
     if !problems.is_empty() {
         return Err(fail(problems));
     }
-    let user_token_file = f.user_token_file.clone().unwrap_or_else(|| {
-        config
-            .store
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("feishu-user-token.json")
-    });
+    if config.store.path.is_relative() {
+        config.store.path = base.join(&config.store.path);
+    }
+    let f = &config.feishu;
+    let user_token_file = f
+        .user_token_file
+        .clone()
+        .map(|p| base.join(p))
+        .unwrap_or_else(|| {
+            config
+                .store
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("feishu-user-token.json")
+        });
     Ok(Loaded {
         feishu: FeishuResolved {
             base_url: f.base_url.trim_end_matches('/').to_owned(),

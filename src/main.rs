@@ -38,9 +38,23 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "feishu-bridge", version, about, propagate_version = true)]
 struct Cli {
-    /// Log filter (also RUST_LOG), e.g. `info` or `feishu_bridge=debug`.
-    #[arg(long, global = true, default_value = "warn")]
-    log: String,
+    /// Log filter (wins over -v, -q and RUST_LOG): a level (`error`, `warn`, `info`, `debug`, `trace`,
+    /// `off`) or `target=level` directives, comma-separated (`warn,bridge_engine=debug`).
+    #[arg(long, global = true, value_parser = parse_log_filter)]
+    log: Option<String>,
+
+    /// More log output: -v info, -vv debug, -vvv trace (wins over RUST_LOG).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Errors only (wins over RUST_LOG).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    /// Log line format on stderr: `text` (coloured only on a terminal, never with NO_COLOR) or
+    /// `json` (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -68,6 +82,15 @@ enum Command {
     Auth(cmd::auth::Args),
     /// Ask Feishu to push change events for the configured calendars (user token).
     Subscribe(cmd::subscribe::Args),
+    /// Write a commented starter configuration for the sinks asked for.
+    Init(cmd::init::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `feishu-bridge man > feishu-bridge.1`.
+    Man,
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
@@ -80,14 +103,73 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
         .block_on(f)
 }
 
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// `--log`: what `EnvFilter` accepts, minus the silent surprise that a bare
+/// word is a *target* name (`--log verbose` would enable every level of a
+/// target called "verbose", so nothing visible). A bare word must be a
+/// level; targets are named with `target=level`.
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.split_once('=') {
+            Some((_, level)) => {
+                if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+                    return Err(format!(
+                        "{directive:?}: {level:?} is not a level (one of {})",
+                        LEVELS.join(", ")
+                    ));
+                }
+            }
+            None if LEVELS.contains(&directive.to_ascii_lowercase().as_str()) => {}
+            None => {
+                return Err(format!(
+                    "{directive:?} is not a level (one of {}); name a target as target=level",
+                    LEVELS.join(", ")
+                ));
+            }
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether log lines on stderr get ANSI colours: only on a terminal, and
+/// never with `NO_COLOR` set to anything non-empty (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn init_tracing(cli: &Cli) {
+    // Explicit beats implicit: --log, then -v / -q, then RUST_LOG, then warn.
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => Some("error"),
+        (false, 0) => None,
+        (false, 1) => Some("info"),
+        (false, 2) => Some("debug"),
+        _ => Some("trace"),
+    };
+    let filter = match (&cli.log, level) {
+        (Some(log), _) => tracing_subscriber::EnvFilter::try_new(log),
+        (None, Some(level)) => tracing_subscriber::EnvFilter::try_new(level),
+        (None, None) => tracing_subscriber::EnvFilter::try_from_default_env()
+            .or_else(|_| tracing_subscriber::EnvFilter::try_new("warn")),
+    }
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.with_ansi(colour()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// redb trusts the pages of a file that was closed cleanly and can panic on
@@ -121,7 +203,8 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(&cli.log);
+    init_tracing(&cli);
+    let json = cli.command.json();
     quiet_store_panics();
     // The daemon keeps running when nobody reads its stdout.
     stdout::exit_on_broken_pipe(!matches!(cli.command, Command::Run(_)));
@@ -136,6 +219,9 @@ fn main() -> ExitCode {
         Command::Explain(args) => block_on(cmd::explain::run(args)),
         Command::Auth(args) => block_on(cmd::auth::run(args)),
         Command::Subscribe(args) => block_on(cmd::subscribe::run(args)),
+        Command::Init(args) => cmd::init::run(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
@@ -149,8 +235,38 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            cmd::report_error(&e);
+            cmd::report_error(&e, json);
             ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "feishu-bridge", &mut out);
+    print!("{}", String::from_utf8_lossy(&out));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn man() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    // The page lists every subcommand in its SUBCOMMANDS section.
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    print!("{}", String::from_utf8_lossy(&out));
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Command {
+    /// Whether the command was asked for `--json` output (its errors then
+    /// also go to stdout as a JSON object).
+    fn json(&self) -> bool {
+        match self {
+            Self::Reconcile(a) => a.json,
+            Self::Status(a) => a.json,
+            Self::Explain(a) => a.json,
+            _ => false,
         }
     }
 }

@@ -21,6 +21,31 @@ use bridge_store::Store;
 /// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
 pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true)];
 
+/// The commented `[[sinks]]` table `init` writes for `kind`.
+pub(crate) fn starter(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "ics" => {
+            r#"[[sinks]]
+kind = "ics"
+dir = "out/ics"                   # one .ics file per calendar, replaced atomically
+privacy = "full"                  # full | redacted | busy
+"#
+        }
+        "google" => {
+            r#"[[sinks]]
+kind = "google"
+name = "google"                   # sink id "google:google"
+calendar_id = "primary"           # or create_calendars = true
+client_id = "replace-me.apps.googleusercontent.com"   # an OAuth client of type "Desktop app"
+client_secret = "replace-me"      # then: feishu-bridge auth google
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#
+        }
+        _ => return None,
+    })
+}
+
 /// A validated target, by kind.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {

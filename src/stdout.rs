@@ -29,7 +29,7 @@ pub(crate) fn write(args: std::fmt::Arguments<'_>) {
         }
         Err(e) => {
             if ONE_SHOT.load(Ordering::Relaxed) {
-                crate::cmd::report_error(&anyhow::anyhow!("cannot write to stdout: {e}"));
+                crate::cmd::report_error(&anyhow::anyhow!("cannot write to stdout: {e}"), false);
                 std::process::exit(i32::from(crate::EXIT_USAGE));
             }
             tracing::warn!("cannot write to stdout: {e}");

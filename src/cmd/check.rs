@@ -25,7 +25,7 @@ use bridge_feishu::client::{FeishuClient, Identity};
 use crate::app;
 use crate::cmd::status::{Opened, count, fmt_span, fmt_time, open_existing};
 use crate::config::{Calendars, Delivery, IdentityConfig, Loaded};
-use bridge_sinks::config::{Check, Level};
+use bridge_sinks::config::{Check, Level, Writable};
 
 /// Exit code when a check failed.
 const EXIT_FAILED: u8 = 1;
@@ -34,6 +34,10 @@ const EXIT_FAILED: u8 = 1;
 pub(crate) struct Args {
     #[arg(long, default_value = "feishu-bridge.toml")]
     config: PathBuf,
+    /// Create the missing directories (the store's, the sinks') before checking; without it
+    /// `check` changes nothing and says what the first sync would create.
+    #[arg(long)]
+    fix: bool,
 }
 
 /// Prints the lines as they are decided and remembers whether one failed.
@@ -110,6 +114,30 @@ async fn probe(client: &FeishuClient) -> Probe {
     }
 }
 
+/// `--fix`: creates the directories the first sync would create.
+fn fix(r: &mut Report, loaded: &Loaded) {
+    let store_dir = loaded.config.store.path.parent().map(Path::to_owned);
+    let dirs = store_dir.into_iter().chain(
+        loaded
+            .sinks
+            .iter()
+            .flat_map(|s| s.target.config().directories()),
+    );
+    for dir in dirs {
+        if dir.as_os_str().is_empty() || dir.is_dir() {
+            continue;
+        }
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => r.line(Level::Ok, "fix", format!("created {}", dir.display())),
+            Err(e) => r.line(
+                Level::Fail,
+                "fix",
+                format!("cannot create {}: {e}", dir.display()),
+            ),
+        }
+    }
+}
+
 /// Whether the store is locked by another process, and the store when it
 /// opened.
 async fn check_store(r: &mut Report, loaded: &Loaded) -> (bool, Option<bridge_store::Store>) {
@@ -150,13 +178,23 @@ async fn check_store(r: &mut Report, loaded: &Loaded) -> (bool, Option<bridge_st
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             match bridge_sinks::config::writable_dir(dir) {
-                Ok(()) => r.line(
+                Ok(Writable::Exists) => r.line(
                     Level::Ok,
                     "store",
                     format!(
                         "{} does not exist yet; it will be created by the first sync ({} is writable)",
                         path.display(),
                         dir.display()
+                    ),
+                ),
+                Ok(Writable::WouldCreate(parent)) => r.line(
+                    Level::Ok,
+                    "store",
+                    format!(
+                        "{} does not exist yet; the first sync creates it and {} ({} is writable)",
+                        path.display(),
+                        dir.display(),
+                        parent.display()
                     ),
                 ),
                 Err(e) => r.line(
@@ -409,6 +447,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         ),
     );
+    if args.fix {
+        fix(&mut r, &loaded);
+    }
     let (store_locked, store) = check_store(&mut r, &loaded).await;
     check_sinks(&mut r, &loaded, store.as_ref(), store_locked).await;
     drop(store);
@@ -416,6 +457,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let now = app::unix_now();
     let client = client(&loaded)?;
     let base = &loaded.feishu.base_url;
+    let mut unreachable = false;
     let authenticated = match probe(&client).await {
         Probe::Authenticated => {
             r.line(Level::Ok, "feishu", format!("{base} reachable"));
@@ -450,6 +492,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Probe::Unreachable(e) => {
             r.line(Level::Fail, "feishu", format!("cannot reach {base}: {e}"));
+            unreachable = true;
             false
         }
     };
@@ -459,7 +502,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         r.note("(the user token and the calendars were not checked)");
     }
-    Ok(if r.failed {
+    Ok(if unreachable {
+        // The same code as `reconcile` when Feishu cannot be reached.
+        ExitCode::from(crate::cmd::reconcile::EXIT_SOURCE_UNAVAILABLE)
+    } else if r.failed {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS

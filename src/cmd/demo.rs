@@ -123,11 +123,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Refusal::NotADirectory => "is not a directory (or is a symbolic link)",
                 Refusal::NotOurs => "is not empty and was not created by `feishu-bridge demo`",
             };
-            crate::cmd::report_error(&anyhow::anyhow!(
-                "{} {what}; the demo clears its directory, so it only uses a new or empty one \
+            crate::cmd::report_error(
+                &anyhow::anyhow!(
+                    "{} {what}; the demo clears its directory, so it only uses a new or empty one \
                  (or one it created before): choose another with --dir. Nothing was deleted.",
-                dir.display()
-            ));
+                    dir.display()
+                ),
+                false,
+            );
             return Ok(ExitCode::from(crate::EXIT_USAGE));
         }
     }

@@ -42,7 +42,7 @@ pub(crate) struct Args {
     calendar: Option<String>,
     /// Print the explanation as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Do not ask Feishu when the store does not know the event.
     #[arg(long)]
     offline: bool,
@@ -701,9 +701,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key = match EventKey::parse(&args.event_id) {
         Ok(k) => k,
         Err(e) => {
-            crate::cmd::report_error(&anyhow::anyhow!(
-                "{e}; an event id is <uid>_<original_time>, e.g. 1f0c6c63-8d0e-4b8c-9d0a-1c2f3e4d5a6b_0"
-            ));
+            crate::cmd::report_error(
+                &anyhow::anyhow!(
+                    "{e}; an event id is <uid>_<original_time>, e.g. 1f0c6c63-8d0e-4b8c-9d0a-1c2f3e4d5a6b_0"
+                ),
+                args.json,
+            );
             return Ok(ExitCode::from(crate::EXIT_USAGE));
         }
     };
@@ -714,7 +717,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Opened::Store(s) => Some(s),
         Opened::Missing => None,
         Opened::Locked(e) => {
-            crate::cmd::report_error(&anyhow::Error::new(e));
+            crate::cmd::report_error(&anyhow::Error::new(e), args.json);
             return Ok(ExitCode::from(crate::EXIT_USAGE));
         }
     };

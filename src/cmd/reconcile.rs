@@ -23,7 +23,7 @@ pub(crate) struct Args {
     dry_run: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Only this source calendar.
     #[arg(long)]
     calendar: Option<String>,
@@ -155,10 +155,13 @@ async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Resu
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-        crate::cmd::report_error(&anyhow::anyhow!(
-            "the daemon cannot reconcile yet: {}",
-            body["error"].as_str().unwrap_or("it is starting")
-        ));
+        crate::cmd::report_error(
+            &anyhow::anyhow!(
+                "the daemon cannot reconcile yet: {}",
+                body["error"].as_str().unwrap_or("it is starting")
+            ),
+            args.json,
+        );
         return Ok(ExitCode::from(EXIT_SOURCE_UNAVAILABLE));
     }
     if !status.is_success() {
@@ -224,7 +227,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let calendars = match app.engine.source().calendars().await {
         Ok(c) => c,
         Err(e) => {
-            crate::cmd::report_error(&anyhow::anyhow!("cannot list the Feishu calendars: {e}"));
+            crate::cmd::report_error(
+                &anyhow::anyhow!("cannot list the Feishu calendars: {e}"),
+                args.json,
+            );
             return Ok(ExitCode::from(EXIT_SOURCE_UNAVAILABLE));
         }
     };
@@ -261,7 +267,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(r) => reports.push(r),
             Err(e @ EngineError::Source { .. }) => {
                 source_failed = true;
-                crate::cmd::report_error(&anyhow::Error::new(e));
+                crate::cmd::report_error(&anyhow::Error::new(e), args.json);
             }
             Err(e) => return Err(e.into()),
         }

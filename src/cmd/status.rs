@@ -28,7 +28,7 @@ pub(crate) struct Args {
     config: PathBuf,
     /// Print the status as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 // ----- helpers shared with `check` and `explain` -----
@@ -405,7 +405,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = match open_existing(&path).await? {
         Opened::Store(s) => s,
         Opened::Locked(e) => {
-            crate::cmd::report_error(&anyhow::Error::new(e));
+            crate::cmd::report_error(&anyhow::Error::new(e), args.json);
             return Ok(ExitCode::from(crate::EXIT_USAGE));
         }
         Opened::Missing => {

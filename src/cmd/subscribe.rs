@@ -67,7 +67,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                crate::cmd::report_error(&anyhow::Error::new(e).context(format!("calendar {id}")));
+                crate::cmd::report_error(
+                    &anyhow::Error::new(e).context(format!("calendar {id}")),
+                    false,
+                );
             }
         }
     }
@@ -81,7 +84,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(()) => println!("{verb}: calendar list changes"),
             Err(e) => {
                 failed += 1;
-                crate::cmd::report_error(&anyhow::Error::new(e).context("calendar list"));
+                crate::cmd::report_error(&anyhow::Error::new(e).context("calendar list"), false);
             }
         }
     }

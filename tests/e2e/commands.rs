@@ -318,12 +318,15 @@ async fn check_names_bad_credentials_unreachable_feishu_and_config_problems() {
     )
     .unwrap();
     let r = run(&["check"], &fx.config).await;
-    assert_eq!(r.code, 1, "{r}");
+    // The same exit code as `reconcile` when Feishu cannot be reached.
+    assert_eq!(r.code, 3, "{r}");
     assert!(
         r.stdout
             .contains("FAIL  feishu: cannot reach http://127.0.0.1:9"),
         "{r}"
     );
+    let r = run(&["reconcile"], &fx.config).await;
+    assert_eq!(r.code, 3, "{r}");
 
     std::fs::write(
         &fx.config,

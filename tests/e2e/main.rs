@@ -7,5 +7,8 @@ mod feishu;
 mod google;
 mod hardening;
 mod listener;
+mod output;
+mod packaging;
+mod paths;
 mod reconcile_safety;
 mod store_damage;

@@ -127,10 +127,46 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Whether a file can be created in `dir` (created if missing).
-pub fn writable_dir(dir: &Path) -> std::io::Result<()> {
+/// What [`writable_dir`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writable {
+    /// The directory exists and a file can be created in it.
+    Exists,
+    /// It does not exist; the first write creates it under this existing,
+    /// writable ancestor.
+    WouldCreate(PathBuf),
+}
+
+/// Whether a file can be created in `dir`, without creating `dir` (`check`
+/// changes nothing): a missing directory is judged by its nearest existing
+/// ancestor. The probe file it writes is removed.
+pub fn writable_dir(dir: &Path) -> std::io::Result<Writable> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            existing.display()
+        )));
+    }
+    probe(existing)?;
+    Ok(if existing == dir {
+        Writable::Exists
+    } else {
+        Writable::WouldCreate(existing.to_owned())
+    })
+}
+
+fn probe(dir: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
     let probe = dir.join(format!(".feishu-bridge-check-{}.tmp", std::process::id()));
     let result = std::fs::File::create(&probe).and_then(|mut f| {
         f.write_all(b"feishu-bridge check\n")?;
@@ -205,6 +241,10 @@ pub trait ValidatedTarget: Send + Sync + std::fmt::Debug {
     /// The health check of `feishu-bridge check` (no side effect beyond
     /// what the sink itself would do); `stored` is its token.
     async fn healthcheck(&self, stored: StoredToken) -> Vec<Check>;
+    /// Local directories it writes into, created by `check --fix`.
+    fn directories(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// What `auth <kind>` does for it (`None`: nothing to authorize).
     fn authorization(&self) -> Option<Authorization> {
         None

@@ -59,6 +59,13 @@ impl IcsSink {
         }
     }
 
+    /// The same sink under another id (the configuration names the sink by
+    /// its directory as written; `dir` is where it resolved to).
+    pub fn with_id(mut self, id: String) -> Self {
+        self.id = id;
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

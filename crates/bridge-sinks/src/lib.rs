@@ -10,3 +10,4 @@ pub mod config;
 pub mod google;
 pub mod ics;
 pub mod memory;
+pub mod microsoft;

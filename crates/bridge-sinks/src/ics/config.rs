@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::IcsSink;
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, writable_dir,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, Writable, privacy, privacy_name,
+    writable_dir,
 };
 
 /// The table as written in the file.
@@ -28,7 +29,12 @@ fn default_privacy() -> String {
 /// A validated ICS sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validated {
+    /// Resolved against the configuration file's directory.
     pub dir: PathBuf,
+    /// `dir` as written: the sink id keeps it, so resolving relative
+    /// directories against the configuration (not the working directory)
+    /// does not rename an existing sink and orphan its records.
+    pub written: PathBuf,
     pub privacy: Privacy,
 }
 
@@ -40,7 +46,8 @@ impl TargetToml for Config {
         let privacy = privacy(&self.privacy, &ctx.key("privacy"), &mut problems);
         match privacy {
             Some(privacy) if problems.is_empty() => Ok(Validated {
-                dir: self.dir.clone(),
+                dir: ctx.resolve(&self.dir),
+                written: self.dir.clone(),
                 privacy,
             }),
             _ => Err(problems),
@@ -50,7 +57,7 @@ impl TargetToml for Config {
 
 impl Validated {
     pub fn build(&self) -> IcsSink {
-        IcsSink::new(&self.dir, self.privacy)
+        IcsSink::new(&self.dir, self.privacy).with_id(self.id())
     }
 }
 
@@ -60,9 +67,13 @@ impl ValidatedTarget for Validated {
         "ics"
     }
 
-    /// `ics:<dir>`, as [`IcsSink::new`] names it.
+    /// `ics:<dir as written>`.
     fn id(&self) -> String {
-        format!("ics:{}", self.dir.display())
+        format!("ics:{}", self.written.display())
+    }
+
+    fn directories(&self) -> Vec<PathBuf> {
+        vec![self.dir.clone()]
     }
 
     fn describe(&self) -> String {
@@ -76,9 +87,15 @@ impl ValidatedTarget for Validated {
     /// Whether a file can be written in the directory (created if missing).
     async fn healthcheck(&self, _stored: StoredToken) -> Vec<Check> {
         vec![match writable_dir(&self.dir) {
-            Ok(()) => Check::ok(format!(
+            Ok(Writable::Exists) => Check::ok(format!(
                 "{} is writable (privacy {})",
                 self.dir.display(),
+                privacy_name(self.privacy)
+            )),
+            Ok(Writable::WouldCreate(parent)) => Check::ok(format!(
+                "{} does not exist yet; the first sync creates it ({} is writable; privacy {})",
+                self.dir.display(),
+                parent.display(),
                 privacy_name(self.privacy)
             )),
             Err(e) => Check::fail(format!("{} is not writable: {e}", self.dir.display())),
@@ -124,12 +141,14 @@ mod tests {
         let base = std::env::temp_dir().join(format!("fb-check-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
-        assert!(writable_dir(&base.join("new/dir")).is_ok());
+        assert_eq!(
+            writable_dir(&base.join("new/dir")).unwrap(),
+            Writable::WouldCreate(base.clone())
+        );
+        assert!(!base.join("new").exists(), "check creates nothing");
+        assert_eq!(writable_dir(&base).unwrap(), Writable::Exists);
         assert!(
-            std::fs::read_dir(base.join("new/dir"))
-                .unwrap()
-                .next()
-                .is_none(),
+            std::fs::read_dir(&base).unwrap().next().is_none(),
             "the probe file is removed"
         );
         let file = base.join("plain-file");
@@ -137,6 +156,7 @@ mod tests {
         assert!(writable_dir(&file.join("ics")).is_err());
         let sink = Validated {
             dir: file.join("ics"),
+            written: file.join("ics"),
             privacy: Privacy::Busy,
         };
         let lines = block_on(sink.healthcheck(StoredToken::Value(None)));
