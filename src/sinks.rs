@@ -15,11 +15,11 @@ use bridge_engine::Sink;
 use bridge_sinks::config::{
     Authorization, Check, Ctx, StoredToken, TargetToml, TokenRefused, ValidatedTarget,
 };
-use bridge_sinks::{google, ics};
+use bridge_sinks::{ews, google, ics};
 use bridge_store::Store;
 
 /// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
-pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true)];
+pub(crate) const KINDS: &[(&str, bool)] = &[("ics", false), ("google", true), ("ews", false)];
 
 /// The commented `[[sinks]]` table `init` writes for `kind`.
 pub(crate) fn starter(kind: &str) -> Option<&'static str> {
@@ -51,6 +51,7 @@ privacy = "full"                  # full | redacted | busy
 pub(crate) enum Target {
     Ics(ics::config::Validated),
     Google(Box<google::config::Validated>),
+    Ews(Box<ews::config::Validated>),
 }
 
 /// A built sink, with what its kind needs later (the token hand-over).
@@ -61,6 +62,7 @@ pub(crate) enum Handle {
         sink: Arc<google::GoogleSink>,
         config: Box<google::config::Validated>,
     },
+    Ews(Arc<ews::EwsSink>),
 }
 
 /// Reads the table of `kind` (without its `kind` key) with its module's
@@ -74,6 +76,9 @@ pub(crate) fn read(
     Some(match kind {
         "ics" => Target::Ics(validate::<ics::config::Config>(table, ctx, problems)?),
         "google" => Target::Google(Box::new(validate::<google::config::Config>(
+            table, ctx, problems,
+        )?)),
+        "ews" => Target::Ews(Box::new(validate::<ews::config::Config>(
             table, ctx, problems,
         )?)),
         other => {
@@ -103,6 +108,7 @@ impl Target {
         match self {
             Self::Ics(c) => c,
             Self::Google(c) => c.as_ref(),
+            Self::Ews(c) => c.as_ref(),
         }
     }
 
@@ -159,6 +165,7 @@ impl Target {
                 )),
                 config: c.clone(),
             },
+            Self::Ews(c) => Handle::Ews(Arc::new(c.build())),
         })
     }
 
@@ -182,6 +189,7 @@ impl Handle {
         match self {
             Self::Ics(s) => s.clone(),
             Self::Google { sink, .. } => sink.clone(),
+            Self::Ews(s) => s.clone(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! store.
 
 pub mod config;
+pub mod ews;
 pub mod google;
 pub mod ics;
 pub mod memory;
