@@ -9,5 +9,6 @@ mod passes;
 #[allow(dead_code)]
 #[path = "../../../bridge-sinks/tests/it/google_common.rs"]
 mod google_common;
+mod sink_ews;
 mod sink_google;
 mod sink_ics;

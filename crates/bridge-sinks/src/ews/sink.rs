@@ -1475,9 +1475,21 @@ impl Replica for EwsSink {
                 }
             }
         }
+        // Unrecorded items of ours: a duplicate of a recorded key, or a key
+        // the source no longer has, is an orphan; one whose key is current
+        // and unrecorded is left to the next apply, which adopts it.
+        let current: BTreeSet<&EventKey> = input
+            .series
+            .iter()
+            .flat_map(|s| s.events().map(|e| &e.key))
+            .collect();
         let orphans: Vec<String> = remote
             .iter()
             .filter(|r| !recorded.contains(r.id.as_str()))
+            .filter(|r| match &r.key {
+                Some(k) => input.records.contains_key(k) || !current.contains(k),
+                None => true,
+            })
             .map(|r| r.id.clone())
             .collect();
         if input.dry_run {
