@@ -3,6 +3,7 @@
 mod commands;
 mod convert;
 mod daemon;
+mod ews;
 mod feishu;
 mod google;
 mod hardening;

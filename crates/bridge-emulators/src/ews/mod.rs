@@ -864,6 +864,12 @@ fn router(inner: Arc<Inner>) -> Router {
     Router::new().nest("/_emulator", control).merge(api)
 }
 
+/// The IANA zone this server expands a Windows zone id in (CLDR
+/// `windowsZones`, territory 001), for tests that read its items.
+pub fn zone_of(windows: &str) -> Option<chrono_tz::Tz> {
+    model::iana(windows)
+}
+
 /// A running EWS emulator. Cheap to clone; clones share one server.
 #[derive(Clone)]
 pub struct EwsEmulator {

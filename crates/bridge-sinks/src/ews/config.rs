@@ -74,6 +74,10 @@ pub struct Config {
     pub max_concurrency: Option<usize>,
     #[serde(default = "default_on_target_delete")]
     pub on_target_delete: String,
+    /// The horizon of a rule EWS has no pattern for (written as single
+    /// occurrences): days before and after now.
+    pub fallback_past_days: Option<i64>,
+    pub fallback_future_days: Option<i64>,
 }
 
 fn default_name() -> String {
@@ -103,6 +107,8 @@ pub struct Validated {
     pub client: ClientConfig,
     pub batch_size: usize,
     pub on_target_delete: OnTargetDelete,
+    pub fallback_past_days: i64,
+    pub fallback_future_days: i64,
 }
 
 impl TargetToml for Config {
@@ -188,6 +194,16 @@ impl TargetToml for Config {
                 OnTargetDelete::Restore
             }
         };
+        let past = self.fallback_past_days.unwrap_or(365);
+        let future = self.fallback_future_days.unwrap_or(730);
+        for (k, v) in [
+            ("fallback_past_days", past),
+            ("fallback_future_days", future),
+        ] {
+            if !(0..=3650).contains(&v) {
+                p.push(format!("{}: {v} must be 0 to 3650 days", key(k)));
+            }
+        }
         let credentials = self.credentials(ctx, &mut p);
         match (credentials, privacy) {
             (Some(credentials), Some(privacy)) if p.is_empty() => {
@@ -208,6 +224,8 @@ impl TargetToml for Config {
                     },
                     batch_size,
                     on_target_delete,
+                    fallback_past_days: past,
+                    fallback_future_days: future,
                 })
             }
             _ => Err(p),
@@ -364,8 +382,8 @@ impl Validated {
             privacy: self.privacy,
             on_target_delete: self.on_target_delete,
             batch_size: self.batch_size,
-            fallback_past_days: 365,
-            fallback_future_days: 730,
+            fallback_past_days: self.fallback_past_days,
+            fallback_future_days: self.fallback_future_days,
             client: self.client.clone(),
         }
     }

@@ -421,7 +421,7 @@ fn fallback_events(
     from: i64,
     until: i64,
 ) -> Result<Vec<CanonicalEvent>, String> {
-    let starts = recurrence::occurrences(master, from, until, FALLBACK_MAX)?;
+    let starts = expand(master, from, until, FALLBACK_MAX)?;
     let len = master.end.instant() - master.start.instant();
     let mut out = Vec::new();
     for t in starts {
@@ -460,12 +460,45 @@ fn fallback_events(
     Ok(out)
 }
 
-/// The 1-based index of the occurrence at `original` of `master`.
+/// The 1-based index of the occurrence at `original` of `master`: the
+/// generated occurrence at that instant, or at that wall-clock time in the
+/// master's zone (an original time in the second of two equal wall-clock
+/// hours names the occurrence a wall-clock reader generates at the first).
 fn occurrence_index(master: &CanonicalEvent, original: i64) -> Option<u32> {
-    let starts = recurrence::occurrences(master, i64::MIN / 4, original + 1, usize::MAX).ok()?;
-    (starts.last() == Some(&original))
-        .then(|| u32::try_from(starts.len()).ok())
-        .flatten()
+    let starts = expand(master, i64::MIN / 4, original + 2 * 3600, usize::MAX).ok()?;
+    let wall = |t: i64| {
+        master
+            .start
+            .tz()
+            .map(|tz| bridge_core::instant::wall_clock(tz, t))
+    };
+    let p = starts.iter().position(|t| *t == original).or_else(|| {
+        let w = wall(original)?;
+        starts.iter().position(|t| wall(*t) == Some(w))
+    })?;
+    u32::try_from(p + 1).ok()
+}
+
+/// The occurrence starts of a master in `[from, until)`. The `rrule` crate
+/// generates nothing from a start in the second of two equal wall-clock
+/// hours, so such a rule is expanded from the first and its first
+/// occurrence put back at Feishu's instant.
+fn expand(master: &CanonicalEvent, from: i64, until: i64, max: usize) -> Result<Vec<i64>, String> {
+    let error = bridge_core::instant::wall_clock_error(&master.start);
+    let EventTime::Zoned { at, tz } = master.start else {
+        return recurrence::occurrences(master, from, until, max);
+    };
+    if error == 0 {
+        return recurrence::occurrences(master, from, until, max);
+    }
+    let mut m = master.clone();
+    m.start = EventTime::Zoned { at: at - error, tz };
+    let mut starts = recurrence::occurrences(&m, from.min(at - error), until, max)?;
+    if starts.first() == Some(&(at - error)) {
+        starts[0] = at;
+    }
+    starts.retain(|t| *t >= from);
+    Ok(starts)
 }
 
 impl EwsSink {
@@ -596,12 +629,14 @@ impl EwsSink {
                 let until = now + self.cfg.fallback_future_days * 86_400;
                 match fallback_events(m, series.expect("a master has a series"), from, until) {
                     Ok(evs) => {
+                        // Tagged with the series' key (each has its own
+                        // UID): together they stand for the series.
                         for ev in evs {
                             let uid = ev.key.to_string();
                             let written =
-                                self.written(&ev, Shape::Single, &ev.key, &uid, cal, zone);
+                                self.written(&ev, Shape::Single, &base_key, &uid, cal, zone);
                             w.fallback.push(ItemWork {
-                                key: ev.key.clone(),
+                                key: base_key.clone(),
                                 written,
                                 existing: None,
                                 done: None,
@@ -1533,4 +1568,45 @@ pub fn remote_of(el: &El) -> Option<(String, String)> {
         id.attr("Id")?.to_owned(),
         id.attr("ChangeKey").unwrap_or_default().to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master(start: i64, rule: &str) -> CanonicalEvent {
+        let tz: Tz = "America/New_York".parse().unwrap();
+        CanonicalEvent {
+            key: EventKey::new("u", 0).unwrap(),
+            start: EventTime::Zoned { at: start, tz },
+            end: EventTime::Zoned {
+                at: start + 1800,
+                tz,
+            },
+            rrule: Some(rule.into()),
+            rrule_bound: None,
+            summary: String::new(),
+            description: String::new(),
+            location: None,
+            geo: None,
+            url: None,
+            conference: None,
+            status: None,
+            class: None,
+            transparent: false,
+            alarms: Vec::new(),
+            organizer: None,
+            attendees: Vec::new(),
+            created: None,
+        }
+    }
+
+    #[test]
+    fn occurrence_indexes_by_instant_or_wall_clock() {
+        // The second 01:15 of 2026-11-01 in New York.
+        let m = master(1_793_513_700, "FREQ=DAILY;COUNT=3");
+        assert_eq!(occurrence_index(&m, 1_793_513_700), Some(1));
+        assert_eq!(occurrence_index(&m, 1_793_513_700 + 86_400), Some(2));
+        assert_eq!(occurrence_index(&m, 1_793_513_700 + 3600), None);
+    }
 }
