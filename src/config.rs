@@ -861,7 +861,7 @@ mod google_tests {
                     index: c.index,
                     sink: g,
                 }),
-                Target::Ics(_) => None,
+                Target::Ics(_) | Target::Ews(_) => None,
             })
             .collect()
     }

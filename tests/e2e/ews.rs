@@ -110,6 +110,7 @@ struct Opts {
     password: &'static str,
     daemon: bool,
     oauth: bool,
+    batch_size: usize,
 }
 
 impl Default for Opts {
@@ -119,6 +120,7 @@ impl Default for Opts {
             password: "correct horse",
             daemon: false,
             oauth: false,
+            batch_size: 50,
         }
     }
 }
@@ -149,9 +151,10 @@ fn setup(f: &FeishuEmulator, fcal: &str, e: &EwsEmulator, name: &str, o: &Opts) 
         )
     };
     extra.push_str(&format!(
-        "\n[[sinks]]\nkind = \"ews\"\nname = \"ex\"\nurl = \"{}\"\nmailbox = \"{MAILBOX}\"\n{auth}impersonation = true\non_target_delete = \"{}\"\nfallback_past_days = 1500\n",
+        "\n[[sinks]]\nkind = \"ews\"\nname = \"ex\"\nurl = \"{}\"\nmailbox = \"{MAILBOX}\"\n{auth}impersonation = true\non_target_delete = \"{}\"\nfallback_past_days = 1500\nbatch_size = {}\n",
         e.ews_url(),
-        o.on_target_delete
+        o.on_target_delete,
+        o.batch_size
     ));
     let config = write_config(&dir, f, &format!("[\"{fcal}\"]"), &extra);
     if o.daemon {
@@ -707,7 +710,12 @@ async fn ews_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     let (_, fcal) = tenant(&f, seeded.clone());
     let e = ews().await;
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
-    let s = setup(&f, &fcal, &e, "faults", &Opts::default());
+    // Small batches: many requests for the faults to hit.
+    let o = Opts {
+        batch_size: 5,
+        ..Opts::default()
+    };
+    let s = setup(&f, &fcal, &e, "faults", &o);
     // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
     e.set_faults(Faults {
         busy_rate: 0.1,
