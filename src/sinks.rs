@@ -42,6 +42,20 @@ privacy = "full"                  # full | redacted | busy
 # on_target_delete = "restore"    # or "respect"
 "#
         }
+        "ews" => {
+            r#"[[sinks]]
+kind = "ews"
+name = "exchange"                 # sink id "ews:exchange"
+url = "https://mail.example.com/EWS/Exchange.asmx"
+mailbox = "replace-me@example.com"   # whose calendar receives the mirror
+auth = "basic"                    # basic | oauth (client credentials; needs impersonation = true)
+username = "replace-me"           # a service account with the ApplicationImpersonation role
+password = "replace-me"           # or password_file = "ews-password"
+impersonation = true
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#
+        }
         _ => return None,
     })
 }
