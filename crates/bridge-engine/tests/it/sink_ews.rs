@@ -363,3 +363,47 @@ async fn denied_impersonation_pauses_with_its_message() {
     );
     assert!(sink.paused().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_token_refused_mid_way_is_renewed_once() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let store = Store::in_memory().await.unwrap();
+    let creds = Credentials::ClientCredentials {
+        token_url: emu.token_url("contoso"),
+        client_id: "app-client".into(),
+        client_secret: Secret::new("app-secret"),
+        scope: "https://outlook.office365.com/.default".into(),
+    };
+    let sink = Arc::new(EwsSink::new(
+        sink_config(&emu, OnTargetDelete::Restore),
+        creds,
+    ));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        30, 4, BASE,
+    ))));
+    let engine = engine_for(&emu, sink.clone(), source.clone(), store).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let token_calls = || {
+        emu.calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/oauth2/v2.0/token"))
+            .count()
+    };
+    assert_eq!(token_calls(), 1, "one token for the whole pass");
+    // The server forgets the token: the next request gets 401, the sink
+    // fetches a new token once and goes on.
+    emu.expire_tokens();
+    source.0.lock().unwrap().iter_mut().for_each(|e| {
+        if let Some(s) = e.summary.as_mut() {
+            s.push_str(" (renamed)");
+        }
+    });
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    assert!(r[0].sinks[0].updated > 0);
+    assert_eq!(token_calls(), 2);
+    assert!(emu.calls().iter().any(|c| c.status == 401));
+    assert!(sink.paused().is_none());
+    schema::assert_valid(&emu.request_bodies());
+}
