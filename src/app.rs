@@ -15,9 +15,9 @@ use bridge_store::Store;
 use crate::config::{Calendars, IdentityConfig, Loaded};
 use crate::sinks::Handle;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct App {
-    pub(crate) engine: Engine,
+    pub(crate) engine: Arc<Engine>,
     pub(crate) client: Arc<FeishuClient>,
     /// The engine's source, for the calendars it had to skip.
     pub(crate) source: Arc<FeishuSource>,
@@ -127,6 +127,9 @@ pub(crate) fn is_locked(e: &anyhow::Error) -> bool {
 }
 
 pub(crate) async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
+    if let Some(store) = daemon_store() {
+        return Ok(store);
+    }
     let path = &loaded.config.store.path;
     Store::open_refusing_empty(path)
         .await
@@ -162,7 +165,32 @@ pub(crate) fn feishu_client(
     Ok(FeishuClient::new(cfg)?.with_user(Arc::new(user)))
 }
 
+/// What a command finds when the daemon runs it for a client (its admin
+/// endpoint's `/admin/run`): the daemon's own wiring, so the command works on
+/// the daemon's open store and engine (whose per-calendar locks keep a pass
+/// from overlapping the daemon's), and prints what it would have printed
+/// itself.
+#[derive(Debug, Clone)]
+pub(crate) struct InDaemon {
+    pub(crate) app: App,
+    /// The daemon's configuration file (it replaces the client's `--config`).
+    pub(crate) config: std::path::PathBuf,
+}
+
+tokio::task_local! {
+    pub(crate) static IN_DAEMON: InDaemon;
+}
+
+/// The daemon's store, when a command runs inside the daemon.
+pub(crate) fn daemon_store() -> Option<Store> {
+    IN_DAEMON.try_with(|d| d.app.engine.store().clone()).ok()
+}
+
 pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::Result<App> {
+    if let Ok(app) = IN_DAEMON.try_with(|d| d.app.clone()) {
+        // `allow_mass_delete` goes with each pass (`sync_calendar_with`).
+        return Ok(app);
+    }
     let store = open_store(loaded).await?;
     let client = Arc::new(feishu_client(loaded, client_config(loaded))?);
     let selection = match &loaded.config.feishu.calendars {
@@ -195,7 +223,7 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
     };
     let handles = build_sinks(loaded, &store).await?;
     let sinks = handles.iter().map(Handle::sink).collect();
-    let engine = Engine::new(source.clone(), sinks, store, cfg);
+    let engine = Arc::new(Engine::new(source.clone(), sinks, store, cfg));
     Ok(App {
         engine,
         client,
@@ -208,4 +236,57 @@ pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How long the CLI waits for a command the daemon runs for it (a full
+/// reconcile of many calendars can take minutes).
+const DAEMON_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The store is held by a running daemon: the daemon runs this very command
+/// line (`status`, `explain`, `reconcile` with any flag, ...) on its own
+/// store and engine, and its output and exit code become ours, so the
+/// output and the `--json` schema are the same either way.
+#[allow(clippy::print_stderr)]
+pub(crate) async fn run_in_daemon(
+    loaded: &Loaded,
+    locked: &(dyn std::fmt::Display + Sync),
+) -> anyhow::Result<std::process::ExitCode> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (url, request) = admin_request(
+        loaded,
+        reqwest::Method::POST,
+        "/admin/run",
+        DAEMON_RUN_TIMEOUT,
+    )
+    .map_err(|e| anyhow::anyhow!("{locked}; {e:#}"))?;
+    tracing::info!(%url, "the store is in use by the daemon; asking it to run the command");
+    let resp = request
+        .json(&serde_json::json!({ "argv": argv }))
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("{locked}; no daemon answers on its admin endpoint {url}: {e}")
+        })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "the daemon could not run the command ({status}): {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    print!("{}", body["stdout"].as_str().unwrap_or_default());
+    eprint!("{}", body["stderr"].as_str().unwrap_or_default());
+    let code = body["code"]
+        .as_u64()
+        .and_then(|c| u8::try_from(c).ok())
+        .unwrap_or(1);
+    Ok(std::process::ExitCode::from(code))
+}
+
+/// The number of an exit code (std keeps it opaque).
+pub(crate) fn exit_number(code: std::process::ExitCode) -> u8 {
+    (0..=u8::MAX)
+        .find(|n| std::process::ExitCode::from(*n) == code)
+        .unwrap_or(1)
 }

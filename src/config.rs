@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 use crate::sinks::Target;
 
+// An explicit path: the fuzz crate includes this file by `#[path]`, where a
+// plain `mod read;` would be looked up next to its own target file.
+#[path = "config/read.rs"]
 mod read;
 
 pub(crate) use read::read_table;
@@ -335,6 +338,10 @@ fn secret(
                 base.join(f)
             };
             match std::fs::read_to_string(&path) {
+                Ok(s) if s.trim().is_empty() => {
+                    problems.push(format!("{key}_file: {} is empty", path.display()));
+                    None
+                }
                 Ok(s) => Some(Secret::new(s.trim())),
                 Err(e) => {
                     problems.push(format!("{key}_file: cannot read {}: {e}", path.display()));

@@ -37,7 +37,7 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "feishu-bridge", version, about, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Log filter (wins over -v, -q and RUST_LOG): a level (`error`, `warn`, `info`, `debug`, `trace`,
     /// `off`) or `target=level` directives, comma-separated (`warn,bridge_engine=debug`).
     #[arg(long, global = true, value_parser = parse_log_filter)]
@@ -57,14 +57,18 @@ struct Cli {
     log_format: LogFormat,
 
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run everything against an emulated Feishu tenant and show the result (no account needed).
     #[cfg(feature = "demo")]
     Demo(cmd::demo::Args),
+    /// Start an emulated Feishu tenant (and target emulators) with a ready configuration, to try
+    /// every command against; runs until Ctrl-C.
+    #[cfg(feature = "demo")]
+    Sandbox(cmd::sandbox::Args),
     /// Convert a Feishu list-events response (or a JSON array of events) to one VCALENDAR on stdout.
     Convert(cmd::convert::Args),
     /// One full pass: list every configured calendar, plan, apply, report.
@@ -212,6 +216,8 @@ fn main() -> ExitCode {
         Command::Convert(args) => cmd::convert::run(args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => block_on(cmd::demo::run(args)),
+        #[cfg(feature = "demo")]
+        Command::Sandbox(args) => block_on(cmd::sandbox::run(args)),
         Command::Reconcile(args) => block_on(cmd::reconcile::run(args)),
         Command::Run(args) => block_on(cmd::run::run(args)),
         Command::Status(args) => block_on(cmd::status::run(args)),

@@ -216,6 +216,15 @@ impl Handle {
         self.sink().paused()
     }
 
+    /// The target's API calls by endpoint template and HTTP status, for
+    /// `/metrics` (kinds without an API: none).
+    pub(crate) fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
+        match self {
+            Self::Google { sink, .. } => sink.calls(),
+            Self::Ics(_) => Default::default(),
+        }
+    }
+
     /// The daemon's token hand-over (`auth <kind>` while the daemon holds
     /// the store): the token is checked, stored, and given to the sink,
     /// which resumes if it was paused for authorization.

@@ -18,6 +18,9 @@ pub(crate) fn exit_on_broken_pipe(exit: bool) {
 /// error (a full disk under `> file`) ends a one-shot command with the
 /// error and exit code 2, as every other error does; the daemon logs it.
 pub(crate) fn write(args: std::fmt::Arguments<'_>) {
+    if capture(Stream::Out, args) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let result = out.write_fmt(args).and_then(|()| out.flush());
     match result {
@@ -35,4 +38,52 @@ pub(crate) fn write(args: std::fmt::Arguments<'_>) {
             tracing::warn!("cannot write to stdout: {e}");
         }
     }
+}
+
+/// Which stream a captured line was written to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stream {
+    Out,
+    Err,
+}
+
+/// What a command printed while the daemon ran it for a client.
+#[derive(Debug, Default)]
+pub(crate) struct Captured {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+tokio::task_local! {
+    /// Set while the daemon runs a read-only command for a client through
+    /// its admin endpoint (`status`, `explain`, ... while `run` holds the
+    /// store): the command's output goes to the client, byte for byte what
+    /// it would have printed itself, instead of the daemon's own stdout.
+    static CAPTURE: std::cell::RefCell<Captured>;
+}
+
+/// Runs `f` with everything it prints captured.
+pub(crate) async fn captured<F: std::future::Future>(f: F) -> (F::Output, Captured) {
+    CAPTURE
+        .scope(std::cell::RefCell::new(Captured::default()), async move {
+            let out = f.await;
+            let captured = CAPTURE.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            (out, captured)
+        })
+        .await
+}
+
+/// Appends to the capture of the current task; false when there is none.
+pub(crate) fn capture(stream: Stream, args: std::fmt::Arguments<'_>) -> bool {
+    use std::fmt::Write as _;
+    CAPTURE
+        .try_with(|c| {
+            let mut c = c.borrow_mut();
+            let buf = match stream {
+                Stream::Out => &mut c.stdout,
+                Stream::Err => &mut c.stderr,
+            };
+            let _ = buf.write_fmt(args);
+        })
+        .is_ok()
 }

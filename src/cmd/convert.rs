@@ -88,10 +88,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     out.write_all(rendered.text.as_bytes())
         .and_then(|()| out.flush())
         .context("cannot write to stdout")?;
+    if parsed.has_more {
+        super::report_warning(&format_args!(
+            "{source} is one page of several (\"has_more\": true): the calendar above is \
+             incomplete; fetch every page (page_token) and convert them together"
+        ));
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::print_stderr)]
 fn read_stdin() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        // Otherwise a bare `feishu-bridge convert` seems to hang.
+        eprintln!(
+            "reading a Feishu list-events response from stdin (end with Ctrl-D; --input FILE reads a file)"
+        );
+    }
     let mut s = String::new();
     std::io::stdin()
         .read_to_string(&mut s)

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::unix_now;
 
 /// Every mapping case of the golden fixtures, as a Feishu list response.
-const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
+pub(crate) const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
 const ENCRYPT_KEY: &str = "demo-encrypt-key";
 /// The file that marks a directory as one `demo` created: only such a
 /// directory (or an empty one) is ever cleared.
@@ -84,6 +84,19 @@ pub(crate) enum Refusal {
 /// Anything else (a non-empty directory without the marker, such as `.` or
 /// someone's documents, or a file) is refused and nothing is deleted.
 pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<Result<(), Refusal>> {
+    prepare_dir_marked(
+        dir,
+        MARKER,
+        "Created by `feishu-bridge demo`, which clears this directory when it runs again.\n",
+    )
+}
+
+/// [`prepare_dir`] with another command's marker file.
+pub(crate) fn prepare_dir_marked(
+    dir: &Path,
+    marker: &str,
+    note: &str,
+) -> anyhow::Result<Result<(), Refusal>> {
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -96,7 +109,7 @@ pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<Result<(), Refusal>> {
             let mut entries =
                 std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
             if entries.next().is_some() {
-                if !dir.join(MARKER).is_file() {
+                if !dir.join(marker).is_file() {
                     return Ok(Err(Refusal::NotOurs));
                 }
                 std::fs::remove_dir_all(dir)
@@ -105,11 +118,8 @@ pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<Result<(), Refusal>> {
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(
-        dir.join(MARKER),
-        "Created by `feishu-bridge demo`, which clears this directory when it runs again.\n",
-    )
-    .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
+    std::fs::write(dir.join(marker), note)
+        .with_context(|| format!("cannot write {}", dir.join(marker).display()))?;
     Ok(Ok(()))
 }
 

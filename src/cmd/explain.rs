@@ -36,7 +36,7 @@ pub(crate) struct Args {
     /// The Feishu event id, `<uid>_<original_time>`.
     event_id: String,
     #[arg(long, default_value = "feishu-bridge.toml")]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Only look in this source calendar.
     #[arg(long)]
     calendar: Option<String>,
@@ -717,8 +717,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Opened::Store(s) => Some(s),
         Opened::Missing => None,
         Opened::Locked(e) => {
-            crate::cmd::report_error(&anyhow::Error::new(e), args.json);
-            return Ok(ExitCode::from(crate::EXIT_USAGE));
+            tracing::debug!("{e}; asking the daemon");
+            return app::run_in_daemon(&loaded, &e).await;
         }
     };
     let mut found = match &store {

@@ -8,6 +8,7 @@ pub(crate) mod explain;
 pub(crate) mod init;
 pub(crate) mod reconcile;
 pub(crate) mod run;
+pub(crate) mod sandbox;
 pub(crate) mod status;
 pub(crate) mod subscribe;
 
@@ -16,7 +17,9 @@ pub(crate) mod subscribe;
 /// script reading stdout always gets JSON.
 #[allow(clippy::print_stderr)]
 pub(crate) fn report_error(e: &anyhow::Error, json: bool) {
-    eprintln!("error: {e:#}");
+    if !crate::stdout::capture(crate::stdout::Stream::Err, format_args!("error: {e:#}\n")) {
+        eprintln!("error: {e:#}");
+    }
     if json {
         println!("{}", error_json(e));
     }
@@ -33,5 +36,7 @@ pub(crate) fn error_json(e: &anyhow::Error) -> serde_json::Value {
 /// Prints a warning on stderr.
 #[allow(clippy::print_stderr)]
 pub(crate) fn report_warning(w: &dyn std::fmt::Display) {
-    eprintln!("warning: {w}");
+    if !crate::stdout::capture(crate::stdout::Stream::Err, format_args!("warning: {w}\n")) {
+        eprintln!("warning: {w}");
+    }
 }

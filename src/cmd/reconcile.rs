@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bridge_core::EventKey;
+use bridge_core::model::EventTime;
 use bridge_core::plan::Op;
 use bridge_engine::{CalendarReport, EngineError};
 
@@ -17,7 +19,7 @@ pub(crate) const EXIT_SOURCE_UNAVAILABLE: u8 = 3;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[arg(long, default_value = "feishu-bridge.toml")]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -32,8 +34,55 @@ pub(crate) struct Args {
     allow_mass_delete: bool,
 }
 
-fn op_json(op: &Op) -> serde_json::Value {
-    serde_json::json!({"op": op.kind(), "event_id": op.key().to_string(), "reason": op.reason()})
+/// A start as a person reads it: `2026-12-08 09:00 Asia/Shanghai`,
+/// `2026-12-08` (all day), `2026-12-08 01:00 UTC`.
+fn fmt_start(t: &EventTime) -> String {
+    match t {
+        EventTime::Date(d) => d.format("%Y-%m-%d").to_string(),
+        EventTime::Utc(_) => format!("{} UTC", t.local().format("%Y-%m-%d %H:%M")),
+        EventTime::Zoned { tz, .. } => format!("{} {tz}", t.local().format("%Y-%m-%d %H:%M")),
+    }
+}
+
+/// `"Planning" (single, 2026-12-08 09:00 Asia/Shanghai)`, or the key alone
+/// when the report does not know the event.
+fn describe(r: &CalendarReport, key: &EventKey) -> String {
+    match r.events.get(key) {
+        Some(i) => format!(
+            "{:?} ({}, {})",
+            i.title,
+            i.kind.as_str(),
+            fmt_start(&i.start)
+        ),
+        None => String::new(),
+    }
+}
+
+fn event_json(r: &CalendarReport, key: &EventKey) -> serde_json::Value {
+    match r.events.get(key) {
+        Some(i) => serde_json::json!({
+            "event_id": key.to_string(),
+            "title": i.title,
+            "kind": i.kind.as_str(),
+            "start": fmt_start(&i.start),
+            "start_unix": i.start.instant(),
+        }),
+        None => serde_json::json!({ "event_id": key.to_string() }),
+    }
+}
+
+fn op_json(r: &CalendarReport, op: &Op) -> serde_json::Value {
+    let mut v = event_json(r, op.key());
+    v["op"] = op.kind().into();
+    v["reason"] = op.reason().into();
+    v
+}
+
+/// Distinct events (a series counts once) among `keys`.
+fn events_among<'a>(keys: impl Iterator<Item = &'a EventKey>) -> usize {
+    keys.map(EventKey::uid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 fn report_json(r: &CalendarReport) -> serde_json::Value {
@@ -60,7 +109,9 @@ fn report_json(r: &CalendarReport) -> serde_json::Value {
             "orphans_deleted": s.orphans_deleted,
             "drift_rewrites": s.drift_rewrites,
             "tombstoned": s.tombstoned,
-            "plan": if r.dry_run { s.ops.iter().map(op_json).collect::<Vec<_>>() } else { Vec::new() },
+            "deleted_events": events_among(s.ops.iter().filter(|o| matches!(o, Op::Delete(_))).map(Op::key)),
+            "plan": if r.dry_run { s.ops.iter().map(|o| op_json(r, o)).collect::<Vec<_>>() } else { Vec::new() },
+            "held_back": s.held_back.iter().map(|k| event_json(r, k)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -98,9 +149,22 @@ fn print_human(r: &CalendarReport) {
         if s.tombstoned > 0 {
             extra.push_str(&format!(", left deleted on the target {}", s.tombstoned));
         }
+        // Counts are items (a single event, a series, an occurrence); the
+        // deletions also say how many events they are, as the budget counts.
+        let deleted_events = events_among(
+            s.ops
+                .iter()
+                .filter(|o| matches!(o, Op::Delete(_)))
+                .map(Op::key),
+        );
+        let deleted = if deleted_events == s.deleted {
+            s.deleted.to_string()
+        } else {
+            format!("{} ({deleted_events} events)", s.deleted)
+        };
         println!(
-            "  {}: {verb} created {}, updated {}, deleted {}, unchanged {}, failed {}{extra}",
-            s.sink, s.created, s.updated, s.deleted, s.unchanged, s.failed,
+            "  {}: {verb} created {}, updated {}, deleted {deleted}, unchanged {}, failed {}{extra}",
+            s.sink, s.created, s.updated, s.unchanged, s.failed,
         );
         if let Some(p) = &s.paused {
             println!("    PAUSED: {p}");
@@ -108,7 +172,23 @@ fn print_human(r: &CalendarReport) {
         if r.dry_run {
             // The planner's own decisions, with the rule behind each.
             for op in &s.ops {
-                println!("    {:<6} {}: {}", op.kind(), op.key(), op.reason());
+                println!(
+                    "    {:<6} {} {}: {}",
+                    op.kind(),
+                    describe(r, op.key()),
+                    op.key(),
+                    op.reason()
+                );
+            }
+            if !s.held_back.is_empty() {
+                println!(
+                    "    held back by the deletion budget ({} items, {} events):",
+                    s.held_back.len(),
+                    events_among(s.held_back.iter())
+                );
+                for k in &s.held_back {
+                    println!("    delete {} {k}", describe(r, k));
+                }
             }
         }
         for e in s.errors.iter().take(20) {
@@ -120,107 +200,14 @@ fn print_human(r: &CalendarReport) {
     }
 }
 
-/// How long `reconcile` waits for the daemon's full pass.
-const DAEMON_RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// The store is held by a running daemon: ask it to reconcile instead.
-#[allow(clippy::print_stdout)]
-async fn via_daemon(loaded: &crate::config::Loaded, args: &Args) -> anyhow::Result<ExitCode> {
-    if args.dry_run || args.calendar.is_some() || args.allow_mass_delete {
-        anyhow::bail!(
-            "the store is in use by a running daemon; --dry-run, --calendar and \
-             --allow-mass-delete need the store: stop the daemon first"
-        );
-    }
-    let (url, request) = app::admin_request(
-        loaded,
-        reqwest::Method::POST,
-        "/admin/reconcile",
-        DAEMON_RECONCILE_TIMEOUT,
-    )?;
-    tracing::info!(%url, "the store is in use by the daemon; asking it to reconcile");
-    let resp = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            anyhow::anyhow!(
-                "the store is in use by a daemon, but its admin endpoint {url} did not answer \
-                 within {} s; see the daemon's log",
-                DAEMON_RECONCILE_TIMEOUT.as_secs()
-            )
-        } else {
-            anyhow::anyhow!(
-                "the store is in use (a daemon?) but its admin endpoint {url} does not answer: {e}"
-            )
-        }
-    })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-        crate::cmd::report_error(
-            &anyhow::anyhow!(
-                "the daemon cannot reconcile yet: {}",
-                body["error"].as_str().unwrap_or("it is starting")
-            ),
-            args.json,
-        );
-        return Ok(ExitCode::from(EXIT_SOURCE_UNAVAILABLE));
-    }
-    if !status.is_success() {
-        anyhow::bail!(
-            "the daemon could not reconcile ({status}): {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-    } else {
-        println!("reconciled by the running daemon ({url}):");
-        for c in body["calendars"].as_array().into_iter().flatten() {
-            println!(
-                "calendar {}: {} items",
-                c["calendar"].as_str().unwrap_or("?"),
-                c["items"]
-            );
-            for s in c["sinks"].as_array().into_iter().flatten() {
-                println!(
-                    "  {}: created {}, updated {}, deleted {}, unchanged {}, failed {}{}",
-                    s["sink"].as_str().unwrap_or("?"),
-                    s["created"],
-                    s["updated"],
-                    s["deleted"],
-                    s["unchanged"],
-                    s["failed"],
-                    match s["deferred"].as_u64() {
-                        Some(n) if n > 0 => format!(", waiting to retry {n}"),
-                        _ => String::new(),
-                    }
-                );
-                if let Some(p) = s["paused"].as_str() {
-                    println!("    PAUSED: {p}");
-                }
-            }
-        }
-    }
-    let failed = body["calendars"].as_array().into_iter().flatten().any(|c| {
-        !c["blocked"].is_null()
-            || c["sinks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s["failed"].as_u64().unwrap_or(0) > 0 || !s["paused"].is_null())
-    });
-    Ok(if failed {
-        ExitCode::from(EXIT_FAILED_ITEMS)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
     let app = match app::build(&loaded, args.allow_mass_delete).await {
         Ok(app) => app,
-        Err(e) if app::is_locked(&e) => return via_daemon(&loaded, &args).await,
+        Err(e) if app::is_locked(&e) => {
+            return app::run_in_daemon(&loaded, &format!("{e:#}")).await;
+        }
         Err(e) => return Err(e),
     };
     let now = app::unix_now();
@@ -243,14 +230,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("calendar {only} is not among the configured calendars");
     }
-    let bar = (std::io::stderr().is_terminal() && !args.json).then(|| {
-        let b = indicatif::ProgressBar::new(selected.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calendars  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    // No bar on the daemon's terminal for a client's reconcile.
+    let bar = (std::io::stderr().is_terminal() && !args.json && app::daemon_store().is_none())
+        .then(|| {
+            let b = indicatif::ProgressBar::new(selected.len() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} calendars  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
     let mut reports = Vec::new();
     let mut source_failed = false;
     for cal in &selected {
@@ -261,13 +250,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         match app
             .engine
-            .sync_calendar(cal, bridge_engine::Mode::Full, args.dry_run, now)
+            .sync_calendar_with(
+                cal,
+                bridge_engine::Mode::Full,
+                args.dry_run,
+                now,
+                args.allow_mass_delete,
+            )
             .await
         {
             Ok(r) => reports.push(r),
             Err(e @ EngineError::Source { .. }) => {
                 source_failed = true;
-                crate::cmd::report_error(&anyhow::Error::new(e), args.json);
+                // The report that follows says so in its JSON.
+                crate::cmd::report_error(&anyhow::Error::new(e), false);
             }
             Err(e) => return Err(e.into()),
         }

@@ -13,8 +13,8 @@
 //! the store takes writes again.
 
 mod listener;
+mod metrics;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,139 +57,8 @@ struct Shared {
     ready: Arc<AtomicBool>,
     user_token_file: PathBuf,
     sinks: Arc<Vec<crate::sinks::Handle>>,
-}
-
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-async fn metrics_text(s: &Shared) -> String {
-    let m = &s.metrics;
-    let mut out = String::new();
-    let counters = [
-        (
-            "feishu_bridge_passes_total",
-            "Calendar sync passes completed.",
-            &m.passes,
-        ),
-        (
-            "feishu_bridge_events_written_total",
-            "Events created, updated or deleted in sinks.",
-            &m.events_written,
-        ),
-        (
-            "feishu_bridge_item_failures_total",
-            "Sink writes that failed (retried later).",
-            &m.item_failures,
-        ),
-        (
-            "feishu_bridge_pass_errors_total",
-            "Passes that stopped because Feishu could not be read.",
-            &m.pass_errors,
-        ),
-        (
-            "feishu_bridge_hints_total",
-            "Change hints accepted.",
-            &m.hints,
-        ),
-        (
-            "feishu_bridge_duplicate_hints_total",
-            "Change events received again and ignored.",
-            &m.duplicate_hints,
-        ),
-    ];
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Ordering::Relaxed)
-        );
-    }
-    let depth = s.engine.store().dirty().await.map(|d| d.len()).unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_queue_depth Calendars waiting to be synced.\n# TYPE feishu_bridge_queue_depth gauge\nfeishu_bridge_queue_depth {depth}"
-    );
-    if let Ok(st) = s.engine.store().stats().await {
-        let _ = writeln!(
-            out,
-            "# HELP feishu_bridge_dedupe_entries Delivery ids kept to drop repeated change events (expired ones are purged every 15 min).\n# TYPE feishu_bridge_dedupe_entries gauge\nfeishu_bridge_dedupe_entries {}\n# HELP feishu_bridge_items_waiting_retry Sink writes that failed and wait for their retry.\n# TYPE feishu_bridge_items_waiting_retry gauge\nfeishu_bridge_items_waiting_retry {}",
-            st.dedupe, st.failures
-        );
-    }
-    let now = app::unix_now();
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_sync_lag_seconds Seconds since the calendar was last synced.\n# TYPE feishu_bridge_sync_lag_seconds gauge"
-    );
-    let last = m
-        .last_sync
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let mut last: Vec<_> = last.into_iter().collect();
-    last.sort();
-    for (cal, at) in last {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_sync_lag_seconds{{calendar=\"{}\"}} {}",
-            label(&cal),
-            now - at
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_feishu_api_calls_total Feishu API calls by endpoint and HTTP status (0 = no answer).\n# TYPE feishu_bridge_feishu_api_calls_total counter"
-    );
-    for ((endpoint, status), n) in s.client.stats().snapshot() {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_feishu_api_calls_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
-            label(&endpoint)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_token_expiry_seconds Seconds until a token expires (user_refresh: until `auth feishu` is needed again).\n# TYPE feishu_bridge_token_expiry_seconds gauge"
-    );
-    if let Some(left) = s.client.tenant_token_expires_in().await {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_token_expiry_seconds{{token=\"tenant_access\"}} {}",
-            left.as_secs()
-        );
-    }
-    if let Ok(Some(t)) = bridge_feishu::auth::TokenStore::load(
-        &bridge_feishu::auth::FileTokenStore::new(&s.user_token_file),
-    )
-    .await
-    {
-        let _ = writeln!(
-            out,
-            "feishu_bridge_token_expiry_seconds{{token=\"user_access\"}} {}",
-            t.access_expires_at - now
-        );
-        if t.refresh_expires_at > 0 {
-            let _ = writeln!(
-                out,
-                "feishu_bridge_token_expiry_seconds{{token=\"user_refresh\"}} {}",
-                t.refresh_expires_at - now
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_ready Whether the daemon is ready (config, store, source).\n# TYPE feishu_bridge_ready gauge\nfeishu_bridge_ready {}",
-        u8::from(s.ready.load(Ordering::Relaxed))
-    );
-    let _ = writeln!(
-        out,
-        "# HELP feishu_bridge_store_degraded Whether the store refuses writes (change events answered 503).\n# TYPE feishu_bridge_store_degraded gauge\nfeishu_bridge_store_degraded {}",
-        u8::from(m.store_degraded.load(Ordering::Relaxed))
-    );
-    out
+    /// What `/admin/run` gives the commands it runs.
+    in_daemon: app::InDaemon,
 }
 
 const STARTING: &str = "starting: Feishu not reachable yet";
@@ -222,8 +91,8 @@ fn starting() -> axum::response::Response {
 
 async fn metrics_route(State(s): State<Shared>) -> impl IntoResponse {
     (
-        [("content-type", "text/plain; version=0.0.4")],
-        metrics_text(&s).await,
+        [("content-type", metrics::CONTENT_TYPE)],
+        metrics::render(&s).await,
     )
 }
 
@@ -290,6 +159,77 @@ async fn admin_reconcile(State(s): State<Shared>) -> axum::response::Response {
         ),
     }
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RunRequest {
+    /// The client's command line, without the program name.
+    argv: Vec<String>,
+}
+
+/// `POST /admin/run`: a client's `status`, `explain` or `reconcile` (any
+/// flags) while the daemon holds the store. The command runs here, on the
+/// daemon's store and engine, with this daemon's configuration file in
+/// place of the client's `--config`; what it prints and its exit code go
+/// back as `{"stdout", "stderr", "code"}`. Other commands are refused.
+async fn admin_run(
+    State(s): State<Shared>,
+    axum::Json(req): axum::Json<RunRequest>,
+) -> axum::response::Response {
+    use clap::Parser;
+    let bad = |msg: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "error": msg })),
+        )
+            .into_response()
+    };
+    let cli = match crate::Cli::try_parse_from(
+        std::iter::once("feishu-bridge".to_owned()).chain(req.argv),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => return bad(e.to_string()),
+    };
+    let config = s.in_daemon.config.clone();
+    let (json, run): (bool, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match cli.command {
+        crate::Command::Status(mut a) => {
+            a.config = config;
+            (a.json, Box::pin(crate::cmd::status::run(a)))
+        }
+        crate::Command::Explain(mut a) => {
+            a.config = config;
+            (a.json, Box::pin(crate::cmd::explain::run(a)))
+        }
+        crate::Command::Reconcile(mut a) => {
+            a.config = config;
+            (a.json, Box::pin(crate::cmd::reconcile::run(a)))
+        }
+        _ => {
+            return bad(
+                "the daemon runs status, explain and reconcile for clients; stop it for anything else"
+                    .to_owned(),
+            );
+        }
+    };
+    tracing::info!("running a client's command through the admin endpoint");
+    let (result, out) =
+        crate::stdout::captured(app::IN_DAEMON.scope(s.in_daemon.clone(), run)).await;
+    let code = match result {
+        Ok(code) => app::exit_number(code),
+        Err(e) => {
+            // What `main` prints for a failed command, into the capture.
+            let ((), err) =
+                crate::stdout::captured(async { crate::cmd::report_error(&e, json) }).await;
+            return axum::Json(serde_json::json!({
+                "stdout": format!("{}{}", out.stdout, err.stdout),
+                "stderr": format!("{}{}", out.stderr, err.stderr),
+                "code": crate::EXIT_USAGE,
+            }))
+            .into_response();
+        }
+    };
+    axum::Json(serde_json::json!({ "stdout": out.stdout, "stderr": out.stderr, "code": code }))
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -537,7 +477,7 @@ async fn supervise_worker(
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = crate::config::load(&args.config)?;
     let app = app::build(&loaded, args.allow_mass_delete).await?;
-    let engine = Arc::new(app.engine);
+    let engine = app.engine.clone();
     let metrics = Arc::new(Metrics::default());
     let hub = Arc::new(Hub::new(engine.store().clone(), metrics.clone()));
     let cancel = CancellationToken::new();
@@ -570,6 +510,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ready: ready.clone(),
         user_token_file: loaded.feishu.user_token_file.clone(),
         sinks: Arc::new(app.sinks.clone()),
+        in_daemon: app::InDaemon {
+            app: app.clone(),
+            config: args.config.clone(),
+        },
     };
 
     // Serve first: /healthz answers "starting" and webhooks are made
@@ -617,6 +561,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .route("/admin/reconcile", post(admin_reconcile))
         .route("/admin/sync", post(admin_sync))
         .route("/admin/token", post(admin_token))
+        .route("/admin/run", post(admin_run))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),

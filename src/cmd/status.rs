@@ -25,7 +25,7 @@ const SHOWN_ERRORS: usize = 5;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[arg(long, default_value = "feishu-bridge.toml")]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Print the status as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
@@ -45,6 +45,9 @@ pub(crate) enum Opened {
 
 /// Opens the store at `path` if the file exists (never creates one).
 pub(crate) async fn open_existing(path: &Path) -> anyhow::Result<Opened> {
+    if let Some(store) = app::daemon_store() {
+        return Ok(Opened::Store(store));
+    }
     if !path.exists() {
         return Ok(Opened::Missing);
     }
@@ -405,8 +408,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = match open_existing(&path).await? {
         Opened::Store(s) => s,
         Opened::Locked(e) => {
-            crate::cmd::report_error(&anyhow::Error::new(e), args.json);
-            return Ok(ExitCode::from(crate::EXIT_USAGE));
+            tracing::debug!("{e}; asking the daemon");
+            return app::run_in_daemon(&loaded, &e).await;
         }
         Opened::Missing => {
             if args.json {

@@ -114,6 +114,22 @@ fn now() -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn status_check_and_explain_after_a_reconcile() {
     let fx = fixture("cmds-ok", "ics").await;
+    // A dry run names each planned write by title, kind and first start.
+    let r = run(&["reconcile", "--dry-run"], &fx.config).await;
+    assert_eq!(r.code, 0, "{r}");
+    for want in [
+        format!(
+            "create \"Planning\" (single, 2025-10-09 16:53 Asia/Shanghai) {}",
+            fx.single
+        ),
+        format!(
+            "create \"Daily standup\" (series, 2025-10-10 17:00 Asia/Shanghai) {}",
+            fx.master
+        ),
+        "create \"Standup (moved)\" (occurrence, ".to_owned(),
+    ] {
+        assert!(r.stdout.contains(&want), "{want} in\n{r}");
+    }
     let r = run(&["reconcile"], &fx.config).await;
     assert_eq!(r.code, 0, "{r}");
 
@@ -467,6 +483,7 @@ async fn check_with_the_user_identity_needs_a_user_token() {
         "refresh_expires_at": now() + 86_400,
         "scope": "calendar:calendar:readonly offline_access",
     });
+    std::fs::create_dir_all(dir.join("state")).unwrap();
     std::fs::write(dir.join("state/feishu-user.json"), tokens.to_string()).unwrap();
     let r = run(&["check"], &config).await;
     assert_eq!(r.code, 0, "{r}");

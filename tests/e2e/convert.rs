@@ -182,3 +182,55 @@ fn usage_errors_exit_2() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn one_page_of_several_is_converted_with_a_warning_and_exit_1() {
+    let page = r#"{"code":0,"msg":"success","data":{"has_more":true,"page_token":"p2","items":[
+        {"event_id":"e1_0","summary":"Planning","status":"confirmed",
+         "start_time":{"timestamp":"1760000000","timezone":"Asia/Shanghai"},
+         "end_time":{"timestamp":"1760003600","timezone":"Asia/Shanghai"}}]}}"#;
+    let out = run_stdin(&["convert"], page);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("SUMMARY:Planning"));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("stdin is one page of several (\"has_more\": true)"),
+        "{err}"
+    );
+    // The last page converts quietly.
+    let out = run_stdin(
+        &["convert"],
+        &page.replace("\"has_more\":true", "\"has_more\":false"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_empty_secret_file_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("fb-e2e-{}-empty-secret", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "\n").unwrap();
+    std::fs::write(
+        dir.join("c.toml"),
+        "[feishu]\napp_id = \"cli_x\"\napp_secret_file = \"secret\"\ncalendars = \"primary\"\n\
+         delivery = \"poll\"\n\n[[sinks]]\nkind = \"ics\"\ndir = \"out\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(dir.join("c.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "- feishu.app_secret_file: {} is empty",
+            dir.canonicalize().unwrap().join("secret").display()
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("app_secret is missing"), "{stdout}");
+}

@@ -64,7 +64,7 @@ impl Drop for Daemon {
     }
 }
 
-fn daemon_config(
+pub(crate) fn daemon_config(
     dir: &Path,
     emu: &FeishuEmulator,
     cal: &str,
@@ -156,6 +156,37 @@ async fn scenario(delivery: &str) {
         .await
         .unwrap();
     assert!(metrics.contains("feishu_bridge_passes_total"), "{metrics}");
+    // Per sink, per calendar and the build, for alerting (prometheus-client).
+    let sink = format!("ics:{}", ics.display());
+    for needle in [
+        format!("feishu_bridge_sink_events_written_total{{sink=\"{sink}\"}} "),
+        format!("feishu_bridge_sink_write_failures_total{{sink=\"{sink}\"}} 0"),
+        format!("feishu_bridge_sink_items_waiting_retry{{sink=\"{sink}\"}} 0"),
+        format!("feishu_bridge_sink_paused{{sink=\"{sink}\"}} 0"),
+        format!("feishu_bridge_last_sync_timestamp_seconds{{calendar=\"{cal}\"}} "),
+        format!(
+            "feishu_bridge_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "# TYPE feishu_bridge_queue_depth gauge".to_owned(),
+    ] {
+        assert!(metrics.contains(&needle), "{needle} in\n{metrics}");
+    }
+    // The example alert rules name only metrics that exist.
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus/feishu-bridge-alerts.yml"),
+    )
+    .unwrap();
+    for (i, _) in rules.match_indices("feishu_bridge_") {
+        let name: String = rules[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(
+            metrics.contains(&format!("\n{name}{{")) || metrics.contains(&format!("\n{name} ")),
+            "the alert rules name {name}, which /metrics does not have"
+        );
+    }
     assert!(
         metrics.contains("feishu_bridge_token_expiry_seconds{token=\"tenant_access\"}"),
         "{metrics}"
@@ -198,20 +229,17 @@ async fn scenario(delivery: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            stdout.contains("reconciled by the running daemon"),
+            stdout.contains(" created 0, updated 0, deleted 0, unchanged 2, failed 0"),
             "{stdout}"
         );
-        assert!(
-            stdout.contains("created 0, updated 0, deleted 0, unchanged 2, failed 0"),
-            "{stdout}"
-        );
+        // A dry run works too (see tests/e2e/inspect.rs for the rest).
         let out = bin()
             .args(["reconcile", "--dry-run", "--config"])
             .arg(&config)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("stop the daemon first"));
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("would be created 0"));
     }
     daemon.stop();
     emu.shutdown().await;

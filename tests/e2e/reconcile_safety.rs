@@ -347,7 +347,36 @@ async fn the_deletion_budget_stops_a_mass_delete_until_allowed() {
     assert!(stdout.contains("deletion budget"), "{stdout}");
     assert!(stdout.contains("--allow-mass-delete"), "{stdout}");
     assert!(stdout.contains("30 of 100"), "{stdout}");
+    // Said once: the report has it, the log does not repeat it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("deletion budget"), "{stderr}");
+    assert_eq!(stdout.matches("deletion budget").count(), 1, "{stdout}");
     assert!(ics_files(&ics) == before, "nothing deleted from the file");
+
+    // A blocked dry run lists what would be deleted, each by title, kind and
+    // start, with counts in items and events (a series counts once).
+    let mut cmd = bin();
+    cmd.args(["reconcile", "--dry-run", "--config"])
+        .arg(&config);
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("held back by the deletion budget (30 items, 30 events):"),
+        "{stdout}"
+    );
+    let held: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("delete \"Meeting "))
+        .collect();
+    assert_eq!(held.len(), 30, "{stdout}");
+    assert!(held.iter().all(|l| l.contains("(single, 20")), "{stdout}");
+    let (_, report, _) = reconcile(&config, &["--dry-run"]).await;
+    let held = report["calendars"][0]["sinks"][0]["held_back"]
+        .as_array()
+        .unwrap();
+    assert_eq!(held.len(), 30, "{report}");
+    assert!(held[0]["title"].as_str().unwrap().starts_with("Meeting "));
+    assert_eq!(held[0]["kind"], "single");
 
     // The JSON report says the same, still nothing deleted.
     let (code, report, _) = reconcile(&config, &[]).await;

@@ -26,6 +26,9 @@ pub enum InputError {
 pub struct Input {
     pub events: Vec<Event>,
     pub errors: Vec<MapError>,
+    /// The response says more pages follow (`data.has_more`): the events
+    /// are not the whole calendar.
+    pub has_more: bool,
 }
 
 fn json_error(e: &serde_json::Error) -> InputError {
@@ -56,6 +59,9 @@ struct Envelope<'a> {
 struct Data<'a> {
     #[serde(default, borrow)]
     items: Option<&'a RawValue>,
+    /// Tolerant: a boolean, or absent / anything else (no more pages).
+    #[serde(default)]
+    has_more: Option<serde_json::Value>,
 }
 
 /// Parses `text`: `{"code":0,"data":{"items":[...]}}` or `[...]`. Items are
@@ -65,6 +71,7 @@ pub fn parse_events(text: &str) -> Result<Input, InputError> {
     // errors anywhere carry their line and column in `text`.
     let top = text;
     let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    let mut has_more = false;
     let items: Vec<&RawValue> = match first {
         Some(b'[') => serde_json::from_str(top).map_err(|e| json_error(&e))?,
         Some(b'{') => {
@@ -93,8 +100,12 @@ pub fn parse_events(text: &str) -> Result<Input, InputError> {
             let data = match env.data {
                 Some(d) if d.get() != "null" => serde_json::from_str::<Data<'_>>(d.get())
                     .map_err(|e| InputError::Shape(format!("\"data\" must be an object: {e}")))?,
-                _ => Data { items: None },
+                _ => Data {
+                    items: None,
+                    has_more: None,
+                },
             };
+            has_more = data.has_more.as_ref().and_then(|v| v.as_bool()) == Some(true);
             match data.items {
                 None => Vec::new(),
                 Some(raw) if raw.get() == "null" => Vec::new(),
@@ -115,7 +126,10 @@ pub fn parse_events(text: &str) -> Result<Input, InputError> {
             )));
         }
     };
-    let mut out = Input::default();
+    let mut out = Input {
+        has_more,
+        ..Input::default()
+    };
     out.events.reserve(items.len());
     for (i, item) in items.into_iter().enumerate() {
         match serde_json::from_str::<Event>(item.get()) {

@@ -100,8 +100,12 @@ impl Default for Rules {
 /// Why deletions were held back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetExceeded {
+    /// Events (a series counts once) that would be deleted.
     pub deletions: usize,
+    /// Events (a series counts once) the sink holds.
     pub recorded: usize,
+    /// The items whose deletion was held back, in key order.
+    pub held: Vec<EventKey>,
     pub message: String,
 }
 
@@ -196,12 +200,14 @@ pub fn plan(
             deletions: n,
             recorded: total,
             message: format!(
-                "{n} of {total} events would be deleted, more than the deletion budget \
-                 ({} events or {:.0}%); nothing was deleted. If the source really lost \
-                 them, run again with --allow-mass-delete",
+                "{n} of {total} events (a series counts once; {} items) would be deleted, \
+                 more than the deletion budget ({} events or {:.0}%); nothing was deleted. \
+                 If the source really lost them, run again with --allow-mass-delete",
+                deletes.len(),
                 rules.max_delete_count,
                 rules.max_delete_fraction * 100.0
             ),
+            held: deletes,
         });
     } else {
         out.ops.extend(deletes.into_iter().map(Op::Delete));

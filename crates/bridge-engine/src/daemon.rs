@@ -45,6 +45,17 @@ pub struct Metrics {
     /// hints cannot be made durable, `/healthz` reports degraded. Cleared by
     /// the next successful write of a hint.
     pub store_degraded: AtomicBool,
+    /// Per sink id: events written and writes failed since start.
+    pub per_sink: std::sync::Mutex<std::collections::BTreeMap<String, SinkTotals>>,
+}
+
+/// What one sink did since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkTotals {
+    /// Events created, updated or deleted.
+    pub written: u64,
+    /// Writes that failed (retried later).
+    pub failed: u64,
 }
 
 /// A store failure as a [`DeliveryError`]: a store that cannot write (a
@@ -68,6 +79,10 @@ impl Metrics {
             );
             self.item_failures
                 .fetch_add(s.failed as u64, Ordering::Relaxed);
+            let mut per_sink = self.per_sink.lock().unwrap_or_else(|e| e.into_inner());
+            let t = per_sink.entry(s.sink.clone()).or_default();
+            t.written += (s.created + s.updated + s.deleted) as u64;
+            t.failed += s.failed as u64;
         }
         self.last_sync
             .lock()
@@ -237,6 +252,14 @@ impl DeliverySink for Hub {
             .await
             .map(|_| ())
             .map_err(|e| delivery_error(&self.metrics, &e))
+    }
+}
+
+/// The daemon says at warn when the deletion budget held a pass back (no
+/// one reads a report there).
+fn log_blocked(report: &CalendarReport) {
+    if let Some(b) = &report.blocked {
+        tracing::warn!(calendar = %report.calendar, "{b}; the sync token was kept");
     }
 }
 
@@ -435,6 +458,7 @@ impl Worker {
             {
                 Ok(report) => {
                     self.hub.metrics.record(&report, now);
+                    log_blocked(&report);
                     tracing::info!(
                         calendar = %cal.id,
                         listed = report.listed,
@@ -505,6 +529,7 @@ impl Worker {
             {
                 Ok(r) => {
                     self.hub.metrics.record(&r, now);
+                    log_blocked(&r);
                     out.push(r);
                 }
                 Err(e @ EngineError::Source { .. }) => {

@@ -18,7 +18,8 @@ pub use bridge_target::{
     Target,
 };
 pub use engine::{
-    CalendarReport, Engine, EngineConfig, EngineError, Mode, SinkReport, Window, in_window,
+    CalendarReport, Engine, EngineConfig, EngineError, EventInfo, EventKind, Mode, SinkReport,
+    Window, in_window,
 };
 pub use state::SinkState;
 pub use traits::{Listing, Source, SourceError};

@@ -190,6 +190,9 @@ pub fn webhook(data: &[u8]) {
     let _ = hint::parse_event(plaintext);
 }
 
+/// The reassembler's byte budget under fuzzing: small, so that inputs reach it.
+const FUZZ_BUDGET: usize = 2048;
+
 /// What the reassembler should hold for one message (a model of it).
 struct ModelMessage {
     parts: Vec<Option<Vec<u8>>>,
@@ -277,14 +280,15 @@ fn built_frame(b: &mut Bytes<'_>) -> Frame {
 /// equal frame; the ping interval stays at least 1 s and every deadline the
 /// session derives from the `ClientConfig` is representable; the
 /// reassembler refuses parts outside its bounds (`sum` above [`MAX_PARTS`],
-/// `seq >= sum`, no message id) and returns exactly the concatenation a model
-/// of it predicts, and holds as many incomplete messages as the model.
+/// `seq >= sum`, no message id, a part beyond its byte budget) and returns
+/// exactly the concatenation a model of it predicts, and holds as many
+/// incomplete messages and bytes as the model, never more than the budget.
 pub fn ws_frames(data: &[u8]) {
     let mut b = Bytes { data };
     let ttl = Duration::from_secs(10);
     let t0 = Instant::now();
     let mut now = t0;
-    let mut reassembler = Reassembler::new(ttl);
+    let mut reassembler = Reassembler::with_budget(ttl, FUZZ_BUDGET);
     let mut model: HashMap<String, ModelMessage> = HashMap::new();
     let mut client_config = ClientConfig::default();
 
@@ -334,6 +338,13 @@ pub fn ws_frames(data: &[u8]) {
                 let want = model_push(&mut model, message_id, sum, seq, part, now, ttl);
                 assert_eq!(got, want, "message {message_id:?} sum {sum} seq {seq}");
                 assert_eq!(reassembler.pending(), model.len());
+                let held: usize = model
+                    .values()
+                    .flat_map(|m| m.parts.iter().flatten())
+                    .map(Vec::len)
+                    .sum();
+                assert_eq!(reassembler.buffered(), held);
+                assert!(held <= FUZZ_BUDGET);
                 if let Ok(Some(payload)) = got
                     && frame.frame_type() == Some(TYPE_EVENT)
                 {
@@ -382,6 +393,21 @@ fn model_push(
         });
     if m.parts.len() != sum {
         m.parts = vec![None; sum];
+    }
+    let held: usize = model
+        .values()
+        .flat_map(|m| m.parts.iter().flatten())
+        .map(Vec::len)
+        .sum();
+    let m = model.get_mut(message_id).expect("inserted above");
+    let replaced = m.parts[seq].as_ref().map_or(0, Vec::len);
+    if held - replaced + payload.len() > FUZZ_BUDGET {
+        model.remove(message_id);
+        return Err(ReassemblyError::BufferFull {
+            message_id: message_id.to_owned(),
+            seq,
+            limit: FUZZ_BUDGET,
+        });
     }
     m.parts[seq] = Some(payload);
     m.expires = now + ttl;

@@ -106,6 +106,10 @@ pub fn secret(
         }
         (Some(s), None) => Some(s.to_owned()),
         (None, Some(f)) => match ctx.read(f) {
+            Ok(s) if s.trim().is_empty() => {
+                problems.push(format!("{key}_file: {} is empty", ctx.resolve(f).display()));
+                None
+            }
             Ok(s) => Some(s.trim().to_owned()),
             Err(e) => {
                 problems.push(format!(

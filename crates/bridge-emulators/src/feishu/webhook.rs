@@ -142,7 +142,6 @@ pub(crate) async fn deliver(inner: Arc<Inner>, msg: Arc<OutMsg>) {
         match outcome {
             Ok((200, _)) => {
                 log_attempt(&inner, msg.slot, Some(200), None, false);
-                update_delivery(&inner, msg.slot, |d| d.delivered_ok = true);
                 tracing::debug!(event_id = %msg.id, attempt, "webhook delivered");
                 let dup = inner.kit.roll(|f| f.duplicate_rate);
                 if dup {
@@ -150,6 +149,9 @@ pub(crate) async fn deliver(inner: Arc<Inner>, msg: Arc<OutMsg>) {
                     log_attempt(&inner, msg.slot, status, None, true);
                     update_delivery(&inner, msg.slot, |d| d.last_status = Some(200));
                 }
+                // Settled only once every send of it is done (the duplicate
+                // too), so that a test waiting for it sees all its attempts.
+                update_delivery(&inner, msg.slot, |d| d.delivered_ok = true);
                 return;
             }
             Ok((status, _)) => {

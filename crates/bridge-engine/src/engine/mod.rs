@@ -97,6 +97,43 @@ pub struct SinkReport {
     pub drift_rewrites: usize,
     /// Drift repair: items deleted on the target and left deleted.
     pub tombstoned: usize,
+    /// Deletions the deletion budget held back (not in `ops`).
+    pub held_back: Vec<EventKey>,
+}
+
+/// What a report says about one event it names: enough for a person to
+/// recognise it in a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventInfo {
+    /// Its title (the master's for a cancelled occurrence; may be empty).
+    pub title: String,
+    /// Its (first) start.
+    pub start: bridge_core::model::EventTime,
+    pub kind: EventKind,
+}
+
+/// Which kind of item a planned op touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A standalone event.
+    Single,
+    /// A recurring series (its master and rule).
+    Series,
+    /// One modified occurrence of a series.
+    Occurrence,
+    /// One cancelled occurrence of a series.
+    Cancellation,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Series => "series",
+            Self::Occurrence => "occurrence",
+            Self::Cancellation => "cancelled occurrence",
+        }
+    }
 }
 
 /// What one pass over one calendar did.
@@ -116,12 +153,66 @@ pub struct CalendarReport {
     /// Set when the deletion budget held deletions back.
     pub blocked: Option<String>,
     pub dry_run: bool,
+    /// Every event an op or a held-back deletion of the report names.
+    pub events: BTreeMap<EventKey, EventInfo>,
 }
 
 impl CalendarReport {
     pub fn failed(&self) -> usize {
         self.sinks.iter().map(|s| s.failed).sum()
     }
+}
+
+/// Title, first start and kind of every event the sinks' ops and held-back
+/// deletions name, from the current items or the removed ones.
+fn describe(
+    sinks: &[SinkReport],
+    next: &BTreeMap<EventKey, Entry>,
+    removed: &BTreeMap<EventKey, Entry>,
+) -> BTreeMap<EventKey, EventInfo> {
+    let mut out = BTreeMap::new();
+    let keys = sinks
+        .iter()
+        .flat_map(|s| s.ops.iter().map(Op::key).chain(s.held_back.iter()));
+    for key in keys {
+        if out.contains_key(key) {
+            continue;
+        }
+        let Some(entry) = next.get(key).or_else(|| removed.get(key)) else {
+            continue;
+        };
+        let info = match &entry.item {
+            Item::Event(ev) => EventInfo {
+                title: ev.summary.clone(),
+                start: ev.start,
+                kind: if ev.rrule.is_some() {
+                    EventKind::Series
+                } else if key.original_time() != 0 {
+                    EventKind::Occurrence
+                } else {
+                    EventKind::Single
+                },
+            },
+            Item::Cancelled(k) => {
+                let master = EventKey::new(k.uid(), 0).ok();
+                let title = master
+                    .as_ref()
+                    .and_then(|m| next.get(m).or_else(|| removed.get(m)))
+                    .and_then(|e| match &e.item {
+                        Item::Event(ev) => Some(ev.summary.clone()),
+                        Item::Cancelled(_) => None,
+                    })
+                    .unwrap_or_default();
+                EventInfo {
+                    title,
+                    start: bridge_core::model::EventTime::Utc(k.original_time()),
+                    kind: EventKind::Cancellation,
+                }
+            }
+        };
+        out.insert(key.clone(), info);
+    }
+    out
 }
 
 /// Sink results committed per store transaction before the final one.
@@ -236,6 +327,25 @@ impl Engine {
         dry_run: bool,
         now: i64,
     ) -> Result<CalendarReport, EngineError> {
+        self.sync_calendar_with(cal, mode, dry_run, now, self.cfg.rules.allow_mass_delete)
+            .await
+    }
+
+    /// [`Engine::sync_calendar`], with the deletion budget lifted for this
+    /// pass only when `allow_mass_delete` (`reconcile --allow-mass-delete`
+    /// run by a daemon configured without it).
+    pub async fn sync_calendar_with(
+        &self,
+        cal: &CalendarMeta,
+        mode: Mode,
+        dry_run: bool,
+        now: i64,
+        allow_mass_delete: bool,
+    ) -> Result<CalendarReport, EngineError> {
+        let rules = bridge_core::plan::Rules {
+            allow_mass_delete,
+            ..self.cfg.rules
+        };
         let lock = self.calendar_lock(&cal.id);
         let _guard = lock.lock().await;
 
@@ -291,7 +401,7 @@ impl Engine {
             next: &next,
             windowed: &windowed,
             window_configured: window.is_some(),
-            rules: &self.cfg.rules,
+            rules: &rules,
             now,
         };
         // Items of this calendar whose last write failed: (sink, key) -> retry time.
@@ -326,7 +436,9 @@ impl Engine {
             planned.push((sink.clone(), records, p));
         }
         if let Some(b) = &report.blocked {
-            tracing::warn!(calendar = %cal.id, "{b}; the sync token was kept");
+            // Said once to the user: in `reconcile`'s report, or by the
+            // daemon's worker at warn (`Worker::log_blocked`).
+            tracing::info!(calendar = %cal.id, "{b}; the sync token was kept");
         }
         report.items = next.len()
             + if report.blocked.is_some() {
@@ -394,6 +506,11 @@ impl Engine {
                 unchanged: p.unchanged,
                 deferred: p.deferred,
                 ops: p.ops.clone(),
+                held_back: p
+                    .blocked
+                    .as_ref()
+                    .map(|b| b.held.clone())
+                    .unwrap_or_default(),
                 ..SinkReport::default()
             };
             if let Some(d) = drift {
@@ -431,6 +548,7 @@ impl Engine {
             sink_reports.push(sr);
         }
         report.sinks = sink_reports;
+        report.events = describe(&report.sinks, &next, &removed);
         if dry_run {
             return Ok(report);
         }

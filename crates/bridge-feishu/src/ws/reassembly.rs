@@ -1,7 +1,9 @@
 //! Reassembly of split long-connection messages (`feishu-api.md` §9.5):
 //! parts share a `message_id`, carry `sum` (part count) and `seq` (0-based
 //! index), and are concatenated in `seq` order once all have arrived.
-//! Incomplete messages expire after a TTL.
+//! Incomplete messages expire after a TTL, and all of them together hold at
+//! most a byte budget: a peer that opens many split messages and never
+//! finishes them cannot make the daemon buffer without bound.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,6 +12,10 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 /// Largest accepted `sum`.
 pub const MAX_PARTS: usize = 1024;
+/// Default budget of the bytes held by all incomplete messages together.
+/// Feishu's change events are a few KB; a message split into parts is far
+/// below this.
+pub const DEFAULT_MAX_BUFFERED: usize = 32 * 1024 * 1024;
 
 /// Why a part was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,19 +30,43 @@ pub enum ReassemblyError {
     TooManyParts { message_id: String, sum: usize },
     #[error("split message has no message_id")]
     MissingMessageId,
+    #[error(
+        "part {seq} of message {message_id} would buffer more than {limit} bytes of incomplete messages; the message is dropped"
+    )]
+    BufferFull {
+        message_id: String,
+        seq: usize,
+        limit: usize,
+    },
 }
 
 #[derive(Debug)]
 struct Partial {
     parts: Vec<Option<Vec<u8>>>,
     filled: usize,
+    /// Bytes of the parts held.
+    bytes: usize,
     expires: Instant,
+}
+
+impl Partial {
+    fn new(sum: usize, expires: Instant) -> Self {
+        Partial {
+            parts: vec![None; sum],
+            filled: 0,
+            bytes: 0,
+            expires,
+        }
+    }
 }
 
 /// Buffers parts of split messages.
 #[derive(Debug)]
 pub struct Reassembler {
     ttl: Duration,
+    max_buffered: usize,
+    /// Bytes held by all incomplete messages.
+    buffered: usize,
     partial: HashMap<String, Partial>,
 }
 
@@ -48,9 +78,27 @@ impl Default for Reassembler {
 
 impl Reassembler {
     pub fn new(ttl: Duration) -> Self {
+        Self::with_budget(ttl, DEFAULT_MAX_BUFFERED)
+    }
+
+    /// With another budget of buffered bytes (see [`DEFAULT_MAX_BUFFERED`]).
+    pub fn with_budget(ttl: Duration, max_buffered: usize) -> Self {
         Reassembler {
             ttl,
+            max_buffered,
+            buffered: 0,
             partial: HashMap::new(),
+        }
+    }
+
+    /// Bytes held by incomplete messages.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    fn drop_message(&mut self, message_id: &str) {
+        if let Some(p) = self.partial.remove(message_id) {
+            self.buffered -= p.bytes;
         }
     }
 
@@ -90,47 +138,61 @@ impl Reassembler {
             });
         }
         let ttl = self.ttl;
+        if self
+            .partial
+            .get(message_id)
+            .is_some_and(|p| p.parts.len() != sum)
+        {
+            // A different split of the same id: start over with this one.
+            self.drop_message(message_id);
+        }
+        let replaced = self
+            .partial
+            .get(message_id)
+            .and_then(|p| p.parts[seq].as_ref())
+            .map_or(0, Vec::len);
+        if self.buffered - replaced + payload.len() > self.max_buffered {
+            self.drop_message(message_id);
+            return Err(ReassemblyError::BufferFull {
+                message_id: message_id.to_owned(),
+                seq,
+                limit: self.max_buffered,
+            });
+        }
         let entry = self
             .partial
             .entry(message_id.to_owned())
-            .or_insert_with(|| Partial {
-                parts: vec![None; sum],
-                filled: 0,
-                expires: now + ttl,
-            });
-        if entry.parts.len() != sum {
-            // A different split of the same id: start over with this one.
-            *entry = Partial {
-                parts: vec![None; sum],
-                filled: 0,
-                expires: now + ttl,
-            };
-        }
+            .or_insert_with(|| Partial::new(sum, now + ttl));
         if entry.parts[seq].is_none() {
             entry.filled += 1;
         }
+        entry.bytes = entry.bytes - replaced + payload.len();
+        self.buffered = self.buffered - replaced + payload.len();
         entry.parts[seq] = Some(payload);
         entry.expires = now + ttl;
         if entry.filled < sum {
             return Ok(None);
         }
-        let done = self
-            .partial
-            .remove(message_id)
-            .map(|p| p.parts.into_iter().flatten().flatten().collect());
+        let done = self.partial.remove(message_id).map(|p| {
+            self.buffered -= p.bytes;
+            p.parts.into_iter().flatten().flatten().collect()
+        });
         Ok(done)
     }
 
     /// Drops incomplete messages whose TTL passed; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let before = self.partial.len();
+        let mut freed = 0;
         self.partial.retain(|id, p| {
             let keep = p.expires > now;
             if !keep {
+                freed += p.bytes;
                 tracing::warn!(message_id = %id, received = p.filled, sum = p.parts.len(), "incomplete long-connection message expired");
             }
             keep
         });
+        self.buffered -= freed;
         before - self.partial.len()
     }
 }
@@ -211,6 +273,34 @@ mod tests {
         assert_eq!(r.pending(), 1);
         assert_eq!(r.expire(t0 + Duration::from_secs(30)), 1);
         assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn incomplete_messages_share_a_byte_budget() {
+        let mut r = Reassembler::with_budget(DEFAULT_TTL, 10);
+        let now = Instant::now();
+        assert_eq!(r.push("a", 2, 0, b"aaaa".to_vec(), now), Ok(None));
+        assert_eq!(r.push("b", 2, 0, b"bbbb".to_vec(), now), Ok(None));
+        assert_eq!(r.buffered(), 8);
+        // A part that does not fit drops its own message, not the others.
+        assert!(matches!(
+            r.push("b", 2, 1, b"bbb".to_vec(), now),
+            Err(ReassemblyError::BufferFull { limit: 10, .. })
+        ));
+        assert_eq!((r.pending(), r.buffered()), (1, 4));
+        // Completing a message frees its bytes.
+        assert_eq!(
+            r.push("a", 2, 1, b"aaaaaa".to_vec(), now),
+            Ok(Some(b"aaaaaaaaaa".to_vec()))
+        );
+        assert_eq!((r.pending(), r.buffered()), (0, 0));
+        // A resent part replaces the old bytes instead of adding to them.
+        assert_eq!(r.push("c", 3, 0, b"cccccc".to_vec(), now), Ok(None));
+        assert_eq!(r.push("c", 3, 0, b"cccccc".to_vec(), now), Ok(None));
+        assert_eq!(r.buffered(), 6);
+        // Expiry frees them too.
+        assert_eq!(r.expire(now + DEFAULT_TTL + Duration::from_secs(1)), 1);
+        assert_eq!(r.buffered(), 0);
     }
 
     #[test]

@@ -175,6 +175,14 @@ impl GoogleSink {
         Ok(())
     }
 
+    /// API calls by endpoint template and HTTP status (0: no answer).
+    pub fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
+        lock(&self.client)
+            .as_ref()
+            .map(|c| c.calls().snapshot())
+            .unwrap_or_default()
+    }
+
     /// Calls made so far.
     pub fn stats(&self) -> Option<CallStats> {
         lock(&self.client).as_ref().map(GoogleClient::stats)
