@@ -221,6 +221,7 @@ impl Handle {
     pub(crate) fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
         match self {
             Self::Google { sink, .. } => sink.calls(),
+            Self::Ews(s) => s.calls(),
             Self::Ics(_) => Default::default(),
         }
     }

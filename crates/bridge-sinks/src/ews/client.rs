@@ -362,6 +362,11 @@ impl EwsClient {
         &self.stats
     }
 
+    /// Requests made: `(operation, status) -> count`.
+    pub fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
+        self.http.stats().snapshot()
+    }
+
     /// The SOAP envelope of one operation.
     pub fn envelope(&self, body: &str) -> String {
         let imp = if self.cfg.impersonation {

@@ -257,6 +257,11 @@ impl EwsSink {
         self.client.as_ref().ok()
     }
 
+    /// EWS requests by operation and HTTP status, for `/metrics`.
+    pub fn calls(&self) -> BTreeMap<(String, u16), u64> {
+        self.client.as_ref().map(|c| c.calls()).unwrap_or_default()
+    }
+
     fn note(&self, e: &EwsError) -> SinkError {
         let s = to_sink_error(e);
         if let SinkError::Paused(m) = &s {
