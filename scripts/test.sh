@@ -11,7 +11,8 @@ if [ ! -x "$PYENV/bin/python" ]; then
     python3 -m venv "$PYENV"
 fi
 "$PYENV/bin/pip" install --quiet --disable-pip-version-check -r tests/crosscheck/requirements.txt \
-    -r tests/feed-clients/requirements.txt
+    -r tests/feed-clients/requirements.txt \
+    -r tests/ews-schema/requirements.txt
 
 # Real feed subscribers for tests/e2e/feeds.rs: vdirsyncer + khal (pip, above) and
 # Mozilla's ical.js under Node (npm, pinned, into target/node).
@@ -20,6 +21,7 @@ if [ ! -f target/node/node_modules/ical.js/package.json ]; then
     echo '{"name":"feed-clients","private":true,"type":"module"}' > target/node/package.json
     (cd target/node && npm install --silent --no-audit --no-fund ical.js@2.2.1)
 fi
+# (tests/ews-schema/requirements.txt: lxml, which validates every EWS request the tests capture.)
 
 cargo test --workspace --locked
 "$PYENV/bin/python" tests/crosscheck/check_ics.py

@@ -906,7 +906,7 @@ kind = \"ics\"
             "server.admin_listn: unknown key; did you mean \"admin_listen\"?",
             "stor: unknown key; did you mean \"store\"?",
             "sinks[0].privcy: unknown key; did you mean \"privacy\"?",
-            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\", \"feed\", \"graph\")",
+            "sinks[1].kind: \"gogle\" is not a sink kind (one of \"ics\", \"google\", \"feed\", \"graph\", \"ews\")",
             "sinks[2].batch: expected true or false, got \"yes\"",
             "sinks[2].requests_per_second: expected a number, got \"ten\"",
             "sinks[3].dir: missing",
@@ -960,7 +960,7 @@ mod google_tests {
                     index: c.index,
                     sink: g,
                 }),
-                Target::Ics(_) | Target::Feed(_) | Target::Graph(_) => None,
+                Target::Ics(_) | Target::Feed(_) | Target::Graph(_) | Target::Ews(_) => None,
             })
             .collect()
     }
@@ -1155,12 +1155,19 @@ mod example_tests {
                 "FEISHU_VERIFICATION_TOKEN",
                 "GOOGLE_CLIENT_SECRET",
                 "GRAPH_CLIENT_SECRET",
+                "EWS_PASSWORD",
             ]
             .contains(&name)
             .then(|| "x".to_owned())
         };
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        for name in ["ics-only.toml", "webhook.toml", "google.toml", "graph.toml"] {
+        for name in [
+            "ics-only.toml",
+            "webhook.toml",
+            "google.toml",
+            "graph.toml",
+            "ews.toml",
+        ] {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).unwrap();
             parse_with_env(&text, &path, &env).unwrap_or_else(|e| panic!("{e}"));

@@ -15,7 +15,7 @@ use bridge_engine::Sink;
 use bridge_sinks::config::{
     Authorization, Check, Ctx, StoredToken, TargetToml, TokenRefused, ValidatedTarget,
 };
-use bridge_sinks::{feed, google, graph, ics};
+use bridge_sinks::{ews, feed, google, graph, ics};
 use bridge_store::Store;
 
 /// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
@@ -24,6 +24,7 @@ pub(crate) const KINDS: &[(&str, bool)] = &[
     ("google", true),
     ("feed", false),
     ("graph", true),
+    ("ews", false),
 ];
 
 /// The commented `[[sinks]]` table `init` writes for `kind`.
@@ -68,6 +69,20 @@ calendar = "primary"              # or a calendar name (create_calendar = true c
 privacy = "full"                  # full | redacted | busy
 "#
         }
+        "ews" => {
+            r#"[[sinks]]
+kind = "ews"
+name = "exchange"                 # sink id "ews:exchange"
+url = "https://mail.example.com/EWS/Exchange.asmx"
+mailbox = "replace-me@example.com"   # whose calendar receives the mirror
+auth = "basic"                    # basic | oauth (client credentials; needs impersonation = true)
+username = "replace-me"           # a service account with the ApplicationImpersonation role
+password = "replace-me"           # or password_file = "ews-password"
+impersonation = true
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#
+        }
         _ => return None,
     })
 }
@@ -79,6 +94,7 @@ pub(crate) enum Target {
     Google(Box<google::config::Validated>),
     Feed(feed::config::Validated),
     Graph(Box<graph::config::Validated>),
+    Ews(Box<ews::config::Validated>),
 }
 
 /// A built sink, with what its kind needs later (the token hand-over).
@@ -94,6 +110,7 @@ pub(crate) enum Handle {
         sink: Arc<graph::GraphSink>,
         config: Box<graph::config::Validated>,
     },
+    Ews(Arc<ews::EwsSink>),
 }
 
 /// Reads the table of `kind` (without its `kind` key) with its module's
@@ -111,6 +128,9 @@ pub(crate) fn read(
         )?)),
         "feed" => Target::Feed(validate::<feed::config::Config>(table, ctx, problems)?),
         "graph" => Target::Graph(Box::new(validate::<graph::config::Config>(
+            table, ctx, problems,
+        )?)),
+        "ews" => Target::Ews(Box::new(validate::<ews::config::Config>(
             table, ctx, problems,
         )?)),
         other => {
@@ -142,6 +162,7 @@ impl Target {
             Self::Google(c) => c.as_ref(),
             Self::Feed(c) => c,
             Self::Graph(c) => c.as_ref(),
+            Self::Ews(c) => c.as_ref(),
         }
     }
 
@@ -223,6 +244,7 @@ impl Target {
                 )),
                 config: c.clone(),
             },
+            Self::Ews(c) => Handle::Ews(Arc::new(c.build())),
         })
     }
 
@@ -248,6 +270,7 @@ impl Handle {
             Self::Google { sink, .. } => sink.clone(),
             Self::Feed(s) => s.clone(),
             Self::Graph { sink, .. } => sink.clone(),
+            Self::Ews(s) => s.clone(),
         }
     }
 
@@ -274,6 +297,7 @@ impl Handle {
         match self {
             Self::Google { sink, .. } => sink.calls(),
             Self::Graph { sink, .. } => sink.calls(),
+            Self::Ews(s) => s.calls(),
             Self::Ics(_) | Self::Feed(_) => Default::default(),
         }
     }

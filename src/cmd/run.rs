@@ -195,6 +195,21 @@ async fn admin_run(
         Err(e) => return bad(e.to_string()),
     };
     let config = s.in_daemon.config.clone();
+    // A pass needs the calendar list the daemon has not got yet: say so, as
+    // `/admin/reconcile` does, instead of trying Feishu a second time.
+    if let crate::Command::Reconcile(a) = &cli.command
+        && s.worker.get().is_none()
+    {
+        let e = anyhow::anyhow!("the daemon cannot reconcile yet: {STARTING}");
+        let ((), out) =
+            crate::stdout::captured(async { crate::cmd::report_error(&e, a.json) }).await;
+        return axum::Json(serde_json::json!({
+            "stdout": out.stdout,
+            "stderr": out.stderr,
+            "code": crate::cmd::reconcile::EXIT_SOURCE_UNAVAILABLE,
+        }))
+        .into_response();
+    }
     let (json, run): (bool, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match cli.command {
         crate::Command::Status(mut a) => {
             a.config = config;

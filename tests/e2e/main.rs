@@ -3,6 +3,7 @@
 mod commands;
 mod convert;
 mod daemon;
+mod ews;
 mod feeds;
 mod feishu;
 mod fidelity;

@@ -9,6 +9,7 @@
 //!
 //! Architecture invariant: never used by production code paths.
 
+pub mod ews;
 pub mod feishu;
 pub mod google;
 pub mod graph;

@@ -8,6 +8,7 @@
 //! store.
 
 pub mod config;
+pub mod ews;
 pub mod feed;
 pub mod google;
 pub mod graph;

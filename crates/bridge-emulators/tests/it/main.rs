@@ -1,6 +1,7 @@
 //! Integration tests of the emulators over real loopback HTTP / WebSocket.
 
 mod common;
+mod ews;
 mod feishu_auth;
 mod feishu_calendars;
 mod feishu_events;

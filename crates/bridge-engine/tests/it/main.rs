@@ -10,6 +10,7 @@ mod passes;
 #[allow(dead_code)]
 #[path = "../../../bridge-sinks/tests/it/google_common.rs"]
 mod google_common;
+mod sink_ews;
 mod sink_google;
 mod sink_graph;
 mod sink_ics;

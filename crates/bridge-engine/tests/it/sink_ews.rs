@@ -1,0 +1,409 @@
+//! The EWS sink through the real engine: a static source of sample events,
+//! the EWS emulator as the target. Every request the sink sends here is
+//! validated against Microsoft's schema (`tests/ews-schema`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge_core::feishu::Event;
+use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit};
+use bridge_engine::{CalendarMeta, Engine, EngineConfig, Listing, Sink, Source, SourceError};
+use bridge_http::{RetryPolicy, Secret};
+use bridge_sinks::ews::{ClientConfig, Credentials, EwsSink, EwsSinkConfig, OnTargetDelete};
+use bridge_store::Store;
+use chrono::{DateTime, Utc};
+
+#[path = "../../../../tests/ews-schema/check.rs"]
+mod schema;
+
+const BASE: i64 = 1_790_000_000;
+const MAILBOX: &str = "alice@example.com";
+
+#[derive(Debug)]
+struct StaticSource(Mutex<Vec<Event>>);
+
+#[async_trait]
+impl Source for StaticSource {
+    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
+        Ok(vec![CalendarMeta {
+            id: "feishu_cal_1".into(),
+            name: "Team".into(),
+            timezone: Some("Asia/Shanghai".into()),
+        }])
+    }
+    async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
+        Ok(Listing {
+            events: self.0.lock().unwrap().clone(),
+            sync_token: None,
+            complete: true,
+            calls: 1,
+        })
+    }
+}
+
+fn sink_config(emu: &EwsEmulator, on_delete: OnTargetDelete) -> EwsSinkConfig {
+    EwsSinkConfig {
+        id: "ews:test".into(),
+        privacy: bridge_core::Privacy::Full,
+        on_target_delete: on_delete,
+        batch_size: 50,
+        fallback_past_days: 365,
+        fallback_future_days: 730,
+        client: ClientConfig {
+            url: emu.ews_url(),
+            mailbox: MAILBOX.into(),
+            impersonation: true,
+            version: "Exchange2016".into(),
+            max_concurrency: 4,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy {
+                max_retries: 8,
+                backoff: bridge_http::Backoff {
+                    base: Duration::from_millis(5),
+                    max: Duration::from_millis(50),
+                    jitter: bridge_http::Jitter::Equal,
+                },
+                ..RetryPolicy::default()
+            },
+        },
+    }
+}
+
+fn basic(password: &str) -> Credentials {
+    Credentials::Basic {
+        username: "svc-bridge".into(),
+        password: Secret::new(password),
+    }
+}
+
+struct Setup {
+    emu: EwsEmulator,
+    engine: Engine,
+    sink: Arc<EwsSink>,
+    source: Arc<StaticSource>,
+    store: Store,
+}
+
+async fn engine_for(
+    emu: &EwsEmulator,
+    sink: Arc<EwsSink>,
+    source: Arc<StaticSource>,
+    store: Store,
+) -> Engine {
+    let _ = emu;
+    Engine::new(
+        source,
+        vec![sink as Arc<dyn Sink>],
+        store,
+        EngineConfig::default(),
+    )
+}
+
+async fn setup(on_delete: OnTargetDelete, creds: Credentials) -> Setup {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let store = Store::in_memory().await.unwrap();
+    let sink = Arc::new(EwsSink::new(sink_config(&emu, on_delete), creds));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        300, 42, BASE,
+    ))));
+    let engine = engine_for(&emu, sink.clone(), source.clone(), store.clone()).await;
+    Setup {
+        emu,
+        engine,
+        sink,
+        source,
+        store,
+    }
+}
+
+fn at(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(t, 0).unwrap()
+}
+
+/// What CalendarView shows: (uid, start, end, subject), sorted.
+fn view(emu: &EwsEmulator) -> Vec<(String, i64, i64, String)> {
+    let mut v: Vec<_> = emu
+        .calendar_view(MAILBOX, at(BASE - 400 * 86_400), at(BASE + 1200 * 86_400))
+        .into_iter()
+        .map(|i| {
+            (
+                i.fields.uid.clone().unwrap_or_default(),
+                i.fields.start.unwrap().timestamp(),
+                i.fields.end.unwrap().timestamp(),
+                i.fields.subject.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_valid_requests_then_makes_no_writes() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    assert!(sr.created > 0);
+    let writes = s.emu.write_count();
+    let before = view(&s.emu);
+    assert!(!before.is_empty());
+    let r2 = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr2 = &r2[0].sinks[0];
+    assert_eq!(
+        (sr2.created, sr2.updated, sr2.deleted, sr2.drift_rewrites),
+        (0, 0, 0, 0),
+        "{sr2:?}"
+    );
+    assert_eq!(s.emu.write_count(), writes, "second reconcile wrote");
+    assert_eq!(view(&s.emu), before);
+    // Every call impersonated the mailbox and routed by X-AnchorMailbox.
+    assert!(
+        s.emu
+            .calls()
+            .iter()
+            .all(|c| c.anchor_mailbox.as_deref() == Some(MAILBOX))
+    );
+    schema::assert_valid(&s.emu.request_bodies());
+    drop(s.sink);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_records_are_adopted_not_duplicated() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    let items = s.emu.items(MAILBOX).len();
+    let before = view(&s.emu);
+    // A crash between the writes and their records: a fresh store.
+    let fresh = Store::in_memory().await.unwrap();
+    let sink = Arc::new(EwsSink::new(
+        sink_config(&s.emu, OnTargetDelete::Restore),
+        basic("correct horse"),
+    ));
+    let engine = engine_for(&s.emu, sink, s.source.clone(), fresh).await;
+    s.emu.reset_calls();
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    assert_eq!(s.emu.items(MAILBOX).len(), items, "no duplicate");
+    assert_eq!(view(&s.emu), before);
+    let creates: usize = s
+        .emu
+        .calls()
+        .iter()
+        .filter(|c| c.operation.as_deref() == Some("CreateItem"))
+        .map(|c| c.writes)
+        .sum();
+    assert_eq!(creates, 0, "adopted, not written again");
+    schema::assert_valid(&s.emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_edits_and_deletes_follow_on_target_delete() {
+    for mode in [OnTargetDelete::Restore, OnTargetDelete::Respect] {
+        let s = setup(mode, basic("correct horse")).await;
+        s.engine.reconcile(None, false, BASE).await.unwrap();
+        let before = view(&s.emu);
+        let singles: Vec<_> = s
+            .emu
+            .items(MAILBOX)
+            .into_iter()
+            .filter(|i| i.recurrence.is_none())
+            .collect();
+        let (edited, deleted) = (&singles[0], &singles[1]);
+        assert!(s.emu.user_edit(
+            &edited.id,
+            UserEdit {
+                subject: Some("edited in Outlook".into()),
+                ..UserEdit::default()
+            }
+        ));
+        assert!(s.emu.user_delete(&deleted.id));
+        let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+        let sr = &r[0].sinks[0];
+        assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+        let after = view(&s.emu);
+        assert!(
+            !after.iter().any(|i| i.3 == "edited in Outlook"),
+            "the edit is rewritten"
+        );
+        let uid = deleted.fields.uid.clone().unwrap();
+        match mode {
+            OnTargetDelete::Restore => {
+                assert_eq!(after, before, "restored");
+                assert_eq!(sr.drift_rewrites, 2, "{sr:?}");
+            }
+            OnTargetDelete::Respect => {
+                assert!(!after.iter().any(|i| i.0 == uid), "left deleted");
+                assert_eq!(sr.tombstoned, 1, "{sr:?}");
+            }
+        }
+        let writes = s.emu.write_count();
+        s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+        assert_eq!(s.emu.write_count(), writes, "{mode:?}: third pass wrote");
+        schema::assert_valid(&s.emu.request_bodies());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_rule_and_withdrawn_exceptions_leave_nothing_stale() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    let uid = {
+        let evs = s.source.0.lock().unwrap();
+        evs.iter()
+            .filter(|e| e.recurrence.as_deref().is_some_and(|r| !r.is_empty()))
+            .filter_map(|e| e.event_id.clone())
+            .find(|m| {
+                evs.iter()
+                    .any(|e| e.recurring_event_id.as_deref() == Some(m.as_str()))
+            })
+            .expect("a series with an exception")
+    };
+    {
+        let mut evs = s.source.0.lock().unwrap();
+        evs.retain(|e| e.recurring_event_id.as_deref() != Some(uid.as_str()));
+        for e in evs.iter_mut() {
+            if e.event_id.as_deref() == Some(uid.as_str()) {
+                e.recurrence = Some("FREQ=DAILY;COUNT=3".into());
+            }
+        }
+    }
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let feishu_uid = s
+        .emu
+        .items(MAILBOX)
+        .iter()
+        .filter(|i| i.fields.extended.values().any(|v| *v == uid))
+        .map(|i| (i.fields.uid.clone(), i.exceptions.len(), i.deleted.len()))
+        .collect::<Vec<_>>();
+    assert_eq!(feishu_uid.len(), 1, "one master: {feishu_uid:?}");
+    assert_eq!(
+        (feishu_uid[0].1, feishu_uid[0].2),
+        (0, 0),
+        "no stale exception"
+    );
+    let n = view(&s.emu)
+        .iter()
+        .filter(|i| Some(&i.0) == feishu_uid[0].0.as_ref())
+        .count();
+    assert_eq!(n, 3, "daily, three occurrences");
+    let writes = s.emu.write_count();
+    s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(s.emu.write_count(), writes);
+    schema::assert_valid(&s.emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_converge_and_bad_credentials_pause_only_this_sink() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    s.emu.set_faults(Faults {
+        busy_rate: 0.1,
+        back_off_ms: 5,
+        unavailable_rate: 0.1,
+        seed: Some(7),
+        ..Faults::default()
+    });
+    let mut last = None;
+    for n in 0..6 {
+        let r = s
+            .engine
+            .reconcile(None, false, BASE + n * 60)
+            .await
+            .unwrap();
+        last = Some(r[0].sinks[0].clone());
+    }
+    s.emu.set_faults(Faults::default());
+    let r = s.engine.reconcile(None, false, BASE + 600).await.unwrap();
+    assert_eq!(
+        r[0].sinks[0].failed, 0,
+        "{:?} (after faults: {last:?})",
+        r[0].sinks[0].errors
+    );
+    let converged = view(&s.emu);
+    // The same set as a clean mirror.
+    let clean = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    clean.engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(converged, view(&clean.emu));
+    // A wrong password pauses the sink with what to fix.
+    let bad = setup(OnTargetDelete::Restore, basic("wrong")).await;
+    let r = bad.engine.reconcile(None, false, BASE).await.unwrap();
+    let sr = &r[0].sinks[0];
+    let msg = sr.paused.clone().unwrap_or_default();
+    assert!(msg.contains("password"), "{sr:?}");
+    assert_eq!((sr.created, sr.failed), (0, 0));
+    assert!(
+        bad.store
+            .list_records("ews:test", "feishu_cal_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_impersonation_pauses_with_its_message() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    emu.update_config(|c| c.users[0].can_impersonate = false);
+    let store = Store::in_memory().await.unwrap();
+    let sink = Arc::new(EwsSink::new(
+        sink_config(&emu, OnTargetDelete::Restore),
+        basic("correct horse"),
+    ));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        20, 1, BASE,
+    ))));
+    let engine = engine_for(&emu, sink.clone(), source, store).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
+    assert!(
+        msg.contains("ErrorImpersonateUserDenied") && msg.contains("ApplicationImpersonation"),
+        "{msg}"
+    );
+    assert!(sink.paused().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_token_refused_mid_way_is_renewed_once() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let store = Store::in_memory().await.unwrap();
+    let creds = Credentials::ClientCredentials {
+        token_url: emu.token_url("contoso"),
+        client_id: "app-client".into(),
+        client_secret: Secret::new("app-secret"),
+        scope: "https://outlook.office365.com/.default".into(),
+    };
+    let sink = Arc::new(EwsSink::new(
+        sink_config(&emu, OnTargetDelete::Restore),
+        creds,
+    ));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        30, 4, BASE,
+    ))));
+    let engine = engine_for(&emu, sink.clone(), source.clone(), store).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let token_calls = || {
+        emu.calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/oauth2/v2.0/token"))
+            .count()
+    };
+    assert_eq!(token_calls(), 1, "one token for the whole pass");
+    // The server forgets the token: the next request gets 401, the sink
+    // fetches a new token once and goes on.
+    emu.expire_tokens();
+    source.0.lock().unwrap().iter_mut().for_each(|e| {
+        if let Some(s) = e.summary.as_mut() {
+            s.push_str(" (renamed)");
+        }
+    });
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    assert!(r[0].sinks[0].updated > 0);
+    assert_eq!(token_calls(), 2);
+    assert!(emu.calls().iter().any(|c| c.status == 401));
+    assert!(sink.paused().is_none());
+    schema::assert_valid(&emu.request_bodies());
+}

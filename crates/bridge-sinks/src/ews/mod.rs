@@ -1,0 +1,23 @@
+//! The Exchange Web Services target (Exchange Server 2016 / 2019 /
+//! Subscription Edition on premises, and Exchange Online while it still
+//! speaks EWS): a [`Replica`](bridge_target::Replica) over SOAP 1.1.
+//!
+//! * `config`: `[[sinks]] kind = "ews"` (validation with key paths, `check`).
+//! * `client`: the SOAP transport on `bridge-http` (Basic or OAuth
+//!   client-credentials, impersonation, throttling).
+//! * `item`: a canonical event as a `t:CalendarItem` in schema order.
+//! * `sink`: the replica (batches, identity by extended properties,
+//!   adoption, occurrences, drift).
+//! * `xml`: reading answers (quick-xml).
+//!
+//! Time zones, recurrence patterns and the tag property names come from the
+//! shared [`crate::microsoft`] module.
+
+pub mod client;
+pub mod config;
+pub mod item;
+pub mod sink;
+pub mod xml;
+
+pub use client::{ClientConfig, Credentials, EwsClient, EwsError};
+pub use sink::{EwsSink, EwsSinkConfig, OnTargetDelete};
