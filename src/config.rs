@@ -15,11 +15,13 @@ use serde::Deserialize;
 
 use crate::sinks::Target;
 
-// An explicit path: the fuzz crate includes this file by `#[path]`, where a
+// Explicit paths: the fuzz crate includes this file by `#[path]`, where a
 // plain `mod read;` would be looked up next to its own target file.
 #[path = "config/read.rs"]
 mod read;
+#[path = "config/rooms.rs"]
 pub(crate) mod rooms;
+#[path = "config/view.rs"]
 mod view;
 
 pub(crate) use read::read_table;
