@@ -15,8 +15,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bridge_core::feishu::EventListResponse;
+use bridge_emulators::ews::{EwsConfig, EwsEmulator};
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WsClientConfig};
 use bridge_emulators::google::{GoogleConfig, GoogleEmulator};
+use bridge_emulators::graph::{
+    GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT,
+};
 use bridge_feishu::auth::{FileTokenStore, Secret, TokenStore, UserTokens};
 
 use super::demo::{EXAMPLE, Refusal, prepare_dir_marked};
@@ -26,6 +30,9 @@ const MARKER: &str = ".feishu-bridge-sandbox";
 /// The Google user whose calendar receives the mirror (the sandbox's
 /// service account acts for it by domain-wide delegation).
 const GOOGLE_OWNER: &str = "you@example.com";
+/// The Exchange mailboxes (EWS on premises, Graph for Exchange Online).
+const EWS_MAILBOX: &str = "alice@example.com";
+const GRAPH_MAILBOX: &str = "you@example.com";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -38,13 +45,16 @@ pub(crate) struct Args {
     events: usize,
 }
 
-fn config_text(
-    dir: &Path,
-    feishu: &FeishuEmulator,
-    calendars: &[&str],
-    google: &GoogleEmulator,
-    gcal: &str,
-) -> String {
+/// The target emulators the sandbox runs.
+struct Targets<'a> {
+    google: &'a GoogleEmulator,
+    gcal: &'a str,
+    ews: &'a EwsEmulator,
+    graph: &'a GraphEmulator,
+}
+
+fn config_text(dir: &Path, feishu: &FeishuEmulator, calendars: &[&str], t: &Targets<'_>) -> String {
+    let (google, gcal) = (t.google, t.gcal);
     let c = feishu.config();
     let list: Vec<String> = calendars.iter().map(|c| format!("{c:?}")).collect();
     format!(
@@ -82,6 +92,34 @@ base_url = "{gbase}"
 token_url = "{gtoken}"
 auth_url = "{gauth}"
 requests_per_second = 0.0
+
+[[sinks]]
+kind = "ews"                    # Exchange on premises (the emulated EWS endpoint)
+name = "exchange"
+url = "{ews_url}"
+mailbox = "{EWS_MAILBOX}"
+auth = "basic"
+username = "svc-bridge"
+password = "correct horse"
+impersonation = true
+
+[[sinks]]
+kind = "graph"                  # Exchange Online (the emulated Microsoft Graph)
+name = "m365"
+tenant_id = "{TEST_TENANT}"
+client_id = "{TEST_CLIENT_ID}"
+client_secret = "{TEST_CLIENT_SECRET}"
+mailbox = "{GRAPH_MAILBOX}"
+calendar = "Feishu mirror"
+create_calendar = true
+base_url = "{graph_base}"
+token_url = "{graph_token}"
+
+[[sinks]]
+kind = "feed"                   # served by `run` at /feeds/<secret>.ics; `feeds list` shows the URLs
+name = "team"
+calendars = "all"
+privacy = "busy"
 "#,
         dir = dir.display(),
         base = feishu.base_url(),
@@ -91,6 +129,9 @@ requests_per_second = 0.0
         gbase = google.base_url(),
         gtoken = google.token_url(),
         gauth = google.auth_url(),
+        ews_url = t.ews.ews_url(),
+        graph_base = t.graph.base_url(),
+        graph_token = t.graph.token_url(),
     )
 }
 
@@ -134,6 +175,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("cannot start the Google emulator")?;
+    let ews = EwsEmulator::start(EwsConfig::default())
+        .await
+        .context("cannot start the EWS emulator")?;
+    let graph = GraphEmulator::start_with(GraphConfig {
+        rate_limit: None,
+        ..GraphConfig::default()
+    })
+    .await
+    .context("cannot start the Graph emulator")?;
+    graph.add_mailbox(GRAPH_MAILBOX, MailboxAccess::Enabled);
 
     // A tenant: a user with a primary calendar (every mapping case) and a
     // team calendar (sample events around today).
@@ -173,7 +224,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = dir.join("feishu-bridge.toml");
     std::fs::write(
         &config,
-        config_text(&dir, &feishu, &[&primary, &team], &google, &gcal),
+        config_text(
+            &dir,
+            &feishu,
+            &[&primary, &team],
+            &Targets {
+                google: &google,
+                gcal: &gcal,
+                ews: &ews,
+                graph: &graph,
+            },
+        ),
     )?;
 
     // An event to explain, and a change to make.
@@ -194,6 +255,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
          Feishu (emulated)  {feishu_url}   user Li Lei, calendars \"Li Lei\" ({primary})\n\
          {pad}   and \"Team calendar\" ({team})\n\
          Google (emulated)  {google_url}   calendar {gcal}\n\
+         EWS (emulated)     {ews_url}   mailbox {EWS_MAILBOX}\n\
+         Graph (emulated)   {graph_url}   mailbox {GRAPH_MAILBOX}, calendar \"Feishu mirror\"\n\
          Configuration      {cfg}\n\n\
          Try, in another terminal:\n\
          \x20 feishu-bridge check     --config {cfg}\n\
@@ -206,11 +269,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
          \x20   {feishu_url}/_emulator/calendars/{team}/events \\\n\
          \x20   -d '{new_event}'\n\
          \x20 # the new event reaches {ics}/ and the Google calendar within a second;\n\
-         \x20 feishu-bridge status    --config {cfg}      # works while `run` holds the store\n\n\
+         \x20 feishu-bridge status    --config {cfg}      # works while `run` holds the store\n\
+         \x20 feishu-bridge feeds list --config {cfg}    # the served feeds, to subscribe to\n\n\
          The emulators' control API: {feishu_url}/_emulator/state (everything), .../calls, .../fail_next (faults).\n\
          ready",
         feishu_url = feishu.base_url(),
         google_url = google.base_url(),
+        ews_url = ews.ews_url(),
+        graph_url = graph.base_url(),
         pad = " ".repeat(feishu.base_url().len() + 18),
         ics = dir.join("out/ics").display(),
     );
@@ -221,5 +287,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("stopping the emulators; {} is kept", dir.display());
     feishu.shutdown().await;
     google.shutdown().await;
+    ews.shutdown().await;
+    graph.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

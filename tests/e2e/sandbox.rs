@@ -58,7 +58,17 @@ fn the_sandbox_serves_a_tenant_that_every_command_works_against() {
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = run(&["reconcile"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("google:sandbox:  created 20"), "{out}");
+    // Every target emulator that exists is there and written: Google, EWS,
+    // Graph, the ICS files and the feed.
+    for sink in ["google:sandbox", "ews:exchange", "graph:m365", "feed:team"] {
+        assert!(
+            out.contains(&format!("{sink}:  created 20")),
+            "{sink}:\n{out}"
+        );
+    }
+    let (code, out) = run(&["feeds", "list"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("/feeds/") && out.contains(".ics"), "{out}");
     let (code, out) = run(&["explain", &event_id]);
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = run(&["reconcile"]);
