@@ -133,3 +133,51 @@ async fn log_flags_ansi_json_logs_and_json_errors() {
     );
     emu.shutdown().await;
 }
+
+/// Issue 16, item 3: a configuration with a dozen mistakes gets every one of
+/// them, with key paths and the expected form, in one run and one clean list.
+#[test]
+fn a_dozen_config_mistakes_are_reported_in_one_run() {
+    let dir = temp_dir("dozen");
+    let config = dir.join("feishu-bridge.toml");
+    std::fs::write(
+        &config,
+        "[feishu]\napp_id = \"cli_a\"\napp_secret = \"s\"\ndelivery = \"webhok\"\n\
+         rate_limit_per_second = \"many\"\ncalendar = [\"c1\"]\n\n\
+         [sync]\nmax_delete_count = \"fifty\"\nmax_delete_percent = true\ndebounce = 10\n\n\
+         [server]\nlisten = 8787\nadmin_listn = \"127.0.0.1:1\"\n\n[stor]\npath = \"x\"\n\n\
+         [[sinks]]\nkind = \"ics\"\ndir = \"out\"\nprivcy = \"busy\"\n\n\
+         [[sinks]]\nkind = \"gogle\"\n\n\
+         [[sinks]]\nkind = \"ics\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let want = [
+        "- feishu.delivery: \"webhok\" is not one of \"long_connection\", \"webhook\", \"poll\"; did you mean \"webhook\"?",
+        "- feishu.rate_limit_per_second: expected a whole number, got \"many\"",
+        "- feishu.calendar: unknown key; did you mean \"calendars\"?",
+        "- sync.max_delete_count: expected a whole number, got \"fifty\"",
+        "- sync.max_delete_percent: expected a number, got true",
+        "- sync.debounce: unknown key; did you mean \"debounce_ms\"?",
+        "- server.listen: expected a string, got 8787",
+        "- server.admin_listn: unknown key; did you mean \"admin_listen\"?",
+        "- stor: unknown key; did you mean \"store\"?",
+        "- sinks[0].privcy: unknown key; did you mean \"privacy\"?",
+        "- sinks[1].kind: \"gogle\" is not a sink kind",
+        "- sinks[2].dir: missing",
+    ];
+    for w in want {
+        assert!(stdout.contains(w), "{w} missing in:\n{stdout}");
+    }
+    // One clean list: the header line and one line per problem, nothing else.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), want.len() + 1, "{stdout}");
+    assert!(!stdout.contains("in `feishu`"), "{stdout}");
+}
