@@ -53,7 +53,13 @@ struct Targets<'a> {
     graph: &'a GraphEmulator,
 }
 
-fn config_text(dir: &Path, feishu: &FeishuEmulator, calendars: &[&str], t: &Targets<'_>) -> String {
+fn config_text(
+    dir: &Path,
+    feishu: &FeishuEmulator,
+    calendars: &[&str],
+    t: &Targets<'_>,
+    listen: &str,
+) -> String {
     let (google, gcal) = (t.google, t.gcal);
     let c = feishu.config();
     let list: Vec<String> = calendars.iter().map(|c| format!("{c:?}")).collect();
@@ -72,7 +78,7 @@ calendars = [{list}]
 delivery = "long_connection"    # change events arrive over the emulator's long connection
 
 [server]
-listen = "127.0.0.1:0"          # /healthz, /metrics (the address is printed by `run`)
+listen = "{listen}"       # /healthz, /metrics, /feeds/<secret>.ics
 admin_listen = "127.0.0.1:0"    # found by the CLI through state/daemon-admin.addr
 
 [sync]
@@ -133,6 +139,14 @@ privacy = "busy"
         graph_base = t.graph.base_url(),
         graph_token = t.graph.token_url(),
     )
+}
+
+/// A loopback address with a port free now, for `run`'s listener: a fixed
+/// port (not 0) so that the feed URLs `feeds list` prints before `run`
+/// starts are the ones `run` serves.
+fn free_loopback_port() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok(l.local_addr()?.to_string())
 }
 
 #[allow(clippy::print_stdout)]
@@ -234,6 +248,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ews: &ews,
                 graph: &graph,
             },
+            &free_loopback_port()?,
         ),
     )?;
 
