@@ -548,10 +548,6 @@ impl Drop for RemoveOnExit {
 }
 
 /// Starts the room system's worker (registry, decisions, targets, replies).
-fn tasks_rooms_start(rooms: Arc<bridge_rooms::Rooms>, cancel: CancellationToken) {
-    tokio::spawn(async move { rooms.run(cancel).await });
-}
-
 /// How often a degraded store is reopened and probed.
 const STORE_RETRY: Duration = Duration::from_secs(2);
 
@@ -694,14 +690,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(r) => Arc::new(bridge_rooms::Dispatch::new(r.clone(), hub.clone())),
         None => hub.clone(),
     };
-    if let Some(r) = &rooms {
-        let (r, c) = (r.clone(), cancel.clone());
-        tasks_rooms_start(r, c);
-    }
-
     // Serve first: /healthz answers "starting" and webhooks are made
     // durable while Feishu is not reachable yet.
     let mut tasks = tokio::task::JoinSet::new();
+    // The room worker is one of the daemon's tasks: on shutdown the daemon
+    // waits for it, so it never runs on into the runtime's teardown.
+    if let Some(r) = &rooms {
+        let (r, c) = (r.clone(), cancel.clone());
+        tasks.spawn(async move {
+            r.run(c).await;
+            Ok(())
+        });
+    }
     {
         let (e, m, c) = (engine.clone(), metrics.clone(), cancel.clone());
         tasks.spawn(async move {

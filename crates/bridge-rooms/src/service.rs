@@ -1377,6 +1377,11 @@ impl Rooms {
                     wait = wait.min(failing);
                 }
             }
+            // Not even a timer once the daemon stops: its runtime may be
+            // tearing down, where creating one panics.
+            if cancel.is_cancelled() {
+                return;
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.notify.notified() => {}
