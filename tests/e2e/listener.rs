@@ -431,10 +431,12 @@ done"#,
 /// One slowloris client for `for_`: a connection sends a request head one
 /// header line per second; when the server closes it, the client opens the
 /// next one. Returns how long each connection the server closed had lived,
-/// and how many were still open at the end.
-async fn slowloris(addr: String, for_: Duration) -> (Vec<Duration>, usize) {
+/// how many were still open at the end, and how many closed connections
+/// were told `408` first.
+async fn slowloris(addr: String, for_: Duration) -> (Vec<Duration>, usize, usize) {
     let attack = Instant::now();
     let mut lifetimes = Vec::new();
+    let mut told_408 = 0;
     while attack.elapsed() < for_ {
         let opened = Instant::now();
         let Ok(mut s) = TcpStream::connect(&addr).await else {
@@ -446,10 +448,14 @@ async fn slowloris(addr: String, for_: Duration) -> (Vec<Duration>, usize) {
             .await
             .is_err();
         let mut buf = [0u8; 1024];
+        let mut answer = Vec::new();
         let mut n = 0u32;
         while !closed && attack.elapsed() < for_ {
             tokio::select! {
-                r = s.read(&mut buf) => closed = matches!(r, Ok(0) | Err(_)),
+                r = s.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => closed = true,
+                    Ok(k) => answer.extend_from_slice(&buf[..k]),
+                },
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     n += 1;
                     closed = s.write_all(format!("X-Slow-{n}: 1\r\n").as_bytes()).await.is_err();
@@ -457,11 +463,14 @@ async fn slowloris(addr: String, for_: Duration) -> (Vec<Duration>, usize) {
             }
         }
         if !closed {
-            return (lifetimes, 1);
+            return (lifetimes, 1, told_408);
+        }
+        if answer.starts_with(b"HTTP/1.1 408 ") {
+            told_408 += 1;
         }
         lifetimes.push(opened.elapsed());
     }
-    (lifetimes, 0)
+    (lifetimes, 0, told_408)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -504,15 +513,17 @@ async fn slow_and_idle_clients_are_closed_and_healthz_still_answers() {
 
     let mut lifetimes = Vec::new();
     let mut still_open = 0;
+    let mut told_408 = 0;
     for c in clients {
-        let (l, open) = c.await.unwrap();
+        let (l, open, t) = c.await.unwrap();
         lifetimes.extend(l);
         still_open += open;
+        told_408 += t;
     }
     let longest = lifetimes.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "slowloris: 200 clients for {attack:?}: {} connections closed by the server, the longest \
-         after {longest:?}; {still_open} open at the end; /healthz during the attack: {during_took:?}",
+        "slowloris: 200 clients for {attack:?}: {} connections closed by the server ({told_408} after a 408), \
+         the longest after {longest:?}; {still_open} open at the end; /healthz during the attack: {during_took:?}",
         lifetimes.len()
     );
     assert!(
@@ -523,6 +534,11 @@ async fn slow_and_idle_clients_are_closed_and_healthz_still_answers() {
     assert!(
         longest < Duration::from_secs(25),
         "a slowloris connection lived {longest:?}"
+    );
+    assert_eq!(
+        told_408,
+        lifetimes.len(),
+        "every slow request head is answered 408 before its connection is closed"
     );
 
     // The slow body got 408 and was closed.
