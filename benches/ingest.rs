@@ -3,7 +3,7 @@
 //! durable, from 16 keep-alive connections; p50 / p99 latency per delivery.
 //!
 //! `cargo bench --bench ingest` (`INGEST_SECONDS`, default 10; `INGEST_CONNECTIONS`,
-//! default 16). The calendars come from the Feishu emulator; deliveries
+//! default 16; `INGEST_BINARY`, another `feishu-bridge` to measure instead). The calendars come from the Feishu emulator; deliveries
 //! name one of them, so each one is a dedupe insert plus a dirty mark.
 
 #![allow(clippy::print_stdout)]
@@ -90,7 +90,11 @@ async fn main() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_feishu-bridge"))
+    // `INGEST_BINARY` drives another build (an older release, to compare).
+    let binary = std::env::var("INGEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_feishu-bridge").to_owned());
+    println!("binary: {binary}");
+    let mut child = Command::new(&binary)
         .args(["run", "--config"])
         .arg(&config)
         .stdout(Stdio::piped())

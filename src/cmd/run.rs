@@ -446,6 +446,25 @@ async fn admin_room_decide(
     rooms_answer(crate::cmd::rooms::decide_json(&rooms, &b.booking, what).await)
 }
 
+/// A file-size limit (`ulimit -f`) reached by a store write raises SIGXFSZ,
+/// whose default action kills the process. Taking the signal makes the write
+/// fail with EFBIG instead, which the daemon survives like a full disk
+/// (degraded, then recovered once the limit is raised).
+#[cfg(unix)]
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw())) {
+        Ok(mut s) => {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    tracing::warn!("a write exceeded the process's file-size limit (ulimit -f)");
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot take SIGXFSZ: {e}"),
+    }
+}
+
 async fn shutdown_signal(cancel: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -638,6 +657,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let hub = Arc::new(Hub::new(engine.store().clone(), metrics.clone()));
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_signal(cancel.clone()));
+    #[cfg(unix)]
+    survive_file_size_limit();
     let ready = Arc::new(AtomicBool::new(false));
     let sync = &loaded.config.sync;
 

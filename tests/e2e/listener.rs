@@ -691,18 +691,71 @@ async fn health(addr: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// How the test takes the store's room away and gives it back.
+enum NoRoom {
+    /// A tmpfs of 8 MiB under the state directory, filled up (root only).
+    Tmpfs,
+    /// The daemon's file-size limit (`ulimit -f`) lowered to one page with
+    /// prlimit(2), then raised again: any user can.
+    FileSizeLimit,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_degrades_the_daemon_which_recovers_by_itself() {
+    // Where a tmpfs cannot be mounted (not root), the file-size limit
+    // stands in, so the scenario runs everywhere.
+    no_room_scenario(NoRoom::Tmpfs).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_size_limit_degrades_the_daemon_which_recovers_by_itself() {
+    no_room_scenario(NoRoom::FileSizeLimit).await;
+}
+
+/// Lowers (`Some(bytes)`) or lifts (`None`) the soft file-size limit of `pid`.
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    use rustix::process::{Pid, Resource, Rlimit, prlimit};
+    let pid = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    let old = prlimit(
+        Some(pid),
+        Resource::Fsize,
+        Rlimit {
+            current: None,
+            maximum: None,
+        },
+    )
+    .unwrap();
+    prlimit(
+        Some(pid),
+        Resource::Fsize,
+        Rlimit {
+            current: bytes.or(old.maximum),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
+}
+
+async fn no_room_scenario(how: NoRoom) {
     let emu = emulator().await;
     let cal = emu.create_calendar("Team");
     emu.create_event(
         &cal,
         crate::feishu::event("Before the disk filled", 1_760_000_000),
     );
-    let dir = temp_dir("hard-full");
-    let Some(tmpfs) = Tmpfs::mount(&dir.join("state"), "8m") else {
-        eprintln!("cannot mount a tmpfs here (not root?): the full-disk test needs one");
-        return;
+    let dir = temp_dir(match how {
+        NoRoom::Tmpfs => "hard-full",
+        NoRoom::FileSizeLimit => "hard-fsize",
+    });
+    let tmpfs = match how {
+        NoRoom::Tmpfs => {
+            let mounted = Tmpfs::mount(&dir.join("state"), "8m");
+            if mounted.is_none() {
+                eprintln!("cannot mount a tmpfs here (not root?): using the file-size limit");
+            }
+            mounted
+        }
+        NoRoom::FileSizeLimit => None,
     };
     let config = emulator_config(&dir, &emu, &format!("[\"{cal}\"]"));
     let daemon = Daemon::start(&config);
@@ -719,7 +772,12 @@ async fn a_full_disk_degrades_the_daemon_which_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    fill(&tmpfs.0);
+    match &tmpfs {
+        Some(t) => fill(&t.0),
+        // redb grows its file in large steps, so a limit at its size would
+        // be met late: writing past the first page fails at once.
+        None => limit_file_size(daemon.pid(), Some(4096)),
+    }
     // Deliveries are taken until the store needs room, then refused with
     // 503 (Feishu retries), never 500.
     let mut statuses = Vec::new();
@@ -745,7 +803,10 @@ async fn a_full_disk_degrades_the_daemon_which_recovers_by_itself() {
     assert!(body.contains("degraded"), "{body}");
 
     // Room again: the daemon recovers without a restart.
-    std::fs::remove_file(tmpfs.0.join("filler")).unwrap();
+    match &tmpfs {
+        Some(t) => std::fs::remove_file(t.0.join("filler")).unwrap(),
+        None => limit_file_size(daemon.pid(), None),
+    }
     let start = Instant::now();
     loop {
         if post_delivery(&daemon.addr, "ev-after-full", &cal).await == 200 {
