@@ -13,11 +13,48 @@ pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_feishu-bridge"))
 }
 
+/// A fresh directory for one test. The directories of earlier runs whose
+/// process is gone are removed the first time (a failed run's directory
+/// stays until then, for a look at its state).
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_leftovers);
     let dir = std::env::temp_dir().join(format!("fb-e2e-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+fn sweep_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1).map(str::to_owned))
+        .collect();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("fb-e2e-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            // A tmpfs left mounted by a killed run would refuse removal.
+            let path = entry.path();
+            if mounts.iter().any(|m| Path::new(m).starts_with(&path)) {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(path.join("state"))
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
 }
 
 pub(crate) async fn emulator() -> FeishuEmulator {
