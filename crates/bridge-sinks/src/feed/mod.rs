@@ -458,11 +458,12 @@ impl FeedSink {
         let ids: Vec<&str> = parts.keys().map(String::as_str).collect();
         let settings = hex::encode(Sha256::digest(
             format!(
-                "v2|combined|{:?}|{:?}|{}|{}",
+                "v3|combined|{:?}|{:?}|{}|{}|{}",
                 self.privacy,
                 self.refresh_minutes,
                 self.name,
-                ids.join("\u{0}")
+                ids.join("\u{0}"),
+                bridge_core::ics::exact::horizon(input.now)
             )
             .as_bytes(),
         ));
