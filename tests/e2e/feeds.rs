@@ -317,8 +317,6 @@ async fn real_subscribers_expand_the_feishu_instances_of_every_golden_case() {
             .arg(&node_dir)
             .arg("--bin-dir")
             .arg(repo("target/pyenv/bin"))
-            .arg("--known")
-            .arg(repo("tests/feed-clients/known-deviations.txt"))
             .output()
             .unwrap();
         let report = format!(

@@ -22,6 +22,11 @@
 //!   address are answered more and more slowly.
 //!
 //! Logs name the feed and the calendar, never the token (nor the path).
+//!
+//! A repeated full GET of an unchanged feed in an encoding it was already
+//! compressed to gets the kept compressed bytes ([`cache`]).
+
+pub mod cache;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +40,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bridge_sinks::feed::{Body, FeedBook, is_token_shaped};
+use cache::{CacheKey, CompressedCache};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 pub const CONTENT_TYPE: &str = "text/calendar; charset=utf-8";
@@ -114,6 +120,16 @@ pub fn router(book: Arc<FeedBook>) -> Router {
 }
 
 pub fn router_with(book: Arc<FeedBook>, policy: MissPolicy) -> Router {
+    router_with_cache(book, policy, Arc::default())
+}
+
+/// [`router_with`] keeping compressed bodies in `cache` (whose counters
+/// tell how many bodies were compressed).
+pub fn router_with_cache(
+    book: Arc<FeedBook>,
+    policy: MissPolicy,
+    cache: Arc<CompressedCache>,
+) -> Router {
     let server = Arc::new(Server {
         book,
         misses: Misses {
@@ -133,6 +149,9 @@ pub fn router_with(book: Arc<FeedBook>, policy: MissPolicy) -> Router {
                 .quality(CompressionLevel::Precise(4)),
         )
         .layer(axum::middleware::map_response(etag_per_encoding))
+        // Outside compression: sees the negotiated encoding and the ETag
+        // of that encoding, and keeps the compressed bytes.
+        .layer(axum::middleware::from_fn_with_state(cache, cache::cached))
 }
 
 /// `"<digest>"` -> `"<digest>-<coding>"` on a compressed response.
@@ -266,6 +285,10 @@ async fn serve(
     tracing::debug!(feed = %served.feed, calendar = %served.calendar_id, bytes = body.bytes.len(), "feed served");
     let mut res = Response::new(HttpBody::from(body.bytes.clone()));
     common_headers(res.headers_mut(), &format!("\"{}\"", body.digest), &body);
+    res.extensions_mut().insert(CacheKey {
+        feed: served.feed.as_str().into(),
+        calendar_id: served.calendar_id.as_str().into(),
+    });
     res
 }
 
@@ -287,6 +310,87 @@ mod tests {
         assert_eq!(none_match("*", "abc").as_deref(), Some("\"abc\""));
         assert_eq!(none_match("\"abd\"", "abc"), None);
         assert_eq!(none_match("abc", "abc"), None);
+    }
+
+    async fn get(router: &Router, token: &str, encoding: &str) -> Response {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get(format!("/feeds/{token}.ics"))
+            .header(header::ACCEPT_ENCODING, encoding)
+            .body(HttpBody::empty())
+            .unwrap();
+        router.clone().oneshot(req).await.unwrap()
+    }
+
+    async fn bytes(res: Response) -> bytes::Bytes {
+        use http_body_util::BodyExt;
+        res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_compressed_get_is_not_compressed_again() {
+        let book = FeedBook::new();
+        let token = "t".repeat(43);
+        assert!(
+            is_token_shaped(&token),
+            "the test's token must look like one"
+        );
+        book.set_token("team", "cal1", &token);
+        let text = "BEGIN:VCALENDAR\r\n".to_owned() + &"SUMMARY:x\r\n".repeat(2000);
+        book.set_body("team", "cal1", Arc::new(Body::new(text.clone(), 5)));
+        let cache = Arc::new(CompressedCache::default());
+        let router = router_with_cache(book.clone(), MissPolicy::default(), cache.clone());
+
+        let first = get(&router, &token, "gzip").await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.headers()[header::CONTENT_ENCODING], "gzip");
+        let etag = first.headers()[header::ETAG].clone();
+        assert!(etag.to_str().unwrap().ends_with("-gzip\""), "{etag:?}");
+        let vary = first.headers()[header::VARY].clone();
+        let first = bytes(first).await;
+        assert_eq!(cache.compressions(), 1);
+
+        let second = get(&router, &token, "gzip").await;
+        assert_eq!(second.headers()[header::ETAG], etag);
+        assert_eq!(second.headers()[header::VARY], vary);
+        assert_eq!(second.headers()[header::CONTENT_ENCODING], "gzip");
+        let second = bytes(second).await;
+        assert_eq!(second, first, "the same bytes");
+        assert_eq!(cache.compressions(), 1, "not compressed again");
+        assert_eq!(cache.hits(), 1);
+        let mut plain = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&second[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, text);
+
+        // Another encoding is compressed once, then kept too.
+        let br = get(&router, &token, "br").await;
+        assert!(
+            br.headers()[header::ETAG]
+                .to_str()
+                .unwrap()
+                .ends_with("-br\"")
+        );
+        bytes(br).await;
+        bytes(get(&router, &token, "br").await).await;
+        assert_eq!(cache.compressions(), 2);
+        // Identity is never kept; HEAD never compresses.
+        let id = get(&router, &token, "identity").await;
+        assert!(id.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(bytes(id).await, text.as_bytes());
+        assert_eq!(cache.compressions(), 2);
+
+        // A new body (new ETag) is compressed again, and replaces the old.
+        let changed = text.replace("SUMMARY:x", "SUMMARY:y");
+        book.set_body("team", "cal1", Arc::new(Body::new(changed.clone(), 6)));
+        let third = get(&router, &token, "gzip").await;
+        assert_ne!(third.headers()[header::ETAG], etag);
+        let third = bytes(third).await;
+        assert_ne!(third, first);
+        assert_eq!(cache.compressions(), 3);
+        let mut plain = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&third[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, changed);
     }
 
     #[test]

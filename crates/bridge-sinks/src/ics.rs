@@ -141,10 +141,16 @@ impl IcsSink {
         use sha2::{Digest, Sha256};
         // The version names the renderer's output rules: v2 writes exact
         // instants in repeated hours (a series' override), which an
-        // unchanged set of items would otherwise never re-render.
+        // unchanged set of items would otherwise never re-render; v3 every
+        // occurrence in a repeated or skipped hour up to a horizon that
+        // moves once a year (bridge_core::ics::exact), re-rendered then.
         let s = format!(
-            "v2|{:?}|{:?}|{}|{:?}",
-            self.privacy, self.refresh_minutes, input.calendar.name, input.calendar.timezone
+            "v3|{:?}|{:?}|{}|{:?}|{}",
+            self.privacy,
+            self.refresh_minutes,
+            input.calendar.name,
+            input.calendar.timezone,
+            bridge_core::ics::exact::horizon(input.now)
         );
         hex::encode(Sha256::digest(s.as_bytes()))
     }

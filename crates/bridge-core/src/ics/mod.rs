@@ -1,6 +1,7 @@
 //! iCalendar output: the writer, VTIMEZONE generation and rendering of
 //! canonical items into a VCALENDAR.
 
+pub mod exact;
 pub mod render;
 pub mod vtimezone;
 pub mod write;

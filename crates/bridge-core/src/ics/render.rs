@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::Datelike;
 use chrono_tz::Tz;
 
+use super::exact::{ExactSeries, Rid, ZoneChanges, exact_series, horizon, rid};
 use super::vtimezone::vtimezone;
 use super::write::Component;
-use crate::instant::SeriesFix;
 use crate::key::EventKey;
 use crate::map::Warning;
 use crate::model::{
@@ -110,6 +110,46 @@ fn time_prop(c: &mut Component, key: &str, t: &EventTime, zones: &mut Zones) {
     }
 }
 
+fn rid_prop(c: &mut Component, key: &str, r: &Rid, zones: &mut Zones) {
+    match r {
+        Rid::Time(t) => time_prop(c, key, t, zones),
+        Rid::Wall(tz, wall) => {
+            zones.note_instant(*tz, crate::instant::resolve(*tz, *wall));
+            c.raw(key, crate::model::ical_datetime(*wall, false))
+                .add_parameter("TZID", tz.name());
+        }
+    }
+}
+
+fn note_rid(r: &Rid, zones: &mut Zones) {
+    match r {
+        Rid::Time(t) => zones.note(t),
+        Rid::Wall(tz, wall) => zones.note_instant(*tz, crate::instant::resolve(*tz, *wall)),
+    }
+}
+
+/// An exact length as an RFC 5545 DURATION: hours, minutes and seconds
+/// only (`P1D` would be a nominal day, 23 or 25 hours across a change).
+fn exact_duration(seconds: i64) -> String {
+    let sign = if seconds < 0 { "-" } else { "" };
+    let s = seconds.unsigned_abs();
+    if s == 0 {
+        return "PT0S".to_owned();
+    }
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = format!("{sign}PT");
+    if h > 0 {
+        out.push_str(&format!("{h}H"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}M"));
+    }
+    if sec > 0 {
+        out.push_str(&format!("{sec}S"));
+    }
+    out
+}
+
 fn duration(minutes: i64) -> String {
     // Feishu: positive = before the start; iCalendar: negative = before.
     let sign = if minutes > 0 { "-" } else { "" };
@@ -187,18 +227,21 @@ fn note_zones(v: &Vevent<'_>, zones: &mut Zones) {
     zones.note(&v.ev.start);
     zones.note(&v.ev.end);
     if let Some(r) = &v.recurrence_id {
-        zones.note(r);
+        note_rid(r, zones);
     }
     for x in &v.exdates {
-        zones.note(x);
+        note_rid(x, zones);
     }
 }
 
 struct Vevent<'a> {
     ev: &'a CanonicalEvent,
     uid: String,
-    recurrence_id: Option<EventTime>,
-    exdates: Vec<EventTime>,
+    recurrence_id: Option<Rid>,
+    exdates: Vec<Rid>,
+    /// Written as DURATION instead of DTEND (seconds): a master whose
+    /// DTSTART is a repeated wall-clock time (see `exact`).
+    duration: Option<i64>,
 }
 
 fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component {
@@ -218,15 +261,20 @@ fn vevent(v: &Vevent<'_>, opts: &RenderOptions, zones: &mut Zones) -> Component 
         .map_or(opts.dtstamp, |r| r.last_modified);
     c.raw("DTSTAMP", fmt_utc(dtstamp));
     time_prop(&mut c, "DTSTART", &ev.start, zones);
-    time_prop(&mut c, "DTEND", &ev.end, zones);
+    match v.duration {
+        Some(seconds) => {
+            c.raw("DURATION", exact_duration(seconds));
+        }
+        None => time_prop(&mut c, "DTEND", &ev.end, zones),
+    }
     if let Some(rid) = &v.recurrence_id {
-        time_prop(&mut c, "RECURRENCE-ID", rid, zones);
+        rid_prop(&mut c, "RECURRENCE-ID", rid, zones);
     }
     if let Some(rule) = &ev.rrule {
         c.raw("RRULE", rule.clone());
     }
     for ex in &v.exdates {
-        time_prop(&mut c, "EXDATE", ex, zones);
+        rid_prop(&mut c, "EXDATE", ex, zones);
     }
     c.text("SUMMARY", &ev.summary);
     let desc = description(ev);
@@ -358,8 +406,8 @@ pub fn render_event<'a>(
 ) -> (String, Vec<Warning>) {
     let mut warnings = Vec::new();
     let series = crate::series::group_noting(items, &mut warnings);
-    let fixes = wall_clock_fixes(&series);
-    let (planned, _) = plan_vevents(&series, &fixes, &mut warnings);
+    let exact = exact_all(&series, opts);
+    let (planned, _) = plan_vevents(&series, &exact, &mut warnings);
     let own = |v: &&Vevent<'_>| v.ev.key == *key;
     let master_of_cancelled = |v: &&Vevent<'_>| {
         series
@@ -394,22 +442,23 @@ pub fn render_series_to(
 
 /// Phase 1 of a rendering: every VEVENT (borrowing the items), in output
 /// order, and the years each TZID must cover (rule ends of masters).
-/// `fixes` holds each series' [`Series::wall_clock_fix`]: a series whose
-/// first occurrence is the second of two equal wall-clock times, or spans
-/// an offset change, is written as the fixed master plus an override of
-/// that occurrence (see `instant::fix_series`).
+/// `exact` holds each series' [`exact_series`]: the overrides of the
+/// generated occurrences readers could place differently (in a repeated
+/// or skipped hour, or spanning an offset change), written after the
+/// master, and the wall-clock form of RECURRENCE-IDs and EXDATEs at them.
 fn plan_vevents<'a>(
     series: &'a [Series<'a>],
-    fixes: &'a [Option<Box<SeriesFix>>],
+    exact: &'a [Option<Box<ExactSeries>>],
     warnings: &mut Vec<Warning>,
 ) -> (Vec<Vevent<'a>>, Zones) {
     let mut zones = Zones::default();
     let mut planned: Vec<Vevent<'a>> = Vec::with_capacity(series.len());
-    for (s, fix) in series.iter().zip(fixes) {
+    for (s, ex) in series.iter().zip(exact) {
         let master = s.master();
+        let ex = ex.as_deref();
         if let Some(base) = s.base {
             let exdates = match master {
-                Some(m) => s.cancelled.iter().map(|t| m.start.same_form(*t)).collect(),
+                Some(m) => s.cancelled.iter().map(|t| rid(ex, m, *t)).collect(),
                 None => Vec::new(),
             };
             if let Some(ref rule_end) = master.and_then(rule_years)
@@ -417,21 +466,24 @@ fn plan_vevents<'a>(
             {
                 zones.note_instant(tz, *rule_end);
             }
-            let fix = fix.as_ref();
             let v = Vevent {
-                ev: fix.map_or(base, |f| &f.master),
+                ev: base,
                 uid: s.uid.to_owned(),
                 recurrence_id: None,
                 exdates,
+                duration: ex.and_then(|e| e.duration).filter(|_| master.is_some()),
             };
             planned.push(v);
-            if let Some(first) = fix.and_then(|f| f.first.as_ref()) {
-                planned.push(Vevent {
-                    ev: &first.event,
-                    uid: s.uid.to_owned(),
-                    recurrence_id: Some(first.recurrence_id),
-                    exdates: Vec::new(),
-                });
+            if let Some((tz, ex)) = ex.and_then(|e| Some((e.tz?, e))) {
+                for o in &ex.occurrences {
+                    planned.push(Vevent {
+                        ev: &o.event,
+                        uid: s.uid.to_owned(),
+                        recurrence_id: Some(Rid::Wall(tz, o.wall)),
+                        exdates: Vec::new(),
+                        duration: None,
+                    });
+                }
             }
         }
         if let Some(m) = master {
@@ -439,8 +491,9 @@ fn plan_vevents<'a>(
                 let v = Vevent {
                     ev,
                     uid: s.uid.to_owned(),
-                    recurrence_id: Some(m.start.same_form(ev.key.original_time())),
+                    recurrence_id: Some(rid(ex, m, ev.key.original_time())),
                     exdates: Vec::new(),
+                    duration: None,
                 };
                 planned.push(v);
             }
@@ -459,6 +512,7 @@ fn plan_vevents<'a>(
                 uid: ev.key.to_string(),
                 recurrence_id: None,
                 exdates: Vec::new(),
+                duration: None,
             };
             planned.push(v);
         }
@@ -466,12 +520,15 @@ fn plan_vevents<'a>(
     (planned, zones)
 }
 
-/// Boxed: fixes are rare, and an inline `Option<SeriesFix>` (two events)
-/// per series would cost a 100,000-event calendar tens of megabytes.
-fn wall_clock_fixes(series: &[Series<'_>]) -> Vec<Option<Box<SeriesFix>>> {
+/// Boxed: needed only by series in zones that change offset, and an
+/// inline `Option<ExactSeries>` per series would cost a 100,000-event
+/// calendar megabytes.
+fn exact_all(series: &[Series<'_>], opts: &RenderOptions) -> Vec<Option<Box<ExactSeries>>> {
+    let until = horizon(opts.dtstamp);
+    let mut zones = ZoneChanges::default();
     series
         .iter()
-        .map(|s| s.wall_clock_fix().map(Box::new))
+        .map(|s| exact_series(s, until, &mut zones).map(Box::new))
         .collect()
 }
 
@@ -484,8 +541,8 @@ fn render_series(
     // Phase 1 decides every VEVENT and the years each TZID must cover;
     // phase 2 writes the header, the VTIMEZONEs and the VEVENTs one by one
     // into a single buffer.
-    let fixes = wall_clock_fixes(series);
-    let (planned, mut zones) = plan_vevents(series, &fixes, &mut warnings);
+    let exact = exact_all(series, opts);
+    let (planned, mut zones) = plan_vevents(series, &exact, &mut warnings);
     let mut start_zones: BTreeMap<&'static str, usize> = BTreeMap::new();
     for v in &planned {
         note_zones(v, &mut zones);

@@ -384,10 +384,16 @@ impl FeedSink {
 
     fn settings(&self, input: &ProjectionInput<'_>) -> String {
         use sha2::{Digest, Sha256};
-        // v2: the renderer's output rules of the ICS sink's settings tag.
+        // v3: the renderer's output rules of the ICS sink's settings tag;
+        // the horizon of exact occurrences (bridge_core::ics::exact) moves
+        // once a year, and re-renders then.
         let s = format!(
-            "v2|{:?}|{:?}|{}|{:?}",
-            self.privacy, self.refresh_minutes, input.calendar.name, input.calendar.timezone
+            "v3|{:?}|{:?}|{}|{:?}|{}",
+            self.privacy,
+            self.refresh_minutes,
+            input.calendar.name,
+            input.calendar.timezone,
+            bridge_core::ics::exact::horizon(input.now)
         );
         hex::encode(Sha256::digest(s.as_bytes()))
     }
@@ -452,11 +458,12 @@ impl FeedSink {
         let ids: Vec<&str> = parts.keys().map(String::as_str).collect();
         let settings = hex::encode(Sha256::digest(
             format!(
-                "v2|combined|{:?}|{:?}|{}|{}",
+                "v3|combined|{:?}|{:?}|{}|{}|{}",
                 self.privacy,
                 self.refresh_minutes,
                 self.name,
-                ids.join("\u{0}")
+                ids.join("\u{0}"),
+                bridge_core::ics::exact::horizon(input.now)
             )
             .as_bytes(),
         ));
