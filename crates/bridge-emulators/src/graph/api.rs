@@ -475,7 +475,24 @@ fn shape(req: &Req) -> Result<Shape, Resp> {
                 .collect()
         })
         .unwrap_or_default();
-    let expand = match q(req, "$expand") {
+    // `exceptionOccurrences` may come alone or after the extended
+    // properties (`$expand=singleValueExtendedProperties(...),exceptionOccurrences`).
+    let mut exceptions = false;
+    let expand_param = q(req, "$expand").and_then(|e| {
+        let e = e.trim();
+        if e == "exceptionOccurrences" {
+            exceptions = true;
+            return None;
+        }
+        Some(match e.strip_suffix(",exceptionOccurrences") {
+            Some(rest) => {
+                exceptions = true;
+                rest
+            }
+            None => e,
+        })
+    });
+    let expand = match expand_param {
         None => None,
         Some(e) => {
             let e = e.trim();
@@ -516,8 +533,22 @@ fn shape(req: &Req) -> Result<Shape, Resp> {
     Ok(Shape {
         select,
         expand,
+        exceptions,
         immutable: wants_immutable(&req.headers),
     })
+}
+
+/// The shape of a listing: `exceptionOccurrences` expands only on a
+/// series master read by id (graph.md §3.1).
+fn listing_shape(req: &Req) -> Result<Shape, Resp> {
+    let sh = shape(req)?;
+    if sh.exceptions {
+        return Err(bad(
+            "BadRequest",
+            "exceptionOccurrences can only be expanded on a series master read by its id.",
+        ));
+    }
+    Ok(sh)
 }
 
 /// `'text'` with `''` escapes.
@@ -619,7 +650,7 @@ fn page(inner: &Arc<Inner>, req: &Req, items: Vec<Value>) -> Resp {
 }
 
 fn list_events(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, req: &Req) -> Resp {
-    let sh = match shape(req) {
+    let sh = match listing_shape(req) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -666,7 +697,7 @@ fn calendar_view(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, req:
         Ok(w) => w,
         Err(r) => return r,
     };
-    let sh = match shape(req) {
+    let sh = match listing_shape(req) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -719,7 +750,7 @@ fn instances(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp {
         Ok(w) => w,
         Err(r) => return r,
     };
-    let sh = match shape(req) {
+    let sh = match listing_shape(req) {
         Ok(s) => s,
         Err(r) => return r,
     };

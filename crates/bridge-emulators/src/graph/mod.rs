@@ -733,6 +733,7 @@ impl GraphEmulator {
         let shape = model::Shape {
             select: Vec::new(),
             expand: Some(Vec::new()),
+            exceptions: false,
             immutable: true,
         };
         Ok(api::view_items(
@@ -764,6 +765,7 @@ impl GraphEmulator {
         let shape = model::Shape {
             select: Vec::new(),
             expand: Some(Vec::new()),
+            exceptions: false,
             immutable: true,
         };
         Ok(mb
