@@ -293,8 +293,15 @@ impl Event {
                 self.exceptions
                     .values()
                     .map(|x| {
-                        let mut xv =
-                            base_view(&x.id, &x.data, &x.ext, x.change, "exception", &inner, mailbox);
+                        let mut xv = base_view(
+                            &x.id,
+                            &x.data,
+                            &x.ext,
+                            x.change,
+                            "exception",
+                            &inner,
+                            mailbox,
+                        );
                         xv["seriesMasterId"] = json!(self.id);
                         xv["originalStart"] = json!(time::iso_utc(x.original));
                         xv

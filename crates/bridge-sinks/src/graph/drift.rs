@@ -110,7 +110,9 @@ impl GraphSink {
             let Ok(base) = EventKey::new(s.uid, 0) else {
                 continue;
             };
-            let Some(r) = records.get(&base) else { continue };
+            let Some(r) = records.get(&base) else {
+                continue;
+            };
             if r.tombstone || !listed.contains_key(r.remote.id.as_str()) {
                 continue;
             }
@@ -290,14 +292,15 @@ mod tests {
         ev.start = EventTime::Utc(1_777_000_000);
         ev.end = EventTime::Utc(1_777_003_600);
         let body = json!({"subject": "Standup"});
-        let at = |t: i64| {
-            json!({"dateTime": chrono::DateTime::from_timestamp(t, 0).unwrap().format("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC"})
-        };
-        let same = json!({"subject": "Standup", "start": at(1_777_000_000), "end": at(1_777_003_600)});
+        let at = |t: i64| json!({"dateTime": chrono::DateTime::from_timestamp(t, 0).unwrap().format("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC"});
+        let same =
+            json!({"subject": "Standup", "start": at(1_777_000_000), "end": at(1_777_003_600)});
         assert!(shows(&same, &ev, &body));
-        let moved = json!({"subject": "Standup", "start": at(1_777_000_900), "end": at(1_777_003_600)});
+        let moved =
+            json!({"subject": "Standup", "start": at(1_777_000_900), "end": at(1_777_003_600)});
         assert!(!shows(&moved, &ev, &body));
-        let renamed = json!({"subject": "Mine", "start": at(1_777_000_000), "end": at(1_777_003_600)});
+        let renamed =
+            json!({"subject": "Mine", "start": at(1_777_000_000), "end": at(1_777_003_600)});
         assert!(!shows(&renamed, &ev, &body));
         // Another read zone is not judged.
         let other = json!({"subject": "Standup", "start": {"dateTime": "2026-01-01T00:00:00", "timeZone": "Pacific Standard Time"}, "end": at(1_777_003_600)});
