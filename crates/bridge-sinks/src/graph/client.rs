@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_http::{
-    Answer, CallStats, Exchange, HttpClient, RetryPolicy, Secret, TransportError, Verdict,
+    Answer, CallStats, Exchange, HttpClient, Limiter, RetryPolicy, Secret, TransportError, Verdict,
+    Window,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
@@ -25,6 +26,9 @@ pub const DEFAULT_BASE_URL: &str = "https://graph.microsoft.com";
 pub const BATCH_MAX: usize = 20;
 /// Requests in flight per mailbox (Outlook's MailboxConcurrency).
 pub const MAILBOX_CONCURRENCY: u32 = 4;
+/// Requests per app and mailbox in any ten minutes (graph.md §6); each part
+/// of a `$batch` counts as one, as Graph counts them.
+pub const MAILBOX_REQUESTS: (u32, Duration) = (10_000, Duration::from_secs(600));
 
 /// Characters left alone in a path segment (ids keep `-` and `_`).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
@@ -298,6 +302,10 @@ impl GraphClient {
         stats: Option<Arc<CallStats>>,
     ) -> Result<Self, GraphError> {
         let mut b = HttpClient::builder("graph")
+            .limiter(Limiter::Window(Window::new(
+                MAILBOX_REQUESTS.0,
+                MAILBOX_REQUESTS.1,
+            )))
             .retry(cfg.retry)
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(10));
@@ -539,6 +547,50 @@ impl GraphClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge_emulators::graph::{
+        GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
+    };
+
+    #[tokio::test]
+    async fn the_mailbox_window_counts_every_batch_part() {
+        let emu = GraphEmulator::start().await.unwrap();
+        emu.add_mailbox("w@contoso.example", MailboxAccess::Enabled);
+        let client = GraphClient::new(
+            ClientConfig {
+                base_url: emu.base_url(),
+                token_url: emu.token_url(),
+                mailbox: "w@contoso.example".into(),
+                retry: RetryPolicy::default(),
+                timeout: Duration::from_secs(20),
+            },
+            Credentials::Secret {
+                client_id: TEST_CLIENT_ID.into(),
+                secret: Secret::new(TEST_CLIENT_SECRET),
+            },
+            None,
+        )
+        .unwrap();
+        let Limiter::Window(w) = client.http.limiter() else {
+            panic!("the Graph client has no mailbox window");
+        };
+        assert_eq!(w.limit(), MAILBOX_REQUESTS);
+        let user = client.user_path();
+        client
+            .execute(&Request::new(Method::Get, format!("{user}/calendar")))
+            .await
+            .unwrap();
+        // The token request and the read.
+        let before = w.in_window();
+        assert_eq!(before, 2);
+        let reqs: Vec<Request> = (0..45)
+            .map(|_| Request::new(Method::Get, format!("{user}/calendar")))
+            .collect();
+        let answers = client.batch(&reqs).await.unwrap();
+        assert!(answers.iter().all(Result::is_ok));
+        // Three batches (20 + 20 + 5): 45 requests as Graph counts them.
+        assert_eq!(w.in_window() - before, 45);
+        emu.shutdown().await;
+    }
 
     #[test]
     fn ids_are_encoded_in_segments_and_queries_use_percent_20() {
