@@ -9,7 +9,8 @@
 //!   thumbprint, `aud` = the token URL, `iss` = `sub` = client id, a current
 //!   `exp`, a `jti`), scope `https://graph.microsoft.com/.default`;
 //!   `authorization_code` (PKCE S256 checked, single-use codes) and
-//!   `refresh_token`. Errors are AAD's: `invalid_client` `AADSTS7000215`
+//!   `refresh_token` (rotated: each answer has a new refresh token and the
+//!   one redeemed is refused afterwards, `invalid_grant`). Errors are AAD's: `invalid_client` `AADSTS7000215`
 //!   (wrong secret), `AADSTS7000222` (expired secret), `AADSTS700027` (bad
 //!   assertion), `unauthorized_client` `AADSTS700016` (unknown app).
 //!   `GET /{tenant}/oauth2/v2.0/authorize` approves at once for
@@ -704,6 +705,13 @@ impl GraphEmulator {
             m.access = access;
         }
         Ok(())
+    }
+
+    /// A delegated refresh token of `upn` for `client_id`, as `auth graph`
+    /// would store after the user's consent. Each use answers a new one and
+    /// retires the one used.
+    pub fn grant_refresh_token(&self, client_id: &str, upn: &str) -> String {
+        lock(&self.inner.auth).grant_refresh(client_id, upn)
     }
 
     /// Every access token expires now.

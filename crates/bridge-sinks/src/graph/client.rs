@@ -338,6 +338,11 @@ impl GraphClient {
         format!("/users/{}", seg(&self.cfg.mailbox))
     }
 
+    /// Keeps rotated delegated refresh tokens in the sink's state.
+    pub fn keep_tokens_in(&self, state: Arc<dyn bridge_target::StateStore>) {
+        self.tokens.keep_in(state);
+    }
+
     /// A token now (for `check`).
     pub async fn access_token(&self) -> Result<Secret, GraphError> {
         self.tokens.token().await

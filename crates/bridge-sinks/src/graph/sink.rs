@@ -124,7 +124,10 @@ impl GraphSink {
         state: Arc<dyn StateStore>,
     ) -> Self {
         let (client, pause) = match client {
-            Ok(c) => (Some(c), None),
+            Ok(c) => {
+                c.keep_tokens_in(state.clone());
+                (Some(c), None)
+            }
             Err(why) => (None, Some(why)),
         };
         Self {
@@ -136,7 +139,6 @@ impl GraphSink {
         }
     }
 
-    /// New credentials (after `auth graph`): resumes a paused sink.
     /// API calls by endpoint template and HTTP status (0: no answer), for
     /// `/metrics`.
     pub fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
@@ -146,7 +148,9 @@ impl GraphSink {
             .unwrap_or_default()
     }
 
+    /// New credentials (after `auth graph`): resumes a paused sink.
     pub fn set_client(&self, client: GraphClient) {
+        client.keep_tokens_in(self.state.clone());
         *lock(&self.client) = Some(client);
         *lock(&self.pause) = None;
     }
