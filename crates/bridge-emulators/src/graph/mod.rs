@@ -24,7 +24,10 @@
 //!   property, `$expand=singleValueExtendedProperties($filter=id eq '…' or
 //!   …)`, `$select`, `$top`/`$skip` paging with `@odata.nextLink`),
 //!   `GET …/events/{id}/instances` and `GET …/calendarView` (both need
-//!   `startDateTime`/`endDateTime`). Recurrence (`patternedRecurrence`) is
+//!   `startDateTime`/`endDateTime`), `GET …/calendarView/delta` (paged by
+//!   `Prefer: odata.maxpagesize`, `@odata.nextLink` / `@odata.deltaLink`,
+//!   removed instances as `@removed`, 410 for an evicted token; see
+//!   `delta.rs`). Recurrence (`patternedRecurrence`) is
 //!   expanded with the `rrule` crate in the IANA zone CLDR gives the series'
 //!   Windows zone (`recurrenceTimeZone`, else the start's). Occurrences and
 //!   exceptions carry `seriesMasterId` and `originalStart`; deleting one puts
@@ -79,12 +82,14 @@
 //! | `PATCH /_emulator/mailboxes/{upn}/events/{id}` | patch | the event (a user's edit) |
 //! | `DELETE /_emulator/mailboxes/{upn}/events/{id}` | — | `{}` (a user's delete) |
 //! | `POST /_emulator/tokens/expire` | — | `{}` |
+//! | `POST /_emulator/delta/expire` | — | `{}` (delta tokens evicted) |
 //! | `GET /_emulator/state` | — | counts, concurrency peak, side effects |
 //! | kit: `calls`, `faults`, `fail_next`, `reset` | | |
 
 mod api;
 mod auth;
 mod csdl;
+mod delta;
 mod faults;
 mod model;
 mod time;
@@ -238,6 +243,7 @@ pub(crate) struct Inner {
     pub(crate) auth: Mutex<auth::Auth>,
     pub(crate) inflight: Mutex<HashMap<String, usize>>,
     pub(crate) windows: Mutex<HashMap<String, kit::Window>>,
+    pub(crate) deltas: Mutex<delta::Deltas>,
     pub(crate) peak_concurrency: AtomicUsize,
     pub(crate) over_concurrency: AtomicU64,
 }
@@ -604,6 +610,11 @@ async fn ctl_expire(State(inner): State<Arc<Inner>>) -> CtlResult {
     ok(json!({}))
 }
 
+async fn ctl_expire_delta(State(inner): State<Arc<Inner>>) -> CtlResult {
+    lock(&inner.deltas).evict_all();
+    ok(json!({}))
+}
+
 async fn ctl_state(State(inner): State<Arc<Inner>>) -> CtlResult {
     let handle = GraphEmulator { inner };
     ok(handle.state())
@@ -641,6 +652,7 @@ impl GraphEmulator {
             auth: Mutex::new(auth::Auth::default()),
             inflight: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
+            deltas: Mutex::new(delta::Deltas::default()),
             peak_concurrency: AtomicUsize::new(0),
             over_concurrency: AtomicU64::new(0),
         });
@@ -654,6 +666,7 @@ impl GraphEmulator {
                 axum::routing::patch(ctl_edit).delete(ctl_delete),
             )
             .route("/tokens/expire", post(ctl_expire))
+            .route("/delta/expire", post(ctl_expire_delta))
             .route("/state", get(ctl_state));
         let observed = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token_handler))
@@ -712,6 +725,12 @@ impl GraphEmulator {
     /// retires the one used.
     pub fn grant_refresh_token(&self, client_id: &str, upn: &str) -> String {
         lock(&self.inner.auth).grant_refresh(client_id, upn)
+    }
+
+    /// Every `calendarView/delta` token is evicted: its next use answers
+    /// 410 `SyncStateNotFound` (a full sync starts again).
+    pub fn expire_delta_tokens(&self) {
+        lock(&self.inner.deltas).evict_all();
     }
 
     /// Every access token expires now.

@@ -704,3 +704,90 @@ async fn mailbox_access_errors_and_faults() {
         .unwrap();
     assert_ne!(edited["@odata.etag"], ev["@odata.etag"]);
 }
+
+/// Every page of a delta round from `url` (absolute): items and the
+/// deltaLink that ends it.
+async fn delta_round(t: &str, url: &str, page: usize) -> (Vec<Value>, String) {
+    let mut items = Vec::new();
+    let mut next = url.to_owned();
+    loop {
+        let r = http()
+            .get(&next)
+            .bearer_auth(t)
+            .header(
+                "Prefer",
+                format!("IdType=\"ImmutableId\", odata.maxpagesize={page}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let got = v["value"].as_array().unwrap();
+        assert!(got.len() <= page, "{v}");
+        items.extend(got.iter().cloned());
+        if let Some(d) = v["@odata.deltaLink"].as_str() {
+            return (items, d.to_owned());
+        }
+        next = v["@odata.nextLink"]
+            .as_str()
+            .expect("a nextLink")
+            .to_owned();
+    }
+}
+
+#[tokio::test]
+async fn calendar_view_delta_pages_then_answers_changes_and_removals() {
+    let e = emu().await;
+    let t = token(&e).await;
+    let api = Api::new(&e, &t);
+    let mut ids = Vec::new();
+    for s in ["a", "b", "c", "d", "e"] {
+        let (_, v) = api.post(&format!("/users/{UPN}/events"), single(s)).await;
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // Outside the window: never reported.
+    let mut later = single("later");
+    later["start"]["dateTime"] = json!("2026-06-10T09:00:00");
+    later["end"]["dateTime"] = json!("2026-06-10T10:00:00");
+    api.post(&format!("/users/{UPN}/events"), later).await;
+    let first = format!(
+        "{}/users/{UPN}/calendarView/delta?startDateTime=2026-03-01T00:00:00Z&endDateTime=2026-04-01T00:00:00Z",
+        e.graph_url()
+    );
+    let (items, link) = delta_round(&t, &first, 2).await;
+    assert_eq!(items.len(), 5, "{items:#?}");
+    // Nothing changed: an empty round.
+    let (items, link) = delta_round(&t, &link, 2).await;
+    assert!(items.is_empty(), "{items:#?}");
+    // A user's edit, a delete and a new event.
+    e.user_edit(UPN, &ids[1], json!({"subject": "edited"}))
+        .unwrap();
+    e.user_delete(UPN, &ids[2]).unwrap();
+    api.post(&format!("/users/{UPN}/events"), single("f")).await;
+    let (items, link) = delta_round(&t, &link, 2).await;
+    let removed: Vec<&str> = items
+        .iter()
+        .filter(|v| v["@removed"]["reason"] == "deleted")
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, [ids[2].as_str()]);
+    let mut subjects: Vec<&str> = items.iter().filter_map(|v| v["subject"].as_str()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["edited", "f"]);
+    // Evicted tokens answer 410; the query options delta cannot take, 400.
+    e.expire_delta_tokens();
+    let r = http().get(&link).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "SyncStateNotFound");
+    let r = http()
+        .get(format!("{first}&$select=subject"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (s, _) = api.get(&format!("/users/{UPN}/calendarView/delta")).await;
+    assert_eq!(s, 400, "the first request needs a window");
+}
