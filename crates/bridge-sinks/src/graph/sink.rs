@@ -1474,6 +1474,8 @@ impl Replica for GraphSink {
                 _ => {}
             }
         }
+        drift.rewrite.sort();
+        drift.rewrite.dedup();
         if input.dry_run {
             drift.orphans_deleted = deletes.len();
             return Ok(drift);
