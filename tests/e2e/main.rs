@@ -9,6 +9,7 @@ mod feishu;
 mod fidelity;
 mod google;
 mod graph;
+mod graph_more;
 mod hardening;
 mod inspect;
 mod listener;

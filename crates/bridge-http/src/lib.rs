@@ -22,7 +22,7 @@ pub use client::{
     Answer, Auth, Exchange, HttpClient, HttpClientBuilder, HttpError, NoAuth, Retrying,
     TransportError, Verdict, error_chain,
 };
-pub use limit::{Bucket, Limiter, RateLimits, SlidingWindows, TokenBucket};
+pub use limit::{Bucket, Limiter, RateLimits, SlidingWindows, TokenBucket, Window};
 pub use retry::{Backoff, Jitter, RetryPolicy, ServerWait};
 pub use secret::Secret;
 pub use stats::{CallKey, CallStats, ServiceStats};

@@ -26,6 +26,8 @@ pub enum Limiter {
     Windows(SlidingWindows),
     /// One token bucket for every endpoint; a call takes `permits` tokens.
     Bucket(Bucket),
+    /// One sliding window over every endpoint; a call takes `permits` slots.
+    Window(Window),
 }
 
 impl Limiter {
@@ -39,6 +41,7 @@ impl Limiter {
                 }
             }
             Limiter::Bucket(b) => b.acquire(permits).await,
+            Limiter::Window(w) => w.acquire(permits).await,
         }
     }
 }
@@ -153,6 +156,85 @@ impl SlidingWindows {
     }
 }
 
+// ---- one sliding window of any length ------------------------------------
+
+/// At most `limit` calls in any `period`, over every endpoint of a client:
+/// a service that counts all of an app's calls to one account in one window
+/// (Microsoft Graph: 10,000 requests per 10 minutes per app and mailbox,
+/// each part of a `$batch` counted, graph.md §6). [`SlidingWindows`] has
+/// fixed one-second and one-minute windows per endpoint; a minute's share
+/// of a ten-minute limit would forbid the bursts the service allows.
+#[derive(Debug)]
+pub struct Window {
+    limit: u32,
+    period: Duration,
+    /// Start times of the calls in the window (one entry per permit).
+    calls: Mutex<VecDeque<Instant>>,
+}
+
+impl Window {
+    /// A limit of 0 disables the window.
+    pub fn new(limit: u32, period: Duration) -> Self {
+        Self {
+            limit,
+            period,
+            calls: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn limit(&self) -> (u32, Duration) {
+        (self.limit, self.period)
+    }
+
+    /// Permits taken in the window ending now.
+    pub fn in_window(&self) -> usize {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        self.expire(&mut calls, Instant::now());
+        calls.len()
+    }
+
+    fn expire(&self, calls: &mut VecDeque<Instant>, now: Instant) {
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.period + MARGIN)
+        {
+            calls.pop_front();
+        }
+    }
+
+    /// Takes `n` permits at `now` if the window has room for all of them
+    /// (more than the limit at once: when the window is empty); otherwise
+    /// how long to wait.
+    pub fn try_take(&self, n: u32, now: Instant) -> Result<(), Duration> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        self.expire(&mut calls, now);
+        let limit = self.limit as usize;
+        let n = n as usize;
+        let room = limit.saturating_sub(calls.len());
+        if n > room && !calls.is_empty() {
+            // The oldest call whose expiry makes room for all `n`.
+            let need = n.min(limit) - room;
+            let t = calls[need - 1];
+            return Err((t + self.period + MARGIN).saturating_duration_since(now));
+        }
+        calls.extend(std::iter::repeat_n(now, n));
+        Ok(())
+    }
+
+    /// Waits until `n` calls may go out.
+    pub async fn acquire(&self, n: u32) {
+        loop {
+            match self.try_take(n, Instant::now()) {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
 // ---- token bucket (moved from bridge-sinks' google/limit.rs) --------------
 
 /// A token bucket that hands out reservations: taking more tokens than are
@@ -245,6 +327,34 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // ---- one window ----
+
+    #[test]
+    fn a_window_counts_permits_over_its_whole_period() {
+        let w = Window::new(10, Duration::from_secs(600));
+        let t0 = Instant::now();
+        // A burst up to the limit, permits of a batch taken together.
+        assert!(w.try_take(4, t0).is_ok());
+        assert!(w.try_take(6, t0 + Duration::from_secs(60)).is_ok());
+        // Full: the next permit waits for the first calls to leave the window.
+        let wait = w.try_take(1, t0 + Duration::from_secs(120)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(480) + MARGIN);
+        // Five permits need the first four and one of the next six gone.
+        let wait = w.try_take(5, t0 + Duration::from_secs(120)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(540) + MARGIN);
+        let later = t0 + Duration::from_secs(600) + MARGIN;
+        assert!(w.try_take(4, later).is_ok());
+        assert!(w.try_take(1, later).is_err());
+        // More than the limit at once goes out on an empty window only.
+        let w = Window::new(3, Duration::from_secs(1));
+        assert!(w.try_take(5, t0).is_ok());
+        assert!(w.try_take(1, t0 + Duration::from_millis(500)).is_err());
+        assert!(w.try_take(1, t0 + Duration::from_secs(2)).is_ok());
+        // 0 disables it.
+        let off = Window::new(0, Duration::from_secs(1));
+        assert!((0..100).all(|_| off.try_take(20, t0).is_ok()));
+    }
 
     // ---- sliding windows ----
 

@@ -136,7 +136,7 @@ pub(crate) fn wants_immutable(h: &HeaderMap) -> bool {
         })
 }
 
-fn max_page(h: &HeaderMap) -> Option<usize> {
+pub(crate) fn max_page(h: &HeaderMap) -> Option<usize> {
     h.get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -366,6 +366,9 @@ pub(crate) fn route(inner: &Arc<Inner>, mailbox: &str, rest: &[String], req: &Re
         (Method::GET, ["events"]) => list_events(inner, mailbox, calendar.as_deref(), req),
         (Method::POST, ["events"]) => create_event(inner, mailbox, calendar, req),
         (Method::GET, ["calendarView"]) => calendar_view(inner, mailbox, calendar.as_deref(), req),
+        (Method::GET, ["calendarView", "delta"]) => {
+            super::delta::delta(inner, mailbox, calendar.as_deref(), req)
+        }
         (Method::GET, ["events", id]) => get_event(inner, mailbox, stored_id(id), req),
         (Method::PATCH, ["events", id]) => patch_event(inner, mailbox, stored_id(id), req),
         (Method::DELETE, ["events", id]) => delete_event(inner, mailbox, stored_id(id), req),
@@ -458,7 +461,7 @@ fn create_calendar(inner: &Arc<Inner>, mailbox: &str, req: &Req) -> Resp {
     Resp::ok(201, v)
 }
 
-fn q<'a>(req: &'a Req, k: &str) -> Option<&'a str> {
+pub(crate) fn q<'a>(req: &'a Req, k: &str) -> Option<&'a str> {
     req.query
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(k))
@@ -475,7 +478,24 @@ fn shape(req: &Req) -> Result<Shape, Resp> {
                 .collect()
         })
         .unwrap_or_default();
-    let expand = match q(req, "$expand") {
+    // `exceptionOccurrences` may come alone or after the extended
+    // properties (`$expand=singleValueExtendedProperties(...),exceptionOccurrences`).
+    let mut exceptions = false;
+    let expand_param = q(req, "$expand").and_then(|e| {
+        let e = e.trim();
+        if e == "exceptionOccurrences" {
+            exceptions = true;
+            return None;
+        }
+        Some(match e.strip_suffix(",exceptionOccurrences") {
+            Some(rest) => {
+                exceptions = true;
+                rest
+            }
+            None => e,
+        })
+    });
+    let expand = match expand_param {
         None => None,
         Some(e) => {
             let e = e.trim();
@@ -516,8 +536,22 @@ fn shape(req: &Req) -> Result<Shape, Resp> {
     Ok(Shape {
         select,
         expand,
+        exceptions,
         immutable: wants_immutable(&req.headers),
     })
+}
+
+/// The shape of a listing: `exceptionOccurrences` expands only on a
+/// series master read by id (graph.md §3.1).
+fn listing_shape(req: &Req) -> Result<Shape, Resp> {
+    let sh = shape(req)?;
+    if sh.exceptions {
+        return Err(bad(
+            "BadRequest",
+            "exceptionOccurrences can only be expanded on a series master read by its id.",
+        ));
+    }
+    Ok(sh)
 }
 
 /// `'text'` with `''` escapes.
@@ -619,7 +653,7 @@ fn page(inner: &Arc<Inner>, req: &Req, items: Vec<Value>) -> Resp {
 }
 
 fn list_events(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, req: &Req) -> Resp {
-    let sh = match shape(req) {
+    let sh = match listing_shape(req) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -641,7 +675,7 @@ fn list_events(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, req: &
     page(inner, req, items)
 }
 
-fn window(req: &Req) -> Result<(DateTime<Utc>, DateTime<Utc>), Resp> {
+pub(crate) fn window(req: &Req) -> Result<(DateTime<Utc>, DateTime<Utc>), Resp> {
     let get = |k: &str| -> Result<DateTime<Utc>, Resp> {
         let v = q(req, k).ok_or_else(|| bad("ErrorInvalidParameter", &format!("This request requires a time window specified by the query string parameters StartDateTime and EndDateTime. ({k} missing)")))?;
         time::parse_query_instant(v).ok_or_else(|| {
@@ -666,7 +700,7 @@ fn calendar_view(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, req:
         Ok(w) => w,
         Err(r) => return r,
     };
-    let sh = match shape(req) {
+    let sh = match listing_shape(req) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -719,7 +753,7 @@ fn instances(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp {
         Ok(w) => w,
         Err(r) => return r,
     };
-    let sh = match shape(req) {
+    let sh = match listing_shape(req) {
         Ok(s) => s,
         Err(r) => return r,
     };

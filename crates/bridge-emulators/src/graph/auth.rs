@@ -216,11 +216,11 @@ impl Auth {
             }
             "refresh_token" => {
                 authenticate(app, token_url, form, false)?;
-                let (cid, upn, scope) = self
-                    .refresh
-                    .get(get("refresh_token"))
-                    .cloned()
-                    .ok_or_else(|| {
+                // Redeemed once: the answer carries a new refresh token and
+                // the one sent is no longer accepted (a client must keep
+                // the newest; Microsoft identity platform rotates them).
+                let (cid, upn, scope) =
+                    self.refresh.remove(get("refresh_token")).ok_or_else(|| {
                         OAuthError::new(
                             400,
                             "invalid_grant",
@@ -245,6 +245,20 @@ impl Auth {
                 &format!("The app requested an unsupported grant type '{other}'."),
             )),
         }
+    }
+
+    /// A refresh token of `upn` for `client_id` (as a consent would give).
+    pub(crate) fn grant_refresh(&mut self, client_id: &str, upn: &str) -> String {
+        let r = rand_urlsafe(64);
+        self.refresh.insert(
+            r.clone(),
+            (
+                client_id.to_owned(),
+                upn.to_owned(),
+                "https://graph.microsoft.com/Calendars.ReadWrite offline_access".to_owned(),
+            ),
+        );
+        r
     }
 
     fn user_tokens(&mut self, client_id: &str, upn: &str, scope: &str, ttl: Duration) -> Value {

@@ -4,16 +4,16 @@
 //! are not members, and JSON kinds, recursively through complex types —
 //! the same rules as `tests/graph-csdl/graph_event_check.py`.
 //!
-//! The CSDL is read with a small tag scanner rather than an XML crate: the
-//! workspace has no XML parser (none is reachable offline here), and the
-//! file is machine-written EDMX whose only content is elements with quoted
-//! attributes (no text nodes, entities or CDATA that matter to us). The
-//! scanner reads element names and `Name`/`Type`/`BaseType` attributes and
-//! fails loudly (at emulator start) on anything it cannot read.
+//! The CSDL (EDMX) is read with quick-xml: element names (local, the
+//! namespaces do not matter to us) and their `Name` / `Type` / `BaseType`
+//! attributes; anything that is not well-formed fails loudly (at emulator
+//! start).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
 use serde_json::Value;
 
 /// The vendored subset.
@@ -27,12 +27,15 @@ pub(crate) struct Schema {
     enums: HashMap<String, HashSet<String>>,
 }
 
-/// The value of attribute `name` in the inside of a tag.
-fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
-    let pat = format!(" {name}=\"");
-    let i = tag.find(&pat)? + pat.len();
-    let rest = &tag[i..];
-    Some(&rest[..rest.find('"')?])
+/// The unescaped value of attribute `name` of an element.
+fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, String> {
+    match e.try_get_attribute(name).map_err(|x| x.to_string())? {
+        None => Ok(None),
+        Some(a) => a
+            .unescape_value()
+            .map(|v| Some(v.into_owned()))
+            .map_err(|x| x.to_string()),
+    }
 }
 
 fn short(t: &str) -> &str {
@@ -45,60 +48,66 @@ impl Schema {
         let mut s = Schema::default();
         let mut current_type: Option<String> = None;
         let mut current_enum: Option<String> = None;
-        for chunk in text.split('<').skip(1) {
-            let Some(end) = chunk.find('>') else {
-                return Err(format!(
-                    "unterminated tag near {:?}",
-                    &chunk[..chunk.len().min(40)]
-                ));
-            };
-            let tag = &chunk[..end];
-            if tag.starts_with('?') || tag.starts_with('!') {
-                continue;
-            }
-            let self_closing = tag.ends_with('/');
-            let name = tag
-                .trim_start_matches('/')
-                .split(|c: char| c.is_whitespace() || c == '/')
-                .next()
-                .unwrap_or("");
-            if tag.starts_with('/') {
-                match name {
-                    "EntityType" | "ComplexType" => current_type = None,
-                    "EnumType" => current_enum = None,
-                    _ => {}
+        let mut reader = Reader::from_str(text);
+        reader.config_mut().check_end_names = true;
+        let mut depth = 0usize;
+        loop {
+            let pos = reader.buffer_position();
+            let ev = reader
+                .read_event()
+                .map_err(|e| format!("CSDL is not well-formed XML at byte {pos}: {e}"))?;
+            let (e, empty) = match ev {
+                Event::Eof => {
+                    if depth != 0 {
+                        return Err("the CSDL ends inside an element".into());
+                    }
+                    break;
                 }
-                continue;
-            }
-            match name {
-                "EntityType" | "ComplexType" => {
-                    let n = attr(tag, "Name").ok_or("a type without Name")?.to_owned();
-                    let base = attr(tag, "BaseType").map(|b| short(b).to_owned());
+                Event::End(e) => {
+                    depth = depth.saturating_sub(1);
+                    match e.local_name().as_ref() {
+                        b"EntityType" | b"ComplexType" => current_type = None,
+                        b"EnumType" => current_enum = None,
+                        _ => {}
+                    }
+                    continue;
+                }
+                Event::Start(e) => {
+                    depth += 1;
+                    (e, false)
+                }
+                Event::Empty(e) => (e, true),
+                _ => continue,
+            };
+            match e.local_name().as_ref() {
+                b"EntityType" | b"ComplexType" => {
+                    let n = attr(&e, "Name")?.ok_or("a type without Name")?;
+                    let base = attr(&e, "BaseType")?.map(|b| short(&b).to_owned());
                     s.types.insert(n.clone(), (base, HashMap::new()));
-                    if !self_closing {
+                    if !empty {
                         current_type = Some(n);
                     }
                 }
-                "Property" | "NavigationProperty" => {
+                b"Property" | b"NavigationProperty" => {
                     let t = current_type.as_ref().ok_or("a property outside a type")?;
-                    let n = attr(tag, "Name").ok_or("a property without Name")?;
-                    let ty = attr(tag, "Type").ok_or("a property without Type")?;
-                    if let Some(e) = s.types.get_mut(t) {
-                        e.1.insert(n.to_owned(), ty.to_owned());
+                    let n = attr(&e, "Name")?.ok_or("a property without Name")?;
+                    let ty = attr(&e, "Type")?.ok_or("a property without Type")?;
+                    if let Some(x) = s.types.get_mut(t) {
+                        x.1.insert(n, ty);
                     }
                 }
-                "EnumType" => {
-                    let n = attr(tag, "Name").ok_or("an enum without Name")?.to_owned();
+                b"EnumType" => {
+                    let n = attr(&e, "Name")?.ok_or("an enum without Name")?;
                     s.enums.insert(n.clone(), HashSet::new());
-                    if !self_closing {
+                    if !empty {
                         current_enum = Some(n);
                     }
                 }
-                "Member" => {
-                    let e = current_enum.as_ref().ok_or("a member outside an enum")?;
-                    let n = attr(tag, "Name").ok_or("a member without Name")?;
-                    if let Some(m) = s.enums.get_mut(e) {
-                        m.insert(n.to_owned());
+                b"Member" => {
+                    let x = current_enum.as_ref().ok_or("a member outside an enum")?;
+                    let n = attr(&e, "Name")?.ok_or("a member without Name")?;
+                    if let Some(m) = s.enums.get_mut(x) {
+                        m.insert(n);
                     }
                 }
                 _ => {}
@@ -232,5 +241,23 @@ mod tests {
     fn unreadable_csdl_is_an_error() {
         assert!(Schema::parse("<Schema><EntityType Name=\"x\"").is_err());
         assert!(Schema::parse("<Schema></Schema>").is_err());
+        assert!(Schema::parse("<Schema><EntityType Name=\"event\"></Schema>").is_err());
+        assert!(Schema::parse("<Schema><EntityType Name=\"event\">").is_err());
+    }
+
+    #[test]
+    fn names_are_unescaped_and_bases_followed() {
+        let s = Schema::parse(
+            r#"<?xml version="1.0"?><edmx:Edmx xmlns:edmx="x"><Schema Namespace="microsoft.graph">
+            <EntityType Name="entity"><Property Name="id" Type="Edm.String"/></EntityType>
+            <EntityType Name="event" BaseType="graph.entity"><Property Name="a&amp;b" Type="Edm.Boolean"/></EntityType>
+            <EnumType Name="kind"><Member Name="one" Value="0"/></EnumType>
+            </Schema></edmx:Edmx>"#,
+        )
+        .unwrap();
+        let props = s.props("event");
+        assert_eq!(props.get("a&b"), Some(&"Edm.Boolean"));
+        assert_eq!(props.get("id"), Some(&"Edm.String"));
+        assert!(s.enums["kind"].contains("one"));
     }
 }

@@ -9,7 +9,8 @@
 //!   thumbprint, `aud` = the token URL, `iss` = `sub` = client id, a current
 //!   `exp`, a `jti`), scope `https://graph.microsoft.com/.default`;
 //!   `authorization_code` (PKCE S256 checked, single-use codes) and
-//!   `refresh_token`. Errors are AAD's: `invalid_client` `AADSTS7000215`
+//!   `refresh_token` (rotated: each answer has a new refresh token and the
+//!   one redeemed is refused afterwards, `invalid_grant`). Errors are AAD's: `invalid_client` `AADSTS7000215`
 //!   (wrong secret), `AADSTS7000222` (expired secret), `AADSTS700027` (bad
 //!   assertion), `unauthorized_client` `AADSTS700016` (unknown app).
 //!   `GET /{tenant}/oauth2/v2.0/authorize` approves at once for
@@ -23,7 +24,10 @@
 //!   property, `$expand=singleValueExtendedProperties($filter=id eq '…' or
 //!   …)`, `$select`, `$top`/`$skip` paging with `@odata.nextLink`),
 //!   `GET …/events/{id}/instances` and `GET …/calendarView` (both need
-//!   `startDateTime`/`endDateTime`). Recurrence (`patternedRecurrence`) is
+//!   `startDateTime`/`endDateTime`), `GET …/calendarView/delta` (paged by
+//!   `Prefer: odata.maxpagesize`, `@odata.nextLink` / `@odata.deltaLink`,
+//!   removed instances as `@removed`, 410 for an evicted token; see
+//!   `delta.rs`). Recurrence (`patternedRecurrence`) is
 //!   expanded with the `rrule` crate in the IANA zone CLDR gives the series'
 //!   Windows zone (`recurrenceTimeZone`, else the start's). Occurrences and
 //!   exceptions carry `seriesMasterId` and `originalStart`; deleting one puts
@@ -78,12 +82,14 @@
 //! | `PATCH /_emulator/mailboxes/{upn}/events/{id}` | patch | the event (a user's edit) |
 //! | `DELETE /_emulator/mailboxes/{upn}/events/{id}` | — | `{}` (a user's delete) |
 //! | `POST /_emulator/tokens/expire` | — | `{}` |
+//! | `POST /_emulator/delta/expire` | — | `{}` (delta tokens evicted) |
 //! | `GET /_emulator/state` | — | counts, concurrency peak, side effects |
 //! | kit: `calls`, `faults`, `fail_next`, `reset` | | |
 
 mod api;
 mod auth;
 mod csdl;
+mod delta;
 mod faults;
 mod model;
 mod time;
@@ -237,6 +243,7 @@ pub(crate) struct Inner {
     pub(crate) auth: Mutex<auth::Auth>,
     pub(crate) inflight: Mutex<HashMap<String, usize>>,
     pub(crate) windows: Mutex<HashMap<String, kit::Window>>,
+    pub(crate) deltas: Mutex<delta::Deltas>,
     pub(crate) peak_concurrency: AtomicUsize,
     pub(crate) over_concurrency: AtomicU64,
 }
@@ -603,6 +610,11 @@ async fn ctl_expire(State(inner): State<Arc<Inner>>) -> CtlResult {
     ok(json!({}))
 }
 
+async fn ctl_expire_delta(State(inner): State<Arc<Inner>>) -> CtlResult {
+    lock(&inner.deltas).evict_all();
+    ok(json!({}))
+}
+
 async fn ctl_state(State(inner): State<Arc<Inner>>) -> CtlResult {
     let handle = GraphEmulator { inner };
     ok(handle.state())
@@ -640,6 +652,7 @@ impl GraphEmulator {
             auth: Mutex::new(auth::Auth::default()),
             inflight: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
+            deltas: Mutex::new(delta::Deltas::default()),
             peak_concurrency: AtomicUsize::new(0),
             over_concurrency: AtomicU64::new(0),
         });
@@ -653,6 +666,7 @@ impl GraphEmulator {
                 axum::routing::patch(ctl_edit).delete(ctl_delete),
             )
             .route("/tokens/expire", post(ctl_expire))
+            .route("/delta/expire", post(ctl_expire_delta))
             .route("/state", get(ctl_state));
         let observed = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token_handler))
@@ -706,6 +720,19 @@ impl GraphEmulator {
         Ok(())
     }
 
+    /// A delegated refresh token of `upn` for `client_id`, as `auth graph`
+    /// would store after the user's consent. Each use answers a new one and
+    /// retires the one used.
+    pub fn grant_refresh_token(&self, client_id: &str, upn: &str) -> String {
+        lock(&self.inner.auth).grant_refresh(client_id, upn)
+    }
+
+    /// Every `calendarView/delta` token is evicted: its next use answers
+    /// 410 `SyncStateNotFound` (a full sync starts again).
+    pub fn expire_delta_tokens(&self) {
+        lock(&self.inner.deltas).evict_all();
+    }
+
     /// Every access token expires now.
     pub fn expire_tokens(&self) {
         lock(&self.inner.auth).expire_all();
@@ -733,6 +760,7 @@ impl GraphEmulator {
         let shape = model::Shape {
             select: Vec::new(),
             expand: Some(Vec::new()),
+            exceptions: false,
             immutable: true,
         };
         Ok(api::view_items(
@@ -764,6 +792,7 @@ impl GraphEmulator {
         let shape = model::Shape {
             select: Vec::new(),
             expand: Some(Vec::new()),
+            exceptions: false,
             immutable: true,
         };
         Ok(mb

@@ -192,6 +192,8 @@ pub(crate) struct Shape {
     pub(crate) select: Vec<String>,
     /// Extended property ids `$expand`ed (`None`: not expanded).
     pub(crate) expand: Option<Vec<String>>,
+    /// `$expand=exceptionOccurrences` (a series master read by id).
+    pub(crate) exceptions: bool,
     pub(crate) immutable: bool,
 }
 
@@ -280,7 +282,34 @@ impl Event {
                     .collect::<Vec<_>>()
             );
         }
-        select(v, shape)
+        let mut v = select(v, shape);
+        if kind == "seriesMaster" && shape.exceptions {
+            // The navigation is expanded whatever `$select` keeps.
+            let inner = Shape {
+                exceptions: false,
+                ..shape.clone()
+            };
+            v["exceptionOccurrences"] = json!(
+                self.exceptions
+                    .values()
+                    .map(|x| {
+                        let mut xv = base_view(
+                            &x.id,
+                            &x.data,
+                            &x.ext,
+                            x.change,
+                            "exception",
+                            &inner,
+                            mailbox,
+                        );
+                        xv["seriesMasterId"] = json!(self.id);
+                        xv["originalStart"] = json!(time::iso_utc(x.original));
+                        xv
+                    })
+                    .collect::<Vec<_>>()
+            );
+        }
+        v
     }
 
     /// The original start of the generated occurrence on `date`.

@@ -43,14 +43,11 @@ async fn token_form(e: &GraphEmulator, form: &[(&str, &str)]) -> (u16, Value) {
 }
 
 async fn token(e: &GraphEmulator) -> String {
-    let (s, v) = token_form(
+    let (s, v) = secret_grant(
         e,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", TEST_CLIENT_ID),
-            ("client_secret", TEST_CLIENT_SECRET),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ],
+        TEST_CLIENT_ID,
+        TEST_CLIENT_SECRET,
+        "https://graph.microsoft.com/.default",
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -80,6 +77,129 @@ async fn call(
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The request builders of these tests: one caller with one token.
+struct Api<'a> {
+    e: &'a GraphEmulator,
+    t: String,
+}
+
+impl<'a> Api<'a> {
+    fn new(e: &'a GraphEmulator, t: &str) -> Self {
+        Self { e, t: t.to_owned() }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        call(self.e, &self.t, reqwest::Method::GET, path, None, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        call(
+            self.e,
+            &self.t,
+            reqwest::Method::POST,
+            path,
+            Some(body),
+            None,
+        )
+        .await
+    }
+
+    async fn patch(&self, path: &str, body: Value, if_match: Option<&str>) -> (u16, Value) {
+        call(
+            self.e,
+            &self.t,
+            reqwest::Method::PATCH,
+            path,
+            Some(body),
+            if_match,
+        )
+        .await
+    }
+
+    /// A GET with query parameters (encoded here).
+    async fn get_with(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        let r = http()
+            .get(format!("{}{path}", self.e.graph_url()))
+            .bearer_auth(&self.t)
+            .query(query)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        call(self.e, &self.t, reqwest::Method::DELETE, path, None, None).await
+    }
+}
+
+/// `/users/{UPN}/events/{id}`, the id percent-encoded.
+fn event_path(id: &str) -> String {
+    format!("/users/{UPN}/events/{}", enc(id))
+}
+
+/// A client-credentials token request with a secret.
+async fn secret_grant(
+    e: &GraphEmulator,
+    client_id: &str,
+    secret: &str,
+    scope: &str,
+) -> (u16, Value) {
+    token_form(
+        e,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+/// The code the authorization endpoint redirects with for a PKCE
+/// `challenge` (consent given at once), checking `state` comes back.
+async fn consent_code(e: &GraphEmulator, state: &str, challenge: &str) -> String {
+    let url = format!(
+        "{}?client_id={TEST_CLIENT_ID}&response_type=code&redirect_uri=http://127.0.0.1:9/cb&scope=offline_access&state={state}&code_challenge={challenge}&code_challenge_method=S256",
+        e.authorize_url()
+    );
+    let r = http().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<String, String> = loc.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], state);
+    q["code"].clone()
+}
+
+/// The code of a consent redeemed with `verifier`.
+async fn redeem_code(e: &GraphEmulator, code: &str, verifier: &str) -> (u16, Value) {
+    token_form(
+        e,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", TEST_CLIENT_ID),
+            ("code", code),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+async fn refresh(e: &GraphEmulator, refresh_token: &str) -> (u16, Value) {
+    token_form(
+        e,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", TEST_CLIENT_ID),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
 }
 
 fn enc(id: &str) -> String {
@@ -122,16 +242,7 @@ async fn tokens_for_secrets_and_certificates_and_aad_errors() {
     let e = emu().await;
     token(&e).await;
     let scope = "https://graph.microsoft.com/.default";
-    let (s, v) = token_form(
-        &e,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", TEST_CLIENT_ID),
-            ("client_secret", "wrong"),
-            ("scope", scope),
-        ],
-    )
-    .await;
+    let (s, v) = secret_grant(&e, TEST_CLIENT_ID, "wrong", scope).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")));
     assert!(
         v["error_description"]
@@ -139,27 +250,15 @@ async fn tokens_for_secrets_and_certificates_and_aad_errors() {
             .unwrap()
             .starts_with("AADSTS7000215")
     );
-    let (s, v) = token_form(
+    let (s, v) = secret_grant(
         &e,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", TEST_CLIENT_ID),
-            ("client_secret", TEST_CLIENT_SECRET),
-            ("scope", "Calendars.ReadWrite"),
-        ],
+        TEST_CLIENT_ID,
+        TEST_CLIENT_SECRET,
+        "Calendars.ReadWrite",
     )
     .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")));
-    let (s, v) = token_form(
-        &e,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", "nobody"),
-            ("client_secret", "x"),
-            ("scope", scope),
-        ],
-    )
-    .await;
+    let (s, v) = secret_grant(&e, "nobody", "x", scope).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("unauthorized_client")));
     let good = assertion(&e.token_url(), TEST_CERT_PEM);
     let form = |a: &str| {
@@ -193,16 +292,7 @@ async fn tokens_for_secrets_and_certificates_and_aad_errors() {
     let mut cfg = GraphConfig::default();
     cfg.apps[0].secret_expired = true;
     let e2 = emu_with(cfg).await;
-    let (s, v) = token_form(
-        &e2,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", TEST_CLIENT_ID),
-            ("client_secret", TEST_CLIENT_SECRET),
-            ("scope", scope),
-        ],
-    )
-    .await;
+    let (s, v) = secret_grant(&e2, TEST_CLIENT_ID, TEST_CLIENT_SECRET, scope).await;
     assert_eq!(s, 401);
     assert!(
         v["error_description"]
@@ -211,15 +301,9 @@ async fn tokens_for_secrets_and_certificates_and_aad_errors() {
             .starts_with("AADSTS7000222")
     );
     // An API call without a valid token.
-    let (s, v) = call(
-        &e,
-        "forged",
-        reqwest::Method::GET,
-        &format!("/users/{UPN}/calendars"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = Api::new(&e, "forged")
+        .get(&format!("/users/{UPN}/calendars"))
+        .await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (401, Some("InvalidAuthenticationToken"))
@@ -236,84 +320,28 @@ async fn authorization_code_with_pkce_gives_a_refresh_token_for_one_mailbox() {
     e.add_mailbox("bob@contoso.example", MailboxAccess::Enabled);
     let verifier = "v".repeat(50);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let url = format!(
-        "{}?client_id={TEST_CLIENT_ID}&response_type=code&redirect_uri=http://127.0.0.1:9/cb&scope=offline_access&state=s1&code_challenge={challenge}&code_challenge_method=S256",
-        e.authorize_url()
-    );
-    let r = http().get(url).send().await.unwrap();
-    assert_eq!(r.status(), 302);
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let q: std::collections::HashMap<String, String> = loc.query_pairs().into_owned().collect();
-    assert_eq!(q["state"], "s1");
-    let code = q["code"].clone();
-    let (s, _) = token_form(
-        &e,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", TEST_CLIENT_ID),
-            ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
-            ("code_verifier", "wrong"),
-        ],
-    )
-    .await;
+    let code = consent_code(&e, "s1", &challenge).await;
+    let (s, _) = redeem_code(&e, &code, "wrong").await;
     assert_eq!(s, 400);
     // Codes are single use: ask again.
-    let url = format!(
-        "{}?client_id={TEST_CLIENT_ID}&response_type=code&redirect_uri=http://127.0.0.1:9/cb&scope=x&state=s2&code_challenge={challenge}&code_challenge_method=S256",
-        e.authorize_url()
-    );
-    let r = http().get(url).send().await.unwrap();
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let code = loc
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let (s, v) = token_form(
-        &e,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", TEST_CLIENT_ID),
-            ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let code = consent_code(&e, "s2", &challenge).await;
+    let (s, v) = redeem_code(&e, &code, &verifier).await;
     assert_eq!(s, 200, "{v}");
-    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
-    let (s, v) = token_form(
-        &e,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", TEST_CLIENT_ID),
-            ("refresh_token", &refresh),
-        ],
-    )
-    .await;
+    let first = v["refresh_token"].as_str().unwrap().to_owned();
+    let (s, v) = refresh(&e, &first).await;
+    assert_eq!(s, 200);
+    // Rotated: a new refresh token, and the redeemed one is refused.
+    let second = v["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let (s, r) = refresh(&e, &first).await;
+    assert_eq!((s, r["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _) = refresh(&e, &second).await;
     assert_eq!(s, 200);
     let t = v["access_token"].as_str().unwrap().to_owned();
-    let (s, _) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        &format!("/users/{UPN}/calendar"),
-        None,
-        None,
-    )
-    .await;
+    let api = Api::new(&e, &t);
+    let (s, _) = api.get(&format!("/users/{UPN}/calendar")).await;
     assert_eq!(s, 200);
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        "/users/bob@contoso.example/calendar",
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = api.get("/users/bob@contoso.example/calendar").await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (403, Some("ErrorAccessDenied"))
@@ -324,16 +352,9 @@ async fn authorization_code_with_pkce_gives_a_refresh_token_for_one_mailbox() {
 async fn events_validate_like_graph_and_etags_guard_writes() {
     let e = emu().await;
     let t = token(&e).await;
+    let api = Api::new(&e, &t);
     let path = format!("/users/{UPN}/calendar/events");
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::POST,
-        &path,
-        Some(single("a")),
-        None,
-    )
-    .await;
+    let (s, v) = api.post(&path, single("a")).await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
     assert!(id.contains('/') || id.contains('+'), "{id}");
@@ -341,81 +362,41 @@ async fn events_validate_like_graph_and_etags_guard_writes() {
     assert_eq!(v["type"], "singleInstance");
     assert_eq!(v["start"]["timeZone"], "UTC");
     assert_eq!(v["start"]["dateTime"], "2026-03-10T01:00:00.0000000");
-    let ev = format!("/users/{UPN}/events/{}", enc(&id));
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::PATCH,
-        &ev,
-        Some(json!({"subject": "b"})),
-        Some(&etag),
-    )
-    .await;
+    let ev = event_path(&id);
+    let (s, v) = api.patch(&ev, json!({"subject": "b"}), Some(&etag)).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::PATCH,
-        &ev,
-        Some(json!({"subject": "c"})),
-        Some(&etag),
-    )
-    .await;
+    let (s, v) = api.patch(&ev, json!({"subject": "c"}), Some(&etag)).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (412, Some("ErrorIrresolvableConflict"))
     );
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::PATCH,
-        &ev,
-        Some(json!({"isAllday": true})),
-        None,
-    )
-    .await;
+    let (s, v) = api.patch(&ev, json!({"isAllday": true}), None).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (400, Some("RequestBodyRead"))
     );
-    let (s, _) = call(
-        &e,
-        &t,
-        reqwest::Method::PATCH,
-        &ev,
-        Some(json!({"showAs": "Busy"})),
-        None,
-    )
-    .await;
+    let (s, _) = api.patch(&ev, json!({"showAs": "Busy"}), None).await;
     assert_eq!(s, 400);
     let mut iana = single("z");
     iana["start"]["timeZone"] = json!("Asia/Shanghai");
-    let (s, v) = call(&e, &t, reqwest::Method::POST, &path, Some(iana), None).await;
+    let (s, v) = api.post(&path, iana).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (400, Some("TimeZoneNotSupportedException"))
     );
     let mut all_day = single("d");
     all_day["isAllDay"] = json!(true);
-    let (s, v) = call(&e, &t, reqwest::Method::POST, &path, Some(all_day), None).await;
+    let (s, v) = api.post(&path, all_day).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (400, Some("ErrorPropertyValidationFailure"))
     );
     // Unencoded ids do not route to the event.
-    let (s, _) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        &format!("/users/{UPN}/events/{id}"),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = api.get(&format!("/users/{UPN}/events/{id}")).await;
     assert_ne!(s, 200);
-    let (s, _) = call(&e, &t, reqwest::Method::DELETE, &ev, None, None).await;
+    let (s, _) = api.delete(&ev).await;
     assert_eq!(s, 204);
-    let (s, v) = call(&e, &t, reqwest::Method::DELETE, &ev, None, None).await;
+    let (s, v) = api.delete(&ev).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (404, Some("ErrorItemNotFound"))
@@ -426,30 +407,23 @@ async fn events_validate_like_graph_and_etags_guard_writes() {
 async fn transaction_ids_deduplicate_creates() {
     let e = emu().await;
     let t = token(&e).await;
+    let api = Api::new(&e, &t);
     let path = format!("/users/{UPN}/calendar/events");
     let mut b = single("t");
     b["transactionId"] = json!("8f1e0b52-1d7a-4c55-9a33-0b6b4c3f0001");
-    let (s1, v1) = call(&e, &t, reqwest::Method::POST, &path, Some(b.clone()), None).await;
-    let (s2, v2) = call(&e, &t, reqwest::Method::POST, &path, Some(b.clone()), None).await;
+    let (s1, v1) = api.post(&path, b.clone()).await;
+    let (s2, v2) = api.post(&path, b.clone()).await;
     assert_eq!((s1, s2), (201, 201));
     assert_eq!(v1["id"], v2["id"]);
     assert_eq!(e.events(UPN).unwrap().len(), 1);
     b["subject"] = json!("other");
-    let (s, v) = call(&e, &t, reqwest::Method::POST, &path, Some(b), None).await;
+    let (s, v) = api.post(&path, b).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (400, Some("ErrorDuplicateTransactionId"))
     );
     let ev = format!("/users/{UPN}/events/{}", enc(v1["id"].as_str().unwrap()));
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::PATCH,
-        &ev,
-        Some(json!({"transactionId": "x"})),
-        None,
-    )
-    .await;
+    let (s, v) = api.patch(&ev, json!({"transactionId": "x"}), None).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (400, Some("ErrorInvalidRequest"))
@@ -460,6 +434,7 @@ async fn transaction_ids_deduplicate_creates() {
 async fn series_expand_in_their_windows_zone_with_exceptions_and_cancellations() {
     let e = emu().await;
     let t = token(&e).await;
+    let api = Api::new(&e, &t);
     let body = json!({
         "subject": "weekly",
         "start": {"dateTime": "2026-03-02T09:00:00", "timeZone": "Pacific Standard Time"},
@@ -469,22 +444,14 @@ async fn series_expand_in_their_windows_zone_with_exceptions_and_cancellations()
             "range": {"type": "numbered", "startDate": "2026-03-02", "numberOfOccurrences": 4, "recurrenceTimeZone": "Pacific Standard Time"}
         }
     });
-    let (s, m) = call(
-        &e,
-        &t,
-        reqwest::Method::POST,
-        &format!("/users/{UPN}/events"),
-        Some(body),
-        None,
-    )
-    .await;
+    let (s, m) = api.post(&format!("/users/{UPN}/events"), body).await;
     assert_eq!(s, 201, "{m}");
     let mid = m["id"].as_str().unwrap().to_owned();
     let inst = format!(
         "/users/{UPN}/events/{}/instances?startDateTime=2026-03-01T00:00:00Z&endDateTime=2026-04-01T00:00:00Z",
         enc(&mid)
     );
-    let (_, v) = call(&e, &t, reqwest::Method::GET, &inst, None, None).await;
+    let (_, v) = api.get(&inst).await;
     let items = v["value"].as_array().unwrap().clone();
     let starts: Vec<&str> = items
         .iter()
@@ -506,27 +473,13 @@ async fn series_expand_in_their_windows_zone_with_exceptions_and_cancellations()
     );
     let second = items[1]["id"].as_str().unwrap().to_owned();
     let third = items[2]["id"].as_str().unwrap().to_owned();
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::PATCH,
-        &format!("/users/{UPN}/events/{}", enc(&second)),
-        Some(json!({"subject": "moved"})),
-        None,
-    )
-    .await;
+    let (s, v) = api
+        .patch(&event_path(&second), json!({"subject": "moved"}), None)
+        .await;
     assert_eq!((s, v["type"].as_str()), (200, Some("exception")));
-    let (s, _) = call(
-        &e,
-        &t,
-        reqwest::Method::DELETE,
-        &format!("/users/{UPN}/events/{}", enc(&third)),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = api.delete(&event_path(&third)).await;
     assert_eq!(s, 204);
-    let (_, v) = call(&e, &t, reqwest::Method::GET, &inst, None, None).await;
+    let (_, v) = api.get(&inst).await;
     let kinds: Vec<(&str, &str)> = v["value"]
         .as_array()
         .unwrap()
@@ -541,39 +494,56 @@ async fn series_expand_in_their_windows_zone_with_exceptions_and_cancellations()
             ("occurrence", "weekly")
         ]
     );
-    let (_, v) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        &format!(
+    let (_, v) = api
+        .get(&format!(
             "/users/{UPN}/events/{}?$select=cancelledOccurrences",
             enc(&mid)
-        ),
-        None,
-        None,
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(
         v["cancelledOccurrences"],
         json!([format!("OID.{mid}.2026-03-16")])
     );
-    let (_, v) = call(&e, &t, reqwest::Method::GET, &format!("/users/{UPN}/calendarView?startDateTime=2026-03-01T00:00:00Z&endDateTime=2026-04-01T00:00:00Z"), None, None).await;
+    // The exceptions of a master read by id, whatever `$select` keeps.
+    let (s, v) = api
+        .get(&format!(
+            "{}?$select=id,cancelledOccurrences&$expand=exceptionOccurrences",
+            event_path(&mid)
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let x = &v["exceptionOccurrences"];
+    assert_eq!(x.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        (&x[0]["subject"], &x[0]["type"], &x[0]["originalStart"]),
+        (
+            &json!("moved"),
+            &json!("exception"),
+            &json!("2026-03-09T16:00:00Z")
+        )
+    );
+    assert_eq!(x[0]["seriesMasterId"], mid.as_str());
+    assert!(x[0]["@odata.etag"].is_string());
+    // Only there: a listing refuses it.
+    let (s, _) = api
+        .get(&format!("/users/{UPN}/events?$expand=exceptionOccurrences"))
+        .await;
+    assert_eq!(s, 400);
+    let (_, v) = api.get(&format!("/users/{UPN}/calendarView?startDateTime=2026-03-01T00:00:00Z&endDateTime=2026-04-01T00:00:00Z")).await;
     assert_eq!(v["value"].as_array().unwrap().len(), 3);
     // A new rule drops the exceptions.
-    let (s, _) = call(
-        &e,
-        &t,
-        reqwest::Method::PATCH,
-        &format!("/users/{UPN}/events/{}", enc(&mid)),
-        Some(json!({"recurrence": {
-            "pattern": {"type": "daily", "interval": 1},
-            "range": {"type": "numbered", "startDate": "2026-03-02", "numberOfOccurrences": 2}
-        }})),
-        None,
-    )
-    .await;
+    let (s, _) = api
+        .patch(
+            &event_path(&mid),
+            json!({"recurrence": {
+                "pattern": {"type": "daily", "interval": 1},
+                "range": {"type": "numbered", "startDate": "2026-03-02", "numberOfOccurrences": 2}
+            }}),
+            None,
+        )
+        .await;
     assert_eq!(s, 200);
-    let (_, v) = call(&e, &t, reqwest::Method::GET, &inst, None, None).await;
+    let (_, v) = api.get(&inst).await;
     assert!(
         v["value"]
             .as_array()
@@ -587,51 +557,29 @@ async fn series_expand_in_their_windows_zone_with_exceptions_and_cancellations()
 async fn extended_properties_filter_and_expand() {
     let e = emu().await;
     let t = token(&e).await;
+    let api = Api::new(&e, &t);
     for s in ["a", "b"] {
-        call(
-            &e,
-            &t,
-            reqwest::Method::POST,
-            &format!("/users/{UPN}/events"),
-            Some(single(s)),
-            None,
-        )
-        .await;
+        api.post(&format!("/users/{UPN}/events"), single(s)).await;
     }
     let filter =
         format!("singleValueExtendedProperties/Any(ep: ep/id eq '{TAG}' and ep/value eq 'b_0')");
-    let url = format!("{}/users/{UPN}/events", e.graph_url());
-    let r = http()
-        .get(&url)
-        .bearer_auth(&t)
-        .query(&[
-            ("$filter", filter.as_str()),
-            (
-                "$expand",
-                &format!("singleValueExtendedProperties($filter=id eq '{TAG}')"),
-            ),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let events = format!("/users/{UPN}/events");
+    let expand = format!("singleValueExtendedProperties($filter=id eq '{TAG}')");
+    let (_, v) = api
+        .get_with(&events, &[("$filter", &filter), ("$expand", &expand)])
+        .await;
     let items = v["value"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(
         items[0]["singleValueExtendedProperties"],
         json!([{"id": TAG, "value": "b_0"}])
     );
-    let r = http()
-        .get(&url)
-        .bearer_auth(&t)
-        .query(&[("$filter", "subject eq 'a'")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let (s, _) = api
+        .get_with(&events, &[("$filter", "subject eq 'a'")])
+        .await;
+    assert_eq!(s, 400);
     // Not expanded: not shown.
-    let r = http().get(&url).bearer_auth(&t).send().await.unwrap();
-    let v: Value = r.json().await.unwrap();
+    let (_, v) = api.get(&events).await;
     assert!(v["value"][0].get("singleValueExtendedProperties").is_none());
 }
 
@@ -706,30 +654,15 @@ async fn a_fifth_concurrent_request_to_a_mailbox_is_throttled() {
 async fn mailbox_access_errors_and_faults() {
     let e = emu().await;
     let t = token(&e).await;
+    let api = Api::new(&e, &t);
     e.add_mailbox("onprem@contoso.example", MailboxAccess::NoRest);
     e.add_mailbox("denied@contoso.example", MailboxAccess::Denied);
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        "/users/onprem@contoso.example/calendar",
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = api.get("/users/onprem@contoso.example/calendar").await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (404, Some("MailboxNotEnabledForRESTAPI"))
     );
-    let (s, v) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        "/users/denied@contoso.example/calendar",
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = api.get("/users/denied@contoso.example/calendar").await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (403, Some("ErrorAccessDenied"))
@@ -750,47 +683,18 @@ async fn mailbox_access_errors_and_faults() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "3");
     e.fail_next("/calendar", 1, FaultKind::TokenExpired);
-    let (s, _) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        &format!("/users/{UPN}/calendar"),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = api.get(&format!("/users/{UPN}/calendar")).await;
     assert_eq!(s, 401);
-    let (s, _) = call(
-        &e,
-        &t,
-        reqwest::Method::GET,
-        &format!("/users/{UPN}/calendar"),
-        None,
-        None,
-    )
-    .await;
+    let (s, _) = api.get(&format!("/users/{UPN}/calendar")).await;
     assert_eq!(s, 401, "an expired token stays expired");
     let t2 = token(&e).await;
-    let (s, _) = call(
-        &e,
-        &t2,
-        reqwest::Method::GET,
-        &format!("/users/{UPN}/calendar"),
-        None,
-        None,
-    )
-    .await;
+    let api2 = Api::new(&e, &t2);
+    let (s, _) = api2.get(&format!("/users/{UPN}/calendar")).await;
     assert_eq!(s, 200);
     // A user's edit through the control API makes a new etag.
-    let (_, ev) = call(
-        &e,
-        &t2,
-        reqwest::Method::POST,
-        &format!("/users/{UPN}/events"),
-        Some(single("u")),
-        None,
-    )
-    .await;
+    let (_, ev) = api2
+        .post(&format!("/users/{UPN}/events"), single("u"))
+        .await;
     let edited = e
         .user_edit(
             UPN,
@@ -799,4 +703,91 @@ async fn mailbox_access_errors_and_faults() {
         )
         .unwrap();
     assert_ne!(edited["@odata.etag"], ev["@odata.etag"]);
+}
+
+/// Every page of a delta round from `url` (absolute): items and the
+/// deltaLink that ends it.
+async fn delta_round(t: &str, url: &str, page: usize) -> (Vec<Value>, String) {
+    let mut items = Vec::new();
+    let mut next = url.to_owned();
+    loop {
+        let r = http()
+            .get(&next)
+            .bearer_auth(t)
+            .header(
+                "Prefer",
+                format!("IdType=\"ImmutableId\", odata.maxpagesize={page}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let got = v["value"].as_array().unwrap();
+        assert!(got.len() <= page, "{v}");
+        items.extend(got.iter().cloned());
+        if let Some(d) = v["@odata.deltaLink"].as_str() {
+            return (items, d.to_owned());
+        }
+        next = v["@odata.nextLink"]
+            .as_str()
+            .expect("a nextLink")
+            .to_owned();
+    }
+}
+
+#[tokio::test]
+async fn calendar_view_delta_pages_then_answers_changes_and_removals() {
+    let e = emu().await;
+    let t = token(&e).await;
+    let api = Api::new(&e, &t);
+    let mut ids = Vec::new();
+    for s in ["a", "b", "c", "d", "e"] {
+        let (_, v) = api.post(&format!("/users/{UPN}/events"), single(s)).await;
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // Outside the window: never reported.
+    let mut later = single("later");
+    later["start"]["dateTime"] = json!("2026-06-10T09:00:00");
+    later["end"]["dateTime"] = json!("2026-06-10T10:00:00");
+    api.post(&format!("/users/{UPN}/events"), later).await;
+    let first = format!(
+        "{}/users/{UPN}/calendarView/delta?startDateTime=2026-03-01T00:00:00Z&endDateTime=2026-04-01T00:00:00Z",
+        e.graph_url()
+    );
+    let (items, link) = delta_round(&t, &first, 2).await;
+    assert_eq!(items.len(), 5, "{items:#?}");
+    // Nothing changed: an empty round.
+    let (items, link) = delta_round(&t, &link, 2).await;
+    assert!(items.is_empty(), "{items:#?}");
+    // A user's edit, a delete and a new event.
+    e.user_edit(UPN, &ids[1], json!({"subject": "edited"}))
+        .unwrap();
+    e.user_delete(UPN, &ids[2]).unwrap();
+    api.post(&format!("/users/{UPN}/events"), single("f")).await;
+    let (items, link) = delta_round(&t, &link, 2).await;
+    let removed: Vec<&str> = items
+        .iter()
+        .filter(|v| v["@removed"]["reason"] == "deleted")
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, [ids[2].as_str()]);
+    let mut subjects: Vec<&str> = items.iter().filter_map(|v| v["subject"].as_str()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["edited", "f"]);
+    // Evicted tokens answer 410; the query options delta cannot take, 400.
+    e.expire_delta_tokens();
+    let r = http().get(&link).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "SyncStateNotFound");
+    let r = http()
+        .get(format!("{first}&$select=subject"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (s, _) = api.get(&format!("/users/{UPN}/calendarView/delta")).await;
+    assert_eq!(s, 400, "the first request needs a window");
 }

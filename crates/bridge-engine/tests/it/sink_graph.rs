@@ -568,3 +568,153 @@ async fn exceptions_taken_back_while_the_master_changes_leave_no_stale_occurrenc
     s.engine.reconcile(None, false, BASE + 120).await.unwrap();
     assert_eq!(s.emu.write_count(), writes);
 }
+
+/// A weekly series of five (from 2026-10-31 09:00 Shanghai) whose second
+/// occurrence is moved by an hour in Feishu.
+fn weekly_with_an_override() -> (Vec<Event>, i64) {
+    let start = 1_793_408_400;
+    let week = 7 * 86_400;
+    let master = Event {
+        event_id: Some("weekly_0".into()),
+        summary: Some("Weekly".into()),
+        start_time: Some(timed(start)),
+        end_time: Some(timed(start + 3600)),
+        recurrence: Some("FREQ=WEEKLY;COUNT=5".into()),
+        ..Event::default()
+    };
+    let moved = Event {
+        event_id: Some(format!("weekly_{}", start + week)),
+        summary: Some("Weekly (moved)".into()),
+        start_time: Some(timed(start + week + 3600)),
+        end_time: Some(timed(start + week + 7200)),
+        is_exception: Some(true),
+        recurring_event_id: Some("weekly_0".into()),
+        ..Event::default()
+    };
+    (vec![master, moved], start)
+}
+
+/// The series' instances in the emulator, by original start.
+fn instances(emu: &GraphEmulator) -> BTreeMap<String, Value> {
+    emu.view(UPN, None, "2026-10-01T00:00:00Z", "2027-01-01T00:00:00Z")
+        .unwrap()
+        .into_iter()
+        .filter(|v| v["seriesMasterId"].is_string())
+        .map(|v| (v["originalStart"].as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
+fn utc(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_edit_of_one_occurrence_is_written_back_on_that_occurrence_alone() {
+    let s = setup(OnTargetDelete::Restore, 0).await;
+    let (events, start) = weekly_with_an_override();
+    *s.source.0.lock().unwrap() = events;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let before = instances(&s.emu);
+    assert_eq!(before.len(), 5, "{before:#?}");
+    let week = 7 * 86_400;
+    let ours = before[&utc(start + week)].clone();
+    let plain = before[&utc(start + 3 * week)].clone();
+    assert_eq!(ours["type"], "exception");
+    assert_eq!(plain["type"], "occurrence");
+    // In Outlook: our modified occurrence renamed, a plain one moved.
+    s.emu
+        .user_edit(
+            UPN,
+            ours["id"].as_str().unwrap(),
+            serde_json::json!({"subject": "mine"}),
+        )
+        .unwrap();
+    s.emu
+        .user_edit(
+            UPN,
+            plain["id"].as_str().unwrap(),
+            serde_json::json!({"start": {"dateTime": "2026-11-21T05:00:00", "timeZone": "UTC"}, "end": {"dateTime": "2026-11-21T06:00:00", "timeZone": "UTC"}}),
+        )
+        .unwrap();
+    let calls = s.emu.calls().len();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.failed, sr.drift_rewrites), (0, 1), "{sr:?}");
+    let after = instances(&s.emu);
+    for (orig, v) in &before {
+        let a = &after[orig];
+        assert_eq!(
+            (&a["subject"], &a["start"], &a["end"]),
+            (&v["subject"], &v["start"], &v["end"]),
+            "{orig}"
+        );
+    }
+    // Only the two occurrences were written, the master was not.
+    let master = ours["seriesMasterId"].as_str().unwrap();
+    let writes: Vec<String> = s.emu.calls()[calls..]
+        .iter()
+        .filter(|c| c.method != "GET" && c.path.contains("/events"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes.iter().all(|w| w.starts_with("PATCH")), "{writes:?}");
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.contains(master) || w.contains(&bridge_sinks::graph::client::seg(master))),
+        "{writes:?}"
+    );
+    let n = s.emu.write_count();
+    let r = s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].drift_rewrites, 0);
+    assert_eq!(s.emu.write_count(), n, "the rerun wrote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_delete_of_one_occurrence_is_restored_or_respected() {
+    for mode in [OnTargetDelete::Restore, OnTargetDelete::Respect] {
+        let s = setup(mode, 0).await;
+        let (events, start) = weekly_with_an_override();
+        *s.source.0.lock().unwrap() = events;
+        s.engine.reconcile(None, false, BASE).await.unwrap();
+        let week = 7 * 86_400;
+        let before = instances(&s.emu);
+        // Our modified occurrence and a plain one deleted in Outlook.
+        for t in [start + week, start + 2 * week] {
+            s.emu
+                .user_delete(UPN, before[&utc(t)]["id"].as_str().unwrap())
+                .unwrap();
+        }
+        assert_eq!(instances(&s.emu).len(), 3);
+        let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+        let sr = &r[0].sinks[0];
+        assert_eq!(sr.failed, 0, "{mode:?}: {sr:?}");
+        let after = instances(&s.emu);
+        let stored = by_key(&s.emu);
+        assert_eq!(stored.len(), 1, "{mode:?}: one master, no duplicate");
+        match mode {
+            OnTargetDelete::Restore => {
+                // Graph cannot bring one occurrence back: the series is
+                // written anew, with its modified occurrence.
+                assert_eq!(after.len(), 5, "{after:#?}");
+                for (orig, v) in &before {
+                    let a = &after[orig];
+                    assert_eq!((&a["subject"], &a["start"]), (&v["subject"], &v["start"]));
+                }
+            }
+            OnTargetDelete::Respect => {
+                assert_eq!(after.len(), 3, "{after:#?}");
+                assert_eq!(sr.tombstoned, 1, "{sr:?}");
+            }
+        }
+        let n = s.emu.write_count();
+        let r = s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+        assert_eq!(r[0].sinks[0].failed, 0);
+        assert_eq!(s.emu.write_count(), n, "{mode:?}: the rerun wrote");
+        assert_eq!(instances(&s.emu).len(), after.len());
+    }
+}

@@ -4,6 +4,12 @@
 //! code with PKCE, see [`super::authorize`]). Token requests go through the
 //! shared HTTP client (retries, counters); tokens are cached until five
 //! minutes before they expire and renewed once after a 401.
+//!
+//! The identity platform rotates delegated refresh tokens: an answer may
+//! carry a new `refresh_token`, and the one redeemed may stop working. The
+//! newest is kept in the sink's state ([`ROTATED_STATE`]) with the hash of
+//! the token `auth graph` stored (its origin), so a restart redeems the
+//! newest; a new `auth graph` (another origin) makes the kept one moot.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bridge_http::{Answer, Exchange, HttpClient, NoAuth, Secret, TransportError, Verdict};
+use bridge_target::StateStore;
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
@@ -28,6 +35,9 @@ pub const APP_SCOPE: &str = "https://graph.microsoft.com/.default";
 pub const DELEGATED_SCOPE: &str = "offline_access https://graph.microsoft.com/Calendars.ReadWrite";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const MARGIN: Duration = Duration::from_secs(300);
+/// The sink state holding the newest delegated refresh token.
+pub const ROTATED_STATE: &str = "graph_refresh_rotated";
+const ROTATED_KEY: &str = "refresh_token";
 
 /// A certificate credential: the thumbprints of the certificate and its key.
 #[derive(Clone)]
@@ -149,6 +159,8 @@ pub(crate) struct TokenCall {
 pub(crate) struct TokenAnswer {
     pub(crate) access_token: Secret,
     pub(crate) expires_in: u64,
+    /// A new refresh token (delegated grants).
+    pub(crate) refresh_token: Option<Secret>,
 }
 
 impl Exchange for TokenCall {
@@ -182,6 +194,10 @@ impl Exchange for TokenCall {
             return Verdict::Done(TokenAnswer {
                 access_token: Secret::new(t),
                 expires_in: body["expires_in"].as_u64().unwrap_or(3600),
+                refresh_token: body["refresh_token"]
+                    .as_str()
+                    .filter(|r| !r.is_empty())
+                    .map(Secret::new),
             });
         }
         let error = body["error"].as_str().unwrap_or("");
@@ -225,8 +241,19 @@ struct Cached {
 pub struct TokenSource {
     http: Arc<HttpClient>,
     token_url: String,
-    creds: Credentials,
-    cache: tokio::sync::Mutex<Option<Cached>>,
+    creds: std::sync::Mutex<Credentials>,
+    /// Hash of the delegated refresh token the credentials came with.
+    origin: Option<String>,
+    /// Where a rotated refresh token is kept.
+    keeper: std::sync::Mutex<Option<Arc<dyn StateStore>>>,
+    cache: tokio::sync::Mutex<Tokens>,
+}
+
+#[derive(Default)]
+struct Tokens {
+    access: Option<Cached>,
+    /// The kept refresh token was looked up.
+    restored: bool,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -237,32 +264,113 @@ impl std::fmt::Debug for TokenSource {
     }
 }
 
+fn origin_of(refresh_token: &str) -> String {
+    hex::encode(&Sha256::digest(refresh_token.as_bytes())[..16])
+}
+
 impl TokenSource {
     pub fn new(http: Arc<HttpClient>, token_url: String, creds: Credentials) -> Self {
+        let origin = match &creds {
+            Credentials::Delegated { refresh_token, .. } => Some(origin_of(refresh_token.expose())),
+            _ => None,
+        };
         Self {
             http,
             token_url,
-            creds,
-            cache: tokio::sync::Mutex::new(None),
+            creds: std::sync::Mutex::new(creds),
+            origin,
+            keeper: std::sync::Mutex::new(None),
+            cache: tokio::sync::Mutex::new(Tokens::default()),
         }
+    }
+
+    /// Keeps rotated refresh tokens in `state` (and redeems the one kept
+    /// there for the same origin).
+    pub fn keep_in(&self, state: Arc<dyn StateStore>) {
+        *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+    }
+
+    fn keeper(&self) -> Option<Arc<dyn StateStore>> {
+        self.keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_refresh(&self, new: Secret) {
+        if let Credentials::Delegated { refresh_token, .. } =
+            &mut *self.creds.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            *refresh_token = new;
+        }
+    }
+
+    /// The refresh token kept for this origin, once per source.
+    async fn restore(&self, t: &mut Tokens) {
+        if t.restored {
+            return;
+        }
+        let (Some(origin), Some(keeper)) = (&self.origin, self.keeper()) else {
+            return;
+        };
+        t.restored = true;
+        match keeper.get(ROTATED_STATE, ROTATED_KEY).await {
+            Ok(Some(json)) => {
+                let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+                if v["origin"].as_str() == Some(origin.as_str())
+                    && let Some(r) = v["refresh_token"].as_str()
+                {
+                    self.set_refresh(Secret::new(r));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the kept Graph refresh token"),
+        }
+    }
+
+    /// Keeps a rotated refresh token (durable before the access token is used).
+    async fn rotated(&self, new: Secret) {
+        let current = match &*self.creds.lock().unwrap_or_else(|e| e.into_inner()) {
+            Credentials::Delegated { refresh_token, .. } => refresh_token.expose().to_owned(),
+            _ => return,
+        };
+        if current == new.expose() {
+            return;
+        }
+        if let (Some(origin), Some(keeper)) = (&self.origin, self.keeper()) {
+            let json = json!({"refresh_token": new.expose(), "origin": origin}).to_string();
+            if let Err(e) = keeper.put(ROTATED_STATE, ROTATED_KEY, &json).await {
+                tracing::warn!(error = %e, "cannot keep the rotated Graph refresh token; a restart may need `feishu-bridge auth graph`");
+            }
+        }
+        self.set_refresh(new);
     }
 
     /// A valid token (cached, or fetched now).
     pub async fn token(&self) -> Result<Secret, GraphError> {
         let mut c = self.cache.lock().await;
-        if let Some(t) = c.as_ref().filter(|t| Instant::now() < t.renew_at) {
+        if let Some(t) = c.access.as_ref().filter(|t| Instant::now() < t.renew_at) {
             return Ok(t.token.clone());
         }
+        self.restore(&mut c).await;
+        let form = self
+            .creds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .form(&self.token_url);
         let mut call = TokenCall {
             url: self.token_url.clone(),
-            form: self.creds.form(&self.token_url),
+            form,
         };
         let a = self
             .http
             .execute("token", 1, &NoAuth::<GraphError>::new(), &mut call)
             .await?;
+        if let Some(r) = a.refresh_token {
+            self.rotated(r).await;
+        }
         let life = Duration::from_secs(a.expires_in);
-        *c = Some(Cached {
+        c.access = Some(Cached {
             token: a.access_token.clone(),
             renew_at: Instant::now() + life.saturating_sub(MARGIN),
         });
@@ -272,9 +380,9 @@ impl TokenSource {
     async fn drop_token(&self, rejected: Option<&Secret>) {
         let mut c = self.cache.lock().await;
         if rejected.is_none()
-            || c.as_ref().map(|t| t.token.expose()) == rejected.map(Secret::expose)
+            || c.access.as_ref().map(|t| t.token.expose()) == rejected.map(Secret::expose)
         {
-            *c = None;
+            c.access = None;
         }
     }
 }
@@ -295,6 +403,96 @@ impl bridge_http::Auth for TokenSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge_emulators::graph::{GraphEmulator, TEST_CLIENT_ID};
+    use bridge_target::StateError;
+    use std::collections::HashMap;
+
+    /// A sink state in memory (the engine's is over the store).
+    #[derive(Debug, Default)]
+    struct MemState(std::sync::Mutex<HashMap<(String, String), String>>);
+
+    #[async_trait::async_trait]
+    impl StateStore for MemState {
+        async fn get(&self, name: &str, key: &str) -> Result<Option<String>, StateError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(&(name.into(), key.into()))
+                .cloned())
+        }
+        async fn put(&self, name: &str, key: &str, value: &str) -> Result<(), StateError> {
+            self.0
+                .lock()
+                .unwrap()
+                .insert((name.into(), key.into()), value.into());
+            Ok(())
+        }
+        async fn delete(&self, name: &str, key: &str) -> Result<bool, StateError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .remove(&(name.into(), key.into()))
+                .is_some())
+        }
+    }
+
+    fn delegated(emu: &GraphEmulator, refresh: &str) -> TokenSource {
+        let http = Arc::new(HttpClient::builder("graph").build().unwrap());
+        TokenSource::new(
+            http,
+            emu.token_url(),
+            Credentials::Delegated {
+                client_id: TEST_CLIENT_ID.into(),
+                secret: None,
+                refresh_token: Secret::new(refresh),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_rotated_refresh_token_is_kept_and_redeemed_after_a_restart() {
+        let emu = GraphEmulator::start().await.unwrap();
+        let stored = emu.grant_refresh_token(TEST_CLIENT_ID, "me@contoso.example");
+        let state: Arc<dyn StateStore> = Arc::new(MemState::default());
+        let first = delegated(&emu, &stored);
+        first.keep_in(state.clone());
+        first.token().await.unwrap();
+        let kept = state
+            .get(ROTATED_STATE, ROTATED_KEY)
+            .await
+            .unwrap()
+            .unwrap();
+        let kept: Value = serde_json::from_str(&kept).unwrap();
+        assert_ne!(kept["refresh_token"], stored.as_str(), "a new one was kept");
+        // Expired access token: the running source redeems the newest.
+        first.drop_token(None).await;
+        first.token().await.unwrap();
+        // A restart with what `auth graph` stored: the redeemed one is
+        // refused, the kept one works.
+        let without = delegated(&emu, &stored);
+        let e = without.token().await.unwrap_err();
+        assert!(e.to_string().contains("invalid_grant"), "{e}");
+        let restarted = delegated(&emu, &stored);
+        restarted.keep_in(state.clone());
+        restarted.token().await.unwrap();
+        // A new `auth graph` (another origin) ignores the kept token.
+        let fresh = emu.grant_refresh_token(TEST_CLIENT_ID, "me@contoso.example");
+        let reauthorized = delegated(&emu, &fresh);
+        reauthorized.keep_in(state.clone());
+        reauthorized.token().await.unwrap();
+        let kept: Value = serde_json::from_str(
+            &state
+                .get(ROTATED_STATE, ROTATED_KEY)
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(kept["origin"], origin_of(&fresh));
+        emu.shutdown().await;
+    }
 
     const KEY: &str = include_str!("../../../bridge-emulators/src/graph/testdata/test-key.pem");
     const CERT: &str = include_str!("../../../bridge-emulators/src/graph/testdata/test-cert.pem");

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_http::{
-    Answer, CallStats, Exchange, HttpClient, RetryPolicy, Secret, TransportError, Verdict,
+    Answer, CallStats, Exchange, HttpClient, Limiter, RetryPolicy, Secret, TransportError, Verdict,
+    Window,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
@@ -25,6 +26,9 @@ pub const DEFAULT_BASE_URL: &str = "https://graph.microsoft.com";
 pub const BATCH_MAX: usize = 20;
 /// Requests in flight per mailbox (Outlook's MailboxConcurrency).
 pub const MAILBOX_CONCURRENCY: u32 = 4;
+/// Requests per app and mailbox in any ten minutes (graph.md §6); each part
+/// of a `$batch` counts as one, as Graph counts them.
+pub const MAILBOX_REQUESTS: (u32, Duration) = (10_000, Duration::from_secs(600));
 
 /// Characters left alone in a path segment (ids keep `-` and `_`).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
@@ -298,6 +302,10 @@ impl GraphClient {
         stats: Option<Arc<CallStats>>,
     ) -> Result<Self, GraphError> {
         let mut b = HttpClient::builder("graph")
+            .limiter(Limiter::Window(Window::new(
+                MAILBOX_REQUESTS.0,
+                MAILBOX_REQUESTS.1,
+            )))
             .retry(cfg.retry)
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(10));
@@ -330,6 +338,11 @@ impl GraphClient {
         format!("/users/{}", seg(&self.cfg.mailbox))
     }
 
+    /// Keeps rotated delegated refresh tokens in the sink's state.
+    pub fn keep_tokens_in(&self, state: Arc<dyn bridge_target::StateStore>) {
+        self.tokens.keep_in(state);
+    }
+
     /// A token now (for `check`).
     pub async fn access_token(&self) -> Result<Secret, GraphError> {
         self.tokens.token().await
@@ -350,6 +363,29 @@ impl GraphClient {
         self.http
             .execute(&req.endpoint(), 1, self.tokens.as_ref(), &mut call)
             .await
+    }
+
+    /// Requests sent one by one (not in a `$batch`), at most the mailbox's
+    /// 4 at once; each result is its own, in order. For reads a pass that
+    /// writes nothing makes: they stay plain GETs, as Graph and its
+    /// throttling see them.
+    pub async fn each(&self, reqs: Vec<Request>) -> Vec<Result<Response, GraphError>> {
+        let mut set = tokio::task::JoinSet::new();
+        let n = reqs.len();
+        for (i, r) in reqs.into_iter().enumerate() {
+            let c = self.clone();
+            set.spawn(async move { (i, c.execute(&r).await) });
+        }
+        let mut out: Vec<Option<Result<Response, GraphError>>> = vec![None; n];
+        while let Some(j) = set.join_next().await {
+            match j {
+                Ok((i, r)) => out[i] = Some(r),
+                Err(e) => tracing::warn!(error = %e, "a Graph read task failed"),
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(GraphError::Transport("the read did not run".into()))))
+            .collect()
     }
 
     /// Every page of a listing (`@odata.nextLink` followed).
@@ -539,6 +575,50 @@ impl GraphClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge_emulators::graph::{
+        GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
+    };
+
+    #[tokio::test]
+    async fn the_mailbox_window_counts_every_batch_part() {
+        let emu = GraphEmulator::start().await.unwrap();
+        emu.add_mailbox("w@contoso.example", MailboxAccess::Enabled);
+        let client = GraphClient::new(
+            ClientConfig {
+                base_url: emu.base_url(),
+                token_url: emu.token_url(),
+                mailbox: "w@contoso.example".into(),
+                retry: RetryPolicy::default(),
+                timeout: Duration::from_secs(20),
+            },
+            Credentials::Secret {
+                client_id: TEST_CLIENT_ID.into(),
+                secret: Secret::new(TEST_CLIENT_SECRET),
+            },
+            None,
+        )
+        .unwrap();
+        let Limiter::Window(w) = client.http.limiter() else {
+            panic!("the Graph client has no mailbox window");
+        };
+        assert_eq!(w.limit(), MAILBOX_REQUESTS);
+        let user = client.user_path();
+        client
+            .execute(&Request::new(Method::Get, format!("{user}/calendar")))
+            .await
+            .unwrap();
+        // The token request and the read.
+        let before = w.in_window();
+        assert_eq!(before, 2);
+        let reqs: Vec<Request> = (0..45)
+            .map(|_| Request::new(Method::Get, format!("{user}/calendar")))
+            .collect();
+        let answers = client.batch(&reqs).await.unwrap();
+        assert!(answers.iter().all(Result::is_ok));
+        // Three batches (20 + 20 + 5): 45 requests as Graph counts them.
+        assert_eq!(w.in_window() - before, 45);
+        emu.shutdown().await;
+    }
 
     #[test]
     fn ids_are_encoded_in_segments_and_queries_use_percent_20() {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod authorize;
 pub mod client;
 pub mod config;
+mod drift;
 pub mod error;
 pub mod resource;
 pub mod sink;

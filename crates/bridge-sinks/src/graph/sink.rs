@@ -124,7 +124,10 @@ impl GraphSink {
         state: Arc<dyn StateStore>,
     ) -> Self {
         let (client, pause) = match client {
-            Ok(c) => (Some(c), None),
+            Ok(c) => {
+                c.keep_tokens_in(state.clone());
+                (Some(c), None)
+            }
             Err(why) => (None, Some(why)),
         };
         Self {
@@ -136,7 +139,6 @@ impl GraphSink {
         }
     }
 
-    /// New credentials (after `auth graph`): resumes a paused sink.
     /// API calls by endpoint template and HTTP status (0: no answer), for
     /// `/metrics`.
     pub fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
@@ -146,7 +148,9 @@ impl GraphSink {
             .unwrap_or_default()
     }
 
+    /// New credentials (after `auth graph`): resumes a paused sink.
     pub fn set_client(&self, client: GraphClient) {
+        client.keep_tokens_in(self.state.clone());
         *lock(&self.client) = Some(client);
         *lock(&self.pause) = None;
     }
@@ -170,7 +174,7 @@ impl GraphSink {
         Some(m)
     }
 
-    fn sink_error(&self, e: &GraphError) -> SinkError {
+    pub(crate) fn sink_error(&self, e: &GraphError) -> SinkError {
         match self.paused_for(e) {
             Some(m) => SinkError::Paused(m),
             None if e.is_transient() => SinkError::Transient {
@@ -411,7 +415,7 @@ fn answer_err(out: &mut Vec<ItemOutcome>, w: &Write, e: &GraphError) {
 }
 
 /// A master's content at one of its occurrences (to revert a modification).
-fn reverted(master: &CanonicalEvent, original: i64) -> Option<CanonicalEvent> {
+pub(crate) fn reverted(master: &CanonicalEvent, original: i64) -> Option<CanonicalEvent> {
     let key = EventKey::new(master.key.uid(), original).ok()?;
     let mut ev = master.clone();
     let start = master.start.same_form(original);
@@ -458,7 +462,7 @@ impl GraphSink {
         }
     }
 
-    fn body(&self, ev: &CanonicalEvent, shape: Shape<'_>, cal: &CalendarMeta) -> Value {
+    pub(crate) fn body(&self, ev: &CanonicalEvent, shape: Shape<'_>, cal: &CalendarMeta) -> Value {
         tagged(
             resource::event_json(ev, shape, &self.opts(cal)),
             &ev.key.to_string(),
@@ -487,6 +491,10 @@ impl GraphSink {
                 .filter(|id| !id.is_empty() && !id.starts_with(CANCELLED_MARK))
         };
         for o in &series.overrides {
+            // Deleted in Outlook and kept so (`on_target_delete = "respect"`).
+            if records.get(&o.key).is_some_and(|r| r.tombstone) {
+                continue;
+            }
             let mut w = Write::new(Kind::Patch, &o.key, ops.remove(&o.key).unwrap_or_default());
             w.body = Some(self.body(o, Shape::Occurrence, cal));
             w.id = recorded(&o.key).unwrap_or_default();
@@ -759,7 +767,7 @@ const FALLBACK_MARK: &str = "singles:";
 /// `master_of` of a phase-2 placeholder.
 const PENDING_MARK: &str = "\u{0}";
 
-fn parse_utc(s: &str) -> Option<i64> {
+pub(crate) fn parse_utc(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|d| d.timestamp())
@@ -912,7 +920,13 @@ impl GraphSink {
                         }
                     }
                     (Kind::Patch, Err(e)) if e.status() == Some(404) && w.txn.is_some() => {
-                        // Deleted behind our back: create it anew.
+                        // Deleted behind our back: create it anew, under a
+                        // transactionId of its own (Graph may remember the
+                        // first one, graph.md §4), derived from the gone id so
+                        // that a retry after a crash repeats it.
+                        w.txn = w.txn.as_ref().map(|t| {
+                            resource::transaction_id(&self.cfg.id, calendar, t, &w.key, &w.id)
+                        });
                         w.kind = Kind::Post;
                         w.id.clear();
                         w.etag = None;
@@ -1429,6 +1443,9 @@ impl Replica for GraphSink {
             .map(|(k, r)| (k, r.remote.id.as_str()))
             .collect();
         let mut deletes: Vec<String> = Vec::new();
+        let occurrence_writes = self
+            .occurrence_drift(&client, &input, &by_id, &mut drift)
+            .await?;
         for v in &remote {
             let Some(id) = v["id"].as_str() else { continue };
             let (key, _, vcal) = tags_of(v);
@@ -1457,6 +1474,8 @@ impl Replica for GraphSink {
                 _ => {}
             }
         }
+        drift.rewrite.sort();
+        drift.rewrite.dedup();
         if input.dry_run {
             drift.orphans_deleted = deletes.len();
             return Ok(drift);
@@ -1465,9 +1484,19 @@ impl Replica for GraphSink {
         let reqs: Vec<Request> = deletes
             .iter()
             .map(|id| Request::new(Method::Delete, format!("{user}/events/{}", seg(id))))
+            .chain(occurrence_writes)
             .collect();
         let results = client.batch(&reqs).await.map_err(|e| self.sink_error(&e))?;
-        for (id, r) in deletes.iter().zip(results) {
+        let (orphans, repairs) = results.split_at(deletes.len().min(results.len()));
+        for (req, r) in reqs[deletes.len()..].iter().zip(repairs) {
+            match r {
+                Ok(_) => {}
+                // Gone meanwhile (a series deleted to be written anew).
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => drift.errors.push(format!("{}: {e}", req.path)),
+            }
+        }
+        for (id, r) in deletes.iter().zip(orphans) {
             match r {
                 Ok(_) => drift.orphans_deleted += 1,
                 Err(e) if e.status() == Some(404) => drift.orphans_deleted += 1,
