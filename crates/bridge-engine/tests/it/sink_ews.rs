@@ -407,3 +407,119 @@ async fn an_oauth_token_refused_mid_way_is_renewed_once() {
     assert!(sink.paused().is_none());
     schema::assert_valid(&emu.request_bodies());
 }
+
+/// Ids of the recurring masters, sorted.
+fn master_ids(emu: &EwsEmulator) -> Vec<String> {
+    let mut v: Vec<String> = emu
+        .items(MAILBOX)
+        .into_iter()
+        .filter(|i| i.recurrence.is_some())
+        .map(|i| i.id)
+        .collect();
+    v.sort();
+    v
+}
+
+/// An instance of `kind` ("Occurrence" or "Exception") of a master, not
+/// its first, and not of `other` masters.
+fn instance_of(emu: &EwsEmulator, kind: &str, not: &[String]) -> bridge_emulators::ews::Instance {
+    emu.calendar_view(MAILBOX, at(BASE - 400 * 86_400), at(BASE + 1200 * 86_400))
+        .into_iter()
+        .find(|i| {
+            i.kind == kind
+                && i.index.is_some_and(|n| n > 1)
+                && i.master_id.as_ref().is_some_and(|m| !not.contains(m))
+        })
+        .unwrap_or_else(|| panic!("an instance of kind {kind}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_edit_of_one_occurrence_rewrites_that_occurrence_alone() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    let before = view(&s.emu);
+    let masters = master_ids(&s.emu);
+    // A plain occurrence and one of our modified occurrences, of two series.
+    let plain = instance_of(&s.emu, "Occurrence", &[]);
+    let ours = instance_of(
+        &s.emu,
+        "Exception",
+        &[plain.master_id.clone().unwrap_or_default()],
+    );
+    for i in [&plain, &ours] {
+        assert!(s.emu.user_edit(
+            &i.id,
+            UserEdit {
+                subject: Some("edited in Outlook".into()),
+                location: Some("elsewhere".into()),
+                ..UserEdit::default()
+            }
+        ));
+    }
+    let writes = s.emu.write_count();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    assert_eq!(view(&s.emu), before, "both occurrences written back");
+    assert_eq!(master_ids(&s.emu), masters, "no series was written again");
+    assert_eq!(s.emu.write_count() - writes, 2, "one UpdateItem each");
+    // Quiet afterwards: no write, and the masters are not read again.
+    s.emu.reset_calls();
+    let r = s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0);
+    assert_eq!(s.emu.write_count(), 0, "third pass wrote");
+    assert!(
+        !s.emu
+            .calls()
+            .iter()
+            .any(|c| c.operation.as_deref() == Some("GetItem")),
+        "masters acknowledged"
+    );
+    assert_eq!(view(&s.emu), before);
+    schema::assert_valid(&s.emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_occurrence_follows_on_target_delete() {
+    for mode in [OnTargetDelete::Restore, OnTargetDelete::Respect] {
+        let s = setup(mode, basic("correct horse")).await;
+        s.engine.reconcile(None, false, BASE).await.unwrap();
+        let before = view(&s.emu);
+        let masters = master_ids(&s.emu);
+        let plain = instance_of(&s.emu, "Occurrence", &[]);
+        let uid = plain.fields.uid.clone().unwrap_or_default();
+        let start = plain.fields.start.unwrap().timestamp();
+        assert!(s.emu.user_delete(&plain.id));
+        let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+        let sr = &r[0].sinks[0];
+        assert_eq!(sr.failed, 0, "{mode:?}: {:?}", sr.errors);
+        let after = view(&s.emu);
+        let series_items = s
+            .emu
+            .items(MAILBOX)
+            .iter()
+            .filter(|i| i.fields.uid.as_deref() == Some(uid.as_str()))
+            .count();
+        assert_eq!(series_items, 1, "{mode:?}: one master, no duplicate");
+        match mode {
+            OnTargetDelete::Restore => {
+                // EWS cannot undelete an occurrence: the series is written again.
+                assert_eq!(after, before, "restored");
+                assert_ne!(master_ids(&s.emu), masters);
+            }
+            OnTargetDelete::Respect => {
+                assert!(
+                    !after.iter().any(|i| i.0 == uid && i.1 == start),
+                    "left deleted"
+                );
+                assert_eq!(after.len(), before.len() - 1);
+                assert_eq!(master_ids(&s.emu), masters, "nothing written again");
+            }
+        }
+        let writes = s.emu.write_count();
+        s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+        assert_eq!(s.emu.write_count(), writes, "{mode:?}: third pass wrote");
+        assert_eq!(view(&s.emu), after);
+        schema::assert_valid(&s.emu.request_bodies());
+    }
+}

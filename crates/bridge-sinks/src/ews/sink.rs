@@ -32,7 +32,7 @@
 //! occurrence within a horizon, with a warning.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bridge_core::plan::Op;
@@ -40,7 +40,7 @@ use bridge_core::privacy::project;
 use bridge_core::{CanonicalEvent, EventKey, EventTime, Privacy, Series};
 use bridge_target::{
     Drift, DriftInput, ItemOutcome, RemoteRef, Replica, ReplicaInput, SeriesOutcome, Sink,
-    SinkError, Target,
+    SinkError, StateStore, Target,
 };
 use chrono_tz::Tz;
 
@@ -51,6 +51,8 @@ use super::item::{self, CALENDAR_PROPERTY, Shape, Written, prop_uri};
 use super::xml::{El, esc};
 use crate::microsoft::recurrence::{self, Recurrence};
 use crate::microsoft::tag;
+
+mod drift;
 
 /// What to do with an item a user deleted in Exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +94,10 @@ pub struct EwsSink {
     cfg: EwsSinkConfig,
     client: Result<EwsClient, String>,
     pause: Mutex<Option<String>>,
+    /// The sink's own state (acknowledged masters, see [`drift`]); without
+    /// one, kept in memory only.
+    state: Option<Arc<dyn StateStore>>,
+    acks: Mutex<HashMap<String, drift::Ack>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -245,7 +251,16 @@ impl EwsSink {
             cfg,
             client,
             pause: Mutex::new(pause),
+            state: None,
+            acks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the sink's state (what drift acknowledged) in `state`.
+    #[must_use]
+    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
     }
 
     pub fn config(&self) -> &EwsSinkConfig {
@@ -440,18 +455,7 @@ fn fallback_events(
             out.push((*o).clone());
             continue;
         }
-        let mut ev = master.clone();
-        ev.start = master.start.same_form(t);
-        ev.end = match (master.end, ev.start) {
-            (EventTime::Date(_), EventTime::Date(d)) => {
-                EventTime::Date(d + chrono::Days::new((len / 86_400).max(1) as u64))
-            }
-            _ => master.end.same_form(ev.start.instant() + len),
-        };
-        ev.rrule = None;
-        ev.rrule_bound = None;
-        ev.key = key;
-        out.push(ev);
+        out.push(occurrence_event(master, t, len, key));
     }
     // Modified occurrences moved from a time outside the horizon still show.
     for o in &series.overrides {
@@ -463,6 +467,23 @@ fn fallback_events(
         }
     }
     Ok(out)
+}
+
+/// The unmodified occurrence of `master` starting at `t` (`len` seconds
+/// long), keyed `key`.
+fn occurrence_event(master: &CanonicalEvent, t: i64, len: i64, key: EventKey) -> CanonicalEvent {
+    let mut ev = master.clone();
+    ev.start = master.start.same_form(t);
+    ev.end = match (master.end, ev.start) {
+        (EventTime::Date(_), EventTime::Date(d)) => {
+            EventTime::Date(d + chrono::Days::new((len / 86_400).max(1) as u64))
+        }
+        _ => master.end.same_form(ev.start.instant() + len),
+    };
+    ev.rrule = None;
+    ev.rrule_bound = None;
+    ev.key = key;
+    ev
 }
 
 /// The 1-based index of the occurrence at `original` of `master`: the
@@ -1213,12 +1234,13 @@ impl EwsSink {
         let res = self
             .batched(client, "GetItem", "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape><m:ItemIds>", "</m:ItemIds></m:GetItem>", &parts)
             .await;
-        for (i, r) in touched.into_iter().zip(res) {
+        for (i, r) in touched.iter().copied().zip(res) {
             if let Ok(m) = r
                 && m.ok()
                 && let (Some(b), Some(id)) = (works[i].base.as_mut(), m.item_id())
             {
                 b.done = Some(id);
+                self.ack_applied(&works[i]).await;
             }
         }
     }
@@ -1461,10 +1483,10 @@ impl Replica for EwsSink {
     }
 
     /// Our items of the calendar against the records: a recorded item gone
-    /// is written again or tombstoned (`on_target_delete`); one whose
-    /// ChangeKey moved was edited by a user and is written again (a master
-    /// is removed first, so that its occurrences come back with it); tagged
-    /// items nobody recorded are removed.
+    /// is written again or tombstoned (`on_target_delete`); a single whose
+    /// ChangeKey moved was edited by a user and is written again; a master
+    /// whose ChangeKey moved is looked at occurrence by occurrence
+    /// ([`drift`]); tagged items nobody recorded are removed.
     async fn drift(&self, input: DriftInput<'_>) -> Result<Drift, SinkError> {
         if let Some(m) = lock(&self.pause).clone() {
             return Err(SinkError::Paused(m));
@@ -1481,6 +1503,7 @@ impl Replica for EwsSink {
         let mut drift = Drift::default();
         let mut recorded: BTreeSet<&str> = BTreeSet::new();
         let mut stale_masters: Vec<String> = Vec::new();
+        let mut moved: Vec<(EventKey, String)> = Vec::new();
         for (k, r) in input.records {
             let ids: Vec<&str> = r.remote.id.split(' ').filter(|s| !s.is_empty()).collect();
             recorded.extend(ids.iter().copied());
@@ -1508,13 +1531,25 @@ impl Replica for EwsSink {
             if ck == FALLBACK {
                 continue;
             }
-            if present[0].is_some_and(|p| p.change_key != ck) {
-                drift.rewrite.push(k.clone());
-                if sig.is_some() {
-                    stale_masters.push(ids[0].to_owned());
+            let Some(now) = present[0].filter(|p| p.change_key != ck) else {
+                continue;
+            };
+            if sig.is_some() {
+                // A master changes with its occurrences: looked at one by
+                // one below, unless drift or apply saw this version already.
+                if self
+                    .ack(ids[0])
+                    .await
+                    .is_none_or(|a| a.ck != now.change_key)
+                {
+                    moved.push((k.clone(), ids[0].to_owned()));
                 }
+            } else {
+                drift.rewrite.push(k.clone());
             }
         }
+        self.check_masters(client, &input, &moved, &mut drift, &mut stale_masters)
+            .await;
         // Unrecorded items of ours: a duplicate of a recorded key, or a key
         // the source no longer has, is an orphan; one whose key is current
         // and unrecorded is left to the next apply, which adopts it.
