@@ -67,6 +67,8 @@ fn sink_config(emu: &EwsEmulator, on_delete: OnTargetDelete) -> EwsSinkConfig {
                 ..RetryPolicy::default()
             },
         },
+        password_file: None,
+        pause_retry: bridge_sinks::ews::PAUSE_RETRY,
     }
 }
 
@@ -522,4 +524,70 @@ async fn a_user_deleted_occurrence_follows_on_target_delete() {
         assert_eq!(view(&s.emu), after);
         schema::assert_valid(&s.emu.request_bodies());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_pause_lifts_when_the_password_file_is_fixed() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ews-password");
+    std::fs::write(&file, "wrong\n").unwrap();
+    let mut cfg = sink_config(&emu, OnTargetDelete::Restore);
+    cfg.password_file = Some(file.clone());
+    let sink = Arc::new(EwsSink::new(cfg, basic("wrong")));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        20, 1, BASE,
+    ))));
+    let store = Store::in_memory().await.unwrap();
+    let engine = engine_for(&emu, sink.clone(), source, store).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
+    assert!(
+        msg.contains("check the username and password")
+            && msg.contains("tries again at once when")
+            && msg.contains("ews-password"),
+        "{msg}"
+    );
+    assert!(emu.items(MAILBOX).is_empty());
+    // Still paused on the next pass: no request reaches the server.
+    emu.reset_calls();
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert!(r[0].sinks[0].paused.is_some());
+    assert!(emu.calls().is_empty(), "a paused sink sends nothing");
+    // The admin fixes the file: the same sink goes on, no restart.
+    std::fs::write(&file, "correct horse\n").unwrap();
+    assert!(sink.paused().is_none());
+    let r = engine.reconcile(None, false, BASE + 120).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.paused.as_deref(), sr.failed), (None, 0), "{sr:?}");
+    assert!(sr.created > 0);
+    assert!(!emu.items(MAILBOX).is_empty());
+    schema::assert_valid(&emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_pause_runs_out_and_the_next_pass_tries_again() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    emu.update_config(|c| c.users[0].can_impersonate = false);
+    let mut cfg = sink_config(&emu, OnTargetDelete::Restore);
+    cfg.pause_retry = Duration::ZERO;
+    let sink = Arc::new(EwsSink::new(cfg, basic("correct horse")));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        20, 1, BASE,
+    ))));
+    let store = Store::in_memory().await.unwrap();
+    let engine = engine_for(&emu, sink.clone(), source, store).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
+    assert!(
+        msg.contains("ApplicationImpersonation") && msg.contains("tries again in 0 minutes"),
+        "{msg}"
+    );
+    // The role is granted; the pause ran out, so the next pass writes.
+    emu.update_config(|c| c.users[0].can_impersonate = true);
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.paused.as_deref(), sr.failed), (None, 0), "{sr:?}");
+    assert!(sr.created > 0);
+    schema::assert_valid(&emu.request_bodies());
 }

@@ -109,6 +109,8 @@ pub struct Validated {
     pub on_target_delete: OnTargetDelete,
     pub fallback_past_days: i64,
     pub fallback_future_days: i64,
+    /// `password_file`, resolved (re-read while paused).
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 impl TargetToml for Config {
@@ -226,6 +228,7 @@ impl TargetToml for Config {
                     on_target_delete,
                     fallback_past_days: past,
                     fallback_future_days: future,
+                    password_file: self.password_file.as_deref().map(|f| ctx.resolve(f)),
                 })
             }
             _ => Err(p),
@@ -385,6 +388,8 @@ impl Validated {
             fallback_past_days: self.fallback_past_days,
             fallback_future_days: self.fallback_future_days,
             client: self.client.clone(),
+            password_file: self.password_file.clone(),
+            pause_retry: super::sink::PAUSE_RETRY,
         }
     }
 

@@ -20,4 +20,4 @@ pub mod sink;
 pub mod xml;
 
 pub use client::{ClientConfig, Credentials, EwsClient, EwsError};
-pub use sink::{EwsSink, EwsSinkConfig, OnTargetDelete};
+pub use sink::{EwsSink, EwsSinkConfig, OnTargetDelete, PAUSE_RETRY};

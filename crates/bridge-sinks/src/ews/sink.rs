@@ -76,6 +76,24 @@ pub struct EwsSinkConfig {
     pub fallback_past_days: i64,
     pub fallback_future_days: i64,
     pub client: ClientConfig,
+    /// The file the Basic password was read from (resolved): a paused sink
+    /// resumes at once when its content changes.
+    pub password_file: Option<std::path::PathBuf>,
+    /// How long an account pause holds before the sink tries again.
+    pub pause_retry: std::time::Duration,
+}
+
+/// How long an account pause holds by default.
+pub const PAUSE_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Why the sink is paused, and since when.
+#[derive(Debug, Clone)]
+struct Pause {
+    message: String,
+    since: std::time::Instant,
+    /// Whether it lifts (an account problem a person fixes while the
+    /// daemon runs); a configuration the client refused never does.
+    lifts: bool,
 }
 
 /// Records of fallback series (single items per occurrence) carry this
@@ -93,7 +111,7 @@ const ROUNDS: usize = 3;
 pub struct EwsSink {
     cfg: EwsSinkConfig,
     client: Result<EwsClient, String>,
-    pause: Mutex<Option<String>>,
+    pause: Mutex<Option<Pause>>,
     /// The sink's own state (acknowledged masters, see [`drift`]); without
     /// one, kept in memory only.
     state: Option<Arc<dyn StateStore>>,
@@ -246,7 +264,11 @@ fn split_etag(etag: Option<&str>) -> (String, Option<String>) {
 impl EwsSink {
     pub fn new(cfg: EwsSinkConfig, creds: Credentials) -> Self {
         let client = EwsClient::new(cfg.client.clone(), creds).map_err(|e| e.to_string());
-        let pause = client.as_ref().err().cloned();
+        let pause = client.as_ref().err().map(|e| Pause {
+            message: e.clone(),
+            since: std::time::Instant::now(),
+            lifts: false,
+        });
         Self {
             cfg,
             client,
@@ -282,10 +304,50 @@ impl EwsSink {
         if let SinkError::Paused(m) = &s {
             let msg = pause_message(&self.cfg, e, m);
             tracing::error!(sink = %self.cfg.id, "{msg}; the EWS sink pauses, other sinks go on");
-            *lock(&self.pause) = Some(msg.clone());
+            *lock(&self.pause) = Some(Pause {
+                message: msg.clone(),
+                since: std::time::Instant::now(),
+                lifts: true,
+            });
             return SinkError::Paused(msg);
         }
         s
+    }
+
+    /// Why the sink is paused now. An account pause lifts when
+    /// `password_file` holds another password than the one refused (the
+    /// new one is used at once), or after `pause_retry`: the next pass
+    /// tries again and pauses again if nothing was fixed.
+    fn pause_now(&self) -> Option<String> {
+        let mut pause = lock(&self.pause);
+        let p = pause.as_ref()?;
+        if !p.lifts {
+            return Some(p.message.clone());
+        }
+        let why = if let Some(new) = self.changed_password() {
+            if let Ok(c) = &self.client {
+                c.set_password(new);
+            }
+            "its password_file changed"
+        } else if p.since.elapsed() >= self.cfg.pause_retry {
+            "its pause ran out"
+        } else {
+            return Some(p.message.clone());
+        };
+        tracing::info!(sink = %self.cfg.id, "the EWS sink tries again: {why}");
+        *pause = None;
+        None
+    }
+
+    /// The password in `password_file` when it differs from the one in use.
+    /// (A small synchronous read: `paused` is synchronous, and the file is
+    /// one line.)
+    fn changed_password(&self) -> Option<bridge_http::Secret> {
+        let path = self.cfg.password_file.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let new = bridge_http::Secret::new(text.trim());
+        let used = self.client.as_ref().ok()?.password()?;
+        (!new.is_empty() && new != used).then_some(new)
     }
 
     /// Runs one batched operation; request-level errors become per-item.
@@ -426,7 +488,18 @@ fn pause_message(cfg: &EwsSinkConfig, e: &EwsError, m: &str) -> String {
         }
         _ => "check the sink's configuration",
     };
-    format!("EWS sink {} paused: {m}; {fix}", cfg.id)
+    let retry = match &cfg.password_file {
+        Some(f) if matches!(e, EwsError::Unauthorized(_)) => format!(
+            "; it tries again at once when {} changes, else in {} minutes",
+            f.display(),
+            cfg.pause_retry.as_secs().div_ceil(60)
+        ),
+        _ => format!(
+            "; it tries again in {} minutes",
+            cfg.pause_retry.as_secs().div_ceil(60)
+        ),
+    };
+    format!("EWS sink {} paused: {m}; {fix}{retry}", cfg.id)
 }
 
 /// The zone all-day items use: the calendar's, else UTC.
@@ -1370,7 +1443,7 @@ impl EwsSink {
                 })
                 .collect()
         };
-        if let Some(m) = lock(&self.pause).clone() {
+        if let Some(m) = self.pause_now() {
             return paused(m);
         }
         let client = match &self.client {
@@ -1427,7 +1500,7 @@ impl EwsSink {
         }
         self.occurrences(client, &mut works).await;
         self.roll_back(client, &works).await;
-        if let Some(m) = lock(&self.pause).clone() {
+        if let Some(m) = lock(&self.pause).as_ref().map(|p| p.message.clone()) {
             // Paused mid-way: what was not done waits for the resume.
             for w in works.iter_mut() {
                 if w.failed.is_some() {
@@ -1452,7 +1525,7 @@ impl Replica for EwsSink {
     }
 
     fn paused(&self) -> Option<String> {
-        lock(&self.pause).clone()
+        self.pause_now()
     }
 
     async fn healthcheck(&self) -> Result<(), SinkError> {
@@ -1488,7 +1561,7 @@ impl Replica for EwsSink {
     /// whose ChangeKey moved is looked at occurrence by occurrence
     /// ([`drift`]); tagged items nobody recorded are removed.
     async fn drift(&self, input: DriftInput<'_>) -> Result<Drift, SinkError> {
-        if let Some(m) = lock(&self.pause).clone() {
+        if let Some(m) = self.pause_now() {
             return Err(SinkError::Paused(m));
         }
         let client = self
