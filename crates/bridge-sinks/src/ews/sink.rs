@@ -578,26 +578,10 @@ fn occurrence_index(master: &CanonicalEvent, original: i64) -> Option<u32> {
     u32::try_from(p + 1).ok()
 }
 
-/// The occurrence starts of a master in `[from, until)`. The `rrule` crate
-/// generates nothing from a start in the second of two equal wall-clock
-/// hours, so such a rule is expanded from the first and its first
-/// occurrence put back at Feishu's instant.
+/// The occurrence starts of a master in `[from, until)` (exact instants,
+/// also from a start in a repeated hour: [`recurrence::occurrences`]).
 fn expand(master: &CanonicalEvent, from: i64, until: i64, max: usize) -> Result<Vec<i64>, String> {
-    let error = bridge_core::instant::wall_clock_error(&master.start);
-    let EventTime::Zoned { at, tz } = master.start else {
-        return recurrence::occurrences(master, from, until, max);
-    };
-    if error == 0 {
-        return recurrence::occurrences(master, from, until, max);
-    }
-    let mut m = master.clone();
-    m.start = EventTime::Zoned { at: at - error, tz };
-    let mut starts = recurrence::occurrences(&m, from.min(at - error), until, max)?;
-    if starts.first() == Some(&(at - error)) {
-        starts[0] = at;
-    }
-    starts.retain(|t| *t >= from);
-    Ok(starts)
+    recurrence::occurrences(master, from, until, max)
 }
 
 impl EwsSink {
