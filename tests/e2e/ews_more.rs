@@ -134,3 +134,67 @@ async fn ews_a_fixed_password_file_resumes_the_running_daemon() {
     f.shutdown().await;
     e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ews_a_named_folder_is_created_checked_and_mirrored_into() {
+    let f = FeishuEmulator::start(FeishuConfig::default())
+        .await
+        .unwrap();
+    let user = f.add_user("Li Lei");
+    let fcal = f.primary_calendar(&user);
+    f.bulk_load(&fcal, bridge_core::sample::events(30, 6, BASE));
+    let e = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let dir = temp_dir("ews-folder");
+    let extra = format!(
+        "\n[[sinks]]\nkind = \"ews\"\nname = \"ex\"\nurl = \"{}\"\nmailbox = \"{MAILBOX}\"\n\
+         auth = \"basic\"\nusername = \"svc-bridge\"\npassword = \"correct horse\"\nimpersonation = true\n\
+         folder = \"Feishu mirror\"\ncreate_folder = true\n",
+        e.ews_url()
+    );
+    let config = write_config(&dir, &f, &format!("[\"{fcal}\"]"), &extra);
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = bin();
+        cmd.args(args).arg("--config").arg(&config);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+    let (code, out) = run(&["check"]).await;
+    assert!(
+        out.contains("calendar folder \"Feishu mirror\" not found; the first run creates it"),
+        "exit {code}: {out}"
+    );
+    let (code, out) = run(&["reconcile"]).await;
+    assert_eq!(code, 0, "{out}");
+    let folders = e.folders(MAILBOX);
+    assert_eq!(folders.len(), 1, "{out}");
+    assert_eq!(folders[0].display_name, "Feishu mirror");
+    let items = e.items(MAILBOX);
+    assert!(!items.is_empty());
+    assert!(
+        items
+            .iter()
+            .all(|i| i.folder.as_deref() == Some(folders[0].id.as_str())),
+        "every item in the folder"
+    );
+    let writes = e.write_count();
+    let (code, out) = run(&["reconcile"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(e.write_count(), writes, "a rerun wrote: {out}");
+    assert_eq!(e.folders(MAILBOX).len(), 1, "created once");
+    let (code, out) = run(&["check"]).await;
+    assert!(
+        out.contains("calendar folder \"Feishu mirror\" found"),
+        "exit {code}: {out}"
+    );
+    schema::assert_valid(&e.request_bodies());
+    f.shutdown().await;
+    e.shutdown().await;
+}

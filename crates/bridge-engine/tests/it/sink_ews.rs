@@ -69,6 +69,8 @@ fn sink_config(emu: &EwsEmulator, on_delete: OnTargetDelete) -> EwsSinkConfig {
         },
         password_file: None,
         pause_retry: bridge_sinks::ews::PAUSE_RETRY,
+        folder: None,
+        create_folder: false,
     }
 }
 
@@ -589,5 +591,113 @@ async fn an_account_pause_runs_out_and_the_next_pass_tries_again() {
     let sr = &r[0].sinks[0];
     assert_eq!((sr.paused.as_deref(), sr.failed), (None, 0), "{sr:?}");
     assert!(sr.created > 0);
+    schema::assert_valid(&emu.request_bodies());
+}
+
+fn folder_sink(emu: &EwsEmulator, store: &Store, create: bool) -> Arc<EwsSink> {
+    let mut cfg = sink_config(emu, OnTargetDelete::Restore);
+    cfg.folder = Some("Feishu".into());
+    cfg.create_folder = create;
+    Arc::new(
+        EwsSink::new(cfg, basic("correct horse")).with_state(Arc::new(
+            bridge_engine::SinkState::new(store.clone(), "ews:test"),
+        )),
+    )
+}
+
+fn calls_of(emu: &EwsEmulator, op: &str) -> usize {
+    emu.calls()
+        .iter()
+        .filter(|c| c.operation.as_deref() == Some(op))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_folder_is_created_once_and_scopes_the_mirror() {
+    // A mirror in the calendar itself first (another store, another sink).
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    let in_calendar = s.emu.items(MAILBOX).len();
+    assert!(in_calendar > 0);
+    // The same source into folder "Feishu", created on the first pass.
+    let store = Store::in_memory().await.unwrap();
+    let sink = folder_sink(&s.emu, &store, true);
+    let engine = engine_for(&s.emu, sink, s.source.clone(), store.clone()).await;
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(
+        (sr.failed, sr.paused.as_deref()),
+        (0, None),
+        "{:?}",
+        sr.errors
+    );
+    let folders = s.emu.folders(MAILBOX);
+    assert_eq!(folders.len(), 1);
+    assert_eq!(
+        (
+            folders[0].display_name.as_str(),
+            folders[0].folder_class.as_str()
+        ),
+        ("Feishu", "IPF.Appointment")
+    );
+    let items = s.emu.items(MAILBOX);
+    let (mine, other): (Vec<_>, Vec<_>) = items
+        .iter()
+        .partition(|i| i.folder.as_deref() == Some(folders[0].id.as_str()));
+    assert_eq!(other.len(), in_calendar, "the calendar's items untouched");
+    assert_eq!(mine.len(), in_calendar, "the same mirror in the folder");
+    // Quiet again, and a restarted sink finds the folder in its state.
+    s.emu.reset_calls();
+    let sink = folder_sink(&s.emu, &store, true);
+    let engine = engine_for(&s.emu, sink, s.source.clone(), store).await;
+    let r = engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0);
+    assert_eq!(s.emu.write_count(), 0, "a rerun wrote");
+    assert_eq!(
+        (
+            calls_of(&s.emu, "FindFolder"),
+            calls_of(&s.emu, "CreateFolder")
+        ),
+        (0, 0)
+    );
+    assert_eq!(s.emu.folders(MAILBOX).len(), 1);
+    assert_eq!(s.emu.items(MAILBOX).len(), 2 * in_calendar);
+    schema::assert_valid(&s.emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_folder_pauses_unless_it_may_be_created() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let store = Store::in_memory().await.unwrap();
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        20, 1, BASE,
+    ))));
+    let sink = folder_sink(&emu, &store, false);
+    let engine = engine_for(&emu, sink.clone(), source.clone(), store.clone()).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
+    assert!(
+        msg.contains("\"Feishu\" does not exist") && msg.contains("create_folder = true"),
+        "{msg}"
+    );
+    assert!(emu.items(MAILBOX).is_empty() && emu.folders(MAILBOX).is_empty());
+    assert_eq!(calls_of(&emu, "CreateFolder"), 0);
+    // Allowed to create it: a new sink (configuration changed) writes.
+    let sink = folder_sink(&emu, &store, true);
+    let engine = engine_for(&emu, sink, source, store).await;
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(
+        (sr.failed, sr.paused.as_deref()),
+        (0, None),
+        "{:?}",
+        sr.errors
+    );
+    let id = emu.folders(MAILBOX)[0].id.clone();
+    assert!(
+        emu.items(MAILBOX)
+            .iter()
+            .all(|i| i.folder.as_deref() == Some(id.as_str()))
+    );
     schema::assert_valid(&emu.request_bodies());
 }

@@ -47,6 +47,7 @@ use chrono_tz::Tz;
 use super::client::{
     ClientConfig, Credentials, EwsClient, EwsError, ItemResult, TRANSIENT, messages,
 };
+use super::folder;
 use super::item::{self, CALENDAR_PROPERTY, Shape, Written, prop_uri};
 use super::xml::{El, esc};
 use crate::microsoft::recurrence::{self, Recurrence};
@@ -76,6 +77,11 @@ pub struct EwsSinkConfig {
     pub fallback_past_days: i64,
     pub fallback_future_days: i64,
     pub client: ClientConfig,
+    /// A calendar folder (display name) under the mailbox's calendar to
+    /// write into instead of the calendar itself.
+    pub folder: Option<String>,
+    /// Create `folder` when it does not exist.
+    pub create_folder: bool,
     /// The file the Basic password was read from (resolved): a paused sink
     /// resumes at once when its content changes.
     pub password_file: Option<std::path::PathBuf>,
@@ -116,7 +122,12 @@ pub struct EwsSink {
     /// one, kept in memory only.
     state: Option<Arc<dyn StateStore>>,
     acks: Mutex<HashMap<String, drift::Ack>>,
+    /// The id of `cfg.folder`, once found or created.
+    folder_id: Mutex<Option<String>>,
 }
+
+/// State name of the named folder's id (key: its display name).
+const FOLDER_STATE: &str = "ews-folder";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -224,17 +235,6 @@ fn gone(code: &str) -> bool {
     )
 }
 
-fn folder_xml(client: &EwsClient, impersonation: bool) -> String {
-    if impersonation {
-        "<t:DistinguishedFolderId Id=\"calendar\"/>".to_owned()
-    } else {
-        format!(
-            "<t:DistinguishedFolderId Id=\"calendar\"><t:Mailbox><t:EmailAddress>{}</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>",
-            esc(client.mailbox())
-        )
-    }
-}
-
 fn item_id_xml(id: &str, ck: Option<&str>) -> String {
     match ck.filter(|c| !c.is_empty()) {
         Some(ck) => format!("<t:ItemId Id=\"{}\" ChangeKey=\"{}\"/>", esc(id), esc(ck)),
@@ -275,6 +275,7 @@ impl EwsSink {
             pause: Mutex::new(pause),
             state: None,
             acks: Mutex::new(HashMap::new()),
+            folder_id: Mutex::new(None),
         }
     }
 
@@ -312,6 +313,88 @@ impl EwsSink {
             return SinkError::Paused(msg);
         }
         s
+    }
+
+    /// The folder written into: the named folder once resolved
+    /// ([`Self::ensure_folder`]), else the mailbox's calendar.
+    fn folder_xml(&self, client: &EwsClient) -> String {
+        match lock(&self.folder_id).as_deref() {
+            Some(id) => folder::folder_id_xml(id),
+            None => folder::calendar_xml(client.mailbox(), self.cfg.client.impersonation),
+        }
+    }
+
+    /// Finds (or creates, with `create_folder`) the named folder and keeps
+    /// its id (in memory and in the sink's state). A folder that is missing
+    /// and may not be created pauses the sink with what to do.
+    async fn ensure_folder(&self, client: &EwsClient) -> Result<(), SinkError> {
+        let Some(name) = self.cfg.folder.as_deref() else {
+            return Ok(());
+        };
+        if lock(&self.folder_id).is_some() {
+            return Ok(());
+        }
+        if let Some(state) = &self.state
+            && let Ok(Some(v)) = state.get(FOLDER_STATE, name).await
+            && let Ok(id) = serde_json::from_str::<String>(&v)
+        {
+            *lock(&self.folder_id) = Some(id);
+            return Ok(());
+        }
+        let imp = self.cfg.client.impersonation;
+        let id = match folder::find(client, imp, name)
+            .await
+            .map_err(|e| self.note(&e))?
+        {
+            Some(id) => id,
+            None if self.cfg.create_folder => {
+                let id = folder::create(client, imp, name)
+                    .await
+                    .map_err(|e| self.note(&e))?;
+                tracing::info!(sink = %self.cfg.id, folder = name, "created the calendar folder");
+                id
+            }
+            None => {
+                let msg = format!(
+                    "EWS sink {} paused: the calendar folder {name:?} does not exist under the calendar of {}; create it (in Outlook: New Calendar) or set create_folder = true; it looks again in {} minutes",
+                    self.cfg.id,
+                    client.mailbox(),
+                    self.cfg.pause_retry.as_secs().div_ceil(60)
+                );
+                tracing::error!(sink = %self.cfg.id, "{msg}");
+                *lock(&self.pause) = Some(Pause {
+                    message: msg.clone(),
+                    since: std::time::Instant::now(),
+                    lifts: true,
+                });
+                return Err(SinkError::Paused(msg));
+            }
+        };
+        if let Some(state) = &self.state
+            && let Err(e) = state
+                .put(
+                    FOLDER_STATE,
+                    name,
+                    &serde_json::Value::from(id.clone()).to_string(),
+                )
+                .await
+        {
+            tracing::warn!(sink = %self.cfg.id, error = %e, "could not write the sink's state");
+        }
+        *lock(&self.folder_id) = Some(id);
+        Ok(())
+    }
+
+    /// Forgets the named folder's id (it was deleted): found or created
+    /// again on the next pass.
+    async fn forget_folder(&self) {
+        let Some(name) = self.cfg.folder.as_deref() else {
+            return;
+        };
+        *lock(&self.folder_id) = None;
+        if let Some(state) = &self.state {
+            let _ = state.delete(FOLDER_STATE, name).await;
+        }
     }
 
     /// Why the sink is paused now. An account pause lifts when
@@ -416,7 +499,7 @@ impl EwsSink {
                 "<m:FindItem Traversal=\"Shallow\"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>{}{}</t:AdditionalProperties></m:ItemShape><m:IndexedPageItemView MaxEntriesReturned=\"{PAGE}\" Offset=\"{offset}\" BasePoint=\"Beginning\"/><m:Restriction>{restriction}</m:Restriction><m:ParentFolderIds>{}</m:ParentFolderIds></m:FindItem>",
                 prop_uri(tag::KEY_PROPERTY),
                 prop_uri(tag::HASH_PROPERTY),
-                folder_xml(client, self.cfg.client.impersonation)
+                self.folder_xml(client)
             );
             let answer = client.call("FindItem", &body).await?;
             let msg = messages(&answer)
@@ -424,6 +507,9 @@ impl EwsSink {
                 .next()
                 .ok_or_else(|| EwsError::Decode("FindItem answered no message".into()))?;
             if !msg.ok() {
+                if msg.code == "ErrorFolderNotFound" {
+                    self.forget_folder().await;
+                }
                 return Err(EwsError::Fault {
                     code: msg.code,
                     message: msg.message,
@@ -1015,7 +1101,7 @@ impl EwsSink {
             .collect();
         let open = format!(
             "<m:CreateItem SendMeetingInvitations=\"SendToNone\"><m:SavedItemFolderId>{}</m:SavedItemFolderId><m:Items>",
-            folder_xml(client, self.cfg.client.impersonation)
+            self.folder_xml(client)
         );
         let res = self
             .batched(
@@ -1434,6 +1520,26 @@ impl EwsSink {
             Ok(c) => c,
             Err(e) => return paused(e.clone()),
         };
+        if let Err(e) = self.ensure_folder(client).await {
+            return match e {
+                SinkError::Paused(m) => paused(m),
+                e => input
+                    .ops
+                    .iter()
+                    .map(|so| SeriesOutcome {
+                        uid: so.uid.to_owned(),
+                        items: so
+                            .ops
+                            .iter()
+                            .map(|op| ItemOutcome {
+                                op: op.clone(),
+                                result: Err(e.clone()),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+        }
         let zone = all_day_zone(input.calendar.timezone.as_deref());
         let mut works: Vec<Work> = input
             .ops
@@ -1517,9 +1623,10 @@ impl Replica for EwsSink {
             .client
             .as_ref()
             .map_err(|e| SinkError::Paused(e.clone()))?;
+        self.ensure_folder(client).await?;
         let body = format!(
             "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds>{}</m:FolderIds></m:GetFolder>",
-            folder_xml(client, self.cfg.client.impersonation)
+            self.folder_xml(client)
         );
         let answer = client
             .call("GetFolder", &body)
@@ -1552,6 +1659,7 @@ impl Replica for EwsSink {
             .client
             .as_ref()
             .map_err(|e| SinkError::Paused(e.clone()))?;
+        self.ensure_folder(client).await?;
         let remote = self
             .list_ours(client, &input.calendar.id, None)
             .await
