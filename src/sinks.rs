@@ -244,7 +244,9 @@ impl Target {
                 )),
                 config: c.clone(),
             },
-            Self::Ews(c) => Handle::Ews(Arc::new(c.build())),
+            Self::Ews(c) => Handle::Ews(Arc::new(c.build().with_state(Arc::new(
+                bridge_engine::SinkState::new(store.clone(), c.id.clone()),
+            )))),
         })
     }
 

@@ -4,6 +4,7 @@ mod commands;
 mod convert;
 mod daemon;
 mod ews;
+mod ews_more;
 mod feeds;
 mod feishu;
 mod fidelity;

@@ -85,7 +85,7 @@ use crate::kit::{
     self, Call, Dice, Effect, Exchange, Fault, Kit, RandomFaults, Service, bearer, duration_ms,
     lock,
 };
-pub use model::{Exception, Fields, Instance, Pattern, Range, Recurrence, StoredItem};
+pub use model::{Exception, Fields, Folder, Instance, Pattern, Range, Recurrence, StoredItem};
 use ops::Acting;
 use xml::{El, SOAP, T, esc};
 
@@ -590,6 +590,8 @@ fn handle(inner: &Inner, headers: &HeaderMap, text: &str) -> Response {
             "FindItem" => ops::find_item(&mut store, &acting, op, max_page),
             "SyncFolderItems" => ops::sync_folder_items(&store, &acting, op),
             "GetFolder" => ops::get_folder(&store, &acting, op),
+            "FindFolder" => ops::find_folder(&store, &acting, op),
+            "CreateFolder" => ops::create_folder(&mut store, &acting, op),
             other => {
                 return soap_fault(
                     "ErrorInvalidRequest",
@@ -786,7 +788,7 @@ async fn ctl_view(State(inner): State<Arc<Inner>>, Query(q): Query<MailboxQuery>
     let from = ctl_time(q.start.as_deref(), DateTime::<Utc>::MIN_UTC)?;
     let to = ctl_time(q.end.as_deref(), DateTime::<Utc>::MAX_UTC)?;
     let v = lock(&inner.store)
-        .calendar_view(&q.mailbox, from, to)
+        .calendar_view(&q.mailbox, model::InFolder::Any, from, to)
         .map_err(CtlRefusal)?;
     ok_json(&v)
 }
@@ -928,6 +930,16 @@ impl EwsEmulator {
             .collect()
     }
 
+    /// The calendar folders under `mailbox`'s calendar.
+    pub fn folders(&self, mailbox: &str) -> Vec<Folder> {
+        lock(&self.inner.store)
+            .folders
+            .values()
+            .filter(|f| f.mailbox.eq_ignore_ascii_case(mailbox))
+            .cloned()
+            .collect()
+    }
+
     /// What CalendarView shows in `[from, to)`.
     ///
     /// # Panics
@@ -939,7 +951,7 @@ impl EwsEmulator {
         to: DateTime<Utc>,
     ) -> Vec<Instance> {
         lock(&self.inner.store)
-            .calendar_view(mailbox, from, to)
+            .calendar_view(mailbox, model::InFolder::Any, from, to)
             .unwrap_or_else(|e| panic!("ews emulator: {}: {}", e.0, e.1))
     }
 

@@ -109,6 +109,9 @@ pub struct StoredItem {
     pub id: String,
     pub change_key: String,
     pub mailbox: String,
+    /// The calendar folder holding it: `None` for the mailbox's calendar,
+    /// else the id of a calendar folder under it.
+    pub folder: Option<String>,
     pub fields: Fields,
     pub recurrence: Option<Recurrence>,
     /// Original start (unix seconds) -> exception.
@@ -145,15 +148,48 @@ impl Refusal {
     }
 }
 
+/// A calendar folder under a mailbox's calendar (CreateFolder).
+#[derive(Debug, Clone, Serialize)]
+pub struct Folder {
+    pub id: String,
+    pub change_key: String,
+    pub mailbox: String,
+    pub display_name: String,
+    pub folder_class: String,
+}
+
+/// Which folders an operation sees.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum InFolder<'a> {
+    /// Every calendar folder of the mailbox (the control API, tests).
+    Any,
+    /// The mailbox's calendar itself.
+    Calendar,
+    /// One folder under it, by id.
+    Named(&'a str),
+}
+
+impl InFolder<'_> {
+    pub(crate) fn holds(self, folder: Option<&str>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Calendar => folder.is_none(),
+            Self::Named(id) => folder == Some(id),
+        }
+    }
+}
+
 /// Every mailbox's calendar, plus deletions for SyncFolderItems.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
     pub(crate) items: BTreeMap<String, StoredItem>,
+    /// Calendar folders under the mailboxes' calendars, by id.
+    pub(crate) folders: BTreeMap<String, Folder>,
     /// Occurrence / exception id -> (master id, original start).
     pub(crate) occurrence_ids: HashMap<String, (String, i64)>,
-    /// (mailbox, id, version of the delete, version of the creation) of
-    /// deleted items.
-    pub(crate) tombstones: Vec<(String, String, u64, u64)>,
+    /// (mailbox, folder, id, version of the delete, version of the
+    /// creation) of deleted items.
+    pub(crate) tombstones: Vec<(String, Option<String>, String, u64, u64)>,
     pub(crate) version: u64,
 }
 
@@ -182,6 +218,7 @@ impl Store {
     pub(crate) fn create(
         &mut self,
         mailbox: &str,
+        folder: Option<String>,
         fields: Fields,
         recurrence: Option<Recurrence>,
     ) -> Result<(String, String), Refusal> {
@@ -195,12 +232,50 @@ impl Store {
                 id: id.clone(),
                 change_key: ck.clone(),
                 mailbox: mailbox.to_owned(),
+                folder,
                 fields,
                 recurrence,
                 exceptions: BTreeMap::new(),
                 deleted: BTreeSet::new(),
                 version,
                 created: version,
+            },
+        );
+        Ok((id, ck))
+    }
+
+    /// Creates a calendar folder under the mailbox's calendar.
+    pub(crate) fn create_folder(
+        &mut self,
+        mailbox: &str,
+        display_name: &str,
+        folder_class: &str,
+    ) -> Result<(String, String), Refusal> {
+        if display_name.trim().is_empty() {
+            return Err(Refusal::new(
+                "ErrorInvalidPropertySet",
+                "A folder needs a DisplayName.",
+            ));
+        }
+        if self.folders.values().any(|f| {
+            f.mailbox.eq_ignore_ascii_case(mailbox)
+                && f.display_name.eq_ignore_ascii_case(display_name)
+        }) {
+            return Err(Refusal::new(
+                "ErrorFolderExists",
+                "A folder with the specified name already exists.",
+            ));
+        }
+        let id = B64.encode(format!("AQMk{}", rand_alnum(40)));
+        let ck = new_change_key();
+        self.folders.insert(
+            id.clone(),
+            Folder {
+                id: id.clone(),
+                change_key: ck.clone(),
+                mailbox: mailbox.to_owned(),
+                display_name: display_name.to_owned(),
+                folder_class: folder_class.to_owned(),
             },
         );
         Ok((id, ck))
@@ -355,9 +430,11 @@ impl Store {
                 for e in item.exceptions.values() {
                     self.occurrence_ids.remove(&e.id);
                 }
-                let (mailbox, created) = (item.mailbox.clone(), item.created);
+                let (mailbox, folder, created) =
+                    (item.mailbox.clone(), item.folder.clone(), item.created);
                 self.items.remove(&id);
-                self.tombstones.push((mailbox, id, version, created));
+                self.tombstones
+                    .push((mailbox, folder, id, version, created));
                 Ok(())
             }
             Target::Occurrence(master, t) => {
@@ -388,16 +465,15 @@ impl Store {
     pub(crate) fn calendar_view(
         &mut self,
         mailbox: &str,
+        folder: InFolder<'_>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Instance>, Refusal> {
         let mut out = Vec::new();
         let mut new_ids = Vec::new();
-        for item in self
-            .items
-            .values()
-            .filter(|i| i.mailbox.eq_ignore_ascii_case(mailbox))
-        {
+        for item in self.items.values().filter(|i| {
+            i.mailbox.eq_ignore_ascii_case(mailbox) && folder.holds(i.folder.as_deref())
+        }) {
             if item.recurrence.is_none() {
                 let (s, e) = span(&item.fields);
                 if s < to && e > from {
@@ -783,6 +859,7 @@ mod tests {
             id: "m".into(),
             change_key: "ck".into(),
             mailbox: "a@x".into(),
+            folder: None,
             fields: Fields {
                 start: Some(at(start)),
                 end: Some(at(end)),

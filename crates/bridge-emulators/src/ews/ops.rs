@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::model::{
-    Fields, Instance, Pattern, PropKey, Range, Recurrence, Refusal, Store, StoredItem, Target,
-    prop_name,
+    Fields, InFolder, Instance, Pattern, PropKey, Range, Recurrence, Refusal, Store, StoredItem,
+    Target, prop_name,
 };
 use super::xml::{El, M, T, esc, leaf};
 
@@ -83,16 +83,34 @@ impl Collect {
     }
 }
 
-/// The mailbox a folder id names (the acting one when it names none).
-fn folder_mailbox(folder: Option<&El>, acting: &Acting) -> Result<String, Refusal> {
+/// The mailbox a folder id names (the acting one when it names none), and
+/// the calendar folder under its calendar (`None`: the calendar itself).
+fn folder_of(
+    folder: Option<&El>,
+    acting: &Acting,
+    store: &Store,
+) -> Result<(String, Option<String>), Refusal> {
     let Some(f) = folder.and_then(|f| f.children.first()) else {
-        return Ok(acting.mailbox.clone());
+        return Ok((acting.mailbox.clone(), None));
     };
     if f.name == "FolderId" {
-        return Err(Refusal::new(
-            "ErrorFolderNotFound",
-            "Only the calendar folder exists in this mailbox.",
-        ));
+        let id = f.attr("Id").unwrap_or_default();
+        return match store.folders.get(id) {
+            Some(x) if x.mailbox.eq_ignore_ascii_case(&acting.mailbox) => {
+                Ok((acting.mailbox.clone(), Some(id.to_owned())))
+            }
+            Some(_) => Err(Refusal::new(
+                "ErrorAccessDenied",
+                "Access is denied to the folder's mailbox.",
+            )),
+            None if id == B64.encode(format!("calendar:{}", acting.mailbox)) => {
+                Ok((acting.mailbox.clone(), None))
+            }
+            None => Err(Refusal::new(
+                "ErrorFolderNotFound",
+                "The specified folder could not be found in the store.",
+            )),
+        };
     }
     if f.attr("Id") != Some("calendar") {
         return Err(Refusal::new(
@@ -108,8 +126,12 @@ fn folder_mailbox(folder: Option<&El>, acting: &Acting) -> Result<String, Refusa
             "ErrorAccessDenied",
             format!("Access is denied to the mailbox {}.", m.text),
         )),
-        _ => Ok(acting.mailbox.clone()),
+        _ => Ok((acting.mailbox.clone(), None)),
     }
+}
+
+fn scope(folder: Option<&String>) -> InFolder<'_> {
+    folder.map_or(InFolder::Calendar, |f| InFolder::Named(f))
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, Refusal> {
@@ -421,11 +443,11 @@ pub(crate) fn create_item(store: &mut Store, acting: &Acting, op: &El) -> Answer
         .child("Items")
         .map(|i| i.children.iter().collect())
         .unwrap_or_default();
-    let mailbox = folder_mailbox(op.child("SavedItemFolderId"), acting);
+    let target = folder_of(op.child("SavedItemFolderId"), acting, store);
     let send = op.attr("SendMeetingInvitations");
     for it in &items {
         let res = (|| {
-            let mailbox = mailbox.clone()?;
+            let (mailbox, folder) = target.clone()?;
             if send.is_none() {
                 return Err(Refusal::new(
                     "ErrorSendMeetingInvitationsRequired",
@@ -433,7 +455,7 @@ pub(crate) fn create_item(store: &mut Store, acting: &Acting, op: &El) -> Answer
                 ));
             }
             let (fields, rec) = calendar_item(it)?;
-            store.create(&mailbox, fields, rec)
+            store.create(&mailbox, folder, fields, rec)
         })();
         match res {
             Ok((id, ck)) => c.ok(
@@ -1005,7 +1027,8 @@ pub(crate) fn find_item(store: &mut Store, acting: &Acting, op: &El, max_page: u
     let mut c = Collect::new();
     let res = (|| {
         let shape = shape(op.child("ItemShape"))?;
-        let mailbox = folder_mailbox(op.child("ParentFolderIds"), acting)?;
+        let (mailbox, folder) = folder_of(op.child("ParentFolderIds"), acting, store)?;
+        let within = scope(folder.as_ref());
         if let Some(view) = op.child("CalendarView") {
             if op.child("Restriction").is_some() {
                 return Err(Refusal::new(
@@ -1025,7 +1048,7 @@ pub(crate) fn find_item(store: &mut Store, acting: &Acting, op: &El, max_page: u
                 .attr("MaxEntriesReturned")
                 .and_then(|m| m.parse::<usize>().ok())
                 .unwrap_or(usize::MAX);
-            let all = store.calendar_view(&mailbox, from, to)?;
+            let all = store.calendar_view(&mailbox, within, from, to)?;
             let last = all.len() <= max;
             let shown: Vec<String> = all
                 .iter()
@@ -1051,11 +1074,9 @@ pub(crate) fn find_item(store: &mut Store, acting: &Acting, op: &El, max_page: u
             .unwrap_or(max_page)
             .min(max_page);
         let mut hits = Vec::new();
-        for item in store
-            .items
-            .values()
-            .filter(|i| i.mailbox.eq_ignore_ascii_case(&mailbox))
-        {
+        for item in store.items.values().filter(|i| {
+            i.mailbox.eq_ignore_ascii_case(&mailbox) && within.holds(i.folder.as_deref())
+        }) {
             let ok = match op.child("Restriction") {
                 Some(r) => matches(r, &item.fields)?,
                 None => true,
@@ -1091,7 +1112,13 @@ pub(crate) fn sync_folder_items(store: &Store, acting: &Acting, op: &El) -> Answ
     let mut c = Collect::new();
     let res = (|| {
         let shape = shape(op.child("ItemShape"))?;
-        let mailbox = folder_mailbox(op.child("SyncFolderId"), acting)?;
+        let (mailbox, folder) = folder_of(op.child("SyncFolderId"), acting, store)?;
+        let within = scope(folder.as_ref());
+        // The state names the folder it was given for.
+        let mailbox_state = match &folder {
+            Some(f) => format!("{mailbox}/{f}"),
+            None => mailbox.clone(),
+        };
         let since = match op
             .text_of("SyncState")
             .map(str::trim)
@@ -1104,7 +1131,7 @@ pub(crate) fn sync_folder_items(store: &Store, acting: &Acting, op: &El) -> Answ
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| {
                     let (mb, v) = s.strip_prefix("ews-sync:")?.rsplit_once(':')?;
-                    (mb.eq_ignore_ascii_case(&mailbox)).then_some(v.parse::<u64>().ok()?)
+                    (mb.eq_ignore_ascii_case(&mailbox_state)).then_some(v.parse::<u64>().ok()?)
                 })
                 .ok_or_else(|| {
                     Refusal::new(
@@ -1121,11 +1148,11 @@ pub(crate) fn sync_folder_items(store: &Store, acting: &Acting, op: &El) -> Answ
                 Refusal::new("ErrorInvalidRequest", "MaxChangesReturned must be 1..512")
             })?;
         let mut changes: Vec<(u64, String)> = Vec::new();
-        for item in store
-            .items
-            .values()
-            .filter(|i| i.mailbox.eq_ignore_ascii_case(&mailbox) && i.version > since)
-        {
+        for item in store.items.values().filter(|i| {
+            i.mailbox.eq_ignore_ascii_case(&mailbox)
+                && within.holds(i.folder.as_deref())
+                && i.version > since
+        }) {
             let tag = if item.created > since {
                 "Create"
             } else {
@@ -1136,8 +1163,12 @@ pub(crate) fn sync_folder_items(store: &Store, acting: &Acting, op: &El) -> Answ
                 format!("<t:{tag}>{}</t:{tag}>", stored_xml(item, &shape)),
             ));
         }
-        for (mb, id, v, created) in &store.tombstones {
-            if mb.eq_ignore_ascii_case(&mailbox) && *v > since && *created <= since {
+        for (mb, f, id, v, created) in &store.tombstones {
+            if mb.eq_ignore_ascii_case(&mailbox)
+                && within.holds(f.as_deref())
+                && *v > since
+                && *created <= since
+            {
                 changes.push((
                     *v,
                     format!("<t:Delete><t:ItemId Id=\"{}\"/></t:Delete>", esc(id)),
@@ -1155,7 +1186,7 @@ pub(crate) fn sync_folder_items(store: &Store, acting: &Acting, op: &El) -> Answ
             },
             |c| if last { store.version.max(c.0) } else { c.0 },
         );
-        let state = B64.encode(format!("ews-sync:{mailbox}:{upto}"));
+        let state = B64.encode(format!("ews-sync:{mailbox_state}:{upto}"));
         Ok(format!(
             "<m:SyncState>{state}</m:SyncState><m:IncludesLastItemInRange>{last}</m:IncludesLastItemInRange><m:Changes>{}</m:Changes>",
             shown.iter().map(|c| c.1.as_str()).collect::<String>()
@@ -1168,7 +1199,29 @@ pub(crate) fn sync_folder_items(store: &Store, acting: &Acting, op: &El) -> Answ
     c.answer("SyncFolderItems", 0)
 }
 
-/// GetFolder on the calendar: how `check` sees that the mailbox answers.
+fn folder_xml(id: &str, ck: &str, name: &str, class: Option<&str>, n: usize) -> String {
+    format!(
+        "<t:CalendarFolder><t:FolderId Id=\"{}\" ChangeKey=\"{}\"/>{}<t:DisplayName>{}</t:DisplayName><t:TotalCount>{n}</t:TotalCount></t:CalendarFolder>",
+        esc(id),
+        esc(ck),
+        class
+            .map(|c| format!("<t:FolderClass>{}</t:FolderClass>", esc(c)))
+            .unwrap_or_default(),
+        esc(name)
+    )
+}
+
+fn count_in(store: &Store, mailbox: &str, folder: Option<&String>) -> usize {
+    let within = scope(folder);
+    store
+        .items
+        .values()
+        .filter(|i| i.mailbox.eq_ignore_ascii_case(mailbox) && within.holds(i.folder.as_deref()))
+        .count()
+}
+
+/// GetFolder on the calendar or a folder under it: how `check` sees that
+/// the mailbox answers and that a named folder exists.
 pub(crate) fn get_folder(store: &Store, acting: &Acting, op: &El) -> Answer {
     let mut c = Collect::new();
     let ids: Vec<&El> = op
@@ -1180,23 +1233,144 @@ pub(crate) fn get_folder(store: &Store, acting: &Acting, op: &El) -> Answer {
             children: vec![id.clone()],
             ..El::default()
         };
-        match folder_mailbox(Some(&wrapper), acting) {
-            Ok(mb) => {
-                let n = store
-                    .items
-                    .values()
-                    .filter(|i| i.mailbox.eq_ignore_ascii_case(&mb))
-                    .count();
-                c.ok(
-                    "GetFolder",
-                    &format!(
-                        "<m:Folders><t:CalendarFolder><t:FolderId Id=\"{}\" ChangeKey=\"AgAAAA==\"/><t:DisplayName>Calendar</t:DisplayName><t:TotalCount>{n}</t:TotalCount></t:CalendarFolder></m:Folders>",
-                        B64.encode(format!("calendar:{mb}"))
+        match folder_of(Some(&wrapper), acting, store) {
+            Ok((mb, folder)) => {
+                let n = count_in(store, &mb, folder.as_ref());
+                let x = match folder.as_ref().and_then(|f| store.folders.get(f)) {
+                    Some(f) => folder_xml(
+                        &f.id,
+                        &f.change_key,
+                        &f.display_name,
+                        Some(&f.folder_class),
+                        n,
                     ),
-                );
+                    None => folder_xml(
+                        &B64.encode(format!("calendar:{mb}")),
+                        "AgAAAA==",
+                        "Calendar",
+                        None,
+                        n,
+                    ),
+                };
+                c.ok("GetFolder", &format!("<m:Folders>{x}</m:Folders>"));
             }
             Err(r) => c.err("GetFolder", &r),
         }
     }
     c.answer("GetFolder", 0)
+}
+
+/// The only parent this server keeps folders under: the mailbox's calendar.
+fn calendar_parent(parent: Option<&El>, acting: &Acting, store: &Store) -> Result<String, Refusal> {
+    match folder_of(parent, acting, store)? {
+        (mb, None) if parent.is_some_and(|p| !p.children.is_empty()) => Ok(mb),
+        _ => Err(Refusal::new(
+            "ErrorInvalidOperation",
+            "Calendar folders are kept under the mailbox's calendar only on this server.",
+        )),
+    }
+}
+
+/// FindFolder (Shallow) under the mailbox's calendar, with an optional
+/// restriction on `folder:DisplayName`.
+pub(crate) fn find_folder(store: &Store, acting: &Acting, op: &El) -> Answer {
+    let mut c = Collect::new();
+    let res = (|| {
+        if op.attr("Traversal") != Some("Shallow") {
+            return Err(Refusal::new(
+                "ErrorInvalidRequest",
+                "Only a Shallow traversal is supported.",
+            ));
+        }
+        let mb = calendar_parent(op.child("ParentFolderIds"), acting, store)?;
+        let want = match op.child("Restriction") {
+            None => None,
+            Some(r) => {
+                let eq = r.child("IsEqualTo").filter(|e| {
+                    e.child("FieldURI").and_then(|f| f.attr("FieldURI"))
+                        == Some("folder:DisplayName")
+                });
+                let value = eq
+                    .and_then(|e| e.path(&["FieldURIOrConstant", "Constant"]))
+                    .and_then(|k| k.attr("Value"))
+                    .ok_or_else(|| {
+                        Refusal::new(
+                            "ErrorUnsupportedPathForQuery",
+                            "Only IsEqualTo on folder:DisplayName is supported.",
+                        )
+                    })?;
+                Some(value.to_owned())
+            }
+        };
+        let found: Vec<String> = store
+            .folders
+            .values()
+            .filter(|f| f.mailbox.eq_ignore_ascii_case(&mb))
+            .filter(|f| {
+                want.as_deref()
+                    .is_none_or(|w| f.display_name.eq_ignore_ascii_case(w))
+            })
+            .map(|f| {
+                folder_xml(
+                    &f.id,
+                    &f.change_key,
+                    &f.display_name,
+                    Some(&f.folder_class),
+                    count_in(store, &mb, Some(&f.id)),
+                )
+            })
+            .collect();
+        Ok(format!(
+            "<m:RootFolder TotalItemsInView=\"{}\" IncludesLastItemInRange=\"true\"><t:Folders>{}</t:Folders></m:RootFolder>",
+            found.len(),
+            found.concat()
+        ))
+    })();
+    match res {
+        Ok(x) => c.ok("FindFolder", &x),
+        Err(r) => c.err("FindFolder", &r),
+    }
+    c.answer("FindFolder", 0)
+}
+
+/// CreateFolder: calendar folders (`CalendarFolder`, class
+/// `IPF.Appointment`) under the mailbox's calendar.
+pub(crate) fn create_folder(store: &mut Store, acting: &Acting, op: &El) -> Answer {
+    let mut c = Collect::new();
+    let parent = calendar_parent(op.child("ParentFolderId"), acting, store);
+    let folders: Vec<&El> = op
+        .child("Folders")
+        .map(|f| f.children.iter().collect())
+        .unwrap_or_default();
+    for f in &folders {
+        let res = (|| {
+            let mb = parent.clone()?;
+            if f.name != "CalendarFolder" {
+                return Err(Refusal::new(
+                    "ErrorInvalidFolderTypeForOperation",
+                    "Only calendar folders are created under a calendar.",
+                ));
+            }
+            let class = f.text_of("FolderClass").unwrap_or("IPF.Appointment");
+            if class != "IPF.Appointment" {
+                return Err(Refusal::new(
+                    "ErrorInvalidPropertySet",
+                    format!("FolderClass {class} is not a calendar folder class."),
+                ));
+            }
+            store.create_folder(&mb, f.text_of("DisplayName").unwrap_or_default(), class)
+        })();
+        match res {
+            Ok((id, ck)) => c.ok(
+                "CreateFolder",
+                &format!(
+                    "<m:Folders><t:CalendarFolder><t:FolderId Id=\"{}\" ChangeKey=\"{}\"/></t:CalendarFolder></m:Folders>",
+                    esc(&id),
+                    esc(&ck)
+                ),
+            ),
+            Err(r) => c.err("CreateFolder", &r),
+        }
+    }
+    c.answer("CreateFolder", folders.len())
 }

@@ -302,6 +302,8 @@ const ELEMENTS_WITH_TEXT: &[&str] = &[
     "MailboxType",
     "Categories",
     "String",
+    "FolderClass",
+    "DisplayName",
 ];
 
 fn rule(parent: &str, name: &str) -> Option<Rule> {
@@ -353,6 +355,35 @@ fn rule(parent: &str, name: &str) -> Option<Rule> {
             "m:SyncScope",
         ]),
         "GetFolder" => Seq(&["m:FolderShape", "m:FolderIds"]),
+        "CreateFolder" => Seq(&["m:ParentFolderId", "m:Folders"]),
+        "FindFolder" => Seq(&[
+            "m:FolderShape",
+            "m:IndexedPageFolderView",
+            "m:FractionalPageFolderView",
+            "m:Restriction",
+            "m:ParentFolderIds",
+        ]),
+        "ParentFolderId" if parent == "CreateFolder" => Any(FOLDER_IDS),
+        "Folders" => Any(&["CalendarFolder"]),
+        // BaseFolderType's sequence, then CalendarFolderType's extension.
+        "CalendarFolder" => Seq(&[
+            "FolderId",
+            "ParentFolderId",
+            "FolderClass",
+            "DisplayName",
+            "TotalCount",
+            "ChildFolderCount",
+            "ExtendedProperty",
+            "ManagedFolderInformation",
+            "EffectiveRights",
+            "DistinguishedFolderId",
+            "PolicyTag",
+            "ArchiveTag",
+            "ReplicaList",
+            "SharingEffectiveRights",
+            "PermissionSet",
+        ]),
+        "IndexedPageFolderView" | "FractionalPageFolderView" => Seq(&[]),
         "FolderShape" => Seq(&["BaseShape", "AdditionalProperties"]),
         "FolderIds" | "SavedItemFolderId" | "ParentFolderIds" | "SyncFolderId" => Any(FOLDER_IDS),
         "DistinguishedFolderId" => Seq(&["Mailbox"]),
@@ -401,6 +432,8 @@ fn rule(parent: &str, name: &str) -> Option<Rule> {
         | "Name"
         | "RoutingType"
         | "MailboxType"
+        | "FolderClass"
+        | "DisplayName"
         | "String" => Text,
         "Categories" => Any(&["String"]),
         "ExtendedProperty" => Seq(&["ExtendedFieldURI", "Value", "Values"]),

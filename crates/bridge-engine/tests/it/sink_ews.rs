@@ -67,6 +67,10 @@ fn sink_config(emu: &EwsEmulator, on_delete: OnTargetDelete) -> EwsSinkConfig {
                 ..RetryPolicy::default()
             },
         },
+        password_file: None,
+        pause_retry: bridge_sinks::ews::PAUSE_RETRY,
+        folder: None,
+        create_folder: false,
     }
 }
 
@@ -405,5 +409,295 @@ async fn an_oauth_token_refused_mid_way_is_renewed_once() {
     assert_eq!(token_calls(), 2);
     assert!(emu.calls().iter().any(|c| c.status == 401));
     assert!(sink.paused().is_none());
+    schema::assert_valid(&emu.request_bodies());
+}
+
+/// Ids of the recurring masters, sorted.
+fn master_ids(emu: &EwsEmulator) -> Vec<String> {
+    let mut v: Vec<String> = emu
+        .items(MAILBOX)
+        .into_iter()
+        .filter(|i| i.recurrence.is_some())
+        .map(|i| i.id)
+        .collect();
+    v.sort();
+    v
+}
+
+/// An instance of `kind` ("Occurrence" or "Exception") of a master, not
+/// its first, and not of `other` masters.
+fn instance_of(emu: &EwsEmulator, kind: &str, not: &[String]) -> bridge_emulators::ews::Instance {
+    emu.calendar_view(MAILBOX, at(BASE - 400 * 86_400), at(BASE + 1200 * 86_400))
+        .into_iter()
+        .find(|i| {
+            i.kind == kind
+                && i.index.is_some_and(|n| n > 1)
+                && i.master_id.as_ref().is_some_and(|m| !not.contains(m))
+        })
+        .unwrap_or_else(|| panic!("an instance of kind {kind}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_edit_of_one_occurrence_rewrites_that_occurrence_alone() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    let before = view(&s.emu);
+    let masters = master_ids(&s.emu);
+    // A plain occurrence and one of our modified occurrences, of two series.
+    let plain = instance_of(&s.emu, "Occurrence", &[]);
+    let ours = instance_of(
+        &s.emu,
+        "Exception",
+        &[plain.master_id.clone().unwrap_or_default()],
+    );
+    for i in [&plain, &ours] {
+        assert!(s.emu.user_edit(
+            &i.id,
+            UserEdit {
+                subject: Some("edited in Outlook".into()),
+                location: Some("elsewhere".into()),
+                ..UserEdit::default()
+            }
+        ));
+    }
+    let writes = s.emu.write_count();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    assert_eq!(view(&s.emu), before, "both occurrences written back");
+    assert_eq!(master_ids(&s.emu), masters, "no series was written again");
+    assert_eq!(s.emu.write_count() - writes, 2, "one UpdateItem each");
+    // Quiet afterwards: no write, and the masters are not read again.
+    s.emu.reset_calls();
+    let r = s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0);
+    assert_eq!(s.emu.write_count(), 0, "third pass wrote");
+    assert!(
+        !s.emu
+            .calls()
+            .iter()
+            .any(|c| c.operation.as_deref() == Some("GetItem")),
+        "masters acknowledged"
+    );
+    assert_eq!(view(&s.emu), before);
+    schema::assert_valid(&s.emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_occurrence_follows_on_target_delete() {
+    for mode in [OnTargetDelete::Restore, OnTargetDelete::Respect] {
+        let s = setup(mode, basic("correct horse")).await;
+        s.engine.reconcile(None, false, BASE).await.unwrap();
+        let before = view(&s.emu);
+        let masters = master_ids(&s.emu);
+        let plain = instance_of(&s.emu, "Occurrence", &[]);
+        let uid = plain.fields.uid.clone().unwrap_or_default();
+        let start = plain.fields.start.unwrap().timestamp();
+        assert!(s.emu.user_delete(&plain.id));
+        let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+        let sr = &r[0].sinks[0];
+        assert_eq!(sr.failed, 0, "{mode:?}: {:?}", sr.errors);
+        let after = view(&s.emu);
+        let series_items = s
+            .emu
+            .items(MAILBOX)
+            .iter()
+            .filter(|i| i.fields.uid.as_deref() == Some(uid.as_str()))
+            .count();
+        assert_eq!(series_items, 1, "{mode:?}: one master, no duplicate");
+        match mode {
+            OnTargetDelete::Restore => {
+                // EWS cannot undelete an occurrence: the series is written again.
+                assert_eq!(after, before, "restored");
+                assert_ne!(master_ids(&s.emu), masters);
+            }
+            OnTargetDelete::Respect => {
+                assert!(
+                    !after.iter().any(|i| i.0 == uid && i.1 == start),
+                    "left deleted"
+                );
+                assert_eq!(after.len(), before.len() - 1);
+                assert_eq!(master_ids(&s.emu), masters, "nothing written again");
+            }
+        }
+        let writes = s.emu.write_count();
+        s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+        assert_eq!(s.emu.write_count(), writes, "{mode:?}: third pass wrote");
+        assert_eq!(view(&s.emu), after);
+        schema::assert_valid(&s.emu.request_bodies());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_pause_lifts_when_the_password_file_is_fixed() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ews-password");
+    std::fs::write(&file, "wrong\n").unwrap();
+    let mut cfg = sink_config(&emu, OnTargetDelete::Restore);
+    cfg.password_file = Some(file.clone());
+    let sink = Arc::new(EwsSink::new(cfg, basic("wrong")));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        20, 1, BASE,
+    ))));
+    let store = Store::in_memory().await.unwrap();
+    let engine = engine_for(&emu, sink.clone(), source, store).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
+    assert!(
+        msg.contains("check the username and password")
+            && msg.contains("tries again at once when")
+            && msg.contains("ews-password"),
+        "{msg}"
+    );
+    assert!(emu.items(MAILBOX).is_empty());
+    // Still paused on the next pass: no request reaches the server.
+    emu.reset_calls();
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert!(r[0].sinks[0].paused.is_some());
+    assert!(emu.calls().is_empty(), "a paused sink sends nothing");
+    // The admin fixes the file: the same sink goes on, no restart.
+    std::fs::write(&file, "correct horse\n").unwrap();
+    assert!(sink.paused().is_none());
+    let r = engine.reconcile(None, false, BASE + 120).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.paused.as_deref(), sr.failed), (None, 0), "{sr:?}");
+    assert!(sr.created > 0);
+    assert!(!emu.items(MAILBOX).is_empty());
+    schema::assert_valid(&emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_pause_runs_out_and_the_next_pass_tries_again() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    emu.update_config(|c| c.users[0].can_impersonate = false);
+    let mut cfg = sink_config(&emu, OnTargetDelete::Restore);
+    cfg.pause_retry = Duration::ZERO;
+    let sink = Arc::new(EwsSink::new(cfg, basic("correct horse")));
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        20, 1, BASE,
+    ))));
+    let store = Store::in_memory().await.unwrap();
+    let engine = engine_for(&emu, sink.clone(), source, store).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
+    assert!(
+        msg.contains("ApplicationImpersonation") && msg.contains("tries again in 0 minutes"),
+        "{msg}"
+    );
+    // The role is granted; the pause ran out, so the next pass writes.
+    emu.update_config(|c| c.users[0].can_impersonate = true);
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.paused.as_deref(), sr.failed), (None, 0), "{sr:?}");
+    assert!(sr.created > 0);
+    schema::assert_valid(&emu.request_bodies());
+}
+
+fn folder_sink(emu: &EwsEmulator, store: &Store, create: bool) -> Arc<EwsSink> {
+    let mut cfg = sink_config(emu, OnTargetDelete::Restore);
+    cfg.folder = Some("Feishu".into());
+    cfg.create_folder = create;
+    Arc::new(
+        EwsSink::new(cfg, basic("correct horse")).with_state(Arc::new(
+            bridge_engine::SinkState::new(store.clone(), "ews:test"),
+        )),
+    )
+}
+
+fn calls_of(emu: &EwsEmulator, op: &str) -> usize {
+    emu.calls()
+        .iter()
+        .filter(|c| c.operation.as_deref() == Some(op))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_folder_is_created_once_and_scopes_the_mirror() {
+    // A mirror in the calendar itself first (another store, another sink).
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    let in_calendar = s.emu.items(MAILBOX).len();
+    assert!(in_calendar > 0);
+    // The same source into folder "Feishu", created on the first pass.
+    let store = Store::in_memory().await.unwrap();
+    let sink = folder_sink(&s.emu, &store, true);
+    let engine = engine_for(&s.emu, sink, s.source.clone(), store.clone()).await;
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(
+        (sr.failed, sr.paused.as_deref()),
+        (0, None),
+        "{:?}",
+        sr.errors
+    );
+    let folders = s.emu.folders(MAILBOX);
+    assert_eq!(folders.len(), 1);
+    assert_eq!(
+        (
+            folders[0].display_name.as_str(),
+            folders[0].folder_class.as_str()
+        ),
+        ("Feishu", "IPF.Appointment")
+    );
+    let items = s.emu.items(MAILBOX);
+    let (mine, other): (Vec<_>, Vec<_>) = items
+        .iter()
+        .partition(|i| i.folder.as_deref() == Some(folders[0].id.as_str()));
+    assert_eq!(other.len(), in_calendar, "the calendar's items untouched");
+    assert_eq!(mine.len(), in_calendar, "the same mirror in the folder");
+    // Quiet again, and a restarted sink finds the folder in its state.
+    s.emu.reset_calls();
+    let sink = folder_sink(&s.emu, &store, true);
+    let engine = engine_for(&s.emu, sink, s.source.clone(), store).await;
+    let r = engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0);
+    assert_eq!(s.emu.write_count(), 0, "a rerun wrote");
+    assert_eq!(
+        (
+            calls_of(&s.emu, "FindFolder"),
+            calls_of(&s.emu, "CreateFolder")
+        ),
+        (0, 0)
+    );
+    assert_eq!(s.emu.folders(MAILBOX).len(), 1);
+    assert_eq!(s.emu.items(MAILBOX).len(), 2 * in_calendar);
+    schema::assert_valid(&s.emu.request_bodies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_folder_pauses_unless_it_may_be_created() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let store = Store::in_memory().await.unwrap();
+    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+        20, 1, BASE,
+    ))));
+    let sink = folder_sink(&emu, &store, false);
+    let engine = engine_for(&emu, sink.clone(), source.clone(), store.clone()).await;
+    let r = engine.reconcile(None, false, BASE).await.unwrap();
+    let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
+    assert!(
+        msg.contains("\"Feishu\" does not exist") && msg.contains("create_folder = true"),
+        "{msg}"
+    );
+    assert!(emu.items(MAILBOX).is_empty() && emu.folders(MAILBOX).is_empty());
+    assert_eq!(calls_of(&emu, "CreateFolder"), 0);
+    // Allowed to create it: a new sink (configuration changed) writes.
+    let sink = folder_sink(&emu, &store, true);
+    let engine = engine_for(&emu, sink, source, store).await;
+    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(
+        (sr.failed, sr.paused.as_deref()),
+        (0, None),
+        "{:?}",
+        sr.errors
+    );
+    let id = emu.folders(MAILBOX)[0].id.clone();
+    assert!(
+        emu.items(MAILBOX)
+            .iter()
+            .all(|i| i.folder.as_deref() == Some(id.as_str()))
+    );
     schema::assert_valid(&emu.request_bodies());
 }

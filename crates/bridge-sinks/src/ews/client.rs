@@ -178,7 +178,9 @@ pub struct EwsClient {
     cfg: ClientConfig,
     http: HttpClient,
     auth: AuthSource,
-    basic: Option<(String, Secret)>,
+    /// Basic credentials; the password can be replaced while running (a
+    /// fixed `password_file` resumes a paused sink without a restart).
+    basic: std::sync::Mutex<Option<(String, Secret)>>,
     slots: tokio::sync::Semaphore,
     stats: Arc<CallStats>,
 }
@@ -195,7 +197,7 @@ impl std::fmt::Debug for EwsClient {
 struct SoapCall<'a> {
     url: &'a str,
     body: &'a str,
-    basic: Option<&'a (String, Secret)>,
+    basic: Option<(String, Secret)>,
     anchor: Option<&'a str>,
     oauth: bool,
 }
@@ -241,7 +243,7 @@ impl Exchange for SoapCall<'_> {
             .post(self.url)
             .header("Content-Type", "text/xml; charset=utf-8")
             .body(self.body.to_owned());
-        if let Some((u, p)) = self.basic {
+        if let Some((u, p)) = &self.basic {
             rb = rb.basic_auth(u, Some(p.expose()));
         }
         if let Some(a) = self.anchor {
@@ -348,9 +350,27 @@ impl EwsClient {
             cfg,
             http,
             auth,
-            basic,
+            basic: std::sync::Mutex::new(basic),
             stats,
         })
+    }
+
+    fn basic(&self) -> std::sync::MutexGuard<'_, Option<(String, Secret)>> {
+        self.basic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The Basic password in use (`None` with OAuth).
+    pub fn password(&self) -> Option<Secret> {
+        self.basic().as_ref().map(|b| b.1.clone())
+    }
+
+    /// Replaces the Basic password (no effect with OAuth).
+    pub fn set_password(&self, password: Secret) {
+        if let Some(b) = self.basic().as_mut() {
+            b.1 = password;
+        }
     }
 
     pub fn mailbox(&self) -> &str {
@@ -405,7 +425,7 @@ impl EwsClient {
         let mut x = SoapCall {
             url: &self.cfg.url,
             body: &envelope,
-            basic: self.basic.as_ref(),
+            basic: self.basic().clone(),
             anchor: self.cfg.impersonation.then_some(self.cfg.mailbox.as_str()),
             oauth: self.auth.oauth.is_some(),
         };

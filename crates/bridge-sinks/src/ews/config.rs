@@ -62,7 +62,9 @@ pub struct Config {
     pub impersonation: bool,
     #[serde(default = "default_version")]
     pub version: String,
-    /// The calendar folder (only the mailbox's calendar for now).
+    /// The calendar folder: `"calendar"` (the default) is the mailbox's
+    /// calendar; any other value is the display name of a calendar folder
+    /// under it.
     pub folder: Option<String>,
     #[serde(default)]
     pub create_folder: bool,
@@ -109,6 +111,11 @@ pub struct Validated {
     pub on_target_delete: OnTargetDelete,
     pub fallback_past_days: i64,
     pub fallback_future_days: i64,
+    /// `password_file`, resolved (re-read while paused).
+    pub password_file: Option<std::path::PathBuf>,
+    /// A named calendar folder under the mailbox's calendar.
+    pub folder: Option<String>,
+    pub create_folder: bool,
 }
 
 impl TargetToml for Config {
@@ -162,11 +169,26 @@ impl TargetToml for Config {
                 self.version
             ));
         }
-        if self.folder.as_deref().is_some_and(|f| f != "calendar") || self.create_folder {
+        let folder = match self.folder.as_deref().map(str::trim) {
+            None | Some("calendar") => None,
+            Some("") => {
+                p.push(format!(
+                    "{}: empty; leave it out for the mailbox's calendar, or name a calendar folder",
+                    key("folder")
+                ));
+                None
+            }
+            Some(f) if f.chars().any(char::is_control) => {
+                p.push(format!("{}: {f:?} has control characters", key("folder")));
+                None
+            }
+            Some(f) => Some(f.to_owned()),
+        };
+        if self.create_folder && folder.is_none() {
             p.push(format!(
-                "{}: only the mailbox's calendar (\"calendar\") is supported; named calendar folders and {} are not implemented yet",
-                key("folder"),
-                key("create_folder")
+                "{}: needs {} naming a calendar folder (the mailbox's calendar always exists)",
+                key("create_folder"),
+                key("folder")
             ));
         }
         let batch_size = self.batch_size.unwrap_or(50);
@@ -226,6 +248,9 @@ impl TargetToml for Config {
                     on_target_delete,
                     fallback_past_days: past,
                     fallback_future_days: future,
+                    password_file: self.password_file.as_deref().map(|f| ctx.resolve(f)),
+                    folder,
+                    create_folder: self.create_folder,
                 })
             }
             _ => Err(p),
@@ -385,6 +410,10 @@ impl Validated {
             fallback_past_days: self.fallback_past_days,
             fallback_future_days: self.fallback_future_days,
             client: self.client.clone(),
+            password_file: self.password_file.clone(),
+            pause_retry: super::sink::PAUSE_RETRY,
+            folder: self.folder.clone(),
+            create_folder: self.create_folder,
         }
     }
 
@@ -506,6 +535,21 @@ impl ValidatedTarget for Validated {
             ))),
             None => out.push(Check::fail("GetFolder answered nothing".to_owned())),
         }
+        if let Some(name) = &self.folder {
+            out.push(
+                match super::folder::find(&client, self.client.impersonation, name).await {
+                    Ok(Some(_)) => Check::ok(format!("calendar folder {name:?} found")),
+                    Ok(None) if self.create_folder => Check::ok(format!(
+                        "calendar folder {name:?} not found; the first run creates it (create_folder = true)"
+                    )),
+                    Ok(None) => Check::fail(format!(
+                        "calendar folder {name:?} not found under the calendar of {}; create it or set create_folder = true",
+                        self.client.mailbox
+                    )),
+                    Err(e) => Check::fail(format!("calendar folder {name:?}: {e}")),
+                },
+            );
+        }
         out
     }
 }
@@ -553,7 +597,7 @@ mod tests {
     #[test]
     fn every_problem_with_its_key() {
         let e = validate(
-            "url = \"ftp://x\"\nmailbox = \"nobody\"\nauth = \"oauth\"\nusername = \"u\"\nversion = \"Exchange2099\"\nbatch_size = 0\nfolder = \"Team\"\non_target_delete = \"ignore\"\nprivacy = \"open\"\n",
+            "url = \"ftp://x\"\nmailbox = \"nobody\"\nauth = \"oauth\"\nusername = \"u\"\nversion = \"Exchange2099\"\nbatch_size = 0\nfolder = \"\"\non_target_delete = \"ignore\"\nprivacy = \"open\"\n",
         )
         .unwrap_err();
         let want = [
@@ -577,5 +621,22 @@ mod tests {
             validate("url = \"https://x/EWS/Exchange.asmx\"\nmailbox = \"a@b\"\nauth = \"ntlm\"\n")
                 .unwrap_err();
         assert!(e[0].contains("\"ntlm\" is not supported"), "{e:?}");
+    }
+
+    #[test]
+    fn a_named_folder_and_create_folder() {
+        let base = "url = \"https://x/EWS/Exchange.asmx\"\nmailbox = \"a@example.com\"\nusername = \"svc\"\npassword = \"p\"\nimpersonation = true\n";
+        let v = validate(&format!(
+            "{base}folder = \"Feishu\"\ncreate_folder = true\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (v.folder.as_deref(), v.create_folder),
+            (Some("Feishu"), true)
+        );
+        let v = validate(&format!("{base}folder = \"calendar\"\n")).unwrap();
+        assert_eq!(v.folder, None);
+        let e = validate(&format!("{base}create_folder = true\n")).unwrap_err();
+        assert!(e[0].starts_with("sinks[2].create_folder: needs"), "{e:?}");
     }
 }

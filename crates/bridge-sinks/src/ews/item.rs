@@ -57,6 +57,9 @@ pub struct Written {
     pub hash: String,
     /// Start, End, zones and pattern: what a master's occurrences depend on.
     pub signature: String,
+    /// The instants written as Start and End.
+    pub start: i64,
+    pub end: i64,
 }
 
 fn time(at: i64) -> String {
@@ -326,10 +329,23 @@ pub fn item(
         props,
         hash,
         signature,
+        start,
+        end,
     }
 }
 
 impl Written {
+    /// Whether `text`, read back as element `t:<name>` of property `path`
+    /// (`item:Subject`, `calendar:Location`), differs from what is written
+    /// (an absent element reads as empty).
+    pub fn differs(&self, path: &str, name: &str, text: Option<&str>) -> bool {
+        let got = leaf(name, text.unwrap_or_default());
+        self.props
+            .iter()
+            .find(|p| p.path == path)
+            .map_or(text.is_some_and(|t| !t.is_empty()), |p| p.xml != got)
+    }
+
     /// `<t:CalendarItem>…</t:CalendarItem>` for CreateItem.
     pub fn create_xml(&self) -> String {
         let mut o = String::from("<t:CalendarItem>");

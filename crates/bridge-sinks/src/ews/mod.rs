@@ -5,6 +5,7 @@
 //! * `config`: `[[sinks]] kind = "ews"` (validation with key paths, `check`).
 //! * `client`: the SOAP transport on `bridge-http` (Basic or OAuth
 //!   client-credentials, impersonation, throttling).
+//! * `folder`: a named calendar folder (found, or created).
 //! * `item`: a canonical event as a `t:CalendarItem` in schema order.
 //! * `sink`: the replica (batches, identity by extended properties,
 //!   adoption, occurrences, drift).
@@ -15,9 +16,10 @@
 
 pub mod client;
 pub mod config;
+pub mod folder;
 pub mod item;
 pub mod sink;
 pub mod xml;
 
 pub use client::{ClientConfig, Credentials, EwsClient, EwsError};
-pub use sink::{EwsSink, EwsSinkConfig, OnTargetDelete};
+pub use sink::{EwsSink, EwsSinkConfig, OnTargetDelete, PAUSE_RETRY};

@@ -32,7 +32,7 @@
 //! occurrence within a horizon, with a warning.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bridge_core::plan::Op;
@@ -40,17 +40,20 @@ use bridge_core::privacy::project;
 use bridge_core::{CanonicalEvent, EventKey, EventTime, Privacy, Series};
 use bridge_target::{
     Drift, DriftInput, ItemOutcome, RemoteRef, Replica, ReplicaInput, SeriesOutcome, Sink,
-    SinkError, Target,
+    SinkError, StateStore, Target,
 };
 use chrono_tz::Tz;
 
 use super::client::{
     ClientConfig, Credentials, EwsClient, EwsError, ItemResult, TRANSIENT, messages,
 };
+use super::folder;
 use super::item::{self, CALENDAR_PROPERTY, Shape, Written, prop_uri};
 use super::xml::{El, esc};
 use crate::microsoft::recurrence::{self, Recurrence};
 use crate::microsoft::tag;
+
+mod drift;
 
 /// What to do with an item a user deleted in Exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +77,29 @@ pub struct EwsSinkConfig {
     pub fallback_past_days: i64,
     pub fallback_future_days: i64,
     pub client: ClientConfig,
+    /// A calendar folder (display name) under the mailbox's calendar to
+    /// write into instead of the calendar itself.
+    pub folder: Option<String>,
+    /// Create `folder` when it does not exist.
+    pub create_folder: bool,
+    /// The file the Basic password was read from (resolved): a paused sink
+    /// resumes at once when its content changes.
+    pub password_file: Option<std::path::PathBuf>,
+    /// How long an account pause holds before the sink tries again.
+    pub pause_retry: std::time::Duration,
+}
+
+/// How long an account pause holds by default.
+pub const PAUSE_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Why the sink is paused, and since when.
+#[derive(Debug, Clone)]
+struct Pause {
+    message: String,
+    since: std::time::Instant,
+    /// Whether it lifts (an account problem a person fixes while the
+    /// daemon runs); a configuration the client refused never does.
+    lifts: bool,
 }
 
 /// Records of fallback series (single items per occurrence) carry this
@@ -91,8 +117,17 @@ const ROUNDS: usize = 3;
 pub struct EwsSink {
     cfg: EwsSinkConfig,
     client: Result<EwsClient, String>,
-    pause: Mutex<Option<String>>,
+    pause: Mutex<Option<Pause>>,
+    /// The sink's own state (acknowledged masters, see [`drift`]); without
+    /// one, kept in memory only.
+    state: Option<Arc<dyn StateStore>>,
+    acks: Mutex<HashMap<String, drift::Ack>>,
+    /// The id of `cfg.folder`, once found or created.
+    folder_id: Mutex<Option<String>>,
 }
+
+/// State name of the named folder's id (key: its display name).
+const FOLDER_STATE: &str = "ews-folder";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -200,17 +235,6 @@ fn gone(code: &str) -> bool {
     )
 }
 
-fn folder_xml(client: &EwsClient, impersonation: bool) -> String {
-    if impersonation {
-        "<t:DistinguishedFolderId Id=\"calendar\"/>".to_owned()
-    } else {
-        format!(
-            "<t:DistinguishedFolderId Id=\"calendar\"><t:Mailbox><t:EmailAddress>{}</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>",
-            esc(client.mailbox())
-        )
-    }
-}
-
 fn item_id_xml(id: &str, ck: Option<&str>) -> String {
     match ck.filter(|c| !c.is_empty()) {
         Some(ck) => format!("<t:ItemId Id=\"{}\" ChangeKey=\"{}\"/>", esc(id), esc(ck)),
@@ -240,12 +264,26 @@ fn split_etag(etag: Option<&str>) -> (String, Option<String>) {
 impl EwsSink {
     pub fn new(cfg: EwsSinkConfig, creds: Credentials) -> Self {
         let client = EwsClient::new(cfg.client.clone(), creds).map_err(|e| e.to_string());
-        let pause = client.as_ref().err().cloned();
+        let pause = client.as_ref().err().map(|e| Pause {
+            message: e.clone(),
+            since: std::time::Instant::now(),
+            lifts: false,
+        });
         Self {
             cfg,
             client,
             pause: Mutex::new(pause),
+            state: None,
+            acks: Mutex::new(HashMap::new()),
+            folder_id: Mutex::new(None),
         }
+    }
+
+    /// Keeps the sink's state (what drift acknowledged) in `state`.
+    #[must_use]
+    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
     }
 
     pub fn config(&self) -> &EwsSinkConfig {
@@ -267,10 +305,132 @@ impl EwsSink {
         if let SinkError::Paused(m) = &s {
             let msg = pause_message(&self.cfg, e, m);
             tracing::error!(sink = %self.cfg.id, "{msg}; the EWS sink pauses, other sinks go on");
-            *lock(&self.pause) = Some(msg.clone());
+            *lock(&self.pause) = Some(Pause {
+                message: msg.clone(),
+                since: std::time::Instant::now(),
+                lifts: true,
+            });
             return SinkError::Paused(msg);
         }
         s
+    }
+
+    /// The folder written into: the named folder once resolved
+    /// ([`Self::ensure_folder`]), else the mailbox's calendar.
+    fn folder_xml(&self, client: &EwsClient) -> String {
+        match lock(&self.folder_id).as_deref() {
+            Some(id) => folder::folder_id_xml(id),
+            None => folder::calendar_xml(client.mailbox(), self.cfg.client.impersonation),
+        }
+    }
+
+    /// Finds (or creates, with `create_folder`) the named folder and keeps
+    /// its id (in memory and in the sink's state). A folder that is missing
+    /// and may not be created pauses the sink with what to do.
+    async fn ensure_folder(&self, client: &EwsClient) -> Result<(), SinkError> {
+        let Some(name) = self.cfg.folder.as_deref() else {
+            return Ok(());
+        };
+        if lock(&self.folder_id).is_some() {
+            return Ok(());
+        }
+        if let Some(state) = &self.state
+            && let Ok(Some(v)) = state.get(FOLDER_STATE, name).await
+            && let Ok(id) = serde_json::from_str::<String>(&v)
+        {
+            *lock(&self.folder_id) = Some(id);
+            return Ok(());
+        }
+        let imp = self.cfg.client.impersonation;
+        let id = match folder::find(client, imp, name)
+            .await
+            .map_err(|e| self.note(&e))?
+        {
+            Some(id) => id,
+            None if self.cfg.create_folder => {
+                let id = folder::create(client, imp, name)
+                    .await
+                    .map_err(|e| self.note(&e))?;
+                tracing::info!(sink = %self.cfg.id, folder = name, "created the calendar folder");
+                id
+            }
+            None => {
+                let msg = format!(
+                    "EWS sink {} paused: the calendar folder {name:?} does not exist under the calendar of {}; create it (in Outlook: New Calendar) or set create_folder = true; it looks again in {} minutes",
+                    self.cfg.id,
+                    client.mailbox(),
+                    self.cfg.pause_retry.as_secs().div_ceil(60)
+                );
+                tracing::error!(sink = %self.cfg.id, "{msg}");
+                *lock(&self.pause) = Some(Pause {
+                    message: msg.clone(),
+                    since: std::time::Instant::now(),
+                    lifts: true,
+                });
+                return Err(SinkError::Paused(msg));
+            }
+        };
+        if let Some(state) = &self.state
+            && let Err(e) = state
+                .put(
+                    FOLDER_STATE,
+                    name,
+                    &serde_json::Value::from(id.clone()).to_string(),
+                )
+                .await
+        {
+            tracing::warn!(sink = %self.cfg.id, error = %e, "could not write the sink's state");
+        }
+        *lock(&self.folder_id) = Some(id);
+        Ok(())
+    }
+
+    /// Forgets the named folder's id (it was deleted): found or created
+    /// again on the next pass.
+    async fn forget_folder(&self) {
+        let Some(name) = self.cfg.folder.as_deref() else {
+            return;
+        };
+        *lock(&self.folder_id) = None;
+        if let Some(state) = &self.state {
+            let _ = state.delete(FOLDER_STATE, name).await;
+        }
+    }
+
+    /// Why the sink is paused now. An account pause lifts when
+    /// `password_file` holds another password than the one refused (the
+    /// new one is used at once), or after `pause_retry`: the next pass
+    /// tries again and pauses again if nothing was fixed.
+    fn pause_now(&self) -> Option<String> {
+        let mut pause = lock(&self.pause);
+        let p = pause.as_ref()?;
+        if !p.lifts {
+            return Some(p.message.clone());
+        }
+        let why = if let Some(new) = self.changed_password() {
+            if let Ok(c) = &self.client {
+                c.set_password(new);
+            }
+            "its password_file changed"
+        } else if p.since.elapsed() >= self.cfg.pause_retry {
+            "its pause ran out"
+        } else {
+            return Some(p.message.clone());
+        };
+        tracing::info!(sink = %self.cfg.id, "the EWS sink tries again: {why}");
+        *pause = None;
+        None
+    }
+
+    /// The password in `password_file` when it differs from the one in use.
+    /// (A small synchronous read: `paused` is synchronous, and the file is
+    /// one line.)
+    fn changed_password(&self) -> Option<bridge_http::Secret> {
+        let path = self.cfg.password_file.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let new = bridge_http::Secret::new(text.trim());
+        let used = self.client.as_ref().ok()?.password()?;
+        (!new.is_empty() && new != used).then_some(new)
     }
 
     /// Runs one batched operation; request-level errors become per-item.
@@ -339,7 +499,7 @@ impl EwsSink {
                 "<m:FindItem Traversal=\"Shallow\"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>{}{}</t:AdditionalProperties></m:ItemShape><m:IndexedPageItemView MaxEntriesReturned=\"{PAGE}\" Offset=\"{offset}\" BasePoint=\"Beginning\"/><m:Restriction>{restriction}</m:Restriction><m:ParentFolderIds>{}</m:ParentFolderIds></m:FindItem>",
                 prop_uri(tag::KEY_PROPERTY),
                 prop_uri(tag::HASH_PROPERTY),
-                folder_xml(client, self.cfg.client.impersonation)
+                self.folder_xml(client)
             );
             let answer = client.call("FindItem", &body).await?;
             let msg = messages(&answer)
@@ -347,6 +507,9 @@ impl EwsSink {
                 .next()
                 .ok_or_else(|| EwsError::Decode("FindItem answered no message".into()))?;
             if !msg.ok() {
+                if msg.code == "ErrorFolderNotFound" {
+                    self.forget_folder().await;
+                }
                 return Err(EwsError::Fault {
                     code: msg.code,
                     message: msg.message,
@@ -411,7 +574,18 @@ fn pause_message(cfg: &EwsSinkConfig, e: &EwsError, m: &str) -> String {
         }
         _ => "check the sink's configuration",
     };
-    format!("EWS sink {} paused: {m}; {fix}", cfg.id)
+    let retry = match &cfg.password_file {
+        Some(f) if matches!(e, EwsError::Unauthorized(_)) => format!(
+            "; it tries again at once when {} changes, else in {} minutes",
+            f.display(),
+            cfg.pause_retry.as_secs().div_ceil(60)
+        ),
+        _ => format!(
+            "; it tries again in {} minutes",
+            cfg.pause_retry.as_secs().div_ceil(60)
+        ),
+    };
+    format!("EWS sink {} paused: {m}; {fix}{retry}", cfg.id)
 }
 
 /// The zone all-day items use: the calendar's, else UTC.
@@ -440,18 +614,7 @@ fn fallback_events(
             out.push((*o).clone());
             continue;
         }
-        let mut ev = master.clone();
-        ev.start = master.start.same_form(t);
-        ev.end = match (master.end, ev.start) {
-            (EventTime::Date(_), EventTime::Date(d)) => {
-                EventTime::Date(d + chrono::Days::new((len / 86_400).max(1) as u64))
-            }
-            _ => master.end.same_form(ev.start.instant() + len),
-        };
-        ev.rrule = None;
-        ev.rrule_bound = None;
-        ev.key = key;
-        out.push(ev);
+        out.push(occurrence_event(master, t, len, key));
     }
     // Modified occurrences moved from a time outside the horizon still show.
     for o in &series.overrides {
@@ -463,6 +626,23 @@ fn fallback_events(
         }
     }
     Ok(out)
+}
+
+/// The unmodified occurrence of `master` starting at `t` (`len` seconds
+/// long), keyed `key`.
+fn occurrence_event(master: &CanonicalEvent, t: i64, len: i64, key: EventKey) -> CanonicalEvent {
+    let mut ev = master.clone();
+    ev.start = master.start.same_form(t);
+    ev.end = match (master.end, ev.start) {
+        (EventTime::Date(_), EventTime::Date(d)) => {
+            EventTime::Date(d + chrono::Days::new((len / 86_400).max(1) as u64))
+        }
+        _ => master.end.same_form(ev.start.instant() + len),
+    };
+    ev.rrule = None;
+    ev.rrule_bound = None;
+    ev.key = key;
+    ev
 }
 
 /// The 1-based index of the occurrence at `original` of `master`: the
@@ -484,26 +664,10 @@ fn occurrence_index(master: &CanonicalEvent, original: i64) -> Option<u32> {
     u32::try_from(p + 1).ok()
 }
 
-/// The occurrence starts of a master in `[from, until)`. The `rrule` crate
-/// generates nothing from a start in the second of two equal wall-clock
-/// hours, so such a rule is expanded from the first and its first
-/// occurrence put back at Feishu's instant.
+/// The occurrence starts of a master in `[from, until)` (exact instants,
+/// also from a start in a repeated hour: [`recurrence::occurrences`]).
 fn expand(master: &CanonicalEvent, from: i64, until: i64, max: usize) -> Result<Vec<i64>, String> {
-    let error = bridge_core::instant::wall_clock_error(&master.start);
-    let EventTime::Zoned { at, tz } = master.start else {
-        return recurrence::occurrences(master, from, until, max);
-    };
-    if error == 0 {
-        return recurrence::occurrences(master, from, until, max);
-    }
-    let mut m = master.clone();
-    m.start = EventTime::Zoned { at: at - error, tz };
-    let mut starts = recurrence::occurrences(&m, from.min(at - error), until, max)?;
-    if starts.first() == Some(&(at - error)) {
-        starts[0] = at;
-    }
-    starts.retain(|t| *t >= from);
-    Ok(starts)
+    recurrence::occurrences(master, from, until, max)
 }
 
 impl EwsSink {
@@ -937,7 +1101,7 @@ impl EwsSink {
             .collect();
         let open = format!(
             "<m:CreateItem SendMeetingInvitations=\"SendToNone\"><m:SavedItemFolderId>{}</m:SavedItemFolderId><m:Items>",
-            folder_xml(client, self.cfg.client.impersonation)
+            self.folder_xml(client)
         );
         let res = self
             .batched(
@@ -1213,12 +1377,13 @@ impl EwsSink {
         let res = self
             .batched(client, "GetItem", "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape><m:ItemIds>", "</m:ItemIds></m:GetItem>", &parts)
             .await;
-        for (i, r) in touched.into_iter().zip(res) {
+        for (i, r) in touched.iter().copied().zip(res) {
             if let Ok(m) = r
                 && m.ok()
                 && let (Some(b), Some(id)) = (works[i].base.as_mut(), m.item_id())
             {
                 b.done = Some(id);
+                self.ack_applied(&works[i]).await;
             }
         }
     }
@@ -1348,13 +1513,33 @@ impl EwsSink {
                 })
                 .collect()
         };
-        if let Some(m) = lock(&self.pause).clone() {
+        if let Some(m) = self.pause_now() {
             return paused(m);
         }
         let client = match &self.client {
             Ok(c) => c,
             Err(e) => return paused(e.clone()),
         };
+        if let Err(e) = self.ensure_folder(client).await {
+            return match e {
+                SinkError::Paused(m) => paused(m),
+                e => input
+                    .ops
+                    .iter()
+                    .map(|so| SeriesOutcome {
+                        uid: so.uid.to_owned(),
+                        items: so
+                            .ops
+                            .iter()
+                            .map(|op| ItemOutcome {
+                                op: op.clone(),
+                                result: Err(e.clone()),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+        }
         let zone = all_day_zone(input.calendar.timezone.as_deref());
         let mut works: Vec<Work> = input
             .ops
@@ -1405,7 +1590,7 @@ impl EwsSink {
         }
         self.occurrences(client, &mut works).await;
         self.roll_back(client, &works).await;
-        if let Some(m) = lock(&self.pause).clone() {
+        if let Some(m) = lock(&self.pause).as_ref().map(|p| p.message.clone()) {
             // Paused mid-way: what was not done waits for the resume.
             for w in works.iter_mut() {
                 if w.failed.is_some() {
@@ -1430,7 +1615,7 @@ impl Replica for EwsSink {
     }
 
     fn paused(&self) -> Option<String> {
-        lock(&self.pause).clone()
+        self.pause_now()
     }
 
     async fn healthcheck(&self) -> Result<(), SinkError> {
@@ -1438,9 +1623,10 @@ impl Replica for EwsSink {
             .client
             .as_ref()
             .map_err(|e| SinkError::Paused(e.clone()))?;
+        self.ensure_folder(client).await?;
         let body = format!(
             "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds>{}</m:FolderIds></m:GetFolder>",
-            folder_xml(client, self.cfg.client.impersonation)
+            self.folder_xml(client)
         );
         let answer = client
             .call("GetFolder", &body)
@@ -1461,18 +1647,19 @@ impl Replica for EwsSink {
     }
 
     /// Our items of the calendar against the records: a recorded item gone
-    /// is written again or tombstoned (`on_target_delete`); one whose
-    /// ChangeKey moved was edited by a user and is written again (a master
-    /// is removed first, so that its occurrences come back with it); tagged
-    /// items nobody recorded are removed.
+    /// is written again or tombstoned (`on_target_delete`); a single whose
+    /// ChangeKey moved was edited by a user and is written again; a master
+    /// whose ChangeKey moved is looked at occurrence by occurrence
+    /// ([`drift`]); tagged items nobody recorded are removed.
     async fn drift(&self, input: DriftInput<'_>) -> Result<Drift, SinkError> {
-        if let Some(m) = lock(&self.pause).clone() {
+        if let Some(m) = self.pause_now() {
             return Err(SinkError::Paused(m));
         }
         let client = self
             .client
             .as_ref()
             .map_err(|e| SinkError::Paused(e.clone()))?;
+        self.ensure_folder(client).await?;
         let remote = self
             .list_ours(client, &input.calendar.id, None)
             .await
@@ -1481,6 +1668,7 @@ impl Replica for EwsSink {
         let mut drift = Drift::default();
         let mut recorded: BTreeSet<&str> = BTreeSet::new();
         let mut stale_masters: Vec<String> = Vec::new();
+        let mut moved: Vec<(EventKey, String)> = Vec::new();
         for (k, r) in input.records {
             let ids: Vec<&str> = r.remote.id.split(' ').filter(|s| !s.is_empty()).collect();
             recorded.extend(ids.iter().copied());
@@ -1508,13 +1696,25 @@ impl Replica for EwsSink {
             if ck == FALLBACK {
                 continue;
             }
-            if present[0].is_some_and(|p| p.change_key != ck) {
-                drift.rewrite.push(k.clone());
-                if sig.is_some() {
-                    stale_masters.push(ids[0].to_owned());
+            let Some(now) = present[0].filter(|p| p.change_key != ck) else {
+                continue;
+            };
+            if sig.is_some() {
+                // A master changes with its occurrences: looked at one by
+                // one below, unless drift or apply saw this version already.
+                if self
+                    .ack(ids[0])
+                    .await
+                    .is_none_or(|a| a.ck != now.change_key)
+                {
+                    moved.push((k.clone(), ids[0].to_owned()));
                 }
+            } else {
+                drift.rewrite.push(k.clone());
             }
         }
+        self.check_masters(client, &input, &moved, &mut drift, &mut stale_masters)
+            .await;
         // Unrecorded items of ours: a duplicate of a recorded key, or a key
         // the source no longer has, is an orphan; one whose key is current
         // and unrecorded is left to the next apply, which adopts it.

@@ -599,16 +599,27 @@ pub fn from_event(ev: &CanonicalEvent) -> Result<Recurrence, Unsupported> {
     })
 }
 
-/// The rule of `ev` built for the `rrule` crate, from its exact start.
-fn rule_set(ev: &CanonicalEvent) -> Result<rrule::RRuleSet, String> {
+/// The rule of `ev` built for the `rrule` crate, and the first start to put
+/// back at its exact instant, `(generated, exact)`.
+///
+/// The crate expands in wall-clock time: from a start in the second of two
+/// equal wall-clock hours (the repeated hour when clocks go back) it
+/// resolves the local time to the first one, and then generates nothing at
+/// all. So such a rule is built from the first of the two hours (every later
+/// occurrence is a wall-clock reading anyway), and its first occurrence is
+/// put back at the series' exact start.
+fn rule_set(ev: &CanonicalEvent) -> Result<(rrule::RRuleSet, Option<(i64, i64)>), String> {
     let rule = ev
         .rrule
         .as_deref()
         .ok_or("the event has no recurrence rule")?;
     let (zone, _) = anchor(ev);
     let rtz = rrule::Tz::Tz(zone);
+    let exact = ev.start.instant();
+    let error = bridge_core::instant::wall_clock_error(&ev.start);
+    let generated = exact - error;
     let start = rtz
-        .timestamp_opt(ev.start.instant(), 0)
+        .timestamp_opt(generated, 0)
         .single()
         .ok_or("the start is out of range")?;
     // The rrule crate wants UNTIL in UTC; an all-day series' UNTIL is a date
@@ -625,17 +636,30 @@ fn rule_set(ev: &CanonicalEvent) -> Result<rrule::RRuleSet, String> {
         .join(";")
         .parse()
         .map_err(|e: rrule::RRuleError| e.to_string())?;
-    parsed.build(start).map_err(|e| e.to_string())
+    let set = parsed.build(start).map_err(|e| e.to_string())?;
+    Ok((set, (error != 0).then_some((generated, exact))))
+}
+
+/// Every start the rule generates, in order (exact instants, see
+/// [`rule_set`]).
+fn starts(ev: &CanonicalEvent) -> Result<impl Iterator<Item = i64>, String> {
+    let (set, fix) = rule_set(ev)?;
+    Ok(set.into_iter().enumerate().map(move |(n, dt)| {
+        let t = dt.timestamp();
+        match fix {
+            Some((generated, exact)) if n == 0 && t == generated => exact,
+            _ => t,
+        }
+    }))
 }
 
 fn last_occurrence(ev: &CanonicalEvent) -> Result<Option<i64>, Unsupported> {
-    let set = rule_set(ev).map_err(Unsupported)?;
     let mut last = None;
-    for (steps, dt) in set.into_iter().enumerate() {
+    for (steps, t) in starts(ev).map_err(Unsupported)?.enumerate() {
         if steps >= MAX_STEPS {
             return Err(unsupported("the rule has too many occurrences to bound"));
         }
-        last = Some(dt.timestamp());
+        last = Some(t);
     }
     Ok(last)
 }
@@ -649,10 +673,8 @@ pub fn occurrences(
     until: i64,
     max: usize,
 ) -> Result<Vec<i64>, String> {
-    let set = rule_set(ev)?;
     let mut out = Vec::new();
-    for (steps, dt) in set.into_iter().enumerate() {
-        let t = dt.timestamp();
+    for (steps, t) in starts(ev)?.enumerate() {
         if steps >= MAX_STEPS || t >= until || out.len() >= max {
             break;
         }
@@ -886,6 +908,109 @@ mod tests {
         let some = occurrences(&ev, first + 1, first + 3 * 86_400, 100).unwrap();
         assert_eq!(some, vec![first + 86_400, first + 2 * 86_400]);
         assert_eq!(occurrences(&ev, 0, i64::MAX, 2).unwrap().len(), 2);
+    }
+
+    const NY: Tz = chrono_tz::America::New_York;
+    /// 2026-11-01 01:15 EST, the second 01:15 of that day in New York.
+    const SECOND_0115: i64 = 1_793_513_700;
+
+    fn ny_master(at: i64, rule: &str) -> CanonicalEvent {
+        let mut ev = master("2026-12-07 09:00", rule);
+        ev.start = EventTime::Zoned { at, tz: NY };
+        ev.end = EventTime::Zoned {
+            at: at + 1800,
+            tz: NY,
+        };
+        ev
+    }
+
+    #[test]
+    fn a_start_in_the_repeated_hour_expands_from_its_exact_instant() {
+        assert_eq!(
+            bridge_core::instant::wall_clock_error(&EventTime::Zoned {
+                at: SECOND_0115,
+                tz: NY
+            }),
+            3600
+        );
+        let ev = ny_master(SECOND_0115, "FREQ=DAILY;COUNT=3");
+        // The first at Feishu's instant, the next ones at 01:15 EST.
+        assert_eq!(
+            occurrences(&ev, i64::MIN / 4, i64::MAX, 10).unwrap(),
+            vec![SECOND_0115, SECOND_0115 + 86_400, SECOND_0115 + 2 * 86_400]
+        );
+        // A window after the first still sees the later ones.
+        assert_eq!(
+            occurrences(&ev, SECOND_0115 + 1, i64::MAX, 10).unwrap(),
+            vec![SECOND_0115 + 86_400, SECOND_0115 + 2 * 86_400]
+        );
+        // The first hour of the two is not affected.
+        let first = ny_master(SECOND_0115 - 3600, "FREQ=DAILY;COUNT=2");
+        assert_eq!(
+            occurrences(&first, i64::MIN / 4, i64::MAX, 10).unwrap(),
+            vec![SECOND_0115 - 3600, SECOND_0115 - 3600 + 90_000]
+        );
+    }
+
+    #[test]
+    fn until_and_large_counts_from_the_repeated_hour() {
+        let start = date("2026-11-01");
+        let r = from_event(&ny_master(SECOND_0115, "FREQ=DAILY;COUNT=1000")).unwrap();
+        assert_eq!(
+            r.range,
+            Range::EndDate {
+                start,
+                end: start + chrono::Days::new(999)
+            }
+        );
+        // UNTIL 2026-11-05 06:15Z = 01:15 EST: that day's occurrence is in.
+        let ev = ny_master(SECOND_0115, "FREQ=DAILY;UNTIL=20261105T061500Z");
+        let r = from_event(&ev).unwrap();
+        assert_eq!(
+            r.range,
+            Range::EndDate {
+                start,
+                end: date("2026-11-05")
+            }
+        );
+        assert_eq!(
+            occurrences(&ev, i64::MIN / 4, i64::MAX, 100).unwrap().len(),
+            5
+        );
+        let r = from_event(&ny_master(SECOND_0115, "FREQ=DAILY;COUNT=999")).unwrap();
+        assert_eq!(r.range, Range::Numbered { start, count: 999 });
+    }
+
+    #[test]
+    fn until_and_counts_at_the_edges() {
+        // UNTIL exactly at an occurrence keeps it (RFC 5545: inclusive).
+        let ev = master("2026-12-07 09:00", "FREQ=DAILY;UNTIL=20261209T010000Z");
+        let r = from_event(&ev).unwrap();
+        assert_eq!(
+            r.range,
+            Range::EndDate {
+                start: date("2026-12-07"),
+                end: date("2026-12-09")
+            }
+        );
+        assert_eq!(occurrences(&ev, 0, i64::MAX, 100).unwrap().len(), 3);
+        // UNTIL before the first occurrence: nothing to write.
+        let none = master("2026-12-07 09:00", "FREQ=DAILY;UNTIL=20261206T000000Z");
+        assert!(occurrences(&none, 0, i64::MAX, 100).map_or(true, |v| v.is_empty()));
+        assert!(from_event(&none).is_err());
+        // COUNT 999 stays numbered, 1000 and more become the last date.
+        let weekly = master("2026-12-07 09:00", "FREQ=WEEKLY;BYDAY=MO;COUNT=999");
+        assert!(matches!(
+            from_event(&weekly).unwrap().range,
+            Range::Numbered { count: 999, .. }
+        ));
+        let weekly = master("2026-12-07 09:00", "FREQ=WEEKLY;BYDAY=MO;COUNT=1500");
+        let Range::EndDate { end, .. } = from_event(&weekly).unwrap().range else {
+            panic!("an end date");
+        };
+        assert_eq!(end, date("2026-12-07") + chrono::Days::new(7 * 1499));
+        let all = occurrences(&weekly, 0, i64::MAX, usize::MAX).unwrap();
+        assert_eq!(all.len(), 1500);
     }
 
     #[test]
