@@ -78,7 +78,7 @@ impl ProjectionRoom {
     }
 }
 
-fn time(secs: i64, tz: &str) -> TimeInfo {
+pub(crate) fn time(secs: i64, tz: &str) -> TimeInfo {
     TimeInfo {
         date: None,
         timestamp: Some(UnixSeconds(secs)),
