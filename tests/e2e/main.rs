@@ -17,5 +17,6 @@ mod packaging;
 mod paths;
 mod reconcile_safety;
 mod rooms;
+mod rooms_replica;
 mod sandbox;
 mod store_damage;

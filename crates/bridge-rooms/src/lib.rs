@@ -32,7 +32,7 @@ pub mod service;
 pub mod target;
 
 pub use dispatch::Dispatch;
-pub use replica::{BusyQuery, ReplicaRoom};
+pub use replica::{BusyFn, BusyQuery, ReplicaRoom};
 pub use service::{AdminDecision, Mapping, RoomNumbers, RoomView, Rooms, Selector, Settings};
 pub use target::{Booked, ProjectionRoom, RoomCalendar};
 

@@ -42,6 +42,43 @@ pub trait BusyQuery: Send + Sync + std::fmt::Debug {
     async fn busy(&self, from: i64, to: i64) -> Result<Vec<(i64, i64)>, String>;
 }
 
+/// What a [`BusyFn`] returns.
+pub type BusyFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<(i64, i64)>, String>> + Send>>;
+
+/// A [`BusyQuery`] made of a function (how the binary plugs in each
+/// service's client).
+#[derive(Clone)]
+pub struct BusyFn {
+    what: String,
+    f: Arc<dyn Fn(i64, i64) -> BusyFuture + Send + Sync>,
+}
+
+impl BusyFn {
+    pub fn new(
+        what: impl Into<String>,
+        f: impl Fn(i64, i64) -> BusyFuture + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            f: Arc::new(f),
+        }
+    }
+}
+
+impl std::fmt::Debug for BusyFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusyFn").field("what", &self.what).finish()
+    }
+}
+
+#[async_trait]
+impl BusyQuery for BusyFn {
+    async fn busy(&self, from: i64, to: i64) -> Result<Vec<(i64, i64)>, String> {
+        (self.f)(from, to).await
+    }
+}
+
 /// The state name the records are kept under.
 const STATE: &str = "room-bookings";
 

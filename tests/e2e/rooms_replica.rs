@@ -1,0 +1,289 @@
+//! Meeting rooms written to a replica end to end: the binary as the room
+//! system of a Feishu room whose calendar is a Google calendar (the Feishu
+//! and Google emulators).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bridge_emulators::feishu::rooms::NewRoom;
+use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_emulators::google::{GoogleEmulator, StoredEvent};
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::feishu::{bin, temp_dir, timed};
+use crate::google::{OWNER, Opts, google, google_sink};
+use crate::rooms::{TZ, at, booking_event, last_reasons};
+
+struct Env {
+    feishu: FeishuEmulator,
+    google: GoogleEmulator,
+    /// The room's Google calendar.
+    gcal: String,
+    config: PathBuf,
+    cal: String,
+    room: String,
+}
+
+async fn env(name: &str) -> Env {
+    let feishu = FeishuEmulator::start(FeishuConfig {
+        aggregation_window: Duration::from_millis(20),
+        webhook_retry_schedule: vec![Duration::from_millis(200); 4],
+        ..FeishuConfig::default()
+    })
+    .await
+    .unwrap();
+    let google = google().await;
+    let user = feishu.add_user("Li Lei");
+    let cal = feishu.primary_calendar(&user);
+    let room = feishu.register_room(NewRoom {
+        name: "Room A".into(),
+        capacity: Some(8),
+        third_party: true,
+        ..NewRoom::default()
+    });
+    let gcal = google.create_calendar(OWNER, "Room A");
+    let dir = temp_dir(&format!("rooms-replica-{name}"));
+    let c = feishu.config();
+    let text = format!(
+        "[store]\npath = \"{store}\"\n\n[feishu]\nbase_url = \"{base}\"\napp_id = \"{app}\"\n\
+         app_secret = \"{secret}\"\ncalendars = [\"{cal}\"]\ndelivery = \"webhook\"\n\
+         encrypt_key = \"enc-key\"\nverification_token = \"verify-token\"\n\n\
+         [server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+         [sync]\ndebounce_ms = 20\npoll_seconds = 3600\n{sink}\n\
+         [rooms]\ntimezone = \"{TZ}\"\nretry_base_seconds = 1\n\n\
+         [[rooms.map]]\nroom_id = \"{room}\"\nsink = \"google:google\"\ncalendar_id = \"{gcal}\"\n",
+        store = dir.join("state/bridge.redb").display(),
+        base = feishu.base_url(),
+        app = c.app_id,
+        secret = c.app_secret,
+        // The sink's own calendar is another one: the room's comes from the mapping.
+        sink = google_sink(
+            &google,
+            &dir,
+            &google.create_calendar(OWNER, "Mirror"),
+            &Opts::default()
+        ),
+    );
+    let config = dir.join("feishu-bridge.toml");
+    std::fs::write(&config, text).unwrap();
+    Env {
+        feishu,
+        google,
+        gcal,
+        config,
+        cal,
+        room,
+    }
+}
+
+impl Env {
+    fn start(&self) -> Daemon {
+        let d = Daemon::start(&self.config);
+        self.feishu.set_webhook(Some(WebhookTarget {
+            url: format!("http://{}/webhook/event", d.addr),
+            encrypt_key: Some("enc-key".into()),
+            verification_token: "verify-token".into(),
+        }));
+        let start = Instant::now();
+        while self.rooms(&["list"])["rooms"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the room registry was never read"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn rooms(&self, args: &[&str]) -> Value {
+        let out = bin()
+            .arg("rooms")
+            .args(args)
+            .args(["--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "rooms {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    fn book(&self, summary: &str, start: i64, end: i64) -> String {
+        let id = self
+            .feishu
+            .create_event(&self.cal, booking_event(summary, start, end, &self.room));
+        id.rsplit_once('_').unwrap().0.to_owned()
+    }
+
+    async fn wait_status(&self, uid: &str, status: &str) -> Value {
+        self.wait_decision(uid, status, 1).await
+    }
+
+    /// Waits until the booking has at least `n` decisions and `status`.
+    async fn wait_decision(&self, uid: &str, status: &str, n: usize) -> Value {
+        let id = format!("{}/{uid}/0", self.room);
+        let start = Instant::now();
+        loop {
+            let out = bin()
+                .args(["rooms", "explain", &id, "--json", "--config"])
+                .arg(&self.config)
+                .output()
+                .unwrap();
+            // Not there yet until the event is decided.
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if out.status.success()
+                && v["status"] == status
+                && v["decisions"].as_array().is_some_and(|d| d.len() >= n)
+            {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "booking {id} never became {status}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The live events of the room's calendar, as (summary, start, end).
+    fn live(&self) -> Vec<(String, i64, i64)> {
+        let ts = |t: bridge_emulators::google::EventTime| match t {
+            bridge_emulators::google::EventTime::DateTime(t) => t.timestamp(),
+            bridge_emulators::google::EventTime::Date(_) => 0,
+        };
+        let mut v: Vec<(String, i64, i64)> = self
+            .google
+            .events(&self.gcal)
+            .into_iter()
+            .filter(|e: &StoredEvent| e.status != "cancelled")
+            .map(|e| (e.summary.unwrap_or_default(), ts(e.start), ts(e.end)))
+            .collect();
+        v.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        v
+    }
+
+    async fn wait_live(&self, want: &[(&str, i64, i64)]) {
+        let want: Vec<(String, i64, i64)> = want
+            .iter()
+            .map(|(s, a, b)| ((*s).to_owned(), *a, *b))
+            .collect();
+        let start = Instant::now();
+        while self.live() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "room calendar {:?}, expected {want:?}",
+                self.live()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn writes(&self) -> usize {
+        self.google
+            .writes()
+            .iter()
+            .filter(|w| w.calendar_id == self.gcal)
+            .count()
+    }
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_go_to_the_rooms_google_calendar_checked_against_its_busy_times() {
+    let e = env("google").await;
+    // Someone booked the room in Google directly: busy 14:00–15:00.
+    e.google.seed_event(
+        &e.gcal,
+        json!({"summary": "Board meeting", "start": {"dateTime": rfc3339(at(1, 14, 0))},
+               "end": {"dateTime": rfc3339(at(1, 15, 0))}}),
+    );
+    // A free event there does not hold the room.
+    e.google.seed_event(
+        &e.gcal,
+        json!({"summary": "Reminder", "transparency": "transparent",
+               "start": {"dateTime": rfc3339(at(1, 16, 0))},
+               "end": {"dateTime": rfc3339(at(1, 17, 0))}}),
+    );
+    let daemon = e.start();
+    let listed = e.rooms(&["list"]);
+    assert!(
+        listed["rooms"][0]["target"]
+            .as_str()
+            .is_some_and(|t| t.contains(&e.gcal)),
+        "{listed}"
+    );
+
+    // A free slot: accepted and written to the room's calendar, busy-only.
+    let first = e.book("Standup", at(1, 10, 0), at(1, 11, 0));
+    e.wait_status(&first, "accepted").await;
+    e.wait_live(&[
+        ("Busy", at(1, 10, 0), at(1, 11, 0)),
+        ("Board meeting", at(1, 14, 0), at(1, 15, 0)),
+        ("Reminder", at(1, 16, 0), at(1, 17, 0)),
+    ])
+    .await;
+
+    // Overlapping the room calendar's own busy time: declined, with why.
+    let clash = e.book("Clash", at(1, 14, 30), at(1, 15, 30));
+    let v = e.wait_status(&clash, "declined").await;
+    assert!(last_reasons(&v).contains("room calendar"), "{v}");
+    // Over the transparent event: accepted.
+    let late = e.book("Late", at(1, 16, 0), at(1, 17, 0));
+    e.wait_status(&late, "accepted").await;
+    e.wait_live(&[
+        ("Busy", at(1, 10, 0), at(1, 11, 0)),
+        ("Board meeting", at(1, 14, 0), at(1, 15, 0)),
+        ("Busy", at(1, 16, 0), at(1, 17, 0)),
+        ("Reminder", at(1, 16, 0), at(1, 17, 0)),
+    ])
+    .await;
+
+    // A restart reads everything again and writes nothing new; a crash
+    // that lost the records would adopt the events (the ids are ours).
+    let before = e.writes();
+    daemon.kill9();
+    let daemon = e.start();
+    // Re-deciding our own booking is not a conflict with itself in the
+    // room calendar: a move within its own slot is accepted.
+    e.feishu.update_event(&e.cal, &format!("{first}_0"), |ev| {
+        ev.end_time = Some(timed(at(1, 10, 45), TZ));
+    });
+    let v = e.wait_decision(&first, "accepted", 2).await;
+    assert_eq!(v["decisions"][1]["trigger"], "updated", "{v}");
+    e.wait_live(&[
+        ("Busy", at(1, 10, 0), at(1, 10, 45)),
+        ("Board meeting", at(1, 14, 0), at(1, 15, 0)),
+        ("Busy", at(1, 16, 0), at(1, 17, 0)),
+        ("Reminder", at(1, 16, 0), at(1, 17, 0)),
+    ])
+    .await;
+    assert_eq!(
+        e.writes(),
+        before + 1,
+        "only the moved booking was written again"
+    );
+
+    // A deleted booking is removed from the room's calendar.
+    e.feishu.delete_event(&e.cal, &format!("{first}_0"));
+    e.wait_status(&first, "freed").await;
+    e.wait_live(&[
+        ("Board meeting", at(1, 14, 0), at(1, 15, 0)),
+        ("Busy", at(1, 16, 0), at(1, 17, 0)),
+        ("Reminder", at(1, 16, 0), at(1, 17, 0)),
+    ])
+    .await;
+    daemon.stop();
+}
