@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bridge_emulators::feishu::rooms::NewRoom;
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
-use bridge_emulators::google::{GoogleEmulator, StoredEvent};
+use bridge_emulators::google::{FaultKind, GoogleEmulator, StoredEvent};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
@@ -285,5 +285,40 @@ async fn bookings_go_to_the_rooms_google_calendar_checked_against_its_busy_times
         ("Reminder", at(1, 16, 0), at(1, 17, 0)),
     ])
     .await;
+
+    // The room calendar cannot be read: the booking is not accepted
+    // blindly, it stays pending (no reply) and is decided when it can.
+    e.google.fail_next(
+        "/freeBusy",
+        4,
+        FaultKind::Error {
+            status: 400,
+            domain: "global".into(),
+            reason: "invalid".into(),
+            message: "injected".into(),
+        },
+    );
+    let waiting = e.book("Waiting", at(2, 9, 0), at(2, 10, 0));
+    let v = e.wait_status(&waiting, "pending").await;
+    assert!(last_reasons(&v).contains("cannot be read"), "{v}");
+    let v = e.wait_decision(&waiting, "accepted", 2).await;
+    assert_eq!(
+        v["decisions"].as_array().map(Vec::len),
+        Some(2),
+        "one pending, one accepted: {v}"
+    );
+    let start = Instant::now();
+    while e.feishu.room_replies().iter().all(|r| r.uid != waiting) {
+        assert!(start.elapsed() < Duration::from_secs(30), "never replied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let replies: Vec<String> = e
+        .feishu
+        .room_replies()
+        .into_iter()
+        .filter(|r| r.uid == waiting)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(replies, vec!["ACCEPTED_BY_ADMIN".to_owned()]);
     daemon.stop();
 }

@@ -45,6 +45,8 @@ pub enum RoomsError {
     Feishu(#[from] bridge_feishu::FeishuError),
     #[error("the room target failed: {0}")]
     Target(String),
+    #[error("the room calendar's busy times cannot be read: {0}")]
+    BusyUnavailable(String),
     #[error("stored {what} {key:?} cannot be read: {reason}")]
     Doc {
         what: &'static str,
