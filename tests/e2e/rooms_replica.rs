@@ -1,13 +1,17 @@
 //! Meeting rooms written to a replica end to end: the binary as the room
-//! system of a Feishu room whose calendar is a Google calendar (the Feishu
-//! and Google emulators).
+//! system of a Feishu room whose calendar is a Google calendar, an EWS room
+//! mailbox or a Graph room mailbox (the Feishu emulator and the target's).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bridge_emulators::ews::{EwsConfig, EwsEmulator};
 use bridge_emulators::feishu::rooms::NewRoom;
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 use bridge_emulators::google::{FaultKind, GoogleEmulator, StoredEvent};
+use bridge_emulators::graph::{
+    GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT,
+};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
@@ -15,17 +19,25 @@ use crate::feishu::{bin, temp_dir, timed};
 use crate::google::{OWNER, Opts, google, google_sink};
 use crate::rooms::{TZ, at, booking_event, last_reasons};
 
+const ROOM_MAILBOX: &str = "room-a@example.com";
+
+/// The room's target.
+enum Room {
+    /// The Google emulator and the room's calendar id.
+    Google(GoogleEmulator, String),
+    Ews(EwsEmulator),
+    Graph(GraphEmulator),
+}
+
 struct Env {
     feishu: FeishuEmulator,
-    google: GoogleEmulator,
-    /// The room's Google calendar.
-    gcal: String,
+    target: Room,
     config: PathBuf,
     cal: String,
     room: String,
 }
 
-async fn env(name: &str) -> Env {
+async fn env(name: &str, kind: &str) -> Env {
     let feishu = FeishuEmulator::start(FeishuConfig {
         aggregation_window: Duration::from_millis(20),
         webhook_retry_schedule: vec![Duration::from_millis(200); 4],
@@ -33,7 +45,6 @@ async fn env(name: &str) -> Env {
     })
     .await
     .unwrap();
-    let google = google().await;
     let user = feishu.add_user("Li Lei");
     let cal = feishu.primary_calendar(&user);
     let room = feishu.register_room(NewRoom {
@@ -42,8 +53,62 @@ async fn env(name: &str) -> Env {
         third_party: true,
         ..NewRoom::default()
     });
-    let gcal = google.create_calendar(OWNER, "Room A");
     let dir = temp_dir(&format!("rooms-replica-{name}"));
+    // Each sink's own mailbox or calendar is another one: the room's comes
+    // from the mapping.
+    let (target, sink, map) = match kind {
+        "google" => {
+            let google = google().await;
+            let gcal = google.create_calendar(OWNER, "Room A");
+            let sink = google_sink(
+                &google,
+                &dir,
+                &google.create_calendar(OWNER, "Mirror"),
+                &Opts::default(),
+            );
+            let map = format!("sink = \"google:google\"\ncalendar_id = \"{gcal}\"\n");
+            (Room::Google(google, gcal), sink, map)
+        }
+        "ews" => {
+            let ews = EwsEmulator::start(EwsConfig {
+                mailboxes: vec!["alice@example.com".into(), ROOM_MAILBOX.into()],
+                ..EwsConfig::default()
+            })
+            .await
+            .unwrap();
+            let sink = format!(
+                "\n[[sinks]]\nkind = \"ews\"\nname = \"ex\"\nurl = \"{}\"\nmailbox = \"alice@example.com\"\n\
+                 auth = \"basic\"\nusername = \"svc-bridge\"\npassword = \"correct horse\"\nimpersonation = true\n",
+                ews.ews_url()
+            );
+            let map = format!("sink = \"ews:ex\"\nmailbox = \"{ROOM_MAILBOX}\"\n");
+            (Room::Ews(ews), sink, map)
+        }
+        _ => {
+            let graph = GraphEmulator::start_with(GraphConfig {
+                rate_limit: None,
+                ..GraphConfig::default()
+            })
+            .await
+            .unwrap();
+            graph.add_mailbox("mirror@example.com", MailboxAccess::Enabled);
+            graph.add_mailbox(ROOM_MAILBOX, MailboxAccess::Enabled);
+            let secret = dir.join("graph-secret");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&secret, format!("{TEST_CLIENT_SECRET}\n")).unwrap();
+            let sink = format!(
+                "\n[[sinks]]\nkind = \"graph\"\nname = \"graph\"\ntenant_id = \"{TEST_TENANT}\"\n\
+                 client_id = \"{TEST_CLIENT_ID}\"\nclient_secret_file = \"{}\"\n\
+                 mailbox = \"mirror@example.com\"\ncalendar = \"Mirror\"\ncreate_calendar = true\n\
+                 base_url = \"{}\"\ntoken_url = \"{}\"\n",
+                secret.display(),
+                graph.base_url(),
+                graph.token_url()
+            );
+            let map = format!("sink = \"graph:graph\"\nmailbox = \"{ROOM_MAILBOX}\"\n");
+            (Room::Graph(graph), sink, map)
+        }
+    };
     let c = feishu.config();
     let text = format!(
         "[store]\npath = \"{store}\"\n\n[feishu]\nbase_url = \"{base}\"\napp_id = \"{app}\"\n\
@@ -52,25 +117,18 @@ async fn env(name: &str) -> Env {
          [server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
          [sync]\ndebounce_ms = 20\npoll_seconds = 3600\n{sink}\n\
          [rooms]\ntimezone = \"{TZ}\"\nretry_base_seconds = 1\n\n\
-         [[rooms.map]]\nroom_id = \"{room}\"\nsink = \"google:google\"\ncalendar_id = \"{gcal}\"\n",
+         [[rooms.map]]\nroom_id = \"{room}\"\n{map}",
         store = dir.join("state/bridge.redb").display(),
         base = feishu.base_url(),
         app = c.app_id,
         secret = c.app_secret,
-        // The sink's own calendar is another one: the room's comes from the mapping.
-        sink = google_sink(
-            &google,
-            &dir,
-            &google.create_calendar(OWNER, "Mirror"),
-            &Opts::default()
-        ),
     );
+    std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("feishu-bridge.toml");
     std::fs::write(&config, text).unwrap();
     Env {
         feishu,
-        google,
-        gcal,
+        target,
         config,
         cal,
         room,
@@ -155,17 +213,42 @@ impl Env {
 
     /// The live events of the room's calendar, as (summary, start, end).
     fn live(&self) -> Vec<(String, i64, i64)> {
-        let ts = |t: bridge_emulators::google::EventTime| match t {
-            bridge_emulators::google::EventTime::DateTime(t) => t.timestamp(),
-            bridge_emulators::google::EventTime::Date(_) => 0,
+        let mut v: Vec<(String, i64, i64)> = match &self.target {
+            Room::Google(g, gcal) => {
+                let ts = |t: bridge_emulators::google::EventTime| match t {
+                    bridge_emulators::google::EventTime::DateTime(t) => t.timestamp(),
+                    bridge_emulators::google::EventTime::Date(_) => 0,
+                };
+                g.events(gcal)
+                    .into_iter()
+                    .filter(|e: &StoredEvent| e.status != "cancelled")
+                    .map(|e| (e.summary.unwrap_or_default(), ts(e.start), ts(e.end)))
+                    .collect()
+            }
+            Room::Ews(e) => e
+                .items(ROOM_MAILBOX)
+                .into_iter()
+                .map(|i| {
+                    (
+                        i.fields.subject.unwrap_or_default(),
+                        i.fields.start.map_or(0, |t| t.timestamp()),
+                        i.fields.end.map_or(0, |t| t.timestamp()),
+                    )
+                })
+                .collect(),
+            Room::Graph(g) => g
+                .events(ROOM_MAILBOX)
+                .unwrap()
+                .into_iter()
+                .map(|e| {
+                    (
+                        e["subject"].as_str().unwrap_or_default().to_owned(),
+                        graph_time(&e["start"]),
+                        graph_time(&e["end"]),
+                    )
+                })
+                .collect(),
         };
-        let mut v: Vec<(String, i64, i64)> = self
-            .google
-            .events(&self.gcal)
-            .into_iter()
-            .filter(|e: &StoredEvent| e.status != "cancelled")
-            .map(|e| (e.summary.unwrap_or_default(), ts(e.start), ts(e.end)))
-            .collect();
         v.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         v
     }
@@ -186,13 +269,71 @@ impl Env {
         }
     }
 
+    /// Writes into the Google room calendar.
     fn writes(&self) -> usize {
-        self.google
-            .writes()
-            .iter()
-            .filter(|w| w.calendar_id == self.gcal)
-            .count()
+        let (g, gcal) = self.google();
+        g.writes().iter().filter(|w| w.calendar_id == gcal).count()
     }
+
+    /// The room calendar's items as (start, id and version tag): what an
+    /// update or a rewrite would change.
+    fn versions(&self) -> Vec<(i64, String)> {
+        let mut v: Vec<(i64, String)> = match &self.target {
+            Room::Google(g, gcal) => g
+                .events(gcal)
+                .into_iter()
+                .filter(|e| e.status != "cancelled")
+                .map(|e| {
+                    let t = match e.start {
+                        bridge_emulators::google::EventTime::DateTime(t) => t.timestamp(),
+                        bridge_emulators::google::EventTime::Date(_) => 0,
+                    };
+                    (t, format!("{} {}", e.id, e.etag))
+                })
+                .collect(),
+            Room::Ews(e) => e
+                .items(ROOM_MAILBOX)
+                .into_iter()
+                .map(|i| {
+                    (
+                        i.fields.start.map_or(0, |t| t.timestamp()),
+                        format!("{} {}", i.id, i.change_key),
+                    )
+                })
+                .collect(),
+            Room::Graph(g) => g
+                .events(ROOM_MAILBOX)
+                .unwrap()
+                .into_iter()
+                .map(|e| {
+                    (
+                        graph_time(&e["start"]),
+                        format!("{} {}", e["id"], e["changeKey"]),
+                    )
+                })
+                .collect(),
+        };
+        v.sort();
+        v
+    }
+
+    fn google(&self) -> (&GoogleEmulator, &str) {
+        match &self.target {
+            Room::Google(g, c) => (g, c),
+            _ => panic!("not a Google room"),
+        }
+    }
+}
+
+/// A Graph `dateTimeTimeZone` in UTC (what the emulator stores) as Unix seconds.
+fn graph_time(v: &Value) -> i64 {
+    let zone = v["timeZone"].as_str().unwrap_or("UTC");
+    assert_eq!(zone, "UTC", "{v}");
+    chrono::NaiveDateTime::parse_from_str(
+        v["dateTime"].as_str().unwrap_or(""),
+        "%Y-%m-%dT%H:%M:%S%.f",
+    )
+    .map_or(0, |t| t.and_utc().timestamp())
 }
 
 fn rfc3339(t: i64) -> String {
@@ -203,16 +344,17 @@ fn rfc3339(t: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_go_to_the_rooms_google_calendar_checked_against_its_busy_times() {
-    let e = env("google").await;
+    let e = env("google", "google").await;
+    let (google, gcal) = e.google();
     // Someone booked the room in Google directly: busy 14:00–15:00.
-    e.google.seed_event(
-        &e.gcal,
+    google.seed_event(
+        gcal,
         json!({"summary": "Board meeting", "start": {"dateTime": rfc3339(at(1, 14, 0))},
                "end": {"dateTime": rfc3339(at(1, 15, 0))}}),
     );
     // A free event there does not hold the room.
-    e.google.seed_event(
-        &e.gcal,
+    google.seed_event(
+        gcal,
         json!({"summary": "Reminder", "transparency": "transparent",
                "start": {"dateTime": rfc3339(at(1, 16, 0))},
                "end": {"dateTime": rfc3339(at(1, 17, 0))}}),
@@ -222,7 +364,7 @@ async fn bookings_go_to_the_rooms_google_calendar_checked_against_its_busy_times
     assert!(
         listed["rooms"][0]["target"]
             .as_str()
-            .is_some_and(|t| t.contains(&e.gcal)),
+            .is_some_and(|t| t.contains(gcal)),
         "{listed}"
     );
 
@@ -288,7 +430,7 @@ async fn bookings_go_to_the_rooms_google_calendar_checked_against_its_busy_times
 
     // The room calendar cannot be read: the booking is not accepted
     // blindly, it stays pending (no reply) and is decided when it can.
-    e.google.fail_next(
+    google.fail_next(
         "/freeBusy",
         4,
         FaultKind::Error {
@@ -321,4 +463,65 @@ async fn bookings_go_to_the_rooms_google_calendar_checked_against_its_busy_times
         .collect();
     assert_eq!(replies, vec!["ACCEPTED_BY_ADMIN".to_owned()]);
     daemon.stop();
+}
+
+/// A room mailbox (EWS or Graph): accepted bookings become busy items of the
+/// room's own calendar, moved ones are updated, freed ones removed, and a
+/// restart writes nothing.
+async fn room_mailbox(kind: &str) {
+    let e = env(&format!("{kind}-mailbox"), kind).await;
+    let daemon = e.start();
+    let listed = e.rooms(&["list"]);
+    assert!(
+        listed["rooms"][0]["target"]
+            .as_str()
+            .is_some_and(|t| t.contains(ROOM_MAILBOX)),
+        "{listed}"
+    );
+    let first = e.book("Standup", at(1, 10, 0), at(1, 11, 0));
+    e.wait_status(&first, "accepted").await;
+    let clash = e.book("Clash", at(1, 10, 30), at(1, 11, 30));
+    e.wait_status(&clash, "declined").await;
+    let second = e.book("Retro", at(1, 15, 0), at(1, 16, 0));
+    e.wait_status(&second, "accepted").await;
+    e.wait_live(&[
+        ("Busy", at(1, 10, 0), at(1, 11, 0)),
+        ("Busy", at(1, 15, 0), at(1, 16, 0)),
+    ])
+    .await;
+
+    let before = e.versions();
+    daemon.kill9();
+    let daemon = e.start();
+    e.feishu.update_event(&e.cal, &format!("{second}_0"), |ev| {
+        ev.start_time = Some(timed(at(1, 16, 0), TZ));
+        ev.end_time = Some(timed(at(1, 17, 0), TZ));
+    });
+    e.wait_decision(&second, "accepted", 2).await;
+    e.wait_live(&[
+        ("Busy", at(1, 10, 0), at(1, 11, 0)),
+        ("Busy", at(1, 16, 0), at(1, 17, 0)),
+    ])
+    .await;
+    let after = e.versions();
+    assert_eq!(
+        after[0], before[0],
+        "the untouched booking is not written again after a restart"
+    );
+    assert_ne!(after[1], before[1], "the moved booking is written");
+
+    e.feishu.delete_event(&e.cal, &format!("{first}_0"));
+    e.wait_status(&first, "freed").await;
+    e.wait_live(&[("Busy", at(1, 16, 0), at(1, 17, 0))]).await;
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_go_to_an_ews_room_mailbox() {
+    room_mailbox("ews").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_go_to_a_graph_room_mailbox() {
+    room_mailbox("graph").await;
 }
