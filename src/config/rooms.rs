@@ -225,6 +225,9 @@ pub(crate) fn read(
                 m,
                 problems,
             );
+            if let crate::sinks::Target::Feed(f) = &sinks[i].target {
+                check_feed(&label, f, selector.as_ref(), problems);
+            }
             // One room per mailbox or calendar: two rooms in one calendar
             // would read each other's bookings as foreign busy times.
             if let Some(place) = m.mailbox.as_ref().or(m.calendar_id.as_ref()) {
@@ -340,6 +343,36 @@ fn check_target(
     }
 }
 
+/// A room's feed is one address per room of a feed sink: the sink must
+/// publish the room ids (they are the feed's calendar ids) one by one.
+fn check_feed(
+    label: &str,
+    f: &bridge_sinks::feed::config::Validated,
+    selector: Option<&RoomSelector>,
+    problems: &mut Vec<String>,
+) {
+    use bridge_sinks::feed::Calendars;
+    if f.combine {
+        problems.push(format!(
+            "{label}.sink: feed {:?} has combine = true; a room needs a feed of its own (combine = false)",
+            f.name
+        ));
+    }
+    match (&f.calendars, selector) {
+        (Calendars::All, _) | (_, None) => {}
+        (Calendars::List(ids), Some(RoomSelector::Room(r))) if ids.contains(r) => {}
+        (Calendars::List(_), Some(RoomSelector::Room(r))) => problems.push(format!(
+            "{label}.sink: feed {:?} does not publish {r:?}; add the room id to its calendars",
+            f.name
+        )),
+        (Calendars::List(_), Some(_)) => problems.push(format!(
+            "{label}.sink: feed {:?} lists its calendars, so it cannot publish rooms found by level or custom id; \
+             use calendars = \"all\" or map each room_id",
+            f.name
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -398,7 +431,8 @@ mod tests {
     const REPLICAS: &str = "[[sinks]]\nkind = \"google\"\nname = \"g\"\ncalendar_id = \"primary\"\nclient_id = \"x.apps.googleusercontent.com\"\nclient_secret = \"s\"\n\n\
         [[sinks]]\nkind = \"ews\"\nname = \"ex\"\nurl = \"https://mail.example.com/EWS/Exchange.asmx\"\nmailbox = \"m@example.com\"\nauth = \"basic\"\nusername = \"u\"\npassword = \"p\"\nimpersonation = true\n\n\
         [[sinks]]\nkind = \"graph\"\nname = \"gr\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nmailbox = \"m@example.com\"\n\n\
-        [[sinks]]\nkind = \"feed\"\nname = \"doors\"\ncalendars = \"all\"\n\n";
+        [[sinks]]\nkind = \"feed\"\nname = \"doors\"\ncalendars = \"all\"\n\n\
+        [[sinks]]\nkind = \"feed\"\nname = \"some\"\ncalendars = [\"c1\"]\ncombine = true\n\n";
 
     #[test]
     fn replica_and_feed_room_targets() {
@@ -429,7 +463,8 @@ mod tests {
                  [[rooms.map]]\nlevel_id = \"omb_3\"\nsink = \"graph:gr\"\nmailbox = \"room-3@example.com\"\n\
                  [[rooms.map]]\nroom_id = \"omm_4\"\nsink = \"graph:gr\"\nmailbox = \"ROOM-3@example.com\"\n\
                  [[rooms.map]]\nroom_id = \"omm_5\"\nsink = \"feed:doors\"\nmailbox = \"a@b\"\n\
-                 [[rooms.map]]\nroom_id = \"omm_6\"\nsink = \"ews:ex\"\n"
+                 [[rooms.map]]\nroom_id = \"omm_6\"\nsink = \"ews:ex\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_7\"\nsink = \"feed:some\"\n"
             ),
             Path::new("t.toml"),
         )
@@ -443,6 +478,8 @@ mod tests {
             "rooms.map[3]: \"ROOM-3@example.com\" on this sink is already the target of rooms.map[2]",
             "rooms.map[4].mailbox: does not apply to a feed sink",
             "rooms.map[5].mailbox: required for an ews sink",
+            "rooms.map[6].sink: feed \"some\" has combine = true",
+            "rooms.map[6].sink: feed \"some\" does not publish \"omm_7\"",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }

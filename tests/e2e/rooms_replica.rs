@@ -27,6 +27,8 @@ enum Room {
     Google(GoogleEmulator, String),
     Ews(EwsEmulator),
     Graph(GraphEmulator),
+    /// A feed sink serving the room.
+    Feed,
 }
 
 struct Env {
@@ -83,6 +85,12 @@ async fn env(name: &str, kind: &str) -> Env {
             );
             let map = format!("sink = \"ews:ex\"\nmailbox = \"{ROOM_MAILBOX}\"\n");
             (Room::Ews(ews), sink, map)
+        }
+        "feed" => {
+            let sink = format!(
+                "\n[[sinks]]\nkind = \"feed\"\nname = \"doors\"\ncalendars = [\"{room}\"]\nprivacy = \"busy\"\n"
+            );
+            (Room::Feed, sink, "sink = \"feed:doors\"\n".to_owned())
         }
         _ => {
             let graph = GraphEmulator::start_with(GraphConfig {
@@ -248,6 +256,7 @@ impl Env {
                     )
                 })
                 .collect(),
+            Room::Feed => panic!("read a feed over HTTP"),
         };
         v.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         v
@@ -312,6 +321,7 @@ impl Env {
                     )
                 })
                 .collect(),
+            Room::Feed => panic!("a feed has no items to version"),
         };
         v.sort();
         v
@@ -524,4 +534,72 @@ async fn bookings_go_to_an_ews_room_mailbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_go_to_a_graph_room_mailbox() {
     room_mailbox("graph").await;
+}
+
+/// A room mapped to a feed sink: served busy-only at its own secret address,
+/// listed by `feeds list` (calendar = the room id) and named by `rooms list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_feed_is_served_busy_only_at_its_own_address() {
+    let e = env("feed", "feed").await;
+    let daemon = e.start();
+    let listed = e.rooms(&["list"]);
+    assert!(
+        listed["rooms"][0]["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("feed \"doors\"")),
+        "{listed}"
+    );
+    let first = e.book("Secret planning", at(1, 10, 0), at(1, 11, 0));
+    e.wait_status(&first, "accepted").await;
+    let start = Instant::now();
+    let url = loop {
+        let out = bin()
+            .args(["feeds", "list", "--json", "--config"])
+            .arg(&e.config)
+            .output()
+            .unwrap();
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if let Some(u) = list.as_array().into_iter().flatten().find_map(|f| {
+            (f["name"] == "doors" && f["calendar_id"] == e.room.as_str())
+                .then(|| f["url"].as_str().map(str::to_owned))
+                .flatten()
+        }) {
+            break u;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no room feed listed: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let start = Instant::now();
+    loop {
+        let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if body.contains("BEGIN:VEVENT") {
+            assert!(body.contains("SUMMARY:Busy"), "{body}");
+            assert!(!body.contains("Secret planning"), "busy-only: {body}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the booking never showed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Freed: gone from the feed.
+    e.feishu.delete_event(&e.cal, &format!("{first}_0"));
+    e.wait_status(&first, "freed").await;
+    let start = Instant::now();
+    loop {
+        let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if !body.contains("BEGIN:VEVENT") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the freed booking stayed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop();
 }
