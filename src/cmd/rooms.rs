@@ -213,10 +213,27 @@ async fn target(
                 token.as_deref(),
                 room_state(store, &format!("{}/{mailbox}", c.id)),
             );
+            let client = rc
+                .credentials(token.as_deref())
+                .map(|cr| rc.client(cr, None))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?;
+            let room = mailbox.clone();
+            let busy = BusyFn::new("Graph getSchedule", move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    let client = client.ok_or(
+                        "the Graph sink is not authorized (run `feishu-bridge auth graph`)",
+                    )?;
+                    bridge_sinks::graph::schedule::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            });
             Arc::new(ReplicaRoom::new(
                 Arc::new(sink),
                 room_state(store, &c.id),
-                None,
+                Some(Arc::new(busy)),
                 format!("room mailbox {mailbox} through {}", c.id),
             ))
         }

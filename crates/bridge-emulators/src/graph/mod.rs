@@ -86,6 +86,7 @@ mod auth;
 mod csdl;
 mod faults;
 mod model;
+mod schedule;
 mod time;
 
 use std::collections::HashMap;

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod resource;
+pub mod schedule;
 pub mod sink;
 
 pub use auth::{Certificate, Credentials};
