@@ -267,6 +267,9 @@ pub(crate) fn read(
     })
 }
 
+/// A mapping key and its value.
+type Key<'a> = (&'a str, &'a Option<String>);
+
 /// What a sink kind needs of a room mapping: a Google calendar id, an
 /// EWS or Graph room mailbox, nothing for ICS and feeds (one file or feed
 /// per room); replicas take one room per entry.
@@ -277,10 +280,7 @@ fn check_target(
     m: &MapToml,
     problems: &mut Vec<String>,
 ) {
-    let (needs, unused): (
-        Option<(&str, &Option<String>)>,
-        Vec<(&str, &Option<String>)>,
-    ) = match kind {
+    let (needs, unused): (Option<Key<'_>>, Vec<Key<'_>>) = match kind {
         "ics" | "feed" => (
             None,
             vec![("mailbox", &m.mailbox), ("calendar_id", &m.calendar_id)],

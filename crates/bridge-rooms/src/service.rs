@@ -791,7 +791,7 @@ impl Rooms {
         if let Some(p) = &prev
             && p.status != Status::Freed
             && p.instances == instances
-            && !p.decisions.last().is_some_and(|d| d.trigger == WAITING)
+            && p.decisions.last().is_none_or(|d| d.trigger != WAITING)
         {
             tracing::debug!(booking = %p.id(), "same instances as the last decision; nothing to decide");
             return Ok(());
