@@ -196,10 +196,26 @@ async fn target(
             let mailbox = place()?;
             let mut rc = (**c).clone();
             rc.client.mailbox = mailbox.clone();
+            let client = Arc::new(
+                bridge_sinks::ews::client::EwsClient::new(
+                    rc.client.clone(),
+                    rc.credentials.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?,
+            );
+            let room = mailbox.clone();
+            let busy = BusyFn::new("EWS GetUserAvailability", move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    bridge_sinks::ews::availability::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            });
             Arc::new(ReplicaRoom::new(
                 Arc::new(rc.build()),
                 room_state(store, &c.id),
-                None,
+                Some(Arc::new(busy)),
                 format!("room mailbox {mailbox} through {}", c.id),
             ))
         }

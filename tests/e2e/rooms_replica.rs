@@ -14,6 +14,12 @@ use bridge_emulators::graph::{
 };
 use serde_json::{Value, json};
 
+// The EWS tests load the same checker; one copy per test module keeps
+// `tests/e2e/ews.rs` untouched.
+#[allow(clippy::duplicate_mod)]
+#[path = "../ews-schema/check.rs"]
+mod schema;
+
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, timed};
 use crate::google::{OWNER, Opts, google, google_sink};
@@ -481,7 +487,7 @@ async fn bookings_go_to_the_rooms_google_calendar_checked_against_its_busy_times
 async fn room_mailbox(kind: &str) {
     let e = env(&format!("{kind}-mailbox"), kind).await;
     // Someone booked the room in Outlook: busy 18:00–19:00 (read through
-    // getSchedule for Graph).
+    // getSchedule for Graph, GetUserAvailability for EWS).
     let foreign = match &e.target {
         Room::Graph(g) => {
             let t = |at: i64| {
@@ -493,6 +499,10 @@ async fn room_mailbox(kind: &str) {
                 json!({"subject": "Board meeting", "start": t(at(1, 18, 0)), "end": t(at(1, 19, 0))}),
             )
             .unwrap();
+            vec![("Board meeting", at(1, 18, 0), at(1, 19, 0))]
+        }
+        Room::Ews(x) => {
+            ews_create(x, "Board meeting", at(1, 18, 0), at(1, 19, 0)).await;
             vec![("Board meeting", at(1, 18, 0), at(1, 19, 0))]
         }
         _ => Vec::new(),
@@ -550,6 +560,47 @@ async fn room_mailbox(kind: &str) {
     e.wait_live(&with_foreign(&[("Busy", at(1, 16, 0), at(1, 17, 0))]))
         .await;
     daemon.stop();
+    if let Room::Ews(x) = &e.target {
+        let asked: Vec<String> = x
+            .request_bodies()
+            .into_iter()
+            .filter(|b| b.contains("GetUserAvailabilityRequest"))
+            .collect();
+        assert!(
+            !asked.is_empty(),
+            "the room mailbox's availability was never asked"
+        );
+        schema::assert_valid(&asked);
+    }
+}
+
+/// An item the room's owner creates in Outlook (a raw `CreateItem`).
+async fn ews_create(x: &EwsEmulator, subject: &str, start: i64, end: i64) {
+    let t = |at: i64| {
+        chrono::DateTime::from_timestamp(at, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+         xmlns:m=\"http://schemas.microsoft.com/exchange/services/2006/messages\" xmlns:t=\"http://schemas.microsoft.com/exchange/services/2006/types\">\
+         <soap:Header><t:RequestServerVersion Version=\"Exchange2010\"/><t:ExchangeImpersonation><t:ConnectingSID>\
+         <t:PrimarySmtpAddress>{ROOM_MAILBOX}</t:PrimarySmtpAddress></t:ConnectingSID></t:ExchangeImpersonation></soap:Header>\
+         <soap:Body><m:CreateItem SendMeetingInvitations=\"SendToNone\"><m:SavedItemFolderId><t:DistinguishedFolderId Id=\"calendar\"/></m:SavedItemFolderId>\
+         <m:Items><t:CalendarItem><t:Subject>{subject}</t:Subject><t:Start>{}</t:Start><t:End>{}</t:End></t:CalendarItem></m:Items></m:CreateItem></soap:Body></soap:Envelope>",
+        t(start),
+        t(end)
+    );
+    let r = reqwest::Client::new()
+        .post(x.ews_url())
+        .basic_auth("svc-bridge", Some("correct horse"))
+        .header("content-type", "text/xml; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("NoError"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,7 @@
 //! | `POST /_emulator/fail_next` | `{path_contains, n?, fault: server_busy\|unavailable\|close\|slow, back_off_ms?, delay_ms?}` | `{}` |
 //! | `POST /_emulator/reset` | — | `{}` |
 
+mod availability;
 mod model;
 mod ops;
 mod xml;
@@ -590,6 +591,9 @@ fn handle(inner: &Inner, headers: &HeaderMap, text: &str) -> Response {
             "FindItem" => ops::find_item(&mut store, &acting, op, max_page),
             "SyncFolderItems" => ops::sync_folder_items(&store, &acting, op),
             "GetFolder" => ops::get_folder(&store, &acting, op),
+            "GetUserAvailabilityRequest" => {
+                availability::get_user_availability(&mut store, &|m| inner.mailbox_exists(m), op)
+            }
             other => {
                 return soap_fault(
                     "ErrorInvalidRequest",
