@@ -193,7 +193,7 @@ pub(crate) fn get_user_availability(
 pub(super) fn rule(parent: &str, name: &str) -> Option<super::xml::Rule> {
     use super::xml::Rule::{Any, Seq, Text};
     Some(match name {
-        "GetUserAvailabilityRequest" => Seq(&[
+        "GetUserAvailabilityRequest" if parent == "Body" => Seq(&[
             "TimeZone",
             "m:MailboxDataArray",
             "FreeBusyViewOptions",
@@ -202,30 +202,32 @@ pub(super) fn rule(parent: &str, name: &str) -> Option<super::xml::Rule> {
         "TimeZone" if parent == "GetUserAvailabilityRequest" => {
             Seq(&["Bias", "StandardTime", "DaylightTime"])
         }
-        "StandardTime" | "DaylightTime" => {
+        "StandardTime" | "DaylightTime" if parent == "TimeZone" => {
             Seq(&["Bias", "Time", "DayOrder", "Month", "DayOfWeek", "Year"])
         }
-        "MailboxDataArray" => Any(&["MailboxData"]),
-        "MailboxData" => Seq(&["Email", "AttendeeType", "ExcludeConflicts"]),
-        "Email" => Seq(&["Name", "Address", "RoutingType"]),
-        "FreeBusyViewOptions" => Seq(&[
+        "MailboxDataArray" if parent == "GetUserAvailabilityRequest" => Any(&["MailboxData"]),
+        "MailboxData" if parent == "MailboxDataArray" => {
+            Seq(&["Email", "AttendeeType", "ExcludeConflicts"])
+        }
+        "Email" if parent == "MailboxData" => Seq(&["Name", "Address", "RoutingType"]),
+        "FreeBusyViewOptions" if parent == "GetUserAvailabilityRequest" => Seq(&[
             "TimeWindow",
             "MergedFreeBusyIntervalInMinutes",
             "RequestedView",
         ]),
-        "TimeWindow" => Seq(&["StartTime", "EndTime"]),
-        "Bias"
-        | "Time"
-        | "DayOrder"
-        | "DayOfWeek"
-        | "Year"
-        | "Address"
-        | "AttendeeType"
-        | "ExcludeConflicts"
-        | "StartTime"
-        | "EndTime"
-        | "MergedFreeBusyIntervalInMinutes"
-        | "RequestedView" => Text,
+        "TimeWindow" if parent == "FreeBusyViewOptions" => Seq(&["StartTime", "EndTime"]),
+        "Bias" if matches!(parent, "TimeZone" | "StandardTime" | "DaylightTime") => Text,
+        "Time" | "DayOrder" | "DayOfWeek" | "Year"
+            if matches!(parent, "StandardTime" | "DaylightTime") =>
+        {
+            Text
+        }
+        "Address" if parent == "Email" => Text,
+        "AttendeeType" | "ExcludeConflicts" if parent == "MailboxData" => Text,
+        "StartTime" | "EndTime" if parent == "TimeWindow" => Text,
+        "MergedFreeBusyIntervalInMinutes" | "RequestedView" if parent == "FreeBusyViewOptions" => {
+            Text
+        }
         _ => return None,
     })
 }
