@@ -79,6 +79,9 @@ impl BusyQuery for BusyFn {
     }
 }
 
+/// The longest window asked of a [`BusyQuery`] at once (seconds).
+const WINDOW: i64 = 30 * 86_400;
+
 /// The state name the records are kept under.
 const STATE: &str = "room-bookings";
 
@@ -325,7 +328,15 @@ impl RoomCalendar for ReplicaRoom {
                 .values()
                 .map(|r| (r.start, r.end))
                 .collect();
-            let periods = q.busy(from, to).await?;
+            // Free/busy services bound their window (EWS 42 days, Graph
+            // 62): a series' horizon is asked 30 days at a time.
+            let mut periods = Vec::new();
+            let mut at = from;
+            while at < to {
+                let end = (at + WINDOW).min(to);
+                periods.extend(q.busy(at, end).await?);
+                at = end;
+            }
             Ok(subtract(&periods, &own)
                 .into_iter()
                 .map(|(start, end)| Busy {
@@ -393,6 +404,41 @@ mod tests {
         async fn busy(&self, _from: i64, _to: i64) -> Result<Vec<(i64, i64)>, String> {
             self.0.clone()
         }
+    }
+
+    #[tokio::test]
+    async fn long_windows_are_asked_in_pieces() {
+        #[derive(Debug, Default)]
+        struct Windows(Mutex<Vec<(i64, i64)>>);
+        #[async_trait]
+        impl BusyQuery for Windows {
+            async fn busy(&self, from: i64, to: i64) -> Result<Vec<(i64, i64)>, String> {
+                self.0.lock().unwrap().push((from, to));
+                Ok(vec![(from, from + 60)])
+            }
+        }
+        let w = Arc::new(Windows::default());
+        let room = ReplicaRoom::new(
+            Arc::new(MemoryReplica::new("room", Privacy::Busy)),
+            Arc::new(Mem::default()),
+            Some(w.clone()),
+            "m",
+        );
+        let busy = room
+            .busy("omm_a", T, T + 70 * 86_400)
+            .await
+            .unwrap()
+            .unwrap();
+        let asked = w.0.lock().unwrap().clone();
+        assert_eq!(
+            asked,
+            vec![
+                (T, T + 30 * 86_400),
+                (T + 30 * 86_400, T + 60 * 86_400),
+                (T + 60 * 86_400, T + 70 * 86_400)
+            ]
+        );
+        assert_eq!(busy.len(), 3);
     }
 
     fn booked(id: &str, start: i64) -> Booked {
