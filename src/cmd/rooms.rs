@@ -11,13 +11,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bridge_rooms::doc::{BookingDoc, Status};
-use bridge_rooms::{AdminDecision, Mapping, ProjectionRoom, RoomView, Rooms, Selector, Settings};
+use bridge_rooms::{
+    AdminDecision, BusyFn, Mapping, ProjectionRoom, ReplicaRoom, RoomCalendar, RoomView, Rooms,
+    Selector, Settings,
+};
 use bridge_store::Store;
 use serde_json::{Value, json};
 
 use crate::app;
 use crate::config::Loaded;
-use crate::config::rooms::RoomSelector;
+use crate::config::rooms::{RoomMap, RoomSelector};
+use crate::sinks::{Handle, Target};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -53,31 +57,25 @@ enum What {
     },
 }
 
-/// The room system's settings from the configuration, with the targets
-/// built (each room's busy-only file through the ICS projection).
-pub(crate) fn settings(loaded: &Loaded) -> anyhow::Result<Option<Settings>> {
+/// The room system's settings from the configuration, with each mapping's
+/// target built: a busy-only ICS file or feed per room through the
+/// projection, or a sink of the mapping's replica kind pointed at the
+/// room's own calendar (Google `calendar_id`) or mailbox (EWS, Graph).
+/// `handles` are the daemon's sinks (a room feed is served by the feed sink
+/// the daemon runs); without them a feed sink is built for the command.
+pub(crate) async fn settings(
+    loaded: &Loaded,
+    store: &Store,
+    handles: &[Handle],
+) -> anyhow::Result<Option<Settings>> {
     let Some(r) = &loaded.rooms else {
         return Ok(None);
     };
     let mut maps = Vec::new();
     for m in &r.maps {
-        let target: Option<Arc<dyn bridge_rooms::RoomCalendar>> = match m.sink {
+        let target = match m.sink {
             None => None,
-            Some(i) => match &loaded.sinks[i].target {
-                crate::sinks::Target::Ics(c) => {
-                    // The room's feed: busy-only whatever the sink's privacy.
-                    let sink = bridge_sinks::ics::IcsSink::new(&c.dir, bridge_core::Privacy::Busy);
-                    Some(Arc::new(ProjectionRoom::new(
-                        Arc::new(sink),
-                        format!("busy-only ICS file in {}", c.dir.display()),
-                    )))
-                }
-                other => anyhow::bail!(
-                    "{}.sink: room bookings cannot be written to a {} sink in this build",
-                    m.label,
-                    other.kind()
-                ),
-            },
+            Some(i) => Some(target(loaded, store, handles, m, i).await?),
         };
         maps.push(Mapping {
             label: m.label.clone(),
@@ -100,9 +98,171 @@ pub(crate) fn settings(loaded: &Loaded) -> anyhow::Result<Option<Settings>> {
     }))
 }
 
+/// The records of what a replica holds for the rooms: a state scope of
+/// their own, next to the sink's.
+fn room_state(store: &Store, sink_id: &str) -> Arc<dyn bridge_engine::StateStore> {
+    Arc::new(bridge_engine::SinkState::new(
+        store.clone(),
+        format!("rooms@{sink_id}"),
+    ))
+}
+
+async fn target(
+    loaded: &Loaded,
+    store: &Store,
+    handles: &[Handle],
+    m: &RoomMap,
+    i: usize,
+) -> anyhow::Result<Arc<dyn RoomCalendar>> {
+    let configured = &loaded.sinks[i].target;
+    let token = match configured.config().token_name() {
+        Some(name) => store
+            .get_token(&name)
+            .await
+            .with_context(|| format!("cannot read the token {name} from the store"))?,
+        None => None,
+    };
+    // Validation guarantees these for the kinds that need them.
+    let place = || {
+        m.mailbox
+            .clone()
+            .or_else(|| m.calendar_id.clone())
+            .with_context(|| format!("{}: no mailbox or calendar_id", m.label))
+    };
+    Ok(match configured {
+        Target::Ics(c) => {
+            // The room's file: busy-only whatever the sink's privacy.
+            let sink = bridge_sinks::ics::IcsSink::new(&c.dir, bridge_core::Privacy::Busy);
+            Arc::new(ProjectionRoom::new(
+                Arc::new(sink),
+                format!("busy-only ICS file in {}", c.dir.display()),
+            ))
+        }
+        Target::Feed(c) => {
+            let feed = match handles
+                .iter()
+                .filter_map(Handle::feed)
+                .find(|f| f.name() == c.name)
+            {
+                Some(f) => f.clone(),
+                None => {
+                    let h = configured
+                        .build(store, &bridge_sinks::feed::FeedBook::new())
+                        .await?;
+                    h.feed()
+                        .cloned()
+                        .context("a feed sink built as another kind")?
+                }
+            };
+            Arc::new(ProjectionRoom::new(
+                feed,
+                format!(
+                    "busy-only feed {:?}, one address per room (`feeds list`, calendar = the room id)",
+                    c.name
+                ),
+            ))
+        }
+        Target::Google(c) => {
+            let calendar = place()?;
+            let mut rc = (**c).clone();
+            rc.calendar_id = Some(calendar.clone());
+            let creds = rc.credentials(token.as_deref());
+            let client = creds
+                .clone()
+                .map(|cr| bridge_sinks::google::GoogleClient::new(rc.client.clone(), cr))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?;
+            let cal = calendar.clone();
+            let busy = BusyFn::new("Google freeBusy", move |from, to| {
+                let (client, cal) = (client.clone(), cal.clone());
+                Box::pin(async move {
+                    let client = client.ok_or(
+                        "the Google sink is not authorized (run `feishu-bridge auth google`)",
+                    )?;
+                    bridge_sinks::google::freebusy::busy(&client, &cal, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            });
+            let sink = rc.build(creds, room_state(store, &format!("{}/{calendar}", c.id)));
+            Arc::new(ReplicaRoom::new(
+                Arc::new(sink),
+                room_state(store, &c.id),
+                Some(Arc::new(busy)),
+                format!("Google calendar {calendar:?} of {}", c.id),
+            ))
+        }
+        Target::Ews(c) => {
+            let mailbox = place()?;
+            let mut rc = (**c).clone();
+            rc.client.mailbox = mailbox.clone();
+            let client = Arc::new(
+                bridge_sinks::ews::client::EwsClient::new(
+                    rc.client.clone(),
+                    rc.credentials.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?,
+            );
+            let room = mailbox.clone();
+            let busy = BusyFn::new("EWS GetUserAvailability", move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    bridge_sinks::ews::availability::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            });
+            Arc::new(ReplicaRoom::new(
+                Arc::new(rc.build()),
+                room_state(store, &c.id),
+                Some(Arc::new(busy)),
+                format!("room mailbox {mailbox} through {}", c.id),
+            ))
+        }
+        Target::Graph(c) => {
+            let mailbox = place()?;
+            let mut rc = (**c).clone();
+            rc.mailbox = mailbox.clone();
+            // A room's availability is its default calendar.
+            rc.calendar = bridge_sinks::graph::sink::TargetCalendar::Primary;
+            let sink = rc.build(
+                token.as_deref(),
+                room_state(store, &format!("{}/{mailbox}", c.id)),
+            );
+            let client = rc
+                .credentials(token.as_deref())
+                .map(|cr| rc.client(cr, None))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?;
+            let room = mailbox.clone();
+            let busy = BusyFn::new("Graph getSchedule", move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    let client = client.ok_or(
+                        "the Graph sink is not authorized (run `feishu-bridge auth graph`)",
+                    )?;
+                    bridge_sinks::graph::schedule::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            });
+            Arc::new(ReplicaRoom::new(
+                Arc::new(sink),
+                room_state(store, &c.id),
+                Some(Arc::new(busy)),
+                format!("room mailbox {mailbox} through {}", c.id),
+            ))
+        }
+    })
+}
+
 /// The room system on `store` (no network until it is asked to).
-pub(crate) fn build(loaded: &Loaded, store: Store) -> anyhow::Result<Option<Arc<Rooms>>> {
-    let Some(settings) = settings(loaded)? else {
+pub(crate) async fn build(
+    loaded: &Loaded,
+    store: Store,
+    handles: &[Handle],
+) -> anyhow::Result<Option<Arc<Rooms>>> {
+    let Some(settings) = settings(loaded, &store, handles).await? else {
         return Ok(None);
     };
     let client = Arc::new(app::feishu_client(loaded, app::client_config(loaded))?);
@@ -353,7 +513,9 @@ async fn via_daemon(loaded: &Loaded, what: &What) -> anyhow::Result<Value> {
 }
 
 async fn direct(loaded: &Loaded, store: Store, what: &What) -> anyhow::Result<Value> {
-    let rooms = build(loaded, store)?.context("no [rooms] in the configuration")?;
+    let rooms = build(loaded, store, &[])
+        .await?
+        .context("no [rooms] in the configuration")?;
     rooms.load_mapping().await?;
     Ok(match what {
         What::List => list_json(&rooms).await?,

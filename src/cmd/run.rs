@@ -689,7 +689,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let feeds_base = crate::cmd::feeds::base_url(&loaded, Some(addr));
 
     let worker_slot: Arc<OnceLock<Arc<Worker>>> = Arc::new(OnceLock::new());
-    let rooms = crate::cmd::rooms::build(&loaded, engine.store().clone())?;
+    let rooms = crate::cmd::rooms::build(&loaded, engine.store().clone(), &app.sinks).await?;
     let shared = Shared {
         engine: engine.clone(),
         worker: worker_slot.clone(),

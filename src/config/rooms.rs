@@ -39,7 +39,8 @@ struct MapToml {
     level_id: Option<String>,
     sink: Option<String>,
     mailbox: Option<String>,
-    calendar: Option<String>,
+    #[serde(alias = "calendar")]
+    calendar_id: Option<String>,
 }
 
 /// Which rooms an entry names.
@@ -58,6 +59,10 @@ pub(crate) struct RoomMap {
     pub(crate) selector: RoomSelector,
     /// Index into the configuration's `[[sinks]]`.
     pub(crate) sink: Option<usize>,
+    /// The room mailbox (EWS, Graph sinks).
+    pub(crate) mailbox: Option<String>,
+    /// The room's calendar id (Google sinks).
+    pub(crate) calendar_id: Option<String>,
 }
 
 /// `[rooms]`, validated.
@@ -122,6 +127,8 @@ pub(crate) fn read(
         );
     }
     let mut maps = Vec::new();
+    let mut places: std::collections::BTreeMap<(usize, String), String> =
+        std::collections::BTreeMap::new();
     for (i, m) in &entries {
         let label = format!("rooms.map[{i}]");
         let given: Vec<(&str, &String)> = [
@@ -211,25 +218,30 @@ pub(crate) fn read(
             }
         };
         if let Some(i) = sink {
-            let kind = sinks[i].target.kind();
-            match kind {
-                "ics" => {
-                    for (k, v) in [("mailbox", &m.mailbox), ("calendar", &m.calendar)] {
-                        if v.is_some() {
-                            problems.push(format!(
-                                "{label}.{k}: does not apply to an ics sink (the room is one busy-only file in its dir)"
-                            ));
-                        }
-                    }
-                }
-                other => problems.push(format!(
-                    "{label}.sink: room bookings cannot be written to a {other} sink yet (ics only in this build; \
-                     Google calendars and EWS/Graph room mailboxes plug into the room target seam)"
-                )),
+            check_target(
+                &label,
+                sinks[i].target.kind(),
+                selector.as_ref(),
+                m,
+                problems,
+            );
+            if let crate::sinks::Target::Feed(f) = &sinks[i].target {
+                check_feed(&label, f, selector.as_ref(), problems);
             }
-        } else if m.mailbox.is_some() || m.calendar.is_some() {
+            // One room per mailbox or calendar: two rooms in one calendar
+            // would read each other's bookings as foreign busy times.
+            if let Some(place) = m.mailbox.as_ref().or(m.calendar_id.as_ref()) {
+                if let Some(other) = places.get(&(i, place.to_lowercase())) {
+                    problems.push(format!(
+                        "{label}: {place:?} on this sink is already the target of {other}; each room needs its own"
+                    ));
+                } else {
+                    places.insert((i, place.to_lowercase()), label.clone());
+                }
+            }
+        } else if m.mailbox.is_some() || m.calendar_id.is_some() {
             problems.push(format!(
-                "{label}: mailbox and calendar need a sink that uses them"
+                "{label}: mailbox and calendar_id need a sink that uses them"
             ));
         }
         if let Some(selector) = selector {
@@ -237,6 +249,8 @@ pub(crate) fn read(
                 label,
                 selector,
                 sink,
+                mailbox: m.mailbox.clone(),
+                calendar_id: m.calendar_id.clone(),
             });
         }
     }
@@ -251,6 +265,112 @@ pub(crate) fn read(
         retry_base_seconds: t.retry_base_seconds,
         maps,
     })
+}
+
+/// A mapping key and its value.
+type Key<'a> = (&'a str, &'a Option<String>);
+
+/// What a sink kind needs of a room mapping: a Google calendar id, an
+/// EWS or Graph room mailbox, nothing for ICS and feeds (one file or feed
+/// per room); replicas take one room per entry.
+fn check_target(
+    label: &str,
+    kind: &str,
+    selector: Option<&RoomSelector>,
+    m: &MapToml,
+    problems: &mut Vec<String>,
+) {
+    let (needs, unused): (Option<Key<'_>>, Vec<Key<'_>>) = match kind {
+        "ics" | "feed" => (
+            None,
+            vec![("mailbox", &m.mailbox), ("calendar_id", &m.calendar_id)],
+        ),
+        "google" => (
+            Some(("calendar_id", &m.calendar_id)),
+            vec![("mailbox", &m.mailbox)],
+        ),
+        "ews" | "graph" => (
+            Some(("mailbox", &m.mailbox)),
+            vec![("calendar_id", &m.calendar_id)],
+        ),
+        other => {
+            problems.push(format!(
+                    "{label}.sink: room bookings cannot be written to a {other} sink (ics, feed, google, ews or graph)"
+                ));
+            return;
+        }
+    };
+    let a = if kind.starts_with(['e', 'i']) {
+        "an"
+    } else {
+        "a"
+    };
+    for (k, v) in unused {
+        if v.is_some() {
+            let what = match kind {
+                "ics" => "the room is one busy-only file in the sink's dir",
+                "feed" => "the room is one busy-only feed of the sink",
+                "google" => "a Google room calendar is named by calendar_id",
+                _ => "a room mailbox is named by mailbox",
+            };
+            problems.push(format!(
+                "{label}.{k}: does not apply to {a} {kind} sink ({what})"
+            ));
+        }
+    }
+    let Some((k, v)) = needs else {
+        return;
+    };
+    match v.as_deref().map(str::trim) {
+        None => problems.push(format!(
+            "{label}.{k}: required for {a} {kind} sink (the room's {})",
+            if k == "mailbox" {
+                "mailbox, e.g. \"room-a@example.com\""
+            } else {
+                "calendar id, e.g. \"c_abc@group.calendar.google.com\""
+            }
+        )),
+        Some("") => problems.push(format!("{label}.{k}: empty")),
+        Some(v) if kind == "ews" && !v.contains('@') => problems.push(format!(
+            "{label}.mailbox: {v:?} is not an SMTP address (EWS names a room mailbox by its address)"
+        )),
+        Some(_) => {}
+    }
+    if matches!(selector, Some(RoomSelector::Level(_))) {
+        problems.push(format!(
+            "{label}.level_id: {a} {kind} sink takes one room per entry (its own {k}); use room_id or custom_room_id"
+        ));
+    }
+}
+
+/// A room's feed is one address per room of a feed sink: the sink must
+/// publish the room ids (they are the feed's calendar ids) one by one.
+fn check_feed(
+    label: &str,
+    f: &bridge_sinks::feed::config::Validated,
+    selector: Option<&RoomSelector>,
+    problems: &mut Vec<String>,
+) {
+    use bridge_sinks::feed::Calendars;
+    if f.combine {
+        problems.push(format!(
+            "{label}.sink: feed {:?} has combine = true; a room needs a feed of its own (combine = false)",
+            f.name
+        ));
+    }
+    match (&f.calendars, selector) {
+        (Calendars::All, _) | (_, None) => {}
+        (Calendars::List(ids), Some(RoomSelector::Room(r))) if ids.contains(r) => {}
+        (Calendars::List(_), Some(RoomSelector::Room(r))) => problems.push(format!(
+            "{label}.sink: feed {:?} does not publish {r:?}; add the room id to its calendars",
+            f.name
+        )),
+        (Calendars::List(_), Some(_)) => problems.push(format!(
+            "{label}.sink: feed {:?} lists its calendars, so it cannot publish rooms found by level or custom id; \
+             use calendars = \"all\" or map each room_id",
+            f.name
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +423,63 @@ mod tests {
             "rooms.map[2].level_id: \"omm_3\" is not a room level id",
             "rooms.map[2].mailbox: does not apply to an ics sink",
             "rooms.map[3].flavour: unknown key",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
+
+    const REPLICAS: &str = "[[sinks]]\nkind = \"google\"\nname = \"g\"\ncalendar_id = \"primary\"\nclient_id = \"x.apps.googleusercontent.com\"\nclient_secret = \"s\"\n\n\
+        [[sinks]]\nkind = \"ews\"\nname = \"ex\"\nurl = \"https://mail.example.com/EWS/Exchange.asmx\"\nmailbox = \"m@example.com\"\nauth = \"basic\"\nusername = \"u\"\npassword = \"p\"\nimpersonation = true\n\n\
+        [[sinks]]\nkind = \"graph\"\nname = \"gr\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nmailbox = \"m@example.com\"\n\n\
+        [[sinks]]\nkind = \"feed\"\nname = \"doors\"\ncalendars = \"all\"\n\n\
+        [[sinks]]\nkind = \"feed\"\nname = \"some\"\ncalendars = [\"c1\"]\ncombine = true\n\n";
+
+    #[test]
+    fn replica_and_feed_room_targets() {
+        let ok = parse(
+            &format!(
+                "{HEAD}{REPLICAS}[rooms]\ntimezone = \"UTC\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_1\"\nsink = \"google:g\"\ncalendar_id = \"c_1@group.calendar.google.com\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_2\"\nsink = \"ews:ex\"\nmailbox = \"room-2@example.com\"\n\
+                 [[rooms.map]]\ncustom_room_id = \"B-3\"\nsink = \"graph:gr\"\nmailbox = \"room-3@example.com\"\n\
+                 [[rooms.map]]\nlevel_id = \"omb_4\"\nsink = \"feed:doors\"\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = ok.rooms.unwrap();
+        assert_eq!(
+            r.maps[0].calendar_id.as_deref(),
+            Some("c_1@group.calendar.google.com")
+        );
+        assert_eq!(r.maps[1].mailbox.as_deref(), Some("room-2@example.com"));
+        assert_eq!(r.maps[3].sink, Some(4));
+
+        let e = parse(
+            &format!(
+                "{HEAD}{REPLICAS}[rooms]\ntimezone = \"UTC\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_1\"\nsink = \"google:g\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_2\"\nsink = \"ews:ex\"\nmailbox = \"room-two\"\ncalendar_id = \"x\"\n\
+                 [[rooms.map]]\nlevel_id = \"omb_3\"\nsink = \"graph:gr\"\nmailbox = \"room-3@example.com\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_4\"\nsink = \"graph:gr\"\nmailbox = \"ROOM-3@example.com\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_5\"\nsink = \"feed:doors\"\nmailbox = \"a@b\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_6\"\nsink = \"ews:ex\"\n\
+                 [[rooms.map]]\nroom_id = \"omm_7\"\nsink = \"feed:some\"\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        let all = e.problems.join("\n");
+        for want in [
+            "rooms.map[0].calendar_id: required for a google sink",
+            "rooms.map[1].mailbox: \"room-two\" is not an SMTP address",
+            "rooms.map[1].calendar_id: does not apply to an ews sink",
+            "rooms.map[2].level_id: a graph sink takes one room per entry",
+            "rooms.map[3]: \"ROOM-3@example.com\" on this sink is already the target of rooms.map[2]",
+            "rooms.map[4].mailbox: does not apply to a feed sink",
+            "rooms.map[5].mailbox: required for an ews sink",
+            "rooms.map[6].sink: feed \"some\" has combine = true",
+            "rooms.map[6].sink: feed \"some\" does not publish \"omm_7\"",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }

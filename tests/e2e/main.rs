@@ -19,5 +19,6 @@ mod packaging;
 mod paths;
 mod reconcile_safety;
 mod rooms;
+mod rooms_replica;
 mod sandbox;
 mod store_damage;

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, timed};
 
-const TZ: &str = "Asia/Shanghai";
+pub(crate) const TZ: &str = "Asia/Shanghai";
 
 /// Midnight (Asia/Shanghai) `days` days from today.
-fn midnight(days: i64) -> i64 {
+pub(crate) fn midnight(days: i64) -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -27,11 +27,11 @@ fn midnight(days: i64) -> i64 {
 }
 
 /// `h:m` local on day `day` (1 = tomorrow).
-fn at(day: i64, h: i64, m: i64) -> i64 {
+pub(crate) fn at(day: i64, h: i64, m: i64) -> i64 {
     midnight(day) + h * 3600 + m * 60
 }
 
-fn booking_event(summary: &str, start: i64, end: i64, room: &str) -> Event {
+pub(crate) fn booking_event(summary: &str, start: i64, end: i64, room: &str) -> Event {
     Event {
         summary: Some(summary.into()),
         start_time: Some(timed(start, TZ)),
@@ -273,7 +273,7 @@ impl Env {
     }
 }
 
-fn last_reasons(v: &Value) -> String {
+pub(crate) fn last_reasons(v: &Value) -> String {
     v["decisions"]
         .as_array()
         .and_then(|d| d.last())

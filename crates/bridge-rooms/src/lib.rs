@@ -19,17 +19,20 @@
 //! - [`decide`]: the decision for one booking (pure);
 //! - [`service`]: the registry, the inbox, decisions, targets, replies;
 //! - [`target`]: the seam to the room's target;
+//! - [`replica`]: rooms written to a replica (Google, EWS, Graph);
 //! - [`dispatch`]: the delivery sink shared with the calendar hub;
 //! - [`doc`]: the documents kept in the store.
 
 pub mod decide;
 pub mod dispatch;
 pub mod doc;
+pub mod replica;
 pub mod rules;
 pub mod service;
 pub mod target;
 
 pub use dispatch::Dispatch;
+pub use replica::{BusyFn, BusyQuery, ReplicaRoom};
 pub use service::{AdminDecision, Mapping, RoomNumbers, RoomView, Rooms, Selector, Settings};
 pub use target::{Booked, ProjectionRoom, RoomCalendar};
 
@@ -42,6 +45,8 @@ pub enum RoomsError {
     Feishu(#[from] bridge_feishu::FeishuError),
     #[error("the room target failed: {0}")]
     Target(String),
+    #[error("the room calendar's busy times cannot be read: {0}")]
+    BusyUnavailable(String),
     #[error("stored {what} {key:?} cannot be read: {reason}")]
     Doc {
         what: &'static str,

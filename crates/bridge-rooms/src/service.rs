@@ -118,6 +118,10 @@ pub struct Rooms {
 /// How long a room delivery id is kept for dedupe (seconds): 7 days.
 const SEEN_TTL: i64 = 7 * 86_400;
 
+/// The trigger of a decision kept pending while the room calendar cannot
+/// be read.
+const WAITING: &str = "waiting for the room calendar";
+
 /// How long an organizer's departments are reused (seconds).
 const DEPARTMENTS_TTL: i64 = 3600;
 
@@ -682,7 +686,6 @@ impl Rooms {
         for (key, j) in self.store.room_list(RoomTable::Inbox).await? {
             let item: InboxDoc = doc::decode("room event", &key, &j)?;
             let mut w = RoomWrite::new();
-            w.delete(RoomTable::Inbox, &key);
             for room in &item.room_ids {
                 if self.mapping_of(room).is_none() {
                     tracing::debug!(room = %room, "room event for an unmapped room; ignored");
@@ -690,6 +693,12 @@ impl Rooms {
                 }
                 match self.decide_event(&item, room, &mut w).await {
                     Ok(()) => {}
+                    // The entry stays (decided again, in order, on the
+                    // next pass); the booking shows as pending meanwhile.
+                    Err(e @ RoomsError::BusyUnavailable(_)) => {
+                        self.store.room_write(w).await?;
+                        return Err(e);
+                    }
                     // Input that can never be decided must not hold up the
                     // events behind it: logged and dropped.
                     Err(e @ (RoomsError::Doc { .. } | RoomsError::BadId(_))) => {
@@ -698,6 +707,7 @@ impl Rooms {
                     Err(e) => return Err(e),
                 }
             }
+            w.delete(RoomTable::Inbox, &key);
             self.store.room_write(w).await?;
             n += 1;
         }
@@ -781,6 +791,7 @@ impl Rooms {
         if let Some(p) = &prev
             && p.status != Status::Freed
             && p.instances == instances
+            && p.decisions.last().is_none_or(|d| d.trigger != WAITING)
         {
             tracing::debug!(booking = %p.id(), "same instances as the last decision; nothing to decide");
             return Ok(());
@@ -801,7 +812,17 @@ impl Rooms {
         if let (Some(t), Some(first), Some(last)) = (&target, instances.first(), instances.last())
             && let Some(r) = t.busy(room_id, first.start, last.end).await
         {
-            busy.extend(r.map_err(RoomsError::Target)?);
+            match r {
+                Ok(b) => busy.extend(b),
+                Err(e) => {
+                    // Never accepted blindly: pending (no reply) until the
+                    // room calendar answers, as an Exchange room mailbox
+                    // leaves a request unprocessed while its calendar
+                    // cannot be read.
+                    self.wait_for_busy(prev, &key, room_id, item, &instances, series, &e, w, now);
+                    return Err(RoomsError::BusyUnavailable(e));
+                }
+            }
         }
         let organizer = if item.organizer.is_empty() {
             prev.as_ref()
@@ -841,6 +862,50 @@ impl Rooms {
         b.instances = instances.clone();
         self.record(&mut b, &key, &item.kind, outcome, Some(rules), w, now);
         Ok(())
+    }
+
+    /// Records the booking as pending while the room calendar's busy
+    /// times cannot be read (once per outage: a repeat adds no decision).
+    #[allow(clippy::too_many_arguments)]
+    fn wait_for_busy(
+        &self,
+        prev: Option<BookingDoc>,
+        key: &str,
+        room_id: &str,
+        item: &InboxDoc,
+        instances: &[Instance],
+        series: bool,
+        error: &str,
+        w: &mut RoomWrite,
+        now: i64,
+    ) {
+        let mut b = prev.unwrap_or(BookingDoc {
+            v: VERSION,
+            room_id: room_id.to_owned(),
+            uid: item.uid.clone(),
+            original_time: item.original_time,
+            summary: String::new(),
+            organizer: item.organizer.clone(),
+            series,
+            instances: Vec::new(),
+            declined_instances: Vec::new(),
+            status: Status::Pending,
+            decisions: Vec::new(),
+        });
+        if b.decisions.last().is_some_and(|d| d.trigger == WAITING) {
+            return;
+        }
+        tracing::warn!(booking = %b.id(), "the room calendar's busy times cannot be read ({error}); the booking stays pending and is decided again");
+        b.instances = instances.to_vec();
+        let outcome = decide::Outcome {
+            verdict: Verdict::Pending,
+            reasons: vec![format!(
+                "the room calendar's busy times cannot be read ({error}); decided again when they can"
+            )],
+            passed: Vec::new(),
+            declined_instances: Vec::new(),
+        };
+        self.record(&mut b, key, WAITING, outcome, None, w, now);
     }
 
     /// Appends a decision to `b` and queues its replies, into `w`.
@@ -987,7 +1052,16 @@ impl Rooms {
                     None => Effective::default(),
                 };
                 rules.approval.enabled = false;
-                let busy = self.ledger(&b.room_id, &key).await?;
+                let mut busy = self.ledger(&b.room_id, &key).await?;
+                let target = self
+                    .mapping_of(&b.room_id)
+                    .and_then(|i| self.s.maps[i].target.clone());
+                if let (Some(t), Some(first), Some(last)) =
+                    (&target, b.instances.first(), b.instances.last())
+                    && let Some(r) = t.busy(&b.room_id, first.start, last.end).await
+                {
+                    busy.extend(r.map_err(RoomsError::BusyUnavailable)?);
+                }
                 let departments = self.departments_for(&rules, &b.organizer).await?;
                 let mut o = decide::decide(&decide::Request {
                     instances: &b.instances,

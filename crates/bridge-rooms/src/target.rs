@@ -4,14 +4,13 @@
 //! room's accepted bookings (the whole set, so a freed slot disappears) and,
 //! where the target can say so, the room calendar's own busy times.
 //!
-//! On this branch the implementation is [`ProjectionRoom`]: any
-//! [`Projection`] (the ICS target) publishes the room as one busy-only
-//! calendar, which is also the room's feed for door displays. Replica
-//! targets (Google calendars, EWS and Graph room mailboxes) plug in here
-//! with their own implementation (writing each booking as an event of the
-//! room mailbox or calendar, and answering [`RoomCalendar::busy`] from
-//! Google freebusy, EWS availability or Graph `getSchedule`); they are not
-//! wired on this branch.
+//! Two implementations: [`ProjectionRoom`] (any [`Projection`], the ICS
+//! target or a feed, publishes the room as one busy-only calendar, which is
+//! also the room's feed for door displays) and
+//! [`crate::replica::ReplicaRoom`] (Google calendars, EWS and Graph room
+//! mailboxes: each booking an event of the room's calendar, and
+//! [`RoomCalendar::busy`] answered from Google freeBusy or Graph
+//! `getSchedule`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -78,7 +77,7 @@ impl ProjectionRoom {
     }
 }
 
-fn time(secs: i64, tz: &str) -> TimeInfo {
+pub(crate) fn time(secs: i64, tz: &str) -> TimeInfo {
     TimeInfo {
         date: None,
         timestamp: Some(UnixSeconds(secs)),

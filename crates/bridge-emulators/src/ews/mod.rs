@@ -57,6 +57,7 @@
 //! | `POST /_emulator/fail_next` | `{path_contains, n?, fault: server_busy\|unavailable\|close\|slow, back_off_ms?, delay_ms?}` | `{}` |
 //! | `POST /_emulator/reset` | — | `{}` |
 
+mod availability;
 mod model;
 mod ops;
 mod xml;
@@ -592,6 +593,9 @@ fn handle(inner: &Inner, headers: &HeaderMap, text: &str) -> Response {
             "GetFolder" => ops::get_folder(&store, &acting, op),
             "FindFolder" => ops::find_folder(&store, &acting, op),
             "CreateFolder" => ops::create_folder(&mut store, &acting, op),
+            "GetUserAvailabilityRequest" => {
+                availability::get_user_availability(&mut store, &|m| inner.mailbox_exists(m), op)
+            }
             other => {
                 return soap_fault(
                     "ErrorInvalidRequest",

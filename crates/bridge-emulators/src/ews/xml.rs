@@ -152,7 +152,7 @@ fn element(
 }
 
 /// What a children rule allows.
-enum Rule {
+pub(super) enum Rule {
     /// In this order (names in the types namespace unless prefixed `m:`).
     Seq(&'static [&'static str]),
     /// Any of these, any number, any order (XSD `choice` repeated).
@@ -328,6 +328,7 @@ fn rule(parent: &str, name: &str) -> Option<Rule> {
             "m:GetFolder",
             "m:CreateFolder",
             "m:FindFolder",
+            "m:GetUserAvailabilityRequest",
         ]),
         "RequestServerVersion" => Seq(&[]),
         "ExchangeImpersonation" => Seq(&["ConnectingSID"]),
@@ -507,7 +508,7 @@ fn rule(parent: &str, name: &str) -> Option<Rule> {
         "FieldURIOrConstant" => Any(&["Constant", "FieldURI", "ExtendedFieldURI"]),
         "Constant" => Seq(&[]),
         "Ignore" => Any(&["ItemId"]),
-        _ => return None,
+        _ => return super::availability::rule(parent, name),
     })
 }
 

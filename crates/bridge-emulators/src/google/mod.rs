@@ -114,6 +114,7 @@ mod batch;
 mod control;
 mod error;
 mod faults;
+mod freebusy;
 mod http;
 mod list;
 mod model;
@@ -404,6 +405,7 @@ pub(crate) fn parts_router(inner: Arc<Inner>) -> Router {
     let events = "/calendar/v3/calendars/{calendar_id}/events";
     let api = Router::new()
         .route("/calendar/v3/calendars", post(api::insert_calendar))
+        .route("/calendar/v3/freeBusy", post(freebusy::free_busy))
         .route(
             "/calendar/v3/calendars/{calendar_id}",
             get(api::get_calendar),

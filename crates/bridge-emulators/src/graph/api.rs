@@ -369,6 +369,7 @@ pub(crate) fn route(inner: &Arc<Inner>, mailbox: &str, rest: &[String], req: &Re
         (Method::GET, ["calendarView", "delta"]) => {
             super::delta::delta(inner, mailbox, calendar.as_deref(), req)
         }
+        (Method::POST, ["getSchedule"]) => super::schedule::get_schedule(inner, mailbox, req),
         (Method::GET, ["events", id]) => get_event(inner, mailbox, stored_id(id), req),
         (Method::PATCH, ["events", id]) => patch_event(inner, mailbox, stored_id(id), req),
         (Method::DELETE, ["events", id]) => delete_event(inner, mailbox, stored_id(id), req),

@@ -92,6 +92,7 @@ mod csdl;
 mod delta;
 mod faults;
 mod model;
+mod schedule;
 mod time;
 
 use std::collections::HashMap;

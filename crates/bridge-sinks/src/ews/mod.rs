@@ -14,6 +14,7 @@
 //! Time zones, recurrence patterns and the tag property names come from the
 //! shared [`crate::microsoft`] module.
 
+pub mod availability;
 pub mod client;
 pub mod config;
 pub mod folder;

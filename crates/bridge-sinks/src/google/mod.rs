@@ -11,6 +11,7 @@ pub mod batch;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod freebusy;
 pub mod ids;
 pub mod limit;
 pub mod request;

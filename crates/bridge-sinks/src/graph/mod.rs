@@ -10,6 +10,7 @@ pub mod config;
 mod drift;
 pub mod error;
 pub mod resource;
+pub mod schedule;
 pub mod sink;
 
 pub use auth::{Certificate, Credentials};
