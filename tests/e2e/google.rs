@@ -1186,3 +1186,74 @@ async fn google_a_user_edit_is_overwritten_by_the_next_reconcile() {
     f.shutdown().await;
     g.shutdown().await;
 }
+
+// ----- 9. explain: where each target holds the event ------------------------------
+
+async fn explain(config: &Path, key: &str) -> String {
+    let mut cmd = bin();
+    cmd.args(["explain", key, "--offline", "--config"])
+        .arg(config);
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_explain_names_the_google_event_and_the_ics_file() {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(10, 2, BASE));
+    let g = google().await;
+    let o = Opts {
+        on_target_delete: "respect",
+        ics: true,
+        ..Opts::default()
+    };
+    let s = setup(&f, &fcal, &g, "explain-lines", &o);
+    reconcile_ok(&s.config).await;
+    let key = single_event_ids(&f, &fcal).remove(0);
+    let ev = google_event_of(&g, &s.gcal, &key);
+
+    // Each target's module says where the event lives.
+    let text = explain(&s.config, &key).await;
+    for want in [
+        format!(
+            "target:   Google Calendar {}, event {}, etag {}",
+            s.gcal, ev.id, ev.etag
+        ),
+        format!("target:   ICS file {}", s.ics_dir().display()),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing:\n{text}");
+    }
+    assert_eq!(text.matches("decision: up to date").count(), 2, "{text}");
+    let mut cmd = bin();
+    cmd.args(["explain", &key, "--offline", "--json", "--config"])
+        .arg(&s.config);
+    let j: serde_json::Value = serde_json::from_slice(&output(cmd).await.stdout).unwrap();
+    let sinks = j["matches"][0]["sinks"].as_array().unwrap();
+    let google = sinks.iter().find(|s| s["sink"] == "google:google").unwrap();
+    assert_eq!(
+        google["target"][0],
+        format!(
+            "Google Calendar {}, event {}, etag {}",
+            s.gcal, ev.id, ev.etag
+        )
+    );
+
+    // Deleted in Google and respected: the planner leaves it deleted.
+    g.user_delete_event(&s.gcal, &ev.id);
+    reconcile_ok(&s.config).await;
+    let text = explain(&s.config, &key).await;
+    assert!(
+        text.contains("decision: deleted on the target and left deleted"),
+        "{text}"
+    );
+    assert!(text.contains(", deleted (tombstone)"), "{text}");
+    f.shutdown().await;
+    g.shutdown().await;
+}
