@@ -16,6 +16,7 @@ mod output;
 mod packaging;
 mod paths;
 mod reconcile_safety;
+mod replica;
 mod rooms;
 mod sandbox;
 mod store_damage;
