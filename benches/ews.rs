@@ -17,15 +17,16 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "common/replica.rs"]
+mod replica;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bridge_emulators::ews::{EwsConfig, EwsEmulator};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
 
-const BASE: i64 = 1_760_000_000;
-const EVENTS: usize = 5000;
+use replica::{EVENTS, Tenant, verdict};
+
 const BATCH: usize = 50;
 const MAILBOX: &str = "alice@example.com";
 
@@ -47,53 +48,19 @@ struct Run {
     failed: u64,
 }
 
-fn prepare(f: &FeishuEmulator, fcal: &str, e: &EwsEmulator, dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("bench dir");
-    let c = f.config();
-    let text = format!(
-        "[store]\npath = \"{store}\"\n\n[feishu]\nbase_url = \"{base}\"\napp_id = \"{app}\"\n\
-         app_secret = \"{secret}\"\ncalendars = [\"{fcal}\"]\ndelivery = \"poll\"\n\
-         user_token_file = \"{tokens}\"\n\n\
-         [[sinks]]\nkind = \"ews\"\nname = \"bench\"\nurl = \"{url}\"\nmailbox = \"{MAILBOX}\"\n\
+fn prepare(t: &Tenant, e: &EwsEmulator, dir: &Path) -> PathBuf {
+    let rest = format!(
+        "[[sinks]]\nkind = \"ews\"\nname = \"bench\"\nurl = \"{url}\"\nmailbox = \"{MAILBOX}\"\n\
          auth = \"basic\"\nusername = \"svc-bridge\"\npassword = \"correct horse\"\n\
          impersonation = true\nbatch_size = {BATCH}\n",
-        store = dir.join("state/bridge.redb").display(),
-        base = f.base_url(),
-        app = c.app_id,
-        secret = c.app_secret,
-        tokens = dir.join("state/feishu-user.json").display(),
         url = e.ews_url(),
     );
-    let config = dir.join("feishu-bridge.toml");
-    std::fs::write(&config, text).expect("write config");
-    config
+    t.config(dir, &rest)
 }
 
 fn reconcile(e: &EwsEmulator, config: &Path) -> Run {
     e.reset_calls();
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_feishu-bridge"))
-        .args(["reconcile", "--json", "--config"])
-        .arg(config)
-        .output()
-        .expect("run feishu-bridge");
-    let wall = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|err| panic!("reconcile printed no JSON ({err}):\n{stderr}"));
-    let sink = report["calendars"][0]["sinks"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("ews")))
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("no ews sink in the report: {report}\n{stderr}"));
-    let n = |k: &str| {
-        sink[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {k}: {report}"))
-    };
+    let r = replica::reconcile(config, "ews");
     let mut phases: Vec<Phase> = Vec::new();
     for c in e.calls().iter().filter(|c| c.path.contains("/EWS/")) {
         let op = c
@@ -113,15 +80,15 @@ fn reconcile(e: &EwsEmulator, config: &Path) -> Run {
         }
     }
     Run {
-        wall,
-        exit: out.status.code().unwrap_or(-1),
+        wall: r.wall,
+        exit: r.exit,
         phases,
         writes: e.write_count(),
-        created: n("created"),
-        updated: n("updated"),
-        deleted: n("deleted"),
-        unchanged: n("unchanged"),
-        failed: n("failed"),
+        created: r.n("created"),
+        updated: r.n("updated"),
+        deleted: r.n("deleted"),
+        unchanged: r.n("unchanged"),
+        failed: r.n("failed"),
     }
 }
 
@@ -163,51 +130,30 @@ fn print(name: &str, r: &Run) -> (usize, usize) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let f = rt
-        .block_on(FeishuEmulator::start(FeishuConfig {
-            rate_limit: None,
-            ..FeishuConfig::default()
-        }))
-        .expect("start the Feishu emulator");
-    let fcal = f.create_calendar("Bench 5k");
-    f.bulk_load(&fcal, bridge_core::sample::events(EVENTS, 42, BASE));
-    let root = std::env::temp_dir().join(format!("fb-bench-ews-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let t = Tenant::start("ews");
+    let rt = &t.rt;
     let e = rt
         .block_on(EwsEmulator::start(EwsConfig {
             mailboxes: vec![MAILBOX.into()],
             ..EwsConfig::default()
         }))
         .expect("start the EWS emulator");
-    let config = prepare(&f, &fcal, &e, &root);
+    let config = prepare(&t, &e, &t.root);
     let initial = reconcile(&e, &config);
     let noop = reconcile(&e, &config);
     println!("\nEWS sink, {EVENTS} sample events, release binary, batch_size {BATCH}");
     let (total, least) = print("initial mirror", &initial);
     println!(
         "batching: {total} requests against the least {least} (ceil per phase): {}",
-        if total == least && initial.exit == 0 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        verdict(total == least && initial.exit == 0)
     );
     let (noop_total, _) = print("no-op rerun", &noop);
     let listing_only = noop.phases.iter().all(|p| p.operation == "FindItem");
     println!(
         "no-op rerun: {noop_total} request(s), {} writes (target: the drift listing only, 0 writes: {})",
         noop.writes,
-        if listing_only && noop.writes == 0 && noop.exit == 0 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        verdict(listing_only && noop.writes == 0 && noop.exit == 0)
     );
-    rt.block_on(f.shutdown());
     rt.block_on(e.shutdown());
-    let _ = std::fs::remove_dir_all(&root);
+    t.finish();
 }

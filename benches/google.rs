@@ -21,15 +21,16 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+#[path = "common/replica.rs"]
+mod replica;
 
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use bridge_emulators::google::{GoogleConfig, GoogleEmulator};
 
-const BASE: i64 = 1_760_000_000;
-const EVENTS: usize = 5000;
+use replica::{EVENTS, Tenant, verdict};
+
 const OWNER: &str = "owner@example.com";
 const BATCH_PARTS: usize = 50;
 
@@ -67,8 +68,9 @@ fn start_google(rt: &tokio::runtime::Runtime) -> GoogleEmulator {
     g
 }
 
-/// A directory with a config mirroring `fcal` into a new calendar of `g`.
-fn prepare(f: &FeishuEmulator, fcal: &str, g: &GoogleEmulator, dir: &Path, batch: bool) -> PathBuf {
+/// A directory with a config mirroring the sample calendar into a new
+/// calendar of `g`.
+fn prepare(t: &Tenant, g: &GoogleEmulator, dir: &Path, batch: bool) -> PathBuf {
     std::fs::create_dir_all(dir).expect("bench dir");
     let gcal = g.create_calendar(OWNER, "Bench mirror");
     let key = dir.join("google-key.json");
@@ -77,60 +79,23 @@ fn prepare(f: &FeishuEmulator, fcal: &str, g: &GoogleEmulator, dir: &Path, batch
         serde_json::to_vec_pretty(&g.service_account_key_json()).expect("key json"),
     )
     .expect("write key");
-    let c = f.config();
-    let text = format!(
-        "[store]\npath = \"{store}\"\n\n[feishu]\nbase_url = \"{base}\"\napp_id = \"{app}\"\n\
-         app_secret = \"{secret}\"\ncalendars = [\"{fcal}\"]\ndelivery = \"poll\"\n\
-         user_token_file = \"{tokens}\"\n\n\
-         [sync]\nattendees = \"none\"\n\n\
+    let rest = format!(
+        "[sync]\nattendees = \"none\"\n\n\
          [[sinks]]\nkind = \"google\"\nname = \"google\"\nprivacy = \"full\"\n\
          calendar_id = \"{gcal}\"\nservice_account_key_file = \"{key}\"\nsubject = \"{OWNER}\"\n\
          token_url = \"{token_url}\"\nauth_url = \"{auth_url}\"\nbase_url = \"{gbase}\"\n\
          requests_per_second = 0.0\nbatch = {batch}\non_target_delete = \"restore\"\n",
-        store = dir.join("state/bridge.redb").display(),
-        base = f.base_url(),
-        app = c.app_id,
-        secret = c.app_secret,
-        tokens = dir.join("state/feishu-user.json").display(),
         key = key.display(),
         token_url = g.token_url(),
         auth_url = g.auth_url(),
         gbase = g.base_url(),
     );
-    let config = dir.join("feishu-bridge.toml");
-    std::fs::write(&config, text).expect("write config");
-    config
+    t.config(dir, &rest)
 }
 
 fn reconcile(g: &GoogleEmulator, config: &Path) -> Run {
     g.reset_calls();
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_feishu-bridge"))
-        .args(["reconcile", "--json", "--config"])
-        .arg(config)
-        .output()
-        .expect("run feishu-bridge");
-    let wall = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "reconcile printed no JSON ({e}):\n{}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    let sink = report["calendars"][0]["sinks"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("google")))
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("no google sink in the report: {report}\n{stderr}"));
-    let n = |k: &str| {
-        sink[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {k} in the report: {report}\n{stderr}"))
-    };
+    let r = replica::reconcile(config, "google");
     let calls = g.calls();
     let batch_requests = calls
         .iter()
@@ -158,8 +123,8 @@ fn reconcile(g: &GoogleEmulator, config: &Path) -> Run {
         .filter(|c| !(c.method == "GET" && c.path.ends_with("/events")))
         .count();
     Run {
-        wall,
-        exit: out.status.code().unwrap_or(-1),
+        wall: r.wall,
+        exit: r.exit,
         batch_requests,
         http_requests: calls.iter().filter(|c| !c.batch_part).count(),
         batch_parts,
@@ -168,11 +133,11 @@ fn reconcile(g: &GoogleEmulator, config: &Path) -> Run {
         listing_calls,
         token_calls,
         other_reads,
-        created: n("created"),
-        updated: n("updated"),
-        deleted: n("deleted"),
-        unchanged: n("unchanged"),
-        failed: n("failed"),
+        created: r.n("created"),
+        updated: r.n("updated"),
+        deleted: r.n("deleted"),
+        unchanged: r.n("unchanged"),
+        failed: r.n("failed"),
     }
 }
 
@@ -194,33 +159,17 @@ fn row(name: &str, r: &Run) {
     );
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let f = rt
-        .block_on(FeishuEmulator::start(FeishuConfig {
-            rate_limit: None,
-            ..FeishuConfig::default()
-        }))
-        .expect("start the Feishu emulator");
-    let fcal = f.create_calendar("Bench 5k");
-    f.bulk_load(&fcal, bridge_core::sample::events(EVENTS, 42, BASE));
-    let root = std::env::temp_dir().join(format!("fb-bench-google-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-
-    let g_batch = start_google(&rt);
-    let config_batch = prepare(&f, &fcal, &g_batch, &root.join("batch"), true);
+    let t = Tenant::start("google");
+    let rt = &t.rt;
+    let root = &t.root;
+    let g_batch = start_google(rt);
+    let config_batch = prepare(&t, &g_batch, &root.join("batch"), true);
     let batched = reconcile(&g_batch, &config_batch);
     let noop = reconcile(&g_batch, &config_batch);
 
-    let g_single = start_google(&rt);
-    let config_single = prepare(&f, &fcal, &g_single, &root.join("single"), false);
+    let g_single = start_google(rt);
+    let config_single = prepare(&t, &g_single, &root.join("single"), false);
     let single = reconcile(&g_single, &config_single);
 
     println!();
@@ -306,8 +255,7 @@ fn main() {
         verdict(noop_ok),
     );
 
-    rt.block_on(f.shutdown());
     rt.block_on(g_batch.shutdown());
     rt.block_on(g_single.shutdown());
-    let _ = std::fs::remove_dir_all(&root);
+    t.finish();
 }

@@ -24,17 +24,18 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+#[path = "common/replica.rs"]
+mod replica;
 
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use bridge_emulators::graph::{
     GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT,
 };
 
-const BASE: i64 = 1_760_000_000;
-const EVENTS: usize = 5000;
+use replica::{EVENTS, Tenant, verdict};
+
 const UPN: &str = "bench@contoso.example";
 const BATCH_PARTS: usize = 20;
 const LATENCY: Duration = Duration::from_millis(10);
@@ -63,60 +64,22 @@ struct Run {
     failed: u64,
 }
 
-fn prepare(f: &FeishuEmulator, fcal: &str, g: &GraphEmulator, dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("bench dir");
-    let c = f.config();
-    let text = format!(
-        "[store]\npath = \"{store}\"\n\n[feishu]\nbase_url = \"{base}\"\napp_id = \"{app}\"\n\
-         app_secret = \"{secret}\"\ncalendars = [\"{fcal}\"]\ndelivery = \"poll\"\n\
-         user_token_file = \"{tokens}\"\n\n\
-         [[sinks]]\nkind = \"graph\"\nname = \"graph\"\ntenant_id = \"{TEST_TENANT}\"\n\
+fn prepare(t: &Tenant, g: &GraphEmulator, dir: &Path) -> PathBuf {
+    let rest = format!(
+        "[[sinks]]\nkind = \"graph\"\nname = \"graph\"\ntenant_id = \"{TEST_TENANT}\"\n\
          client_id = \"{TEST_CLIENT_ID}\"\nclient_secret = \"{TEST_CLIENT_SECRET}\"\n\
          mailbox = \"{UPN}\"\ncalendar = \"Bench mirror\"\ncreate_calendar = true\n\
          base_url = \"{gbase}\"\ntoken_url = \"{token_url}\"\n",
-        store = dir.join("state/bridge.redb").display(),
-        base = f.base_url(),
-        app = c.app_id,
-        secret = c.app_secret,
-        tokens = dir.join("state/feishu-user.json").display(),
         gbase = g.base_url(),
         token_url = g.token_url(),
     );
-    let config = dir.join("feishu-bridge.toml");
-    std::fs::write(&config, text).expect("write config");
-    config
+    t.config(dir, &rest)
 }
 
 fn reconcile(g: &GraphEmulator, config: &Path) -> Run {
     g.reset_calls();
     let throttled_before = g.over_concurrency();
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_feishu-bridge"))
-        .args(["reconcile", "--json", "--config"])
-        .arg(config)
-        .output()
-        .expect("run feishu-bridge");
-    let wall = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "reconcile printed no JSON ({e}):\n{}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    let sink = report["calendars"][0]["sinks"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("graph")))
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("no graph sink in the report: {report}\n{stderr}"));
-    let n = |k: &str| {
-        sink[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {k} in the report: {report}\n{stderr}"))
-    };
+    let r = replica::reconcile(config, "graph");
     let calls = g.calls();
     let occurrence = |path: &str| {
         path.rsplit_once("/events/")
@@ -127,8 +90,8 @@ fn reconcile(g: &GraphEmulator, config: &Path) -> Run {
         .filter(|c| c.is_write() && !c.path.ends_with("/calendars"))
         .collect();
     Run {
-        wall,
-        exit: out.status.code().unwrap_or(-1),
+        wall: r.wall,
+        exit: r.exit,
         http_requests: calls.iter().filter(|c| !c.batch_part).count(),
         batch_requests: calls.iter().filter(|c| c.path.ends_with("/$batch")).count(),
         batch_parts: calls.iter().filter(|c| c.batch_part).count(),
@@ -159,10 +122,10 @@ fn reconcile(g: &GraphEmulator, config: &Path) -> Run {
             .count(),
         peak: g.peak_concurrency(),
         throttled: g.over_concurrency() - throttled_before,
-        created: n("created"),
-        updated: n("updated"),
-        unchanged: n("unchanged"),
-        failed: n("failed"),
+        created: r.n("created"),
+        updated: r.n("updated"),
+        unchanged: r.n("unchanged"),
+        failed: r.n("failed"),
     }
 }
 
@@ -188,25 +151,9 @@ fn row(name: &str, r: &Run) {
     );
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let f = rt
-        .block_on(FeishuEmulator::start(FeishuConfig {
-            rate_limit: None,
-            ..FeishuConfig::default()
-        }))
-        .expect("start the Feishu emulator");
-    let fcal = f.create_calendar("Bench 5k");
-    f.bulk_load(&fcal, bridge_core::sample::events(EVENTS, 42, BASE));
-    let root = std::env::temp_dir().join(format!("fb-bench-graph-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let t = Tenant::start("graph");
+    let rt = &t.rt;
     let g = rt
         .block_on(GraphEmulator::start_with(GraphConfig {
             rate_limit: None,
@@ -215,7 +162,7 @@ fn main() {
         }))
         .expect("start the Graph emulator");
     g.add_mailbox(UPN, MailboxAccess::Enabled);
-    let config = prepare(&f, &fcal, &g, &root.join("mirror"));
+    let config = prepare(&t, &g, &t.root.join("mirror"));
     let initial = reconcile(&g, &config);
     let noop = reconcile(&g, &config);
 
@@ -280,7 +227,6 @@ fn main() {
         noop.wall.as_secs_f64(),
         verdict(noop_ok),
     );
-    rt.block_on(f.shutdown());
     rt.block_on(g.shutdown());
-    let _ = std::fs::remove_dir_all(&root);
+    t.finish();
 }

@@ -188,23 +188,11 @@ pub(crate) fn daemon_store() -> Option<Store> {
     IN_DAEMON.try_with(|d| d.app.engine.store().clone()).ok()
 }
 
-pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::Result<App> {
-    if let Ok(app) = IN_DAEMON.try_with(|d| d.app.clone()) {
-        // `allow_mass_delete` goes with each pass (`sync_calendar_with`).
-        return Ok(app);
-    }
-    let store = open_store(loaded).await?;
-    let client = Arc::new(feishu_client(loaded, client_config(loaded))?);
-    let selection = match &loaded.config.feishu.calendars {
-        Calendars::Primary => Selection::Primary,
-        Calendars::All => Selection::All,
-        Calendars::List(ids) => Selection::List(ids.clone()),
-    };
-    let source = Arc::new(
-        FeishuSource::new(client.clone(), identity(loaded), selection).with_cache(store.clone()),
-    );
+/// The engine's settings from the configuration (`explain` plans with
+/// them too).
+pub(crate) fn engine_config(loaded: &Loaded, allow_mass_delete: bool) -> EngineConfig {
     let sync = &loaded.config.sync;
-    let cfg = EngineConfig {
+    EngineConfig {
         rules: Rules {
             max_delete_count: sync.max_delete_count,
             max_delete_fraction: sync.max_delete_percent / 100.0,
@@ -235,7 +223,25 @@ pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::R
             .iter()
             .map(|c| (c.target.id(), c.view.clone()))
             .collect(),
+    }
+}
+
+pub(crate) async fn build(loaded: &Loaded, allow_mass_delete: bool) -> anyhow::Result<App> {
+    if let Ok(app) = IN_DAEMON.try_with(|d| d.app.clone()) {
+        // `allow_mass_delete` goes with each pass (`sync_calendar_with`).
+        return Ok(app);
+    }
+    let store = open_store(loaded).await?;
+    let client = Arc::new(feishu_client(loaded, client_config(loaded))?);
+    let selection = match &loaded.config.feishu.calendars {
+        Calendars::Primary => Selection::Primary,
+        Calendars::All => Selection::All,
+        Calendars::List(ids) => Selection::List(ids.clone()),
     };
+    let source = Arc::new(
+        FeishuSource::new(client.clone(), identity(loaded), selection).with_cache(store.clone()),
+    );
+    let cfg = engine_config(loaded, allow_mass_delete);
     let handles = build_sinks(loaded, &store).await?;
     let sinks = handles.iter().map(Handle::sink).collect();
     let engine = Arc::new(Engine::new(source.clone(), sinks, store, cfg));

@@ -962,7 +962,7 @@ mod google_tests {
                     index: c.index,
                     sink: g,
                 }),
-                Target::Ics(_) | Target::Feed(_) | Target::Graph(_) | Target::Ews(_) => None,
+                _ => None,
             })
             .collect()
     }

@@ -15,9 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bridge_core::feishu::{Event, EventStatus};
+use bridge_core::plan::{Decision, Op};
 use bridge_core::{
     EventKey, Item, Privacy, RenderOptions, Revision, content_hash, map_event, render_event,
 };
+use bridge_engine::{EngineConfig, RemoteRef, SinkExplanation, Verdict};
 use bridge_feishu::FeishuError;
 use bridge_feishu::client::{FeishuClient, Identity};
 use bridge_store::{Failure, Record, SinkItemKey, Snapshot, Store};
@@ -177,44 +179,12 @@ fn mapping(
 }
 
 /// Whether the engine would write this item now (`None`: no window).
-fn in_window(loaded: &Loaded, now: i64, item: &Item) -> Option<bool> {
-    let sync = &loaded.config.sync;
-    let window = bridge_engine::Window {
-        past_days: sync.window_past_days?,
-        future_days: sync.window_future_days?,
-    };
-    Some(bridge_engine::in_window(Some(window), now, item))
+fn in_window(cfg: &EngineConfig, now: i64, item: &Item) -> Option<bool> {
+    cfg.window
+        .map(|w| bridge_engine::in_window(Some(w), now, item))
 }
 
 // ----- per sink -----
-
-/// An item as one sink sees it.
-enum Seen {
-    /// Shown, with the hash of what the sink gets (its transforms applied).
-    Shown(Option<String>),
-    /// Left out by the filter named (its key path).
-    LeftOut(String),
-}
-
-/// The item through the sink's `[sinks.filter]` / `[sinks.transform]`, as
-/// the engine applies them (`bridge_core::view`).
-fn seen_by(configured: Option<&crate::config::Configured>, item: Option<&Item>) -> Seen {
-    let Some(item) = item else {
-        return Seen::Shown(None);
-    };
-    let Some(c) = configured.filter(|c| !c.view.is_identity()) else {
-        return Seen::Shown(Some(content_hash(item).to_string()));
-    };
-    match item {
-        Item::Event(ev) => match c.view.filter.excludes(ev) {
-            Some(key) => Seen::LeftOut(format!("sinks[{}].filter.{key}", c.index)),
-            None => Seen::Shown(Some(
-                content_hash(&Item::Event(Box::new(c.view.transform.apply(ev)))).to_string(),
-            )),
-        },
-        Item::Cancelled(_) => Seen::Shown(Some(content_hash(item).to_string())),
-    }
-}
 
 fn left_out(why: &str, record: Option<&Record>) -> String {
     match record.filter(|r| !r.tombstone) {
@@ -232,22 +202,38 @@ struct SinkView {
     failure: Option<Failure>,
     in_sync: Option<bool>,
     decision: String,
+    /// Where the event lives on the target, from its module.
+    target: Vec<String>,
 }
 
-fn decide(
-    now: i64,
-    hash: Option<&str>,
-    in_store: bool,
-    window: Option<bool>,
-    record: Option<&Record>,
-    failure: Option<&Failure>,
-) -> String {
+/// The engine's verdict for one sink, in words. `index` is the sink's
+/// place in the configuration (a filter is named by its key path).
+fn decision(now: i64, key: &EventKey, s: &SinkExplanation, index: Option<usize>) -> String {
+    let record = s.record.as_ref();
     let live_record = record.filter(|r| !r.tombstone);
-    if let Some(f) = failure {
-        let what = match (in_store, live_record) {
-            (false, _) => "removing it (deleted in Feishu)",
-            (true, None) => "writing it",
-            (true, Some(_)) => "updating it",
+    let planned = match &s.verdict {
+        Verdict::Unmappable => return "cannot be mapped; the sink keeps what it has".to_owned(),
+        Verdict::LeftOut(filter) => {
+            let why = match index {
+                Some(i) => format!("sinks[{i}].filter.{filter}"),
+                None => format!("filter.{filter}"),
+            };
+            return left_out(&why, record);
+        }
+        Verdict::HeldBack(message) => {
+            return format!(
+                "deleted in Feishu (or no longer listed); the deletion budget holds its removal back: {message}"
+            );
+        }
+        Verdict::Planned { decision, .. } => *decision,
+    };
+    if let Some(f) = &s.failure {
+        let what = match s.verdict.op(key) {
+            Some(Op::Create(_)) => "writing it",
+            Some(Op::Update(_)) => "updating it",
+            Some(Op::Delete(_)) => "removing it (deleted in Feishu)",
+            None if live_record.is_some() => "updating it",
+            None => "writing it",
         };
         let times = format!(
             "{} time{}",
@@ -270,27 +256,28 @@ fn decide(
             )
         };
     }
-    if !in_store {
-        return match live_record {
-            Some(_) => "deleted in Feishu (or no longer listed); removed from the sink on the next full pass".to_owned(),
-            None => "deleted in Feishu; removed from the sink".to_owned(),
-        };
-    }
-    let outside = window == Some(false);
-    match (live_record, hash) {
-        (_, None) => "cannot be mapped; the sink keeps what it has".to_owned(),
-        (Some(r), Some(h)) if r.applied_hash == h => "up to date".to_owned(),
-        (Some(_), Some(_)) if outside => {
-            "outside the sync window: the written version is left as it is".to_owned()
-        }
-        (Some(_), Some(_)) => {
-            "will be updated on the next pass (source changed since it was written)".to_owned()
-        }
-        (None, Some(_)) if outside => "not written: outside the sync window".to_owned(),
-        (None, Some(_)) => {
+    match planned {
+        Decision::Create => {
             "will be written on the next pass (not written yet: new since the last pass, or the pass was a dry run)"
                 .to_owned()
         }
+        Decision::Update => {
+            "will be updated on the next pass (source changed since it was written)".to_owned()
+        }
+        Decision::Delete if live_record.is_some() => {
+            "deleted in Feishu (or no longer listed); removed from the sink on the next full pass"
+                .to_owned()
+        }
+        Decision::Delete => "deleted in Feishu; removed from the sink".to_owned(),
+        Decision::Unchanged if record.is_some_and(|r| r.tombstone) => {
+            "deleted on the target and left deleted (on_target_delete = \"respect\")".to_owned()
+        }
+        Decision::Unchanged => "up to date".to_owned(),
+        Decision::OutsideWindow if live_record.is_some() => {
+            "outside the sync window: the written version is left as it is".to_owned()
+        }
+        Decision::OutsideWindow => "not written: outside the sync window".to_owned(),
+        Decision::Absent => "not in the source and not on this sink: nothing to do".to_owned(),
     }
 }
 
@@ -352,32 +339,34 @@ async fn search_store(
             calendars.extend(failures.iter().map(|(k, _)| k.calendar_id.clone()));
         }
     }
+    let cfg = engine_config(loaded);
     let configured_sinks: Vec<String> = app::sinks(loaded)
         .iter()
         .map(|s| s.id().to_owned())
         .collect();
     let mut out = Vec::new();
     for cal in calendars {
-        let snapshot = store.get_snapshot(&cal, &id).await?;
         let mut sink_ids = configured_sinks.clone();
         for (k, _) in failures.iter().filter(|(k, _)| k.calendar_id == cal) {
             if !sink_ids.contains(&k.sink_id) {
                 sink_ids.push(k.sink_id.clone());
             }
         }
-        let mut records = Vec::new();
-        for sink in &sink_ids {
-            let k = SinkItemKey::new(sink.as_str(), cal.as_str(), id.as_str());
-            let record = store.get_record(&k).await?;
-            let failure = store.get_failure(&k).await?;
-            records.push((sink.clone(), record, failure));
-        }
-        if snapshot.is_none() && records.iter().all(|(_, r, f)| r.is_none() && f.is_none()) {
+        // The engine's own phases: cursor, snapshot set, plan per sink.
+        let Some(x) =
+            bridge_engine::engine::explain::explain(store, &cfg, &sink_ids, &cal, key, now).await?
+        else {
             continue;
-        }
-        let revisions: HashMap<EventKey, Revision> = records
+        };
+        let snapshot = if x.in_store {
+            store.get_snapshot(&cal, &id).await?
+        } else {
+            None
+        };
+        let revisions: HashMap<EventKey, Revision> = x
+            .sinks
             .iter()
-            .find_map(|(_, r, _)| r.as_ref())
+            .find_map(|s| s.record.as_ref())
             .map(|r| {
                 HashMap::from([(
                     key.clone(),
@@ -407,42 +396,31 @@ async fn search_store(
             }
             None => (None, None),
         };
-        let window = mapping
-            .as_ref()
-            .and_then(|m| m.item.as_ref())
-            .and_then(|i| in_window(loaded, now, i));
-        let item = mapping.as_ref().and_then(|m| m.item.as_ref());
-        let sinks: Vec<SinkView> = records
+        let sinks: Vec<SinkView> = x
+            .sinks
             .into_iter()
-            .map(|(sink, record, failure)| {
-                // What this sink sees: its filters and transforms.
-                let configured = loaded.sinks.iter().find(|c| c.target.id() == sink);
-                let seen = seen_by(configured, item);
-                let hash = match &seen {
-                    Seen::Shown(h) => h.clone(),
-                    Seen::LeftOut(_) => None,
-                };
-                let decision = match &seen {
-                    Seen::LeftOut(why) => left_out(why, record.as_ref()),
-                    Seen::Shown(_) => decide(
-                        now,
-                        hash.as_deref(),
-                        snapshot.is_some(),
-                        window,
-                        record.as_ref(),
-                        failure.as_ref(),
-                    ),
-                };
+            .map(|s| {
+                let configured = loaded.sinks.iter().find(|c| c.target.id() == s.sink);
+                let decision = decision(now, key, &s, configured.map(|c| c.index));
+                // Where it lives, as the target's module says.
+                let remote = s.record.as_ref().map(|r| RemoteRef {
+                    id: r.remote_id.clone(),
+                    etag: r.etag.clone(),
+                });
+                let target = configured
+                    .map(|c| c.target.config().explain(&cal, remote.as_ref()))
+                    .unwrap_or_default();
                 SinkView {
-                    in_sync: match (&record, &hash) {
-                        (Some(r), Some(h)) => Some(!r.tombstone && r.applied_hash == *h),
+                    in_sync: match (&s.record, &s.hash) {
+                        (Some(r), Some(h)) => Some(!r.tombstone && r.applied_hash == h.to_string()),
                         (Some(_), None) => Some(false),
                         (None, _) => None,
                     },
-                    sink,
-                    record,
-                    failure,
+                    sink: s.sink,
+                    record: s.record,
+                    failure: s.failure,
                     decision,
+                    target,
                 }
             })
             .collect();
@@ -469,12 +447,20 @@ async fn search_store(
             snapshot,
             source,
             mapping,
-            window,
+            window: x.in_window,
             sinks,
             summary,
         });
     }
     Ok(out)
+}
+
+/// The engine's settings: the daemon's when it runs the command, else as
+/// the configuration gives them.
+fn engine_config(loaded: &Loaded) -> EngineConfig {
+    app::IN_DAEMON
+        .try_with(|d| d.app.engine.config().clone())
+        .unwrap_or_else(|_| app::engine_config(loaded, false))
 }
 
 /// What to render with: an exception's master, or a master's cancelled
@@ -604,7 +590,7 @@ async fn search_live(
         let window = mapping
             .item
             .as_ref()
-            .and_then(|i| in_window(loaded, now, i));
+            .and_then(|i| in_window(&engine_config(loaded), now, i));
         out.push(Found {
             calendar: cal,
             snapshot: None,
@@ -650,6 +636,7 @@ fn found_json(now: i64, f: &Found) -> serde_json::Value {
             "in_sync": s.in_sync,
             "failure": s.failure.as_ref().map(|x| failure_json(now, x)),
             "decision": s.decision,
+            "target": s.target,
         })).collect::<Vec<_>>(),
     })
 }
@@ -814,6 +801,9 @@ fn print_found(now: i64, id: &str, f: &Found) {
                 }
             ),
             None => println!("  record:   none (never written to this sink)"),
+        }
+        for line in &s.target {
+            println!("  target:   {line}");
         }
         match &s.failure {
             Some(x) => println!(
@@ -1075,45 +1065,84 @@ mod tests {
         }
     }
 
+    fn sink(verdict: Verdict, record: Option<Record>, failure: Option<Failure>) -> SinkExplanation {
+        SinkExplanation {
+            sink: "ics:x".into(),
+            hash: None,
+            record,
+            failure,
+            verdict,
+        }
+    }
+
+    fn planned(d: Decision) -> Verdict {
+        Verdict::Planned {
+            decision: d,
+            waiting_until: None,
+        }
+    }
+
+    /// The engine's verdicts in words (the engine decides: `Engine::explain`).
     #[test]
     fn decisions_follow_the_engine() {
         let now = 1_000;
-        let h = Some("v1:aa");
+        let k = EventKey::new("u", 0).unwrap();
+        let decide = |v: Verdict, r: Option<Record>, f: Option<Failure>| {
+            decision(now, &k, &sink(v, r, f), Some(1))
+        };
         assert_eq!(
-            decide(now, h, true, None, Some(&stored("v1:aa")), None),
+            decide(planned(Decision::Unchanged), Some(stored("v1:aa")), None),
             "up to date"
         );
-        assert!(decide(now, h, true, None, Some(&stored("v1:bb")), None).contains("updated"));
+        assert!(decide(planned(Decision::Update), Some(stored("v1:bb")), None).contains("updated"));
         assert_eq!(
-            decide(now, h, true, Some(false), None, None),
+            decide(planned(Decision::OutsideWindow), None, None),
             "not written: outside the sync window"
         );
-        assert!(decide(now, h, true, Some(true), None, None).starts_with("will be written"));
+        assert!(decide(planned(Decision::Create), None, None).starts_with("will be written"));
         let f = Failure {
             attempts: 2,
             next_retry_at: now + 120,
             last_error: "disk full".into(),
             first_failed_at: 0,
         };
-        let d = decide(now, h, true, None, None, Some(&f));
+        let waiting = |d| Verdict::Planned {
+            decision: d,
+            waiting_until: Some(now + 120),
+        };
+        let d = decide(waiting(Decision::Create), None, Some(f.clone()));
         assert!(
             d.starts_with("writing it failed 2 times; waiting to retry at"),
             "{d}"
         );
-        let d = decide(now, h, true, None, Some(&stored("v1:bb")), Some(&f));
+        let d = decide(
+            waiting(Decision::Update),
+            Some(stored("v1:bb")),
+            Some(f.clone()),
+        );
         assert!(d.starts_with("updating it failed"), "{d}");
         let stuck = Failure {
             attempts: 7,
             next_retry_at: now - 1,
             ..f
         };
-        let d = decide(now, h, true, None, None, Some(&stuck));
+        let d = decide(planned(Decision::Create), None, Some(stuck));
         assert!(
             d.contains("(stuck") && d.contains("the next pass tries again"),
             "{d}"
         );
         assert!(
-            decide(now, None, false, None, Some(&stored("v1:aa")), None).starts_with("deleted")
+            decide(planned(Decision::Delete), Some(stored("v1:aa")), None).starts_with("deleted")
+        );
+        assert_eq!(
+            decide(Verdict::LeftOut("skip_private"), None, None),
+            "not written: left out by the filter sinks[1].filter.skip_private"
+        );
+        let mut gone = stored("v1:aa");
+        gone.tombstone = true;
+        assert!(
+            decide(planned(Decision::Unchanged), Some(gone), None)
+                .starts_with("deleted on the target")
         );
     }
 }

@@ -21,6 +21,7 @@ use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 use chrono::{DateTime, NaiveDate};
 
 use crate::feishu::{bin, temp_dir, write_config};
+use crate::replica::{self, Moments, Replica};
 
 #[path = "../ews-schema/check.rs"]
 mod schema;
@@ -615,140 +616,120 @@ async fn ews_a_webhook_push_reaches_exchange() {
 
 // ----- 4. kill -9 -------------------------------------------------------------------
 
+/// The EWS target of the shared scenarios: each mirror its own mailbox
+/// server.
+struct EwsTarget {
+    opts: Opts,
+}
+
+/// A mailbox server and the configuration mirroring into it.
+struct EwsMirror {
+    e: EwsEmulator,
+    s: Setup,
+}
+
+impl Replica for EwsTarget {
+    type Mirror = EwsMirror;
+    type Inst = Inst;
+    const NAME: &'static str = "ews";
+
+    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> EwsMirror {
+        let e = ews().await;
+        let s = setup(f, fcal, &e, name, &self.opts);
+        EwsMirror { e, s }
+    }
+    fn config(m: &EwsMirror) -> &Path {
+        &m.s.config
+    }
+    fn slow(&self, m: &EwsMirror, on: bool) {
+        m.e.set_faults(if on {
+            Faults {
+                slow_rate: 1.0,
+                slow_delay: Duration::from_millis(15),
+                seed: Some(1),
+                ..Faults::default()
+            }
+        } else {
+            Faults::default()
+        });
+    }
+    fn faults(&self, m: &EwsMirror, on: bool) {
+        // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
+        m.e.set_faults(if on {
+            Faults {
+                busy_rate: 0.1,
+                back_off_ms: 10,
+                unavailable_rate: 0.112,
+                seed: Some(0xFA_017),
+                ..Faults::default()
+            }
+        } else {
+            Faults::default()
+        });
+    }
+    fn faulted(&self, m: &EwsMirror) -> (usize, usize) {
+        let calls = m.e.calls();
+        let faulted = calls.iter().filter(|c| c.status >= 500).count();
+        (faulted, calls.len())
+    }
+    fn instances(&self, m: &EwsMirror) -> Vec<Inst> {
+        ews_instances(&m.e, FROM, TO)
+    }
+    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
+        assert_same(expected, got, what);
+    }
+    fn no_duplicates(&self, m: &EwsMirror, what: &str) -> usize {
+        assert_no_duplicates(&m.e, what)
+    }
+    fn after_kill(&self, m: &EwsMirror, _: &str) -> usize {
+        m.e.items(MAILBOX).len()
+    }
+    fn write_count(&self, m: &EwsMirror) -> usize {
+        m.e.write_count()
+    }
+    async fn done(&self, m: EwsMirror) {
+        m.e.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stderr)]
 async fn ews_kill_9_at_any_moment_then_a_clean_run_gives_the_same_mirror() {
-    const TRIALS: u64 = 20;
     let f = feishu(false).await;
     let (_, fcal) = tenant(&f, bridge_core::sample::events(120, 17, BASE));
-    let reference_emu = ews().await;
-    let rs = setup(&f, &fcal, &reference_emu, "kill-ref", &Opts::default());
-    reconcile_ok(&rs.config).await;
-    let reference = ews_instances(&reference_emu, FROM, TO);
-    assert!(!reference.is_empty());
-    let n_items = assert_no_duplicates(&reference_emu, "reference");
-    let slow = || Faults {
-        slow_rate: 1.0,
-        slow_delay: Duration::from_millis(15),
-        seed: Some(1),
-        ..Faults::default()
+    let target = EwsTarget {
+        opts: Opts::default(),
     };
-    let calib_emu = ews().await;
-    let cs = setup(&f, &fcal, &calib_emu, "kill-calib", &Opts::default());
-    calib_emu.set_faults(slow());
-    let started = Instant::now();
-    let r = reconcile(&cs.config).await;
-    let full_run = started.elapsed();
-    assert_eq!(r.code, 0, "{}", r.ctx());
-    let mut rng = bridge_core::sample::Rng::new(0xE55_613);
-    let mut outcomes = Vec::new();
-    for trial in 0..TRIALS {
-        let permille = if trial % 2 == 0 {
-            rng.below(1101)
-        } else {
-            500 + rng.below(500)
-        };
-        let delay = full_run * u32::try_from(permille).unwrap() / 1000;
-        // Each trial its own mailbox server.
-        let e = ews().await;
-        let s = setup(&f, &fcal, &e, &format!("kill-{trial}"), &Opts::default());
-        e.set_faults(slow());
-        let mut cmd = bin();
-        cmd.args(["reconcile", "--config"])
-            .arg(&s.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let killed = tokio::task::spawn_blocking(move || {
-            let mut child = cmd.spawn().unwrap();
-            std::thread::sleep(delay);
-            let finished = child.try_wait().unwrap().is_some();
-            child.kill().unwrap_or_default();
-            child.wait().unwrap();
-            !finished
-        })
-        .await
-        .unwrap();
-        e.set_faults(Faults::default());
-        let after_kill = e.items(MAILBOX).len();
-        let r = reconcile(&s.config).await;
-        assert_eq!(r.code, 0, "trial {trial} ({delay:?}): {}", r.ctx());
-        assert_eq!(r.n("failed"), 0, "trial {trial}: {}", r.ctx());
-        assert_same(
-            &reference,
-            &ews_instances(&e, FROM, TO),
-            &format!("trial {trial} ({delay:?})"),
-        );
-        assert_eq!(
-            assert_no_duplicates(&e, &format!("trial {trial}")),
-            n_items,
-            "trial {trial}"
-        );
-        let writes = e.write_count();
-        let again = reconcile_ok(&s.config).await;
-        let (c, u, d, _, _) = again.counts();
-        assert_eq!((c, u, d), (0, 0, 0), "trial {trial}: {}", again.ctx());
-        assert_eq!(e.write_count(), writes, "trial {trial}: the no-op wrote");
-        outcomes.push((delay.as_millis(), killed, after_kill, r.n("created")));
-        e.shutdown().await;
-    }
-    eprintln!(
-        "ews kill -9 trials, an uninterrupted slow run taking {full_run:?} (delay ms, killed, items after the kill, created by the clean run):"
-    );
-    for o in &outcomes {
-        eprintln!("  {o:?}");
-    }
+    let moments = Moments {
+        seed: 0xE55_613,
+        late_from: 500,
+        late_span: 500,
+    };
+    replica::kill_9_trials(&target, &f, &fcal, moments).await;
     f.shutdown().await;
 }
 
 // ----- 5. faults -----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stderr)]
 async fn ews_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     let f = feishu(false).await;
     let seeded = bridge_core::sample::events(80, 23, BASE);
     let (_, fcal) = tenant(&f, seeded.clone());
-    let e = ews().await;
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
     // Small batches: many requests for the faults to hit.
-    let o = Opts {
-        batch_size: 5,
-        ..Opts::default()
+    let target = EwsTarget {
+        opts: Opts {
+            batch_size: 5,
+            ..Opts::default()
+        },
     };
-    let s = setup(&f, &fcal, &e, "faults", &o);
-    // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
-    e.set_faults(Faults {
-        busy_rate: 0.1,
-        back_off_ms: 10,
-        unavailable_rate: 0.112,
-        seed: Some(0xFA_017),
-        ..Faults::default()
-    });
-    let mut runs = Vec::new();
-    let mut done = false;
-    for _ in 0..10 {
-        let r = reconcile(&s.config).await;
-        runs.push((r.code, r.report["calendars"][0]["sinks"].clone()));
-        if r.code == 0 {
-            done = true;
-            break;
-        }
-        assert_eq!(r.code, 1, "only item failures are expected: {}", r.ctx());
-    }
-    e.set_faults(Faults::default());
-    let faulted = e.calls().iter().filter(|c| c.status >= 500).count();
-    eprintln!(
-        "ews faults: {} run(s), {faulted} faulted calls of {}",
-        runs.len(),
-        e.calls().len()
-    );
-    assert!(done, "no clean reconcile within 10 runs: {runs:#?}");
-    assert!(faulted > 0, "faults were injected");
-    assert_same(&expected, &ews_instances(&e, FROM, TO), "after faults");
-    assert_no_duplicates(&e, "after faults");
-    schema::assert_valid(&e.request_bodies());
+    let m = target.mirror(&f, &fcal, "faults").await;
+    replica::converge_under_faults(&target, &m).await;
+    assert_same(&expected, &ews_instances(&m.e, FROM, TO), "after faults");
+    assert_no_duplicates(&m.e, "after faults");
+    schema::assert_valid(&m.e.request_bodies());
     f.shutdown().await;
-    e.shutdown().await;
+    m.e.shutdown().await;
 }
 
 // ----- 6. user edits and deletes ------------------------------------------------------

@@ -25,6 +25,7 @@ use bridge_emulators::google::{EventTime, Faults, GoogleConfig, GoogleEmulator};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::feishu::{bin, temp_dir, write_config};
+use crate::replica::{self, Moments, Replica};
 
 /// The sample data starts here (Unix seconds, 2025-10-09).
 const BASE: i64 = 1_760_000_000;
@@ -821,90 +822,85 @@ async fn google_a_webhook_push_reaches_google() {
 
 // ----- 4. kill -9 ------------------------------------------------------------------
 
+/// The Google target of the shared scenarios: a calendar of one emulator
+/// per mirror.
+struct GoogleTarget<'a>(&'a GoogleEmulator);
+
+impl Replica for GoogleTarget<'_> {
+    type Mirror = Setup;
+    type Inst = Inst;
+    const NAME: &'static str = "google";
+
+    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Setup {
+        setup(f, fcal, self.0, name, &Opts::default())
+    }
+    fn config(m: &Setup) -> &Path {
+        &m.config
+    }
+    fn slow(&self, _: &Setup, on: bool) {
+        self.0.set_faults(if on {
+            Faults {
+                slow_rate: 1.0,
+                slow_delay: Duration::from_millis(15),
+                seed: Some(1),
+                ..Faults::default()
+            }
+        } else {
+            Faults::default()
+        });
+    }
+    fn faults(&self, _: &Setup, on: bool) {
+        // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
+        self.0.set_faults(if on {
+            Faults {
+                rate_429: 0.1,
+                rate_5xx: 0.112,
+                retry_after_secs: 1,
+                seed: Some(0xFA_017),
+                ..Faults::default()
+            }
+        } else {
+            Faults::default()
+        });
+    }
+    fn faulted(&self, _: &Setup) -> (usize, usize) {
+        let calls = self.0.calls();
+        let faulted = calls
+            .iter()
+            .filter(|c| c.status == 429 || c.status >= 500)
+            .count();
+        (faulted, calls.len())
+    }
+    fn instances(&self, m: &Setup) -> Vec<Inst> {
+        google_instances(self.0, &m.gcal, FROM, TO)
+    }
+    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
+        assert_same(expected, got, what);
+    }
+    fn no_duplicates(&self, m: &Setup, what: &str) -> usize {
+        assert_no_duplicates(self.0, &m.gcal, what)
+    }
+    fn after_kill(&self, m: &Setup, _: &str) -> usize {
+        self.0.events(&m.gcal).len()
+    }
+    fn write_count(&self, _: &Setup) -> usize {
+        self.0.write_count()
+    }
+    async fn done(&self, _: Setup) {}
+}
+
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stderr)]
 async fn google_kill_9_at_any_moment_then_a_clean_run_gives_the_same_mirror() {
-    const TRIALS: u64 = 20;
     let f = feishu(false).await;
     let seeded = bridge_core::sample::events(120, 17, BASE);
     let (_, fcal) = tenant(&f, seeded);
     let g = google().await;
-
-    // The reference: a clean run into its own Google calendar.
-    let reference_setup = setup(&f, &fcal, &g, "kill-ref", &Opts::default());
-    reconcile_ok(&reference_setup.config).await;
-    let reference = google_instances(&g, &reference_setup.gcal, FROM, TO);
-    assert!(!reference.is_empty());
-    let n_events = assert_no_duplicates(&g, &reference_setup.gcal, "reference");
-
-    // Every Google call answers slowly so that a run can be killed while
-    // listing, writing batches or committing.
-    let slow = || Faults {
-        slow_rate: 1.0,
-        slow_delay: Duration::from_millis(15),
-        seed: Some(1),
-        ..Faults::default()
+    let moments = Moments {
+        seed: 0x600_613,
+        late_from: 500,
+        late_span: 500,
     };
-    let calib = setup(&f, &fcal, &g, "kill-calib", &Opts::default());
-    g.set_faults(slow());
-    let started = Instant::now();
-    let r = reconcile(&calib.config).await;
-    let full_run = started.elapsed();
-    g.set_faults(Faults::default());
-    assert_eq!(r.code, 0, "{}", r.ctx());
-
-    let mut rng = bridge_core::sample::Rng::new(0x600_613);
-    let mut outcomes = Vec::new();
-    for trial in 0..TRIALS {
-        let permille = if trial % 2 == 0 {
-            rng.below(1101)
-        } else {
-            500 + rng.below(500)
-        };
-        let delay = full_run * u32::try_from(permille).unwrap() / 1000;
-        let s = setup(&f, &fcal, &g, &format!("kill-{trial}"), &Opts::default());
-        g.set_faults(slow());
-        let mut cmd = bin();
-        cmd.args(["reconcile", "--config"])
-            .arg(&s.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let killed = tokio::task::spawn_blocking(move || {
-            let mut child = cmd.spawn().unwrap();
-            std::thread::sleep(delay);
-            let finished = child.try_wait().unwrap().is_some();
-            child.kill().unwrap_or_default();
-            child.wait().unwrap();
-            !finished
-        })
-        .await
-        .unwrap();
-        g.set_faults(Faults::default());
-        let written_before = g.events(&s.gcal).len();
-
-        let r = reconcile(&s.config).await;
-        assert_eq!(r.code, 0, "trial {trial} ({delay:?}): {}", r.ctx());
-        assert_eq!(r.n("failed"), 0, "trial {trial}: {}", r.ctx());
-        assert_eq!(r.n("deleted"), 0, "trial {trial}: {}", r.ctx());
-        let got = google_instances(&g, &s.gcal, FROM, TO);
-        assert_same(&reference, &got, &format!("trial {trial} ({delay:?})"));
-        let live = assert_no_duplicates(&g, &s.gcal, &format!("trial {trial}"));
-        assert_eq!(live, n_events, "trial {trial}: live events");
-        // And a further pass is a no-op.
-        let writes = g.write_count();
-        let again = reconcile_ok(&s.config).await;
-        let (c, u, d, _, _) = again.counts();
-        assert_eq!((c, u, d), (0, 0, 0), "trial {trial}: {}", again.ctx());
-        assert_eq!(g.write_count(), writes, "trial {trial}: no-op wrote");
-        outcomes.push((delay.as_millis(), killed, written_before, r.n("created")));
-    }
-    eprintln!(
-        "google kill -9 trials, an uninterrupted slow run taking {full_run:?} \
-         (delay ms, killed before exit, Google events after kill, created by the clean run):"
-    );
-    for o in &outcomes {
-        eprintln!("  {o:?}");
-    }
+    replica::kill_9_trials(&GoogleTarget(&g), &f, &fcal, moments).await;
     f.shutdown().await;
     g.shutdown().await;
 }
@@ -912,7 +908,6 @@ async fn google_kill_9_at_any_moment_then_a_clean_run_gives_the_same_mirror() {
 // ----- 5. random 429 / 5xx faults ------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stderr)]
 async fn google_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     let f = feishu(false).await;
     let seeded = bridge_core::sample::events(80, 23, BASE);
@@ -921,38 +916,7 @@ async fn google_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
 
     let s = setup(&f, &fcal, &g, "faults", &Opts::default());
-    // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
-    g.set_faults(Faults {
-        rate_429: 0.1,
-        rate_5xx: 0.112,
-        retry_after_secs: 1,
-        seed: Some(0xFA_017),
-        ..Faults::default()
-    });
-    let mut runs = Vec::new();
-    let mut done = false;
-    for _ in 0..10 {
-        let r = reconcile(&s.config).await;
-        runs.push((r.code, r.report["calendars"][0]["sinks"].clone()));
-        if r.code == 0 {
-            done = true;
-            break;
-        }
-        assert_eq!(r.code, 1, "only item failures are expected: {}", r.ctx());
-    }
-    g.set_faults(Faults::default());
-    let faulted = g
-        .calls()
-        .iter()
-        .filter(|c| c.status == 429 || c.status >= 500)
-        .count();
-    eprintln!(
-        "google faults: {} run(s), {faulted} faulted calls of {}",
-        runs.len(),
-        g.calls().len()
-    );
-    assert!(done, "no clean reconcile within 10 runs: {runs:#?}");
-    assert!(faulted > 0, "faults were injected");
+    replica::converge_under_faults(&GoogleTarget(&g), &s).await;
     let got = google_instances(&g, &s.gcal, FROM, TO);
     assert_same(&expected, &got, "after faults");
     assert_no_duplicates(&g, &s.gcal, "after faults");
@@ -1183,6 +1147,77 @@ async fn google_a_user_edit_is_overwritten_by_the_next_reconcile() {
     let after = g.event(&s.gcal, &ev.id).unwrap();
     assert_eq!(after.summary, mirrored, "overwritten: {}", r.ctx());
     assert_no_duplicates(&g, &s.gcal, "after the user edit");
+    f.shutdown().await;
+    g.shutdown().await;
+}
+
+// ----- 9. explain: where each target holds the event ------------------------------
+
+async fn explain(config: &Path, key: &str) -> String {
+    let mut cmd = bin();
+    cmd.args(["explain", key, "--offline", "--config"])
+        .arg(config);
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_explain_names_the_google_event_and_the_ics_file() {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(10, 2, BASE));
+    let g = google().await;
+    let o = Opts {
+        on_target_delete: "respect",
+        ics: true,
+        ..Opts::default()
+    };
+    let s = setup(&f, &fcal, &g, "explain-lines", &o);
+    reconcile_ok(&s.config).await;
+    let key = single_event_ids(&f, &fcal).remove(0);
+    let ev = google_event_of(&g, &s.gcal, &key);
+
+    // Each target's module says where the event lives.
+    let text = explain(&s.config, &key).await;
+    for want in [
+        format!(
+            "target:   Google Calendar {}, event {}, etag {}",
+            s.gcal, ev.id, ev.etag
+        ),
+        format!("target:   ICS file {}", s.ics_dir().display()),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing:\n{text}");
+    }
+    assert_eq!(text.matches("decision: up to date").count(), 2, "{text}");
+    let mut cmd = bin();
+    cmd.args(["explain", &key, "--offline", "--json", "--config"])
+        .arg(&s.config);
+    let j: serde_json::Value = serde_json::from_slice(&output(cmd).await.stdout).unwrap();
+    let sinks = j["matches"][0]["sinks"].as_array().unwrap();
+    let google = sinks.iter().find(|s| s["sink"] == "google:google").unwrap();
+    assert_eq!(
+        google["target"][0],
+        format!(
+            "Google Calendar {}, event {}, etag {}",
+            s.gcal, ev.id, ev.etag
+        )
+    );
+
+    // Deleted in Google and respected: the planner leaves it deleted.
+    g.user_delete_event(&s.gcal, &ev.id);
+    reconcile_ok(&s.config).await;
+    let text = explain(&s.config, &key).await;
+    assert!(
+        text.contains("decision: deleted on the target and left deleted"),
+        "{text}"
+    );
+    assert!(text.contains(", deleted (tombstone)"), "{text}");
     f.shutdown().await;
     g.shutdown().await;
 }

@@ -28,6 +28,7 @@ use chrono::{DateTime, NaiveDate};
 use serde_json::Value;
 
 use crate::feishu::{bin, temp_dir, write_config};
+use crate::replica::{self, Moments, Replica};
 
 const BASE: i64 = 1_760_000_000;
 const UPN: &str = "mirror@contoso.example";
@@ -786,86 +787,84 @@ async fn graph_a_webhook_push_reaches_graph() {
 
 // ----- 4. kill -9 ------------------------------------------------------------------
 
+/// The Graph target of the shared scenarios: a calendar of one mailbox
+/// per mirror.
+struct GraphTarget<'a>(&'a GraphEmulator);
+
+impl Replica for GraphTarget<'_> {
+    type Mirror = Setup;
+    type Inst = Inst;
+    const NAME: &'static str = "graph";
+
+    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Setup {
+        setup(f, fcal, self.0, name, &Opts::default())
+    }
+    fn config(m: &Setup) -> &Path {
+        &m.config
+    }
+    fn slow(&self, _: &Setup, on: bool) {
+        self.0.set_faults(if on {
+            Faults {
+                slow_rate: 1.0,
+                slow_delay: Duration::from_millis(15),
+                seed: Some(1),
+                ..Faults::default()
+            }
+        } else {
+            Faults::default()
+        });
+    }
+    fn faults(&self, _: &Setup, on: bool) {
+        // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
+        self.0.set_faults(if on {
+            Faults {
+                rate_429: 0.1,
+                rate_503: 0.112,
+                retry_after_secs: 1,
+                seed: Some(0xFA_017),
+                ..Faults::default()
+            }
+        } else {
+            Faults::default()
+        });
+    }
+    fn faulted(&self, _: &Setup) -> (usize, usize) {
+        let calls = self.0.calls();
+        let faulted = calls
+            .iter()
+            .filter(|c| c.status == 429 || c.status >= 500)
+            .count();
+        (faulted, calls.len())
+    }
+    fn instances(&self, m: &Setup) -> Vec<Inst> {
+        graph_instances(self.0, &m.calendar, FROM, TO, &BTreeSet::new())
+    }
+    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
+        assert_same(expected, got, what);
+    }
+    fn no_duplicates(&self, m: &Setup, what: &str) -> usize {
+        assert_no_duplicates(self.0, &m.calendar, what)
+    }
+    fn after_kill(&self, m: &Setup, what: &str) -> usize {
+        assert_no_duplicates(self.0, &m.calendar, what)
+    }
+    fn write_count(&self, _: &Setup) -> usize {
+        self.0.write_count()
+    }
+    async fn done(&self, _: Setup) {}
+}
+
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stderr)]
 async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
-    const TRIALS: u64 = 20;
     let f = feishu(false).await;
     let (_, fcal) = tenant(&f, bridge_core::sample::events(80, 17, BASE));
     let g = graph().await;
-    let reference_setup = setup(&f, &fcal, &g, "kill-ref", &Opts::default());
-    reconcile_ok(&reference_setup.config).await;
-    let reference = graph_instances(&g, &reference_setup.calendar, FROM, TO, &BTreeSet::new());
-    assert!(!reference.is_empty());
-    let n_events = assert_no_duplicates(&g, &reference_setup.calendar, "reference");
-    // Every Graph call answers slowly so that a run can be killed while
-    // listing, writing batches or committing.
-    let slow = || Faults {
-        slow_rate: 1.0,
-        slow_delay: Duration::from_millis(15),
-        seed: Some(1),
-        ..Faults::default()
+    let moments = Moments {
+        seed: 0x6a_2a_f1,
+        late_from: 300,
+        late_span: 700,
     };
-    let calib = setup(&f, &fcal, &g, "kill-calib", &Opts::default());
-    g.set_faults(slow());
-    let started = Instant::now();
-    let r = reconcile(&calib.config).await;
-    let full_run = started.elapsed();
-    g.set_faults(Faults::default());
-    assert_eq!(r.code, 0, "{}", r.ctx());
-    let mut rng = bridge_core::sample::Rng::new(0x6a_2a_f1);
-    let mut outcomes = Vec::new();
-    for trial in 0..TRIALS {
-        let permille = if trial % 2 == 0 {
-            rng.below(1101)
-        } else {
-            300 + rng.below(700)
-        };
-        let delay = full_run * u32::try_from(permille).unwrap() / 1000;
-        let s = setup(&f, &fcal, &g, &format!("kill-{trial}"), &Opts::default());
-        g.set_faults(slow());
-        let mut cmd = bin();
-        cmd.args(["reconcile", "--config"])
-            .arg(&s.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let killed = tokio::task::spawn_blocking(move || {
-            let mut child = cmd.spawn().unwrap();
-            std::thread::sleep(delay);
-            let finished = child.try_wait().unwrap().is_some();
-            child.kill().unwrap_or_default();
-            child.wait().unwrap();
-            !finished
-        })
-        .await
-        .unwrap();
-        g.set_faults(Faults::default());
-        let written_before =
-            assert_no_duplicates(&g, &s.calendar, &format!("trial {trial} after the kill"));
-        let r = reconcile(&s.config).await;
-        assert_eq!(r.code, 0, "trial {trial} ({delay:?}): {}", r.ctx());
-        assert_eq!(r.n("failed"), 0, "trial {trial}: {}", r.ctx());
-        let got = graph_instances(&g, &s.calendar, FROM, TO, &BTreeSet::new());
-        assert_same(&reference, &got, &format!("trial {trial} ({delay:?})"));
-        let live = assert_no_duplicates(&g, &s.calendar, &format!("trial {trial}"));
-        assert_eq!(live, n_events, "trial {trial}: live events");
-        let writes = g.write_count();
-        let again = reconcile_ok(&s.config).await;
-        assert_eq!(
-            (again.n("created"), again.n("updated"), again.n("deleted")),
-            (0, 0, 0),
-            "trial {trial}: {}",
-            again.ctx()
-        );
-        assert_eq!(g.write_count(), writes, "trial {trial}: no-op wrote");
-        outcomes.push((delay.as_millis(), killed, written_before, r.n("created")));
-    }
-    eprintln!(
-        "graph kill -9 trials, a slow run taking {full_run:?} (delay ms, killed, Graph events after kill, created by the clean run):"
-    );
-    for o in &outcomes {
-        eprintln!("  {o:?}");
-    }
+    replica::kill_9_trials(&GraphTarget(&g), &f, &fcal, moments).await;
     f.shutdown().await;
     g.shutdown().await;
 }
@@ -873,7 +872,6 @@ async fn graph_twenty_kill_9_trials_leave_no_duplicate() {
 // ----- 5. random 429 / 503 faults ------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::print_stderr)]
 async fn graph_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     let f = feishu(false).await;
     let seeded = bridge_core::sample::events(80, 23, BASE);
@@ -881,38 +879,7 @@ async fn graph_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     let g = graph().await;
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
     let s = setup(&f, &fcal, &g, "faults", &Opts::default());
-    // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
-    g.set_faults(Faults {
-        rate_429: 0.1,
-        rate_503: 0.112,
-        retry_after_secs: 1,
-        seed: Some(0xFA_017),
-        ..Faults::default()
-    });
-    let mut runs = Vec::new();
-    let mut done = false;
-    for _ in 0..10 {
-        let r = reconcile(&s.config).await;
-        runs.push((r.code, r.report["calendars"][0]["sinks"].clone()));
-        if r.code == 0 {
-            done = true;
-            break;
-        }
-        assert_eq!(r.code, 1, "only item failures are expected: {}", r.ctx());
-    }
-    g.set_faults(Faults::default());
-    let faulted = g
-        .calls()
-        .iter()
-        .filter(|c| c.status == 429 || c.status >= 500)
-        .count();
-    eprintln!(
-        "graph faults: {} run(s), {faulted} faulted calls of {}",
-        runs.len(),
-        g.calls().len()
-    );
-    assert!(done, "no clean reconcile within 10 runs: {runs:#?}");
-    assert!(faulted > 0, "faults were injected");
+    replica::converge_under_faults(&GraphTarget(&g), &s).await;
     assert_same(
         &expected,
         &graph_instances(&g, &s.calendar, FROM, TO, &series_uids(&seeded)),

@@ -18,6 +18,7 @@ mod output;
 mod packaging;
 mod paths;
 mod reconcile_safety;
+mod replica;
 mod rooms;
 mod rooms_replica;
 mod sandbox;

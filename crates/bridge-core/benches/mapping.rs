@@ -33,6 +33,30 @@ fn bench(c: &mut Criterion) {
     g.bench_function("map_and_render_10k_preparsed", |b| {
         b.iter(|| feishu_to_ics(&events, &opts).text.len())
     });
+    // The two halves of `map_and_render`: mapping alone, rendering alone.
+    g.bench_function("map_10k_preparsed", |b| {
+        b.iter(|| {
+            let mut warnings = Vec::new();
+            events
+                .iter()
+                .filter_map(|e| bridge_core::map_event(e, &mut warnings).ok())
+                .count()
+        })
+    });
+    let items: Vec<bridge_core::Item> = {
+        let mut warnings = Vec::new();
+        events
+            .iter()
+            .filter_map(|e| bridge_core::map_event(e, &mut warnings).ok())
+            .collect()
+    };
+    g.bench_function("render_10k_mapped", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            bridge_core::render_calendar_to(&items, &opts, &mut out).unwrap();
+            out.len()
+        })
+    });
     g.finish();
 }
 

@@ -139,6 +139,50 @@ impl Plan {
     }
 }
 
+/// What the planner decides for one item, before the deletion budget (which
+/// [`plan`] applies to the deletions of the whole calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Live in the source, not recorded for the sink.
+    Create,
+    /// Live with another content hash than the one last applied.
+    Update,
+    /// Recorded, and cancelled in the source or missing from a complete
+    /// listing.
+    Delete,
+    /// Recorded with the content hash the source has now.
+    Unchanged,
+    /// Outside the sync window: neither written nor deleted.
+    OutsideWindow,
+    /// Nothing to do: not recorded, and not live in the source (or a delta
+    /// says nothing of it).
+    Absent,
+}
+
+/// The rule [`plan`] applies to each item: `source` is what the listing
+/// says of it (`None`: not listed), `recorded` what the sink holds,
+/// `complete` whether the listing was complete (only then is an unlisted
+/// record deleted).
+pub fn decide(
+    source: Option<SourceState>,
+    recorded: Option<&RecordView>,
+    in_window: bool,
+    complete: bool,
+) -> Decision {
+    match (source, recorded) {
+        (Some(_), _) if !in_window => Decision::OutsideWindow,
+        (None, None) => Decision::Absent,
+        (None, Some(_)) if !complete => Decision::Absent,
+        (None, Some(_)) if !in_window => Decision::OutsideWindow,
+        (None, Some(_)) => Decision::Delete,
+        (Some(SourceState::Live(_)), None) => Decision::Create,
+        (Some(SourceState::Live(h)), Some(r)) if r.applied_hash != h => Decision::Update,
+        (Some(SourceState::Live(_)), Some(_)) => Decision::Unchanged,
+        (Some(SourceState::Cancelled), Some(_)) => Decision::Delete,
+        (Some(SourceState::Cancelled), None) => Decision::Absent,
+    }
+}
+
 /// Plans one sink for one calendar. `in_window` says whether an item may be
 /// touched (true for every key when no window is configured).
 pub fn plan(
@@ -154,29 +198,24 @@ pub fn plan(
         SourceView::Delta(m) => (m, false),
     };
     for (key, state) in items {
-        if !in_window(key) {
-            out.outside_window += 1;
-            continue;
-        }
-        match (state, recorded.get(key)) {
-            (SourceState::Live(_), None) => out.ops.push(Op::Create(key.clone())),
-            (SourceState::Live(h), Some(r)) if r.applied_hash != *h => {
-                out.ops.push(Op::Update(key.clone()))
-            }
-            (SourceState::Live(_), Some(_)) => out.unchanged += 1,
-            (SourceState::Cancelled, Some(_)) => deletes.push(key.clone()),
-            (SourceState::Cancelled, None) => {}
+        match decide(Some(*state), recorded.get(key), in_window(key), complete) {
+            Decision::Create => out.ops.push(Op::Create(key.clone())),
+            Decision::Update => out.ops.push(Op::Update(key.clone())),
+            Decision::Delete => deletes.push(key.clone()),
+            Decision::Unchanged => out.unchanged += 1,
+            Decision::OutsideWindow => out.outside_window += 1,
+            Decision::Absent => {}
         }
     }
     if complete {
-        for key in recorded.keys() {
+        for (key, r) in recorded {
             if items.contains_key(key) {
                 continue;
             }
-            if in_window(key) {
-                deletes.push(key.clone());
-            } else {
-                out.outside_window += 1;
+            match decide(None, Some(r), in_window(key), complete) {
+                Decision::Delete => deletes.push(key.clone()),
+                Decision::OutsideWindow => out.outside_window += 1,
+                _ => {}
             }
         }
     }
@@ -230,6 +269,34 @@ mod tests {
 
     fn all(_: &EventKey) -> bool {
         true
+    }
+
+    #[test]
+    fn decide_is_the_rule_plan_applies() {
+        let r = RecordView {
+            applied_hash: hash(1),
+        };
+        let live = Some(SourceState::Live(hash(1)));
+        let changed = Some(SourceState::Live(hash(2)));
+        assert_eq!(decide(live, None, true, false), Decision::Create);
+        assert_eq!(decide(changed, Some(&r), true, false), Decision::Update);
+        assert_eq!(decide(live, Some(&r), true, false), Decision::Unchanged);
+        assert_eq!(
+            decide(changed, Some(&r), false, true),
+            Decision::OutsideWindow
+        );
+        assert_eq!(
+            decide(Some(SourceState::Cancelled), Some(&r), true, false),
+            Decision::Delete
+        );
+        assert_eq!(
+            decide(None, Some(&r), true, false),
+            Decision::Absent,
+            "a delta never deletes by absence"
+        );
+        assert_eq!(decide(None, Some(&r), true, true), Decision::Delete);
+        assert_eq!(decide(None, Some(&r), false, true), Decision::OutsideWindow);
+        assert_eq!(decide(None, None, true, true), Decision::Absent);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub use bridge_target::{
     Target,
 };
 pub use engine::departed;
+pub use engine::explain::{Explanation, SinkExplanation, Verdict};
 pub use engine::{
     AttendeeMode, AttendeeSync, CalendarReport, Engine, EngineConfig, EngineError, EventInfo,
     EventKind, Mode, SinkReport, Window, in_window,

@@ -226,15 +226,22 @@ pub trait TargetToml: serde::de::DeserializeOwned {
 pub trait ValidatedTarget: Send + Sync + std::fmt::Debug {
     /// The `kind` of its `[[sinks]]` table.
     fn kind(&self) -> &'static str;
-    /// The sink id its records carry (`<kind>:...`).
-    fn id(&self) -> String;
     /// Its `name`, for kinds that have one (unique per kind; `--sink NAME`).
     fn name(&self) -> Option<&str> {
         None
     }
-    /// How `check` names it after `sinks[i]`.
+    /// The sink id its records carry: `<kind>:<name>` (a kind without a
+    /// name says what else identifies it).
+    fn id(&self) -> String {
+        format!("{}:{}", self.kind(), self.name().unwrap_or_default())
+    }
+    /// How `check` names it after `sinks[i]`: its id, or its kind when it
+    /// has no name.
     fn label(&self) -> String {
-        self.kind().to_owned()
+        match self.name() {
+            Some(_) => self.id(),
+            None => self.kind().to_owned(),
+        }
     }
     /// Where it writes, one line for `status`.
     fn describe(&self) -> String;
@@ -252,6 +259,22 @@ pub trait ValidatedTarget: Send + Sync + std::fmt::Debug {
     /// What `auth <kind>` does for it (`None`: nothing to authorize).
     fn authorization(&self) -> Option<Authorization> {
         None
+    }
+    /// Where an event of source calendar `calendar` lives on this target,
+    /// lines for `explain` (file, feed, calendar, mailbox, the item's id and
+    /// version); `remote` is what the engine recorded, `None` when nothing
+    /// was written.
+    fn explain(&self, _calendar: &str, _remote: Option<&bridge_target::RemoteRef>) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// `id, etag E` of a recorded item, or that nothing is written, for
+/// [`ValidatedTarget::explain`] lines.
+pub fn remote_line(remote: Option<&bridge_target::RemoteRef>, id: &str, etag: &str) -> String {
+    match remote.filter(|r| !r.id.is_empty()) {
+        Some(r) => format!("{id} {}, {etag} {}", r.id, r.etag.as_deref().unwrap_or("-")),
+        None => format!("no {id} yet"),
     }
 }
 

@@ -678,7 +678,7 @@ impl Inner {
 /// Emits `third_party_meeting_room_event_*` for what a mutation did to the
 /// calendars of third-party rooms. Called before the changes are announced.
 pub(crate) fn on_changes(inner: &Arc<Inner>, changes: &Changes) {
-    let mut emits: Vec<(RoomEventKind, String, i64, i64, i64, String, String)> = Vec::new();
+    let mut emits: Vec<RoomEmit> = Vec::new();
     {
         let store = lock(&inner.store);
         let mut rooms = lock(&inner.rooms);
@@ -714,53 +714,59 @@ pub(crate) fn on_changes(inner: &Arc<Inner>, changes: &Changes) {
                 .and_then(|r| r.event.event_organizer.as_ref())
                 .and_then(|o| o.user_id.clone())
                 .unwrap_or_default();
-            match live {
+            // Created on the first sight, updated on a time change only,
+            // deleted with the span last announced.
+            let what = match live {
                 Some(r) => {
                     let Some((s, e)) = recur::span(&r.event) else {
                         continue;
                     };
                     let span = (s * 1000, e * 1000);
                     match rooms.announced.insert(key.clone(), span) {
-                        None => emits.push((
-                            RoomEventKind::Created,
-                            uid,
-                            ot,
-                            span.0,
-                            span.1,
-                            key.0,
-                            organizer,
-                        )),
-                        Some(old) if old != span => emits.push((
-                            RoomEventKind::Updated,
-                            uid,
-                            ot,
-                            span.0,
-                            span.1,
-                            key.0,
-                            organizer,
-                        )),
-                        Some(_) => {}
+                        None => Some((RoomEventKind::Created, span)),
+                        Some(old) if old != span => Some((RoomEventKind::Updated, span)),
+                        Some(_) => None,
                     }
                 }
-                None => {
-                    if let Some(old) = rooms.announced.remove(&key) {
-                        emits.push((
-                            RoomEventKind::Deleted,
-                            uid,
-                            ot,
-                            old.0,
-                            old.1,
-                            key.0,
-                            organizer,
-                        ));
-                    }
-                }
+                None => rooms
+                    .announced
+                    .remove(&key)
+                    .map(|old| (RoomEventKind::Deleted, old)),
+            };
+            if let Some((kind, span)) = what {
+                emits.push(RoomEmit {
+                    kind,
+                    uid,
+                    original_time: ot,
+                    span,
+                    room: key.0,
+                    organizer,
+                });
             }
         }
     }
-    for (kind, uid, ot, s, e, room, organizer) in emits {
-        inner.room_event(kind, &uid, ot, s, e, &[room.as_str()], &organizer);
+    for m in emits {
+        inner.room_event(
+            m.kind,
+            &m.uid,
+            m.original_time,
+            m.span.0,
+            m.span.1,
+            &[m.room.as_str()],
+            &m.organizer,
+        );
     }
+}
+
+/// One room event `on_changes` emits once the locks are released.
+struct RoomEmit {
+    kind: RoomEventKind,
+    uid: String,
+    original_time: i64,
+    /// Start and end, in milliseconds.
+    span: (i64, i64),
+    room: String,
+    organizer: String,
 }
 
 fn room_attendee_active(ev: &Event, room_id: &str) -> bool {

@@ -11,6 +11,7 @@ mod apply;
 mod assemble;
 mod attendees;
 pub mod departed;
+pub mod explain;
 mod listing;
 mod sinkplan;
 mod view;
@@ -897,6 +898,19 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// What the engine decides for `key` of `calendar`, per sink, without
+    /// applying anything: the pass's phases over what the store holds
+    /// (see [`explain::explain`]). `None` when the store knows nothing of it.
+    pub async fn explain(
+        &self,
+        calendar: &str,
+        key: &EventKey,
+        now: i64,
+    ) -> Result<Option<explain::Explanation>, EngineError> {
+        let sinks: Vec<String> = self.sinks.iter().map(|s| s.id().to_owned()).collect();
+        explain::explain(&self.store, &self.cfg, &sinks, calendar, key, now).await
     }
 
     /// A full pass over every configured calendar (or one).

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bridge_core::hash::ContentHash;
-use bridge_core::plan::{BudgetExceeded, Op, RecordView, Rules, SourceState, SourceView, plan};
+use bridge_core::plan::{
+    BudgetExceeded, Decision, Op, RecordView, Rules, SourceState, SourceView, decide, plan,
+};
 use bridge_core::{EventKey, Revision};
 use bridge_store::Record;
 
@@ -19,6 +21,8 @@ pub(crate) struct SinkPlan {
     pub(crate) ops: Vec<Op>,
     /// Ops waiting for the retry time of their last failure.
     pub(crate) deferred: usize,
+    /// Those ops, with their retry time.
+    pub(crate) waiting: Vec<(Op, i64)>,
     pub(crate) unchanged: usize,
     /// Set when the deletion budget held deletions back.
     pub(crate) blocked: Option<BudgetExceeded>,
@@ -54,26 +58,9 @@ pub(crate) fn plan_sink(
         .collect();
     let recorded: BTreeMap<EventKey, RecordView> = records
         .iter()
-        .map(|(k, r)| {
-            let applied_hash = if rewrite.contains(k) {
-                NEVER_APPLIED
-            } else if r.tombstone {
-                // Deleted on the target and to stay so: never rewritten,
-                // only forgotten once the source drops it.
-                cx.next.get(k).map_or(NEVER_APPLIED, |e| e.hash)
-            } else {
-                r.applied_hash.parse().unwrap_or(NEVER_APPLIED)
-            };
-            (k.clone(), RecordView { applied_hash })
-        })
+        .map(|(k, r)| (k.clone(), record_view(cx, rewrite, k, r)))
         .collect();
-    // Recorded items outside the window are left alone, never deleted.
-    let in_win = |k: &EventKey| {
-        cx.windowed
-            .get(k)
-            .copied()
-            .unwrap_or(!cx.window_configured || !records.contains_key(k))
-    };
+    let in_win = |k: &EventKey| in_window(cx, records, k);
     let p = plan(SourceView::Complete(&src), &recorded, &in_win, cx.rules);
     let mut out = SinkPlan {
         unchanged: p.unchanged,
@@ -82,12 +69,58 @@ pub(crate) fn plan_sink(
     };
     for op in p.ops {
         match retry_at(op.key()) {
-            Some(at) if at > cx.now => out.deferred += 1,
+            Some(at) if at > cx.now => {
+                out.deferred += 1;
+                out.waiting.push((op, at));
+            }
             _ => out.ops.push(op),
         }
     }
     out.revisions = revisions(records, &out.ops, cx.now);
     out
+}
+
+/// What the planner sees of a record: the hash last applied (none for a
+/// rewrite drift repair wants; a tombstone counts as holding the current
+/// version: deleted on the target and to stay so, never rewritten, only
+/// forgotten once the source drops it).
+fn record_view(
+    cx: PlanContext<'_>,
+    rewrite: &BTreeSet<EventKey>,
+    k: &EventKey,
+    r: &Record,
+) -> RecordView {
+    let applied_hash = if rewrite.contains(k) {
+        NEVER_APPLIED
+    } else if r.tombstone {
+        cx.next.get(k).map_or(NEVER_APPLIED, |e| e.hash)
+    } else {
+        r.applied_hash.parse().unwrap_or(NEVER_APPLIED)
+    };
+    RecordView { applied_hash }
+}
+
+/// Whether the planner may touch `k`: recorded items outside the window are
+/// left alone, never deleted.
+fn in_window(cx: PlanContext<'_>, records: &BTreeMap<EventKey, Record>, k: &EventKey) -> bool {
+    cx.windowed
+        .get(k)
+        .copied()
+        .unwrap_or(!cx.window_configured || !records.contains_key(k))
+}
+
+/// The planner's rule for one item, with the inputs [`plan_sink`] gives it
+/// (`explain`); the deletion budget and retry times are the plan's.
+pub(crate) fn decide_key(
+    cx: PlanContext<'_>,
+    records: &BTreeMap<EventKey, Record>,
+    key: &EventKey,
+) -> Decision {
+    let source = cx.next.get(key).map(|e| SourceState::Live(e.hash));
+    let recorded = records
+        .get(key)
+        .map(|r| record_view(cx, &BTreeSet::new(), key, r));
+    decide(source, recorded.as_ref(), in_window(cx, records, key), true)
 }
 
 /// SEQUENCE / LAST-MODIFIED after `ops`: recorded ones stay, a create starts
@@ -210,6 +243,7 @@ mod tests {
         let p = plan_sink(cx(&next, &windowed, &rules), &records, &rewrite, &later);
         assert_eq!(p.ops, [Op::Update(key(2))]);
         assert_eq!(p.deferred, 1);
+        assert_eq!(p.waiting, [(Op::Create(key(1)), 500)]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod attendees;
 mod daemon;
+mod explain;
 mod model;
 mod passes;
 // The real sinks through the real engine. They live here, not in

@@ -428,16 +428,17 @@ impl ValidatedTarget for Validated {
         "ews"
     }
 
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }
 
-    fn label(&self) -> String {
-        self.id.clone()
+    fn explain(&self, _calendar: &str, remote: Option<&bridge_target::RemoteRef>) -> Vec<String> {
+        vec![format!(
+            "EWS {} calendar of {}, {}",
+            self.client.url,
+            self.client.mailbox,
+            crate::config::remote_line(remote, "item", "ChangeKey")
+        )]
     }
 
     fn describe(&self) -> String {

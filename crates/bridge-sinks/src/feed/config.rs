@@ -165,17 +165,20 @@ impl ValidatedTarget for Validated {
         "feed"
     }
 
-    /// `feed:<name>`.
-    fn id(&self) -> String {
-        format!("feed:{}", self.name)
-    }
-
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }
 
     fn label(&self) -> String {
         format!("feed {}", self.name)
+    }
+
+    fn explain(&self, _calendar: &str, _remote: Option<&bridge_target::RemoteRef>) -> Vec<String> {
+        vec![format!(
+            "ICS feed {}{}, served by the daemon (`feishu-bridge feeds list` gives its address)",
+            self.name,
+            if self.combine { " (combined)" } else { "" }
+        )]
     }
 
     fn describe(&self) -> String {

@@ -344,16 +344,18 @@ impl ValidatedTarget for Validated {
         "google"
     }
 
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }
 
-    fn label(&self) -> String {
-        self.id.clone()
+    fn explain(&self, _calendar: &str, remote: Option<&bridge_target::RemoteRef>) -> Vec<String> {
+        vec![format!(
+            "Google Calendar {}, {}",
+            self.calendar_id
+                .as_deref()
+                .unwrap_or("created for this source calendar"),
+            crate::config::remote_line(remote, "event", "etag")
+        )]
     }
 
     fn describe(&self) -> String {

@@ -412,16 +412,20 @@ impl ValidatedTarget for Validated {
         "graph"
     }
 
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }
 
-    fn label(&self) -> String {
-        self.id.clone()
+    fn explain(&self, _calendar: &str, remote: Option<&bridge_target::RemoteRef>) -> Vec<String> {
+        let cal = match &self.calendar {
+            TargetCalendar::Primary => "the default calendar".to_owned(),
+            TargetCalendar::Named { name, .. } => format!("calendar {name:?}"),
+        };
+        vec![format!(
+            "Microsoft Graph {cal} of {}, {}",
+            self.mailbox,
+            crate::config::remote_line(remote, "event", "etag")
+        )]
     }
 
     fn describe(&self) -> String {

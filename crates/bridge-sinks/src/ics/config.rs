@@ -76,6 +76,13 @@ impl ValidatedTarget for Validated {
         vec![self.dir.clone()]
     }
 
+    fn explain(&self, calendar: &str, _remote: Option<&bridge_target::RemoteRef>) -> Vec<String> {
+        vec![format!(
+            "ICS file {}",
+            self.dir.join(super::file_name(calendar)).display()
+        )]
+    }
+
     fn describe(&self) -> String {
         format!(
             "ICS files in {}, privacy {}",
