@@ -24,7 +24,7 @@ use crate::feishu::{bin, temp_dir, write_config};
 use crate::replica::{self, Moments, Replica};
 
 #[path = "../ews-schema/check.rs"]
-mod schema;
+pub(crate) mod schema;
 
 const BASE: i64 = 1_760_000_000;
 const MAILBOX: &str = "alice@example.com";

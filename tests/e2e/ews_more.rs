@@ -15,8 +15,7 @@ use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 
 use crate::feishu::{bin, temp_dir, write_config};
 
-#[path = "../ews-schema/check.rs"]
-mod schema;
+use crate::ews::schema;
 
 const BASE: i64 = 1_760_000_000;
 const MAILBOX: &str = "alice@example.com";

@@ -16,9 +16,7 @@ use serde_json::{Value, json};
 
 // The EWS tests load the same checker; one copy per test module keeps
 // `tests/e2e/ews.rs` untouched.
-#[allow(clippy::duplicate_mod)]
-#[path = "../ews-schema/check.rs"]
-mod schema;
+use crate::ews::schema;
 
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, timed};
