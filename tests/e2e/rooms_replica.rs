@@ -14,8 +14,7 @@ use bridge_emulators::graph::{
 };
 use serde_json::{Value, json};
 
-// The EWS tests load the same checker; one copy per test module keeps
-// `tests/e2e/ews.rs` untouched.
+// The checker the EWS tests load (one copy in the binary).
 use crate::ews::schema;
 
 use crate::daemon::Daemon;
