@@ -15,9 +15,6 @@ use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 
 use crate::feishu::{bin, temp_dir, write_config};
 
-// The validator is also a module of `ews.rs` (private there, and that file
-// is another engineer's this session): included here as well.
-#[allow(clippy::duplicate_mod)]
 #[path = "../ews-schema/check.rs"]
 mod schema;
 
