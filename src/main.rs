@@ -173,7 +173,11 @@ fn init_tracing(cli: &Cli) {
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk, or past
+        // a file-size limit) is lost; reporting it with `eprintln!`, the
+        // default, would panic the task that logged it.
+        .log_internal_errors(false);
     match cli.log_format {
         LogFormat::Text => builder.with_ansi(colour()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
