@@ -290,15 +290,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .merge(bridge_feeds::router(feed_book.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let c2 = cancel.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { c2.cancelled().await })
-        .await
-    });
+    // The daemon's bounded listener (timeouts, 408, connection cap): with
+    // --keep-serving the demo's feeds stay up for calendar apps.
+    let server = tokio::spawn(crate::cmd::run::listener::serve(
+        listener,
+        router,
+        crate::cmd::run::listener::Limits::default(),
+        cancel.clone(),
+    ));
     println!(
         "\nServed feeds (subscribe in a calendar app while the demo runs; --keep-serving keeps them up):"
     );

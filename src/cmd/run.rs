@@ -12,7 +12,7 @@
 //! answer 503, `/healthz` says "degraded", and the worker is restarted once
 //! the store takes writes again.
 
-mod listener;
+pub(crate) mod listener;
 mod metrics;
 
 use std::path::{Path, PathBuf};
