@@ -1,57 +1,21 @@
 //! More of the EWS sink end to end (issue 12, second session): the real
 //! binary as a daemon against the Feishu and EWS emulators. Every request
 //! the sink sends is validated against Microsoft's schema
-//! (`tests/ews-schema`). Small helpers are copied here on purpose:
-//! `tests/e2e/ews.rs` belongs to another refactoring.
+//! (`tests/ews-schema`).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::EventStatus;
 use bridge_emulators::ews::{EwsConfig, EwsEmulator};
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 
+use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
 
 use crate::ews::schema;
 
 const BASE: i64 = 1_760_000_000;
 const MAILBOX: &str = "alice@example.com";
-
-struct Daemon(Child, String);
-
-impl Daemon {
-    /// `run --config`; the address of its webhook listener.
-    fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let rest = &line[line.find("http://").expect("an address") + "http://".len()..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon(child, addr)
-    }
-
-    fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(self.0.wait().unwrap().success(), "the daemon exits cleanly");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
 
 async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -101,7 +65,7 @@ async fn ews_a_fixed_password_file_resumes_the_running_daemon() {
     std::fs::write(&config, text).unwrap();
     let daemon = Daemon::start(&config);
     f.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.1),
+        url: format!("http://{}/webhook/event", daemon.addr),
         encrypt_key: Some("enc-key".into()),
         verification_token: "verify-token".into(),
     }));

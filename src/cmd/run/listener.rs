@@ -164,6 +164,12 @@ struct HeadState {
 }
 
 impl HeadState {
+    /// Bytes of an answer went out: what came before is answered.
+    fn wrote(&self) {
+        self.started.store(false, Ordering::Relaxed);
+        self.answered.store(true, Ordering::Relaxed);
+    }
+
     /// A request was begun and not finished, or none was ever answered.
     fn owes_408(&self) -> bool {
         self.started.load(Ordering::Relaxed) || !self.answered.load(Ordering::Relaxed)
@@ -201,8 +207,7 @@ impl AsyncWrite for HeadWatch {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.started.store(false, Ordering::Relaxed);
-            self.state.answered.store(true, Ordering::Relaxed);
+            self.state.wrote();
         }
         polled
     }
@@ -214,8 +219,7 @@ impl AsyncWrite for HeadWatch {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.started.store(false, Ordering::Relaxed);
-            self.state.answered.store(true, Ordering::Relaxed);
+            self.state.wrote();
         }
         polled
     }
