@@ -67,6 +67,9 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
     pub if_match: Option<String>,
+    /// `Prefer` preferences sent besides `IdType="ImmutableId"`
+    /// (`odata.maxpagesize=…`, `outlook.body-content-type="text"`).
+    pub prefer: Vec<String>,
 }
 
 impl Request {
@@ -77,7 +80,22 @@ impl Request {
             query: Vec::new(),
             body: None,
             if_match: None,
+            prefer: Vec::new(),
         }
+    }
+
+    /// One more `Prefer` preference.
+    pub fn prefer(mut self, p: impl Into<String>) -> Self {
+        self.prefer.push(p.into());
+        self
+    }
+
+    /// The `Prefer` header value.
+    fn prefer_header(&self) -> String {
+        std::iter::once("IdType=\"ImmutableId\"")
+            .chain(self.prefer.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn query(mut self, k: &str, v: impl Into<String>) -> Self {
@@ -206,7 +224,7 @@ impl Exchange for Call<'_> {
             .unwrap_or(reqwest::Method::GET);
         let mut rb = http
             .request(m, url)
-            .header("Prefer", "IdType=\"ImmutableId\"");
+            .header("Prefer", self.req.prefer_header());
         if let Some(e) = &self.req.if_match {
             rb = rb.header("If-Match", e);
         }
@@ -412,6 +430,46 @@ impl GraphClient {
         Ok(out)
     }
 
+    /// One round of a delta query (`calendarView/delta`, graph.md §7):
+    /// every page (`@odata.nextLink` followed) and the `@odata.deltaLink`
+    /// the round ends with, to start the next round from. A round without a
+    /// delta link is an error (it was cut: nothing may be concluded).
+    pub async fn delta_round(&self, req: Request) -> Result<(Vec<Value>, String), GraphError> {
+        let mut out = Vec::new();
+        let mut next = Some(req);
+        let mut pages = 0;
+        while let Some(r) = next.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(GraphError::Decode(
+                    "a delta round of more than 10,000 pages".into(),
+                ));
+            }
+            let resp = self.execute(&r).await?;
+            let items = resp.body["value"]
+                .as_array()
+                .ok_or_else(|| GraphError::Decode("a delta page without value".into()))?;
+            out.extend(items.iter().cloned());
+            if let Some(link) = resp.body["@odata.nextLink"].as_str() {
+                next = Some(self.relative(link, &r)?);
+            } else if let Some(link) = resp.body["@odata.deltaLink"].as_str() {
+                return Ok((out, link.to_owned()));
+            }
+        }
+        Err(GraphError::Decode(
+            "a delta round ended without @odata.deltaLink".into(),
+        ))
+    }
+
+    /// A `deltaLink` kept from an earlier round as a request on our base.
+    pub fn follow(&self, link: &str, prefer: &[String]) -> Result<Request, GraphError> {
+        let like = Request {
+            prefer: prefer.to_vec(),
+            ..Request::new(Method::Get, String::new())
+        };
+        self.relative(link, &like)
+    }
+
     /// A `nextLink` as a request on our base.
     fn relative(&self, link: &str, like: &Request) -> Result<Request, GraphError> {
         let u = url::Url::parse(link)
@@ -426,6 +484,7 @@ impl GraphClient {
             query: u.query_pairs().into_owned().collect(),
             body: None,
             if_match: like.if_match.clone(),
+            prefer: like.prefer.clone(),
         })
     }
 
@@ -488,7 +547,7 @@ impl GraphClient {
             .enumerate()
             .map(|(n, i)| {
                 let r = &reqs[*i];
-                let mut headers = json!({"Prefer": "IdType=\"ImmutableId\""});
+                let mut headers = json!({"Prefer": r.prefer_header()});
                 if let Some(e) = &r.if_match {
                     headers["If-Match"] = json!(e);
                 }

@@ -22,12 +22,13 @@
 //!   the PATCH of the gone master creates it anew under a new
 //!   `transactionId`), which converges without a duplicate.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bridge_core::{CanonicalEvent, EventKey, EventTime, Series};
 use bridge_target::{Drift, DriftInput, Recorded};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::client::{GraphClient, Method, Request, seg};
@@ -40,6 +41,8 @@ struct Checked<'a> {
     master: &'a CanonicalEvent,
     zone: Tz,
     id: String,
+    /// The master's etag as recorded.
+    etag: Option<String>,
 }
 
 /// The local date of an occurrence starting at `at` (the date Graph names
@@ -66,12 +69,13 @@ fn utc_instant(v: &Value) -> Option<i64> {
         .map(|d| d.and_utc().timestamp())
 }
 
-/// Whether an exception read back still shows `expected` (subject, start,
-/// end); what cannot be judged counts as the same (no write on a doubt).
+/// Whether an exception read back still shows `expected`: its start and
+/// end, and every other property we write (subject, body, location,
+/// showAs, sensitivity, reminder, isAllDay, ...), compared against the body
+/// the sink would write for that occurrence. What cannot be judged counts
+/// as the same (no write on a doubt): a property not read back, a time in
+/// another zone, a body read back in another content type.
 fn shows(x: &Value, expected: &CanonicalEvent, expected_json: &Value) -> bool {
-    if x["subject"].as_str() != expected_json["subject"].as_str() {
-        return false;
-    }
     let same = |got: &Value, want: &EventTime| match want {
         EventTime::Date(d) => got["dateTime"]
             .as_str()
@@ -79,7 +83,61 @@ fn shows(x: &Value, expected: &CanonicalEvent, expected_json: &Value) -> bool {
             .is_none_or(|s| s == d.format("%Y-%m-%d").to_string()),
         t => utc_instant(got).is_none_or(|at| at == t.instant()),
     };
-    same(&x["start"], &expected.start) && same(&x["end"], &expected.end)
+    if !(same(&x["start"], &expected.start) && same(&x["end"], &expected.end)) {
+        return false;
+    }
+    let Some(want) = expected_json.as_object() else {
+        return true;
+    };
+    want.iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "start" | "end" | "recurrence" | "singleValueExtendedProperties" | "transactionId"
+            )
+        })
+        .all(|(k, w)| match x.get(k) {
+            None => true,
+            Some(g) if k == "body" => same_body(g, w),
+            Some(g) => same_value(g, w),
+        })
+}
+
+/// A body read back against the one written: compared when read back in
+/// the content type written (we ask for text; Graph's default is HTML).
+fn same_body(got: &Value, want: &Value) -> bool {
+    let kind = |v: &Value| v["contentType"].as_str().map(str::to_ascii_lowercase);
+    if kind(got).is_some() && kind(got) != kind(want) {
+        return true;
+    }
+    same_value(&got["content"], &want["content"])
+}
+
+/// A value read back against the one written: objects by the members
+/// written (a member not read back is not judged), strings with line ends
+/// and outer white space normalized (Exchange stores CRLF), enum strings
+/// case-insensitively.
+fn same_value(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (_, Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| got.get(k).is_none_or(|gv| same_value(gv, wv))),
+        (Value::String(g), Value::String(w)) => {
+            let norm = |s: &str| s.replace("\r\n", "\n").trim().to_owned();
+            norm(g) == norm(w) || g.eq_ignore_ascii_case(w)
+        }
+        (Value::Null, Value::String(w)) => w.is_empty(),
+        (Value::Number(g), Value::Number(w)) => g.as_f64() == w.as_f64(),
+        (g, w) => g == w,
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ss` in UTC.
+fn iso(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The date of an `OID.{masterId}.{yyyy-MM-dd}` value.
@@ -88,19 +146,169 @@ fn cancelled_date(oid: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()
 }
 
+/// The sink state of the occurrence-level change feed, per target calendar
+/// and source calendar.
+pub(crate) const DELTA_STATE: &str = "graph_delta";
+
+/// How far back the change feed's window reaches at most.
+const DELTA_PAST: i64 = 2 * 366 * 86_400;
+/// How far past now (or the latest series start) it reaches.
+const DELTA_AHEAD: i64 = 400 * 86_400;
+/// Slack so that a window is renewed about monthly, not every pass.
+const DELTA_SLACK: i64 = 30 * 86_400;
+/// Page size asked of the feed (Graph may answer smaller pages).
+const DELTA_PAGE: u32 = 1000;
+
+/// Where the occurrence-level change feed stands: the `deltaLink` of a
+/// `calendarView/delta` round over a frozen window, and the masters a
+/// round flagged whose check has not completed yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeltaState {
+    pub link: String,
+    pub from: i64,
+    pub to: i64,
+    #[serde(default)]
+    pub pending: BTreeSet<String>,
+}
+
+/// The window the feed should cover for these series at `now`: from the
+/// earliest series start (at most [`DELTA_PAST`] back) to
+/// [`DELTA_AHEAD`] past now or the latest start. `None`: no series.
+fn wanted_window(series: &[Series<'_>], now: i64) -> Option<(i64, i64)> {
+    let starts: Vec<i64> = series
+        .iter()
+        .filter_map(Series::master)
+        .filter(|m| m.rrule.is_some())
+        .map(|m| m.start.instant())
+        .collect();
+    let first = *starts.iter().min()?;
+    let last = *starts.iter().max()?;
+    Some((
+        (first - 86_400).max(now - DELTA_PAST),
+        now.max(last) + DELTA_AHEAD,
+    ))
+}
+
+/// Whether a kept feed still serves the window wanted at `now`.
+fn covers(st: &DeltaState, want: (i64, i64), now: i64) -> bool {
+    !st.link.is_empty() && st.from <= want.0 && st.to >= want.1.min(now + DELTA_AHEAD)
+}
+
+/// What one round of the feed says about our series.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Flags {
+    /// Masters (Graph ids) with an occurrence-level change not ours.
+    masters: BTreeSet<String>,
+    /// A removal we cannot attribute: every master is checked.
+    all: bool,
+}
+
+/// Reads one round of the feed. Occurrences (`type: occurrence`) are
+/// computed from their master, so only exceptions and removals can be a
+/// user's occurrence-level change; an exception with the id and etag we
+/// recorded is our own write.
+fn flags(
+    items: &[Value],
+    masters: &HashMap<&str, &str>,
+    records: &BTreeMap<EventKey, Recorded>,
+) -> Flags {
+    let mut ours: HashMap<&str, (&EventKey, Option<&str>)> = HashMap::new();
+    for (k, r) in records {
+        if !r.remote.id.is_empty() {
+            ours.insert(r.remote.id.as_str(), (k, r.remote.etag.as_deref()));
+        }
+    }
+    // uid -> master id.
+    let by_uid: HashMap<&str, &str> = masters.iter().map(|(id, uid)| (*uid, *id)).collect();
+    let mut out = Flags::default();
+    for v in items {
+        let Some(id) = v["id"].as_str() else { continue };
+        if v.get("@removed").is_some() {
+            match ours.get(id) {
+                // One of our modified occurrences gone: its master.
+                Some((k, _)) if !k.is_base() => {
+                    if let Some(m) = by_uid.get(k.uid()) {
+                        out.masters.insert((*m).to_owned());
+                    }
+                }
+                // A single or master of ours: the tagged listing sees it.
+                Some(_) => {}
+                // An occurrence deleted (its id is computed, never
+                // recorded), or an item that left the window.
+                None => out.all = true,
+            }
+            continue;
+        }
+        if v["type"].as_str() != Some("exception") {
+            continue;
+        }
+        let Some(master) = v["seriesMasterId"].as_str() else {
+            continue;
+        };
+        if !masters.contains_key(master) {
+            continue;
+        }
+        let etag = v["@odata.etag"].as_str();
+        let own = ours
+            .get(id)
+            .is_some_and(|(_, e)| e.is_some() && *e == etag);
+        if !own {
+            out.masters.insert(master.to_owned());
+        }
+    }
+    out
+}
+
+/// What the occurrence check hands back to the drift pass: its writes (with
+/// the master each is for) and the feed state to keep once they are done.
+#[derive(Debug, Default)]
+pub(crate) struct OccurrenceCheck {
+    pub writes: Vec<(String, Request)>,
+    pub commit: Option<(String, DeltaState)>,
+}
+
 impl GraphSink {
     /// Checks the occurrences of our recorded masters that are still in
     /// the calendar (`listed`); fills `drift` and returns the writes drift
     /// makes itself (a user's occurrence edit reverted, a series deleted to
-    /// be restored). A master that cannot be read is skipped this pass.
+    /// be restored).
+    ///
+    /// A master is read (its exceptions and deleted occurrences) only when
+    /// something says it may have changed at the occurrence level, so that a
+    /// pass over an unchanged calendar makes listing calls only. Whether
+    /// Graph changes a series master's `@odata.etag` when one of its
+    /// occurrences is edited or deleted is not documented (graph.md:
+    /// `changeKey` "changes every time the event is changed"; nothing on
+    /// occurrences), so the master's etag alone is not trusted: the
+    /// occurrence-level changes come from `calendarView/delta` (graph.md §7),
+    /// kept per target and source calendar in the sink state. A master is
+    /// read when:
+    /// * the feed has no round yet, its token was evicted (410), or its
+    ///   window no longer covers the series (every master, once);
+    /// * a round shows an exception of it that is not our write, or a
+    ///   removal of one of its recorded occurrences; a removal we cannot
+    ///   attribute (a deleted occurrence has a computed id) reads every
+    ///   master;
+    /// * its listed etag is not the one recorded;
+    /// * an earlier pass flagged it and its check did not complete (a read
+    ///   failed, or it made a write or rewrite; re-read once to confirm).
+    ///
+    /// The new `deltaLink` is kept only after the pass (see
+    /// [`Self::commit_occurrence_check`]); a failed round keeps the old one,
+    /// which Graph answers again from the same point.
     pub(crate) async fn occurrence_drift(
         &self,
         client: &GraphClient,
+        calendar_id: &str,
         input: &DriftInput<'_>,
         listed: &HashMap<&str, &Value>,
         drift: &mut Drift,
-    ) -> Result<Vec<Request>, bridge_target::SinkError> {
+    ) -> Result<OccurrenceCheck, bridge_target::SinkError> {
         let records = input.records;
+        let now = chrono::Utc::now().timestamp();
+        let Some(want) = wanted_window(input.series, now) else {
+            return Ok(OccurrenceCheck::default());
+        };
         let mut checked: Vec<Checked<'_>> = Vec::new();
         for s in input.series {
             let Some(m) = s.master() else { continue };
@@ -121,10 +329,104 @@ impl GraphSink {
                 master: m,
                 zone: rec.zone,
                 id: r.remote.id.clone(),
+                etag: r.remote.etag.clone(),
             });
         }
-        if checked.is_empty() {
-            return Ok(Vec::new());
+        // The change feed first: a change made while masters are read
+        // shows in the next round.
+        let key = format!("{calendar_id}|{}", input.calendar.id);
+        let kept: Option<DeltaState> = self
+            .state
+            .get(DELTA_STATE, &key)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|j| serde_json::from_str(&j).ok());
+        let user = client.user_path();
+        let prefer = vec![format!("odata.maxpagesize={DELTA_PAGE}")];
+        let initial = || {
+            Request::new(
+                Method::Get,
+                format!("{user}/calendars/{}/calendarView/delta", seg(calendar_id)),
+            )
+            .query("startDateTime", iso(want.0))
+            .query("endDateTime", iso(want.1 + DELTA_SLACK))
+            .prefer(prefer[0].clone())
+        };
+        let mut pending: BTreeSet<String> = BTreeSet::new();
+        let mut every = true;
+        let mut round = None;
+        if let Some(st) = kept.as_ref().filter(|st| covers(st, want, now)) {
+            let req = client
+                .follow(&st.link, &prefer)
+                .map_err(|e| bridge_target::SinkError::transient(e.to_string()))?;
+            match client.delta_round(req).await {
+                Ok(r) => {
+                    every = false;
+                    pending.extend(st.pending.iter().cloned());
+                    round = Some((r, st.from, st.to));
+                }
+                Err(e) if e.status() == Some(410) => {
+                    tracing::info!(sink = %self.config().id, "the Graph change feed was evicted: every series is checked once");
+                }
+                Err(e) if e.is_fatal() => return Err(self.sink_error(&e)),
+                Err(e) => {
+                    drift.errors.push(format!("calendarView/delta: {e}"));
+                    return Ok(OccurrenceCheck::default());
+                }
+            }
+        }
+        let ((items, link), from, to) = match round {
+            Some(r) => r,
+            None => match client.delta_round(initial()).await {
+                Ok(r) => (r, want.0, want.1 + DELTA_SLACK),
+                Err(e) if e.is_fatal() => return Err(self.sink_error(&e)),
+                Err(e) => {
+                    drift.errors.push(format!("calendarView/delta: {e}"));
+                    return Ok(OccurrenceCheck::default());
+                }
+            },
+        };
+        let masters: HashMap<&str, &str> = checked
+            .iter()
+            .map(|c| (c.id.as_str(), c.series.uid))
+            .collect();
+        if !every {
+            let f = flags(&items, &masters, records);
+            every = f.all;
+            pending.extend(f.masters);
+        }
+        let read: Vec<&Checked<'_>> = checked
+            .iter()
+            .filter(|c| {
+                every
+                    || pending.contains(&c.id)
+                    || listed
+                        .get(c.id.as_str())
+                        .and_then(|v| v["@odata.etag"].as_str())
+                        .is_some_and(|e| c.etag.as_deref().is_some_and(|r| r != e))
+            })
+            .collect();
+        // Masters no longer ours are not kept pending.
+        pending.retain(|id| masters.contains_key(id.as_str()));
+        let mut check = OccurrenceCheck {
+            writes: Vec::new(),
+            commit: Some((
+                key,
+                DeltaState {
+                    link,
+                    from,
+                    to,
+                    pending: BTreeSet::new(),
+                },
+            )),
+        };
+        let mut next_pending: BTreeSet<String> = BTreeSet::new();
+        if read.is_empty() {
+            if let Some((_, st)) = check.commit.as_mut() {
+                st.pending = next_pending;
+            }
+            return Ok(check);
         }
         // Occurrence records by uid.
         let mut by_uid: HashMap<&str, Vec<(&EventKey, &Recorded)>> = HashMap::new();
@@ -133,20 +435,20 @@ impl GraphSink {
                 by_uid.entry(k.uid()).or_default().push((k, r));
             }
         }
-        let user = client.user_path();
-        let reqs: Vec<Request> = checked
+        let reqs: Vec<Request> = read
             .iter()
             .map(|c| {
                 Request::new(Method::Get, format!("{user}/events/{}", seg(&c.id)))
                     .query("$select", "id,type,cancelledOccurrences")
                     .query("$expand", "exceptionOccurrences")
+                    // The body as we write it (Graph answers HTML otherwise).
+                    .prefer("outlook.body-content-type=\"text\"")
             })
             .collect();
         // Plain GETs (not a `$batch`): a pass with nothing to write makes
         // reads only.
         let answers = client.each(reqs).await;
-        let mut writes = Vec::new();
-        for (c, a) in checked.iter().zip(answers) {
+        for (c, a) in read.iter().zip(answers) {
             let v = match a {
                 Ok(r) => r.body,
                 // Deleted meanwhile: the next pass sees it gone.
@@ -154,13 +456,52 @@ impl GraphSink {
                 Err(e) if e.is_fatal() => return Err(self.sink_error(&e)),
                 Err(e) => {
                     drift.errors.push(format!("{}: {e}", c.id));
+                    next_pending.insert(c.id.clone());
                     continue;
                 }
             };
             let recs = by_uid.get(c.series.uid).map_or(&[][..], Vec::as_slice);
+            let mut writes = Vec::new();
+            let before = (drift.rewrite.len(), drift.tombstone.len());
             self.check_series(c, &v, recs, input, drift, &mut writes, &user);
+            // Acted on: checked again next pass, to see it done.
+            if !writes.is_empty() || before != (drift.rewrite.len(), drift.tombstone.len()) {
+                next_pending.insert(c.id.clone());
+            }
+            check
+                .writes
+                .extend(writes.into_iter().map(|w| (c.id.clone(), w)));
         }
-        Ok(writes)
+        if let Some((_, st)) = check.commit.as_mut() {
+            st.pending = next_pending;
+        }
+        Ok(check)
+    }
+
+    /// Keeps the feed state of a pass once its writes are done: the masters
+    /// whose write failed stay pending. A dry run keeps nothing.
+    pub(crate) async fn commit_occurrence_check(
+        &self,
+        commit: Option<(String, DeltaState)>,
+        failed: BTreeSet<String>,
+        dry_run: bool,
+    ) {
+        let Some((key, mut st)) = commit else { return };
+        if dry_run {
+            return;
+        }
+        st.pending.extend(failed);
+        let json = match serde_json::to_string(&st) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(sink = %self.config().id, error = %e, "the Graph change feed state was not kept");
+                return;
+            }
+        };
+        if let Err(e) = self.state.put(DELTA_STATE, &key, &json).await {
+            // The next pass starts from the old link (or anew): nothing lost.
+            tracing::warn!(sink = %self.config().id, error = %e, "the Graph change feed state was not kept");
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -111,7 +111,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct GraphSink {
     cfg: GraphSinkConfig,
     client: Mutex<Option<GraphClient>>,
-    state: Arc<dyn StateStore>,
+    pub(super) state: Arc<dyn StateStore>,
     pause: Mutex<Option<String>>,
     calendar_id: tokio::sync::Mutex<Option<String>>,
 }
@@ -1443,8 +1443,8 @@ impl Replica for GraphSink {
             .map(|(k, r)| (k, r.remote.id.as_str()))
             .collect();
         let mut deletes: Vec<String> = Vec::new();
-        let occurrence_writes = self
-            .occurrence_drift(&client, &input, &by_id, &mut drift)
+        let occurrences = self
+            .occurrence_drift(&client, &calendar, &input, &by_id, &mut drift)
             .await?;
         for v in &remote {
             let Some(id) = v["id"].as_str() else { continue };
@@ -1481,21 +1481,31 @@ impl Replica for GraphSink {
             return Ok(drift);
         }
         let user = client.user_path();
+        let (masters, repairs): (Vec<String>, Vec<Request>) =
+            occurrences.writes.into_iter().unzip();
         let reqs: Vec<Request> = deletes
             .iter()
             .map(|id| Request::new(Method::Delete, format!("{user}/events/{}", seg(id))))
-            .chain(occurrence_writes)
+            .chain(repairs)
             .collect();
         let results = client.batch(&reqs).await.map_err(|e| self.sink_error(&e))?;
         let (orphans, repairs) = results.split_at(deletes.len().min(results.len()));
-        for (req, r) in reqs[deletes.len()..].iter().zip(repairs) {
+        let mut failed = std::collections::BTreeSet::new();
+        for ((req, master), r) in reqs[deletes.len()..].iter().zip(&masters).zip(repairs) {
             match r {
                 Ok(_) => {}
                 // Gone meanwhile (a series deleted to be written anew).
                 Err(e) if e.status() == Some(404) => {}
-                Err(e) => drift.errors.push(format!("{}: {e}", req.path)),
+                Err(e) => {
+                    drift.errors.push(format!("{}: {e}", req.path));
+                    failed.insert(master.clone());
+                }
             }
         }
+        // A part without an answer is checked again too.
+        failed.extend(masters.iter().skip(repairs.len()).cloned());
+        self.commit_occurrence_check(occurrences.commit, failed, false)
+            .await;
         for (id, r) in deletes.iter().zip(orphans) {
             match r {
                 Ok(_) => drift.orphans_deleted += 1,
