@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bridge_core::{CanonicalEvent, EventKey, EventTime, Series};
-use bridge_target::{Drift, DriftInput, Recorded};
+use bridge_target::{Drift, DriftInput, ItemOutcome, Recorded, ReplicaInput};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,13 @@ pub(crate) struct DeltaState {
     pub to: i64,
     #[serde(default)]
     pub pending: BTreeSet<String>,
+    /// A round showed a removal we cannot attribute: every master is
+    /// checked at the next pass.
+    #[serde(default)]
+    pub all: bool,
+    /// Ids we deleted since the link (orphans): their removal is ours.
+    #[serde(default)]
+    pub removed: BTreeSet<String>,
 }
 
 /// The window the feed should cover for these series at `now`: from the
@@ -203,31 +210,59 @@ struct Flags {
     all: bool,
 }
 
+/// An item of ours as a round may show it.
+#[derive(Debug, Clone)]
+pub(crate) struct Own {
+    pub uid: String,
+    /// A single or a master (the tagged listing sees those).
+    pub base: bool,
+    pub etag: Option<String>,
+}
+
+/// Our recorded items by Graph id.
+pub(crate) fn ours_of(records: &BTreeMap<EventKey, Recorded>) -> HashMap<String, Own> {
+    records
+        .iter()
+        .filter(|(_, r)| !r.remote.id.is_empty())
+        .map(|(k, r)| {
+            (
+                r.remote.id.clone(),
+                Own {
+                    uid: k.uid().to_owned(),
+                    base: k.is_base(),
+                    etag: r.remote.etag.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Reads one round of the feed. Occurrences (`type: occurrence`) are
 /// computed from their master, so only exceptions and removals can be a
 /// user's occurrence-level change; an exception with the id and etag we
-/// recorded is our own write.
+/// hold is our own write, a removal of an id we deleted is ours.
+/// `masters`: our masters, Graph id to uid.
 fn flags(
     items: &[Value],
-    masters: &HashMap<&str, &str>,
-    records: &BTreeMap<EventKey, Recorded>,
+    masters: &HashMap<String, String>,
+    ours: &HashMap<String, Own>,
+    removed: &BTreeSet<String>,
 ) -> Flags {
-    let mut ours: HashMap<&str, (&EventKey, Option<&str>)> = HashMap::new();
-    for (k, r) in records {
-        if !r.remote.id.is_empty() {
-            ours.insert(r.remote.id.as_str(), (k, r.remote.etag.as_deref()));
-        }
-    }
-    // uid -> master id.
-    let by_uid: HashMap<&str, &str> = masters.iter().map(|(id, uid)| (*uid, *id)).collect();
+    let by_uid: HashMap<&str, &str> = masters
+        .iter()
+        .map(|(id, uid)| (uid.as_str(), id.as_str()))
+        .collect();
     let mut out = Flags::default();
     for v in items {
         let Some(id) = v["id"].as_str() else { continue };
         if v.get("@removed").is_some() {
+            if removed.contains(id) {
+                continue;
+            }
             match ours.get(id) {
                 // One of our modified occurrences gone: its master.
-                Some((k, _)) if !k.is_base() => {
-                    if let Some(m) = by_uid.get(k.uid()) {
+                Some(o) if !o.base => {
+                    if let Some(m) = by_uid.get(o.uid.as_str()) {
                         out.masters.insert((*m).to_owned());
                     }
                 }
@@ -251,7 +286,7 @@ fn flags(
         let etag = v["@odata.etag"].as_str();
         let own = ours
             .get(id)
-            .is_some_and(|(_, e)| e.is_some() && *e == etag);
+            .is_some_and(|o| o.etag.is_some() && o.etag.as_deref() == etag);
         if !own {
             out.masters.insert(master.to_owned());
         }
@@ -387,13 +422,13 @@ impl GraphSink {
                 }
             },
         };
-        let masters: HashMap<&str, &str> = checked
+        let masters: HashMap<String, String> = checked
             .iter()
-            .map(|c| (c.id.as_str(), c.series.uid))
+            .map(|c| (c.id.clone(), c.series.uid.to_owned()))
             .collect();
-        if !every {
-            let f = flags(&items, &masters, records);
-            every = f.all;
+        if let Some(st) = kept.as_ref().filter(|_| !every) {
+            let f = flags(&items, &masters, &ours_of(records), &st.removed);
+            every = f.all || st.all;
             pending.extend(f.masters);
         }
         let read: Vec<&Checked<'_>> = checked
@@ -408,7 +443,7 @@ impl GraphSink {
             })
             .collect();
         // Masters no longer ours are not kept pending.
-        pending.retain(|id| masters.contains_key(id.as_str()));
+        pending.retain(|id| masters.contains_key(id));
         let mut check = OccurrenceCheck {
             writes: Vec::new(),
             commit: Some((
@@ -417,7 +452,7 @@ impl GraphSink {
                     link,
                     from,
                     to,
-                    pending: BTreeSet::new(),
+                    ..DeltaState::default()
                 },
             )),
         };
@@ -484,24 +519,107 @@ impl GraphSink {
         &self,
         commit: Option<(String, DeltaState)>,
         failed: BTreeSet<String>,
-        dry_run: bool,
+        removed: BTreeSet<String>,
     ) {
         let Some((key, mut st)) = commit else { return };
-        if dry_run {
-            return;
-        }
         st.pending.extend(failed);
-        let json = match serde_json::to_string(&st) {
+        st.removed.extend(removed);
+        self.keep_feed(&key, &st).await;
+    }
+
+    async fn keep_feed(&self, key: &str, st: &DeltaState) {
+        let json = match serde_json::to_string(st) {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(sink = %self.config().id, error = %e, "the Graph change feed state was not kept");
                 return;
             }
         };
-        if let Err(e) = self.state.put(DELTA_STATE, &key, &json).await {
+        if let Err(e) = self.state.put(DELTA_STATE, key, &json).await {
             // The next pass starts from the old link (or anew): nothing lost.
             tracing::warn!(sink = %self.config().id, error = %e, "the Graph change feed state was not kept");
         }
+    }
+
+    /// After `apply` wrote: one round of the feed, so that what we just
+    /// wrote is not taken for a user's change at the next pass, and what
+    /// was created since the last round is covered by the feed from now on
+    /// (a round reports removals only of items it has shown). What the
+    /// round shows that is not ours (an exception, a removal we cannot
+    /// attribute) is kept pending for the next pass. Without a kept feed
+    /// (no full pass yet) nothing is done: the next pass starts one.
+    pub(crate) async fn acknowledge_writes(
+        &self,
+        client: &GraphClient,
+        calendar_id: &str,
+        input: &ReplicaInput<'_>,
+        items: &[ItemOutcome],
+        removed_now: BTreeSet<String>,
+    ) {
+        let key = format!("{calendar_id}|{}", input.calendar.id);
+        let Some(mut st) = self
+            .state
+            .get(DELTA_STATE, &key)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|j| serde_json::from_str::<DeltaState>(&j).ok())
+            .filter(|st| !st.link.is_empty())
+        else {
+            return;
+        };
+        let prefer = vec![format!("odata.maxpagesize={DELTA_PAGE}")];
+        let round = match client.follow(&st.link, &prefer) {
+            Ok(req) => client.delta_round(req).await,
+            Err(e) => Err(e),
+        };
+        let (items_seen, link) = match round {
+            Ok(r) => r,
+            Err(e) if e.status() == Some(410) => {
+                // Evicted: the next pass starts anew (every master once).
+                let _ = self.state.delete(DELTA_STATE, &key).await;
+                return;
+            }
+            Err(e) => {
+                // The next pass follows the kept link: our writes then show
+                // as changes and cost reads, nothing is missed.
+                tracing::debug!(sink = %self.config().id, error = %e, "the Graph change feed was not advanced");
+                return;
+            }
+        };
+        let mut ours = ours_of(input.records);
+        for o in items {
+            if let Ok(r) = &o.result
+                && !r.id.is_empty()
+            {
+                ours.insert(
+                    r.id.clone(),
+                    Own {
+                        uid: o.op.key().uid().to_owned(),
+                        base: o.op.key().is_base(),
+                        etag: r.etag.clone(),
+                    },
+                );
+            }
+        }
+        let uids: BTreeSet<&str> = input
+            .series
+            .iter()
+            .filter(|s| s.master().is_some_and(|m| m.rrule.is_some()))
+            .map(|s| s.uid)
+            .collect();
+        let masters: HashMap<String, String> = ours
+            .iter()
+            .filter(|(_, o)| o.base && uids.contains(o.uid.as_str()))
+            .map(|(id, o)| (id.clone(), o.uid.clone()))
+            .collect();
+        let mut removed = std::mem::take(&mut st.removed);
+        removed.extend(removed_now);
+        let f = flags(&items_seen, &masters, &ours, &removed);
+        st.link = link;
+        st.all |= f.all;
+        st.pending.extend(f.masters);
+        self.keep_feed(&key, &st).await;
     }
 
     #[allow(clippy::too_many_arguments)]

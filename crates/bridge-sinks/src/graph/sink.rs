@@ -114,6 +114,11 @@ pub struct GraphSink {
     pub(super) state: Arc<dyn StateStore>,
     pause: Mutex<Option<String>>,
     calendar_id: tokio::sync::Mutex<Option<String>>,
+    /// One change-feed round at a time (see `drift::occurrence_drift`).
+    feed: tokio::sync::Mutex<()>,
+    /// Occurrence ids deleted by the `apply` under way (their removal in
+    /// the change feed is ours).
+    removed_now: Mutex<BTreeSet<String>>,
 }
 
 impl GraphSink {
@@ -136,6 +141,8 @@ impl GraphSink {
             state,
             pause: Mutex::new(pause),
             calendar_id: tokio::sync::Mutex::new(None),
+            feed: tokio::sync::Mutex::new(()),
+            removed_now: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -885,6 +892,7 @@ impl GraphSink {
                         out,
                         &w,
                         &if w.occurrence.is_some() {
+                            lock(&self.removed_now).insert(w.id.clone());
                             format!(
                                 "{CANCELLED_MARK}{}",
                                 w.occurrence.as_ref().map_or(0, |o| o.original)
@@ -1374,12 +1382,22 @@ impl Replica for GraphSink {
             return Vec::new();
         }
         let items = self.apply_items(&input).await;
+        // Applies running at once share the set: every id in it is ours.
+        let _feed = self.feed.lock().await;
+        let removed = std::mem::take(&mut *lock(&self.removed_now));
+        if let Ok(client) = self.ready()
+            && let Some(calendar) = self.calendar_id.lock().await.clone()
+        {
+            self.acknowledge_writes(&client, &calendar, &input, &items, removed)
+                .await;
+        }
         per_series(&input, items)
     }
 
     /// Lists our tagged singles and masters of the source calendar (a
     /// failed or cut listing is an error: nothing is deleted from it).
     async fn drift(&self, input: DriftInput<'_>) -> Result<Drift, SinkError> {
+        let _feed = self.feed.lock().await;
         let client = self.ready()?;
         let calendar = self
             .calendar(&client)
@@ -1504,7 +1522,13 @@ impl Replica for GraphSink {
         }
         // A part without an answer is checked again too.
         failed.extend(masters.iter().skip(repairs.len()).cloned());
-        self.commit_occurrence_check(occurrences.commit, failed, false)
+        let gone: BTreeSet<String> = deletes
+            .iter()
+            .zip(orphans)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.commit_occurrence_check(occurrences.commit, failed, gone)
             .await;
         for (id, r) in deletes.iter().zip(orphans) {
             match r {
