@@ -718,3 +718,126 @@ async fn a_users_delete_of_one_occurrence_is_restored_or_respected() {
         assert_eq!(instances(&s.emu).len(), after.len());
     }
 }
+
+/// GETs of one event by id (a series master read for its occurrences).
+fn event_reads(calls: &[bridge_emulators::graph::CallRecord]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method == "GET")
+        .filter_map(|c| c.path.rsplit_once("/events/").map(|(_, id)| id.to_owned()))
+        .filter(|id| !id.contains('/'))
+        .collect()
+}
+
+/// Every instance of the calendar around the sample, by master and
+/// original start.
+fn occurrences(emu: &GraphEmulator) -> BTreeMap<(String, String), Value> {
+    emu.view(UPN, None, "2026-06-01T00:00:00Z", "2027-12-31T00:00:00Z")
+        .unwrap()
+        .into_iter()
+        .filter_map(|v| {
+            let m = v["seriesMasterId"].as_str()?.to_owned();
+            let o = v["originalStart"].as_str()?.to_owned();
+            Some(((m, o), v))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noop_reconcile_reads_no_master_and_any_field_a_user_edits_on_one_occurrence_is_found() {
+    let s = setup(OnTargetDelete::Restore, 300).await;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let masters = s
+        .emu
+        .events(UPN)
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "seriesMaster")
+        .count();
+    assert!(masters > 5, "the sample has series");
+    // The no-op rerun: listing calls only, no master read, no write.
+    let n = s.emu.calls().len();
+    let writes = s.emu.write_count();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.failed, sr.drift_rewrites), (0, 0), "{sr:?}");
+    let calls = s.emu.calls()[n..].to_vec();
+    assert_eq!(event_reads(&calls), Vec::<String>::new(), "a master was read");
+    assert_eq!(s.emu.write_count(), writes, "the no-op rerun wrote");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.method == "GET" || c.path.ends_with("/token")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.path.ends_with("/calendarView/delta")),
+        "the change feed was not followed"
+    );
+    // In Outlook, one plain occurrence of some series: one property we
+    // write changed, nothing else. Each is found on the next full pass and
+    // written back on that occurrence, reading that master only.
+    let before = occurrences(&s.emu);
+    let plain: Vec<(String, String)> = before
+        .iter()
+        .filter(|(_, v)| v["type"] == "occurrence")
+        .map(|(k, _)| k.clone())
+        .collect();
+    let edits = [
+        serde_json::json!({"body": {"contentType": "text", "content": "my notes"}}),
+        serde_json::json!({"location": {"displayName": "Elsewhere"}}),
+        serde_json::json!({"showAs": "oof"}),
+        serde_json::json!({"sensitivity": "confidential"}),
+        serde_json::json!({"isReminderOn": true, "reminderMinutesBeforeStart": 1234}),
+        serde_json::json!({"subject": "Mine now"}),
+    ];
+    let mut at = BASE + 120;
+    for (i, patch) in edits.iter().enumerate() {
+        // Occurrences of different series, far apart in the listing.
+        let k = &plain[i * plain.len() / edits.len()];
+        let id = before[k]["id"].as_str().unwrap();
+        s.emu.user_edit(UPN, id, patch.clone()).unwrap();
+        let n = s.emu.calls().len();
+        let r = s.engine.reconcile(None, false, at).await.unwrap();
+        at += 60;
+        assert_eq!(r[0].sinks[0].failed, 0, "{patch}: {:?}", r[0].sinks[0].errors);
+        let reads = event_reads(&s.emu.calls()[n..]);
+        assert!(
+            !reads.is_empty() && reads.len() <= 2 && reads.len() < masters,
+            "{patch}: masters read {reads:?}"
+        );
+        let after = occurrences(&s.emu);
+        for field in patch.as_object().unwrap().keys() {
+            let (got, want) = (&after[k][field], &before[k][field]);
+            let same = match field.as_str() {
+                "body" => got["content"] == want["content"],
+                "location" => got["displayName"] == want["displayName"],
+                _ => got == want,
+            };
+            assert!(same, "{patch}: {field} is {got}, was {want}");
+        }
+    }
+    // A deleted plain occurrence is found too (restored: the series is
+    // written anew), and the pass after makes no write.
+    let k = &plain[plain.len() / 2 + 1];
+    s.emu
+        .user_delete(UPN, before[k]["id"].as_str().unwrap())
+        .unwrap();
+    let r = s.engine.reconcile(None, false, at).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let after = occurrences(&s.emu);
+    assert!(
+        after
+            .values()
+            .any(|v| v["originalStart"] == k.1.as_str() && v["subject"] == before[k]["subject"]),
+        "the deleted occurrence is not back"
+    );
+    let writes = s.emu.write_count();
+    s.engine.reconcile(None, false, at + 60).await.unwrap();
+    let n = s.emu.calls().len();
+    let r = s.engine.reconcile(None, false, at + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].drift_rewrites, 0);
+    assert_eq!(s.emu.write_count(), writes, "a pass after the repair wrote");
+    assert_eq!(event_reads(&s.emu.calls()[n..]), Vec::<String>::new());
+}
