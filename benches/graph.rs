@@ -17,7 +17,9 @@
 //! envelopes, single calls, token requests), `$batch` requests and parts,
 //! writes per phase (phase 1: singles and masters; phase 2: occurrence
 //! lookups through `instances`, then occurrence PATCH / DELETE), listing
-//! calls, the peak of requests in flight for the mailbox, 429s for the
+//! calls (tagged events, calendars, rounds of `calendarView/delta`), other
+//! reads (a series master read for its occurrences), the peak of requests
+//! in flight for the mailbox, 429s for the
 //! concurrency cap, and the wall time of the child process. Targets: batch
 //! requests == the sum over phases of ceil(requests of the phase / 20); the
 //! no-op rerun makes no write and only listing (and token) calls.
@@ -79,6 +81,13 @@ fn prepare(t: &Tenant, g: &GraphEmulator, dir: &Path) -> PathBuf {
     t.config(dir, &rest)
 }
 
+/// A listing: tagged events, calendars, or a round of the change feed.
+fn listing(path: &str) -> bool {
+    path.ends_with("/events")
+        || path.ends_with("/calendars")
+        || path.ends_with("/calendarView/delta")
+}
+
 fn reconcile(g: &GraphEmulator, config: &Path) -> Run {
     g.reset_calls();
     let throttled_before = g.over_concurrency();
@@ -106,9 +115,7 @@ fn reconcile(g: &GraphEmulator, config: &Path) -> Run {
             .count(),
         listing_calls: calls
             .iter()
-            .filter(|c| {
-                c.method == "GET" && (c.path.ends_with("/events") || c.path.ends_with("/calendars"))
-            })
+            .filter(|c| c.method == "GET" && listing(&c.path))
             .count(),
         token_calls: calls
             .iter()
@@ -116,12 +123,7 @@ fn reconcile(g: &GraphEmulator, config: &Path) -> Run {
             .count(),
         other_reads: calls
             .iter()
-            .filter(|c| {
-                c.method == "GET"
-                    && !c.path.ends_with("/events")
-                    && !c.path.ends_with("/calendars")
-                    && !c.path.ends_with("/instances")
-            })
+            .filter(|c| c.method == "GET" && !listing(&c.path) && !c.path.ends_with("/instances"))
             .count(),
         peak: g.peak_concurrency(),
         throttled: g.over_concurrency() - throttled_before,
@@ -218,6 +220,7 @@ fn main() {
         && noop.series_writes + noop.occurrence_writes == 0
         && noop.batch_requests == 0
         && noop.lookups == 0
+        && noop.other_reads == 0
         && noop.created + noop.updated == 0;
     println!(
         "no-op rerun: {} writes, {} $batch requests, {} listing call(s), {} token call(s), {} other read(s), wall {:.2} s \

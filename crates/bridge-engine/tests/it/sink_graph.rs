@@ -763,7 +763,11 @@ async fn a_noop_reconcile_reads_no_master_and_any_field_a_user_edits_on_one_occu
     let sr = &r[0].sinks[0];
     assert_eq!((sr.failed, sr.drift_rewrites), (0, 0), "{sr:?}");
     let calls = s.emu.calls()[n..].to_vec();
-    assert_eq!(event_reads(&calls), Vec::<String>::new(), "a master was read");
+    assert_eq!(
+        event_reads(&calls),
+        Vec::<String>::new(),
+        "a master was read"
+    );
     assert_eq!(s.emu.write_count(), writes, "the no-op rerun wrote");
     assert!(
         calls
@@ -772,7 +776,9 @@ async fn a_noop_reconcile_reads_no_master_and_any_field_a_user_edits_on_one_occu
         "{calls:?}"
     );
     assert!(
-        calls.iter().any(|c| c.path.ends_with("/calendarView/delta")),
+        calls
+            .iter()
+            .any(|c| c.path.ends_with("/calendarView/delta")),
         "the change feed was not followed"
     );
     // In Outlook, one plain occurrence of some series: one property we
@@ -801,7 +807,11 @@ async fn a_noop_reconcile_reads_no_master_and_any_field_a_user_edits_on_one_occu
         let n = s.emu.calls().len();
         let r = s.engine.reconcile(None, false, at).await.unwrap();
         at += 60;
-        assert_eq!(r[0].sinks[0].failed, 0, "{patch}: {:?}", r[0].sinks[0].errors);
+        assert_eq!(
+            r[0].sinks[0].failed, 0,
+            "{patch}: {:?}",
+            r[0].sinks[0].errors
+        );
         let reads = event_reads(&s.emu.calls()[n..]);
         assert!(
             !reads.is_empty() && reads.len() <= 2 && reads.len() < masters,

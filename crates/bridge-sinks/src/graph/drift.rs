@@ -196,9 +196,11 @@ fn wanted_window(series: &[Series<'_>], now: i64) -> Option<(i64, i64)> {
     ))
 }
 
-/// Whether a kept feed still serves the window wanted at `now`.
-fn covers(st: &DeltaState, want: (i64, i64), now: i64) -> bool {
-    !st.link.is_empty() && st.from <= want.0 && st.to >= want.1.min(now + DELTA_AHEAD)
+/// Whether a kept feed still serves the window wanted: it is taken with
+/// [`DELTA_SLACK`] past the wanted end, so it is renewed about monthly as
+/// time goes by, and at once for a series older or later than it covers.
+fn covers(st: &DeltaState, want: (i64, i64)) -> bool {
+    !st.link.is_empty() && st.from <= want.0 && st.to >= want.1
 }
 
 /// What one round of the feed says about our series.
@@ -391,7 +393,7 @@ impl GraphSink {
         let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut every = true;
         let mut round = None;
-        if let Some(st) = kept.as_ref().filter(|st| covers(st, want, now)) {
+        if let Some(st) = kept.as_ref().filter(|st| covers(st, want)) {
             let req = client
                 .follow(&st.link, &prefer)
                 .map_err(|e| bridge_target::SinkError::transient(e.to_string()))?;
@@ -767,6 +769,130 @@ mod tests {
         // Another read zone is not judged.
         let other = json!({"subject": "Standup", "start": {"dateTime": "2026-01-01T00:00:00", "timeZone": "Pacific Standard Time"}, "end": at(1_777_003_600)});
         assert!(shows(&other, &ev, &body));
+    }
+
+    #[test]
+    fn an_exception_differing_in_any_written_property_does_not_show_the_series() {
+        let mut ev = test_event();
+        ev.start = EventTime::Utc(1_777_000_000);
+        ev.end = EventTime::Utc(1_777_003_600);
+        let at = |t: i64| json!({"dateTime": chrono::DateTime::from_timestamp(t, 0).unwrap().format("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC"});
+        let want = json!({
+            "subject": "Standup",
+            "body": {"contentType": "text", "content": "Agenda\n1. a"},
+            "isAllDay": false,
+            "showAs": "busy",
+            "sensitivity": "normal",
+            "location": {"displayName": "Room 1"},
+            "isReminderOn": true,
+            "reminderMinutesBeforeStart": 15,
+            "start": at(1_777_000_000),
+            "end": at(1_777_003_600),
+        });
+        // As read back: CRLF line ends, extra members, an enum in another case.
+        let read = json!({
+            "subject": "Standup",
+            "body": {"contentType": "text", "content": "Agenda\r\n1. a\r\n"},
+            "isAllDay": false,
+            "showAs": "Busy",
+            "sensitivity": "normal",
+            "location": {"displayName": "Room 1", "locationType": "default"},
+            "isReminderOn": true,
+            "reminderMinutesBeforeStart": 15,
+            "importance": "normal",
+            "start": at(1_777_000_000),
+            "end": at(1_777_003_600),
+        });
+        assert!(shows(&read, &ev, &want));
+        for (k, v) in [
+            ("body", json!({"contentType": "text", "content": "mine"})),
+            ("location", json!({"displayName": "Elsewhere"})),
+            ("showAs", json!("oof")),
+            ("sensitivity", json!("private")),
+            ("isReminderOn", json!(false)),
+            ("reminderMinutesBeforeStart", json!(30)),
+            ("isAllDay", json!(true)),
+        ] {
+            let mut x = read.clone();
+            x[k] = v;
+            assert!(!shows(&x, &ev, &want), "{k}");
+        }
+        // Not judged: a property not read back, an HTML body.
+        let mut x = read.clone();
+        x.as_object_mut().unwrap().remove("location");
+        x["body"] = json!({"contentType": "html", "content": "<p>Agenda</p>"});
+        assert!(shows(&x, &ev, &want));
+    }
+
+    fn own(uid: &str, base: bool, etag: &str) -> Own {
+        Own {
+            uid: uid.into(),
+            base,
+            etag: Some(etag.into()),
+        }
+    }
+
+    #[test]
+    fn a_round_flags_exceptions_not_ours_and_removals_it_cannot_attribute() {
+        let masters: HashMap<String, String> = [
+            ("M1".to_owned(), "u1".to_owned()),
+            ("M2".to_owned(), "u2".to_owned()),
+        ]
+        .into();
+        let ours: HashMap<String, Own> = [
+            ("M1".to_owned(), own("u1", true, "m1")),
+            ("M2".to_owned(), own("u2", true, "m2")),
+            ("X1".to_owned(), own("u1", false, "x1")),
+            ("S1".to_owned(), own("s1", true, "s1")),
+        ]
+        .into();
+        let removed: BTreeSet<String> = ["O9".to_owned()].into();
+        let ex = |id: &str, m: &str, e: &str| json!({"id": id, "type": "exception", "seriesMasterId": m, "@odata.etag": e});
+        let gone = |id: &str| json!({"id": id, "@removed": {"reason": "deleted"}});
+        // Our own writes, computed occurrences, our orphan deletes: nothing.
+        let quiet = [
+            ex("X1", "M1", "x1"),
+            json!({"id": "O1", "type": "occurrence", "seriesMasterId": "M2", "@odata.etag": "z"}),
+            ex("Y", "OTHER", "y"),
+            gone("S1"),
+            gone("O9"),
+        ];
+        assert_eq!(flags(&quiet, &masters, &ours, &removed), Flags::default());
+        // Our exception changed; a plain occurrence of M2 edited.
+        let f = flags(
+            &[ex("X1", "M1", "x2"), ex("O2", "M2", "q")],
+            &masters,
+            &ours,
+            &removed,
+        );
+        assert_eq!(f.masters, ["M1".to_owned(), "M2".to_owned()].into());
+        assert!(!f.all);
+        // One of our modified occurrences deleted: its master.
+        let f = flags(&[gone("X1")], &masters, &ours, &removed);
+        assert_eq!((f.masters, f.all), (["M1".to_owned()].into(), false));
+        // A deleted plain occurrence has an id we never recorded.
+        assert!(flags(&[gone("O3")], &masters, &ours, &removed).all);
+    }
+
+    #[test]
+    fn the_feed_window_follows_the_series_and_is_renewed_monthly() {
+        let now = 1_800_000_000;
+        let st = |from, to| DeltaState {
+            link: "https://graph.microsoft.com/v1.0/x?$deltatoken=t".into(),
+            from,
+            to,
+            ..DeltaState::default()
+        };
+        let want = (now - 100 * 86_400, now + DELTA_AHEAD);
+        assert!(covers(&st(want.0, want.1 + DELTA_SLACK), want));
+        // An older series than the window, or time past the slack: anew.
+        assert!(!covers(&st(want.0 + 1, want.1 + DELTA_SLACK), want));
+        assert!(!covers(&st(want.0, now + DELTA_AHEAD - 1), want));
+        assert!(!covers(&DeltaState::default(), want));
+        // A month later the same feed is renewed.
+        let later = now + DELTA_SLACK + 1;
+        let want_later = (want.0, later + DELTA_AHEAD);
+        assert!(!covers(&st(want.0, want.1 + DELTA_SLACK), want_later));
     }
 
     fn test_event() -> CanonicalEvent {
