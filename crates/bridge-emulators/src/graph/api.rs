@@ -1094,6 +1094,13 @@ fn patch_event(inner: &Arc<Inner>, mailbox: &str, id: &str, req: &Req) -> Resp {
             Resp::ok(200, e.view(&sh, &upn))
         }
         Target::Occurrence { master, date } => {
+            // The exception gets a change key of its own; the master's is
+            // left as it was. Whether Graph bumps a series master's
+            // `changeKey` / `@odata.etag` when one occurrence is edited or
+            // deleted is not documented (graph.md §3.1, §5), so the
+            // emulator takes the case a client cannot rely on: a client
+            // learns of occurrence-level changes from `calendarView/delta`
+            // or by reading the master, never from the master's etag.
             let e = mb.events.get_mut(&master).expect("target");
             let current = e.exceptions.get(&date).map_or(e.change, |x| x.change);
             if let Some(r) = precondition(req, current) {
