@@ -851,3 +851,58 @@ async fn a_noop_reconcile_reads_no_master_and_any_field_a_user_edits_on_one_occu
     assert_eq!(s.emu.write_count(), writes, "a pass after the repair wrote");
     assert_eq!(event_reads(&s.emu.calls()[n..]), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_change_feed_checks_every_series_once_and_misses_no_edit() {
+    let s = setup(OnTargetDelete::Respect, 120).await;
+    s.engine.reconcile(None, false, BASE).await.unwrap();
+    let masters: Vec<String> = s
+        .emu
+        .events(UPN)
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "seriesMaster")
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!masters.is_empty());
+    let before = occurrences(&s.emu);
+    let (k, v) = before
+        .iter()
+        .find(|(_, v)| v["type"] == "occurrence")
+        .expect("a plain occurrence");
+    // A user's edit, then Graph evicts the feed's token (410 on its use).
+    s.emu
+        .user_edit(
+            UPN,
+            v["id"].as_str().unwrap(),
+            serde_json::json!({"showAs": "free"}),
+        )
+        .unwrap();
+    s.emu.expire_delta_tokens();
+    let n = s.emu.calls().len();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let calls = s.emu.calls()[n..].to_vec();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path.ends_with("/calendarView/delta") && c.status == 410),
+        "the evicted token was not used"
+    );
+    let reads = event_reads(&calls);
+    assert_eq!(
+        reads.len(),
+        masters.len(),
+        "every master read once: {reads:?}"
+    );
+    assert_eq!(
+        occurrences(&s.emu)[k]["showAs"],
+        v["showAs"],
+        "the edit stayed"
+    );
+    // The new feed serves the next pass: no master read.
+    s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    let n = s.emu.calls().len();
+    s.engine.reconcile(None, false, BASE + 180).await.unwrap();
+    assert_eq!(event_reads(&s.emu.calls()[n..]), Vec::<String>::new());
+}

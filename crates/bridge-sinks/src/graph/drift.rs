@@ -394,22 +394,25 @@ impl GraphSink {
         let mut every = true;
         let mut round = None;
         if let Some(st) = kept.as_ref().filter(|st| covers(st, want)) {
-            let req = client
-                .follow(&st.link, &prefer)
-                .map_err(|e| bridge_target::SinkError::transient(e.to_string()))?;
-            match client.delta_round(req).await {
+            let answer = match client.follow(&st.link, &prefer) {
+                Ok(req) => client.delta_round(req).await,
+                Err(e) => Err(e),
+            };
+            match answer {
                 Ok(r) => {
                     every = false;
                     pending.extend(st.pending.iter().cloned());
                     round = Some((r, st.from, st.to));
                 }
-                Err(e) if e.status() == Some(410) => {
-                    tracing::info!(sink = %self.config().id, "the Graph change feed was evicted: every series is checked once");
-                }
                 Err(e) if e.is_fatal() => return Err(self.sink_error(&e)),
-                Err(e) => {
+                // Tried again from the same link next pass.
+                Err(e) if e.is_transient() => {
                     drift.errors.push(format!("calendarView/delta: {e}"));
                     return Ok(OccurrenceCheck::default());
+                }
+                // Evicted (410) or refused: a new feed, every series once.
+                Err(e) => {
+                    tracing::info!(sink = %self.config().id, error = %e, "the Graph change feed starts anew: every series is checked once");
                 }
             }
         }
