@@ -40,10 +40,15 @@ pub(crate) struct Sync {
 /// What a token continues.
 #[derive(Debug, Clone)]
 enum Token {
-    /// The rest of a round (`$skiptoken`); `sync` as it is once served.
-    Page { rest: Vec<Value>, sync: Sync },
+    /// The rest of a round (`$skiptoken`): its items from `at` on; `sync`
+    /// as it is once served. Shared, so a page copies only its own items.
+    Page {
+        items: Arc<Vec<Value>>,
+        at: usize,
+        sync: Arc<Sync>,
+    },
     /// A finished round (`$deltatoken`).
-    Delta(Sync),
+    Delta(Arc<Sync>),
 }
 
 /// The delta tokens handed out.
@@ -95,15 +100,16 @@ pub(crate) fn delta(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, r
             "The sync state generation is not found. Start a new sync without a token.",
         )
     };
-    let (items, sync) = if let Some(t) = q(req, "$skiptoken") {
+    let (items, at, sync) = if let Some(t) = q(req, "$skiptoken") {
         match lock(&inner.deltas).tokens.get(t).cloned() {
-            Some(Token::Page { rest, sync }) if sync.mailbox == mailbox => (rest, sync),
+            Some(Token::Page { items, at, sync }) if sync.mailbox == mailbox => (items, at, sync),
             _ => return gone(),
         }
     } else if let Some(t) = q(req, "$deltatoken") {
-        let Some(Token::Delta(mut sync)) = lock(&inner.deltas).tokens.get(t).cloned() else {
+        let Some(Token::Delta(sync)) = lock(&inner.deltas).tokens.get(t).cloned() else {
             return gone();
         };
+        let mut sync = Sync::clone(&sync);
         if sync.mailbox != mailbox {
             return gone();
         }
@@ -122,7 +128,7 @@ pub(crate) fn delta(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, r
             items.push(json!({"@odata.type": "#microsoft.graph.event", "id": id, "@removed": {"reason": "deleted"}}));
         }
         sync.seen = next;
-        (items, sync)
+        (Arc::new(items), 0, Arc::new(sync))
     } else {
         let (from, to) = match window(req) {
             Ok(w) => w,
@@ -140,22 +146,27 @@ pub(crate) fn delta(inner: &Arc<Inner>, mailbox: &str, calendar: Option<&str>, r
             .iter()
             .map(|v| (v["id"].as_str().unwrap_or("").to_owned(), etag_of(v)))
             .collect();
-        (items, sync)
+        (Arc::new(items), 0, Arc::new(sync))
     };
-    let mut items = items;
-    let rest = items.split_off(size.min(items.len()));
+    let end = (at + size).min(items.len());
+    let page: Vec<Value> = items.get(at..end).unwrap_or_default().to_vec();
     let path = req.path.split('?').next().unwrap_or("");
     let link = |k: &str, t: &str| format!("{}/v1.0{path}?{k}={t}", inner.kit.base_url());
-    let mut body = json!({"value": items});
+    let mut body = json!({"value": page});
     let token = rand_urlsafe(24);
-    if rest.is_empty() {
+    if end >= items.len() {
         body["@odata.deltaLink"] = json!(link("$deltatoken", &token));
         lock(&inner.deltas).tokens.insert(token, Token::Delta(sync));
     } else {
         body["@odata.nextLink"] = json!(link("$skiptoken", &token));
-        lock(&inner.deltas)
-            .tokens
-            .insert(token, Token::Page { rest, sync });
+        lock(&inner.deltas).tokens.insert(
+            token,
+            Token::Page {
+                items,
+                at: end,
+                sync,
+            },
+        );
     }
     Resp::ok(200, body)
 }
