@@ -157,22 +157,32 @@ fn offset_changes(tz: Tz, from: i64, to: i64) -> Vec<Change> {
     out
 }
 
-/// Per render: the offset changes of a zone in a year range.
+/// Per render: the offset changes of a zone, by year.
 #[derive(Debug, Default)]
-pub struct ZoneChanges(BTreeMap<(&'static str, i32, i32), Vec<Change>>);
+pub struct ZoneChanges(BTreeMap<(&'static str, i32), Vec<Change>>);
 
 impl ZoneChanges {
-    fn changes(&mut self, tz: Tz, from: i64, to: i64) -> &[Change] {
+    /// The changes of `tz` in the years of `[from, to]` (and the year
+    /// before, which holds a change at the first second of `from`'s year).
+    /// Each year is found once per render, whatever the ranges asked.
+    fn changes(&mut self, tz: Tz, from: i64, to: i64) -> Vec<Change> {
+        let year_start = |y: i32| {
+            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc().timestamp())
+        };
         let (fy, ty) = (utc_datetime(from).year(), utc_datetime(to).year());
-        self.0.entry((tz.name(), fy, ty)).or_insert_with(|| {
-            let start = chrono::NaiveDate::from_ymd_opt(fy, 1, 1)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map_or(from, |d| d.and_utc().timestamp());
-            let end = chrono::NaiveDate::from_ymd_opt(ty + 1, 1, 1)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map_or(to, |d| d.and_utc().timestamp());
-            offset_changes(tz, start, end)
-        })
+        let mut out = Vec::new();
+        for y in fy - 1..=ty {
+            let changes = self.0.entry((tz.name(), y)).or_insert_with(|| {
+                match (year_start(y), year_start(y + 1)) {
+                    (Some(start), Some(end)) => offset_changes(tz, start, end),
+                    _ => Vec::new(),
+                }
+            });
+            out.extend_from_slice(changes);
+        }
+        out
     }
 }
 
@@ -218,6 +228,109 @@ fn may_need_overrides(rule: &str, first: NaiveDateTime, length: i64, changes: &[
 /// what keeps the `rrule` crate out of the zone's gaps and folds; UNTIL is
 /// left out here and applied by the caller in real time.
 fn wall_times(rule: &str, first: NaiveDateTime, until_wall: NaiveDateTime) -> Vec<NaiveDateTime> {
+    simple_wall_times(rule, first, until_wall)
+        .unwrap_or_else(|| rrule_wall_times(rule, first, until_wall))
+}
+
+/// [`wall_times`] of a plain DAILY or WEEKLY rule (INTERVAL, COUNT, UNTIL,
+/// weekday BYDAY, WKST; anything else is `None`), counted out directly.
+///
+/// Written here rather than left to the `rrule` crate because that crate
+/// spends about 2,000 instructions per occurrence, and a daily series is a
+/// thousand occurrences to the horizon on every render; these two
+/// frequencies are most recurring meetings. The test
+/// `simple_rules_expand_as_the_rrule_crate_does` holds it to the crate.
+fn simple_wall_times(
+    rule: &str,
+    first: NaiveDateTime,
+    end: NaiveDateTime,
+) -> Option<Vec<NaiveDateTime>> {
+    use chrono::{Days, Weekday};
+    let weekday = |v: &str| -> Option<Weekday> {
+        Some(match v {
+            "MO" => Weekday::Mon,
+            "TU" => Weekday::Tue,
+            "WE" => Weekday::Wed,
+            "TH" => Weekday::Thu,
+            "FR" => Weekday::Fri,
+            "SA" => Weekday::Sat,
+            "SU" => Weekday::Sun,
+            _ => return None,
+        })
+    };
+    let (mut weekly, mut interval, mut count) = (None, 1u64, None);
+    let (mut days, mut wkst) = (Vec::new(), Weekday::Mon);
+    for part in rule.split(';') {
+        let (key, value) = part.split_once('=')?;
+        match (
+            key.to_ascii_uppercase().as_str(),
+            value.to_ascii_uppercase(),
+        ) {
+            ("FREQ", v) if v == "DAILY" || v == "WEEKLY" => weekly = Some(v == "WEEKLY"),
+            ("INTERVAL", v) => interval = v.parse().ok().filter(|n| (1..=10_000).contains(n))?,
+            ("COUNT", v) => count = Some(v.parse::<usize>().ok().filter(|n| *n > 0)?),
+            ("UNTIL", _) => {}
+            ("BYDAY", v) => {
+                for d in v.split(',') {
+                    days.push(weekday(d)?);
+                }
+            }
+            ("WKST", v) => wkst = weekday(&v)?,
+            _ => return None,
+        }
+    }
+    let limit = count.unwrap_or(usize::MAX).min(MAX_OCCURRENCES);
+    let (date, time) = (first.date(), first.time());
+    let mut out = Vec::new();
+    if weekly? {
+        if days.is_empty() {
+            days.push(date.weekday());
+        }
+        // Weeks start on WKST; the first is the one holding DTSTART.
+        let back = u64::from(date.weekday().days_since(wkst));
+        let mut week = date.checked_sub_days(Days::new(back))?;
+        loop {
+            for i in 0..7 {
+                let Some(day) = week.checked_add_days(Days::new(i)) else {
+                    return Some(out);
+                };
+                if day < date || !days.contains(&day.weekday()) {
+                    continue;
+                }
+                let at = day.and_time(time);
+                if at > end || out.len() >= limit {
+                    return Some(out);
+                }
+                out.push(at);
+            }
+            let Some(next) = week.checked_add_days(Days::new(7 * interval)) else {
+                return Some(out);
+            };
+            week = next;
+        }
+    }
+    let mut day = date;
+    loop {
+        let at = day.and_time(time);
+        if at > end || out.len() >= limit {
+            return Some(out);
+        }
+        if days.is_empty() || days.contains(&day.weekday()) {
+            out.push(at);
+        }
+        let Some(next) = day.checked_add_days(Days::new(interval)) else {
+            return Some(out);
+        };
+        day = next;
+    }
+}
+
+/// [`wall_times`] by the `rrule` crate.
+fn rrule_wall_times(
+    rule: &str,
+    first: NaiveDateTime,
+    until_wall: NaiveDateTime,
+) -> Vec<NaiveDateTime> {
     let body: Vec<&str> = rule
         .split(';')
         .filter(|p| !p.to_ascii_uppercase().starts_with("UNTIL="))
@@ -261,9 +374,7 @@ fn exact_series_by(
     let length = m.end.instant() - start;
     let duration = is_repeated(tz, start).then_some(length);
     let until = m.rrule_bound.unwrap_or(i64::MAX).min(horizon);
-    let changes = zones
-        .changes(tz, start, until.max(start) + length.max(0))
-        .to_vec();
+    let changes = zones.changes(tz, start, until.max(start) + length.max(0));
     if changes.is_empty() {
         return None;
     }
@@ -544,6 +655,57 @@ mod tests {
         }
         // Both kinds were seen, so the comparison checked something.
         assert!(cleared > 100 && overridden > 100, "{cleared} {overridden}");
+    }
+
+    proptest::proptest! {
+        /// The direct count of plain DAILY and WEEKLY rules gives exactly
+        /// the `rrule` crate's wall-clock times.
+        #[test]
+        fn simple_rules_expand_as_the_rrule_crate_does(
+            weekly: bool,
+            interval in 1u32..5,
+            count in proptest::option::of(1u32..40),
+            days in proptest::collection::btree_set(0usize..7, 0..4),
+            wkst in proptest::option::of(0usize..7),
+            day in 0u64..400,
+            minute in 0u32..(24 * 60),
+            span in 0u64..500,
+        ) {
+            const NAMES: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+            let mut rule = format!("FREQ={};INTERVAL={interval}", if weekly { "WEEKLY" } else { "DAILY" });
+            if let Some(c) = count {
+                rule += &format!(";COUNT={c}");
+            }
+            if !days.is_empty() {
+                let d: Vec<&str> = days.iter().map(|&i| NAMES[i]).collect();
+                rule += &format!(";BYDAY={}", d.join(","));
+            }
+            if let Some(w) = wkst {
+                rule += &format!(";WKST={}", NAMES[w]);
+            }
+            let first = wall("2026-01-01T00:00")
+                + chrono::Duration::days(day as i64)
+                + chrono::Duration::minutes(i64::from(minute));
+            let end = first + chrono::Duration::days(span as i64);
+            let simple = simple_wall_times(&rule, first, end);
+            proptest::prop_assert!(simple.is_some(), "{}", rule);
+            proptest::prop_assert_eq!(simple.unwrap(), rrule_wall_times(&rule, first, end), "{}", rule);
+        }
+    }
+
+    #[test]
+    fn other_rules_are_left_to_the_rrule_crate() {
+        let first = wall("2026-01-01T09:00");
+        for rule in [
+            "FREQ=MONTHLY",
+            "FREQ=WEEKLY;BYDAY=1MO",
+            "FREQ=DAILY;BYHOUR=9,10",
+            "FREQ=DAILY;INTERVAL=0",
+            "FREQ=DAILY;COUNT=0",
+            "FREQ=DAILY;BYSETPOS=1",
+        ] {
+            assert_eq!(simple_wall_times(rule, first, first), None, "{rule}");
+        }
     }
 
     #[test]
