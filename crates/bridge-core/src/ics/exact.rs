@@ -125,36 +125,16 @@ impl Change {
 
 const DAY: i64 = 86_400;
 
-/// The changes of `tz`'s offset in `[from, to]`. Sampled every 6 hours (no
-/// zone has changed offset twice within 6 hours), each change then found
-/// to the second by bisection.
-fn offset_changes(tz: Tz, from: i64, to: i64) -> Vec<Change> {
-    const STEP: i64 = 6 * 3600;
-    let mut out = Vec::new();
-    let (mut t, mut off) = (from, offset(tz, from));
-    while t < to {
-        let next = (t + STEP).min(to);
-        let next_off = offset(tz, next);
-        if next_off != off {
-            // The first second with the new offset is in (t, next].
-            let (mut lo, mut hi) = (t, next);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if offset(tz, mid) == off {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            out.push(Change {
-                at: hi,
-                before: (hi + i64::from(off)).rem_euclid(DAY),
-                after: (hi + i64::from(next_off)).rem_euclid(DAY),
-            });
-        }
-        (t, off) = (next, next_off);
-    }
-    out
+/// The changes of `tz`'s offset in year `year` (UTC).
+fn offset_changes(tz: Tz, year: i32) -> Vec<Change> {
+    super::vtimezone::offset_changes(tz, year, year)
+        .into_iter()
+        .map(|(at, before, after)| Change {
+            at,
+            before: (at + i64::from(before)).rem_euclid(DAY),
+            after: (at + i64::from(after)).rem_euclid(DAY),
+        })
+        .collect()
 }
 
 /// Per render: the offset changes of a zone, by year.
@@ -166,20 +146,13 @@ impl ZoneChanges {
     /// before, which holds a change at the first second of `from`'s year).
     /// Each year is found once per render, whatever the ranges asked.
     fn changes(&mut self, tz: Tz, from: i64, to: i64) -> Vec<Change> {
-        let year_start = |y: i32| {
-            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|d| d.and_utc().timestamp())
-        };
         let (fy, ty) = (utc_datetime(from).year(), utc_datetime(to).year());
         let mut out = Vec::new();
         for y in fy - 1..=ty {
-            let changes = self.0.entry((tz.name(), y)).or_insert_with(|| {
-                match (year_start(y), year_start(y + 1)) {
-                    (Some(start), Some(end)) => offset_changes(tz, start, end),
-                    _ => Vec::new(),
-                }
-            });
+            let changes = self
+                .0
+                .entry((tz.name(), y))
+                .or_insert_with(|| offset_changes(tz, y));
             out.extend_from_slice(changes);
         }
         out
@@ -519,11 +492,7 @@ mod tests {
     fn offset_changes_are_found_to_the_second() {
         // New York 2026: 2026-03-08 07:00Z (02:00 EST -> 03:00 EDT) and
         // 2026-11-01 06:00Z (02:00 EDT -> 01:00 EST).
-        let changes = offset_changes(
-            chrono_tz::America::New_York,
-            1_767_225_600, // 2026-01-01
-            1_798_761_600, // 2027-01-01
-        );
+        let changes = offset_changes(chrono_tz::America::New_York, 2026);
         let h = 3600;
         assert_eq!(
             changes,
@@ -541,11 +510,7 @@ mod tests {
             ]
         );
         // Lord Howe moves by 30 minutes.
-        let lh = offset_changes(
-            chrono_tz::Australia::Lord_Howe,
-            1_767_225_600,
-            1_798_761_600,
-        );
+        let lh = offset_changes(chrono_tz::Australia::Lord_Howe, 2026);
         assert!(
             !lh.is_empty() && lh.iter().all(|c| c.size() == 1800),
             "{lh:?}"
