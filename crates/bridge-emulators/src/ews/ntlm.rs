@@ -36,6 +36,8 @@ const SIGNATURE: &[u8; 8] = b"NTLMSSP\0";
 const UNICODE: u32 = 0x0000_0001;
 const OEM: u32 = 0x0000_0002;
 const REQUEST_TARGET: u32 = 0x0000_0004;
+const SIGN: u32 = 0x0000_0010;
+const SEAL: u32 = 0x0000_0020;
 const NTLM: u32 = 0x0000_0200;
 const ALWAYS_SIGN: u32 = 0x0000_8000;
 const TARGET_TYPE_DOMAIN: u32 = 0x0001_0000;
@@ -43,6 +45,7 @@ const EXTENDED_SESSIONSECURITY: u32 = 0x0008_0000;
 const TARGET_INFO: u32 = 0x0080_0000;
 const VERSION: u32 = 0x0200_0000;
 const N128: u32 = 0x2000_0000;
+const KEY_EXCH: u32 = 0x4000_0000;
 const N56: u32 = 0x8000_0000;
 
 // AvId (MS-NLMP 2.2.2.1).
@@ -192,7 +195,10 @@ fn challenge_message(
     } else {
         OEM
     };
-    flags |= client_flags & (EXTENDED_SESSIONSECURITY | ALWAYS_SIGN | N128 | N56);
+    // What a Windows server grants when asked (signing and sealing keys are
+    // the client's business here: nothing on HTTP is signed).
+    flags |= client_flags
+        & (EXTENDED_SESSIONSECURITY | ALWAYS_SIGN | SIGN | SEAL | KEY_EXCH | N128 | N56);
     let name = utf16(domain);
     let mut info = Vec::new();
     av(&mut info, AV_NB_DOMAIN, &utf16(domain));
