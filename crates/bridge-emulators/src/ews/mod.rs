@@ -289,6 +289,8 @@ pub(crate) struct Inner {
     in_flight: AtomicUsize,
     /// NTLM's per-connection state.
     ntlm: ntlm::NtlmServer,
+    /// The next CHALLENGEs that close their connection (a fault).
+    close_after_challenge: AtomicUsize,
 }
 
 pub(crate) struct Seen {
@@ -469,7 +471,21 @@ impl Inner {
             &cfg.ntlm_dns_domain,
         ) {
             ntlm::Step::Authenticated(i) => return Ok(Caller::User(cfg.users[i].clone())),
-            ntlm::Step::Challenge(v) => return Err(Box::new(unauthorized(&v))),
+            ntlm::Step::Challenge(v) => {
+                let mut r = unauthorized(&v);
+                let close = v.len() > "NTLM".len()
+                    && self
+                        .close_after_challenge
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                if close {
+                    r.headers_mut().insert(
+                        header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                return Err(Box::new(r));
+            }
             ntlm::Step::None => {}
         }
         if let Some(token) = bearer(headers) {
@@ -943,6 +959,7 @@ impl EwsEmulator {
             tokens: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             ntlm: ntlm::NtlmServer::default(),
+            close_after_challenge: AtomicUsize::new(0),
         });
         inner
             .kit
@@ -967,6 +984,13 @@ impl EwsEmulator {
     /// Changes the configuration (accounts, caps) for the next request.
     pub fn update_config(&self, f: impl FnOnce(&mut EwsConfig)) {
         f(&mut lock(&self.inner.cfg));
+    }
+
+    /// The next `n` NTLM CHALLENGEs close their connection (`Connection:
+    /// close`), so the client's AUTHENTICATE arrives on another connection
+    /// and is refused: a proxy or server dropping connections mid-handshake.
+    pub fn close_after_challenge(&self, n: usize) {
+        self.inner.close_after_challenge.store(n, Ordering::SeqCst);
     }
 
     /// Every access token issued so far expires now.
