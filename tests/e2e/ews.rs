@@ -26,19 +26,19 @@ use crate::replica::{self, Moments, Replica};
 #[path = "../ews-schema/check.rs"]
 pub(crate) mod schema;
 
-const BASE: i64 = 1_760_000_000;
-const MAILBOX: &str = "alice@example.com";
+pub(crate) const BASE: i64 = 1_760_000_000;
+pub(crate) const MAILBOX: &str = "alice@example.com";
 const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
 /// 2025-01-01 .. 2026-04-01 UTC.
-const FROM: i64 = 1_735_689_600;
-const TO: i64 = 1_775_001_600;
+pub(crate) const FROM: i64 = 1_735_689_600;
+pub(crate) const TO: i64 = 1_775_001_600;
 const KEY: &str = "FeishuBridgeKey";
 
 async fn ews() -> EwsEmulator {
     EwsEmulator::start(EwsConfig::default()).await.unwrap()
 }
 
-async fn feishu(webhook: bool) -> FeishuEmulator {
+pub(crate) async fn feishu(webhook: bool) -> FeishuEmulator {
     FeishuEmulator::start(FeishuConfig {
         aggregation_window: Duration::from_millis(20),
         webhook_retry_schedule: if webhook {
@@ -52,7 +52,7 @@ async fn feishu(webhook: bool) -> FeishuEmulator {
     .unwrap()
 }
 
-fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
+pub(crate) fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
     let user = f.add_user("Li Lei");
     let cal = f.primary_calendar(&user);
     f.bulk_load(&cal, events);
@@ -90,7 +90,7 @@ fn golden_cases() -> Vec<PathBuf> {
 
 /// The mapping cases (the example file and every golden case) plus `n`
 /// sample events.
-fn sample_tenant(n: usize) -> Vec<Event> {
+pub(crate) fn sample_tenant(n: usize) -> Vec<Event> {
     let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
     let mut v = r.data.map(|d| d.items).unwrap_or_default();
     let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
@@ -167,29 +167,29 @@ fn setup(f: &FeishuEmulator, fcal: &str, e: &EwsEmulator, name: &str, o: &Opts) 
     Setup { config }
 }
 
-async fn output(mut cmd: Command) -> Output {
+pub(crate) async fn output(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
         .unwrap()
 }
 
-struct Run {
-    code: i32,
-    report: serde_json::Value,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) report: serde_json::Value,
     stdout: String,
     stderr: String,
 }
 
 impl Run {
-    fn ctx(&self) -> String {
+    pub(crate) fn ctx(&self) -> String {
         format!(
             "exit {}\n--- stdout\n{}\n--- stderr\n{}",
             self.code, self.stdout, self.stderr
         )
     }
 
-    fn sink(&self) -> &serde_json::Value {
+    pub(crate) fn sink(&self) -> &serde_json::Value {
         self.report["calendars"][0]["sinks"]
             .as_array()
             .and_then(|a| {
@@ -199,13 +199,13 @@ impl Run {
             .unwrap_or_else(|| panic!("no ews sink in the report:\n{}", self.ctx()))
     }
 
-    fn n(&self, key: &str) -> u64 {
+    pub(crate) fn n(&self, key: &str) -> u64 {
         self.sink()[key]
             .as_u64()
             .unwrap_or_else(|| panic!("no {key}:\n{}", self.ctx()))
     }
 
-    fn counts(&self) -> (u64, u64, u64, u64, u64) {
+    pub(crate) fn counts(&self) -> (u64, u64, u64, u64, u64) {
         (
             self.n("created"),
             self.n("updated"),
@@ -216,7 +216,7 @@ impl Run {
     }
 }
 
-async fn reconcile(config: &Path) -> Run {
+pub(crate) async fn reconcile(config: &Path) -> Run {
     let mut cmd = bin();
     cmd.args(["reconcile", "--json", "--config"]).arg(config);
     let out = output(cmd).await;
@@ -229,7 +229,7 @@ async fn reconcile(config: &Path) -> Run {
     }
 }
 
-async fn reconcile_ok(config: &Path) -> Run {
+pub(crate) async fn reconcile_ok(config: &Path) -> Run {
     let r = reconcile(config).await;
     assert_eq!(r.code, 0, "{}", r.ctx());
     assert_eq!(r.n("failed"), 0, "{}", r.ctx());
@@ -239,7 +239,7 @@ async fn reconcile_ok(config: &Path) -> Run {
 // ----- instance sets -----------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum T {
+pub(crate) enum T {
     Day(NaiveDate),
     At(i64),
 }
@@ -254,7 +254,7 @@ impl T {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Inst {
+pub(crate) struct Inst {
     ident: String,
     start: T,
     end: T,
@@ -273,7 +273,7 @@ fn uid_of(event_id: &str) -> &str {
     event_id.rsplit_once('_').map_or(event_id, |(u, _)| u)
 }
 
-async fn feishu_instances(
+pub(crate) async fn feishu_instances(
     f: &FeishuEmulator,
     cal: &str,
     seeded: &[Event],
@@ -370,7 +370,7 @@ fn key_of(fields: &bridge_emulators::ews::Fields) -> Option<String> {
 
 /// CalendarView's instance set in `[from, to)` (by start), as a sorted
 /// multiset; all-day items as the dates of their zone.
-fn ews_instances(e: &EwsEmulator, from: i64, to: i64) -> Vec<Inst> {
+pub(crate) fn ews_instances(e: &EwsEmulator, from: i64, to: i64) -> Vec<Inst> {
     let items = e.items(MAILBOX);
     let master_key: BTreeMap<&str, String> = items
         .iter()
@@ -427,13 +427,13 @@ fn diff(expected: &[Inst], got: &[Inst]) -> String {
     )
 }
 
-fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
+pub(crate) fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
     assert!(expected == got, "{what}: {}", diff(expected, got));
 }
 
 /// Stored items (singles and masters) by key: none twice (fallback series
 /// share their series' key, one item per occurrence, each its own UID).
-fn assert_no_duplicates(e: &EwsEmulator, what: &str) -> usize {
+pub(crate) fn assert_no_duplicates(e: &EwsEmulator, what: &str) -> usize {
     let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
     for i in e.items(MAILBOX) {
         let key = key_of(&i.fields).unwrap_or_else(|| format!("<untagged {}>", i.id));
