@@ -225,7 +225,10 @@ pub(crate) fn read(
                 m,
                 problems,
             );
-            if let crate::sinks::Target::Feed(f) = &sinks[i].target {
+            if let Some(f) = sinks[i]
+                .target
+                .downcast::<bridge_sinks::feed::config::Validated>()
+            {
                 check_feed(&label, f, selector.as_ref(), problems);
             }
             // One room per mailbox or calendar: two rooms in one calendar

@@ -166,3 +166,103 @@ fn write(
         etag: Some(etag),
     }
 }
+
+/// `[[sinks]] kind = "memory"`: the in-memory replica as a kind, defined
+/// only through the traits of [`crate::config`] (no code elsewhere names
+/// it), so one line in a registry of kinds adds it. The binary does not
+/// list it: it holds nothing across runs.
+pub mod config {
+    use std::sync::Arc;
+
+    use bridge_core::Privacy;
+    use serde::Deserialize;
+
+    use super::MemoryReplica;
+    use crate::config::{
+        BuildEnv, BuiltTarget, Check, Ctx, Plain, StoredToken, TargetToml, ValidatedTarget,
+        privacy, privacy_name, valid_name,
+    };
+
+    /// The commented `[[sinks]]` table `init` would write.
+    pub const STARTER: &str = r#"[[sinks]]
+kind = "memory"
+name = "test"                     # sink id "memory:test"; nothing outlives the process
+privacy = "full"                  # full | redacted | busy
+"#;
+
+    /// The table as written in the file.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub name: String,
+        #[serde(default)]
+        pub privacy: Option<String>,
+    }
+
+    /// A validated in-memory target.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Validated {
+        pub name: String,
+        pub privacy: Privacy,
+    }
+
+    impl TargetToml for Config {
+        type Validated = Validated;
+        const KIND: &'static str = "memory";
+        const STARTER: &'static str = STARTER;
+
+        fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
+            let mut p = Vec::new();
+            if !valid_name(&self.name) {
+                p.push(format!(
+                    "{}: {:?} is not a usable name (letters, digits, '-', '_', '.')",
+                    ctx.key("name"),
+                    self.name
+                ));
+            }
+            let privacy = privacy(
+                self.privacy.as_deref().unwrap_or("full"),
+                &ctx.key("privacy"),
+                &mut p,
+            );
+            match privacy {
+                Some(privacy) if p.is_empty() => Ok(Validated {
+                    name: self.name.clone(),
+                    privacy,
+                }),
+                _ => Err(p),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ValidatedTarget for Validated {
+        fn kind(&self) -> &'static str {
+            "memory"
+        }
+
+        fn name(&self) -> Option<&str> {
+            Some(&self.name)
+        }
+
+        fn describe(&self) -> String {
+            format!(
+                "in-memory replica {}, privacy {}",
+                self.name,
+                privacy_name(self.privacy)
+            )
+        }
+
+        async fn healthcheck(&self, _stored: StoredToken) -> Vec<Check> {
+            vec![Check::ok("in memory: nothing to reach")]
+        }
+
+        /// It keeps nothing in the store: `env` is not needed.
+        fn build(&self, _env: BuildEnv) -> Arc<dyn BuiltTarget> {
+            Arc::new(Plain(Arc::new(MemoryReplica::new(
+                &self.name,
+                self.privacy,
+            ))))
+        }
+    }
+}

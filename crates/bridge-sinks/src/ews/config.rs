@@ -35,6 +35,20 @@ const VERSIONS: &[&str] = &[
     "V2017_07_11",
 ];
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "ews"
+name = "exchange"                 # sink id "ews:exchange"
+url = "https://mail.example.com/EWS/Exchange.asmx"
+mailbox = "replace-me@example.com"   # whose calendar receives the mirror
+auth = "basic"                    # basic | oauth (client credentials; needs impersonation = true)
+username = "replace-me"           # a service account with the ApplicationImpersonation role
+password = "replace-me"           # or password_file = "ews-password"
+impersonation = true
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +134,8 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "ews";
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut p = Vec::new();
@@ -426,6 +442,15 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "ews"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        std::sync::Arc::new(super::Built(std::sync::Arc::new(
+            self.build().with_state(env.state),
+        )))
     }
 
     fn name(&self) -> Option<&str> {

@@ -14,6 +14,15 @@ use crate::config::{
     Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, valid_name,
 };
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "feed"
+name = "team"                     # sink id "feed:team"; served at /feeds/<secret>.ics by `run`
+calendars = "all"                 # or a list of calendar ids
+privacy = "busy"                  # full | redacted | busy
+# combine = true                  # one feed of all its calendars
+"#;
+
 /// `calendars = "all"` or a list of ids.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -67,6 +76,8 @@ const MAX_REFRESH_MINUTES: u32 = 7 * 24 * 60;
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "feed";
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
@@ -159,10 +170,32 @@ impl Validated {
     }
 }
 
+/// A built feed sink: the daemon serves it, `feeds list` lists it.
+#[derive(Debug)]
+struct Built(Arc<FeedSink>);
+
+impl crate::config::BuiltTarget for Built {
+    fn sink(&self) -> Arc<dyn bridge_target::Sink> {
+        self.0.clone()
+    }
+
+    fn feed(&self) -> Option<Arc<FeedSink>> {
+        Some(self.0.clone())
+    }
+}
+
 #[async_trait::async_trait]
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "feed"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        let dir = env.data_dir.join("feeds").join(&self.name);
+        Arc::new(Built(Arc::new(self.build(env.state, env.feeds, Some(dir)))))
     }
 
     fn name(&self) -> Option<&str> {

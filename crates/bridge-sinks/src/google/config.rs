@@ -16,6 +16,17 @@ use crate::config::{
     secret, valid_name,
 };
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "google"
+name = "google"                   # sink id "google:google"
+calendar_id = "primary"           # or create_calendars = true
+client_id = "replace-me.apps.googleusercontent.com"   # an OAuth client of type "Desktop app"
+client_secret = "replace-me"      # then: feishu-bridge auth google
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +118,9 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "google";
+    const AUTH: bool = true;
+    const STARTER: &'static str = STARTER;
 
     /// Every problem with its key path. The service account key and a
     /// `client_secret_file` are read through `ctx`.
@@ -342,6 +356,17 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "google"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        let creds = self.credentials(env.token.as_deref());
+        std::sync::Arc::new(super::authorize::Built {
+            sink: std::sync::Arc::new(self.build(creds, env.state)),
+            config: self.clone(),
+        })
     }
 
     fn name(&self) -> Option<&str> {

@@ -12,6 +12,13 @@ use crate::config::{
     writable_dir,
 };
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "ics"
+dir = "out/ics"                   # one .ics file per calendar, replaced atomically
+privacy = "full"                  # full | redacted | busy
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +47,8 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "ics";
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
@@ -65,6 +74,14 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "ics"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        let _ = env;
+        std::sync::Arc::new(crate::config::Plain(std::sync::Arc::new(self.build())))
     }
 
     /// `ics:<dir as written>`.
