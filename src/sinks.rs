@@ -121,6 +121,7 @@ impl Target {
     }
 
     /// Its module's own validated value (`None` for another kind).
+    #[cfg(test)]
     pub(crate) fn downcast<T: 'static>(&self) -> Option<&T> {
         self.0.as_any().downcast_ref()
     }
@@ -174,7 +175,21 @@ impl Target {
         store: &Store,
         feeds: &Arc<feed::FeedBook>,
     ) -> anyhow::Result<Handle> {
-        let env = BuildEnv {
+        let env = self.build_env(store, feeds).await?;
+        Ok(Handle {
+            built: self.config().build(env),
+            token_name: self.config().token_name(),
+        })
+    }
+
+    /// What [`Target::build`] hands its module: the sink's state in `store`
+    /// under its id, its stored token, `feeds`, the store's directory.
+    pub(crate) async fn build_env(
+        &self,
+        store: &Store,
+        feeds: &Arc<feed::FeedBook>,
+    ) -> anyhow::Result<BuildEnv> {
+        Ok(BuildEnv {
             state: Arc::new(bridge_engine::SinkState::new(store.clone(), self.id())),
             token: self.stored_token(store).await?,
             feeds: feeds.clone(),
@@ -183,10 +198,6 @@ impl Target {
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
                 .to_owned(),
-        };
-        Ok(Handle {
-            built: self.config().build(env),
-            token_name: self.config().token_name(),
         })
     }
 
@@ -208,6 +219,11 @@ impl Target {
 impl Handle {
     pub(crate) fn sink(&self) -> Arc<dyn Sink> {
         self.built.sink()
+    }
+
+    /// What its module built.
+    pub(crate) fn built(&self) -> Arc<dyn BuiltTarget> {
+        self.built.clone()
     }
 
     pub(crate) fn id(&self) -> String {

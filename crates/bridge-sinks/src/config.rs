@@ -284,6 +284,105 @@ pub trait ValidatedTarget: Send + Sync + std::fmt::Debug + AsAny {
     /// The sink, from what the binary provides (`env`). A sink without the
     /// credentials it needs is built paused.
     fn build(&self, env: BuildEnv) -> Arc<dyn BuiltTarget>;
+    /// How it holds a meeting room's bookings (`None`: room bookings cannot
+    /// be written to it).
+    fn room_place(&self) -> Option<RoomPlace> {
+        None
+    }
+    /// Problems of a `[rooms]` mapping onto it that only its kind knows
+    /// (the generic ones, by [`RoomPlace`], are the binary's): `place` is the
+    /// mapping's non-empty `mailbox` or `calendar_id` when its place is
+    /// [`RoomPlace::Named`], `pick` how the mapping picks its rooms.
+    fn check_room(
+        &self,
+        _label: &str,
+        _pick: Option<RoomPick<'_>>,
+        _place: Option<&str>,
+        _problems: &mut Vec<String>,
+    ) {
+    }
+    /// What a room's bookings are written to; `place` as in
+    /// [`ValidatedTarget::check_room`]. Only called when
+    /// [`ValidatedTarget::room_place`] is some.
+    fn room(&self, _env: RoomEnv, _place: Option<&str>) -> Result<RoomTarget, String> {
+        Err(format!(
+            "room bookings cannot be written to a {} sink",
+            self.kind()
+        ))
+    }
+}
+
+/// How a kind holds a meeting room's bookings (`[rooms]` mappings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPlace {
+    /// Each room is one busy-only file or feed of the sink; `why` is said of
+    /// a `mailbox` or `calendar_id` given anyway.
+    OfTheSink { why: &'static str },
+    /// Each room is a calendar of its own on the service, named by the
+    /// mapping's `key` (`"mailbox"` or `"calendar_id"`); `why` is said of
+    /// the other key.
+    Named {
+        key: &'static str,
+        why: &'static str,
+    },
+}
+
+/// How a `[rooms]` mapping picks its rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPick<'a> {
+    /// One room by its Feishu room id.
+    Room(&'a str),
+    /// By custom id or level.
+    Other,
+}
+
+/// What the binary provides to build a room's target.
+#[derive(Debug, Clone)]
+pub struct RoomEnv {
+    /// What [`ValidatedTarget::build`] would get (a fresh feed book).
+    pub sink: BuildEnv,
+    /// The sink as the daemon runs it, when it does.
+    pub running: Option<Arc<dyn BuiltTarget>>,
+    /// The state of a sink written into the room's own calendar, a scope
+    /// of its own per sink and place.
+    pub room_state: Arc<dyn StateStore>,
+}
+
+/// What the room system writes a room's bookings to.
+#[derive(Debug)]
+pub enum RoomTarget {
+    /// A busy-only projection (a file, a feed); `what` for `rooms list`.
+    Projection {
+        target: Arc<dyn bridge_target::Projection>,
+        what: String,
+    },
+    /// A replica writing into the room's own calendar, with the service's
+    /// lookup of the room's busy times.
+    Replica {
+        replica: Arc<dyn bridge_target::Replica>,
+        busy: Option<BusyLookup>,
+        what: String,
+    },
+}
+
+/// The busy intervals (unix seconds) of a room between two instants.
+pub type BusyFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<(i64, i64)>, String>> + Send>>;
+
+/// A service's lookup of a room's busy times (freeBusy, getSchedule, …).
+#[derive(Clone)]
+pub struct BusyLookup {
+    /// The service's name of it, for logs.
+    pub what: &'static str,
+    pub f: Arc<dyn Fn(i64, i64) -> BusyFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for BusyLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusyLookup")
+            .field("what", &self.what)
+            .finish()
+    }
 }
 
 /// Any type, seen as [`std::any::Any`] (tests look at a kind's own

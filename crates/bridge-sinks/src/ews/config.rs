@@ -453,6 +453,59 @@ impl ValidatedTarget for Validated {
         )))
     }
 
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::Named {
+            key: "mailbox",
+            why: "a room mailbox is named by mailbox",
+        })
+    }
+
+    fn check_room(
+        &self,
+        label: &str,
+        _pick: Option<crate::config::RoomPick<'_>>,
+        place: Option<&str>,
+        problems: &mut Vec<String>,
+    ) {
+        if let Some(v) = place.filter(|v| !v.contains('@')) {
+            problems.push(format!(
+                "{label}.mailbox: {v:?} is not an SMTP address (EWS names a room mailbox by its address)"
+            ));
+        }
+    }
+
+    /// A sink writing into the room mailbox, and its availability.
+    fn room(
+        &self,
+        _env: crate::config::RoomEnv,
+        place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        use std::sync::Arc;
+        let mailbox = place.ok_or("no mailbox")?.to_owned();
+        let mut rc = self.clone();
+        rc.client.mailbox = mailbox.clone();
+        let client = Arc::new(
+            EwsClient::new(rc.client.clone(), rc.credentials.clone()).map_err(|e| e.to_string())?,
+        );
+        let room = mailbox.clone();
+        let busy = crate::config::BusyLookup {
+            what: "EWS GetUserAvailability",
+            f: Arc::new(move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    super::availability::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        };
+        Ok(crate::config::RoomTarget::Replica {
+            replica: Arc::new(rc.build()),
+            busy: Some(busy),
+            what: format!("room mailbox {mailbox} through {}", self.id),
+        })
+    }
+
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }

@@ -198,6 +198,64 @@ impl ValidatedTarget for Validated {
         Arc::new(Built(Arc::new(self.build(env.state, env.feeds, Some(dir)))))
     }
 
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::OfTheSink {
+            why: "the room is one busy-only feed of the sink",
+        })
+    }
+
+    /// A room's feed is one address per room: the sink must publish the
+    /// room ids (they are the feed's calendar ids) one by one.
+    fn check_room(
+        &self,
+        label: &str,
+        pick: Option<crate::config::RoomPick<'_>>,
+        _place: Option<&str>,
+        problems: &mut Vec<String>,
+    ) {
+        use crate::config::RoomPick;
+        if self.combine {
+            problems.push(format!(
+                "{label}.sink: feed {:?} has combine = true; a room needs a feed of its own (combine = false)",
+                self.name
+            ));
+        }
+        match (&self.calendars, pick) {
+            (Calendars::All, _) | (_, None) => {}
+            (Calendars::List(ids), Some(RoomPick::Room(r))) if ids.iter().any(|i| i == r) => {}
+            (Calendars::List(_), Some(RoomPick::Room(r))) => problems.push(format!(
+                "{label}.sink: feed {:?} does not publish {r:?}; add the room id to its calendars",
+                self.name
+            )),
+            (Calendars::List(_), Some(RoomPick::Other)) => problems.push(format!(
+                "{label}.sink: feed {:?} lists its calendars, so it cannot publish rooms found by level or custom id; \
+                 use calendars = \"all\" or map each room_id",
+                self.name
+            )),
+        }
+    }
+
+    /// The feed the daemon serves, or one built for the command.
+    fn room(
+        &self,
+        env: crate::config::RoomEnv,
+        _place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        let feed = match env.running.and_then(|b| b.feed()) {
+            Some(f) => f,
+            None => ValidatedTarget::build(self, env.sink)
+                .feed()
+                .ok_or("a feed sink built as another kind")?,
+        };
+        Ok(crate::config::RoomTarget::Projection {
+            target: feed,
+            what: format!(
+                "busy-only feed {:?}, one address per room (`feeds list`, calendar = the room id)",
+                self.name
+            ),
+        })
+    }
+
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }

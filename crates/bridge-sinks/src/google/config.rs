@@ -369,6 +369,51 @@ impl ValidatedTarget for Validated {
         })
     }
 
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::Named {
+            key: "calendar_id",
+            why: "a Google room calendar is named by calendar_id",
+        })
+    }
+
+    /// A sink writing into the room's calendar, and its freeBusy.
+    fn room(
+        &self,
+        env: crate::config::RoomEnv,
+        place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        use std::sync::Arc;
+        let calendar = place.ok_or("no calendar_id")?.to_owned();
+        let mut rc = self.clone();
+        rc.calendar_id = Some(calendar.clone());
+        let creds = rc.credentials(env.sink.token.as_deref());
+        let client = creds
+            .clone()
+            .map(|cr| GoogleClient::new(rc.client.clone(), cr))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let cal = calendar.clone();
+        let busy = crate::config::BusyLookup {
+            what: "Google freeBusy",
+            f: Arc::new(move |from, to| {
+                let (client, cal) = (client.clone(), cal.clone());
+                Box::pin(async move {
+                    let client = client.ok_or(
+                        "the Google sink is not authorized (run `feishu-bridge auth google`)",
+                    )?;
+                    super::freebusy::busy(&client, &cal, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        };
+        Ok(crate::config::RoomTarget::Replica {
+            replica: Arc::new(rc.build(creds, env.room_state)),
+            busy: Some(busy),
+            what: format!("Google calendar {calendar:?} of {}", self.id),
+        })
+    }
+
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }

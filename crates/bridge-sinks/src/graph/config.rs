@@ -437,6 +437,54 @@ impl ValidatedTarget for Validated {
         })
     }
 
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::Named {
+            key: "mailbox",
+            why: "a room mailbox is named by mailbox",
+        })
+    }
+
+    /// A sink writing into the room mailbox's default calendar, and its
+    /// getSchedule.
+    fn room(
+        &self,
+        env: crate::config::RoomEnv,
+        place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        let mailbox = place.ok_or("no mailbox")?.to_owned();
+        let token = env.sink.token.as_deref();
+        let mut rc = self.clone();
+        rc.mailbox = mailbox.clone();
+        // A room's availability is its default calendar.
+        rc.calendar = TargetCalendar::Primary;
+        let sink = rc.build(token, env.room_state);
+        let client = rc
+            .credentials(token)
+            .map(|cr| rc.client(cr, None))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let room = mailbox.clone();
+        let busy = crate::config::BusyLookup {
+            what: "Graph getSchedule",
+            f: Arc::new(move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    let client = client.ok_or(
+                        "the Graph sink is not authorized (run `feishu-bridge auth graph`)",
+                    )?;
+                    super::schedule::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        };
+        Ok(crate::config::RoomTarget::Replica {
+            replica: Arc::new(sink),
+            busy: Some(busy),
+            what: format!("room mailbox {mailbox} through {}", self.id),
+        })
+    }
+
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }

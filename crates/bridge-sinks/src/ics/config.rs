@@ -84,6 +84,24 @@ impl ValidatedTarget for Validated {
         std::sync::Arc::new(crate::config::Plain(std::sync::Arc::new(self.build())))
     }
 
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::OfTheSink {
+            why: "the room is one busy-only file in the sink's dir",
+        })
+    }
+
+    fn room(
+        &self,
+        _env: crate::config::RoomEnv,
+        _place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        // The room's file: busy-only whatever the sink's privacy.
+        Ok(crate::config::RoomTarget::Projection {
+            target: std::sync::Arc::new(IcsSink::new(&self.dir, Privacy::Busy)),
+            what: format!("busy-only ICS file in {}", self.dir.display()),
+        })
+    }
+
     /// `ics:<dir as written>`.
     fn id(&self) -> String {
         format!("ics:{}", self.written.display())
