@@ -262,3 +262,129 @@ impl Handle {
         take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bridge_sinks::memory;
+
+    use super::*;
+
+    fn ctx_read(
+        kinds: &[Kind],
+        text: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<(String, Option<Target>)> {
+        let mut table: toml::Table = toml::from_str(text).ok()?;
+        let Some(toml::Value::String(kind)) = table.remove("kind") else {
+            return None;
+        };
+        let no_files = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let ctx = Ctx::new("sinks[0]", Path::new("/etc/fb"), &no_files);
+        let target = read_in(kinds, &kind, toml::Value::Table(table), &ctx, problems);
+        Some((kind, target))
+    }
+
+    /// A kind written only as a module implementing the traits (the
+    /// in-memory replica) is added by one registry line: its table is read
+    /// and validated, it is built on the store and written to.
+    #[tokio::test]
+    async fn a_kind_is_one_registry_line() {
+        const WITH_MEMORY: &[Kind] = &[kind::<memory::config::Config>()];
+        let k = &WITH_MEMORY[0];
+        assert_eq!((k.name, k.auth), ("memory", false));
+        assert!(k.starter.contains("kind = \"memory\""));
+
+        let mut problems = Vec::new();
+        let (_, target) = ctx_read(
+            WITH_MEMORY,
+            "kind = \"memory\"\nname = \"t\"\nprivacy = \"full\"\n",
+            &mut problems,
+        )
+        .unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let target = target.unwrap();
+        assert_eq!(
+            (target.kind(), target.id(), target.name()),
+            ("memory", "memory:t".to_owned(), Some("t"))
+        );
+        assert_eq!(target.describe(), "in-memory replica t, privacy full");
+        assert_eq!(
+            target
+                .downcast::<memory::config::Validated>()
+                .map(|v| v.privacy),
+            Some(bridge_core::Privacy::Full)
+        );
+
+        let store = Store::in_memory().await.unwrap();
+        let handle = target.build(&store, &feed::FeedBook::new()).await.unwrap();
+        assert_eq!(handle.id(), "memory:t");
+        assert!(handle.paused().is_none() && handle.feed().is_none());
+        assert!(handle.calls().is_empty());
+        assert_eq!(
+            handle.hand_over(&store, "{}").await,
+            Err(TokenRefused::NotUsed("sink memory:t takes no token".into()))
+        );
+        let sink = handle.sink();
+        let bridge_engine::Target::Replica(replica) = sink.target() else {
+            panic!("the memory kind is a replica");
+        };
+        let key = bridge_core::EventKey::new("u1", 0).unwrap();
+        let ops = [bridge_engine::SeriesOps {
+            uid: "u1",
+            series: None,
+            ops: vec![bridge_core::plan::Op::Create(key)],
+        }];
+        let out = replica
+            .apply(bridge_engine::ReplicaInput {
+                calendar: &bridge_engine::CalendarMeta {
+                    id: "cal1".into(),
+                    name: "Team".into(),
+                    timezone: None,
+                },
+                series: &[],
+                ops: &ops,
+                records: &Default::default(),
+                now: 0,
+            })
+            .await;
+        assert_eq!(out[0].items[0].result.as_ref().unwrap().id, "m1");
+
+        // Its problems and the unknown kinds are reported as for any kind.
+        let mut problems = Vec::new();
+        ctx_read(
+            WITH_MEMORY,
+            "kind = \"memory\"\nname = \"a b\"\n",
+            &mut problems,
+        );
+        ctx_read(WITH_MEMORY, "kind = \"ics\"\ndir = \"x\"\n", &mut problems);
+        assert_eq!(
+            problems,
+            [
+                "sinks[0].name: \"a b\" is not a usable name (letters, digits, '-', '_', '.')",
+                "sinks[0].kind: \"ics\" is not a sink kind (one of \"memory\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_with_its_starter() {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        assert_eq!(names, ["ics", "google", "feed", "graph", "ews"]);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+        for k in KINDS {
+            assert_eq!(starter(k.name), Some(k.starter));
+            assert!(
+                k.starter.contains(&format!("kind = {:?}", k.name)),
+                "{}",
+                k.name
+            );
+        }
+        let auth: Vec<&str> = KINDS.iter().filter(|k| k.auth).map(|k| k.name).collect();
+        assert_eq!(auth, ["google", "graph"]);
+        assert_eq!(starter("caldav"), None);
+    }
+}
