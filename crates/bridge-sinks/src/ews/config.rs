@@ -41,7 +41,7 @@ kind = "ews"
 name = "exchange"                 # sink id "ews:exchange"
 url = "https://mail.example.com/EWS/Exchange.asmx"
 mailbox = "replace-me@example.com"   # whose calendar receives the mirror
-auth = "basic"                    # basic | oauth (client credentials; needs impersonation = true)
+auth = "basic"                    # basic | ntlm | oauth (client credentials; needs impersonation = true)
 username = "replace-me"           # a service account with the ApplicationImpersonation role
 password = "replace-me"           # or password_file = "ews-password"
 impersonation = true
