@@ -35,6 +35,20 @@ const VERSIONS: &[&str] = &[
     "V2017_07_11",
 ];
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "ews"
+name = "exchange"                 # sink id "ews:exchange"
+url = "https://mail.example.com/EWS/Exchange.asmx"
+mailbox = "replace-me@example.com"   # whose calendar receives the mirror
+auth = "basic"                    # basic | ntlm | oauth (client credentials; needs impersonation = true)
+username = "replace-me"           # a service account with the ApplicationImpersonation role
+password = "replace-me"           # or password_file = "ews-password"
+impersonation = true
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +139,8 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "ews";
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut p = Vec::new();
@@ -487,6 +503,68 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "ews"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        std::sync::Arc::new(super::Built(std::sync::Arc::new(
+            self.build().with_state(env.state),
+        )))
+    }
+
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::Named {
+            key: "mailbox",
+            why: "a room mailbox is named by mailbox",
+        })
+    }
+
+    fn check_room(
+        &self,
+        label: &str,
+        _pick: Option<crate::config::RoomPick<'_>>,
+        place: Option<&str>,
+        problems: &mut Vec<String>,
+    ) {
+        if let Some(v) = place.filter(|v| !v.contains('@')) {
+            problems.push(format!(
+                "{label}.mailbox: {v:?} is not an SMTP address (EWS names a room mailbox by its address)"
+            ));
+        }
+    }
+
+    /// A sink writing into the room mailbox, and its availability.
+    fn room(
+        &self,
+        _env: crate::config::RoomEnv,
+        place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        use std::sync::Arc;
+        let mailbox = place.ok_or("no mailbox")?.to_owned();
+        let mut rc = self.clone();
+        rc.client.mailbox = mailbox.clone();
+        let client = Arc::new(
+            EwsClient::new(rc.client.clone(), rc.credentials.clone()).map_err(|e| e.to_string())?,
+        );
+        let room = mailbox.clone();
+        let busy = crate::config::BusyLookup {
+            what: "EWS GetUserAvailability",
+            f: Arc::new(move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    super::availability::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        };
+        Ok(crate::config::RoomTarget::Replica {
+            replica: Arc::new(rc.build()),
+            busy: Some(busy),
+            what: format!("room mailbox {mailbox} through {}", self.id),
+        })
     }
 
     fn name(&self) -> Option<&str> {

@@ -26,3 +26,17 @@ pub mod xml;
 
 pub use client::{ClientConfig, Credentials, EwsClient, EwsError};
 pub use sink::{EwsSink, EwsSinkConfig, OnTargetDelete, PAUSE_RETRY};
+
+/// A built EWS sink: its requests feed `/metrics`.
+#[derive(Debug)]
+pub(crate) struct Built(pub(crate) std::sync::Arc<EwsSink>);
+
+impl crate::config::BuiltTarget for Built {
+    fn sink(&self) -> std::sync::Arc<dyn bridge_target::Sink> {
+        self.0.clone()
+    }
+
+    fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
+        self.0.calls()
+    }
+}
