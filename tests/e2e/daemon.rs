@@ -19,13 +19,33 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        Self::spawn(
+            bin()
+                .args(["run", "--config"])
+                .arg(config)
+                .stderr(Stdio::inherit()),
+        )
+    }
+
+    /// The daemon at `RUST_LOG=trace`, its stderr appended to `log`.
+    pub(crate) fn start_logged(config: &Path, log: &Path) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
             .unwrap();
+        Self::spawn(
+            bin()
+                .args(["run", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "trace")
+                .stderr(log),
+        )
+    }
+
+    /// Starts `run` and reads the addresses from its start-up line.
+    fn spawn(cmd: &mut std::process::Command) -> Daemon {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().expect("a startup line").unwrap();

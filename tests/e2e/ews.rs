@@ -10,9 +10,8 @@
 //! or of itself, with a trailing `_0` removed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
@@ -20,8 +19,9 @@ use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit, zone_of};
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 use chrono::{DateTime, NaiveDate};
 
+use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica};
+use crate::replica::{self, Moments, Replica, single_event_ids};
 
 #[path = "../ews-schema/check.rs"]
 pub(crate) mod schema;
@@ -490,47 +490,6 @@ async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothi
 
 // ----- 3. a webhook push reaches Exchange ------------------------------------------
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let marker = "http://";
-        let rest = &line[line
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {line:?}"))
-            + marker.len()..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the daemon exits cleanly: {status}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
@@ -543,19 +502,6 @@ fn has_subject(e: &EwsEmulator, subject: &str) -> bool {
     e.items(MAILBOX)
         .iter()
         .any(|i| i.fields.subject.as_deref() == Some(subject))
-}
-
-fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
-    f.events(cal)
-        .into_iter()
-        .filter(|e| {
-            e.recurrence.as_deref().unwrap_or("").is_empty()
-                && e.status != Some(EventStatus::Cancelled)
-                && e.start_time.as_ref().is_some_and(|t| t.timestamp.is_some())
-        })
-        .filter_map(|e| e.event_id)
-        .filter(|id| id.ends_with("_0"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -690,6 +636,59 @@ impl Replica for EwsTarget {
     async fn done(&self, m: EwsMirror) {
         m.e.shutdown().await;
     }
+
+    async fn mirror_with(
+        &self,
+        f: &FeishuEmulator,
+        fcal: &str,
+        name: &str,
+        on_target_delete: &'static str,
+    ) -> EwsMirror {
+        let e = ews().await;
+        let o = Opts {
+            on_target_delete,
+            ..self.opts.clone()
+        };
+        let s = setup(f, fcal, &e, name, &o);
+        EwsMirror { e, s }
+    }
+    fn ident(i: &Inst) -> &str {
+        &i.ident
+    }
+    fn item_id(&self, m: &EwsMirror, key: &str) -> String {
+        item_of(&m.e, key)
+            .unwrap_or_else(|| panic!("no item {key}"))
+            .id
+    }
+    fn user_edit(&self, m: &EwsMirror, id: &str, summary: &str) {
+        assert!(m.e.user_edit(
+            id,
+            UserEdit {
+                subject: Some(summary.into()),
+                ..UserEdit::default()
+            }
+        ));
+    }
+    fn user_delete(&self, m: &EwsMirror, id: &str) {
+        assert!(m.e.user_delete(id));
+    }
+    /// An item with the key (a restore creates a new one).
+    fn is_live(&self, m: &EwsMirror, _: &str, key: &str) -> bool {
+        item_of(&m.e, key).is_some()
+    }
+    fn has_summary(&self, m: &EwsMirror, summary: &str) -> bool {
+        has_subject(&m.e, summary)
+    }
+    fn check_requests(&self, m: &EwsMirror) {
+        schema::assert_valid(&m.e.request_bodies());
+    }
+}
+
+/// The stored item tagged with this key.
+fn item_of(e: &EwsEmulator, key: &str) -> Option<bridge_emulators::ews::StoredItem> {
+    e.items(MAILBOX)
+        .into_iter()
+        .find(|i| key_of(&i.fields).as_deref() == Some(key))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -737,58 +736,11 @@ async fn ews_twenty_percent_faults_converge_to_the_fault_free_mirror() {
 async fn user_changes(on_target_delete: &'static str) {
     let f = feishu(false).await;
     let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
-    let e = ews().await;
-    let o = Opts {
-        on_target_delete,
-        ..Opts::default()
+    let target = EwsTarget {
+        opts: Opts::default(),
     };
-    let s = setup(&f, &fcal, &e, &format!("user-{on_target_delete}"), &o);
-    reconcile_ok(&s.config).await;
-    let before = ews_instances(&e, FROM, TO);
-    let ids = single_event_ids(&f, &fcal);
-    let item_of = |key: &str| {
-        e.items(MAILBOX)
-            .into_iter()
-            .find(|i| key_of(&i.fields).as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("no item {key}"))
-    };
-    let (edited, deleted) = (item_of(&ids[0]), item_of(&ids[1]));
-    assert!(e.user_edit(
-        &edited.id,
-        UserEdit {
-            subject: Some("edited in Outlook".into()),
-            ..UserEdit::default()
-        }
-    ));
-    assert!(e.user_delete(&deleted.id));
-    let r = reconcile_ok(&s.config).await;
-    let after = ews_instances(&e, FROM, TO);
-    assert!(
-        !has_subject(&e, "edited in Outlook"),
-        "the edit is overwritten: {}",
-        r.ctx()
-    );
-    let gone = uid_of(&ids[1]).to_owned();
-    match on_target_delete {
-        "restore" => assert_same(&before, &after, "restored"),
-        _ => {
-            assert!(!after.iter().any(|i| i.ident == gone), "left deleted");
-            assert_eq!(
-                after.len(),
-                before.iter().filter(|i| i.ident != gone).count()
-            );
-        }
-    }
-    let writes = e.write_count();
-    reconcile_ok(&s.config).await;
-    assert_eq!(
-        e.write_count(),
-        writes,
-        "{on_target_delete}: the next pass wrote"
-    );
-    schema::assert_valid(&e.request_bodies());
+    replica::user_edit_and_delete(&target, &f, &fcal, on_target_delete).await;
     f.shutdown().await;
-    e.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
@@ -24,8 +24,9 @@ use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 use bridge_emulators::google::{EventTime, Faults, GoogleConfig, GoogleEmulator};
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica};
+use crate::replica::{self, Moments, Replica, single_event_ids};
 
 /// The sample data starts here (Unix seconds, 2025-10-09).
 const BASE: i64 = 1_760_000_000;
@@ -577,20 +578,6 @@ fn google_event_of(
         .unwrap_or_else(|| panic!("no Google event with feishuKey {key}"))
 }
 
-/// Event ids of live single timed events (not series, not exceptions).
-fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
-    f.events(cal)
-        .into_iter()
-        .filter(|e| {
-            e.recurrence.as_deref().unwrap_or("").is_empty()
-                && e.status != Some(EventStatus::Cancelled)
-                && e.start_time.as_ref().is_some_and(|t| t.timestamp.is_some())
-        })
-        .filter_map(|e| e.event_id)
-        .filter(|id| id.ends_with("_0"))
-        .collect()
-}
-
 // ----- the golden fixtures' hand-written instance sets -------------------------
 
 fn golden_t(s: &str) -> T {
@@ -713,47 +700,6 @@ async fn google_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_no
 }
 
 // ----- 3. a webhook push reaches Google ------------------------------------------
-
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let marker = "http://";
-        let rest = &line[line
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {line:?}"))
-            + marker.len()..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the daemon exits cleanly: {status}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -887,6 +833,45 @@ impl Replica for GoogleTarget<'_> {
         self.0.write_count()
     }
     async fn done(&self, _: Setup) {}
+
+    async fn mirror_with(
+        &self,
+        f: &FeishuEmulator,
+        fcal: &str,
+        name: &str,
+        on_target_delete: &'static str,
+    ) -> Setup {
+        let o = Opts {
+            on_target_delete,
+            ..Opts::default()
+        };
+        setup(f, fcal, self.0, name, &o)
+    }
+    fn ident(i: &Inst) -> &str {
+        &i.ident
+    }
+    fn item_id(&self, m: &Setup, key: &str) -> String {
+        let ev = google_event_of(self.0, &m.gcal, key);
+        assert_eq!(ev.status, "confirmed");
+        ev.id
+    }
+    fn user_edit(&self, m: &Setup, id: &str, summary: &str) {
+        self.0
+            .user_edit_event(&m.gcal, id, serde_json::json!({ "summary": summary }));
+    }
+    fn user_delete(&self, m: &Setup, id: &str) {
+        self.0.user_delete_event(&m.gcal, id);
+    }
+    /// The same event, confirmed again (Google keeps a deleted event as
+    /// `cancelled`, and a restore brings that one back).
+    fn is_live(&self, m: &Setup, id: &str, _: &str) -> bool {
+        let status = self.0.event(&m.gcal, id).unwrap().status;
+        assert!(status == "confirmed" || status == "cancelled", "{status}");
+        status == "confirmed"
+    }
+    fn has_summary(&self, m: &Setup, summary: &str) -> bool {
+        google_has_summary(self.0, &m.gcal, summary)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -924,74 +909,23 @@ async fn google_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     g.shutdown().await;
 }
 
-// ----- 6. a deletion in Google: restore vs respect --------------------------------
-
-async fn user_deletes_one(
-    on_target_delete: &'static str,
-) -> (GoogleEmulator, FeishuEmulator, Setup, String) {
-    let f = feishu(false).await;
-    let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
-    let g = google().await;
-    let o = Opts {
-        on_target_delete,
-        ..Opts::default()
-    };
-    let s = setup(
-        &f,
-        &fcal,
-        &g,
-        &format!("target-delete-{on_target_delete}"),
-        &o,
-    );
-    reconcile_ok(&s.config).await;
-    let key = single_event_ids(&f, &fcal).remove(0);
-    let ev = google_event_of(&g, &s.gcal, &key);
-    assert_eq!(ev.status, "confirmed");
-    g.user_delete_event(&s.gcal, &ev.id);
-    assert_eq!(g.event(&s.gcal, &ev.id).unwrap().status, "cancelled");
-    (g, f, s, ev.id)
-}
+// ----- 6. a user's edit and deletion in Google: restore vs respect ----------------
 
 #[tokio::test(flavor = "multi_thread")]
 async fn google_a_user_deletion_is_restored_with_restore() {
-    let (g, f, s, id) = user_deletes_one("restore").await;
-    let r = reconcile_ok(&s.config).await;
-    assert_eq!(
-        g.event(&s.gcal, &id).unwrap().status,
-        "confirmed",
-        "restored: {}",
-        r.ctx()
-    );
-    assert!(r.n("drift_rewrites") >= 1, "{}", r.ctx());
-    assert_no_duplicates(&g, &s.gcal, "after restore");
-    let writes = g.write_count();
-    let again = reconcile_ok(&s.config).await;
-    assert_eq!(g.write_count(), writes, "then a no-op: {}", again.ctx());
-    f.shutdown().await;
-    g.shutdown().await;
+    user_changes("restore").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn google_a_user_deletion_is_left_alone_with_respect() {
-    let (g, f, s, id) = user_deletes_one("respect").await;
-    let writes = g.write_count();
-    let r = reconcile_ok(&s.config).await;
-    assert_eq!(
-        g.event(&s.gcal, &id).unwrap().status,
-        "cancelled",
-        "left deleted: {}",
-        r.ctx()
-    );
-    assert_eq!(
-        g.write_count(),
-        writes,
-        "respect writes nothing: {}",
-        r.ctx()
-    );
-    assert!(r.n("tombstoned") >= 1, "{}", r.ctx());
-    let again = reconcile_ok(&s.config).await;
-    assert_eq!(g.write_count(), writes, "second pass: {}", again.ctx());
-    assert_eq!(g.event(&s.gcal, &id).unwrap().status, "cancelled");
+    user_changes("respect").await;
+}
+
+async fn user_changes(on_target_delete: &'static str) {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
+    let g = google().await;
+    replica::user_edit_and_delete(&GoogleTarget(&g), &f, &fcal, on_target_delete).await;
     f.shutdown().await;
     g.shutdown().await;
 }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
@@ -27,8 +27,9 @@ use bridge_emulators::graph::{
 use chrono::{DateTime, NaiveDate};
 use serde_json::Value;
 
+use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica};
+use crate::replica::{self, Moments, Replica, single_event_ids};
 
 const BASE: i64 = 1_760_000_000;
 const UPN: &str = "mirror@contoso.example";
@@ -576,20 +577,6 @@ fn graph_event_of(g: &GraphEmulator, calendar: &str, key: &str) -> Option<Value>
         .find(|e| e["calendarId"] == cal.as_str() && key_of(e).as_deref() == Some(key))
 }
 
-/// Event ids of live single timed events (not series, not exceptions).
-fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
-    f.events(cal)
-        .into_iter()
-        .filter(|e| {
-            e.recurrence.as_deref().unwrap_or("").is_empty()
-                && e.status != Some(EventStatus::Cancelled)
-                && e.start_time.as_ref().is_some_and(|t| t.timestamp.is_some())
-        })
-        .filter_map(|e| e.event_id)
-        .filter(|id| id.ends_with("_0"))
-        .collect()
-}
-
 // ----- 1 + 2: full mirror, then a no-op --------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
@@ -673,47 +660,6 @@ async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_not
 }
 
 // ----- 3. a webhook push reaches Graph ------------------------------------------
-
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let marker = "http://";
-        let rest = &line[line
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {line:?}"))
-            + marker.len()..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the daemon exits cleanly: {status}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -852,6 +798,43 @@ impl Replica for GraphTarget<'_> {
         self.0.write_count()
     }
     async fn done(&self, _: Setup) {}
+
+    async fn mirror_with(
+        &self,
+        f: &FeishuEmulator,
+        fcal: &str,
+        name: &str,
+        on_target_delete: &'static str,
+    ) -> Setup {
+        let o = Opts {
+            on_target_delete,
+            ..Opts::default()
+        };
+        setup(f, fcal, self.0, name, &o)
+    }
+    fn ident(i: &Inst) -> &str {
+        &i.ident
+    }
+    fn item_id(&self, m: &Setup, key: &str) -> String {
+        let ev = graph_event_of(self.0, &m.calendar, key)
+            .unwrap_or_else(|| panic!("no Graph event {key}"));
+        ev["id"].as_str().unwrap().to_owned()
+    }
+    fn user_edit(&self, _: &Setup, id: &str, summary: &str) {
+        self.0
+            .user_edit(UPN, id, serde_json::json!({ "subject": summary }))
+            .unwrap();
+    }
+    fn user_delete(&self, _: &Setup, id: &str) {
+        self.0.user_delete(UPN, id).unwrap();
+    }
+    /// An event with the key (a restore creates a new one).
+    fn is_live(&self, m: &Setup, _: &str, key: &str) -> bool {
+        graph_event_of(self.0, &m.calendar, key).is_some()
+    }
+    fn has_summary(&self, m: &Setup, summary: &str) -> bool {
+        graph_has_subject(self.0, &m.calendar, summary)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -890,7 +873,7 @@ async fn graph_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     g.shutdown().await;
 }
 
-// ----- 6. a deletion in Outlook: restore vs respect --------------------------------
+// ----- 6. a user's edit and deletion in Outlook: restore vs respect ----------------
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graph_a_user_deletion_is_restored_or_respected() {
@@ -898,37 +881,7 @@ async fn graph_a_user_deletion_is_restored_or_respected() {
         let f = feishu(false).await;
         let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
         let g = graph().await;
-        let s = setup(
-            &f,
-            &fcal,
-            &g,
-            &format!("delete-{mode}"),
-            &Opts {
-                on_target_delete: mode,
-                ..Opts::default()
-            },
-        );
-        reconcile_ok(&s.config).await;
-        let key = single_event_ids(&f, &fcal).remove(0);
-        let ev = graph_event_of(&g, &s.calendar, &key).unwrap();
-        g.user_delete(UPN, ev["id"].as_str().unwrap()).unwrap();
-        let r = reconcile_ok(&s.config).await;
-        let back = graph_event_of(&g, &s.calendar, &key);
-        if mode == "restore" {
-            assert!(back.is_some(), "restored: {}", r.ctx());
-            assert_eq!(r.n("drift_rewrites"), 1, "{}", r.ctx());
-        } else {
-            assert!(back.is_none(), "left deleted: {}", r.ctx());
-            assert_eq!(r.n("tombstoned"), 1, "{}", r.ctx());
-        }
-        let writes = g.write_count();
-        let again = reconcile_ok(&s.config).await;
-        assert_eq!(
-            g.write_count(),
-            writes,
-            "{mode}: the next pass wrote: {}",
-            again.ctx()
-        );
+        replica::user_edit_and_delete(&GraphTarget(&g), &f, &fcal, mode).await;
         f.shutdown().await;
         g.shutdown().await;
     }

@@ -1,13 +1,16 @@
 //! What the replica targets' end-to-end tests share (Google, EWS, Graph):
-//! the kill -9 trials and the 20%-fault convergence loop, driven through a
-//! small [`Replica`] trait each target's module implements over its
-//! emulator (start a mirror and write its sink table, slow or faulty calls,
-//! list the instance set).
+//! the kill -9 trials, the 20%-fault convergence loop and a user's edits
+//! and deletions on the target (restore vs respect), driven through a small
+//! [`Replica`] trait each target's module implements over its emulator
+//! (start a mirror and write its sink table, slow or faulty calls, list the
+//! instance set, edit or delete as a user through the emulator's control
+//! side).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
+use bridge_core::feishu::EventStatus;
 use bridge_emulators::feishu::FeishuEmulator;
 
 use crate::feishu::bin;
@@ -43,6 +46,31 @@ pub(crate) trait Replica {
     fn write_count(&self, m: &Self::Mirror) -> usize;
     /// Releases a mirror (a server of its own is shut down).
     async fn done(&self, m: Self::Mirror);
+
+    /// Like [`Replica::mirror`], with this `on_target_delete`.
+    async fn mirror_with(
+        &self,
+        f: &FeishuEmulator,
+        fcal: &str,
+        name: &str,
+        on_target_delete: &'static str,
+    ) -> Self::Mirror;
+    /// The identity of an instance (the Feishu uid, or the full event id
+    /// of an exception without master).
+    fn ident(i: &Self::Inst) -> &str;
+    /// The target's id of the mirrored item of this Feishu event id.
+    fn item_id(&self, m: &Self::Mirror, key: &str) -> String;
+    /// A user renames the item on the target.
+    fn user_edit(&self, m: &Self::Mirror, id: &str, summary: &str);
+    /// A user deletes the item on the target.
+    fn user_delete(&self, m: &Self::Mirror, id: &str);
+    /// Whether the item (the target's `id`, or whatever now mirrors `key`)
+    /// is live on the target.
+    fn is_live(&self, m: &Self::Mirror, id: &str, key: &str) -> bool;
+    /// Whether a live item has this title.
+    fn has_summary(&self, m: &Self::Mirror, summary: &str) -> bool;
+    /// Checks of everything the target received (EWS: the schema).
+    fn check_requests(&self, _: &Self::Mirror) {}
 }
 
 async fn output(mut cmd: Command) -> Output {
@@ -235,4 +263,135 @@ pub(crate) async fn converge_under_faults<R: Replica>(r: &R, m: &R::Mirror) {
     );
     assert!(done, "no clean reconcile within 10 runs: {runs:#?}");
     assert!(faulted > 0, "faults were injected");
+}
+
+/// Event ids of live single timed events (not series, not exceptions).
+pub(crate) fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
+    f.events(cal)
+        .into_iter()
+        .filter(|e| {
+            e.recurrence.as_deref().unwrap_or("").is_empty()
+                && e.status != Some(EventStatus::Cancelled)
+                && e.start_time.as_ref().is_some_and(|t| t.timestamp.is_some())
+        })
+        .filter_map(|e| e.event_id)
+        .filter(|id| id.ends_with("_0"))
+        .collect()
+}
+
+/// A `reconcile` that must succeed with no item failure.
+async fn reconcile_clean<R: Replica>(config: &Path) -> Run {
+    let r = reconcile_ok::<R>(config).await;
+    assert_eq!(r.n("failed"), 0, "{}", r.ctx());
+    r
+}
+
+/// What a user does on the target between two passes, then a reconcile
+/// with `on_target_delete` = `restore` or `respect` (the Feishu calendar
+/// holds `bridge_core::sample::events(30, 5, ..)`-like data with at least
+/// three single timed events).
+///
+/// 1. The user deletes one mirrored event. `restore` writes it back (one
+///    drift rewrite); `respect` writes nothing and keeps it deleted (one
+///    tombstone).
+/// 2. The user edits a second event and deletes a third in one go. The
+///    edit is overwritten in both modes; `restore` gives back the instance
+///    set of before, `respect` the same without the deleted event.
+///
+/// Each time a further pass writes nothing.
+pub(crate) async fn user_edit_and_delete<R: Replica>(
+    r: &R,
+    f: &FeishuEmulator,
+    fcal: &str,
+    on_target_delete: &'static str,
+) {
+    const EDITED: &str = "Edited on the target";
+    let restore = match on_target_delete {
+        "restore" => true,
+        "respect" => false,
+        other => panic!("on_target_delete {other:?}"),
+    };
+    let m = r
+        .mirror_with(
+            f,
+            fcal,
+            &format!("user-{on_target_delete}"),
+            on_target_delete,
+        )
+        .await;
+    reconcile_clean::<R>(R::config(&m)).await;
+    let keys = single_event_ids(f, fcal);
+    assert!(keys.len() >= 3, "three single events: {keys:?}");
+
+    // 1. One deletion.
+    let first = r.item_id(&m, &keys[0]);
+    r.user_delete(&m, &first);
+    assert!(!r.is_live(&m, &first, &keys[0]), "deleted by the user");
+    let writes = r.write_count(&m);
+    let run = reconcile_clean::<R>(R::config(&m)).await;
+    if restore {
+        assert!(r.is_live(&m, &first, &keys[0]), "restored: {}", run.ctx());
+        assert_eq!(run.n("drift_rewrites"), 1, "{}", run.ctx());
+    } else {
+        assert!(
+            !r.is_live(&m, &first, &keys[0]),
+            "left deleted: {}",
+            run.ctx()
+        );
+        assert_eq!(
+            r.write_count(&m),
+            writes,
+            "respect writes nothing: {}",
+            run.ctx()
+        );
+        assert_eq!(run.n("tombstoned"), 1, "{}", run.ctx());
+    }
+    r.no_duplicates(&m, &format!("after {on_target_delete}"));
+    let writes = r.write_count(&m);
+    let again = reconcile_clean::<R>(R::config(&m)).await;
+    assert_eq!(
+        r.write_count(&m),
+        writes,
+        "{on_target_delete}: the next pass wrote: {}",
+        again.ctx()
+    );
+
+    // 2. An edit and a deletion at once.
+    let before = r.instances(&m);
+    let (edited, deleted) = (r.item_id(&m, &keys[1]), r.item_id(&m, &keys[2]));
+    r.user_edit(&m, &edited, EDITED);
+    assert!(r.has_summary(&m, EDITED), "edited by the user");
+    r.user_delete(&m, &deleted);
+    let run = reconcile_clean::<R>(R::config(&m)).await;
+    assert!(
+        !r.has_summary(&m, EDITED),
+        "the edit is overwritten: {}",
+        run.ctx()
+    );
+    let after = r.instances(&m);
+    let gone = keys[2].strip_suffix("_0").unwrap_or(&keys[2]);
+    if restore {
+        R::assert_same(&before, &after, "restored");
+    } else {
+        assert!(!after.iter().any(|i| R::ident(i) == gone), "left deleted");
+        let kept: Vec<R::Inst> = before.into_iter().filter(|i| R::ident(i) != gone).collect();
+        assert_eq!(after.len(), kept.len());
+        R::assert_same(&kept, &after, "respected");
+    }
+    r.no_duplicates(&m, &format!("after the edit ({on_target_delete})"));
+    let writes = r.write_count(&m);
+    let again = reconcile_clean::<R>(R::config(&m)).await;
+    assert_eq!(
+        r.write_count(&m),
+        writes,
+        "{on_target_delete}: the next pass wrote: {}",
+        again.ctx()
+    );
+    assert_eq!(
+        r.is_live(&m, &first, &keys[0]),
+        restore,
+        "the first deletion"
+    );
+    r.check_requests(&m);
+    r.done(m).await;
 }
