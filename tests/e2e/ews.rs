@@ -9,100 +9,29 @@
 //! instance: the `FeishuBridgeKey` of its master (occurrences, exceptions)
 //! or of itself, with a trailing `_0` removed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
 use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit, zone_of};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
-use chrono::{DateTime, NaiveDate};
+use bridge_emulators::feishu::{FeishuEmulator, WebhookTarget};
+use chrono::DateTime;
 
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica, single_event_ids};
+use crate::replica::{
+    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output,
+    single_event_ids, tenant, wait_for,
+};
 
 #[path = "../ews-schema/check.rs"]
 pub(crate) mod schema;
 
-const BASE: i64 = 1_760_000_000;
 const MAILBOX: &str = "alice@example.com";
-const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
-/// 2025-01-01 .. 2026-04-01 UTC.
-const FROM: i64 = 1_735_689_600;
-const TO: i64 = 1_775_001_600;
 const KEY: &str = "FeishuBridgeKey";
 
 async fn ews() -> EwsEmulator {
     EwsEmulator::start(EwsConfig::default()).await.unwrap()
-}
-
-async fn feishu(webhook: bool) -> FeishuEmulator {
-    FeishuEmulator::start(FeishuConfig {
-        aggregation_window: Duration::from_millis(20),
-        webhook_retry_schedule: if webhook {
-            vec![Duration::from_millis(200); 4]
-        } else {
-            FeishuConfig::default().webhook_retry_schedule
-        },
-        ..FeishuConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
-    let user = f.add_user("Li Lei");
-    let cal = f.primary_calendar(&user);
-    f.bulk_load(&cal, events);
-    (user, cal)
-}
-
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bridge-core/tests/golden")
-}
-
-fn golden_input(case: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(case.join("input.json")).unwrap();
-    match serde_json::from_str::<EventListResponse>(&text) {
-        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
-        Err(_) => serde_json::from_str(&text).unwrap(),
-    }
-}
-
-/// Every golden case rendered with privacy `full`.
-fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p.join("expected.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["privacy"] == "full")
-        })
-        .collect();
-    cases.sort();
-    cases
-}
-
-/// The mapping cases (the example file and every golden case) plus `n`
-/// sample events.
-fn sample_tenant(n: usize) -> Vec<Event> {
-    let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
-    let mut v = r.data.map(|d| d.items).unwrap_or_default();
-    let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
-    for case in golden_cases() {
-        for e in golden_input(&case) {
-            if ids.insert(e.event_id.clone().unwrap()) {
-                v.push(e);
-            }
-        }
-    }
-    v.extend(bridge_core::sample::events(n, 42, BASE));
-    v
 }
 
 #[derive(Debug, Clone)]
@@ -167,198 +96,15 @@ fn setup(f: &FeishuEmulator, fcal: &str, e: &EwsEmulator, name: &str, o: &Opts) 
     Setup { config }
 }
 
-async fn output(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-struct Run {
-    code: i32,
-    report: serde_json::Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn sink(&self) -> &serde_json::Value {
-        self.report["calendars"][0]["sinks"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("ews")))
-            })
-            .unwrap_or_else(|| panic!("no ews sink in the report:\n{}", self.ctx()))
-    }
-
-    fn n(&self, key: &str) -> u64 {
-        self.sink()[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {key}:\n{}", self.ctx()))
-    }
-
-    fn counts(&self) -> (u64, u64, u64, u64, u64) {
-        (
-            self.n("created"),
-            self.n("updated"),
-            self.n("deleted"),
-            self.n("unchanged"),
-            self.n("failed"),
-        )
-    }
-}
-
 async fn reconcile(config: &Path) -> Run {
-    let mut cmd = bin();
-    cmd.args(["reconcile", "--json", "--config"]).arg(config);
-    let out = output(cmd).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        report: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    replica::reconcile::<EwsTarget>(config).await
 }
 
 async fn reconcile_ok(config: &Path) -> Run {
-    let r = reconcile(config).await;
-    assert_eq!(r.code, 0, "{}", r.ctx());
-    assert_eq!(r.n("failed"), 0, "{}", r.ctx());
-    r
+    replica::reconcile_clean::<EwsTarget>(config).await
 }
 
 // ----- instance sets -----------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum T {
-    Day(NaiveDate),
-    At(i64),
-}
-
-impl T {
-    fn secs(self) -> i64 {
-        match self {
-            T::Day(d) => d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
-            T::At(t) => t,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Inst {
-    ident: String,
-    start: T,
-    end: T,
-    summary: String,
-}
-
-fn feishu_t(ti: &TimeInfo, is_end: bool) -> T {
-    if let Some(ts) = ti.timestamp {
-        return T::At(ts.0);
-    }
-    let d = NaiveDate::parse_from_str(ti.date.as_deref().unwrap(), "%Y-%m-%d").unwrap();
-    T::Day(if is_end { d.succ_opt().unwrap() } else { d })
-}
-
-fn uid_of(event_id: &str) -> &str {
-    event_id.rsplit_once('_').map_or(event_id, |(u, _)| u)
-}
-
-async fn feishu_instances(
-    f: &FeishuEmulator,
-    cal: &str,
-    seeded: &[Event],
-    from: i64,
-    to: i64,
-) -> Vec<Inst> {
-    let c = f.config();
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            f.base_url()
-        ))
-        .json(&serde_json::json!({"app_id": c.app_id, "app_secret": c.app_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["tenant_access_token"].as_str().unwrap().to_owned();
-    let mut seen: BTreeMap<(String, T), Inst> = BTreeMap::new();
-    let step = 10 * 86_400;
-    let mut lo = from - 3 * 86_400;
-    while lo < to + 3 * 86_400 {
-        let hi = lo + step;
-        let body: serde_json::Value = http
-            .get(format!(
-                "{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view",
-                f.base_url()
-            ))
-            .bearer_auth(&token)
-            .query(&[("start_time", lo.to_string()), ("end_time", hi.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["code"], 0, "instance_view: {body}");
-        let items: Vec<Event> = serde_json::from_value(body["data"]["items"].clone()).unwrap();
-        assert!(items.len() < 999, "instance_view window capped");
-        for e in items {
-            if e.status == Some(EventStatus::Cancelled) {
-                continue;
-            }
-            let id = e.event_id.clone().unwrap();
-            let inst = Inst {
-                ident: uid_of(&id).to_owned(),
-                start: feishu_t(e.start_time.as_ref().unwrap(), false),
-                end: feishu_t(e.end_time.as_ref().unwrap(), true),
-                summary: e.summary.clone().unwrap_or_default(),
-            };
-            seen.insert((id, inst.start), inst);
-        }
-        lo = hi;
-    }
-    let ids: BTreeSet<&str> = seeded
-        .iter()
-        .filter_map(|e| e.event_id.as_deref())
-        .collect();
-    for e in seeded {
-        let id = e.event_id.as_deref().unwrap();
-        let master = format!("{}_0", uid_of(id));
-        if id.ends_with("_0")
-            || ids.contains(master.as_str())
-            || e.status == Some(EventStatus::Cancelled)
-        {
-            continue;
-        }
-        let inst = Inst {
-            ident: id.to_owned(),
-            start: feishu_t(e.start_time.as_ref().unwrap(), false),
-            end: feishu_t(e.end_time.as_ref().unwrap(), true),
-            summary: e.summary.clone().unwrap_or_default(),
-        };
-        seen.insert((id.to_owned(), inst.start), inst);
-    }
-    let mut v: Vec<Inst> = seen
-        .into_values()
-        .filter(|i| (from..to).contains(&i.start.secs()))
-        .collect();
-    v.sort();
-    v
-}
 
 fn key_of(fields: &bridge_emulators::ews::Fields) -> Option<String> {
     fields
@@ -415,20 +161,8 @@ fn ews_instances(e: &EwsEmulator, from: i64, to: i64) -> Vec<Inst> {
     v
 }
 
-fn diff(expected: &[Inst], got: &[Inst]) -> String {
-    let e: BTreeSet<&Inst> = expected.iter().collect();
-    let g: BTreeSet<&Inst> = got.iter().collect();
-    let missing: Vec<_> = e.difference(&g).take(10).collect();
-    let extra: Vec<_> = g.difference(&e).take(10).collect();
-    format!(
-        "expected {} instances, got {}\nmissing in Exchange (first 10): {missing:#?}\nextra in Exchange (first 10): {extra:#?}",
-        expected.len(),
-        got.len()
-    )
-}
-
 fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-    assert!(expected == got, "{what}: {}", diff(expected, got));
+    replica::assert_same_in("Exchange", expected, got, what);
 }
 
 /// Stored items (singles and masters) by key: none twice (fallback series
@@ -450,7 +184,7 @@ fn assert_no_duplicates(e: &EwsEmulator, what: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothing() {
     let f = feishu(false).await;
-    let seeded = sample_tenant(150);
+    let seeded = replica::sample_tenant(150, None);
     let (_, fcal) = tenant(&f, seeded.clone());
     let e = ews().await;
     let s = setup(&f, &fcal, &e, "mirror", &Opts::default());
@@ -490,14 +224,6 @@ async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothi
 
 // ----- 3. a webhook push reaches Exchange ------------------------------------------
 
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn has_subject(e: &EwsEmulator, subject: &str) -> bool {
     e.items(MAILBOX)
         .iter()
@@ -524,11 +250,7 @@ async fn ews_a_webhook_push_reaches_exchange() {
         .and_then(|x| x.summary)
         .unwrap();
     let daemon = Daemon::start(&s.config);
-    f.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
+    daemon.push_from(&f);
     wait_for("the initial mirror", Duration::from_secs(20), || {
         has_subject(&e, &old)
     })

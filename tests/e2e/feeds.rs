@@ -347,11 +347,7 @@ async fn changes_conditional_gets_rotation_and_restarts() {
     std::fs::write(&config, text).unwrap();
     let log_path = dir.join("daemon.log");
     let daemon = Daemon::start_logged(&config, &log_path);
-    emu.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
+    daemon.push_from(&emu);
     let base = format!("http://{}", daemon.addr);
     let local = |u: &str| u.replace("https://cal.example.test", &base);
     let list = wait_for_feeds(&config, 3, &local).await;

@@ -13,27 +13,26 @@
 //! Identity of a Feishu instance: the uid part of its event id, except for an
 //! exception whose master is absent (its full event id).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_core::feishu::Event;
+use bridge_emulators::feishu::{FeishuEmulator, WebhookTarget};
 use bridge_emulators::google::{EventTime, Faults, GoogleConfig, GoogleEmulator};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica, single_event_ids};
+use crate::replica::{
+    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output,
+    single_event_ids, tenant, wait_for,
+};
 
-/// The sample data starts here (Unix seconds, 2025-10-09).
-const BASE: i64 = 1_760_000_000;
 /// The Google user who owns the target calendars (domain-wide delegation).
 pub(crate) const OWNER: &str = "owner@example.com";
-/// Every mapping case of the golden fixtures, as a Feishu list response.
-const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
 /// The documented message of a paused Google sink.
 const REVOKED: &str = "token revoked or expired: run `feishu-bridge auth google`";
 
@@ -51,82 +50,9 @@ pub(crate) async fn google() -> GoogleEmulator {
     g
 }
 
-async fn feishu(webhook: bool) -> FeishuEmulator {
-    FeishuEmulator::start(FeishuConfig {
-        aggregation_window: Duration::from_millis(20),
-        webhook_retry_schedule: if webhook {
-            vec![Duration::from_millis(200); 4]
-        } else {
-            FeishuConfig::default().webhook_retry_schedule
-        },
-        ..FeishuConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-/// The mapping-case events of the golden fixtures.
-fn fixture_events() -> Vec<Event> {
-    let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
-    r.data.map(|d| d.items).unwrap_or_default()
-}
-
-/// A tenant: a user whose primary calendar holds `events`; returns the
-/// user's open id and the calendar id.
-fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
-    let user = f.add_user("Li Lei");
-    let cal = f.primary_calendar(&user);
-    f.bulk_load(&cal, events);
-    (user, cal)
-}
-
-/// The root of the golden mapping cases.
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bridge-core/tests/golden")
-}
-
-/// The events of one golden case (a list response or a bare array).
-fn golden_input(case: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(case.join("input.json")).unwrap();
-    match serde_json::from_str::<EventListResponse>(&text) {
-        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
-        Err(_) => serde_json::from_str(&text).unwrap(),
-    }
-}
-
-/// The golden cases rendered with privacy `full`, sorted by name, except
-/// those whose `expected.json` says why Google cannot show them yet
-/// (`skip_google`).
-fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p.join("expected.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["privacy"] == "full" && v.get("skip_google").is_none())
-        })
-        .collect();
-    cases.sort();
-    cases
-}
-
-/// The mapping cases (the example file plus every golden case's input,
-/// each event id once) and `n` sample events (seed 42).
+/// The mapping cases and `n` sample events (see [`replica::sample_tenant`]).
 fn sample_tenant(n: usize) -> Vec<Event> {
-    let mut v = fixture_events();
-    let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
-    for case in golden_cases() {
-        for e in golden_input(&case) {
-            if ids.insert(e.event_id.clone().unwrap()) {
-                v.push(e);
-            }
-        }
-    }
-    v.extend(bridge_core::sample::events(n, 42, BASE));
-    v
+    replica::sample_tenant(n, Some("skip_google"))
 }
 
 // ----- config ------------------------------------------------------------------
@@ -232,113 +158,15 @@ fn setup(f: &FeishuEmulator, fcal: &str, g: &GoogleEmulator, name: &str, o: &Opt
 
 // ----- running the binary -------------------------------------------------------
 
-async fn output(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-/// One `reconcile --json`.
-struct Run {
-    code: i32,
-    report: serde_json::Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    /// The Google sink's entry of the only calendar.
-    fn google(&self) -> &serde_json::Value {
-        self.report["calendars"][0]["sinks"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("google")))
-            })
-            .unwrap_or_else(|| panic!("no google sink in the report:\n{}", self.ctx()))
-    }
-
-    fn n(&self, key: &str) -> u64 {
-        self.google()[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {key} in the google sink report:\n{}", self.ctx()))
-    }
-
-    /// `(created, updated, deleted, unchanged, failed)` of the Google sink.
-    fn counts(&self) -> (u64, u64, u64, u64, u64) {
-        (
-            self.n("created"),
-            self.n("updated"),
-            self.n("deleted"),
-            self.n("unchanged"),
-            self.n("failed"),
-        )
-    }
-}
-
 async fn reconcile(config: &Path) -> Run {
-    let mut cmd = bin();
-    cmd.args(["reconcile", "--json", "--config"]).arg(config);
-    let out = output(cmd).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        report: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    replica::reconcile::<GoogleTarget<'static>>(config).await
 }
 
 async fn reconcile_ok(config: &Path) -> Run {
-    let r = reconcile(config).await;
-    assert_eq!(r.code, 0, "{}", r.ctx());
-    assert_eq!(r.n("failed"), 0, "{}", r.ctx());
-    r
+    replica::reconcile_clean::<GoogleTarget<'static>>(config).await
 }
 
 // ----- instance sets -----------------------------------------------------------
-
-/// A start or end: an all-day date (ends exclusive) or an instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum T {
-    Day(NaiveDate),
-    At(i64),
-}
-
-impl T {
-    /// The instant used for window filtering (all-day: midnight UTC).
-    fn secs(self) -> i64 {
-        match self {
-            T::Day(d) => d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
-            T::At(t) => t,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Inst {
-    ident: String,
-    start: T,
-    end: T,
-    summary: String,
-}
-
-fn feishu_t(ti: &TimeInfo, is_end: bool) -> T {
-    if let Some(ts) = ti.timestamp {
-        return T::At(ts.0);
-    }
-    let d = NaiveDate::parse_from_str(ti.date.as_deref().unwrap(), "%Y-%m-%d").unwrap();
-    // Feishu's all-day end date is the last day (inclusive).
-    T::Day(if is_end { d.succ_opt().unwrap() } else { d })
-}
 
 fn google_t(t: &EventTime) -> T {
     match t {
@@ -349,110 +177,6 @@ fn google_t(t: &EventTime) -> T {
 
 fn utc(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap()
-}
-
-/// The comparison window: 2025-01-01 .. 2026-04-01 UTC (the golden cases'
-/// year and the first half year of the sample data, which crosses the 2025
-/// autumn and 2026 spring DST changes of New York and Berlin).
-const FROM: i64 = 1_735_689_600;
-const TO: i64 = 1_775_001_600;
-
-fn uid_of(event_id: &str) -> &str {
-    event_id.rsplit_once('_').map_or(event_id, |(u, _)| u)
-}
-
-/// The Feishu instance set in `[from, to)` (by start): the emulator's own
-/// `instance_view` in 10-day windows, plus live exceptions whose master is
-/// absent from `seeded` (Feishu lists them standalone; `instance_view` only
-/// applies exceptions through their master).
-async fn feishu_instances(
-    f: &FeishuEmulator,
-    cal: &str,
-    seeded: &[Event],
-    from: i64,
-    to: i64,
-) -> Vec<Inst> {
-    let c = f.config();
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            f.base_url()
-        ))
-        .json(&serde_json::json!({"app_id": c.app_id, "app_secret": c.app_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["tenant_access_token"].as_str().unwrap().to_owned();
-    let mut seen: BTreeMap<(String, T), Inst> = BTreeMap::new();
-    let step = 10 * 86_400;
-    let mut lo = from - 3 * 86_400;
-    while lo < to + 3 * 86_400 {
-        let hi = lo + step;
-        let body: serde_json::Value = http
-            .get(format!(
-                "{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view",
-                f.base_url()
-            ))
-            .bearer_auth(&token)
-            .query(&[("start_time", lo.to_string()), ("end_time", hi.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["code"], 0, "instance_view: {body}");
-        let items: Vec<Event> = serde_json::from_value(body["data"]["items"].clone()).unwrap();
-        assert!(
-            items.len() < 999,
-            "instance_view window capped; use less data"
-        );
-        for e in items {
-            if e.status == Some(EventStatus::Cancelled) {
-                continue;
-            }
-            let id = e.event_id.clone().unwrap();
-            let inst = Inst {
-                ident: uid_of(&id).to_owned(),
-                start: feishu_t(e.start_time.as_ref().unwrap(), false),
-                end: feishu_t(e.end_time.as_ref().unwrap(), true),
-                summary: e.summary.clone().unwrap_or_default(),
-            };
-            seen.insert((id, inst.start), inst);
-        }
-        lo = hi;
-    }
-    let ids: BTreeSet<&str> = seeded
-        .iter()
-        .filter_map(|e| e.event_id.as_deref())
-        .collect();
-    for e in seeded {
-        let id = e.event_id.as_deref().unwrap();
-        let master = format!("{}_0", uid_of(id));
-        if id.ends_with("_0") || ids.contains(master.as_str()) {
-            continue;
-        }
-        if e.status == Some(EventStatus::Cancelled) {
-            continue;
-        }
-        let inst = Inst {
-            ident: id.to_owned(),
-            start: feishu_t(e.start_time.as_ref().unwrap(), false),
-            end: feishu_t(e.end_time.as_ref().unwrap(), true),
-            summary: e.summary.clone().unwrap_or_default(),
-        };
-        seen.insert((id.to_owned(), inst.start), inst);
-    }
-    let mut v: Vec<Inst> = seen
-        .into_values()
-        .filter(|i| (from..to).contains(&i.start.secs()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// The feishuKey of a stored Google event.
@@ -494,54 +218,8 @@ fn google_instances(g: &GoogleEmulator, gcal: &str, from: i64, to: i64) -> Vec<I
     v
 }
 
-/// Explains the difference of two sorted instance lists (first few).
-fn diff(expected: &[Inst], got: &[Inst]) -> String {
-    let mut e = expected.to_vec();
-    let mut g = got.to_vec();
-    let mut missing = Vec::new();
-    let mut extra = Vec::new();
-    e.sort();
-    g.sort();
-    let (mut i, mut j) = (0, 0);
-    while i < e.len() || j < g.len() {
-        match (e.get(i), g.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a < b => {
-                missing.push(a.clone());
-                i += 1;
-            }
-            (Some(_), Some(b)) => {
-                extra.push(b.clone());
-                j += 1;
-            }
-            (Some(a), None) => {
-                missing.push(a.clone());
-                i += 1;
-            }
-            (None, Some(b)) => {
-                extra.push(b.clone());
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    format!(
-        "expected {} instances, got {}; {} missing in Google, {} extra in Google\n\
-         missing (first 10): {:#?}\nextra (first 10): {:#?}",
-        e.len(),
-        g.len(),
-        missing.len(),
-        extra.len(),
-        &missing[..missing.len().min(10)],
-        &extra[..extra.len().min(10)]
-    )
-}
-
 fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-    assert!(expected == got, "{what}: {}", diff(expected, got));
+    replica::assert_same_in("Google", expected, got, what);
 }
 
 /// Live stored Google events that are not exceptions, by feishuKey: none twice.
@@ -580,57 +258,13 @@ fn google_event_of(
 
 // ----- the golden fixtures' hand-written instance sets -------------------------
 
-fn golden_t(s: &str) -> T {
-    if s.len() == 10 {
-        T::Day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
-    } else {
-        T::At(DateTime::parse_from_rfc3339(s).unwrap().timestamp())
-    }
-}
-
 /// For every golden case with privacy `full` (all loaded by
 /// [`sample_tenant`]): the Google instances of its uids in its window equal
 /// its hand-written `expected.json`.
 fn check_golden(g: &GoogleEmulator, gcal: &str) -> Vec<String> {
-    let mut checked = Vec::new();
-    for case in golden_cases() {
-        let exp: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
-                .unwrap();
-        let from = golden_t(exp["window"][0].as_str().unwrap()).secs();
-        let to = golden_t(exp["window"][1].as_str().unwrap()).secs();
-        let mut expected: Vec<Inst> = exp["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| Inst {
-                ident: i["uid"].as_str().unwrap().to_owned(),
-                start: golden_t(i["start"].as_str().unwrap()),
-                end: golden_t(i["end"].as_str().unwrap()),
-                summary: i["summary"].as_str().unwrap_or_default().to_owned(),
-            })
-            .collect();
-        expected.sort();
-        // Every identity the case's events can have in Google (uid, or the
-        // full id of an exception without master), so extras show up too.
-        let input_ids: Vec<String> = golden_input(&case)
-            .into_iter()
-            .filter_map(|e| e.event_id)
-            .collect();
-        let mut idents: BTreeSet<&str> = expected.iter().map(|i| i.ident.as_str()).collect();
-        for id in &input_ids {
-            idents.insert(id);
-            idents.insert(uid_of(id));
-        }
-        let got: Vec<Inst> = google_instances(g, gcal, from, to)
-            .into_iter()
-            .filter(|i| idents.contains(i.ident.as_str()))
-            .collect();
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        assert_same(&expected, &got, &format!("golden case {name}"));
-        checked.push(name);
-    }
-    checked
+    replica::check_golden("Google", Some("skip_google"), |from, to| {
+        google_instances(g, gcal, from, to)
+    })
 }
 
 // ----- 1 + 2: full mirror, then a no-op --------------------------------------------
@@ -701,14 +335,6 @@ async fn google_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_no
 
 // ----- 3. a webhook push reaches Google ------------------------------------------
 
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn google_has_summary(g: &GoogleEmulator, gcal: &str, summary: &str) -> bool {
     g.events(gcal)
         .iter()
@@ -735,11 +361,7 @@ async fn google_a_webhook_push_reaches_google() {
         .unwrap();
 
     let daemon = Daemon::start(&s.config);
-    f.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
+    daemon.push_from(&f);
     // The start-up pass mirrors everything.
     wait_for("the initial mirror", Duration::from_secs(20), || {
         google_has_summary(&g, &s.gcal, &old)
@@ -1037,7 +659,7 @@ async fn google_a_revoked_refresh_token_pauses_google_but_not_ics() {
         "the documented message: {}",
         r.ctx()
     );
-    let paused = r.google()["paused"].as_str().unwrap_or_default();
+    let paused = r.sink()["paused"].as_str().unwrap_or_default();
     assert!(
         !paused.is_empty(),
         "the report names the pause: {}",

@@ -6,12 +6,14 @@
 //! instance set, edit or delete as a user through the emulator's control
 //! side).
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bridge_core::feishu::EventStatus;
-use bridge_emulators::feishu::FeishuEmulator;
+use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
+use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
+use chrono::{DateTime, NaiveDate};
 
 use crate::feishu::bin;
 
@@ -73,7 +75,7 @@ pub(crate) trait Replica {
     fn check_requests(&self, _: &Self::Mirror) {}
 }
 
-async fn output(mut cmd: Command) -> Output {
+pub(crate) async fn output(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
@@ -84,8 +86,8 @@ async fn output(mut cmd: Command) -> Output {
 pub(crate) struct Run {
     pub(crate) code: i32,
     pub(crate) report: serde_json::Value,
-    stdout: String,
-    stderr: String,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
     sink: &'static str,
 }
 
@@ -97,16 +99,33 @@ impl Run {
         )
     }
 
-    /// A count of the sink's entry in the report.
-    pub(crate) fn n(&self, key: &str) -> u64 {
+    /// The sink's entry of the only calendar in the report.
+    pub(crate) fn sink(&self) -> &serde_json::Value {
         self.report["calendars"][0]["sinks"]
             .as_array()
             .and_then(|a| {
                 a.iter()
                     .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with(self.sink)))
             })
-            .and_then(|s| s[key].as_u64())
+            .unwrap_or_else(|| panic!("no {} sink in the report:\n{}", self.sink, self.ctx()))
+    }
+
+    /// A count of the sink's entry in the report.
+    pub(crate) fn n(&self, key: &str) -> u64 {
+        self.sink()[key]
+            .as_u64()
             .unwrap_or_else(|| panic!("no {key} of the {} sink:\n{}", self.sink, self.ctx()))
+    }
+
+    /// `(created, updated, deleted, unchanged, failed)` of the sink.
+    pub(crate) fn counts(&self) -> (u64, u64, u64, u64, u64) {
+        (
+            self.n("created"),
+            self.n("updated"),
+            self.n("deleted"),
+            self.n("unchanged"),
+            self.n("failed"),
+        )
     }
 }
 
@@ -280,7 +299,7 @@ pub(crate) fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
 }
 
 /// A `reconcile` that must succeed with no item failure.
-async fn reconcile_clean<R: Replica>(config: &Path) -> Run {
+pub(crate) async fn reconcile_clean<R: Replica>(config: &Path) -> Run {
     let r = reconcile_ok::<R>(config).await;
     assert_eq!(r.n("failed"), 0, "{}", r.ctx());
     r
@@ -394,4 +413,341 @@ pub(crate) async fn user_edit_and_delete<R: Replica>(
     );
     r.check_requests(&m);
     r.done(m).await;
+}
+
+// ----- the harness the replica targets' modules share ------------------------------
+
+/// The sample data starts here (Unix seconds, 2025-10-09).
+pub(crate) const BASE: i64 = 1_760_000_000;
+/// Every mapping case of the golden fixtures, as a Feishu list response.
+const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
+/// The comparison window: 2025-01-01 .. 2026-04-01 UTC (the golden cases'
+/// year and the first half year of the sample data, which crosses the 2025
+/// autumn and 2026 spring DST changes of New York and Berlin).
+pub(crate) const FROM: i64 = 1_735_689_600;
+pub(crate) const TO: i64 = 1_775_001_600;
+
+/// The Feishu emulator of a replica test (webhook retries fast when the
+/// test pushes).
+pub(crate) async fn feishu(webhook: bool) -> FeishuEmulator {
+    FeishuEmulator::start(FeishuConfig {
+        aggregation_window: Duration::from_millis(20),
+        webhook_retry_schedule: if webhook {
+            vec![Duration::from_millis(200); 4]
+        } else {
+            FeishuConfig::default().webhook_retry_schedule
+        },
+        ..FeishuConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A tenant: a user whose primary calendar holds `events`; returns the
+/// user's open id and the calendar id.
+pub(crate) fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
+    let user = f.add_user("Li Lei");
+    let cal = f.primary_calendar(&user);
+    f.bulk_load(&cal, events);
+    (user, cal)
+}
+
+/// The root of the golden mapping cases.
+fn golden_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bridge-core/tests/golden")
+}
+
+/// The events of one golden case (a list response or a bare array).
+pub(crate) fn golden_input(case: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(case.join("input.json")).unwrap();
+    match serde_json::from_str::<EventListResponse>(&text) {
+        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
+        Err(_) => serde_json::from_str(&text).unwrap(),
+    }
+}
+
+/// The golden cases rendered with privacy `full`, sorted by name, except
+/// those whose `expected.json` has the key `skip` (saying why a target
+/// cannot show them yet, e.g. `skip_google`).
+pub(crate) fn golden_cases(skip: Option<&str>) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("expected.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v["privacy"] == "full" && skip.is_none_or(|k| v.get(k).is_none()))
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// The mapping cases (the example file plus the input of every golden
+/// case of [`golden_cases`], each event id once) and `n` sample events
+/// (seed 42).
+pub(crate) fn sample_tenant(n: usize, skip: Option<&str>) -> Vec<Event> {
+    let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
+    let mut v = r.data.map(|d| d.items).unwrap_or_default();
+    let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
+    for case in golden_cases(skip) {
+        for e in golden_input(&case) {
+            if ids.insert(e.event_id.clone().unwrap()) {
+                v.push(e);
+            }
+        }
+    }
+    v.extend(bridge_core::sample::events(n, 42, BASE));
+    v
+}
+
+/// A start or end: an all-day date (ends exclusive) or an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum T {
+    Day(NaiveDate),
+    At(i64),
+}
+
+impl T {
+    /// The instant used for window filtering (all-day: midnight UTC).
+    pub(crate) fn secs(self) -> i64 {
+        match self {
+            T::Day(d) => d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
+            T::At(t) => t,
+        }
+    }
+}
+
+/// One instance of an instance set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Inst {
+    pub(crate) ident: String,
+    pub(crate) start: T,
+    pub(crate) end: T,
+    pub(crate) summary: String,
+}
+
+fn feishu_t(ti: &TimeInfo, is_end: bool) -> T {
+    if let Some(ts) = ti.timestamp {
+        return T::At(ts.0);
+    }
+    let d = NaiveDate::parse_from_str(ti.date.as_deref().unwrap(), "%Y-%m-%d").unwrap();
+    // Feishu's all-day end date is the last day (inclusive).
+    T::Day(if is_end { d.succ_opt().unwrap() } else { d })
+}
+
+/// A golden `expected.json` time: a date or an RFC 3339 instant.
+fn golden_t(s: &str) -> T {
+    if s.len() == 10 {
+        T::Day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
+    } else {
+        T::At(DateTime::parse_from_rfc3339(s).unwrap().timestamp())
+    }
+}
+
+/// The uid part of a Feishu event id (`<uid>_<time>`).
+pub(crate) fn uid_of(event_id: &str) -> &str {
+    event_id.rsplit_once('_').map_or(event_id, |(u, _)| u)
+}
+
+/// The Feishu instance set in `[from, to)` (by start): the emulator's own
+/// `instance_view` in 10-day windows, plus live exceptions whose master is
+/// absent from `seeded` (Feishu lists them standalone; `instance_view` only
+/// applies exceptions through their master).
+pub(crate) async fn feishu_instances(
+    f: &FeishuEmulator,
+    cal: &str,
+    seeded: &[Event],
+    from: i64,
+    to: i64,
+) -> Vec<Inst> {
+    let c = f.config();
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!(
+            "{}/open-apis/auth/v3/tenant_access_token/internal",
+            f.base_url()
+        ))
+        .json(&serde_json::json!({"app_id": c.app_id, "app_secret": c.app_secret}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["tenant_access_token"].as_str().unwrap().to_owned();
+    let mut seen: BTreeMap<(String, T), Inst> = BTreeMap::new();
+    let step = 10 * 86_400;
+    let mut lo = from - 3 * 86_400;
+    while lo < to + 3 * 86_400 {
+        let hi = lo + step;
+        let body: serde_json::Value = http
+            .get(format!(
+                "{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view",
+                f.base_url()
+            ))
+            .bearer_auth(&token)
+            .query(&[("start_time", lo.to_string()), ("end_time", hi.to_string())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["code"], 0, "instance_view: {body}");
+        let items: Vec<Event> = serde_json::from_value(body["data"]["items"].clone()).unwrap();
+        assert!(
+            items.len() < 999,
+            "instance_view window capped; use less data"
+        );
+        for e in items {
+            if e.status == Some(EventStatus::Cancelled) {
+                continue;
+            }
+            let id = e.event_id.clone().unwrap();
+            let inst = Inst {
+                ident: uid_of(&id).to_owned(),
+                start: feishu_t(e.start_time.as_ref().unwrap(), false),
+                end: feishu_t(e.end_time.as_ref().unwrap(), true),
+                summary: e.summary.clone().unwrap_or_default(),
+            };
+            seen.insert((id, inst.start), inst);
+        }
+        lo = hi;
+    }
+    let ids: BTreeSet<&str> = seeded
+        .iter()
+        .filter_map(|e| e.event_id.as_deref())
+        .collect();
+    for e in seeded {
+        let id = e.event_id.as_deref().unwrap();
+        let master = format!("{}_0", uid_of(id));
+        if id.ends_with("_0")
+            || ids.contains(master.as_str())
+            || e.status == Some(EventStatus::Cancelled)
+        {
+            continue;
+        }
+        let inst = Inst {
+            ident: id.to_owned(),
+            start: feishu_t(e.start_time.as_ref().unwrap(), false),
+            end: feishu_t(e.end_time.as_ref().unwrap(), true),
+            summary: e.summary.clone().unwrap_or_default(),
+        };
+        seen.insert((id.to_owned(), inst.start), inst);
+    }
+    let mut v: Vec<Inst> = seen
+        .into_values()
+        .filter(|i| (from..to).contains(&i.start.secs()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Explains the difference of two instance lists (as multisets, first few).
+fn diff(expected: &[Inst], got: &[Inst], target: &str) -> String {
+    let mut e = expected.to_vec();
+    let mut g = got.to_vec();
+    let mut missing = Vec::new();
+    let mut extra = Vec::new();
+    e.sort();
+    g.sort();
+    let (mut i, mut j) = (0, 0);
+    while i < e.len() || j < g.len() {
+        match (e.get(i), g.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                missing.push(a.clone());
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                extra.push(b.clone());
+                j += 1;
+            }
+            (Some(a), None) => {
+                missing.push(a.clone());
+                i += 1;
+            }
+            (None, Some(b)) => {
+                extra.push(b.clone());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    format!(
+        "expected {} instances, got {}; {} missing in {target}, {} extra in {target}\n\
+         missing (first 10): {:#?}\nextra (first 10): {:#?}",
+        e.len(),
+        g.len(),
+        missing.len(),
+        extra.len(),
+        &missing[..missing.len().min(10)],
+        &extra[..extra.len().min(10)]
+    )
+}
+
+/// The two instance lists are equal, or the difference is shown.
+pub(crate) fn assert_same_in(target: &str, expected: &[Inst], got: &[Inst], what: &str) {
+    assert!(expected == got, "{what}: {}", diff(expected, got, target));
+}
+
+/// For every golden case of [`golden_cases`] (all loaded by
+/// [`sample_tenant`]): the target's instances (`instances(from, to)`) of
+/// its uids in its window equal its hand-written `expected.json`. Returns
+/// the names of the cases checked.
+pub(crate) fn check_golden(
+    target: &str,
+    skip: Option<&str>,
+    instances: impl Fn(i64, i64) -> Vec<Inst>,
+) -> Vec<String> {
+    let mut checked = Vec::new();
+    for case in golden_cases(skip) {
+        let exp: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
+                .unwrap();
+        let from = golden_t(exp["window"][0].as_str().unwrap()).secs();
+        let to = golden_t(exp["window"][1].as_str().unwrap()).secs();
+        let mut expected: Vec<Inst> = exp["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| Inst {
+                ident: i["uid"].as_str().unwrap().to_owned(),
+                start: golden_t(i["start"].as_str().unwrap()),
+                end: golden_t(i["end"].as_str().unwrap()),
+                summary: i["summary"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect();
+        expected.sort();
+        // Every identity the case's events can have on the target (uid, or
+        // the full id of an exception without master), so extras show up.
+        let mut idents: BTreeSet<String> = expected.iter().map(|i| i.ident.clone()).collect();
+        for id in golden_input(&case).into_iter().filter_map(|e| e.event_id) {
+            idents.insert(uid_of(&id).to_owned());
+            idents.insert(id);
+        }
+        let got: Vec<Inst> = instances(from, to)
+            .into_iter()
+            .filter(|i| idents.contains(&i.ident))
+            .collect();
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        assert_same_in(target, &expected, &got, &format!("golden case {name}"));
+        checked.push(name);
+    }
+    checked
+}
+
+/// Waits (at most `timeout`) until `ok`.
+pub(crate) async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,7 +1,7 @@
 //! Meeting rooms end to end: the binary as a third-party room system
 //! against the Feishu emulator's rooms (webhook and long connection).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Attendee, AttendeeType, Event, RsvpStatus};
@@ -43,6 +43,52 @@ pub(crate) fn booking_event(summary: &str, start: i64, end: i64, room: &str) -> 
         }]),
         ..Event::default()
     }
+}
+
+/// `rooms <args> --json` with this config.
+pub(crate) fn rooms_json(config: &Path, args: &[&str]) -> Value {
+    let out = bin()
+        .arg("rooms")
+        .args(args)
+        .args(["--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rooms {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Waits until the daemon of this config has read the room registry.
+pub(crate) fn wait_for_registry(config: &Path) {
+    let start = Instant::now();
+    while rooms_json(config, &["list"])["rooms"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the room registry was never read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Books `room` in the calendar `cal`; returns the booking's uid.
+pub(crate) fn book(
+    emu: &FeishuEmulator,
+    cal: &str,
+    room: &str,
+    summary: &str,
+    start: i64,
+    end: i64,
+) -> String {
+    let id = emu.create_event(cal, booking_event(summary, start, end, room));
+    id.rsplit_once('_').unwrap().0.to_owned()
 }
 
 struct Env {
@@ -129,11 +175,7 @@ impl Env {
     fn start(&self) -> Daemon {
         let d = Daemon::start(&self.config);
         if !self.long_connection {
-            self.emu.set_webhook(Some(WebhookTarget {
-                url: format!("http://{}/webhook/event", d.addr),
-                encrypt_key: Some("enc-key".into()),
-                verification_token: "verify-token".into(),
-            }));
+            d.push_from(&self.emu);
         }
         d
     }
@@ -141,43 +183,17 @@ impl Env {
     /// Starts the daemon and waits until it has read the room registry.
     fn start_ready(&self) -> Daemon {
         let d = self.start();
-        let start = Instant::now();
-        while self.rooms(&["list"])["rooms"]
-            .as_array()
-            .is_none_or(Vec::is_empty)
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the room registry was never read"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_registry(&self.config);
         d
     }
 
     /// `rooms <args> --json`.
     fn rooms(&self, args: &[&str]) -> Value {
-        let out = bin()
-            .arg("rooms")
-            .args(args)
-            .args(["--json", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "rooms {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        rooms_json(&self.config, args)
     }
 
     fn book(&self, summary: &str, start: i64, end: i64) -> String {
-        let id = self
-            .emu
-            .create_event(&self.cal, booking_event(summary, start, end, &self.room));
-        id.rsplit_once('_').unwrap().0.to_owned()
+        book(&self.emu, &self.cal, &self.room, summary, start, end)
     }
 
     fn id(&self, uid: &str, ot: i64) -> String {

@@ -20,7 +20,7 @@ use crate::ews::schema;
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, timed};
 use crate::google::{OWNER, Opts, google, google_sink};
-use crate::rooms::{TZ, at, booking_event, last_reasons};
+use crate::rooms::{TZ, at, book, last_reasons, rooms_json, wait_for_registry};
 
 const ROOM_MAILBOX: &str = "room-a@example.com";
 
@@ -149,47 +149,17 @@ async fn env(name: &str, kind: &str) -> Env {
 impl Env {
     fn start(&self) -> Daemon {
         let d = Daemon::start(&self.config);
-        self.feishu.set_webhook(Some(WebhookTarget {
-            url: format!("http://{}/webhook/event", d.addr),
-            encrypt_key: Some("enc-key".into()),
-            verification_token: "verify-token".into(),
-        }));
-        let start = Instant::now();
-        while self.rooms(&["list"])["rooms"]
-            .as_array()
-            .is_none_or(Vec::is_empty)
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the room registry was never read"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        d.push_from(&self.feishu);
+        wait_for_registry(&self.config);
         d
     }
 
     fn rooms(&self, args: &[&str]) -> Value {
-        let out = bin()
-            .arg("rooms")
-            .args(args)
-            .args(["--json", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "rooms {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        rooms_json(&self.config, args)
     }
 
     fn book(&self, summary: &str, start: i64, end: i64) -> String {
-        let id = self
-            .feishu
-            .create_event(&self.cal, booking_event(summary, start, end, &self.room));
-        id.rsplit_once('_').unwrap().0.to_owned()
+        book(&self.feishu, &self.cal, &self.room, summary, start, end)
     }
 
     async fn wait_status(&self, uid: &str, status: &str) -> Value {
