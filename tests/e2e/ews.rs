@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit, zone_of};
-use bridge_emulators::feishu::{FeishuEmulator, WebhookTarget};
+use bridge_emulators::feishu::FeishuEmulator;
 use chrono::DateTime;
 
 use crate::daemon::Daemon;

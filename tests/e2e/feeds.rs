@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Event, Location};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
 
 use crate::daemon::Daemon;
 use crate::feishu::{bin, event, temp_dir, write_config};

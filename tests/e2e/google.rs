@@ -20,7 +20,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bridge_core::feishu::Event;
-use bridge_emulators::feishu::{FeishuEmulator, WebhookTarget};
+use bridge_emulators::feishu::FeishuEmulator;
 use bridge_emulators::google::{EventTime, Faults, GoogleConfig, GoogleEmulator};
 use chrono::{DateTime, Utc};
 

@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bridge_core::feishu::{Event, EventStatus};
-use bridge_emulators::feishu::{FeishuEmulator, WebhookTarget};
+use bridge_emulators::feishu::FeishuEmulator;
 use bridge_emulators::graph::{
     Faults, GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
     TEST_TENANT,

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Attendee, AttendeeType, Event, RsvpStatus};
 use bridge_emulators::feishu::rooms::{NewRoom, RoomReply};
-use bridge_emulators::feishu::{
-    Faults, FeishuConfig, FeishuEmulator, WebhookTarget, WsClientConfig,
-};
+use bridge_emulators::feishu::{Faults, FeishuConfig, FeishuEmulator, WsClientConfig};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bridge_emulators::ews::{EwsConfig, EwsEmulator};
 use bridge_emulators::feishu::rooms::NewRoom;
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
 use bridge_emulators::google::{FaultKind, GoogleEmulator, StoredEvent};
 use bridge_emulators::graph::{
     GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT,
