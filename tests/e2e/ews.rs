@@ -301,11 +301,6 @@ impl Replica for EwsTarget {
     type Inst = Inst;
     const NAME: &'static str = "ews";
 
-    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> EwsMirror {
-        let e = ews().await;
-        let s = setup(f, fcal, &e, name, &self.opts);
-        EwsMirror { e, s }
-    }
     fn config(m: &EwsMirror) -> &Path {
         &m.s.config
     }

@@ -14,9 +14,7 @@
 //! exception whose master is absent (its full event id).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bridge_core::feishu::Event;
@@ -399,9 +397,6 @@ impl Replica for GoogleTarget<'_> {
     type Inst = Inst;
     const NAME: &'static str = "google";
 
-    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Setup {
-        setup(f, fcal, self.0, name, &Opts::default())
-    }
     fn config(m: &Setup) -> &Path {
         &m.config
     }
@@ -554,77 +549,6 @@ async fn user_changes(on_target_delete: &'static str) {
 
 // ----- 7. a revoked refresh token pauses only the Google sink ---------------------
 
-/// Runs `auth google`, plays the browser (without following redirects), and
-/// returns the command's stdout.
-async fn authorize_google(config: &Path) -> String {
-    let mut child = bin()
-        .args([
-            "auth",
-            "google",
-            "--sink",
-            "google",
-            "--port",
-            "0",
-            "--timeout",
-            "20",
-            "--config",
-        ])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("http://") {
-                let _ = tx.send(line.trim().to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("auth google printed an authorize URL");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let consent = http.get(&url).send().await.unwrap();
-    assert_eq!(consent.status(), 302, "the emulator approves at once");
-    let location = consent
-        .headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(location.contains("code="), "{location}");
-    let page = http.get(&location).send().await.unwrap();
-    assert!(
-        page.status().is_success(),
-        "loopback answered {}",
-        page.status()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = reader.join().unwrap();
-    assert!(
-        out.status.success(),
-        "auth google failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn google_a_revoked_refresh_token_pauses_google_but_not_ics() {
     let f = feishu(false).await;
@@ -636,7 +560,7 @@ async fn google_a_revoked_refresh_token_pauses_google_but_not_ics() {
         ..Opts::default()
     };
     let s = setup(&f, &fcal, &g, "revoked", &o);
-    authorize_google(&s.config).await;
+    replica::authorize(&s.config, "google", "google").await;
     assert!(
         g.calls()
             .iter()

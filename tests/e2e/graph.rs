@@ -13,9 +13,7 @@
 //! `<uid>_<time>`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bridge_core::feishu::{Event, EventStatus};
@@ -432,9 +430,6 @@ impl Replica for GraphTarget<'_> {
     type Inst = Inst;
     const NAME: &'static str = "graph";
 
-    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Setup {
-        setup(f, fcal, self.0, name, &Opts::default())
-    }
     fn config(m: &Setup) -> &Path {
         &m.config
     }
@@ -685,66 +680,8 @@ async fn graph_delegated_sink_mirrors_after_auth_graph() {
         "{}",
         r.ctx()
     );
-    let mut child = bin()
-        .args([
-            "auth",
-            "graph",
-            "--sink",
-            "graph",
-            "--port",
-            "0",
-            "--timeout",
-            "20",
-            "--config",
-        ])
-        .arg(&s.config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("http://") {
-                let _ = tx.send(line.trim().to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("auth graph printed an authorize URL");
+    let (url, _) = replica::authorize(&s.config, "graph", "graph").await;
     assert!(url.contains("code_challenge_method=S256"), "{url}");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let consent = http.get(&url).send().await.unwrap();
-    assert_eq!(consent.status(), 302, "the emulator approves at once");
-    let location = consent.headers()["location"].to_str().unwrap().to_owned();
-    assert!(location.contains("code="), "{location}");
-    let page = http.get(&location).send().await.unwrap();
-    assert!(
-        page.status().is_success(),
-        "loopback answered {}",
-        page.status()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let printed = reader.join().unwrap();
-    assert!(
-        out.status.success(),
-        "auth graph failed: {printed}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let r = reconcile_ok(&s.config).await;
     assert!(r.n("created") > 0, "{}", r.ctx());
     assert!(assert_no_duplicates(&g, &s.calendar, "delegated") > 0);

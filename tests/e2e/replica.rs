@@ -7,6 +7,7 @@
 //! side).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,9 +27,11 @@ pub(crate) trait Replica {
     /// The prefix of the sink id (`google`, `ews`, `graph`), also in messages.
     const NAME: &'static str;
 
-    /// A configuration mirroring `fcal` into a fresh target; `name` names
-    /// its directory.
-    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Self::Mirror;
+    /// A configuration mirroring `fcal` into a fresh target
+    /// (`on_target_delete = "restore"`); `name` names its directory.
+    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Self::Mirror {
+        self.mirror_with(f, fcal, name, "restore").await
+    }
     fn config(m: &Self::Mirror) -> &Path;
     /// Every call of the target answers slowly (so that a run can be
     /// killed while listing, writing or committing), or no fault at all.
@@ -750,4 +753,70 @@ pub(crate) async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut()
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs `auth <kind> --sink <sink>`, plays the browser (without following
+/// redirects: the emulator approves at once and redirects to the loopback
+/// listener), and returns the authorize URL and the command's stdout.
+pub(crate) async fn authorize(config: &Path, kind: &str, sink: &str) -> (String, String) {
+    let mut child = bin()
+        .args([
+            "auth",
+            kind,
+            "--sink",
+            sink,
+            "--port",
+            "0",
+            "--timeout",
+            "20",
+            "--config",
+        ])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if line.trim_start().starts_with("http://") {
+                let _ = tx.send(line.trim().to_owned());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|_| panic!("auth {kind} printed an authorize URL"));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let consent = http.get(&url).send().await.unwrap();
+    assert_eq!(consent.status(), 302, "the emulator approves at once");
+    let location = consent.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("code="), "{location}");
+    let page = http.get(&location).send().await.unwrap();
+    assert!(
+        page.status().is_success(),
+        "loopback answered {}",
+        page.status()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let printed = reader.join().unwrap();
+    assert!(
+        out.status.success(),
+        "auth {kind} failed: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (url, printed)
 }
