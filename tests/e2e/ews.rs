@@ -17,11 +17,9 @@ use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit, zone_of};
 use bridge_emulators::feishu::FeishuEmulator;
 use chrono::DateTime;
 
-use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
 use crate::replica::{
-    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output,
-    single_event_ids, tenant, wait_for,
+    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output, tenant,
 };
 
 #[path = "../ews-schema/check.rs"]
@@ -235,40 +233,15 @@ async fn ews_a_webhook_push_reaches_exchange() {
     let f = feishu(true).await;
     let (user, fcal) = tenant(&f, bridge_core::sample::events(40, 3, BASE));
     f.subscribe_events(&user, &fcal);
-    let e = ews().await;
     let o = Opts {
         daemon: true,
         oauth: true,
         ..Opts::default()
     };
-    let s = setup(&f, &fcal, &e, "webhook", &o);
-    let id = single_event_ids(&f, &fcal).remove(0);
-    let old = f
-        .events(&fcal)
-        .into_iter()
-        .find(|x| x.event_id.as_deref() == Some(&id))
-        .and_then(|x| x.summary)
-        .unwrap();
-    let daemon = Daemon::start(&s.config);
-    daemon.push_from(&f);
-    wait_for("the initial mirror", Duration::from_secs(20), || {
-        has_subject(&e, &old)
-    })
-    .await;
-    let before = f.deliveries().len();
-    f.update_event(&fcal, &id, |x| x.summary = Some("Renamed, pushed".into()));
-    let deliveries = f
-        .wait_for_deliveries(before + 1, Duration::from_secs(5))
-        .await;
-    assert!(
-        deliveries.iter().skip(before).any(|d| d.delivered_ok),
-        "{deliveries:?}"
-    );
-    wait_for("the change in Exchange", Duration::from_secs(10), || {
-        has_subject(&e, "Renamed, pushed")
-    })
-    .await;
-    assert_no_duplicates(&e, "after the push");
+    let target = EwsTarget { opts: o };
+    let m = target.mirror(&f, &fcal, "webhook").await;
+    replica::webhook_push(&target, &f, &fcal, &m).await;
+    let e = m.e;
     // The app-only token impersonated the mailbox on every call.
     assert!(
         e.calls()
@@ -276,7 +249,6 @@ async fn ews_a_webhook_push_reaches_exchange() {
             .filter(|c| c.path.contains("/EWS/"))
             .all(|c| c.anchor_mailbox.as_deref() == Some(MAILBOX))
     );
-    daemon.stop();
     schema::assert_valid(&e.request_bodies());
     f.shutdown().await;
     e.shutdown().await;

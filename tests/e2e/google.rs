@@ -22,11 +22,10 @@ use bridge_emulators::feishu::FeishuEmulator;
 use bridge_emulators::google::{EventTime, Faults, GoogleConfig, GoogleEmulator};
 use chrono::{DateTime, Utc};
 
-use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
 use crate::replica::{
     self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output,
-    single_event_ids, tenant, wait_for,
+    single_event_ids, tenant,
 };
 
 /// The Google user who owns the target calendars (domain-wide delegation).
@@ -350,38 +349,7 @@ async fn google_a_webhook_push_reaches_google() {
         ..Opts::default()
     };
     let s = setup(&f, &fcal, &g, "webhook", &o);
-    let id = single_event_ids(&f, &fcal).remove(0);
-    let old = f
-        .events(&fcal)
-        .into_iter()
-        .find(|e| e.event_id.as_deref() == Some(&id))
-        .and_then(|e| e.summary)
-        .unwrap();
-
-    let daemon = Daemon::start(&s.config);
-    daemon.push_from(&f);
-    // The start-up pass mirrors everything.
-    wait_for("the initial mirror", Duration::from_secs(20), || {
-        google_has_summary(&g, &s.gcal, &old)
-    })
-    .await;
-
-    let before = f.deliveries().len();
-    f.update_event(&fcal, &id, |e| e.summary = Some("Renamed, pushed".into()));
-    let deliveries = f
-        .wait_for_deliveries(before + 1, Duration::from_secs(5))
-        .await;
-    assert!(
-        deliveries.iter().skip(before).any(|d| d.delivered_ok),
-        "the push was delivered: {deliveries:?}"
-    );
-    wait_for("the change in Google", Duration::from_secs(10), || {
-        google_has_summary(&g, &s.gcal, "Renamed, pushed")
-    })
-    .await;
-    assert!(!google_has_summary(&g, &s.gcal, &old) || old == "Renamed, pushed");
-    assert_no_duplicates(&g, &s.gcal, "after the push");
-    daemon.stop();
+    replica::webhook_push(&GoogleTarget(&g), &f, &fcal, &s).await;
     f.shutdown().await;
     g.shutdown().await;
 }

@@ -25,11 +25,10 @@ use bridge_emulators::graph::{
 use chrono::DateTime;
 use serde_json::Value;
 
-use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, write_config};
 use crate::replica::{
-    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output,
-    single_event_ids, tenant, uid_of, wait_for,
+    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output, tenant,
+    uid_of,
 };
 
 const UPN: &str = "mirror@contoso.example";
@@ -387,34 +386,7 @@ async fn graph_a_webhook_push_reaches_graph() {
             ..Opts::default()
         },
     );
-    let id = single_event_ids(&f, &fcal).remove(0);
-    let old = f
-        .events(&fcal)
-        .into_iter()
-        .find(|e| e.event_id.as_deref() == Some(&id))
-        .and_then(|e| e.summary)
-        .unwrap();
-    let daemon = Daemon::start(&s.config);
-    daemon.push_from(&f);
-    wait_for("the initial mirror", Duration::from_secs(20), || {
-        graph_has_subject(&g, &s.calendar, &old)
-    })
-    .await;
-    let before = f.deliveries().len();
-    f.update_event(&fcal, &id, |e| e.summary = Some("Renamed, pushed".into()));
-    let deliveries = f
-        .wait_for_deliveries(before + 1, Duration::from_secs(5))
-        .await;
-    assert!(
-        deliveries.iter().skip(before).any(|d| d.delivered_ok),
-        "the push was delivered: {deliveries:?}"
-    );
-    wait_for("the change in Graph", Duration::from_secs(10), || {
-        graph_has_subject(&g, &s.calendar, "Renamed, pushed")
-    })
-    .await;
-    assert_no_duplicates(&g, &s.calendar, "after the push");
-    daemon.stop();
+    replica::webhook_push(&GraphTarget(&g), &f, &fcal, &s).await;
     f.shutdown().await;
     g.shutdown().await;
 }

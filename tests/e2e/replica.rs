@@ -16,6 +16,7 @@ use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
 use chrono::{DateTime, NaiveDate};
 
+use crate::daemon::Daemon;
 use crate::feishu::bin;
 
 /// One replica target as the shared scenarios drive it.
@@ -819,4 +820,44 @@ pub(crate) async fn authorize(config: &Path, kind: &str, sink: &str) -> (String,
         String::from_utf8_lossy(&out.stderr)
     );
     (url, printed)
+}
+
+/// `run` with webhook delivery over a mirror `m` whose config has a
+/// `[server]` and `delivery = "webhook"` (the Feishu emulator `f` pushing
+/// `fcal`'s changes): the start-up pass mirrors everything, and a renamed
+/// event, pushed, reaches the target with no duplicate.
+pub(crate) async fn webhook_push<R: Replica>(r: &R, f: &FeishuEmulator, fcal: &str, m: &R::Mirror) {
+    const RENAMED: &str = "Renamed, pushed";
+    let id = single_event_ids(f, fcal).remove(0);
+    let old = f
+        .events(fcal)
+        .into_iter()
+        .find(|e| e.event_id.as_deref() == Some(&id))
+        .and_then(|e| e.summary)
+        .unwrap();
+    let daemon = Daemon::start(R::config(m));
+    daemon.push_from(f);
+    // The start-up pass mirrors everything.
+    wait_for("the initial mirror", Duration::from_secs(20), || {
+        r.has_summary(m, &old)
+    })
+    .await;
+    let before = f.deliveries().len();
+    f.update_event(fcal, &id, |e| e.summary = Some(RENAMED.into()));
+    let deliveries = f
+        .wait_for_deliveries(before + 1, Duration::from_secs(5))
+        .await;
+    assert!(
+        deliveries.iter().skip(before).any(|d| d.delivered_ok),
+        "the push was delivered: {deliveries:?}"
+    );
+    wait_for(
+        &format!("the change in {}", R::NAME),
+        Duration::from_secs(10),
+        || r.has_summary(m, RENAMED),
+    )
+    .await;
+    assert!(!r.has_summary(m, &old) || old == RENAMED);
+    r.no_duplicates(m, "after the push");
+    daemon.stop();
 }
