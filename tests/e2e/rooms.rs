@@ -89,6 +89,37 @@ pub(crate) fn book(
     id.rsplit_once('_').unwrap().0.to_owned()
 }
 
+/// Waits (30 s at most) until `rooms explain <id>` shows the booking with
+/// `status` and at least `decisions` decisions.
+pub(crate) async fn wait_booking(config: &Path, id: &str, status: &str, decisions: usize) -> Value {
+    let start = Instant::now();
+    loop {
+        let out = bin()
+            .args(["rooms", "explain", id, "--json", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["status"] == status
+                && (decisions == 0
+                    || v["decisions"]
+                        .as_array()
+                        .is_some_and(|d| d.len() >= decisions))
+            {
+                return v;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "booking {id} never became {status}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 struct Env {
     emu: FeishuEmulator,
     dir: PathBuf,
@@ -208,28 +239,7 @@ impl Env {
 
     /// Waits for the booking's status (through `rooms explain`).
     async fn wait_status(&self, uid: &str, ot: i64, status: &str) -> Value {
-        let id = self.id(uid, ot);
-        let start = Instant::now();
-        loop {
-            let out = bin()
-                .args(["rooms", "explain", &id, "--json", "--config"])
-                .arg(&self.config)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-                if v["status"] == status {
-                    return v;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "booking {id} never became {status}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_booking(&self.config, &self.id(uid, ot), status, 0).await
     }
 
     async fn wait_replies(&self, uid: &str, n: usize) -> Vec<RoomReply> {

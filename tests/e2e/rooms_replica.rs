@@ -20,7 +20,7 @@ use crate::ews::schema;
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, timed};
 use crate::google::{OWNER, Opts, google, google_sink};
-use crate::rooms::{TZ, at, book, last_reasons, rooms_json, wait_for_registry};
+use crate::rooms::{TZ, at, book, last_reasons, rooms_json, wait_booking, wait_for_registry};
 
 const ROOM_MAILBOX: &str = "room-a@example.com";
 
@@ -168,28 +168,7 @@ impl Env {
 
     /// Waits until the booking has at least `n` decisions and `status`.
     async fn wait_decision(&self, uid: &str, status: &str, n: usize) -> Value {
-        let id = format!("{}/{uid}/0", self.room);
-        let start = Instant::now();
-        loop {
-            let out = bin()
-                .args(["rooms", "explain", &id, "--json", "--config"])
-                .arg(&self.config)
-                .output()
-                .unwrap();
-            // Not there yet until the event is decided.
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            if out.status.success()
-                && v["status"] == status
-                && v["decisions"].as_array().is_some_and(|d| d.len() >= n)
-            {
-                return v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "booking {id} never became {status}: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_booking(&self.config, &format!("{}/{uid}/0", self.room), status, n).await
     }
 
     /// The live events of the room's calendar, as (summary, start, end).
