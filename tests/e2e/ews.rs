@@ -270,8 +270,8 @@ struct EwsMirror {
 
 impl Replica for EwsTarget {
     type Mirror = EwsMirror;
-    type Inst = Inst;
     const NAME: &'static str = "ews";
+    const TARGET: &'static str = "Exchange";
 
     fn config(m: &EwsMirror) -> &Path {
         &m.s.config
@@ -310,9 +310,6 @@ impl Replica for EwsTarget {
     fn instances(&self, m: &EwsMirror) -> Vec<Inst> {
         ews_instances(&m.e, FROM, TO)
     }
-    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-        assert_same(expected, got, what);
-    }
     fn no_duplicates(&self, m: &EwsMirror, what: &str) -> usize {
         assert_no_duplicates(&m.e, what)
     }
@@ -340,9 +337,6 @@ impl Replica for EwsTarget {
         };
         let s = setup(f, fcal, &e, name, &o);
         EwsMirror { e, s }
-    }
-    fn ident(i: &Inst) -> &str {
-        &i.ident
     }
     fn item_id(&self, m: &EwsMirror, key: &str) -> String {
         item_of(&m.e, key)

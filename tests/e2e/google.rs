@@ -362,8 +362,8 @@ struct GoogleTarget<'a>(&'a GoogleEmulator);
 
 impl Replica for GoogleTarget<'_> {
     type Mirror = Setup;
-    type Inst = Inst;
     const NAME: &'static str = "google";
+    const TARGET: &'static str = "Google";
 
     fn config(m: &Setup) -> &Path {
         &m.config
@@ -405,9 +405,6 @@ impl Replica for GoogleTarget<'_> {
     fn instances(&self, m: &Setup) -> Vec<Inst> {
         google_instances(self.0, &m.gcal, FROM, TO)
     }
-    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-        assert_same(expected, got, what);
-    }
     fn no_duplicates(&self, m: &Setup, what: &str) -> usize {
         assert_no_duplicates(self.0, &m.gcal, what)
     }
@@ -431,9 +428,6 @@ impl Replica for GoogleTarget<'_> {
             ..Opts::default()
         };
         setup(f, fcal, self.0, name, &o)
-    }
-    fn ident(i: &Inst) -> &str {
-        &i.ident
     }
     fn item_id(&self, m: &Setup, key: &str) -> String {
         let ev = google_event_of(self.0, &m.gcal, key);

@@ -399,8 +399,8 @@ struct GraphTarget<'a>(&'a GraphEmulator);
 
 impl Replica for GraphTarget<'_> {
     type Mirror = Setup;
-    type Inst = Inst;
     const NAME: &'static str = "graph";
+    const TARGET: &'static str = "Graph";
 
     fn config(m: &Setup) -> &Path {
         &m.config
@@ -442,9 +442,6 @@ impl Replica for GraphTarget<'_> {
     fn instances(&self, m: &Setup) -> Vec<Inst> {
         graph_instances(self.0, &m.calendar, FROM, TO, &BTreeSet::new())
     }
-    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-        assert_same(expected, got, what);
-    }
     fn no_duplicates(&self, m: &Setup, what: &str) -> usize {
         assert_no_duplicates(self.0, &m.calendar, what)
     }
@@ -468,9 +465,6 @@ impl Replica for GraphTarget<'_> {
             ..Opts::default()
         };
         setup(f, fcal, self.0, name, &o)
-    }
-    fn ident(i: &Inst) -> &str {
-        &i.ident
     }
     fn item_id(&self, m: &Setup, key: &str) -> String {
         let ev = graph_event_of(self.0, &m.calendar, key)

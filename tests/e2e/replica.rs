@@ -23,10 +23,10 @@ use crate::feishu::bin;
 pub(crate) trait Replica {
     /// A target calendar (or mailbox) and the configuration mirroring into it.
     type Mirror;
-    /// One instance of the mirror's instance set.
-    type Inst: PartialEq + std::fmt::Debug;
     /// The prefix of the sink id (`google`, `ews`, `graph`), also in messages.
     const NAME: &'static str;
+    /// The target as messages name it (`Google`, `Exchange`, `Graph`).
+    const TARGET: &'static str;
 
     /// A configuration mirroring `fcal` into a fresh target
     /// (`on_target_delete = "restore"`); `name` names its directory.
@@ -42,8 +42,7 @@ pub(crate) trait Replica {
     /// The target's faulted calls and all its calls.
     fn faulted(&self, m: &Self::Mirror) -> (usize, usize);
     /// The mirror's instance set within the tests' range.
-    fn instances(&self, m: &Self::Mirror) -> Vec<Self::Inst>;
-    fn assert_same(expected: &[Self::Inst], got: &[Self::Inst], what: &str);
+    fn instances(&self, m: &Self::Mirror) -> Vec<Inst>;
     /// The live items, asserting there is no duplicate.
     fn no_duplicates(&self, m: &Self::Mirror, what: &str) -> usize;
     /// What the target holds right after a kill (printed with the trials).
@@ -61,9 +60,6 @@ pub(crate) trait Replica {
         name: &str,
         on_target_delete: &'static str,
     ) -> Self::Mirror;
-    /// The identity of an instance (the Feishu uid, or the full event id
-    /// of an exception without master).
-    fn ident(i: &Self::Inst) -> &str;
     /// The target's id of the mirrored item of this Feishu event id.
     fn item_id(&self, m: &Self::Mirror, key: &str) -> String;
     /// A user renames the item on the target.
@@ -223,7 +219,8 @@ pub(crate) async fn kill_9_trials<R: Replica>(
         assert_eq!(run.code, 0, "trial {trial} ({delay:?}): {}", run.ctx());
         assert_eq!(run.n("failed"), 0, "trial {trial}: {}", run.ctx());
         assert_eq!(run.n("deleted"), 0, "trial {trial}: {}", run.ctx());
-        R::assert_same(
+        assert_same_in(
+            R::TARGET,
             &reference,
             &r.instances(&m),
             &format!("trial {trial} ({delay:?})"),
@@ -394,12 +391,12 @@ pub(crate) async fn user_edit_and_delete<R: Replica>(
     let after = r.instances(&m);
     let gone = keys[2].strip_suffix("_0").unwrap_or(&keys[2]);
     if restore {
-        R::assert_same(&before, &after, "restored");
+        assert_same_in(R::TARGET, &before, &after, "restored");
     } else {
-        assert!(!after.iter().any(|i| R::ident(i) == gone), "left deleted");
-        let kept: Vec<R::Inst> = before.into_iter().filter(|i| R::ident(i) != gone).collect();
+        assert!(!after.iter().any(|i| i.ident == gone), "left deleted");
+        let kept: Vec<Inst> = before.into_iter().filter(|i| i.ident != gone).collect();
         assert_eq!(after.len(), kept.len());
-        R::assert_same(&kept, &after, "respected");
+        assert_same_in(R::TARGET, &kept, &after, "respected");
     }
     r.no_duplicates(&m, &format!("after the edit ({on_target_delete})"));
     let writes = r.write_count(&m);
