@@ -306,6 +306,18 @@ pub(crate) async fn reconcile_clean<R: Replica>(config: &Path) -> Run {
     r
 }
 
+/// A further clean pass writes nothing to the target.
+async fn next_pass_writes_nothing<R: Replica>(r: &R, m: &R::Mirror, what: &str) {
+    let writes = r.write_count(m);
+    let again = reconcile_clean::<R>(R::config(m)).await;
+    assert_eq!(
+        r.write_count(m),
+        writes,
+        "{what}: the next pass wrote: {}",
+        again.ctx()
+    );
+}
+
 /// What a user does on the target between two passes, then a reconcile
 /// with `on_target_delete` = `restore` or `respect` (the Feishu calendar
 /// holds `bridge_core::sample::events(30, 5, ..)`-like data with at least
@@ -367,14 +379,7 @@ pub(crate) async fn user_edit_and_delete<R: Replica>(
         assert_eq!(run.n("tombstoned"), 1, "{}", run.ctx());
     }
     r.no_duplicates(&m, &format!("after {on_target_delete}"));
-    let writes = r.write_count(&m);
-    let again = reconcile_clean::<R>(R::config(&m)).await;
-    assert_eq!(
-        r.write_count(&m),
-        writes,
-        "{on_target_delete}: the next pass wrote: {}",
-        again.ctx()
-    );
+    next_pass_writes_nothing(r, &m, on_target_delete).await;
 
     // 2. An edit and a deletion at once.
     let before = r.instances(&m);
@@ -399,14 +404,7 @@ pub(crate) async fn user_edit_and_delete<R: Replica>(
         assert_same_in(R::TARGET, &kept, &after, "respected");
     }
     r.no_duplicates(&m, &format!("after the edit ({on_target_delete})"));
-    let writes = r.write_count(&m);
-    let again = reconcile_clean::<R>(R::config(&m)).await;
-    assert_eq!(
-        r.write_count(&m),
-        writes,
-        "{on_target_delete}: the next pass wrote: {}",
-        again.ctx()
-    );
+    next_pass_writes_nothing(r, &m, on_target_delete).await;
     assert_eq!(
         r.is_live(&m, &first, &keys[0]),
         restore,
