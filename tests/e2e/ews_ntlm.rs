@@ -12,9 +12,9 @@ use bridge_emulators::feishu::{FeishuEmulator, WebhookTarget};
 
 use crate::daemon::Daemon;
 use crate::ews::{
-    BASE, FROM, MAILBOX, TO, assert_no_duplicates, assert_same, ews_instances, feishu,
-    feishu_instances, output, reconcile, reconcile_ok, sample_tenant, schema, tenant,
+    MAILBOX, assert_no_duplicates, assert_same, ews_instances, reconcile, reconcile_ok, schema,
 };
+use crate::replica::{BASE, FROM, TO, feishu, feishu_instances, output, sample_tenant, tenant};
 use crate::feishu::{bin, temp_dir, write_config};
 
 /// A config whose EWS sink logs on with NTLM as `username`, its password
@@ -55,7 +55,7 @@ async fn check(config: &Path) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn ews_ntlm_mirrors_the_sample_calendar_and_a_rerun_writes_nothing() {
     let f = feishu(false).await;
-    let seeded = sample_tenant(60);
+    let seeded = sample_tenant(60, None);
     let (_, fcal) = tenant(&f, seeded.clone());
     let e = EwsEmulator::start(EwsConfig::default()).await.unwrap();
     let (config, _) = ntlm_config(

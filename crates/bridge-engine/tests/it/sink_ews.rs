@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge_core::feishu::Event;
 use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit};
-use bridge_engine::{CalendarMeta, Engine, EngineConfig, Listing, Sink, Source, SourceError};
+use bridge_engine::{
+    CalendarMeta, Engine, EngineConfig, Listing, Sink, SinkReport, Source, SourceError,
+};
 use bridge_http::{RetryPolicy, Secret};
 use bridge_sinks::ews::{ClientConfig, Credentials, EwsSink, EwsSinkConfig, OnTargetDelete};
 use bridge_store::Store;
@@ -81,6 +83,14 @@ fn basic(password: &str) -> Credentials {
     }
 }
 
+/// A pass of `engine` at `now` in which no item failed: the sink's report.
+async fn clean_pass(engine: &Engine, now: i64) -> SinkReport {
+    let mut r = engine.reconcile(None, false, now).await.unwrap();
+    let sr = r.remove(0).sinks.remove(0);
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    sr
+}
+
 struct Setup {
     emu: EwsEmulator,
     engine: Engine,
@@ -146,9 +156,7 @@ fn view(emu: &EwsEmulator) -> Vec<(String, i64, i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_valid_requests_then_makes_no_writes() {
     let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
-    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
-    let sr = &r[0].sinks[0];
-    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    let sr = clean_pass(&s.engine, BASE).await;
     assert!(sr.created > 0);
     let writes = s.emu.write_count();
     let before = view(&s.emu);
@@ -187,8 +195,7 @@ async fn lost_records_are_adopted_not_duplicated() {
     ));
     let engine = engine_for(&s.emu, sink, s.source.clone(), fresh).await;
     s.emu.reset_calls();
-    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    clean_pass(&engine, BASE + 60).await;
     assert_eq!(s.emu.items(MAILBOX).len(), items, "no duplicate");
     assert_eq!(view(&s.emu), before);
     let creates: usize = s
@@ -223,9 +230,7 @@ async fn user_edits_and_deletes_follow_on_target_delete() {
             }
         ));
         assert!(s.emu.user_delete(&deleted.id));
-        let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
-        let sr = &r[0].sinks[0];
-        assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+        let sr = clean_pass(&s.engine, BASE + 60).await;
         let after = view(&s.emu);
         assert!(
             !after.iter().any(|i| i.3 == "edited in Outlook"),
@@ -273,8 +278,7 @@ async fn a_changed_rule_and_withdrawn_exceptions_leave_nothing_stale() {
             }
         }
     }
-    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    clean_pass(&s.engine, BASE + 60).await;
     let feishu_uid = s
         .emu
         .items(MAILBOX)
@@ -386,8 +390,7 @@ async fn an_oauth_token_refused_mid_way_is_renewed_once() {
         30, 4, BASE,
     ))));
     let engine = engine_for(&emu, sink.clone(), source.clone(), store).await;
-    let r = engine.reconcile(None, false, BASE).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    clean_pass(&engine, BASE).await;
     let token_calls = || {
         emu.calls()
             .iter()
@@ -403,9 +406,8 @@ async fn an_oauth_token_refused_mid_way_is_renewed_once() {
             s.push_str(" (renamed)");
         }
     });
-    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
-    assert!(r[0].sinks[0].updated > 0);
+    let sr = clean_pass(&engine, BASE + 60).await;
+    assert!(sr.updated > 0);
     assert_eq!(token_calls(), 2);
     assert!(emu.calls().iter().any(|c| c.status == 401));
     assert!(sink.paused().is_none());
@@ -461,9 +463,7 @@ async fn a_user_edit_of_one_occurrence_rewrites_that_occurrence_alone() {
         ));
     }
     let writes = s.emu.write_count();
-    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
-    let sr = &r[0].sinks[0];
-    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    clean_pass(&s.engine, BASE + 60).await;
     assert_eq!(view(&s.emu), before, "both occurrences written back");
     assert_eq!(master_ids(&s.emu), masters, "no series was written again");
     assert_eq!(s.emu.write_count() - writes, 2, "one UpdateItem each");
