@@ -50,6 +50,7 @@ use super::client::{
 use super::folder;
 use super::item::{self, CALENDAR_PROPERTY, Shape, Written, prop_uri};
 use super::xml::{El, esc};
+use crate::microsoft::exact::{self, NEAR};
 use crate::microsoft::recurrence::{self, Recurrence};
 use crate::microsoft::tag;
 
@@ -657,10 +658,24 @@ fn occurrence_index(master: &CanonicalEvent, original: i64) -> Option<u32> {
             .tz()
             .map(|tz| bridge_core::instant::wall_clock(tz, t))
     };
-    let p = starts.iter().position(|t| *t == original).or_else(|| {
-        let w = wall(original)?;
-        starts.iter().position(|t| wall(*t) == Some(w))
-    })?;
+    let p = starts
+        .iter()
+        .position(|t| *t == original)
+        .or_else(|| {
+            let w = wall(original)?;
+            starts.iter().position(|t| wall(*t) == Some(w))
+        })
+        .or_else(|| {
+            // A time in a gap read with another offset: the occurrence
+            // nearest to it, within the largest offset change (Microsoft
+            // patterns generate at most one occurrence a day).
+            starts
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| (*t - original).abs() <= NEAR)
+                .min_by_key(|(_, t)| (*t - original).abs())
+                .map(|(p, _)| p)
+        })?;
     u32::try_from(p + 1).ok()
 }
 
@@ -877,6 +892,9 @@ impl EwsSink {
                             done: None,
                             tries: 0,
                         });
+                        // Exchange may keep an exception's old content:
+                        // the exact occurrences take the master's new one.
+                        self.exact_occurrences(&mut w, s, cal, zone);
                     } else {
                         // Only occurrences change; the master stays as it is.
                         w.base = Some(ItemWork {
@@ -951,8 +969,11 @@ impl EwsSink {
     }
 
     /// A series whose first occurrence a wall-clock reader gets wrong from
-    /// the master alone gets an exception with Feishu's exact instants.
+    /// the master alone gets an exception with Feishu's exact instants; so
+    /// do its later occurrences in a repeated or skipped hour
+    /// ([`crate::microsoft::exact`]).
     fn first_occurrence_fix(&self, w: &mut Work, s: &Series<'_>, cal: &str, zone: Tz) {
+        self.exact_occurrences(w, s, cal, zone);
         let Some(fix) = s.wall_clock_fix() else {
             return;
         };
@@ -972,6 +993,21 @@ impl EwsSink {
             action: OccAction::Update(ow),
             done: None,
         });
+    }
+
+    /// The later occurrences Exchange could place otherwise than Feishu:
+    /// exceptions with exact instants, named by their instance index.
+    fn exact_occurrences(&self, w: &mut Work, s: &Series<'_>, cal: &str, zone: Tz) {
+        for o in exact::exact_occurrences(s, exact::horizon()) {
+            let ow = self.written(&o.event, Shape::Occurrence, &o.event.key, s.uid, cal, zone);
+            w.occ.push(OccWork {
+                key: None,
+                original: o.original,
+                index: Some(o.index),
+                action: OccAction::Update(ow),
+                done: None,
+            });
+        }
     }
 }
 
