@@ -105,6 +105,53 @@ fn sample_tenant(n: usize) -> Vec<Event> {
     v
 }
 
+fn golden_t(s: &str) -> T {
+    if s.len() == 10 {
+        T::Day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
+    } else {
+        T::At(DateTime::parse_from_rfc3339(s).unwrap().timestamp())
+    }
+}
+
+/// For every golden case with privacy `full`: the CalendarView instances of
+/// its uids in its own window equal its hand-written `expected.json` (the
+/// cases' windows reach beyond `FROM..TO`, e.g. `dst_later_occurrences`).
+fn check_golden(e: &EwsEmulator) -> Vec<String> {
+    let mut checked = Vec::new();
+    for case in golden_cases() {
+        let exp: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
+                .unwrap();
+        let from = golden_t(exp["window"][0].as_str().unwrap()).secs();
+        let to = golden_t(exp["window"][1].as_str().unwrap()).secs();
+        let mut expected: Vec<Inst> = exp["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| Inst {
+                ident: i["uid"].as_str().unwrap().to_owned(),
+                start: golden_t(i["start"].as_str().unwrap()),
+                end: golden_t(i["end"].as_str().unwrap()),
+                summary: i["summary"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect();
+        expected.sort();
+        let mut idents: BTreeSet<String> = expected.iter().map(|i| i.ident.clone()).collect();
+        for id in golden_input(&case).into_iter().filter_map(|e| e.event_id) {
+            idents.insert(uid_of(&id).to_owned());
+            idents.insert(id);
+        }
+        let got: Vec<Inst> = ews_instances(e, from, to)
+            .into_iter()
+            .filter(|i| idents.contains(&i.ident))
+            .collect();
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        assert_same(&expected, &got, &format!("golden case {name}"));
+        checked.push(name);
+    }
+    checked
+}
+
 #[derive(Debug, Clone)]
 struct Opts {
     on_target_delete: &'static str,
@@ -464,6 +511,11 @@ async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothi
     assert!(expected.len() > 400, "a meaningful set: {}", expected.len());
     assert!(expected.iter().any(|i| matches!(i.start, T::Day(_))));
     assert_no_duplicates(&e, "first mirror");
+    let golden = check_golden(&e);
+    assert!(
+        golden.iter().any(|c| c == "dst_later_occurrences"),
+        "golden cases checked: {golden:?}"
+    );
 
     let writes = e.write_count();
     let calls_before = e.calls().len();

@@ -718,3 +718,71 @@ async fn a_users_delete_of_one_occurrence_is_restored_or_respected() {
         assert_eq!(instances(&s.emu).len(), after.len());
     }
 }
+
+/// Later occurrences in New York's repeated and skipped hours (and ones
+/// ending in the repeated hour or spanning the change) show at Feishu's
+/// exact instants, written as exceptions; a second pass writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_occurrences_in_repeated_or_skipped_hours_are_exact() {
+    let s = setup(OnTargetDelete::Restore, 0).await;
+    let (events, expected, (from, to)) = crate::sink_ews::dst_later_occurrences();
+    *s.source.0.lock().unwrap() = events;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    let secs = |v: &Value| {
+        assert_eq!(v["timeZone"], "UTC");
+        chrono::NaiveDateTime::parse_from_str(
+            v["dateTime"].as_str().unwrap(),
+            "%Y-%m-%dT%H:%M:%S%.f",
+        )
+        .unwrap()
+        .and_utc()
+        .timestamp()
+    };
+    let shown = |emu: &GraphEmulator| {
+        let mut v: Vec<(String, i64, i64)> = emu
+            .view(UPN, None, &utc(from), &utc(to))
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                (
+                    v["subject"].as_str().unwrap_or_default().to_owned(),
+                    secs(&v["start"]),
+                    secs(&v["end"]),
+                )
+            })
+            .filter(|i| (from..to).contains(&i.1))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shown(&s.emu), expected);
+    let exceptions: Vec<i64> = s
+        .emu
+        .view(UPN, None, &utc(from), &utc(to))
+        .unwrap()
+        .iter()
+        .filter(|v| v["type"] == "exception")
+        .map(|v| secs(&v["start"]))
+        .collect();
+    for t in [1_793_511_000, 1_772_955_000] {
+        assert!(exceptions.contains(&t), "{t} in {exceptions:?}");
+    }
+    let writes = s.emu.write_count();
+    let r2 = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr2 = &r2[0].sinks[0];
+    assert_eq!(
+        (
+            sr2.created,
+            sr2.updated,
+            sr2.deleted,
+            sr2.drift_rewrites,
+            sr2.orphans_deleted
+        ),
+        (0, 0, 0, 0, 0),
+        "{sr2:?}"
+    );
+    assert_eq!(s.emu.write_count(), writes, "the second reconcile wrote");
+    assert_eq!(shown(&s.emu), expected);
+}
