@@ -702,9 +702,12 @@ async fn a_missing_folder_pauses_unless_it_may_be_created() {
     schema::assert_valid(&emu.request_bodies());
 }
 
-/// The golden case `dst_later_occurrences`: its Feishu events and its
-/// hand-written instances `(summary, start, end)` in its window.
-pub(crate) fn dst_later_occurrences() -> (Vec<Event>, Vec<(String, i64, i64)>, (i64, i64)) {
+/// A golden case's Feishu events, its hand-written instances
+/// `(summary, start, end)` and its window.
+pub(crate) type GoldenCase = (Vec<Event>, Vec<(String, i64, i64)>, (i64, i64));
+
+/// The golden case `dst_later_occurrences`.
+pub(crate) fn dst_later_occurrences() -> GoldenCase {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../bridge-core/tests/golden/dst_later_occurrences");
     let text = std::fs::read_to_string(dir.join("input.json")).unwrap();

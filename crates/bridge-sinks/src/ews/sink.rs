@@ -50,7 +50,7 @@ use super::client::{
 use super::folder;
 use super::item::{self, CALENDAR_PROPERTY, Shape, Written, prop_uri};
 use super::xml::{El, esc};
-use crate::microsoft::exact::{self, NEAR};
+use crate::microsoft::exact;
 use crate::microsoft::recurrence::{self, Recurrence};
 use crate::microsoft::tag;
 
@@ -666,15 +666,11 @@ fn occurrence_index(master: &CanonicalEvent, original: i64) -> Option<u32> {
             starts.iter().position(|t| wall(*t) == Some(w))
         })
         .or_else(|| {
-            // A time in a gap read with another offset: the occurrence
-            // nearest to it, within the largest offset change (Microsoft
-            // patterns generate at most one occurrence a day).
+            // A time in a gap read with the other offset.
+            let tz = master.start.tz()?;
             starts
                 .iter()
-                .enumerate()
-                .filter(|(_, t)| (*t - original).abs() <= NEAR)
-                .min_by_key(|(_, t)| (*t - original).abs())
-                .map(|(p, _)| p)
+                .position(|t| exact::other_reading(tz, *t, original))
         })?;
     u32::try_from(p + 1).ok()
 }
@@ -1849,5 +1845,15 @@ mod tests {
         assert_eq!(occurrence_index(&m, 1_793_513_700), Some(1));
         assert_eq!(occurrence_index(&m, 1_793_513_700 + 86_400), Some(2));
         assert_eq!(occurrence_index(&m, 1_793_513_700 + 3600), None);
+    }
+
+    #[test]
+    fn occurrence_indexes_under_another_reading_of_a_gap() {
+        // 02:30 daily from 2026-03-06 (EST); 02:30 on Mar 8 is skipped:
+        // Feishu reads it 07:30Z, another reader 06:30Z.
+        let m = master(1_772_782_200, "FREQ=DAILY;COUNT=4");
+        assert_eq!(occurrence_index(&m, 1_772_955_000), Some(3));
+        assert_eq!(occurrence_index(&m, 1_772_951_400), Some(3));
+        assert_eq!(occurrence_index(&m, 1_772_955_000 + 3600), None);
     }
 }

@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 use super::client::{GraphClient, Method, Request, Response, seg};
 use super::error::GraphError;
 use super::resource::{self, Options, Shape, tag_ids, tagged, tags_of, transaction_id};
-use crate::microsoft::exact::{self, NEAR};
+use crate::microsoft::exact;
 use crate::microsoft::recurrence::Recurrence;
 use crate::microsoft::tag::{KEY_PROPERTY, graph_property_id};
 
@@ -299,6 +299,8 @@ struct Occurrence {
     /// for the second of two equal wall-clock times, which a master's
     /// wall-clock start resolves to the first (see `instant`).
     generated: i64,
+    /// The series' zone, when timed.
+    tz: Option<chrono_tz::Tz>,
 }
 
 impl Occurrence {
@@ -315,6 +317,7 @@ impl Occurrence {
             original,
             all_day: master.start.is_date(),
             generated,
+            tz: master.start.tz(),
         }
     }
 }
@@ -855,11 +858,9 @@ impl GraphSink {
                                 })
                                 .or_else(|| {
                                     // Exchange read a repeated or skipped
-                                    // wall-clock time otherwise: the nearest
-                                    // occurrence (at most one a day).
-                                    listed()
-                                        .filter(|(_, t)| (t - o.original).abs() <= NEAR)
-                                        .min_by_key(|(_, t)| (t - o.original).abs())
+                                    // wall-clock time otherwise.
+                                    let tz = o.tz?;
+                                    listed().find(|(_, t)| exact::other_reading(tz, *t, o.original))
                                 })
                                 .map(|(v, _)| v);
                             match hit.and_then(|v| v["id"].as_str()) {

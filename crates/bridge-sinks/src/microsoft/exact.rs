@@ -30,12 +30,23 @@
 use bridge_core::Series;
 use bridge_core::ics::exact::{ZoneChanges, exact_series};
 use bridge_core::model::CanonicalEvent;
+use chrono::{Offset, TimeZone};
+use chrono_tz::Tz;
 
-/// How far Exchange's reading of a generated wall-clock time can be from
-/// Feishu's: more than the largest offset change of any zone (2 hours).
-/// Microsoft patterns generate at most one occurrence a day, so the
-/// occurrence nearest an original time within this is the one it names.
-pub const NEAR: i64 = 3 * 3600;
+/// Whether instants `a` and `b` are two readings of one wall-clock time
+/// in `tz`: the same local time read with the offsets before and after a
+/// change (the two equal times of a repeated hour, or a time in a gap read
+/// with either offset). How Exchange names an occurrence it generated at
+/// such a time when Feishu reads it otherwise.
+pub fn other_reading(tz: Tz, a: i64, b: i64) -> bool {
+    let off = |t: i64| {
+        tz.timestamp_opt(t, 0)
+            .single()
+            .map_or(0, |d| i64::from(d.offset().fix().local_minus_utc()))
+    };
+    let (oa, ob) = (off(a), off(b));
+    a != b && oa != ob && (a - b == oa - ob || a - b == ob - oa)
+}
 
 /// A generated occurrence written as a modified occurrence.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +212,20 @@ mod tests {
                 .iter()
                 .all(|s| exact_occurrences(s, H2026).is_empty())
         );
+    }
+
+    #[test]
+    fn other_readings_of_one_wall_clock_time() {
+        let ny = chrono_tz::America::New_York;
+        // 01:30 on 2026-11-01: 05:30Z (EDT) and 06:30Z (EST).
+        assert!(other_reading(ny, 1_793_511_000, 1_793_514_600));
+        assert!(other_reading(ny, 1_793_514_600, 1_793_511_000));
+        // 02:30 on 2026-03-08 (a gap): 07:30Z (EST offset), 06:30Z (EDT).
+        assert!(other_reading(ny, 1_772_955_000, 1_772_951_400));
+        // An hour apart on one side of a change, or the same instant: no.
+        assert!(!other_reading(ny, 1_793_514_600, 1_793_518_200));
+        assert!(!other_reading(ny, 1_793_511_000, 1_793_511_000));
+        assert!(!other_reading(ny, 1_793_511_000, 1_793_511_000 + 86_400));
     }
 
     #[test]
