@@ -783,3 +783,50 @@ async fn later_occurrences_in_repeated_or_skipped_hours_are_exact() {
     assert_eq!(shown(&s.emu), expected);
     schema::assert_valid(&s.emu.request_bodies());
 }
+
+/// A user's edit of a plain occurrence of a series with exact occurrences:
+/// drift reads the master, counts the exact ones as ours, and writes back
+/// the edited occurrence alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_occurrences_are_ours_when_drift_reads_their_master() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    let (events, _, _) = dst_later_occurrences();
+    *s.source.0.lock().unwrap() = events;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let before = view(&s.emu);
+    let masters = master_ids(&s.emu);
+    // The open-ended Sunday series: Nov 1 2026 01:30 is an exact exception.
+    let sunday = s
+        .emu
+        .calendar_view(MAILBOX, at(1_793_511_000 - 60), at(1_793_511_000 + 60))
+        .into_iter()
+        .find(|i| {
+            i.kind == "Exception" && i.fields.subject.as_deref() == Some("Sundays at 01:30, no end")
+        })
+        .expect("the exact Nov 1 occurrence");
+    let plain = s
+        .emu
+        .calendar_view(MAILBOX, at(1_794_119_400 - 60), at(1_794_119_400 + 60))
+        .into_iter()
+        .find(|i| i.kind == "Occurrence" && i.master_id == sunday.master_id)
+        .expect("the plain Nov 8 occurrence");
+    assert!(s.emu.user_edit(
+        &plain.id,
+        UserEdit {
+            subject: Some("edited in Outlook".into()),
+            ..UserEdit::default()
+        }
+    ));
+    let writes = s.emu.write_count();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.failed, sr.drift_rewrites), (0, 0), "{sr:?}");
+    assert_eq!(view(&s.emu), before, "the edit written back");
+    assert_eq!(master_ids(&s.emu), masters, "no series was written again");
+    assert_eq!(s.emu.write_count() - writes, 1, "one UpdateItem");
+    let writes = s.emu.write_count();
+    s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(s.emu.write_count(), writes, "third pass wrote");
+    schema::assert_valid(&s.emu.request_bodies());
+}
