@@ -32,6 +32,13 @@ async fn ews() -> EwsEmulator {
     EwsEmulator::start(EwsConfig::default()).await.unwrap()
 }
 
+/// For every golden case with privacy `full`: the CalendarView instances of
+/// its uids in its own window equal its hand-written `expected.json` (the
+/// cases' windows reach beyond `FROM..TO`, e.g. `dst_later_occurrences`).
+fn check_golden(e: &EwsEmulator) -> Vec<String> {
+    replica::check_golden("Exchange", None, |from, to| ews_instances(e, from, to))
+}
+
 #[derive(Debug, Clone)]
 struct Opts {
     on_target_delete: &'static str,
@@ -196,6 +203,11 @@ async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothi
     assert!(expected.len() > 400, "a meaningful set: {}", expected.len());
     assert!(expected.iter().any(|i| matches!(i.start, T::Day(_))));
     assert_no_duplicates(&e, "first mirror");
+    let golden = check_golden(&e);
+    assert!(
+        golden.iter().any(|c| c == "dst_later_occurrences"),
+        "golden cases checked: {golden:?}"
+    );
 
     let writes = e.write_count();
     let calls_before = e.calls().len();

@@ -127,34 +127,22 @@ fn url_of<'a>(list: &'a [serde_json::Value], name: &str, calendar: &str) -> &'a 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_subscribers_expand_the_feishu_instances_of_every_golden_case() {
     let emu = crate::feishu::emulator().await;
-    // The golden mapping cases, and the feed-only cases of
-    // tests/feed-clients/cases (series whose later occurrences fall in a
-    // repeated or skipped hour: what `ics::exact` writes for subscribers).
-    let golden_dir = repo("crates/bridge-core/tests/golden");
-    let feed_dir = repo("tests/feed-clients/cases");
-    let golden = |case: &str| -> PathBuf {
-        let own = feed_dir.join(case);
-        if own.exists() {
-            own
-        } else {
-            golden_dir.join(case)
-        }
-    };
+    let golden = repo("crates/bridge-core/tests/golden");
     let mut cases: Vec<(String, String, String)> = Vec::new(); // (case, calendar, privacy)
-    let mut names: Vec<String> = [&golden_dir, &feed_dir]
-        .into_iter()
-        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+    let mut names: Vec<String> = std::fs::read_dir(&golden)
+        .unwrap()
+        .flatten()
         .filter(|e| e.path().join("expected.json").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     for case in names {
         let input = bridge_core::input::parse_events(
-            &std::fs::read_to_string(golden(&case).join("input.json")).unwrap(),
+            &std::fs::read_to_string(golden.join(&case).join("input.json")).unwrap(),
         )
         .unwrap();
         let expected: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(golden(&case).join("expected.json")).unwrap(),
+            &std::fs::read_to_string(golden.join(&case).join("expected.json")).unwrap(),
         )
         .unwrap();
         let cal = emu.create_calendar(&case);
@@ -222,7 +210,7 @@ async fn real_subscribers_expand_the_feishu_instances_of_every_golden_case() {
             serde_json::json!({
                 "case": case,
                 "url": url_of(&list, feed, cal),
-                "expected": golden(case).join("expected.json"),
+                "expected": golden.join(case).join("expected.json"),
             })
         })
         .collect();

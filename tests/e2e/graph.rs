@@ -309,6 +309,7 @@ async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_not
         "exception_moved_renamed",
         "exception_without_master",
         "dst_fall_back_second",
+        "dst_later_occurrences",
     ] {
         assert!(
             golden.iter().any(|c| c == case),

@@ -37,6 +37,10 @@
 //! and only series whose zone changes offset between their start and the
 //! horizon. Beyond it readers get the wall-clock form alone (RFC 5545 exact;
 //! ical.js and khal may misplace occurrences in a repeated or skipped hour).
+//!
+//! The Microsoft replicas (EWS, Graph) use the same [`exact_series`] and
+//! [`horizon`] for the same problem: Exchange generates each occurrence
+//! itself from the wall-clock pattern (`bridge_sinks::microsoft::exact`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -64,6 +68,10 @@ pub fn horizon(dtstamp: i64) -> i64 {
 pub struct Occurrence {
     /// As the rule generates it (may be inside a gap).
     pub wall: NaiveDateTime,
+    /// Its 0-based position among the rule's generated occurrences (the
+    /// first is the master's own start), cancelled ones included: what
+    /// Exchange calls its `InstanceIndex` minus one.
+    pub index: usize,
     /// The override: the master's content at Feishu's instants, in UTC.
     pub event: CanonicalEvent,
 }
@@ -406,7 +414,11 @@ fn exact_series_by(
             event.end = EventTime::Utc(at + length);
             event.rrule = None;
             event.rrule_bound = None;
-            out.occurrences.push(Occurrence { wall, event });
+            out.occurrences.push(Occurrence {
+                wall,
+                index: i,
+                event,
+            });
         }
     }
     Some(out)
@@ -457,6 +469,7 @@ mod tests {
         // Nov 1 01:30 is repeated: read as the first (05:30Z), 30 minutes.
         let walls: Vec<_> = a.occurrences.iter().map(|o| o.wall).collect();
         assert_eq!(walls, [wall("2026-11-01T01:30")]);
+        assert_eq!(a.occurrences[0].index, 2);
         let o = &a.occurrences[0].event;
         assert_eq!(o.start, EventTime::Utc(1_793_511_000));
         assert_eq!(o.end, EventTime::Utc(1_793_511_000 + 1800));
