@@ -347,7 +347,7 @@ impl Sessions {
                 _ => return Outcome::Answer(sent.answer),
             }
         }
-        for _ in 0..HANDSHAKES {
+        for handshake in 0..HANDSHAKES {
             let first = send(Some(negotiate())).await;
             let a = match first.answer {
                 Ok(a) if a.status == 401 => a,
@@ -369,8 +369,13 @@ impl Sessions {
                 Err(e) => return Outcome::Protocol(e),
             };
             // Let the first connection go back to the session's pool before
-            // the AUTHENTICATE asks it for one.
-            tokio::task::yield_now().await;
+            // the AUTHENTICATE asks it for one. That happens on hyper's
+            // connection task, which a busy runtime may not have run yet: a
+            // handshake that lost that race waits longer the next time.
+            match handshake {
+                0 => tokio::task::yield_now().await,
+                n => tokio::time::sleep(Duration::from_millis(if n == 1 { 5 } else { 50 })).await,
+            }
             let second = send(Some(token)).await;
             if first.conn.is_some() && second.conn.is_some() && first.conn != second.conn {
                 tracing::debug!(
