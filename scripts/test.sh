@@ -12,7 +12,8 @@ if [ ! -x "$PYENV/bin/python" ]; then
 fi
 "$PYENV/bin/pip" install --quiet --disable-pip-version-check -r tests/crosscheck/requirements.txt \
     -r tests/feed-clients/requirements.txt \
-    -r tests/ews-schema/requirements.txt
+    -r tests/ews-schema/requirements.txt \
+    -r tests/ntlm-client/requirements.txt
 
 # Real feed subscribers for tests/e2e/feeds.rs: vdirsyncer + khal (pip, above) and
 # Mozilla's ical.js under Node (npm, pinned, into target/node).
@@ -22,6 +23,7 @@ if [ ! -f target/node/node_modules/ical.js/package.json ]; then
     (cd target/node && npm install --silent --no-audit --no-fund ical.js@2.2.1)
 fi
 # (tests/ews-schema/requirements.txt: lxml, which validates every EWS request the tests capture.)
+# (tests/ntlm-client/requirements.txt: requests_ntlm, an independent NTLM client for the EWS emulator.)
 
 cargo test --workspace --locked
 "$PYENV/bin/python" tests/crosscheck/check_ics.py

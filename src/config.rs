@@ -639,7 +639,7 @@ fn read_sinks(
             None => {
                 let known: Vec<String> = crate::sinks::KINDS
                     .iter()
-                    .map(|(k, _)| format!("{k:?}"))
+                    .map(|k| format!("{:?}", k.name))
                     .collect();
                 problems.push(format!(
                     "{path}.kind: missing (one of {})",
@@ -957,12 +957,11 @@ mod google_tests {
     fn google_sinks(l: &Loaded) -> Vec<Indexed<'_>> {
         l.sinks
             .iter()
-            .filter_map(|c| match &c.target {
-                Target::Google(g) => Some(Indexed {
+            .filter_map(|c| {
+                Some(Indexed {
                     index: c.index,
-                    sink: g,
-                }),
-                _ => None,
+                    sink: c.target.downcast::<google::config::Validated>()?,
+                })
             })
             .collect()
     }

@@ -2,115 +2,69 @@
 //!
 //! Each kind is a module of `bridge-sinks` that owns its TOML table, its
 //! validation (every problem with its key path), construction, health check,
-//! its `status` line and, optionally, authorization (the traits
-//! `TargetToml` and `ValidatedTarget`). This file holds the list of kinds
-//! and the few matches that need the concrete sink types (reading, building,
-//! the token hand-over); nothing else in the binary names a kind. Every
-//! match is exhaustive, so the compiler lists what a new kind must add.
+//! its `status` and `explain` lines, its `init` starter and, optionally,
+//! authorization and the token hand-over (the traits `TargetToml`,
+//! `ValidatedTarget` and `BuiltTarget`). A kind is one line of [`KINDS`];
+//! nothing else in the binary names a kind.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 use bridge_engine::Sink;
 use bridge_sinks::config::{
-    Authorization, Check, Ctx, StoredToken, TargetToml, TokenRefused, ValidatedTarget,
+    Authorization, BuildEnv, BuiltTarget, Check, Ctx, StoredToken, TargetToml, TokenRefused,
+    ValidatedTarget,
 };
 use bridge_sinks::{ews, feed, google, graph, ics};
 use bridge_store::Store;
 
-/// Every kind: its `kind` name, and whether `auth <kind>` applies to it.
-pub(crate) const KINDS: &[(&str, bool)] = &[
-    ("ics", false),
-    ("google", true),
-    ("feed", false),
-    ("graph", true),
-    ("ews", false),
+/// Every kind, in the order `init` and the error messages list them.
+pub(crate) const KINDS: &[Kind] = &[
+    kind::<ics::config::Config>(),
+    kind::<google::config::Config>(),
+    kind::<feed::config::Config>(),
+    kind::<graph::config::Config>(),
+    kind::<ews::config::Config>(),
 ];
+
+/// One kind of target: what its module declares, and how its table is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kind {
+    /// Its `kind` name.
+    pub(crate) name: &'static str,
+    /// Whether `auth <kind>` applies to it.
+    pub(crate) auth: bool,
+    /// The commented `[[sinks]]` table `init` writes.
+    pub(crate) starter: &'static str,
+    read: fn(toml::Value, &Ctx<'_>, &mut Vec<String>) -> Option<Target>,
+}
+
+/// The registry entry of the kind whose table is `C`.
+pub(crate) const fn kind<C: TargetToml>() -> Kind {
+    Kind {
+        name: C::KIND,
+        auth: C::AUTH,
+        starter: C::STARTER,
+        read: validate::<C>,
+    }
+}
 
 /// The commented `[[sinks]]` table `init` writes for `kind`.
 pub(crate) fn starter(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "ics" => {
-            r#"[[sinks]]
-kind = "ics"
-dir = "out/ics"                   # one .ics file per calendar, replaced atomically
-privacy = "full"                  # full | redacted | busy
-"#
-        }
-        "google" => {
-            r#"[[sinks]]
-kind = "google"
-name = "google"                   # sink id "google:google"
-calendar_id = "primary"           # or create_calendars = true
-client_id = "replace-me.apps.googleusercontent.com"   # an OAuth client of type "Desktop app"
-client_secret = "replace-me"      # then: feishu-bridge auth google
-privacy = "full"                  # full | redacted | busy
-# on_target_delete = "restore"    # or "respect"
-"#
-        }
-        "feed" => {
-            r#"[[sinks]]
-kind = "feed"
-name = "team"                     # sink id "feed:team"; served at /feeds/<secret>.ics by `run`
-calendars = "all"                 # or a list of calendar ids
-privacy = "busy"                  # full | redacted | busy
-# combine = true                  # one feed of all its calendars
-"#
-        }
-        "graph" => {
-            r#"[[sinks]]
-kind = "graph"
-name = "exchange"                 # sink id "graph:exchange"
-tenant_id = "replace-me"          # Entra ID tenant (directory) id
-client_id = "replace-me"          # app registration with Calendars.ReadWrite (application)
-client_secret = "replace-me"      # or certificate_file + private_key_file
-mailbox = "someone@example.com"   # user id or UPN whose calendar receives the mirror
-calendar = "primary"              # or a calendar name (create_calendar = true creates it)
-privacy = "full"                  # full | redacted | busy
-"#
-        }
-        "ews" => {
-            r#"[[sinks]]
-kind = "ews"
-name = "exchange"                 # sink id "ews:exchange"
-url = "https://mail.example.com/EWS/Exchange.asmx"
-mailbox = "replace-me@example.com"   # whose calendar receives the mirror
-auth = "basic"                    # basic | oauth (client credentials; needs impersonation = true)
-username = "replace-me"           # a service account with the ApplicationImpersonation role
-password = "replace-me"           # or password_file = "ews-password"
-impersonation = true
-privacy = "full"                  # full | redacted | busy
-# on_target_delete = "restore"    # or "respect"
-"#
-        }
-        _ => return None,
-    })
+    KINDS.iter().find(|k| k.name == kind).map(|k| k.starter)
 }
 
-/// A validated target, by kind.
+/// A validated target, of any kind.
 #[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Ics(ics::config::Validated),
-    Google(Box<google::config::Validated>),
-    Feed(feed::config::Validated),
-    Graph(Box<graph::config::Validated>),
-    Ews(Box<ews::config::Validated>),
-}
+pub(crate) struct Target(Arc<dyn ValidatedTarget>);
 
 /// A built sink, with what its kind needs later (the token hand-over).
 #[derive(Debug, Clone)]
-pub(crate) enum Handle {
-    Ics(Arc<ics::IcsSink>),
-    Google {
-        sink: Arc<google::GoogleSink>,
-        config: Box<google::config::Validated>,
-    },
-    Feed(Arc<feed::FeedSink>),
-    Graph {
-        sink: Arc<graph::GraphSink>,
-        config: Box<graph::config::Validated>,
-    },
-    Ews(Arc<ews::EwsSink>),
+pub(crate) struct Handle {
+    built: Arc<dyn BuiltTarget>,
+    /// Where the store keeps its token (kinds that keep one).
+    token_name: Option<String>,
 }
 
 /// Reads the table of `kind` (without its `kind` key) with its module's
@@ -121,49 +75,55 @@ pub(crate) fn read(
     ctx: &Ctx<'_>,
     problems: &mut Vec<String>,
 ) -> Option<Target> {
-    Some(match kind {
-        "ics" => Target::Ics(validate::<ics::config::Config>(table, ctx, problems)?),
-        "google" => Target::Google(Box::new(validate::<google::config::Config>(
-            table, ctx, problems,
-        )?)),
-        "feed" => Target::Feed(validate::<feed::config::Config>(table, ctx, problems)?),
-        "graph" => Target::Graph(Box::new(validate::<graph::config::Config>(
-            table, ctx, problems,
-        )?)),
-        "ews" => Target::Ews(Box::new(validate::<ews::config::Config>(
-            table, ctx, problems,
-        )?)),
-        other => {
-            let known: Vec<String> = KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
+    read_in(KINDS, kind, table, ctx, problems)
+}
+
+fn read_in(
+    kinds: &[Kind],
+    kind: &str,
+    table: toml::Value,
+    ctx: &Ctx<'_>,
+    problems: &mut Vec<String>,
+) -> Option<Target> {
+    match kinds.iter().find(|k| k.name == kind) {
+        Some(k) => (k.read)(table, ctx, problems),
+        None => {
+            let known: Vec<String> = kinds.iter().map(|k| format!("{:?}", k.name)).collect();
             problems.push(format!(
-                "{}: {other:?} is not a sink kind (one of {})",
+                "{}: {kind:?} is not a sink kind (one of {})",
                 ctx.key("kind"),
                 known.join(", ")
             ));
-            return None;
+            None
         }
-    })
+    }
 }
 
 fn validate<C: TargetToml>(
     table: toml::Value,
     ctx: &Ctx<'_>,
     problems: &mut Vec<String>,
-) -> Option<C::Validated> {
+) -> Option<Target> {
     let config: C = crate::config::read_table(table, ctx.prefix(), problems)?;
-    config.validate(ctx).map_err(|p| problems.extend(p)).ok()
+    match config.validate(ctx) {
+        Ok(v) => Some(Target(Arc::new(v))),
+        Err(p) => {
+            problems.extend(p);
+            None
+        }
+    }
 }
 
 impl Target {
     /// What every kind answers through its module.
     pub(crate) fn config(&self) -> &dyn ValidatedTarget {
-        match self {
-            Self::Ics(c) => c,
-            Self::Google(c) => c.as_ref(),
-            Self::Feed(c) => c,
-            Self::Graph(c) => c.as_ref(),
-            Self::Ews(c) => c.as_ref(),
-        }
+        self.0.as_ref()
+    }
+
+    /// Its module's own validated value (`None` for another kind).
+    #[cfg(test)]
+    pub(crate) fn downcast<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
     }
 
     pub(crate) fn kind(&self) -> &'static str {
@@ -196,7 +156,7 @@ impl Target {
     }
 
     /// The token its kind keeps, read from `store`.
-    async fn stored_token(&self, store: &Store) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn stored_token(&self, store: &Store) -> anyhow::Result<Option<String>> {
         match self.config().token_name() {
             Some(name) => store
                 .get_token(&name)
@@ -206,47 +166,38 @@ impl Target {
         }
     }
 
-    /// The sink, by its module. A sink without the credentials it needs is
-    /// built paused. Feeds publish into `feeds`, the book the daemon
-    /// serves, and keep their bodies in `feeds/<name>/` next to the store.
+    /// The sink, by its module, with its state in `store` under its id. A
+    /// sink without the credentials it needs is built paused. Feeds publish
+    /// into `feeds`, the book the daemon serves, and keep their bodies in
+    /// `feeds/<name>/` next to the store.
     pub(crate) async fn build(
         &self,
         store: &Store,
         feeds: &Arc<feed::FeedBook>,
     ) -> anyhow::Result<Handle> {
-        let token = self.stored_token(store).await?;
-        Ok(match self {
-            Self::Ics(c) => Handle::Ics(Arc::new(c.build())),
-            Self::Google(c) => Handle::Google {
-                sink: Arc::new(c.build(
-                    c.credentials(token.as_deref()),
-                    Arc::new(bridge_engine::SinkState::new(store.clone(), c.id.clone())),
-                )),
-                config: c.clone(),
-            },
-            Self::Feed(c) => {
-                let dir = store
-                    .path()
-                    .parent()
-                    .unwrap_or(std::path::Path::new("."))
-                    .join("feeds")
-                    .join(&c.name);
-                Handle::Feed(Arc::new(c.build(
-                    Arc::new(bridge_engine::SinkState::new(store.clone(), c.id())),
-                    feeds.clone(),
-                    Some(dir),
-                )))
-            }
-            Self::Graph(c) => Handle::Graph {
-                sink: Arc::new(c.build(
-                    token.as_deref(),
-                    Arc::new(bridge_engine::SinkState::new(store.clone(), c.id.clone())),
-                )),
-                config: c.clone(),
-            },
-            Self::Ews(c) => Handle::Ews(Arc::new(c.build().with_state(Arc::new(
-                bridge_engine::SinkState::new(store.clone(), c.id.clone()),
-            )))),
+        let env = self.build_env(store, feeds).await?;
+        Ok(Handle {
+            built: self.config().build(env),
+            token_name: self.config().token_name(),
+        })
+    }
+
+    /// What [`Target::build`] hands its module: the sink's state in `store`
+    /// under its id, its stored token, `feeds`, the store's directory.
+    pub(crate) async fn build_env(
+        &self,
+        store: &Store,
+        feeds: &Arc<feed::FeedBook>,
+    ) -> anyhow::Result<BuildEnv> {
+        Ok(BuildEnv {
+            state: Arc::new(bridge_engine::SinkState::new(store.clone(), self.id())),
+            token: self.stored_token(store).await?,
+            feeds: feeds.clone(),
+            data_dir: store
+                .path()
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_owned(),
         })
     }
 
@@ -267,13 +218,12 @@ impl Target {
 
 impl Handle {
     pub(crate) fn sink(&self) -> Arc<dyn Sink> {
-        match self {
-            Self::Ics(s) => s.clone(),
-            Self::Google { sink, .. } => sink.clone(),
-            Self::Feed(s) => s.clone(),
-            Self::Graph { sink, .. } => sink.clone(),
-            Self::Ews(s) => s.clone(),
-        }
+        self.built.sink()
+    }
+
+    /// What its module built.
+    pub(crate) fn built(&self) -> Arc<dyn BuiltTarget> {
+        self.built.clone()
     }
 
     pub(crate) fn id(&self) -> String {
@@ -281,11 +231,8 @@ impl Handle {
     }
 
     /// The feed sink, for kind "feed".
-    pub(crate) fn feed(&self) -> Option<&Arc<feed::FeedSink>> {
-        match self {
-            Self::Feed(s) => Some(s),
-            _ => None,
-        }
+    pub(crate) fn feed(&self) -> Option<Arc<feed::FeedSink>> {
+        self.built.feed()
     }
 
     /// Why the sink is paused, if it is.
@@ -295,42 +242,149 @@ impl Handle {
 
     /// The target's API calls by endpoint template and HTTP status, for
     /// `/metrics` (kinds without an API: none).
-    pub(crate) fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
-        match self {
-            Self::Google { sink, .. } => sink.calls(),
-            Self::Graph { sink, .. } => sink.calls(),
-            Self::Ews(s) => s.calls(),
-            Self::Ics(_) | Self::Feed(_) => Default::default(),
-        }
+    pub(crate) fn calls(&self) -> BTreeMap<(String, u16), u64> {
+        self.built.calls()
     }
 
     /// The daemon's token hand-over (`auth <kind>` while the daemon holds
     /// the store): the token is checked, stored, and given to the sink,
     /// which resumes if it was paused for authorization.
     pub(crate) async fn hand_over(&self, store: &Store, token: &str) -> Result<(), TokenRefused> {
-        match self {
-            Self::Google { sink, config } => {
-                let creds = config.check_token(token)?;
-                let name = google::token_name(&config.id);
-                store
-                    .put_token(&name, token)
-                    .await
-                    .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
-                google::authorize::take_token(sink, creds)
-            }
-            Self::Graph { sink, config } => {
-                let creds = config.check_token(token)?;
-                let name = graph::token_name(&config.id);
-                store
-                    .put_token(&name, token)
-                    .await
-                    .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
-                graph::authorize::take_token(sink, config, creds)
-            }
-            other => Err(TokenRefused::NotUsed(format!(
-                "sink {} takes no token",
-                other.id()
-            ))),
+        let take = self.built.check_token(token)?;
+        let name = self
+            .token_name
+            .as_deref()
+            .ok_or_else(|| TokenRefused::NotUsed(format!("sink {} keeps no token", self.id())))?;
+        store
+            .put_token(name, token)
+            .await
+            .map_err(|e| TokenRefused::Failed(format!("cannot store the token: {e}")))?;
+        take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bridge_sinks::memory;
+
+    use super::*;
+
+    fn ctx_read(
+        kinds: &[Kind],
+        text: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<(String, Option<Target>)> {
+        let mut table: toml::Table = toml::from_str(text).ok()?;
+        let Some(toml::Value::String(kind)) = table.remove("kind") else {
+            return None;
+        };
+        let no_files = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let ctx = Ctx::new("sinks[0]", Path::new("/etc/fb"), &no_files);
+        let target = read_in(kinds, &kind, toml::Value::Table(table), &ctx, problems);
+        Some((kind, target))
+    }
+
+    /// A kind written only as a module implementing the traits (the
+    /// in-memory replica) is added by one registry line: its table is read
+    /// and validated, it is built on the store and written to.
+    #[tokio::test]
+    async fn a_kind_is_one_registry_line() {
+        const WITH_MEMORY: &[Kind] = &[kind::<memory::config::Config>()];
+        let k = &WITH_MEMORY[0];
+        assert_eq!((k.name, k.auth), ("memory", false));
+        assert!(k.starter.contains("kind = \"memory\""));
+
+        let mut problems = Vec::new();
+        let (_, target) = ctx_read(
+            WITH_MEMORY,
+            "kind = \"memory\"\nname = \"t\"\nprivacy = \"full\"\n",
+            &mut problems,
+        )
+        .unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let target = target.unwrap();
+        assert_eq!(
+            (target.kind(), target.id(), target.name()),
+            ("memory", "memory:t".to_owned(), Some("t"))
+        );
+        assert_eq!(target.describe(), "in-memory replica t, privacy full");
+        assert_eq!(
+            target
+                .downcast::<memory::config::Validated>()
+                .map(|v| v.privacy),
+            Some(bridge_core::Privacy::Full)
+        );
+
+        let store = Store::in_memory().await.unwrap();
+        let handle = target.build(&store, &feed::FeedBook::new()).await.unwrap();
+        assert_eq!(handle.id(), "memory:t");
+        assert!(handle.paused().is_none() && handle.feed().is_none());
+        assert!(handle.calls().is_empty());
+        assert_eq!(
+            handle.hand_over(&store, "{}").await,
+            Err(TokenRefused::NotUsed("sink memory:t takes no token".into()))
+        );
+        let sink = handle.sink();
+        let bridge_engine::Target::Replica(replica) = sink.target() else {
+            panic!("the memory kind is a replica");
+        };
+        let key = bridge_core::EventKey::new("u1", 0).unwrap();
+        let ops = [bridge_engine::SeriesOps {
+            uid: "u1",
+            series: None,
+            ops: vec![bridge_core::plan::Op::Create(key)],
+        }];
+        let out = replica
+            .apply(bridge_engine::ReplicaInput {
+                calendar: &bridge_engine::CalendarMeta {
+                    id: "cal1".into(),
+                    name: "Team".into(),
+                    timezone: None,
+                },
+                series: &[],
+                ops: &ops,
+                records: &Default::default(),
+                now: 0,
+            })
+            .await;
+        assert_eq!(out[0].items[0].result.as_ref().unwrap().id, "m1");
+
+        // Its problems and the unknown kinds are reported as for any kind.
+        let mut problems = Vec::new();
+        ctx_read(
+            WITH_MEMORY,
+            "kind = \"memory\"\nname = \"a b\"\n",
+            &mut problems,
+        );
+        ctx_read(WITH_MEMORY, "kind = \"ics\"\ndir = \"x\"\n", &mut problems);
+        assert_eq!(
+            problems,
+            [
+                "sinks[0].name: \"a b\" is not a usable name (letters, digits, '-', '_', '.')",
+                "sinks[0].kind: \"ics\" is not a sink kind (one of \"memory\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_with_its_starter() {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        assert_eq!(names, ["ics", "google", "feed", "graph", "ews"]);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+        for k in KINDS {
+            assert_eq!(starter(k.name), Some(k.starter));
+            assert!(
+                k.starter.contains(&format!("kind = {:?}", k.name)),
+                "{}",
+                k.name
+            );
         }
+        let auth: Vec<&str> = KINDS.iter().filter(|k| k.auth).map(|k| k.name).collect();
+        assert_eq!(auth, ["google", "graph"]);
+        assert_eq!(starter("caldav"), None);
     }
 }

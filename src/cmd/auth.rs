@@ -49,7 +49,7 @@ pub(crate) struct Args {
 
 /// `feishu` and every kind of sink with an authorization capability.
 fn services() -> clap::builder::PossibleValuesParser {
-    let kinds = KINDS.iter().filter(|(_, auth)| *auth).map(|(k, _)| *k);
+    let kinds = KINDS.iter().filter(|k| k.auth).map(|k| k.name);
     clap::builder::PossibleValuesParser::new(std::iter::once("feishu").chain(kinds))
 }
 

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -111,16 +112,12 @@ pub(crate) async fn lines(handles: &[Handle], base: &str) -> anyhow::Result<Vec<
 }
 
 /// The feed sink named `name` among `handles`.
-pub(crate) fn find<'a>(handles: &'a [Handle], name: &str) -> anyhow::Result<&'a FeedSink> {
-    let feeds: Vec<&FeedSink> = handles
-        .iter()
-        .filter_map(Handle::feed)
-        .map(AsRef::as_ref)
-        .collect();
+pub(crate) fn find(handles: &[Handle], name: &str) -> anyhow::Result<Arc<FeedSink>> {
+    let feeds: Vec<Arc<FeedSink>> = handles.iter().filter_map(Handle::feed).collect();
     feeds
         .iter()
         .find(|f| f.name() == name)
-        .copied()
+        .cloned()
         .ok_or_else(|| {
             let names: Vec<&str> = feeds.iter().map(|f| f.name()).collect();
             anyhow::anyhow!(

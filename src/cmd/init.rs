@@ -52,7 +52,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     for kind in &kinds {
         let starter = crate::sinks::starter(kind).ok_or_else(|| {
-            let known: Vec<&str> = crate::sinks::KINDS.iter().map(|(k, _)| *k).collect();
+            let known: Vec<&str> = crate::sinks::KINDS.iter().map(|k| k.name).collect();
             anyhow::anyhow!(
                 "--sink {kind:?} is not a sink kind (one of {})",
                 known.join(", ")

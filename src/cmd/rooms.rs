@@ -15,13 +15,14 @@ use bridge_rooms::{
     AdminDecision, BusyFn, Mapping, ProjectionRoom, ReplicaRoom, RoomCalendar, RoomView, Rooms,
     Selector, Settings,
 };
+use bridge_sinks::config::{RoomEnv, RoomTarget};
 use bridge_store::Store;
 use serde_json::{Value, json};
 
 use crate::app;
 use crate::config::Loaded;
 use crate::config::rooms::{RoomMap, RoomSelector};
-use crate::sinks::{Handle, Target};
+use crate::sinks::Handle;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -115,144 +116,38 @@ async fn target(
     i: usize,
 ) -> anyhow::Result<Arc<dyn RoomCalendar>> {
     let configured = &loaded.sinks[i].target;
-    let token = match configured.config().token_name() {
-        Some(name) => store
-            .get_token(&name)
-            .await
-            .with_context(|| format!("cannot read the token {name} from the store"))?,
-        None => None,
+    let id = configured.id();
+    // Validation guarantees it for the kinds that need it.
+    let place = m.mailbox.as_deref().or(m.calendar_id.as_deref());
+    let env = RoomEnv {
+        sink: configured
+            .build_env(store, &bridge_sinks::feed::FeedBook::new())
+            .await?,
+        running: handles.iter().find(|h| h.id() == id).map(Handle::built),
+        room_state: room_state(
+            store,
+            &match place {
+                Some(p) => format!("{id}/{p}"),
+                None => id.clone(),
+            },
+        ),
     };
-    // Validation guarantees these for the kinds that need them.
-    let place = || {
-        m.mailbox
-            .clone()
-            .or_else(|| m.calendar_id.clone())
-            .with_context(|| format!("{}: no mailbox or calendar_id", m.label))
-    };
-    Ok(match configured {
-        Target::Ics(c) => {
-            // The room's file: busy-only whatever the sink's privacy.
-            let sink = bridge_sinks::ics::IcsSink::new(&c.dir, bridge_core::Privacy::Busy);
-            Arc::new(ProjectionRoom::new(
-                Arc::new(sink),
-                format!("busy-only ICS file in {}", c.dir.display()),
-            ))
-        }
-        Target::Feed(c) => {
-            let feed = match handles
-                .iter()
-                .filter_map(Handle::feed)
-                .find(|f| f.name() == c.name)
-            {
-                Some(f) => f.clone(),
-                None => {
-                    let h = configured
-                        .build(store, &bridge_sinks::feed::FeedBook::new())
-                        .await?;
-                    h.feed()
-                        .cloned()
-                        .context("a feed sink built as another kind")?
-                }
-            };
-            Arc::new(ProjectionRoom::new(
-                feed,
-                format!(
-                    "busy-only feed {:?}, one address per room (`feeds list`, calendar = the room id)",
-                    c.name
-                ),
-            ))
-        }
-        Target::Google(c) => {
-            let calendar = place()?;
-            let mut rc = (**c).clone();
-            rc.calendar_id = Some(calendar.clone());
-            let creds = rc.credentials(token.as_deref());
-            let client = creds
-                .clone()
-                .map(|cr| bridge_sinks::google::GoogleClient::new(rc.client.clone(), cr))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?;
-            let cal = calendar.clone();
-            let busy = BusyFn::new("Google freeBusy", move |from, to| {
-                let (client, cal) = (client.clone(), cal.clone());
-                Box::pin(async move {
-                    let client = client.ok_or(
-                        "the Google sink is not authorized (run `feishu-bridge auth google`)",
-                    )?;
-                    bridge_sinks::google::freebusy::busy(&client, &cal, from, to)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            });
-            let sink = rc.build(creds, room_state(store, &format!("{}/{calendar}", c.id)));
-            Arc::new(ReplicaRoom::new(
-                Arc::new(sink),
-                room_state(store, &c.id),
-                Some(Arc::new(busy)),
-                format!("Google calendar {calendar:?} of {}", c.id),
-            ))
-        }
-        Target::Ews(c) => {
-            let mailbox = place()?;
-            let mut rc = (**c).clone();
-            rc.client.mailbox = mailbox.clone();
-            let client = Arc::new(
-                bridge_sinks::ews::client::EwsClient::new(
-                    rc.client.clone(),
-                    rc.credentials.clone(),
-                )
-                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?,
-            );
-            let room = mailbox.clone();
-            let busy = BusyFn::new("EWS GetUserAvailability", move |from, to| {
-                let (client, room) = (client.clone(), room.clone());
-                Box::pin(async move {
-                    bridge_sinks::ews::availability::busy(&client, &room, from, to)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            });
-            Arc::new(ReplicaRoom::new(
-                Arc::new(rc.build()),
-                room_state(store, &c.id),
-                Some(Arc::new(busy)),
-                format!("room mailbox {mailbox} through {}", c.id),
-            ))
-        }
-        Target::Graph(c) => {
-            let mailbox = place()?;
-            let mut rc = (**c).clone();
-            rc.mailbox = mailbox.clone();
-            // A room's availability is its default calendar.
-            rc.calendar = bridge_sinks::graph::sink::TargetCalendar::Primary;
-            let sink = rc.build(
-                token.as_deref(),
-                room_state(store, &format!("{}/{mailbox}", c.id)),
-            );
-            let client = rc
-                .credentials(token.as_deref())
-                .map(|cr| rc.client(cr, None))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?;
-            let room = mailbox.clone();
-            let busy = BusyFn::new("Graph getSchedule", move |from, to| {
-                let (client, room) = (client.clone(), room.clone());
-                Box::pin(async move {
-                    let client = client.ok_or(
-                        "the Graph sink is not authorized (run `feishu-bridge auth graph`)",
-                    )?;
-                    bridge_sinks::graph::schedule::busy(&client, &room, from, to)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            });
-            Arc::new(ReplicaRoom::new(
-                Arc::new(sink),
-                room_state(store, &c.id),
-                Some(Arc::new(busy)),
-                format!("room mailbox {mailbox} through {}", c.id),
-            ))
-        }
+    let room = configured
+        .config()
+        .room(env, place)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", m.label))?;
+    Ok(match room {
+        RoomTarget::Projection { target, what } => Arc::new(ProjectionRoom::new(target, what)),
+        RoomTarget::Replica {
+            replica,
+            busy,
+            what,
+        } => Arc::new(ReplicaRoom::new(
+            replica,
+            room_state(store, &id),
+            busy.map(|b| Arc::new(BusyFn::new(b.what, move |from, to| (b.f)(from, to))) as _),
+            what,
+        )),
     })
 }
 

@@ -9,7 +9,9 @@
 
 #![cfg(feature = "demo")]
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -45,24 +47,132 @@ pub(crate) struct Args {
     events: usize,
 }
 
-/// The target emulators the sandbox runs.
-struct Targets<'a> {
-    google: &'a GoogleEmulator,
-    gcal: &'a str,
-    ews: &'a EwsEmulator,
-    graph: &'a GraphEmulator,
+/// A target emulator the sandbox runs: the `[[sinks]]` table that points a
+/// sink at it, its line of the banner, and how it stops.
+struct Running {
+    table: String,
+    banner: String,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+type Start = fn(PathBuf) -> Pin<Box<dyn Future<Output = anyhow::Result<Running>> + Send>>;
+
+/// The target emulators the sandbox runs, one line each; their sinks go
+/// between the ICS and the feed sinks, in this order.
+const TARGETS: &[Start] = &[
+    |dir| Box::pin(google(dir)),
+    |dir| Box::pin(ews(dir)),
+    |dir| Box::pin(graph(dir)),
+];
+
+/// Google: a service account acting for the calendar owner; its key is
+/// written into `dir`.
+async fn google(dir: PathBuf) -> anyhow::Result<Running> {
+    let google = GoogleEmulator::start(GoogleConfig {
+        rate_limit: None,
+        ..GoogleConfig::default()
+    })
+    .await
+    .context("cannot start the Google emulator")?;
+    google.add_user(GOOGLE_OWNER);
+    let gcal = google.create_calendar(GOOGLE_OWNER, "Feishu mirror");
+    std::fs::write(
+        dir.join("google-service-account.json"),
+        serde_json::to_vec_pretty(&google.service_account_key_json())?,
+    )?;
+    Ok(Running {
+        table: format!(
+            r#"[[sinks]]
+kind = "google"
+name = "sandbox"
+calendar_id = "{gcal}"
+service_account_key_file = "google-service-account.json"
+subject = "{GOOGLE_OWNER}"
+base_url = "{gbase}"
+token_url = "{gtoken}"
+auth_url = "{gauth}"
+requests_per_second = 0.0
+"#,
+            gbase = google.base_url(),
+            gtoken = google.token_url(),
+            gauth = google.auth_url(),
+        ),
+        banner: format!("Google (emulated)  {}   calendar {gcal}", google.base_url()),
+        stop: Box::pin(google.shutdown()),
+    })
+}
+
+/// Exchange on premises.
+async fn ews(_dir: PathBuf) -> anyhow::Result<Running> {
+    let ews = EwsEmulator::start(EwsConfig::default())
+        .await
+        .context("cannot start the EWS emulator")?;
+    Ok(Running {
+        table: format!(
+            r#"[[sinks]]
+kind = "ews"                    # Exchange on premises (the emulated EWS endpoint)
+name = "exchange"
+url = "{ews_url}"
+mailbox = "{EWS_MAILBOX}"
+auth = "basic"
+username = "svc-bridge"
+password = "correct horse"
+impersonation = true
+"#,
+            ews_url = ews.ews_url(),
+        ),
+        banner: format!(
+            "EWS (emulated)     {}   mailbox {EWS_MAILBOX}",
+            ews.ews_url()
+        ),
+        stop: Box::pin(ews.shutdown()),
+    })
+}
+
+/// Exchange Online.
+async fn graph(_dir: PathBuf) -> anyhow::Result<Running> {
+    let graph = GraphEmulator::start_with(GraphConfig {
+        rate_limit: None,
+        ..GraphConfig::default()
+    })
+    .await
+    .context("cannot start the Graph emulator")?;
+    graph.add_mailbox(GRAPH_MAILBOX, MailboxAccess::Enabled);
+    Ok(Running {
+        table: format!(
+            r#"[[sinks]]
+kind = "graph"                  # Exchange Online (the emulated Microsoft Graph)
+name = "m365"
+tenant_id = "{TEST_TENANT}"
+client_id = "{TEST_CLIENT_ID}"
+client_secret = "{TEST_CLIENT_SECRET}"
+mailbox = "{GRAPH_MAILBOX}"
+calendar = "Feishu mirror"
+create_calendar = true
+base_url = "{graph_base}"
+token_url = "{graph_token}"
+"#,
+            graph_base = graph.base_url(),
+            graph_token = graph.token_url(),
+        ),
+        banner: format!(
+            "Graph (emulated)   {}   mailbox {GRAPH_MAILBOX}, calendar \"Feishu mirror\"",
+            graph.base_url()
+        ),
+        stop: Box::pin(async move { graph.shutdown().await }),
+    })
 }
 
 fn config_text(
     dir: &Path,
     feishu: &FeishuEmulator,
     calendars: &[&str],
-    t: &Targets<'_>,
+    targets: &[Running],
     listen: &str,
 ) -> String {
-    let (google, gcal) = (t.google, t.gcal);
     let c = feishu.config();
     let list: Vec<String> = calendars.iter().map(|c| format!("{c:?}")).collect();
+    let tables: String = targets.iter().map(|t| format!("\n{}", t.table)).collect();
     format!(
         r#"# Written by `feishu-bridge sandbox` for its emulated tenant ({dir}).
 # Relative paths are relative to this file.
@@ -87,40 +197,7 @@ debounce_ms = 200
 [[sinks]]
 kind = "ics"
 dir = "out/ics"
-
-[[sinks]]
-kind = "google"
-name = "sandbox"
-calendar_id = "{gcal}"
-service_account_key_file = "google-service-account.json"
-subject = "{GOOGLE_OWNER}"
-base_url = "{gbase}"
-token_url = "{gtoken}"
-auth_url = "{gauth}"
-requests_per_second = 0.0
-
-[[sinks]]
-kind = "ews"                    # Exchange on premises (the emulated EWS endpoint)
-name = "exchange"
-url = "{ews_url}"
-mailbox = "{EWS_MAILBOX}"
-auth = "basic"
-username = "svc-bridge"
-password = "correct horse"
-impersonation = true
-
-[[sinks]]
-kind = "graph"                  # Exchange Online (the emulated Microsoft Graph)
-name = "m365"
-tenant_id = "{TEST_TENANT}"
-client_id = "{TEST_CLIENT_ID}"
-client_secret = "{TEST_CLIENT_SECRET}"
-mailbox = "{GRAPH_MAILBOX}"
-calendar = "Feishu mirror"
-create_calendar = true
-base_url = "{graph_base}"
-token_url = "{graph_token}"
-
+{tables}
 [[sinks]]
 kind = "feed"                   # served by `run` at /feeds/<secret>.ics; `feeds list` shows the URLs
 name = "team"
@@ -132,12 +209,6 @@ privacy = "busy"
         app_id = c.app_id,
         app_secret = c.app_secret,
         list = list.join(", "),
-        gbase = google.base_url(),
-        gtoken = google.token_url(),
-        gauth = google.auth_url(),
-        ews_url = t.ews.ews_url(),
-        graph_base = t.graph.base_url(),
-        graph_token = t.graph.token_url(),
     )
 }
 
@@ -183,22 +254,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("cannot start the Feishu emulator")?;
-    let google = GoogleEmulator::start(GoogleConfig {
-        rate_limit: None,
-        ..GoogleConfig::default()
-    })
-    .await
-    .context("cannot start the Google emulator")?;
-    let ews = EwsEmulator::start(EwsConfig::default())
-        .await
-        .context("cannot start the EWS emulator")?;
-    let graph = GraphEmulator::start_with(GraphConfig {
-        rate_limit: None,
-        ..GraphConfig::default()
-    })
-    .await
-    .context("cannot start the Graph emulator")?;
-    graph.add_mailbox(GRAPH_MAILBOX, MailboxAccess::Enabled);
+    let mut targets = Vec::with_capacity(TARGETS.len());
+    for start in TARGETS {
+        targets.push(start(dir.clone()).await?);
+    }
 
     // A tenant: a user with a primary calendar (every mapping case) and a
     // team calendar (sample events around today).
@@ -214,13 +273,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     feishu.subscribe_events(&user, &primary);
     feishu.subscribe_events(&user, &team);
-    google.add_user(GOOGLE_OWNER);
-    let gcal = google.create_calendar(GOOGLE_OWNER, "Feishu mirror");
-
-    std::fs::write(
-        dir.join("google-service-account.json"),
-        serde_json::to_vec_pretty(&google.service_account_key_json())?,
-    )?;
     // The user token `subscribe` and `identity = "user"` would use, as
     // `auth feishu` leaves it.
     let (access, refresh) =
@@ -242,12 +294,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             &dir,
             &feishu,
             &[&primary, &team],
-            &Targets {
-                google: &google,
-                gcal: &gcal,
-                ews: &ews,
-                graph: &graph,
-            },
+            &targets,
             &free_loopback_port()?,
         ),
     )?;
@@ -269,9 +316,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "feishu-bridge sandbox: an emulated tenant is running (Ctrl-C stops it).\n\n\
          Feishu (emulated)  {feishu_url}   user Li Lei, calendars \"Li Lei\" ({primary})\n\
          {pad}   and \"Team calendar\" ({team})\n\
-         Google (emulated)  {google_url}   calendar {gcal}\n\
-         EWS (emulated)     {ews_url}   mailbox {EWS_MAILBOX}\n\
-         Graph (emulated)   {graph_url}   mailbox {GRAPH_MAILBOX}, calendar \"Feishu mirror\"\n\
+         {banners}\
          Configuration      {cfg}\n\n\
          Try, in another terminal:\n\
          \x20 feishu-bridge check     --config {cfg}\n\
@@ -289,9 +334,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
          The emulators' control API: {feishu_url}/_emulator/state (everything), .../calls, .../fail_next (faults).\n\
          ready",
         feishu_url = feishu.base_url(),
-        google_url = google.base_url(),
-        ews_url = ews.ews_url(),
-        graph_url = graph.base_url(),
+        banners = targets
+            .iter()
+            .map(|t| format!("{}\n", t.banner))
+            .collect::<String>(),
         pad = " ".repeat(feishu.base_url().len() + 18),
         ics = dir.join("out/ics").display(),
     );
@@ -301,8 +347,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot wait for Ctrl-C")?;
     println!("stopping the emulators; {} is kept", dir.display());
     feishu.shutdown().await;
-    google.shutdown().await;
-    ews.shutdown().await;
-    graph.shutdown().await;
+    for t in targets {
+        t.stop.await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `[rooms]`: the bridge as a third-party room system (README "Meeting
 //! rooms"). Read on its own after `[[sinks]]`, whose entries `sink` names.
 
+use bridge_sinks::config::{RoomPick, RoomPlace};
 use serde::Deserialize;
 
 use super::{Configured, read_table};
@@ -218,16 +219,7 @@ pub(crate) fn read(
             }
         };
         if let Some(i) = sink {
-            check_target(
-                &label,
-                sinks[i].target.kind(),
-                selector.as_ref(),
-                m,
-                problems,
-            );
-            if let crate::sinks::Target::Feed(f) = &sinks[i].target {
-                check_feed(&label, f, selector.as_ref(), problems);
-            }
+            check_target(&label, &sinks[i].target, selector.as_ref(), m, problems);
             // One room per mailbox or calendar: two rooms in one calendar
             // would read each other's bookings as foreign busy times.
             if let Some(place) = m.mailbox.as_ref().or(m.calendar_id.as_ref()) {
@@ -270,106 +262,66 @@ pub(crate) fn read(
 /// A mapping key and its value.
 type Key<'a> = (&'a str, &'a Option<String>);
 
-/// What a sink kind needs of a room mapping: a Google calendar id, an
-/// EWS or Graph room mailbox, nothing for ICS and feeds (one file or feed
-/// per room); replicas take one room per entry.
+/// What a sink needs of a room mapping, by its module's [`RoomPlace`]: one
+/// file or feed per room (ICS, feeds), or the room's own calendar named by
+/// a key (a Google calendar id, an EWS or Graph room mailbox), one room per
+/// entry; then what its module checks itself.
 fn check_target(
     label: &str,
-    kind: &str,
+    target: &crate::sinks::Target,
     selector: Option<&RoomSelector>,
     m: &MapToml,
     problems: &mut Vec<String>,
 ) {
-    let (needs, unused): (Option<Key<'_>>, Vec<Key<'_>>) = match kind {
-        "ics" | "feed" => (
-            None,
-            vec![("mailbox", &m.mailbox), ("calendar_id", &m.calendar_id)],
-        ),
-        "google" => (
-            Some(("calendar_id", &m.calendar_id)),
-            vec![("mailbox", &m.mailbox)],
-        ),
-        "ews" | "graph" => (
-            Some(("mailbox", &m.mailbox)),
-            vec![("calendar_id", &m.calendar_id)],
-        ),
-        other => {
+    let kind = target.kind();
+    let config = target.config();
+    let pick = selector.map(|s| match s {
+        RoomSelector::Room(r) => RoomPick::Room(r),
+        RoomSelector::Custom(_) | RoomSelector::Level(_) => RoomPick::Other,
+    });
+    let both: [Key<'_>; 2] = [("mailbox", &m.mailbox), ("calendar_id", &m.calendar_id)];
+    let (needs, why) = match config.room_place() {
+        Some(RoomPlace::OfTheSink { why }) => (None, why),
+        Some(RoomPlace::Named { key, why }) => (both.iter().find(|(k, _)| *k == key), why),
+        None => {
             problems.push(format!(
-                    "{label}.sink: room bookings cannot be written to a {other} sink (ics, feed, google, ews or graph)"
-                ));
+                "{label}.sink: room bookings cannot be written to a {kind} sink"
+            ));
             return;
         }
     };
-    let a = if kind.starts_with(['e', 'i']) {
+    let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
         "an"
     } else {
         "a"
     };
-    for (k, v) in unused {
-        if v.is_some() {
-            let what = match kind {
-                "ics" => "the room is one busy-only file in the sink's dir",
-                "feed" => "the room is one busy-only feed of the sink",
-                "google" => "a Google room calendar is named by calendar_id",
-                _ => "a room mailbox is named by mailbox",
-            };
+    for (k, v) in &both {
+        if v.is_some() && needs.is_none_or(|(n, _)| n != k) {
             problems.push(format!(
-                "{label}.{k}: does not apply to {a} {kind} sink ({what})"
+                "{label}.{k}: does not apply to {a} {kind} sink ({why})"
             ));
         }
     }
     let Some((k, v)) = needs else {
+        config.check_room(label, pick, None, problems);
         return;
     };
     match v.as_deref().map(str::trim) {
         None => problems.push(format!(
             "{label}.{k}: required for {a} {kind} sink (the room's {})",
-            if k == "mailbox" {
+            if *k == "mailbox" {
                 "mailbox, e.g. \"room-a@example.com\""
             } else {
                 "calendar id, e.g. \"c_abc@group.calendar.google.com\""
             }
         )),
         Some("") => problems.push(format!("{label}.{k}: empty")),
-        Some(v) if kind == "ews" && !v.contains('@') => problems.push(format!(
-            "{label}.mailbox: {v:?} is not an SMTP address (EWS names a room mailbox by its address)"
-        )),
-        Some(_) => {}
+        Some(v) => config.check_room(label, pick, Some(v), problems),
     }
     if matches!(selector, Some(RoomSelector::Level(_))) {
         problems.push(format!(
             "{label}.level_id: {a} {kind} sink takes one room per entry (its own {k}); use room_id or custom_room_id"
         ));
-    }
-}
-
-/// A room's feed is one address per room of a feed sink: the sink must
-/// publish the room ids (they are the feed's calendar ids) one by one.
-fn check_feed(
-    label: &str,
-    f: &bridge_sinks::feed::config::Validated,
-    selector: Option<&RoomSelector>,
-    problems: &mut Vec<String>,
-) {
-    use bridge_sinks::feed::Calendars;
-    if f.combine {
-        problems.push(format!(
-            "{label}.sink: feed {:?} has combine = true; a room needs a feed of its own (combine = false)",
-            f.name
-        ));
-    }
-    match (&f.calendars, selector) {
-        (Calendars::All, _) | (_, None) => {}
-        (Calendars::List(ids), Some(RoomSelector::Room(r))) if ids.contains(r) => {}
-        (Calendars::List(_), Some(RoomSelector::Room(r))) => problems.push(format!(
-            "{label}.sink: feed {:?} does not publish {r:?}; add the room id to its calendars",
-            f.name
-        )),
-        (Calendars::List(_), Some(_)) => problems.push(format!(
-            "{label}.sink: feed {:?} lists its calendars, so it cannot publish rooms found by level or custom id; \
-             use calendars = \"all\" or map each room_id",
-            f.name
-        )),
     }
 }
 

@@ -19,13 +19,33 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        Self::spawn(
+            bin()
+                .args(["run", "--config"])
+                .arg(config)
+                .stderr(Stdio::inherit()),
+        )
+    }
+
+    /// The daemon at `RUST_LOG=trace`, its stderr appended to `log`.
+    pub(crate) fn start_logged(config: &Path, log: &Path) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
             .unwrap();
+        Self::spawn(
+            bin()
+                .args(["run", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "trace")
+                .stderr(log),
+        )
+    }
+
+    /// Starts `run` and reads the addresses from its start-up line.
+    fn spawn(cmd: &mut std::process::Command) -> Daemon {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().expect("a startup line").unwrap();
@@ -59,6 +79,16 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The Feishu emulator pushes its events to this daemon's webhook
+    /// (signed and encrypted with the keys of the tests' configs).
+    pub(crate) fn push_from(&self, emu: &FeishuEmulator) {
+        emu.set_webhook(Some(WebhookTarget {
+            url: format!("http://{}/webhook/event", self.addr),
+            encrypt_key: Some("enc-key".into()),
+            verification_token: "verify-token".into(),
+        }));
+    }
+
     /// Kills the daemon with SIGKILL (no cleanup at all) and reaps it.
     pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
@@ -137,11 +167,7 @@ async fn scenario(delivery: &str) {
     let (config, ics) = daemon_config(&dir, &emu, &cal, delivery);
     let daemon = Daemon::start(&config);
     if delivery == "webhook" {
-        emu.set_webhook(Some(WebhookTarget {
-            url: format!("http://{}/webhook/event", daemon.addr),
-            encrypt_key: Some("enc-key".into()),
-            verification_token: "verify-token".into(),
-        }));
+        daemon.push_from(&emu);
     }
     wait_for_file_containing(&ics, "SUMMARY:Existing meeting").await;
     let health = reqwest::get(format!("http://{}/healthz", daemon.addr))
@@ -320,11 +346,7 @@ async fn a_new_calendar_is_picked_up_when_mirroring_all() {
         .replace("calendars = [\"x\"]", "calendars = \"all\"");
     std::fs::write(&config, text).unwrap();
     let daemon = Daemon::start(&config);
-    emu.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
+    daemon.push_from(&emu);
     wait_for_file_containing(&ics, "SUMMARY:In the first calendar").await;
 
     // A new calendar with an event: calendar.calendar.changed_v4 makes the

@@ -9,100 +9,34 @@
 //! instance: the `FeishuBridgeKey` of its master (occurrences, exceptions)
 //! or of itself, with a trailing `_0` removed.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
 use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit, zone_of};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
-use chrono::{DateTime, NaiveDate};
+use bridge_emulators::feishu::FeishuEmulator;
+use chrono::DateTime;
 
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica};
+use crate::replica::{
+    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output, tenant,
+};
 
 #[path = "../ews-schema/check.rs"]
 pub(crate) mod schema;
 
-const BASE: i64 = 1_760_000_000;
-const MAILBOX: &str = "alice@example.com";
-const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
-/// 2025-01-01 .. 2026-04-01 UTC.
-const FROM: i64 = 1_735_689_600;
-const TO: i64 = 1_775_001_600;
+pub(crate) const MAILBOX: &str = "alice@example.com";
 const KEY: &str = "FeishuBridgeKey";
 
 async fn ews() -> EwsEmulator {
     EwsEmulator::start(EwsConfig::default()).await.unwrap()
 }
 
-async fn feishu(webhook: bool) -> FeishuEmulator {
-    FeishuEmulator::start(FeishuConfig {
-        aggregation_window: Duration::from_millis(20),
-        webhook_retry_schedule: if webhook {
-            vec![Duration::from_millis(200); 4]
-        } else {
-            FeishuConfig::default().webhook_retry_schedule
-        },
-        ..FeishuConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
-    let user = f.add_user("Li Lei");
-    let cal = f.primary_calendar(&user);
-    f.bulk_load(&cal, events);
-    (user, cal)
-}
-
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bridge-core/tests/golden")
-}
-
-fn golden_input(case: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(case.join("input.json")).unwrap();
-    match serde_json::from_str::<EventListResponse>(&text) {
-        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
-        Err(_) => serde_json::from_str(&text).unwrap(),
-    }
-}
-
-/// Every golden case rendered with privacy `full`.
-fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p.join("expected.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["privacy"] == "full")
-        })
-        .collect();
-    cases.sort();
-    cases
-}
-
-/// The mapping cases (the example file and every golden case) plus `n`
-/// sample events.
-fn sample_tenant(n: usize) -> Vec<Event> {
-    let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
-    let mut v = r.data.map(|d| d.items).unwrap_or_default();
-    let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
-    for case in golden_cases() {
-        for e in golden_input(&case) {
-            if ids.insert(e.event_id.clone().unwrap()) {
-                v.push(e);
-            }
-        }
-    }
-    v.extend(bridge_core::sample::events(n, 42, BASE));
-    v
+/// For every golden case with privacy `full`: the CalendarView instances of
+/// its uids in its own window equal its hand-written `expected.json` (the
+/// cases' windows reach beyond `FROM..TO`, e.g. `dst_later_occurrences`).
+fn check_golden(e: &EwsEmulator) -> Vec<String> {
+    replica::check_golden("Exchange", None, |from, to| ews_instances(e, from, to))
 }
 
 #[derive(Debug, Clone)]
@@ -167,198 +101,15 @@ fn setup(f: &FeishuEmulator, fcal: &str, e: &EwsEmulator, name: &str, o: &Opts) 
     Setup { config }
 }
 
-async fn output(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap()
+pub(crate) async fn reconcile(config: &Path) -> Run {
+    replica::reconcile::<EwsTarget>(config).await
 }
 
-struct Run {
-    code: i32,
-    report: serde_json::Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn sink(&self) -> &serde_json::Value {
-        self.report["calendars"][0]["sinks"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("ews")))
-            })
-            .unwrap_or_else(|| panic!("no ews sink in the report:\n{}", self.ctx()))
-    }
-
-    fn n(&self, key: &str) -> u64 {
-        self.sink()[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {key}:\n{}", self.ctx()))
-    }
-
-    fn counts(&self) -> (u64, u64, u64, u64, u64) {
-        (
-            self.n("created"),
-            self.n("updated"),
-            self.n("deleted"),
-            self.n("unchanged"),
-            self.n("failed"),
-        )
-    }
-}
-
-async fn reconcile(config: &Path) -> Run {
-    let mut cmd = bin();
-    cmd.args(["reconcile", "--json", "--config"]).arg(config);
-    let out = output(cmd).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        report: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-async fn reconcile_ok(config: &Path) -> Run {
-    let r = reconcile(config).await;
-    assert_eq!(r.code, 0, "{}", r.ctx());
-    assert_eq!(r.n("failed"), 0, "{}", r.ctx());
-    r
+pub(crate) async fn reconcile_ok(config: &Path) -> Run {
+    replica::reconcile_clean::<EwsTarget>(config).await
 }
 
 // ----- instance sets -----------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum T {
-    Day(NaiveDate),
-    At(i64),
-}
-
-impl T {
-    fn secs(self) -> i64 {
-        match self {
-            T::Day(d) => d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
-            T::At(t) => t,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Inst {
-    ident: String,
-    start: T,
-    end: T,
-    summary: String,
-}
-
-fn feishu_t(ti: &TimeInfo, is_end: bool) -> T {
-    if let Some(ts) = ti.timestamp {
-        return T::At(ts.0);
-    }
-    let d = NaiveDate::parse_from_str(ti.date.as_deref().unwrap(), "%Y-%m-%d").unwrap();
-    T::Day(if is_end { d.succ_opt().unwrap() } else { d })
-}
-
-fn uid_of(event_id: &str) -> &str {
-    event_id.rsplit_once('_').map_or(event_id, |(u, _)| u)
-}
-
-async fn feishu_instances(
-    f: &FeishuEmulator,
-    cal: &str,
-    seeded: &[Event],
-    from: i64,
-    to: i64,
-) -> Vec<Inst> {
-    let c = f.config();
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            f.base_url()
-        ))
-        .json(&serde_json::json!({"app_id": c.app_id, "app_secret": c.app_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["tenant_access_token"].as_str().unwrap().to_owned();
-    let mut seen: BTreeMap<(String, T), Inst> = BTreeMap::new();
-    let step = 10 * 86_400;
-    let mut lo = from - 3 * 86_400;
-    while lo < to + 3 * 86_400 {
-        let hi = lo + step;
-        let body: serde_json::Value = http
-            .get(format!(
-                "{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view",
-                f.base_url()
-            ))
-            .bearer_auth(&token)
-            .query(&[("start_time", lo.to_string()), ("end_time", hi.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["code"], 0, "instance_view: {body}");
-        let items: Vec<Event> = serde_json::from_value(body["data"]["items"].clone()).unwrap();
-        assert!(items.len() < 999, "instance_view window capped");
-        for e in items {
-            if e.status == Some(EventStatus::Cancelled) {
-                continue;
-            }
-            let id = e.event_id.clone().unwrap();
-            let inst = Inst {
-                ident: uid_of(&id).to_owned(),
-                start: feishu_t(e.start_time.as_ref().unwrap(), false),
-                end: feishu_t(e.end_time.as_ref().unwrap(), true),
-                summary: e.summary.clone().unwrap_or_default(),
-            };
-            seen.insert((id, inst.start), inst);
-        }
-        lo = hi;
-    }
-    let ids: BTreeSet<&str> = seeded
-        .iter()
-        .filter_map(|e| e.event_id.as_deref())
-        .collect();
-    for e in seeded {
-        let id = e.event_id.as_deref().unwrap();
-        let master = format!("{}_0", uid_of(id));
-        if id.ends_with("_0")
-            || ids.contains(master.as_str())
-            || e.status == Some(EventStatus::Cancelled)
-        {
-            continue;
-        }
-        let inst = Inst {
-            ident: id.to_owned(),
-            start: feishu_t(e.start_time.as_ref().unwrap(), false),
-            end: feishu_t(e.end_time.as_ref().unwrap(), true),
-            summary: e.summary.clone().unwrap_or_default(),
-        };
-        seen.insert((id.to_owned(), inst.start), inst);
-    }
-    let mut v: Vec<Inst> = seen
-        .into_values()
-        .filter(|i| (from..to).contains(&i.start.secs()))
-        .collect();
-    v.sort();
-    v
-}
 
 fn key_of(fields: &bridge_emulators::ews::Fields) -> Option<String> {
     fields
@@ -370,7 +121,7 @@ fn key_of(fields: &bridge_emulators::ews::Fields) -> Option<String> {
 
 /// CalendarView's instance set in `[from, to)` (by start), as a sorted
 /// multiset; all-day items as the dates of their zone.
-fn ews_instances(e: &EwsEmulator, from: i64, to: i64) -> Vec<Inst> {
+pub(crate) fn ews_instances(e: &EwsEmulator, from: i64, to: i64) -> Vec<Inst> {
     let items = e.items(MAILBOX);
     let master_key: BTreeMap<&str, String> = items
         .iter()
@@ -415,25 +166,13 @@ fn ews_instances(e: &EwsEmulator, from: i64, to: i64) -> Vec<Inst> {
     v
 }
 
-fn diff(expected: &[Inst], got: &[Inst]) -> String {
-    let e: BTreeSet<&Inst> = expected.iter().collect();
-    let g: BTreeSet<&Inst> = got.iter().collect();
-    let missing: Vec<_> = e.difference(&g).take(10).collect();
-    let extra: Vec<_> = g.difference(&e).take(10).collect();
-    format!(
-        "expected {} instances, got {}\nmissing in Exchange (first 10): {missing:#?}\nextra in Exchange (first 10): {extra:#?}",
-        expected.len(),
-        got.len()
-    )
-}
-
-fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-    assert!(expected == got, "{what}: {}", diff(expected, got));
+pub(crate) fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
+    replica::assert_same_in("Exchange", expected, got, what);
 }
 
 /// Stored items (singles and masters) by key: none twice (fallback series
 /// share their series' key, one item per occurrence, each its own UID).
-fn assert_no_duplicates(e: &EwsEmulator, what: &str) -> usize {
+pub(crate) fn assert_no_duplicates(e: &EwsEmulator, what: &str) -> usize {
     let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
     for i in e.items(MAILBOX) {
         let key = key_of(&i.fields).unwrap_or_else(|| format!("<untagged {}>", i.id));
@@ -450,7 +189,7 @@ fn assert_no_duplicates(e: &EwsEmulator, what: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothing() {
     let f = feishu(false).await;
-    let seeded = sample_tenant(150);
+    let seeded = replica::sample_tenant(150, None);
     let (_, fcal) = tenant(&f, seeded.clone());
     let e = ews().await;
     let s = setup(&f, &fcal, &e, "mirror", &Opts::default());
@@ -464,6 +203,11 @@ async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothi
     assert!(expected.len() > 400, "a meaningful set: {}", expected.len());
     assert!(expected.iter().any(|i| matches!(i.start, T::Day(_))));
     assert_no_duplicates(&e, "first mirror");
+    let golden = check_golden(&e);
+    assert!(
+        golden.iter().any(|c| c == "dst_later_occurrences"),
+        "golden cases checked: {golden:?}"
+    );
 
     let writes = e.write_count();
     let calls_before = e.calls().len();
@@ -490,72 +234,10 @@ async fn ews_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothi
 
 // ----- 3. a webhook push reaches Exchange ------------------------------------------
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let marker = "http://";
-        let rest = &line[line
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {line:?}"))
-            + marker.len()..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the daemon exits cleanly: {status}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn has_subject(e: &EwsEmulator, subject: &str) -> bool {
     e.items(MAILBOX)
         .iter()
         .any(|i| i.fields.subject.as_deref() == Some(subject))
-}
-
-fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
-    f.events(cal)
-        .into_iter()
-        .filter(|e| {
-            e.recurrence.as_deref().unwrap_or("").is_empty()
-                && e.status != Some(EventStatus::Cancelled)
-                && e.start_time.as_ref().is_some_and(|t| t.timestamp.is_some())
-        })
-        .filter_map(|e| e.event_id)
-        .filter(|id| id.ends_with("_0"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -563,44 +245,15 @@ async fn ews_a_webhook_push_reaches_exchange() {
     let f = feishu(true).await;
     let (user, fcal) = tenant(&f, bridge_core::sample::events(40, 3, BASE));
     f.subscribe_events(&user, &fcal);
-    let e = ews().await;
     let o = Opts {
         daemon: true,
         oauth: true,
         ..Opts::default()
     };
-    let s = setup(&f, &fcal, &e, "webhook", &o);
-    let id = single_event_ids(&f, &fcal).remove(0);
-    let old = f
-        .events(&fcal)
-        .into_iter()
-        .find(|x| x.event_id.as_deref() == Some(&id))
-        .and_then(|x| x.summary)
-        .unwrap();
-    let daemon = Daemon::start(&s.config);
-    f.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
-    wait_for("the initial mirror", Duration::from_secs(20), || {
-        has_subject(&e, &old)
-    })
-    .await;
-    let before = f.deliveries().len();
-    f.update_event(&fcal, &id, |x| x.summary = Some("Renamed, pushed".into()));
-    let deliveries = f
-        .wait_for_deliveries(before + 1, Duration::from_secs(5))
-        .await;
-    assert!(
-        deliveries.iter().skip(before).any(|d| d.delivered_ok),
-        "{deliveries:?}"
-    );
-    wait_for("the change in Exchange", Duration::from_secs(10), || {
-        has_subject(&e, "Renamed, pushed")
-    })
-    .await;
-    assert_no_duplicates(&e, "after the push");
+    let target = EwsTarget { opts: o };
+    let m = target.mirror(&f, &fcal, "webhook").await;
+    replica::webhook_push(&target, &f, &fcal, &m).await;
+    let e = m.e;
     // The app-only token impersonated the mailbox on every call.
     assert!(
         e.calls()
@@ -608,7 +261,6 @@ async fn ews_a_webhook_push_reaches_exchange() {
             .filter(|c| c.path.contains("/EWS/"))
             .all(|c| c.anchor_mailbox.as_deref() == Some(MAILBOX))
     );
-    daemon.stop();
     schema::assert_valid(&e.request_bodies());
     f.shutdown().await;
     e.shutdown().await;
@@ -630,14 +282,9 @@ struct EwsMirror {
 
 impl Replica for EwsTarget {
     type Mirror = EwsMirror;
-    type Inst = Inst;
     const NAME: &'static str = "ews";
+    const TARGET: &'static str = "Exchange";
 
-    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> EwsMirror {
-        let e = ews().await;
-        let s = setup(f, fcal, &e, name, &self.opts);
-        EwsMirror { e, s }
-    }
     fn config(m: &EwsMirror) -> &Path {
         &m.s.config
     }
@@ -675,9 +322,6 @@ impl Replica for EwsTarget {
     fn instances(&self, m: &EwsMirror) -> Vec<Inst> {
         ews_instances(&m.e, FROM, TO)
     }
-    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-        assert_same(expected, got, what);
-    }
     fn no_duplicates(&self, m: &EwsMirror, what: &str) -> usize {
         assert_no_duplicates(&m.e, what)
     }
@@ -690,6 +334,56 @@ impl Replica for EwsTarget {
     async fn done(&self, m: EwsMirror) {
         m.e.shutdown().await;
     }
+
+    async fn mirror_with(
+        &self,
+        f: &FeishuEmulator,
+        fcal: &str,
+        name: &str,
+        on_target_delete: &'static str,
+    ) -> EwsMirror {
+        let e = ews().await;
+        let o = Opts {
+            on_target_delete,
+            ..self.opts.clone()
+        };
+        let s = setup(f, fcal, &e, name, &o);
+        EwsMirror { e, s }
+    }
+    fn item_id(&self, m: &EwsMirror, key: &str) -> String {
+        item_of(&m.e, key)
+            .unwrap_or_else(|| panic!("no item {key}"))
+            .id
+    }
+    fn user_edit(&self, m: &EwsMirror, id: &str, summary: &str) {
+        assert!(m.e.user_edit(
+            id,
+            UserEdit {
+                subject: Some(summary.into()),
+                ..UserEdit::default()
+            }
+        ));
+    }
+    fn user_delete(&self, m: &EwsMirror, id: &str) {
+        assert!(m.e.user_delete(id));
+    }
+    /// An item with the key (a restore creates a new one).
+    fn is_live(&self, m: &EwsMirror, _: &str, key: &str) -> bool {
+        item_of(&m.e, key).is_some()
+    }
+    fn has_summary(&self, m: &EwsMirror, summary: &str) -> bool {
+        has_subject(&m.e, summary)
+    }
+    fn check_requests(&self, m: &EwsMirror) {
+        schema::assert_valid(&m.e.request_bodies());
+    }
+}
+
+/// The stored item tagged with this key.
+fn item_of(e: &EwsEmulator, key: &str) -> Option<bridge_emulators::ews::StoredItem> {
+    e.items(MAILBOX)
+        .into_iter()
+        .find(|i| key_of(&i.fields).as_deref() == Some(key))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -737,58 +431,11 @@ async fn ews_twenty_percent_faults_converge_to_the_fault_free_mirror() {
 async fn user_changes(on_target_delete: &'static str) {
     let f = feishu(false).await;
     let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
-    let e = ews().await;
-    let o = Opts {
-        on_target_delete,
-        ..Opts::default()
+    let target = EwsTarget {
+        opts: Opts::default(),
     };
-    let s = setup(&f, &fcal, &e, &format!("user-{on_target_delete}"), &o);
-    reconcile_ok(&s.config).await;
-    let before = ews_instances(&e, FROM, TO);
-    let ids = single_event_ids(&f, &fcal);
-    let item_of = |key: &str| {
-        e.items(MAILBOX)
-            .into_iter()
-            .find(|i| key_of(&i.fields).as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("no item {key}"))
-    };
-    let (edited, deleted) = (item_of(&ids[0]), item_of(&ids[1]));
-    assert!(e.user_edit(
-        &edited.id,
-        UserEdit {
-            subject: Some("edited in Outlook".into()),
-            ..UserEdit::default()
-        }
-    ));
-    assert!(e.user_delete(&deleted.id));
-    let r = reconcile_ok(&s.config).await;
-    let after = ews_instances(&e, FROM, TO);
-    assert!(
-        !has_subject(&e, "edited in Outlook"),
-        "the edit is overwritten: {}",
-        r.ctx()
-    );
-    let gone = uid_of(&ids[1]).to_owned();
-    match on_target_delete {
-        "restore" => assert_same(&before, &after, "restored"),
-        _ => {
-            assert!(!after.iter().any(|i| i.ident == gone), "left deleted");
-            assert_eq!(
-                after.len(),
-                before.iter().filter(|i| i.ident != gone).count()
-            );
-        }
-    }
-    let writes = e.write_count();
-    reconcile_ok(&s.config).await;
-    assert_eq!(
-        e.write_count(),
-        writes,
-        "{on_target_delete}: the next pass wrote"
-    );
-    schema::assert_valid(&e.request_bodies());
+    replica::user_edit_and_delete(&target, &f, &fcal, on_target_delete).await;
     f.shutdown().await;
-    e.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

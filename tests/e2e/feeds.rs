@@ -10,12 +10,12 @@
 //! when `CI` is unset; in CI a missing tool fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Event, Location};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
 
+use crate::daemon::Daemon;
 use crate::feishu::{bin, event, temp_dir, write_config};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -38,51 +38,6 @@ fn available(what: &str, ok: bool) -> bool {
         eprintln!("skipping {what}: not installed (run scripts/test.sh); CI never skips it");
     }
     false
-}
-
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    /// The daemon at `RUST_LOG=trace`, its stderr into `log`.
-    fn start(config: &Path, log: &Path) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let rest = &line[line.find("http://").expect("the address") + 7..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        assert!(self.child.wait().unwrap().success());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
 }
 
 /// `text` without ANSI colour sequences (`ESC [ ... m`).
@@ -172,34 +127,22 @@ fn url_of<'a>(list: &'a [serde_json::Value], name: &str, calendar: &str) -> &'a 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_subscribers_expand_the_feishu_instances_of_every_golden_case() {
     let emu = crate::feishu::emulator().await;
-    // The golden mapping cases, and the feed-only cases of
-    // tests/feed-clients/cases (series whose later occurrences fall in a
-    // repeated or skipped hour: what `ics::exact` writes for subscribers).
-    let golden_dir = repo("crates/bridge-core/tests/golden");
-    let feed_dir = repo("tests/feed-clients/cases");
-    let golden = |case: &str| -> PathBuf {
-        let own = feed_dir.join(case);
-        if own.exists() {
-            own
-        } else {
-            golden_dir.join(case)
-        }
-    };
+    let golden = repo("crates/bridge-core/tests/golden");
     let mut cases: Vec<(String, String, String)> = Vec::new(); // (case, calendar, privacy)
-    let mut names: Vec<String> = [&golden_dir, &feed_dir]
-        .into_iter()
-        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+    let mut names: Vec<String> = std::fs::read_dir(&golden)
+        .unwrap()
+        .flatten()
         .filter(|e| e.path().join("expected.json").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     for case in names {
         let input = bridge_core::input::parse_events(
-            &std::fs::read_to_string(golden(&case).join("input.json")).unwrap(),
+            &std::fs::read_to_string(golden.join(&case).join("input.json")).unwrap(),
         )
         .unwrap();
         let expected: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(golden(&case).join("expected.json")).unwrap(),
+            &std::fs::read_to_string(golden.join(&case).join("expected.json")).unwrap(),
         )
         .unwrap();
         let cal = emu.create_calendar(&case);
@@ -225,7 +168,7 @@ async fn real_subscribers_expand_the_feishu_instances_of_every_golden_case() {
         quoted(Some("redacted")),
     );
     let config = write_config(&dir, &emu, &quoted(None), &extra);
-    let daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    let daemon = Daemon::start_logged(&config, &dir.join("daemon.log"));
     let addresses = cases.len() + cases.iter().filter(|c| c.2 != "busy").count();
     let list = wait_for_feeds(&config, addresses, &|u| u.to_owned()).await;
 
@@ -267,7 +210,7 @@ async fn real_subscribers_expand_the_feishu_instances_of_every_golden_case() {
             serde_json::json!({
                 "case": case,
                 "url": url_of(&list, feed, cal),
-                "expected": golden(case).join("expected.json"),
+                "expected": golden.join(case).join("expected.json"),
             })
         })
         .collect();
@@ -391,12 +334,8 @@ async fn changes_conditional_gets_rotation_and_restarts() {
         .replace("delivery = \"poll\"", "delivery = \"webhook\"");
     std::fs::write(&config, text).unwrap();
     let log_path = dir.join("daemon.log");
-    let daemon = Daemon::start(&config, &log_path);
-    emu.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
+    let daemon = Daemon::start_logged(&config, &log_path);
+    daemon.push_from(&emu);
     let base = format!("http://{}", daemon.addr);
     let local = |u: &str| u.replace("https://cal.example.test", &base);
     let list = wait_for_feeds(&config, 3, &local).await;
@@ -550,7 +489,7 @@ async fn changes_conditional_gets_rotation_and_restarts() {
 
     // Feishu gone: a restarted daemon serves the last good body.
     emu.shutdown().await;
-    let daemon = Daemon::start(&config, &log_path);
+    let daemon = Daemon::start_logged(&config, &log_path);
     let base = format!("http://{}", daemon.addr);
     let again = team2.replace(team2.split("/feeds/").next().unwrap(), &base);
     let r = reqwest::get(&again).await.unwrap();

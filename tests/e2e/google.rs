@@ -13,26 +13,23 @@
 //! Identity of a Feishu instance: the uid part of its event id, except for an
 //! exception whose master is absent (its full event id).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_core::feishu::Event;
+use bridge_emulators::feishu::FeishuEmulator;
 use bridge_emulators::google::{EventTime, Faults, GoogleConfig, GoogleEmulator};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica};
+use crate::replica::{
+    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output,
+    single_event_ids, tenant,
+};
 
-/// The sample data starts here (Unix seconds, 2025-10-09).
-const BASE: i64 = 1_760_000_000;
 /// The Google user who owns the target calendars (domain-wide delegation).
 pub(crate) const OWNER: &str = "owner@example.com";
-/// Every mapping case of the golden fixtures, as a Feishu list response.
-const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
 /// The documented message of a paused Google sink.
 const REVOKED: &str = "token revoked or expired: run `feishu-bridge auth google`";
 
@@ -50,82 +47,9 @@ pub(crate) async fn google() -> GoogleEmulator {
     g
 }
 
-async fn feishu(webhook: bool) -> FeishuEmulator {
-    FeishuEmulator::start(FeishuConfig {
-        aggregation_window: Duration::from_millis(20),
-        webhook_retry_schedule: if webhook {
-            vec![Duration::from_millis(200); 4]
-        } else {
-            FeishuConfig::default().webhook_retry_schedule
-        },
-        ..FeishuConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-/// The mapping-case events of the golden fixtures.
-fn fixture_events() -> Vec<Event> {
-    let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
-    r.data.map(|d| d.items).unwrap_or_default()
-}
-
-/// A tenant: a user whose primary calendar holds `events`; returns the
-/// user's open id and the calendar id.
-fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
-    let user = f.add_user("Li Lei");
-    let cal = f.primary_calendar(&user);
-    f.bulk_load(&cal, events);
-    (user, cal)
-}
-
-/// The root of the golden mapping cases.
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bridge-core/tests/golden")
-}
-
-/// The events of one golden case (a list response or a bare array).
-fn golden_input(case: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(case.join("input.json")).unwrap();
-    match serde_json::from_str::<EventListResponse>(&text) {
-        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
-        Err(_) => serde_json::from_str(&text).unwrap(),
-    }
-}
-
-/// The golden cases rendered with privacy `full`, sorted by name, except
-/// those whose `expected.json` says why Google cannot show them yet
-/// (`skip_google`).
-fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p.join("expected.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["privacy"] == "full" && v.get("skip_google").is_none())
-        })
-        .collect();
-    cases.sort();
-    cases
-}
-
-/// The mapping cases (the example file plus every golden case's input,
-/// each event id once) and `n` sample events (seed 42).
+/// The mapping cases and `n` sample events (see [`replica::sample_tenant`]).
 fn sample_tenant(n: usize) -> Vec<Event> {
-    let mut v = fixture_events();
-    let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
-    for case in golden_cases() {
-        for e in golden_input(&case) {
-            if ids.insert(e.event_id.clone().unwrap()) {
-                v.push(e);
-            }
-        }
-    }
-    v.extend(bridge_core::sample::events(n, 42, BASE));
-    v
+    replica::sample_tenant(n, Some("skip_google"))
 }
 
 // ----- config ------------------------------------------------------------------
@@ -231,113 +155,15 @@ fn setup(f: &FeishuEmulator, fcal: &str, g: &GoogleEmulator, name: &str, o: &Opt
 
 // ----- running the binary -------------------------------------------------------
 
-async fn output(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-/// One `reconcile --json`.
-struct Run {
-    code: i32,
-    report: serde_json::Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    /// The Google sink's entry of the only calendar.
-    fn google(&self) -> &serde_json::Value {
-        self.report["calendars"][0]["sinks"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("google")))
-            })
-            .unwrap_or_else(|| panic!("no google sink in the report:\n{}", self.ctx()))
-    }
-
-    fn n(&self, key: &str) -> u64 {
-        self.google()[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {key} in the google sink report:\n{}", self.ctx()))
-    }
-
-    /// `(created, updated, deleted, unchanged, failed)` of the Google sink.
-    fn counts(&self) -> (u64, u64, u64, u64, u64) {
-        (
-            self.n("created"),
-            self.n("updated"),
-            self.n("deleted"),
-            self.n("unchanged"),
-            self.n("failed"),
-        )
-    }
-}
-
 async fn reconcile(config: &Path) -> Run {
-    let mut cmd = bin();
-    cmd.args(["reconcile", "--json", "--config"]).arg(config);
-    let out = output(cmd).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        report: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    replica::reconcile::<GoogleTarget<'static>>(config).await
 }
 
 async fn reconcile_ok(config: &Path) -> Run {
-    let r = reconcile(config).await;
-    assert_eq!(r.code, 0, "{}", r.ctx());
-    assert_eq!(r.n("failed"), 0, "{}", r.ctx());
-    r
+    replica::reconcile_clean::<GoogleTarget<'static>>(config).await
 }
 
 // ----- instance sets -----------------------------------------------------------
-
-/// A start or end: an all-day date (ends exclusive) or an instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum T {
-    Day(NaiveDate),
-    At(i64),
-}
-
-impl T {
-    /// The instant used for window filtering (all-day: midnight UTC).
-    fn secs(self) -> i64 {
-        match self {
-            T::Day(d) => d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
-            T::At(t) => t,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Inst {
-    ident: String,
-    start: T,
-    end: T,
-    summary: String,
-}
-
-fn feishu_t(ti: &TimeInfo, is_end: bool) -> T {
-    if let Some(ts) = ti.timestamp {
-        return T::At(ts.0);
-    }
-    let d = NaiveDate::parse_from_str(ti.date.as_deref().unwrap(), "%Y-%m-%d").unwrap();
-    // Feishu's all-day end date is the last day (inclusive).
-    T::Day(if is_end { d.succ_opt().unwrap() } else { d })
-}
 
 fn google_t(t: &EventTime) -> T {
     match t {
@@ -348,110 +174,6 @@ fn google_t(t: &EventTime) -> T {
 
 fn utc(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap()
-}
-
-/// The comparison window: 2025-01-01 .. 2026-04-01 UTC (the golden cases'
-/// year and the first half year of the sample data, which crosses the 2025
-/// autumn and 2026 spring DST changes of New York and Berlin).
-const FROM: i64 = 1_735_689_600;
-const TO: i64 = 1_775_001_600;
-
-fn uid_of(event_id: &str) -> &str {
-    event_id.rsplit_once('_').map_or(event_id, |(u, _)| u)
-}
-
-/// The Feishu instance set in `[from, to)` (by start): the emulator's own
-/// `instance_view` in 10-day windows, plus live exceptions whose master is
-/// absent from `seeded` (Feishu lists them standalone; `instance_view` only
-/// applies exceptions through their master).
-async fn feishu_instances(
-    f: &FeishuEmulator,
-    cal: &str,
-    seeded: &[Event],
-    from: i64,
-    to: i64,
-) -> Vec<Inst> {
-    let c = f.config();
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            f.base_url()
-        ))
-        .json(&serde_json::json!({"app_id": c.app_id, "app_secret": c.app_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["tenant_access_token"].as_str().unwrap().to_owned();
-    let mut seen: BTreeMap<(String, T), Inst> = BTreeMap::new();
-    let step = 10 * 86_400;
-    let mut lo = from - 3 * 86_400;
-    while lo < to + 3 * 86_400 {
-        let hi = lo + step;
-        let body: serde_json::Value = http
-            .get(format!(
-                "{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view",
-                f.base_url()
-            ))
-            .bearer_auth(&token)
-            .query(&[("start_time", lo.to_string()), ("end_time", hi.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["code"], 0, "instance_view: {body}");
-        let items: Vec<Event> = serde_json::from_value(body["data"]["items"].clone()).unwrap();
-        assert!(
-            items.len() < 999,
-            "instance_view window capped; use less data"
-        );
-        for e in items {
-            if e.status == Some(EventStatus::Cancelled) {
-                continue;
-            }
-            let id = e.event_id.clone().unwrap();
-            let inst = Inst {
-                ident: uid_of(&id).to_owned(),
-                start: feishu_t(e.start_time.as_ref().unwrap(), false),
-                end: feishu_t(e.end_time.as_ref().unwrap(), true),
-                summary: e.summary.clone().unwrap_or_default(),
-            };
-            seen.insert((id, inst.start), inst);
-        }
-        lo = hi;
-    }
-    let ids: BTreeSet<&str> = seeded
-        .iter()
-        .filter_map(|e| e.event_id.as_deref())
-        .collect();
-    for e in seeded {
-        let id = e.event_id.as_deref().unwrap();
-        let master = format!("{}_0", uid_of(id));
-        if id.ends_with("_0") || ids.contains(master.as_str()) {
-            continue;
-        }
-        if e.status == Some(EventStatus::Cancelled) {
-            continue;
-        }
-        let inst = Inst {
-            ident: id.to_owned(),
-            start: feishu_t(e.start_time.as_ref().unwrap(), false),
-            end: feishu_t(e.end_time.as_ref().unwrap(), true),
-            summary: e.summary.clone().unwrap_or_default(),
-        };
-        seen.insert((id.to_owned(), inst.start), inst);
-    }
-    let mut v: Vec<Inst> = seen
-        .into_values()
-        .filter(|i| (from..to).contains(&i.start.secs()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// The feishuKey of a stored Google event.
@@ -493,54 +215,8 @@ fn google_instances(g: &GoogleEmulator, gcal: &str, from: i64, to: i64) -> Vec<I
     v
 }
 
-/// Explains the difference of two sorted instance lists (first few).
-fn diff(expected: &[Inst], got: &[Inst]) -> String {
-    let mut e = expected.to_vec();
-    let mut g = got.to_vec();
-    let mut missing = Vec::new();
-    let mut extra = Vec::new();
-    e.sort();
-    g.sort();
-    let (mut i, mut j) = (0, 0);
-    while i < e.len() || j < g.len() {
-        match (e.get(i), g.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a < b => {
-                missing.push(a.clone());
-                i += 1;
-            }
-            (Some(_), Some(b)) => {
-                extra.push(b.clone());
-                j += 1;
-            }
-            (Some(a), None) => {
-                missing.push(a.clone());
-                i += 1;
-            }
-            (None, Some(b)) => {
-                extra.push(b.clone());
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    format!(
-        "expected {} instances, got {}; {} missing in Google, {} extra in Google\n\
-         missing (first 10): {:#?}\nextra (first 10): {:#?}",
-        e.len(),
-        g.len(),
-        missing.len(),
-        extra.len(),
-        &missing[..missing.len().min(10)],
-        &extra[..extra.len().min(10)]
-    )
-}
-
 fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-    assert!(expected == got, "{what}: {}", diff(expected, got));
+    replica::assert_same_in("Google", expected, got, what);
 }
 
 /// Live stored Google events that are not exceptions, by feishuKey: none twice.
@@ -577,73 +253,15 @@ fn google_event_of(
         .unwrap_or_else(|| panic!("no Google event with feishuKey {key}"))
 }
 
-/// Event ids of live single timed events (not series, not exceptions).
-fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
-    f.events(cal)
-        .into_iter()
-        .filter(|e| {
-            e.recurrence.as_deref().unwrap_or("").is_empty()
-                && e.status != Some(EventStatus::Cancelled)
-                && e.start_time.as_ref().is_some_and(|t| t.timestamp.is_some())
-        })
-        .filter_map(|e| e.event_id)
-        .filter(|id| id.ends_with("_0"))
-        .collect()
-}
-
 // ----- the golden fixtures' hand-written instance sets -------------------------
-
-fn golden_t(s: &str) -> T {
-    if s.len() == 10 {
-        T::Day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
-    } else {
-        T::At(DateTime::parse_from_rfc3339(s).unwrap().timestamp())
-    }
-}
 
 /// For every golden case with privacy `full` (all loaded by
 /// [`sample_tenant`]): the Google instances of its uids in its window equal
 /// its hand-written `expected.json`.
 fn check_golden(g: &GoogleEmulator, gcal: &str) -> Vec<String> {
-    let mut checked = Vec::new();
-    for case in golden_cases() {
-        let exp: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
-                .unwrap();
-        let from = golden_t(exp["window"][0].as_str().unwrap()).secs();
-        let to = golden_t(exp["window"][1].as_str().unwrap()).secs();
-        let mut expected: Vec<Inst> = exp["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| Inst {
-                ident: i["uid"].as_str().unwrap().to_owned(),
-                start: golden_t(i["start"].as_str().unwrap()),
-                end: golden_t(i["end"].as_str().unwrap()),
-                summary: i["summary"].as_str().unwrap_or_default().to_owned(),
-            })
-            .collect();
-        expected.sort();
-        // Every identity the case's events can have in Google (uid, or the
-        // full id of an exception without master), so extras show up too.
-        let input_ids: Vec<String> = golden_input(&case)
-            .into_iter()
-            .filter_map(|e| e.event_id)
-            .collect();
-        let mut idents: BTreeSet<&str> = expected.iter().map(|i| i.ident.as_str()).collect();
-        for id in &input_ids {
-            idents.insert(id);
-            idents.insert(uid_of(id));
-        }
-        let got: Vec<Inst> = google_instances(g, gcal, from, to)
-            .into_iter()
-            .filter(|i| idents.contains(i.ident.as_str()))
-            .collect();
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        assert_same(&expected, &got, &format!("golden case {name}"));
-        checked.push(name);
-    }
-    checked
+    replica::check_golden("Google", Some("skip_google"), |from, to| {
+        google_instances(g, gcal, from, to)
+    })
 }
 
 // ----- 1 + 2: full mirror, then a no-op --------------------------------------------
@@ -714,55 +332,6 @@ async fn google_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_no
 
 // ----- 3. a webhook push reaches Google ------------------------------------------
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let marker = "http://";
-        let rest = &line[line
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {line:?}"))
-            + marker.len()..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the daemon exits cleanly: {status}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn google_has_summary(g: &GoogleEmulator, gcal: &str, summary: &str) -> bool {
     g.events(gcal)
         .iter()
@@ -780,42 +349,7 @@ async fn google_a_webhook_push_reaches_google() {
         ..Opts::default()
     };
     let s = setup(&f, &fcal, &g, "webhook", &o);
-    let id = single_event_ids(&f, &fcal).remove(0);
-    let old = f
-        .events(&fcal)
-        .into_iter()
-        .find(|e| e.event_id.as_deref() == Some(&id))
-        .and_then(|e| e.summary)
-        .unwrap();
-
-    let daemon = Daemon::start(&s.config);
-    f.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
-    // The start-up pass mirrors everything.
-    wait_for("the initial mirror", Duration::from_secs(20), || {
-        google_has_summary(&g, &s.gcal, &old)
-    })
-    .await;
-
-    let before = f.deliveries().len();
-    f.update_event(&fcal, &id, |e| e.summary = Some("Renamed, pushed".into()));
-    let deliveries = f
-        .wait_for_deliveries(before + 1, Duration::from_secs(5))
-        .await;
-    assert!(
-        deliveries.iter().skip(before).any(|d| d.delivered_ok),
-        "the push was delivered: {deliveries:?}"
-    );
-    wait_for("the change in Google", Duration::from_secs(10), || {
-        google_has_summary(&g, &s.gcal, "Renamed, pushed")
-    })
-    .await;
-    assert!(!google_has_summary(&g, &s.gcal, &old) || old == "Renamed, pushed");
-    assert_no_duplicates(&g, &s.gcal, "after the push");
-    daemon.stop();
+    replica::webhook_push(&GoogleTarget(&g), &f, &fcal, &s).await;
     f.shutdown().await;
     g.shutdown().await;
 }
@@ -828,12 +362,9 @@ struct GoogleTarget<'a>(&'a GoogleEmulator);
 
 impl Replica for GoogleTarget<'_> {
     type Mirror = Setup;
-    type Inst = Inst;
     const NAME: &'static str = "google";
+    const TARGET: &'static str = "Google";
 
-    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Setup {
-        setup(f, fcal, self.0, name, &Opts::default())
-    }
     fn config(m: &Setup) -> &Path {
         &m.config
     }
@@ -874,9 +405,6 @@ impl Replica for GoogleTarget<'_> {
     fn instances(&self, m: &Setup) -> Vec<Inst> {
         google_instances(self.0, &m.gcal, FROM, TO)
     }
-    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-        assert_same(expected, got, what);
-    }
     fn no_duplicates(&self, m: &Setup, what: &str) -> usize {
         assert_no_duplicates(self.0, &m.gcal, what)
     }
@@ -887,6 +415,42 @@ impl Replica for GoogleTarget<'_> {
         self.0.write_count()
     }
     async fn done(&self, _: Setup) {}
+
+    async fn mirror_with(
+        &self,
+        f: &FeishuEmulator,
+        fcal: &str,
+        name: &str,
+        on_target_delete: &'static str,
+    ) -> Setup {
+        let o = Opts {
+            on_target_delete,
+            ..Opts::default()
+        };
+        setup(f, fcal, self.0, name, &o)
+    }
+    fn item_id(&self, m: &Setup, key: &str) -> String {
+        let ev = google_event_of(self.0, &m.gcal, key);
+        assert_eq!(ev.status, "confirmed");
+        ev.id
+    }
+    fn user_edit(&self, m: &Setup, id: &str, summary: &str) {
+        self.0
+            .user_edit_event(&m.gcal, id, serde_json::json!({ "summary": summary }));
+    }
+    fn user_delete(&self, m: &Setup, id: &str) {
+        self.0.user_delete_event(&m.gcal, id);
+    }
+    /// The same event, confirmed again (Google keeps a deleted event as
+    /// `cancelled`, and a restore brings that one back).
+    fn is_live(&self, m: &Setup, id: &str, _: &str) -> bool {
+        let status = self.0.event(&m.gcal, id).unwrap().status;
+        assert!(status == "confirmed" || status == "cancelled", "{status}");
+        status == "confirmed"
+    }
+    fn has_summary(&self, m: &Setup, summary: &str) -> bool {
+        google_has_summary(self.0, &m.gcal, summary)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -924,150 +488,28 @@ async fn google_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     g.shutdown().await;
 }
 
-// ----- 6. a deletion in Google: restore vs respect --------------------------------
-
-async fn user_deletes_one(
-    on_target_delete: &'static str,
-) -> (GoogleEmulator, FeishuEmulator, Setup, String) {
-    let f = feishu(false).await;
-    let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
-    let g = google().await;
-    let o = Opts {
-        on_target_delete,
-        ..Opts::default()
-    };
-    let s = setup(
-        &f,
-        &fcal,
-        &g,
-        &format!("target-delete-{on_target_delete}"),
-        &o,
-    );
-    reconcile_ok(&s.config).await;
-    let key = single_event_ids(&f, &fcal).remove(0);
-    let ev = google_event_of(&g, &s.gcal, &key);
-    assert_eq!(ev.status, "confirmed");
-    g.user_delete_event(&s.gcal, &ev.id);
-    assert_eq!(g.event(&s.gcal, &ev.id).unwrap().status, "cancelled");
-    (g, f, s, ev.id)
-}
+// ----- 6. a user's edit and deletion in Google: restore vs respect ----------------
 
 #[tokio::test(flavor = "multi_thread")]
 async fn google_a_user_deletion_is_restored_with_restore() {
-    let (g, f, s, id) = user_deletes_one("restore").await;
-    let r = reconcile_ok(&s.config).await;
-    assert_eq!(
-        g.event(&s.gcal, &id).unwrap().status,
-        "confirmed",
-        "restored: {}",
-        r.ctx()
-    );
-    assert!(r.n("drift_rewrites") >= 1, "{}", r.ctx());
-    assert_no_duplicates(&g, &s.gcal, "after restore");
-    let writes = g.write_count();
-    let again = reconcile_ok(&s.config).await;
-    assert_eq!(g.write_count(), writes, "then a no-op: {}", again.ctx());
-    f.shutdown().await;
-    g.shutdown().await;
+    user_changes("restore").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn google_a_user_deletion_is_left_alone_with_respect() {
-    let (g, f, s, id) = user_deletes_one("respect").await;
-    let writes = g.write_count();
-    let r = reconcile_ok(&s.config).await;
-    assert_eq!(
-        g.event(&s.gcal, &id).unwrap().status,
-        "cancelled",
-        "left deleted: {}",
-        r.ctx()
-    );
-    assert_eq!(
-        g.write_count(),
-        writes,
-        "respect writes nothing: {}",
-        r.ctx()
-    );
-    assert!(r.n("tombstoned") >= 1, "{}", r.ctx());
-    let again = reconcile_ok(&s.config).await;
-    assert_eq!(g.write_count(), writes, "second pass: {}", again.ctx());
-    assert_eq!(g.event(&s.gcal, &id).unwrap().status, "cancelled");
+    user_changes("respect").await;
+}
+
+async fn user_changes(on_target_delete: &'static str) {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
+    let g = google().await;
+    replica::user_edit_and_delete(&GoogleTarget(&g), &f, &fcal, on_target_delete).await;
     f.shutdown().await;
     g.shutdown().await;
 }
 
 // ----- 7. a revoked refresh token pauses only the Google sink ---------------------
-
-/// Runs `auth google`, plays the browser (without following redirects), and
-/// returns the command's stdout.
-async fn authorize_google(config: &Path) -> String {
-    let mut child = bin()
-        .args([
-            "auth",
-            "google",
-            "--sink",
-            "google",
-            "--port",
-            "0",
-            "--timeout",
-            "20",
-            "--config",
-        ])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("http://") {
-                let _ = tx.send(line.trim().to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("auth google printed an authorize URL");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let consent = http.get(&url).send().await.unwrap();
-    assert_eq!(consent.status(), 302, "the emulator approves at once");
-    let location = consent
-        .headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(location.contains("code="), "{location}");
-    let page = http.get(&location).send().await.unwrap();
-    assert!(
-        page.status().is_success(),
-        "loopback answered {}",
-        page.status()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = reader.join().unwrap();
-    assert!(
-        out.status.success(),
-        "auth google failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn google_a_revoked_refresh_token_pauses_google_but_not_ics() {
@@ -1080,7 +522,7 @@ async fn google_a_revoked_refresh_token_pauses_google_but_not_ics() {
         ..Opts::default()
     };
     let s = setup(&f, &fcal, &g, "revoked", &o);
-    authorize_google(&s.config).await;
+    replica::authorize(&s.config, "google", "google").await;
     assert!(
         g.calls()
             .iter()
@@ -1103,7 +545,7 @@ async fn google_a_revoked_refresh_token_pauses_google_but_not_ics() {
         "the documented message: {}",
         r.ctx()
     );
-    let paused = r.google()["paused"].as_str().unwrap_or_default();
+    let paused = r.sink()["paused"].as_str().unwrap_or_default();
     assert!(
         !paused.is_empty(),
         "the report names the pause: {}",

@@ -13,31 +13,26 @@
 //! `<uid>_<time>`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bridge_core::feishu::{Event, EventListResponse, EventStatus, TimeInfo};
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_core::feishu::{Event, EventStatus};
+use bridge_emulators::feishu::FeishuEmulator;
 use bridge_emulators::graph::{
     Faults, GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
     TEST_TENANT,
 };
-use chrono::{DateTime, NaiveDate};
+use chrono::DateTime;
 use serde_json::Value;
 
 use crate::feishu::{bin, temp_dir, write_config};
-use crate::replica::{self, Moments, Replica};
+use crate::replica::{
+    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output, tenant,
+    uid_of,
+};
 
-const BASE: i64 = 1_760_000_000;
 const UPN: &str = "mirror@contoso.example";
 const KEY_TAG: &str = "String {00020329-0000-0000-C000-000000000046} Name FeishuBridgeKey";
-const EXAMPLE: &str = include_str!("../../examples/feishu-events.json");
-/// The comparison window: 2025-01-01 .. 2026-04-01 UTC.
-const FROM: i64 = 1_735_689_600;
-const TO: i64 = 1_775_001_600;
-
 // ----- emulators ---------------------------------------------------------------
 
 async fn graph() -> GraphEmulator {
@@ -51,117 +46,12 @@ async fn graph() -> GraphEmulator {
     g
 }
 
-async fn feishu(webhook: bool) -> FeishuEmulator {
-    FeishuEmulator::start(FeishuConfig {
-        aggregation_window: Duration::from_millis(20),
-        webhook_retry_schedule: if webhook {
-            vec![Duration::from_millis(200); 4]
-        } else {
-            FeishuConfig::default().webhook_retry_schedule
-        },
-        ..FeishuConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn tenant(f: &FeishuEmulator, events: Vec<Event>) -> (String, String) {
-    let user = f.add_user("Li Lei");
-    let cal = f.primary_calendar(&user);
-    f.bulk_load(&cal, events);
-    (user, cal)
-}
-
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bridge-core/tests/golden")
-}
-
-fn golden_input(case: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(case.join("input.json")).unwrap();
-    match serde_json::from_str::<EventListResponse>(&text) {
-        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
-        Err(_) => serde_json::from_str(&text).unwrap(),
-    }
-}
-
-/// The golden cases rendered with privacy `full`, sorted by name.
-fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p.join("expected.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .is_some_and(|v| v["privacy"] == "full")
-        })
-        .collect();
-    cases.sort();
-    cases
-}
-
-/// The mapping cases (the example file plus every golden case's input,
-/// each event id once) and `n` sample events.
-fn sample_tenant(n: usize) -> Vec<Event> {
-    let r: EventListResponse = serde_json::from_str(EXAMPLE).unwrap();
-    let mut v = r.data.map(|d| d.items).unwrap_or_default();
-    let mut ids: BTreeSet<String> = v.iter().filter_map(|e| e.event_id.clone()).collect();
-    for case in golden_cases() {
-        for e in golden_input(&case) {
-            if ids.insert(e.event_id.clone().unwrap()) {
-                v.push(e);
-            }
-        }
-    }
-    v.extend(bridge_core::sample::events(n, 42, BASE));
-    v
-}
-
-fn golden_t(s: &str) -> T {
-    if s.len() == 10 {
-        T::Day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
-    } else {
-        T::At(DateTime::parse_from_rfc3339(s).unwrap().timestamp())
-    }
-}
-
 /// For every golden case with privacy `full`: the Graph instances of its
 /// uids in its window equal its hand-written `expected.json`.
 fn check_golden(g: &GraphEmulator, calendar: &str, series: &BTreeSet<String>) -> Vec<String> {
-    let mut checked = Vec::new();
-    for case in golden_cases() {
-        let exp: Value =
-            serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
-                .unwrap();
-        let from = golden_t(exp["window"][0].as_str().unwrap()).secs();
-        let to = golden_t(exp["window"][1].as_str().unwrap()).secs();
-        let mut expected: Vec<Inst> = exp["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| Inst {
-                ident: i["uid"].as_str().unwrap().to_owned(),
-                start: golden_t(i["start"].as_str().unwrap()),
-                end: golden_t(i["end"].as_str().unwrap()),
-                summary: i["summary"].as_str().unwrap_or_default().to_owned(),
-            })
-            .collect();
-        expected.sort();
-        let mut idents: BTreeSet<String> = expected.iter().map(|i| i.ident.clone()).collect();
-        for id in golden_input(&case).into_iter().filter_map(|e| e.event_id) {
-            idents.insert(uid_of(&id).to_owned());
-            idents.insert(id);
-        }
-        let got: Vec<Inst> = graph_instances(g, calendar, from, to, series)
-            .into_iter()
-            .filter(|i| idents.contains(&i.ident))
-            .collect();
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        assert_same(&expected, &got, &format!("golden case {name}"));
-        checked.push(name);
-    }
-    checked
+    replica::check_golden("Graph", None, |from, to| {
+        graph_instances(g, calendar, from, to, series)
+    })
 }
 
 // ----- config and runs -------------------------------------------------------------
@@ -243,192 +133,15 @@ fn setup(f: &FeishuEmulator, fcal: &str, g: &GraphEmulator, name: &str, o: &Opts
     }
 }
 
-async fn output(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-struct Run {
-    code: i32,
-    report: Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn graph(&self) -> &Value {
-        self.report["calendars"][0]["sinks"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .find(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("graph")))
-            })
-            .unwrap_or_else(|| panic!("no graph sink in the report:\n{}", self.ctx()))
-    }
-
-    fn n(&self, key: &str) -> u64 {
-        self.graph()[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {key} in the graph sink report:\n{}", self.ctx()))
-    }
-}
-
 async fn reconcile(config: &Path) -> Run {
-    let mut cmd = bin();
-    cmd.args(["reconcile", "--json", "--config"]).arg(config);
-    let out = output(cmd).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        report: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    replica::reconcile::<GraphTarget<'static>>(config).await
 }
 
 async fn reconcile_ok(config: &Path) -> Run {
-    let r = reconcile(config).await;
-    assert_eq!(r.code, 0, "{}", r.ctx());
-    assert_eq!(r.n("failed"), 0, "{}", r.ctx());
-    r
+    replica::reconcile_clean::<GraphTarget<'static>>(config).await
 }
 
 // ----- instance sets -----------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum T {
-    Day(NaiveDate),
-    At(i64),
-}
-
-impl T {
-    fn secs(self) -> i64 {
-        match self {
-            T::Day(d) => d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
-            T::At(t) => t,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Inst {
-    ident: String,
-    start: T,
-    end: T,
-    summary: String,
-}
-
-fn feishu_t(ti: &TimeInfo, is_end: bool) -> T {
-    if let Some(ts) = ti.timestamp {
-        return T::At(ts.0);
-    }
-    let d = NaiveDate::parse_from_str(ti.date.as_deref().unwrap(), "%Y-%m-%d").unwrap();
-    T::Day(if is_end { d.succ_opt().unwrap() } else { d })
-}
-
-fn uid_of(event_id: &str) -> &str {
-    event_id.rsplit_once('_').map_or(event_id, |(u, _)| u)
-}
-
-/// The Feishu instance set in `[from, to)` (see the module docs).
-async fn feishu_instances(
-    f: &FeishuEmulator,
-    cal: &str,
-    seeded: &[Event],
-    from: i64,
-    to: i64,
-) -> Vec<Inst> {
-    let c = f.config();
-    let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            f.base_url()
-        ))
-        .json(&serde_json::json!({"app_id": c.app_id, "app_secret": c.app_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["tenant_access_token"].as_str().unwrap().to_owned();
-    let mut seen: BTreeMap<(String, T), Inst> = BTreeMap::new();
-    let step = 10 * 86_400;
-    let mut lo = from - 3 * 86_400;
-    while lo < to + 3 * 86_400 {
-        let hi = lo + step;
-        let body: Value = http
-            .get(format!(
-                "{}/open-apis/calendar/v4/calendars/{cal}/events/instance_view",
-                f.base_url()
-            ))
-            .bearer_auth(&token)
-            .query(&[("start_time", lo.to_string()), ("end_time", hi.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["code"], 0, "instance_view: {body}");
-        let items: Vec<Event> = serde_json::from_value(body["data"]["items"].clone()).unwrap();
-        assert!(
-            items.len() < 999,
-            "instance_view window capped; use less data"
-        );
-        for e in items {
-            if e.status == Some(EventStatus::Cancelled) {
-                continue;
-            }
-            let id = e.event_id.clone().unwrap();
-            let inst = Inst {
-                ident: uid_of(&id).to_owned(),
-                start: feishu_t(e.start_time.as_ref().unwrap(), false),
-                end: feishu_t(e.end_time.as_ref().unwrap(), true),
-                summary: e.summary.clone().unwrap_or_default(),
-            };
-            seen.insert((id, inst.start), inst);
-        }
-        lo = hi;
-    }
-    let ids: BTreeSet<&str> = seeded
-        .iter()
-        .filter_map(|e| e.event_id.as_deref())
-        .collect();
-    for e in seeded {
-        let id = e.event_id.as_deref().unwrap();
-        let master = format!("{}_0", uid_of(id));
-        if id.ends_with("_0")
-            || ids.contains(master.as_str())
-            || e.status == Some(EventStatus::Cancelled)
-        {
-            continue;
-        }
-        let inst = Inst {
-            ident: id.to_owned(),
-            start: feishu_t(e.start_time.as_ref().unwrap(), false),
-            end: feishu_t(e.end_time.as_ref().unwrap(), true),
-            summary: e.summary.clone().unwrap_or_default(),
-        };
-        seen.insert((id.to_owned(), inst.start), inst);
-    }
-    let mut v: Vec<Inst> = seen
-        .into_values()
-        .filter(|i| (from..to).contains(&i.start.secs()))
-        .collect();
-    v.sort();
-    v
-}
 
 fn key_of(v: &Value) -> Option<String> {
     v["singleValueExtendedProperties"]
@@ -528,23 +241,10 @@ fn graph_instances(
     v
 }
 
-fn diff(expected: &[Inst], got: &[Inst]) -> String {
-    let e: BTreeSet<&Inst> = expected.iter().collect();
-    let g: BTreeSet<&Inst> = got.iter().collect();
-    let missing: Vec<&&Inst> = e.difference(&g).take(10).collect();
-    let extra: Vec<&&Inst> = g.difference(&e).take(10).collect();
-    format!(
-        "expected {} instances, got {}\nmissing in Graph (first 10): {missing:#?}\nextra in Graph (first 10): {extra:#?}",
-        expected.len(),
-        got.len()
-    )
-}
-
 fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-    assert!(expected == got, "{what}: {}", diff(expected, got));
+    replica::assert_same_in("Graph", expected, got, what);
 }
 
-/// Stored singles and masters of the calendar by key: none twice.
 fn assert_no_duplicates(g: &GraphEmulator, calendar: &str, what: &str) -> usize {
     let Some(cal) = g.calendar_id(UPN, calendar) else {
         return 0;
@@ -576,26 +276,12 @@ fn graph_event_of(g: &GraphEmulator, calendar: &str, key: &str) -> Option<Value>
         .find(|e| e["calendarId"] == cal.as_str() && key_of(e).as_deref() == Some(key))
 }
 
-/// Event ids of live single timed events (not series, not exceptions).
-fn single_event_ids(f: &FeishuEmulator, cal: &str) -> Vec<String> {
-    f.events(cal)
-        .into_iter()
-        .filter(|e| {
-            e.recurrence.as_deref().unwrap_or("").is_empty()
-                && e.status != Some(EventStatus::Cancelled)
-                && e.start_time.as_ref().is_some_and(|t| t.timestamp.is_some())
-        })
-        .filter_map(|e| e.event_id)
-        .filter(|id| id.ends_with("_0"))
-        .collect()
-}
-
 // ----- 1 + 2: full mirror, then a no-op --------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_nothing() {
     let f = feishu(false).await;
-    let seeded = sample_tenant(150);
+    let seeded = replica::sample_tenant(150, None);
     let (_, fcal) = tenant(&f, seeded.clone());
     let g = graph().await;
     let s = setup(&f, &fcal, &g, "mirror", &Opts::default());
@@ -623,6 +309,7 @@ async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_not
         "exception_moved_renamed",
         "exception_without_master",
         "dst_fall_back_second",
+        "dst_later_occurrences",
     ] {
         assert!(
             golden.iter().any(|c| c == case),
@@ -674,55 +361,6 @@ async fn graph_full_mirror_equals_the_feishu_instance_set_and_a_rerun_writes_not
 
 // ----- 3. a webhook push reaches Graph ------------------------------------------
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("a startup line").unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        let marker = "http://";
-        let rest = &line[line
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} in {line:?}"))
-            + marker.len()..];
-        let addr = rest.split([' ', ',', ')']).next().unwrap().to_owned();
-        Daemon { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "the daemon exits cleanly: {status}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn graph_has_subject(g: &GraphEmulator, calendar: &str, subject: &str) -> bool {
     let Some(cal) = g.calendar_id(UPN, calendar) else {
         return false;
@@ -749,38 +387,7 @@ async fn graph_a_webhook_push_reaches_graph() {
             ..Opts::default()
         },
     );
-    let id = single_event_ids(&f, &fcal).remove(0);
-    let old = f
-        .events(&fcal)
-        .into_iter()
-        .find(|e| e.event_id.as_deref() == Some(&id))
-        .and_then(|e| e.summary)
-        .unwrap();
-    let daemon = Daemon::start(&s.config);
-    f.set_webhook(Some(WebhookTarget {
-        url: format!("http://{}/webhook/event", daemon.addr),
-        encrypt_key: Some("enc-key".into()),
-        verification_token: "verify-token".into(),
-    }));
-    wait_for("the initial mirror", Duration::from_secs(20), || {
-        graph_has_subject(&g, &s.calendar, &old)
-    })
-    .await;
-    let before = f.deliveries().len();
-    f.update_event(&fcal, &id, |e| e.summary = Some("Renamed, pushed".into()));
-    let deliveries = f
-        .wait_for_deliveries(before + 1, Duration::from_secs(5))
-        .await;
-    assert!(
-        deliveries.iter().skip(before).any(|d| d.delivered_ok),
-        "the push was delivered: {deliveries:?}"
-    );
-    wait_for("the change in Graph", Duration::from_secs(10), || {
-        graph_has_subject(&g, &s.calendar, "Renamed, pushed")
-    })
-    .await;
-    assert_no_duplicates(&g, &s.calendar, "after the push");
-    daemon.stop();
+    replica::webhook_push(&GraphTarget(&g), &f, &fcal, &s).await;
     f.shutdown().await;
     g.shutdown().await;
 }
@@ -793,12 +400,9 @@ struct GraphTarget<'a>(&'a GraphEmulator);
 
 impl Replica for GraphTarget<'_> {
     type Mirror = Setup;
-    type Inst = Inst;
     const NAME: &'static str = "graph";
+    const TARGET: &'static str = "Graph";
 
-    async fn mirror(&self, f: &FeishuEmulator, fcal: &str, name: &str) -> Setup {
-        setup(f, fcal, self.0, name, &Opts::default())
-    }
     fn config(m: &Setup) -> &Path {
         &m.config
     }
@@ -839,9 +443,6 @@ impl Replica for GraphTarget<'_> {
     fn instances(&self, m: &Setup) -> Vec<Inst> {
         graph_instances(self.0, &m.calendar, FROM, TO, &BTreeSet::new())
     }
-    fn assert_same(expected: &[Inst], got: &[Inst], what: &str) {
-        assert_same(expected, got, what);
-    }
     fn no_duplicates(&self, m: &Setup, what: &str) -> usize {
         assert_no_duplicates(self.0, &m.calendar, what)
     }
@@ -852,6 +453,40 @@ impl Replica for GraphTarget<'_> {
         self.0.write_count()
     }
     async fn done(&self, _: Setup) {}
+
+    async fn mirror_with(
+        &self,
+        f: &FeishuEmulator,
+        fcal: &str,
+        name: &str,
+        on_target_delete: &'static str,
+    ) -> Setup {
+        let o = Opts {
+            on_target_delete,
+            ..Opts::default()
+        };
+        setup(f, fcal, self.0, name, &o)
+    }
+    fn item_id(&self, m: &Setup, key: &str) -> String {
+        let ev = graph_event_of(self.0, &m.calendar, key)
+            .unwrap_or_else(|| panic!("no Graph event {key}"));
+        ev["id"].as_str().unwrap().to_owned()
+    }
+    fn user_edit(&self, _: &Setup, id: &str, summary: &str) {
+        self.0
+            .user_edit(UPN, id, serde_json::json!({ "subject": summary }))
+            .unwrap();
+    }
+    fn user_delete(&self, _: &Setup, id: &str) {
+        self.0.user_delete(UPN, id).unwrap();
+    }
+    /// An event with the key (a restore creates a new one).
+    fn is_live(&self, m: &Setup, _: &str, key: &str) -> bool {
+        graph_event_of(self.0, &m.calendar, key).is_some()
+    }
+    fn has_summary(&self, m: &Setup, summary: &str) -> bool {
+        graph_has_subject(self.0, &m.calendar, summary)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -890,7 +525,7 @@ async fn graph_twenty_percent_faults_converge_to_the_fault_free_mirror() {
     g.shutdown().await;
 }
 
-// ----- 6. a deletion in Outlook: restore vs respect --------------------------------
+// ----- 6. a user's edit and deletion in Outlook: restore vs respect ----------------
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graph_a_user_deletion_is_restored_or_respected() {
@@ -898,37 +533,7 @@ async fn graph_a_user_deletion_is_restored_or_respected() {
         let f = feishu(false).await;
         let (_, fcal) = tenant(&f, bridge_core::sample::events(30, 5, BASE));
         let g = graph().await;
-        let s = setup(
-            &f,
-            &fcal,
-            &g,
-            &format!("delete-{mode}"),
-            &Opts {
-                on_target_delete: mode,
-                ..Opts::default()
-            },
-        );
-        reconcile_ok(&s.config).await;
-        let key = single_event_ids(&f, &fcal).remove(0);
-        let ev = graph_event_of(&g, &s.calendar, &key).unwrap();
-        g.user_delete(UPN, ev["id"].as_str().unwrap()).unwrap();
-        let r = reconcile_ok(&s.config).await;
-        let back = graph_event_of(&g, &s.calendar, &key);
-        if mode == "restore" {
-            assert!(back.is_some(), "restored: {}", r.ctx());
-            assert_eq!(r.n("drift_rewrites"), 1, "{}", r.ctx());
-        } else {
-            assert!(back.is_none(), "left deleted: {}", r.ctx());
-            assert_eq!(r.n("tombstoned"), 1, "{}", r.ctx());
-        }
-        let writes = g.write_count();
-        let again = reconcile_ok(&s.config).await;
-        assert_eq!(
-            g.write_count(),
-            writes,
-            "{mode}: the next pass wrote: {}",
-            again.ctx()
-        );
+        replica::user_edit_and_delete(&GraphTarget(&g), &f, &fcal, mode).await;
         f.shutdown().await;
         g.shutdown().await;
     }
@@ -955,7 +560,7 @@ async fn graph_a_mailbox_without_rest_pauses_graph_but_not_ics() {
     );
     let r = reconcile(&s.config).await;
     assert_eq!(r.code, 1, "a paused sink fails the pass: {}", r.ctx());
-    let paused = r.graph()["paused"].as_str().unwrap_or_default().to_owned();
+    let paused = r.sink()["paused"].as_str().unwrap_or_default().to_owned();
     assert!(
         paused.contains("MailboxNotEnabledForRESTAPI") && paused.contains("EWS"),
         "{}",
@@ -1036,72 +641,14 @@ async fn graph_delegated_sink_mirrors_after_auth_graph() {
     let r = reconcile(&s.config).await;
     assert_eq!(r.code, 1, "{}", r.ctx());
     assert!(
-        r.graph()["paused"]
+        r.sink()["paused"]
             .as_str()
             .is_some_and(|p| p.contains("auth graph")),
         "{}",
         r.ctx()
     );
-    let mut child = bin()
-        .args([
-            "auth",
-            "graph",
-            "--sink",
-            "graph",
-            "--port",
-            "0",
-            "--timeout",
-            "20",
-            "--config",
-        ])
-        .arg(&s.config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("http://") {
-                let _ = tx.send(line.trim().to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("auth graph printed an authorize URL");
+    let (url, _) = replica::authorize(&s.config, "graph", "graph").await;
     assert!(url.contains("code_challenge_method=S256"), "{url}");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let consent = http.get(&url).send().await.unwrap();
-    assert_eq!(consent.status(), 302, "the emulator approves at once");
-    let location = consent.headers()["location"].to_str().unwrap().to_owned();
-    assert!(location.contains("code="), "{location}");
-    let page = http.get(&location).send().await.unwrap();
-    assert!(
-        page.status().is_success(),
-        "loopback answered {}",
-        page.status()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let printed = reader.join().unwrap();
-    assert!(
-        out.status.success(),
-        "auth graph failed: {printed}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let r = reconcile_ok(&s.config).await;
     assert!(r.n("created") > 0, "{}", r.ctx());
     assert!(assert_no_duplicates(&g, &s.calendar, "delegated") > 0);

@@ -5,6 +5,7 @@ mod convert;
 mod daemon;
 mod ews;
 mod ews_more;
+mod ews_ntlm;
 mod feeds;
 mod feishu;
 mod fidelity;

@@ -1,14 +1,12 @@
 //! Meeting rooms end to end: the binary as a third-party room system
 //! against the Feishu emulator's rooms (webhook and long connection).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bridge_core::feishu::{Attendee, AttendeeType, Event, RsvpStatus};
 use bridge_emulators::feishu::rooms::{NewRoom, RoomReply};
-use bridge_emulators::feishu::{
-    Faults, FeishuConfig, FeishuEmulator, WebhookTarget, WsClientConfig,
-};
+use bridge_emulators::feishu::{Faults, FeishuConfig, FeishuEmulator, WsClientConfig};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
@@ -42,6 +40,83 @@ pub(crate) fn booking_event(summary: &str, start: i64, end: i64, room: &str) -> 
             ..Attendee::default()
         }]),
         ..Event::default()
+    }
+}
+
+/// `rooms <args> --json` with this config.
+pub(crate) fn rooms_json(config: &Path, args: &[&str]) -> Value {
+    let out = bin()
+        .arg("rooms")
+        .args(args)
+        .args(["--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rooms {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Waits until the daemon of this config has read the room registry.
+pub(crate) fn wait_for_registry(config: &Path) {
+    let start = Instant::now();
+    while rooms_json(config, &["list"])["rooms"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the room registry was never read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Books `room` in the calendar `cal`; returns the booking's uid.
+pub(crate) fn book(
+    emu: &FeishuEmulator,
+    cal: &str,
+    room: &str,
+    summary: &str,
+    start: i64,
+    end: i64,
+) -> String {
+    let id = emu.create_event(cal, booking_event(summary, start, end, room));
+    id.rsplit_once('_').unwrap().0.to_owned()
+}
+
+/// Waits (30 s at most) until `rooms explain <id>` shows the booking with
+/// `status` and at least `decisions` decisions.
+pub(crate) async fn wait_booking(config: &Path, id: &str, status: &str, decisions: usize) -> Value {
+    let start = Instant::now();
+    loop {
+        let out = bin()
+            .args(["rooms", "explain", id, "--json", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["status"] == status
+                && (decisions == 0
+                    || v["decisions"]
+                        .as_array()
+                        .is_some_and(|d| d.len() >= decisions))
+            {
+                return v;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "booking {id} never became {status}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -129,11 +204,7 @@ impl Env {
     fn start(&self) -> Daemon {
         let d = Daemon::start(&self.config);
         if !self.long_connection {
-            self.emu.set_webhook(Some(WebhookTarget {
-                url: format!("http://{}/webhook/event", d.addr),
-                encrypt_key: Some("enc-key".into()),
-                verification_token: "verify-token".into(),
-            }));
+            d.push_from(&self.emu);
         }
         d
     }
@@ -141,43 +212,17 @@ impl Env {
     /// Starts the daemon and waits until it has read the room registry.
     fn start_ready(&self) -> Daemon {
         let d = self.start();
-        let start = Instant::now();
-        while self.rooms(&["list"])["rooms"]
-            .as_array()
-            .is_none_or(Vec::is_empty)
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the room registry was never read"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_registry(&self.config);
         d
     }
 
     /// `rooms <args> --json`.
     fn rooms(&self, args: &[&str]) -> Value {
-        let out = bin()
-            .arg("rooms")
-            .args(args)
-            .args(["--json", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "rooms {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        rooms_json(&self.config, args)
     }
 
     fn book(&self, summary: &str, start: i64, end: i64) -> String {
-        let id = self
-            .emu
-            .create_event(&self.cal, booking_event(summary, start, end, &self.room));
-        id.rsplit_once('_').unwrap().0.to_owned()
+        book(&self.emu, &self.cal, &self.room, summary, start, end)
     }
 
     fn id(&self, uid: &str, ot: i64) -> String {
@@ -194,28 +239,7 @@ impl Env {
 
     /// Waits for the booking's status (through `rooms explain`).
     async fn wait_status(&self, uid: &str, ot: i64, status: &str) -> Value {
-        let id = self.id(uid, ot);
-        let start = Instant::now();
-        loop {
-            let out = bin()
-                .args(["rooms", "explain", &id, "--json", "--config"])
-                .arg(&self.config)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-                if v["status"] == status {
-                    return v;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "booking {id} never became {status}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_booking(&self.config, &self.id(uid, ot), status, 0).await
     }
 
     async fn wait_replies(&self, uid: &str, n: usize) -> Vec<RoomReply> {

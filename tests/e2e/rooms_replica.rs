@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bridge_emulators::ews::{EwsConfig, EwsEmulator};
 use bridge_emulators::feishu::rooms::NewRoom;
-use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
+use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator};
 use bridge_emulators::google::{FaultKind, GoogleEmulator, StoredEvent};
 use bridge_emulators::graph::{
     GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT,
@@ -20,7 +20,7 @@ use crate::ews::schema;
 use crate::daemon::Daemon;
 use crate::feishu::{bin, temp_dir, timed};
 use crate::google::{OWNER, Opts, google, google_sink};
-use crate::rooms::{TZ, at, booking_event, last_reasons};
+use crate::rooms::{TZ, at, book, last_reasons, rooms_json, wait_booking, wait_for_registry};
 
 const ROOM_MAILBOX: &str = "room-a@example.com";
 
@@ -149,47 +149,17 @@ async fn env(name: &str, kind: &str) -> Env {
 impl Env {
     fn start(&self) -> Daemon {
         let d = Daemon::start(&self.config);
-        self.feishu.set_webhook(Some(WebhookTarget {
-            url: format!("http://{}/webhook/event", d.addr),
-            encrypt_key: Some("enc-key".into()),
-            verification_token: "verify-token".into(),
-        }));
-        let start = Instant::now();
-        while self.rooms(&["list"])["rooms"]
-            .as_array()
-            .is_none_or(Vec::is_empty)
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the room registry was never read"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        d.push_from(&self.feishu);
+        wait_for_registry(&self.config);
         d
     }
 
     fn rooms(&self, args: &[&str]) -> Value {
-        let out = bin()
-            .arg("rooms")
-            .args(args)
-            .args(["--json", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "rooms {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        rooms_json(&self.config, args)
     }
 
     fn book(&self, summary: &str, start: i64, end: i64) -> String {
-        let id = self
-            .feishu
-            .create_event(&self.cal, booking_event(summary, start, end, &self.room));
-        id.rsplit_once('_').unwrap().0.to_owned()
+        book(&self.feishu, &self.cal, &self.room, summary, start, end)
     }
 
     async fn wait_status(&self, uid: &str, status: &str) -> Value {
@@ -198,28 +168,7 @@ impl Env {
 
     /// Waits until the booking has at least `n` decisions and `status`.
     async fn wait_decision(&self, uid: &str, status: &str, n: usize) -> Value {
-        let id = format!("{}/{uid}/0", self.room);
-        let start = Instant::now();
-        loop {
-            let out = bin()
-                .args(["rooms", "explain", &id, "--json", "--config"])
-                .arg(&self.config)
-                .output()
-                .unwrap();
-            // Not there yet until the event is decided.
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            if out.status.success()
-                && v["status"] == status
-                && v["decisions"].as_array().is_some_and(|d| d.len() >= n)
-            {
-                return v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "booking {id} never became {status}: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_booking(&self.config, &format!("{}/{uid}/0", self.room), status, n).await
     }
 
     /// The live events of the room's calendar, as (summary, start, end).

@@ -24,16 +24,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bridge_core::feishu::Event;
 use bridge_core::plan::{self, Op, RecordView, SourceState, SourceView};
 use bridge_core::{ContentHash, EventKey};
-use bridge_target::{
-    CalendarMeta, Recorded, RemoteRef, Replica, ReplicaInput, SeriesOps, StateStore,
-};
+use bridge_target::{Recorded, RemoteRef, Replica, ReplicaInput, SeriesOps, StateStore};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::Busy;
-use crate::target::{Booked, RoomCalendar, time};
+use crate::target::{Booked, RoomCalendar, busy_calendar};
 
 /// The room calendar's busy periods, as its service reports them.
 #[async_trait]
@@ -186,25 +183,12 @@ impl RoomCalendar for ReplicaRoom {
         now: i64,
     ) -> Result<(), String> {
         let mut records = self.records(room_id).await?;
-        let mut events = Vec::with_capacity(booked.len());
         let mut times = BTreeMap::new();
         for b in booked {
-            let key = key_of(b)?;
-            times.insert(key.to_string(), (b.start, b.end));
-            events.push(Event {
-                event_id: Some(key.to_string()),
-                summary: Some("Busy".into()),
-                start_time: Some(time(b.start, timezone)),
-                end_time: Some(time(b.end, timezone)),
-                ..Event::default()
-            });
+            times.insert(key_of(b)?.to_string(), (b.start, b.end));
         }
-        let mapped = bridge_core::map_events(&events);
-        if let Some(e) = mapped.errors.first() {
-            return Err(format!("cannot render booking: {e}"));
-        }
-        let source: BTreeMap<EventKey, SourceState> = mapped
-            .items
+        let (calendar, items) = busy_calendar(room_id, room_name, timezone, booked)?;
+        let source: BTreeMap<EventKey, SourceState> = items
             .iter()
             .map(|i| {
                 (
@@ -233,7 +217,7 @@ impl RoomCalendar for ReplicaRoom {
         if p.ops.is_empty() {
             return Ok(());
         }
-        let series = bridge_core::series::group(&mapped.items);
+        let series = bridge_core::series::group(&items);
         let by_uid: BTreeMap<&str, &bridge_core::Series<'_>> =
             series.iter().map(|s| (s.uid, s)).collect();
         let mut grouped: BTreeMap<String, Vec<Op>> = BTreeMap::new();
@@ -266,11 +250,6 @@ impl RoomCalendar for ReplicaRoom {
                 ))
             })
             .collect();
-        let calendar = CalendarMeta {
-            id: room_id.to_owned(),
-            name: room_name.to_owned(),
-            timezone: Some(timezone.to_owned()),
-        };
         let outcomes = self
             .replica
             .apply(ReplicaInput {

@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bridge_core::Item;
 use bridge_core::feishu::{Event, TimeInfo, UnixSeconds};
 use bridge_target::{CalendarMeta, Projection, ProjectionInput};
 
@@ -77,7 +78,38 @@ impl ProjectionRoom {
     }
 }
 
-pub(crate) fn time(secs: i64, tz: &str) -> TimeInfo {
+/// The room as a calendar, and its accepted instances as busy-only items:
+/// one standalone event each, under `<id>_0` (with `-` for `_` in the id,
+/// so the id is one uid).
+pub(crate) fn busy_calendar(
+    room_id: &str,
+    room_name: &str,
+    timezone: &str,
+    booked: &[Booked],
+) -> Result<(CalendarMeta, Vec<Item>), String> {
+    let events: Vec<Event> = booked
+        .iter()
+        .map(|b| Event {
+            event_id: Some(format!("{}_0", b.id.replace('_', "-"))),
+            summary: Some("Busy".into()),
+            start_time: Some(time(b.start, timezone)),
+            end_time: Some(time(b.end, timezone)),
+            ..Event::default()
+        })
+        .collect();
+    let mapped = bridge_core::map_events(&events);
+    if let Some(e) = mapped.errors.first() {
+        return Err(format!("cannot render booking: {e}"));
+    }
+    let calendar = CalendarMeta {
+        id: room_id.to_owned(),
+        name: room_name.to_owned(),
+        timezone: Some(timezone.to_owned()),
+    };
+    Ok((calendar, mapped.items))
+}
+
+fn time(secs: i64, tz: &str) -> TimeInfo {
     TimeInfo {
         date: None,
         timestamp: Some(UnixSeconds(secs)),
@@ -101,26 +133,8 @@ impl RoomCalendar for ProjectionRoom {
     ) -> Result<(), String> {
         // Each instance becomes a standalone busy event: the room shows
         // what was accepted, instance by instance.
-        let events: Vec<Event> = booked
-            .iter()
-            .map(|b| Event {
-                event_id: Some(format!("{}_0", b.id.replace('_', "-"))),
-                summary: Some("Busy".into()),
-                start_time: Some(time(b.start, timezone)),
-                end_time: Some(time(b.end, timezone)),
-                ..Event::default()
-            })
-            .collect();
-        let mapped = bridge_core::map_events(&events);
-        if let Some(e) = mapped.errors.first() {
-            return Err(format!("cannot render booking: {e}"));
-        }
-        let series = bridge_core::series::group(&mapped.items);
-        let calendar = CalendarMeta {
-            id: room_id.to_owned(),
-            name: room_name.to_owned(),
-            timezone: Some(timezone.to_owned()),
-        };
+        let (calendar, items) = busy_calendar(room_id, room_name, timezone, booked)?;
+        let series = bridge_core::series::group(&items);
         self.target
             .publish(ProjectionInput {
                 calendar: &calendar,

@@ -7,9 +7,14 @@
 //! (`deny_unknown_fields`), a validation that reports every problem with its
 //! key path and returns a validated value, and construction from that value.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bridge_core::Privacy;
+use bridge_target::{Sink, StateStore};
+
+use crate::feed::{FeedBook, FeedSink};
 
 /// Reads a file named by the configuration.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
@@ -211,19 +216,28 @@ impl Check {
 }
 
 /// A target's table in the configuration: read with `deny_unknown_fields`,
-/// then validated into what its module builds from.
+/// then validated into what its module builds from. With the consts, this
+/// is all the binary's registry of kinds needs of a module: one line there
+/// (`kind::<<module>::config::Config>()`) adds the kind.
 pub trait TargetToml: serde::de::DeserializeOwned {
-    type Validated: ValidatedTarget;
+    type Validated: ValidatedTarget + 'static;
+
+    /// The `kind` of its `[[sinks]]` table.
+    const KIND: &'static str;
+    /// Whether `feishu-bridge auth <kind>` applies to it.
+    const AUTH: bool = false;
+    /// The commented `[[sinks]]` table `init` writes for it.
+    const STARTER: &'static str;
 
     /// Every problem with its key path (through `ctx`).
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Self::Validated, Vec<String>>;
 }
 
 /// What a validated target tells the binary without being built: its
-/// identity, the lines it adds to `status` and `check`, and its optional
-/// authorization capability.
+/// identity, the lines it adds to `status` and `check`, its optional
+/// authorization capability, and how it is built.
 #[async_trait::async_trait]
-pub trait ValidatedTarget: Send + Sync + std::fmt::Debug {
+pub trait ValidatedTarget: Send + Sync + std::fmt::Debug + AsAny {
     /// The `kind` of its `[[sinks]]` table.
     fn kind(&self) -> &'static str;
     /// Its `name`, for kinds that have one (unique per kind; `--sink NAME`).
@@ -266,6 +280,171 @@ pub trait ValidatedTarget: Send + Sync + std::fmt::Debug {
     /// was written.
     fn explain(&self, _calendar: &str, _remote: Option<&bridge_target::RemoteRef>) -> Vec<String> {
         Vec::new()
+    }
+    /// The sink, from what the binary provides (`env`). A sink without the
+    /// credentials it needs is built paused.
+    fn build(&self, env: BuildEnv) -> Arc<dyn BuiltTarget>;
+    /// How it holds a meeting room's bookings (`None`: room bookings cannot
+    /// be written to it).
+    fn room_place(&self) -> Option<RoomPlace> {
+        None
+    }
+    /// Problems of a `[rooms]` mapping onto it that only its kind knows
+    /// (the generic ones, by [`RoomPlace`], are the binary's): `place` is the
+    /// mapping's non-empty `mailbox` or `calendar_id` when its place is
+    /// [`RoomPlace::Named`], `pick` how the mapping picks its rooms.
+    fn check_room(
+        &self,
+        _label: &str,
+        _pick: Option<RoomPick<'_>>,
+        _place: Option<&str>,
+        _problems: &mut Vec<String>,
+    ) {
+    }
+    /// What a room's bookings are written to; `place` as in
+    /// [`ValidatedTarget::check_room`]. Only called when
+    /// [`ValidatedTarget::room_place`] is some.
+    fn room(&self, _env: RoomEnv, _place: Option<&str>) -> Result<RoomTarget, String> {
+        Err(format!(
+            "room bookings cannot be written to a {} sink",
+            self.kind()
+        ))
+    }
+}
+
+/// How a kind holds a meeting room's bookings (`[rooms]` mappings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPlace {
+    /// Each room is one busy-only file or feed of the sink; `why` is said of
+    /// a `mailbox` or `calendar_id` given anyway.
+    OfTheSink { why: &'static str },
+    /// Each room is a calendar of its own on the service, named by the
+    /// mapping's `key` (`"mailbox"` or `"calendar_id"`); `why` is said of
+    /// the other key.
+    Named {
+        key: &'static str,
+        why: &'static str,
+    },
+}
+
+/// How a `[rooms]` mapping picks its rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPick<'a> {
+    /// One room by its Feishu room id.
+    Room(&'a str),
+    /// By custom id or level.
+    Other,
+}
+
+/// What the binary provides to build a room's target.
+#[derive(Debug, Clone)]
+pub struct RoomEnv {
+    /// What [`ValidatedTarget::build`] would get (a fresh feed book).
+    pub sink: BuildEnv,
+    /// The sink as the daemon runs it, when it does.
+    pub running: Option<Arc<dyn BuiltTarget>>,
+    /// The state of a sink written into the room's own calendar, a scope
+    /// of its own per sink and place.
+    pub room_state: Arc<dyn StateStore>,
+}
+
+/// What the room system writes a room's bookings to.
+#[derive(Debug)]
+pub enum RoomTarget {
+    /// A busy-only projection (a file, a feed); `what` for `rooms list`.
+    Projection {
+        target: Arc<dyn bridge_target::Projection>,
+        what: String,
+    },
+    /// A replica writing into the room's own calendar, with the service's
+    /// lookup of the room's busy times.
+    Replica {
+        replica: Arc<dyn bridge_target::Replica>,
+        busy: Option<BusyLookup>,
+        what: String,
+    },
+}
+
+/// The busy intervals (unix seconds) of a room between two instants.
+pub type BusyFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<(i64, i64)>, String>> + Send>>;
+
+/// A service's lookup of a room's busy times (freeBusy, getSchedule, …).
+#[derive(Clone)]
+pub struct BusyLookup {
+    /// The service's name of it, for logs.
+    pub what: &'static str,
+    pub f: Arc<dyn Fn(i64, i64) -> BusyFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for BusyLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusyLookup")
+            .field("what", &self.what)
+            .finish()
+    }
+}
+
+/// Any type, seen as [`std::any::Any`] (tests look at a kind's own
+/// validated value through it).
+pub trait AsAny {
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// What the binary provides to build any target.
+#[derive(Debug, Clone)]
+pub struct BuildEnv {
+    /// The sink's own state, namespaced for its id.
+    pub state: Arc<dyn StateStore>,
+    /// What the store holds under [`ValidatedTarget::token_name`].
+    pub token: Option<String>,
+    /// The daemon's book of served feeds.
+    pub feeds: Arc<FeedBook>,
+    /// The directory next to the store, for files a sink keeps.
+    pub data_dir: PathBuf,
+}
+
+/// What a built target answers the binary: its sink, its API calls, the
+/// token hand-over and, for the feed kind, the feed sink.
+pub trait BuiltTarget: Send + Sync + std::fmt::Debug {
+    fn sink(&self) -> Arc<dyn Sink>;
+    /// API calls by endpoint template and HTTP status, for `/metrics`
+    /// (kinds without an API: none).
+    fn calls(&self) -> BTreeMap<(String, u16), u64> {
+        BTreeMap::new()
+    }
+    /// The first half of the daemon's token hand-over: the token is checked
+    /// here; once the binary stored it under [`ValidatedTarget::token_name`]
+    /// it calls the returned [`TakeToken`], which gives it to the sink (a
+    /// sink paused for authorization resumes).
+    fn check_token(&self, _token: &str) -> Result<TakeToken<'_>, TokenRefused> {
+        Err(TokenRefused::NotUsed(format!(
+            "sink {} takes no token",
+            self.sink().id()
+        )))
+    }
+    /// The feed sink, for kind "feed" (`feeds list`, the daemon's routes).
+    fn feed(&self) -> Option<Arc<FeedSink>> {
+        None
+    }
+}
+
+/// Gives a checked token to the sink (see [`BuiltTarget::check_token`]).
+pub type TakeToken<'a> = Box<dyn FnOnce() -> Result<(), TokenRefused> + Send + 'a>;
+
+/// A built sink that needs nothing more than [`BuiltTarget::sink`].
+#[derive(Debug)]
+pub struct Plain<S>(pub Arc<S>);
+
+impl<S: Sink + 'static> BuiltTarget for Plain<S> {
+    fn sink(&self) -> Arc<dyn Sink> {
+        self.0.clone()
     }
 }
 

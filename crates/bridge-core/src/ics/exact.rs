@@ -37,10 +37,14 @@
 //! and only series whose zone changes offset between their start and the
 //! horizon. Beyond it readers get the wall-clock form alone (RFC 5545 exact;
 //! ical.js and khal may misplace occurrences in a repeated or skipped hour).
+//!
+//! The Microsoft replicas (EWS, Graph) use the same [`exact_series`] and
+//! [`horizon`] for the same problem: Exchange generates each occurrence
+//! itself from the wall-clock pattern (`bridge_sinks::microsoft::exact`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{Datelike, LocalResult, NaiveDateTime, Offset, TimeZone};
+use chrono::{Datelike, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 
 use crate::instant::{is_repeated, resolve, wall_clock};
@@ -64,6 +68,10 @@ pub fn horizon(dtstamp: i64) -> i64 {
 pub struct Occurrence {
     /// As the rule generates it (may be inside a gap).
     pub wall: NaiveDateTime,
+    /// Its 0-based position among the rule's generated occurrences (the
+    /// first is the master's own start), cancelled ones included: what
+    /// Exchange calls its `InstanceIndex` minus one.
+    pub index: usize,
     /// The override: the master's content at Feishu's instants, in UTC.
     pub event: CanonicalEvent,
 }
@@ -105,39 +113,94 @@ fn offset(tz: Tz, at: i64) -> i32 {
         .local_minus_utc()
 }
 
-/// Whether the offset of `tz` changes in `[from, to]`. Cached per zone
-/// and year range by the caller; sampled every 6 hours (no zone has
-/// changed offset twice within 6 hours).
-fn changes_offset(tz: Tz, from: i64, to: i64) -> bool {
-    const STEP: i64 = 6 * 3600;
-    let first = offset(tz, from);
-    let mut t = from;
-    while t < to {
-        t = (t + STEP).min(to);
-        if offset(tz, t) != first {
-            return true;
-        }
-    }
-    false
+/// One change of a zone's offset: the wall-clock time of day (seconds
+/// after midnight) just before it and just after it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Change {
+    /// The first second with the new offset.
+    at: i64,
+    before: i64,
+    after: i64,
 }
 
-/// Per render: whether a zone changes offset in a year range.
+impl Change {
+    /// The size of the change, whichever way it goes.
+    fn size(self) -> i64 {
+        let d = (self.after - self.before).rem_euclid(DAY);
+        d.min(DAY - d)
+    }
+}
+
+const DAY: i64 = 86_400;
+
+/// The changes of `tz`'s offset in year `year` (UTC).
+fn offset_changes(tz: Tz, year: i32) -> Vec<Change> {
+    super::vtimezone::offset_changes(tz, year, year)
+        .into_iter()
+        .map(|(at, before, after)| Change {
+            at,
+            before: (at + i64::from(before)).rem_euclid(DAY),
+            after: (at + i64::from(after)).rem_euclid(DAY),
+        })
+        .collect()
+}
+
+/// Per render: the offset changes of a zone, by year.
 #[derive(Debug, Default)]
-pub struct ZoneChanges(BTreeMap<(&'static str, i32, i32), bool>);
+pub struct ZoneChanges(BTreeMap<(&'static str, i32), Vec<Change>>);
 
 impl ZoneChanges {
-    fn changes(&mut self, tz: Tz, from: i64, to: i64) -> bool {
+    /// The changes of `tz` in the years of `[from, to]` (and the year
+    /// before, which holds a change at the first second of `from`'s year).
+    /// Each year is found once per render, whatever the ranges asked.
+    fn changes(&mut self, tz: Tz, from: i64, to: i64) -> Vec<Change> {
         let (fy, ty) = (utc_datetime(from).year(), utc_datetime(to).year());
-        *self.0.entry((tz.name(), fy, ty)).or_insert_with(|| {
-            let start = chrono::NaiveDate::from_ymd_opt(fy, 1, 1)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map_or(from, |d| d.and_utc().timestamp());
-            let end = chrono::NaiveDate::from_ymd_opt(ty + 1, 1, 1)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map_or(to, |d| d.and_utc().timestamp());
-            changes_offset(tz, start, end)
-        })
+        let mut out = Vec::new();
+        for y in fy - 1..=ty {
+            let changes = self
+                .0
+                .entry((tz.name(), y))
+                .or_insert_with(|| offset_changes(tz, y));
+            out.extend_from_slice(changes);
+        }
+        out
     }
+}
+
+/// Whether an occurrence of `rule` may need an override, judged by its
+/// wall-clock time of day alone, without expanding the rule (expanding a
+/// daily rule to the horizon is a thousand `rrule` steps per series).
+///
+/// A rule of FREQ DAILY or coarser without BYHOUR, BYMINUTE or BYSECOND
+/// generates every occurrence at DTSTART's time of day `s` (RFC 5545
+/// §3.3.10). An occurrence needs an override only if its start is in a gap
+/// or a fold, its end is in a fold, or it spans a change (see
+/// [`exact_series`]); in each case the wall-clock time just before some
+/// change lies in `[s - D, s + L + D]` (mod a day), `L` being the length
+/// and `D` the largest change. So when no change's wall-clock times fall in
+/// that window, no occurrence needs one. Anything else is expanded.
+fn may_need_overrides(rule: &str, first: NaiveDateTime, length: i64, changes: &[Change]) -> bool {
+    let parts: Vec<String> = rule.split(';').map(str::to_ascii_uppercase).collect();
+    let daily_or_coarser = parts.iter().any(|p| {
+        matches!(
+            p.as_str(),
+            "FREQ=DAILY" | "FREQ=WEEKLY" | "FREQ=MONTHLY" | "FREQ=YEARLY"
+        )
+    });
+    let fixed_time = !parts.iter().any(|p| {
+        p.starts_with("BYHOUR=") || p.starts_with("BYMINUTE=") || p.starts_with("BYSECOND=")
+    });
+    let d = changes.iter().map(|c| c.size()).max().unwrap_or(0);
+    let window = length.max(0) + 2 * d;
+    if !daily_or_coarser || !fixed_time || window >= DAY {
+        return true;
+    }
+    let s = i64::from(first.time().num_seconds_from_midnight());
+    changes.iter().any(|c| {
+        [c.before, c.after]
+            .iter()
+            .any(|t| (t - (s - d)).rem_euclid(DAY) <= window)
+    })
 }
 
 /// The rule's generated wall-clock times, from `first` (the master's local
@@ -146,6 +209,109 @@ impl ZoneChanges {
 /// what keeps the `rrule` crate out of the zone's gaps and folds; UNTIL is
 /// left out here and applied by the caller in real time.
 fn wall_times(rule: &str, first: NaiveDateTime, until_wall: NaiveDateTime) -> Vec<NaiveDateTime> {
+    simple_wall_times(rule, first, until_wall)
+        .unwrap_or_else(|| rrule_wall_times(rule, first, until_wall))
+}
+
+/// [`wall_times`] of a plain DAILY or WEEKLY rule (INTERVAL, COUNT, UNTIL,
+/// weekday BYDAY, WKST; anything else is `None`), counted out directly.
+///
+/// Written here rather than left to the `rrule` crate because that crate
+/// spends about 2,000 instructions per occurrence, and a daily series is a
+/// thousand occurrences to the horizon on every render; these two
+/// frequencies are most recurring meetings. The test
+/// `simple_rules_expand_as_the_rrule_crate_does` holds it to the crate.
+fn simple_wall_times(
+    rule: &str,
+    first: NaiveDateTime,
+    end: NaiveDateTime,
+) -> Option<Vec<NaiveDateTime>> {
+    use chrono::{Days, Weekday};
+    let weekday = |v: &str| -> Option<Weekday> {
+        Some(match v {
+            "MO" => Weekday::Mon,
+            "TU" => Weekday::Tue,
+            "WE" => Weekday::Wed,
+            "TH" => Weekday::Thu,
+            "FR" => Weekday::Fri,
+            "SA" => Weekday::Sat,
+            "SU" => Weekday::Sun,
+            _ => return None,
+        })
+    };
+    let (mut weekly, mut interval, mut count) = (None, 1u64, None);
+    let (mut days, mut wkst) = (Vec::new(), Weekday::Mon);
+    for part in rule.split(';') {
+        let (key, value) = part.split_once('=')?;
+        match (
+            key.to_ascii_uppercase().as_str(),
+            value.to_ascii_uppercase(),
+        ) {
+            ("FREQ", v) if v == "DAILY" || v == "WEEKLY" => weekly = Some(v == "WEEKLY"),
+            ("INTERVAL", v) => interval = v.parse().ok().filter(|n| (1..=10_000).contains(n))?,
+            ("COUNT", v) => count = Some(v.parse::<usize>().ok().filter(|n| *n > 0)?),
+            ("UNTIL", _) => {}
+            ("BYDAY", v) => {
+                for d in v.split(',') {
+                    days.push(weekday(d)?);
+                }
+            }
+            ("WKST", v) => wkst = weekday(&v)?,
+            _ => return None,
+        }
+    }
+    let limit = count.unwrap_or(usize::MAX).min(MAX_OCCURRENCES);
+    let (date, time) = (first.date(), first.time());
+    let mut out = Vec::new();
+    if weekly? {
+        if days.is_empty() {
+            days.push(date.weekday());
+        }
+        // Weeks start on WKST; the first is the one holding DTSTART.
+        let back = u64::from(date.weekday().days_since(wkst));
+        let mut week = date.checked_sub_days(Days::new(back))?;
+        loop {
+            for i in 0..7 {
+                let Some(day) = week.checked_add_days(Days::new(i)) else {
+                    return Some(out);
+                };
+                if day < date || !days.contains(&day.weekday()) {
+                    continue;
+                }
+                let at = day.and_time(time);
+                if at > end || out.len() >= limit {
+                    return Some(out);
+                }
+                out.push(at);
+            }
+            let Some(next) = week.checked_add_days(Days::new(7 * interval)) else {
+                return Some(out);
+            };
+            week = next;
+        }
+    }
+    let mut day = date;
+    loop {
+        let at = day.and_time(time);
+        if at > end || out.len() >= limit {
+            return Some(out);
+        }
+        if days.is_empty() || days.contains(&day.weekday()) {
+            out.push(at);
+        }
+        let Some(next) = day.checked_add_days(Days::new(interval)) else {
+            return Some(out);
+        };
+        day = next;
+    }
+}
+
+/// [`wall_times`] by the `rrule` crate.
+fn rrule_wall_times(
+    rule: &str,
+    first: NaiveDateTime,
+    until_wall: NaiveDateTime,
+) -> Vec<NaiveDateTime> {
     let body: Vec<&str> = rule
         .split(';')
         .filter(|p| !p.to_ascii_uppercase().starts_with("UNTIL="))
@@ -156,8 +322,10 @@ fn wall_times(rule: &str, first: NaiveDateTime, until_wall: NaiveDateTime) -> Ve
     else {
         return Vec::new();
     };
-    set.before(end)
-        .into_iter()
+    // `RRuleSet::before` only bounds `all()`, not the iterator: bound it
+    // here, or an unbounded rule runs to MAX_OCCURRENCES every time.
+    set.into_iter()
+        .take_while(|d| *d <= end)
         .take(MAX_OCCURRENCES)
         .map(|d| d.naive_utc())
         .collect()
@@ -166,6 +334,19 @@ fn wall_times(rule: &str, first: NaiveDateTime, until_wall: NaiveDateTime) -> Ve
 /// What `s`'s master needs (see the module documentation); `None` when
 /// it needs nothing (no master, not zoned, no offset change in range).
 pub fn exact_series(s: &Series<'_>, horizon: i64, zones: &mut ZoneChanges) -> Option<ExactSeries> {
+    exact_series_by(s, horizon, zones, true)
+}
+
+/// [`exact_series`]; `shortcuts`: whether series that
+/// [`may_need_overrides`] clears are answered without expanding them, and
+/// occurrences far from every change are passed over unread (always,
+/// except in the tests that check those shortcuts).
+fn exact_series_by(
+    s: &Series<'_>,
+    horizon: i64,
+    zones: &mut ZoneChanges,
+    shortcuts: bool,
+) -> Option<ExactSeries> {
     let m = s.master()?;
     let rule = m.rrule.as_deref()?;
     let EventTime::Zoned { at: start, tz } = m.start else {
@@ -174,8 +355,19 @@ pub fn exact_series(s: &Series<'_>, horizon: i64, zones: &mut ZoneChanges) -> Op
     let length = m.end.instant() - start;
     let duration = is_repeated(tz, start).then_some(length);
     let until = m.rrule_bound.unwrap_or(i64::MAX).min(horizon);
-    if !zones.changes(tz, start, until.max(start) + length.max(0)) {
+    let changes = zones.changes(tz, start, until.max(start) + length.max(0));
+    if changes.is_empty() {
         return None;
+    }
+    let first = wall_clock(tz, start);
+    if shortcuts && !may_need_overrides(rule, first, length, &changes) {
+        // Nothing to override, but the series is zoned across a change:
+        // the same answer a full expansion finds no risky occurrence in.
+        return Some(ExactSeries {
+            tz: Some(tz),
+            duration,
+            ..ExactSeries::default()
+        });
     }
     let risky = |wall: NaiveDateTime, at: i64| {
         !matches!(tz.from_local_datetime(&wall), LocalResult::Single(_))
@@ -185,7 +377,6 @@ pub fn exact_series(s: &Series<'_>, horizon: i64, zones: &mut ZoneChanges) -> Op
     let listed = |at: i64| {
         s.cancelled.contains(&at) || s.overrides.iter().any(|o| o.key.original_time() == at)
     };
-    let first = wall_clock(tz, start);
     let until_wall = utc_datetime(until.max(start))
         .checked_add_signed(chrono::Duration::days(2))
         .unwrap_or(NaiveDateTime::MAX);
@@ -194,7 +385,21 @@ pub fn exact_series(s: &Series<'_>, horizon: i64, zones: &mut ZoneChanges) -> Op
         duration,
         ..ExactSeries::default()
     };
+    // Whether a change is within two days of the occurrence at `wall` read
+    // as UTC (offsets are within a day): only those can need an override,
+    // and the others are passed over without reading them in the zone.
+    let reach = 2 * DAY;
+    let near_change = |wall: NaiveDateTime| {
+        let t = wall.and_utc().timestamp();
+        let i = changes.partition_point(|c| c.at < t - reach);
+        changes
+            .get(i)
+            .is_some_and(|c| c.at <= t + length.max(0) + reach)
+    };
     for (i, wall) in wall_times(rule, first, until_wall).into_iter().enumerate() {
+        if shortcuts && i > 0 && wall.and_utc().timestamp() + reach < until && !near_change(wall) {
+            continue;
+        }
         let at = if i == 0 { start } else { resolve(tz, wall) };
         if i > 0 && at > until {
             break;
@@ -209,7 +414,11 @@ pub fn exact_series(s: &Series<'_>, horizon: i64, zones: &mut ZoneChanges) -> Op
             event.end = EventTime::Utc(at + length);
             event.rrule = None;
             event.rrule_bound = None;
-            out.occurrences.push(Occurrence { wall, event });
+            out.occurrences.push(Occurrence {
+                wall,
+                index: i,
+                event,
+            });
         }
     }
     Some(out)
@@ -260,6 +469,7 @@ mod tests {
         // Nov 1 01:30 is repeated: read as the first (05:30Z), 30 minutes.
         let walls: Vec<_> = a.occurrences.iter().map(|o| o.wall).collect();
         assert_eq!(walls, [wall("2026-11-01T01:30")]);
+        assert_eq!(a.occurrences[0].index, 2);
         let o = &a.occurrences[0].event;
         assert_eq!(o.start, EventTime::Utc(1_793_511_000));
         assert_eq!(o.end, EventTime::Utc(1_793_511_000 + 1800));
@@ -289,6 +499,191 @@ mod tests {
             rid(Some(&b), bm, 1_772_955_000 + 86_400),
             Rid::Time(_)
         ));
+    }
+
+    #[test]
+    fn offset_changes_are_found_to_the_second() {
+        // New York 2026: 2026-03-08 07:00Z (02:00 EST -> 03:00 EDT) and
+        // 2026-11-01 06:00Z (02:00 EDT -> 01:00 EST).
+        let changes = offset_changes(chrono_tz::America::New_York, 2026);
+        let h = 3600;
+        assert_eq!(
+            changes,
+            [
+                Change {
+                    at: 1_772_953_200,
+                    before: 2 * h,
+                    after: 3 * h
+                },
+                Change {
+                    at: 1_793_512_800,
+                    before: 2 * h,
+                    after: h
+                },
+            ]
+        );
+        // Lord Howe moves by 30 minutes.
+        let lh = offset_changes(chrono_tz::Australia::Lord_Howe, 2026);
+        assert!(
+            !lh.is_empty() && lh.iter().all(|c| c.size() == 1800),
+            "{lh:?}"
+        );
+    }
+
+    #[test]
+    fn the_time_of_day_shortcut_clears_only_series_far_from_every_change() {
+        let ny = [
+            Change {
+                at: 1_772_953_200,
+                before: 7200,
+                after: 10_800,
+            },
+            Change {
+                at: 1_793_512_800,
+                before: 7200,
+                after: 3600,
+            },
+        ];
+        let at = |h: u32, m: u32| wall(&format!("2026-05-05T{h:02}:{m:02}"));
+        // 09:00 for an hour: far from 01:00-03:00.
+        assert!(!may_need_overrides("FREQ=DAILY", at(9, 0), 3600, &ny));
+        // Starts in the repeated or skipped hour, or ends in it, or spans it.
+        assert!(may_need_overrides("FREQ=DAILY", at(1, 30), 1800, &ny));
+        assert!(may_need_overrides(
+            "FREQ=WEEKLY;BYDAY=SU",
+            at(2, 30),
+            1800,
+            &ny
+        ));
+        assert!(may_need_overrides(
+            "FREQ=DAILY",
+            at(0, 30),
+            3600 + 1800,
+            &ny
+        ));
+        assert!(may_need_overrides("FREQ=DAILY", at(23, 0), 4 * 3600, &ny));
+        // A time of day that varies, or a length near a day: expanded.
+        assert!(may_need_overrides("FREQ=HOURLY", at(9, 0), 60, &ny));
+        assert!(may_need_overrides(
+            "FREQ=DAILY;BYHOUR=9,14",
+            at(9, 0),
+            60,
+            &ny
+        ));
+        assert!(may_need_overrides("FREQ=DAILY", at(9, 0), 22 * 3600, &ny));
+    }
+
+    /// The shortcuts never change the answer: around each change of 2026 in
+    /// five zones, for local start times every 30 minutes from 22:00 to
+    /// 05:00 and one far one, and lengths from none to four hours, a
+    /// series the first clears has no occurrence the full expansion
+    /// overrides, and the second finds the same overrides.
+    #[test]
+    fn the_shortcut_agrees_with_the_full_expansion() {
+        let zones = [
+            "America/New_York",
+            "Europe/London",
+            "Australia/Sydney",
+            "Australia/Lord_Howe",
+            "America/Santiago",
+        ];
+        let lengths = [0, 2700, 4 * 3600];
+        let tods = (0..15)
+            .map(|q| 22 * 3600 + q * 1800)
+            .chain([13 * 3600 + 900]);
+        let (mut cleared, mut overridden) = (0, 0);
+        for zone in zones {
+            let tz: Tz = zone.parse().unwrap();
+            let mut zc = ZoneChanges::default();
+            // The days of 2026 whose noon has another offset than the day before.
+            let noon = |d: i64| resolve(tz, wall("2026-01-01T12:00") + chrono::Duration::days(d));
+            let change_days = (1..365).filter(|&d| offset(tz, noon(d)) != offset(tz, noon(d - 1)));
+            for day in change_days {
+                for tod in tods.clone() {
+                    for length in lengths {
+                        let rule = "FREQ=DAILY";
+                        let local = wall("2026-01-01T00:00")
+                            + chrono::Duration::seconds((day - 7) * DAY + tod);
+                        let start = resolve(tz, local);
+                        let item = crate::map::map_event(
+                            &serde_json::from_value(serde_json::json!({
+                                "event_id": "p_0",
+                                "summary": "s",
+                                "start_time": {"timestamp": start.to_string(), "timezone": zone},
+                                "end_time": {"timestamp": (start + length).to_string(), "timezone": zone},
+                                "recurrence": rule,
+                            }))
+                            .unwrap(),
+                            &mut Vec::new(),
+                        )
+                        .unwrap();
+                        let series = crate::series::group(std::slice::from_ref(&item));
+                        let h = start + 15 * DAY;
+                        let full = exact_series_by(&series[0], h, &mut zc, false);
+                        let fast = exact_series_by(&series[0], h, &mut zc, true);
+                        assert_eq!(fast, full, "{zone} {local} +{length}s {rule}");
+                        match full {
+                            Some(f) if f.wall_of.is_empty() => cleared += 1,
+                            Some(_) => overridden += 1,
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        // Both kinds were seen, so the comparison checked something.
+        assert!(cleared > 100 && overridden > 100, "{cleared} {overridden}");
+    }
+
+    proptest::proptest! {
+        /// The direct count of plain DAILY and WEEKLY rules gives exactly
+        /// the `rrule` crate's wall-clock times.
+        #[test]
+        fn simple_rules_expand_as_the_rrule_crate_does(
+            weekly: bool,
+            interval in 1u32..5,
+            count in proptest::option::of(1u32..40),
+            days in proptest::collection::btree_set(0usize..7, 0..4),
+            wkst in proptest::option::of(0usize..7),
+            day in 0u64..400,
+            minute in 0u32..(24 * 60),
+            span in 0u64..500,
+        ) {
+            const NAMES: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+            let mut rule = format!("FREQ={};INTERVAL={interval}", if weekly { "WEEKLY" } else { "DAILY" });
+            if let Some(c) = count {
+                rule += &format!(";COUNT={c}");
+            }
+            if !days.is_empty() {
+                let d: Vec<&str> = days.iter().map(|&i| NAMES[i]).collect();
+                rule += &format!(";BYDAY={}", d.join(","));
+            }
+            if let Some(w) = wkst {
+                rule += &format!(";WKST={}", NAMES[w]);
+            }
+            let first = wall("2026-01-01T00:00")
+                + chrono::Duration::days(day as i64)
+                + chrono::Duration::minutes(i64::from(minute));
+            let end = first + chrono::Duration::days(span as i64);
+            let simple = simple_wall_times(&rule, first, end);
+            proptest::prop_assert!(simple.is_some(), "{}", rule);
+            proptest::prop_assert_eq!(simple.unwrap(), rrule_wall_times(&rule, first, end), "{}", rule);
+        }
+    }
+
+    #[test]
+    fn other_rules_are_left_to_the_rrule_crate() {
+        let first = wall("2026-01-01T09:00");
+        for rule in [
+            "FREQ=MONTHLY",
+            "FREQ=WEEKLY;BYDAY=1MO",
+            "FREQ=DAILY;BYHOUR=9,10",
+            "FREQ=DAILY;INTERVAL=0",
+            "FREQ=DAILY;COUNT=0",
+            "FREQ=DAILY;BYSETPOS=1",
+        ] {
+            assert_eq!(simple_wall_times(rule, first, first), None, "{rule}");
+        }
     }
 
     #[test]

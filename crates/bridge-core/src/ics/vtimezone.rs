@@ -164,6 +164,18 @@ fn transitions(tz: Tz, from_year: i32, to_year: i32) -> (State, Vec<Transition>)
     (initial, out)
 }
 
+/// Every change of `tz`'s UTC offset in `[from_year-01-01, to_year+1-01-01)`
+/// UTC: its first second, the offset before and the offset after
+/// (transitions of the abbreviation or DST flag alone are left out).
+pub(crate) fn offset_changes(tz: Tz, from_year: i32, to_year: i32) -> Vec<(i64, i32, i32)> {
+    transitions(tz, from_year, to_year)
+        .1
+        .into_iter()
+        .filter(|t| t.from.offset != t.to.offset)
+        .map(|t| (t.at, t.from.offset, t.to.offset))
+        .collect()
+}
+
 fn format_offset(secs: i32) -> String {
     let sign = if secs < 0 { '-' } else { '+' };
     let a = secs.unsigned_abs();

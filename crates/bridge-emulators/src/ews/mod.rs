@@ -9,7 +9,8 @@
 //!   operations a calendar client uses (`xml::check_order`): an unknown or
 //!   out-of-order element is a SOAP fault `ErrorSchemaValidation` with the
 //!   line, HTTP 500, as Exchange answers.
-//! * **Auth**: HTTP Basic with a configured account (acting as its own
+//! * **Auth**: HTTP Basic or NTLM (`ntlm`: NTLMv2 per connection, in
+//!   [`EwsConfig::ntlm_domain`]) with a configured account (acting as its own
 //!   mailbox, or impersonating another when the account holds the
 //!   ApplicationImpersonation role), or an OAuth bearer token from
 //!   `POST /{tenant}/oauth2/v2.0/token` (client-credentials grant, scope
@@ -59,6 +60,7 @@
 
 mod availability;
 mod model;
+mod ntlm;
 mod ops;
 mod xml;
 
@@ -68,7 +70,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -123,6 +125,11 @@ pub struct EwsConfig {
     pub max_concurrency: usize,
     /// Largest IndexedPageItemView page (1000).
     pub max_page: usize,
+    /// The NetBIOS domain of NTLM logons (`EXAMPLE\\svc-bridge`); a user may
+    /// also log on with its mailbox as UPN and no domain.
+    pub ntlm_domain: String,
+    /// The DNS domain the CHALLENGE names (also accepted as the domain).
+    pub ntlm_dns_domain: String,
 }
 
 impl Default for EwsConfig {
@@ -144,6 +151,8 @@ impl Default for EwsConfig {
             token_ttl: Duration::from_secs(3600),
             max_concurrency: 27,
             max_page: 1000,
+            ntlm_domain: "EXAMPLE".into(),
+            ntlm_dns_domain: "example.com".into(),
         }
     }
 }
@@ -278,6 +287,10 @@ pub(crate) struct Inner {
     store: Mutex<model::Store>,
     tokens: Mutex<HashMap<String, AppToken>>,
     in_flight: AtomicUsize,
+    /// NTLM's per-connection state.
+    ntlm: ntlm::NtlmServer,
+    /// The next CHALLENGEs that close their connection (a fault).
+    close_after_challenge: AtomicUsize,
 }
 
 pub(crate) struct Seen {
@@ -419,6 +432,16 @@ fn unauthorized(scheme: &str) -> Response {
         .into_response()
 }
 
+/// 401 offering NTLM and Basic, as IIS with both enabled answers.
+fn unauthorized_offer() -> Response {
+    let mut r = unauthorized("NTLM");
+    r.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Basic realm=\"ews\""),
+    );
+    r
+}
+
 /// Who is calling: a Basic account or an app token.
 enum Caller {
     User(EwsUser),
@@ -426,8 +449,45 @@ enum Caller {
 }
 
 impl Inner {
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    fn caller(&self, headers: &HeaderMap, conn: ntlm::ConnId) -> Result<Caller, Box<Response>> {
         let cfg = lock(&self.cfg).clone();
+        let accounts: Vec<ntlm::Account<'_>> = cfg
+            .users
+            .iter()
+            .map(|u| ntlm::Account {
+                username: &u.username,
+                upn: &u.mailbox,
+                password: &u.password,
+            })
+            .collect();
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match self.ntlm.step(
+            conn,
+            authorization,
+            &accounts,
+            &cfg.ntlm_domain,
+            &cfg.ntlm_dns_domain,
+        ) {
+            ntlm::Step::Authenticated(i) => return Ok(Caller::User(cfg.users[i].clone())),
+            ntlm::Step::Challenge(v) => {
+                let mut r = unauthorized(&v);
+                let close = v.len() > "NTLM".len()
+                    && self
+                        .close_after_challenge
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                if close {
+                    r.headers_mut().insert(
+                        header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                return Err(Box::new(r));
+            }
+            ntlm::Step::None => {}
+        }
         if let Some(token) = bearer(headers) {
             let tokens = lock(&self.tokens);
             let app = tokens
@@ -453,7 +513,7 @@ impl Inner {
                 .cloned()
         });
         user.map(Caller::User)
-            .ok_or_else(|| Box::new(unauthorized("Basic realm=\"ews\"")))
+            .ok_or_else(|| Box::new(unauthorized_offer()))
     }
 
     fn mailbox_exists(&self, mailbox: &str) -> bool {
@@ -517,14 +577,19 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn ews(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn ews(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(conn): ConnectInfo<ntlm::ConnId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&inner.in_flight);
     let text = String::from_utf8_lossy(&body).into_owned();
     let mut resp = if now > lock(&inner.cfg).max_concurrency {
         server_busy(500)
     } else {
-        handle(&inner, &headers, &text)
+        handle(&inner, &headers, &text, conn)
     };
     let noted = resp.extensions_mut().get_mut::<Noted>().map(std::mem::take);
     let mut n = noted.unwrap_or_default();
@@ -533,8 +598,8 @@ async fn ews(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
     resp
 }
 
-fn handle(inner: &Inner, headers: &HeaderMap, text: &str) -> Response {
-    let caller = match inner.caller(headers) {
+fn handle(inner: &Inner, headers: &HeaderMap, text: &str, conn: ntlm::ConnId) -> Response {
+    let caller = match inner.caller(headers, conn) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -893,8 +958,12 @@ impl EwsEmulator {
             store: Mutex::new(model::Store::default()),
             tokens: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            ntlm: ntlm::NtlmServer::default(),
+            close_after_challenge: AtomicUsize::new(0),
         });
-        inner.kit.serve(router(Arc::clone(&inner)));
+        inner
+            .kit
+            .serve_with_connect_info::<ntlm::ConnId>(router(Arc::clone(&inner)));
         Ok(Self { inner })
     }
 
@@ -915,6 +984,13 @@ impl EwsEmulator {
     /// Changes the configuration (accounts, caps) for the next request.
     pub fn update_config(&self, f: impl FnOnce(&mut EwsConfig)) {
         f(&mut lock(&self.inner.cfg));
+    }
+
+    /// The next `n` NTLM CHALLENGEs close their connection (`Connection:
+    /// close`), so the client's AUTHENTICATE arrives on another connection
+    /// and is refused: a proxy or server dropping connections mid-handshake.
+    pub fn close_after_challenge(&self, n: usize) {
+        self.inner.close_after_challenge.store(n, Ordering::SeqCst);
     }
 
     /// Every access token issued so far expires now.

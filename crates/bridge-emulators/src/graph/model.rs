@@ -248,8 +248,11 @@ impl Event {
             .unwrap_or("UTC")
             .to_owned();
         let tz = time::zone(&tzname).unwrap_or(chrono_tz::UTC);
-        d.insert("start".into(), time::render(at, tz, &tzname));
-        d.insert("end".into(), time::render(at + self.length(), tz, &tzname));
+        d.insert("start".into(), time::render_exact(at, tz, &tzname));
+        d.insert(
+            "end".into(),
+            time::render_exact(at + self.length(), tz, &tzname),
+        );
         d
     }
 

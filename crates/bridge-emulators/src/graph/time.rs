@@ -76,6 +76,20 @@ pub(crate) fn render(at: DateTime<Utc>, tz: Tz, tz_name: &str) -> Value {
     })
 }
 
+/// Like [`render`], for a value the emulator reads back later (a generated
+/// occurrence's start and end): the wall-clock time in `tz` when it names
+/// `at` again, else (the second of two equal wall-clock times) `at` in UTC.
+/// Exchange keeps an occurrence's instants, so its end stays the master's
+/// length after its start even when the wall clock repeats.
+pub(crate) fn render_exact(at: DateTime<Utc>, tz: Tz, tz_name: &str) -> Value {
+    let local = at.with_timezone(&tz).naive_local();
+    if resolve(tz, local) == Some(at) {
+        render(at, tz, tz_name)
+    } else {
+        render(at, chrono_tz::UTC, "UTC")
+    }
+}
+
 /// ISO 8601 UTC with `Z` (`originalStart`).
 pub(crate) fn iso_utc(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -270,6 +284,19 @@ pub(crate) fn date_str(d: NaiveDate) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_rendering_keeps_the_second_of_two_equal_times() {
+        let ny = chrono_tz::America::New_York;
+        // 2026-11-01 05:30Z is the first 01:30 (EDT), 06:30Z the second (EST).
+        let first = DateTime::from_timestamp(1_793_511_000, 0).unwrap();
+        let second = DateTime::from_timestamp(1_793_514_600, 0).unwrap();
+        let tz = "Eastern Standard Time";
+        assert_eq!(render_exact(first, ny, tz), render(first, ny, tz));
+        let v = render_exact(second, ny, tz);
+        assert_eq!(v["timeZone"], "UTC");
+        assert_eq!(when(&v).unwrap().at, second);
+    }
 
     #[test]
     fn windows_zones_resolve_and_iana_names_do_not() {

@@ -218,6 +218,20 @@ impl<S: Service> Kit<S> {
         self.server.serve(app);
     }
 
+    /// Starts serving `app` with a `ConnectInfo<C>` made once per accepted
+    /// connection (state that belongs to a connection, such as NTLM's).
+    pub(crate) fn serve_with_connect_info<C>(&self, app: Router)
+    where
+        C: for<'a> axum::extract::connect_info::Connected<
+                axum::serve::IncomingStream<'a, tokio::net::TcpListener>,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.server.serve_with_connect_info::<C>(app);
+    }
+
     /// Spawns a background task that [`Self::shutdown`] aborts.
     pub(crate) fn spawn<F>(&self, fut: F)
     where

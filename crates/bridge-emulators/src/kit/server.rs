@@ -71,6 +71,36 @@ impl Server {
         tracing::info!(emulator = name, addr = %self.addr, "emulator listening");
     }
 
+    /// [`Self::serve`] with a `ConnectInfo<C>` per accepted connection.
+    pub(crate) fn serve_with_connect_info<C>(&self, app: Router)
+    where
+        C: for<'a> axum::extract::connect_info::Connected<
+                axum::serve::IncomingStream<'a, TcpListener>,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let Some(listener) = lock(&self.listener).take() else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let name = self.name;
+        let served = self.runtime.spawn(async move {
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<C>())
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(emulator = name, error = %e, "emulator server stopped");
+            }
+        });
+        *lock(&self.stop) = Some(tx);
+        *lock(&self.served) = Some(served);
+        tracing::info!(emulator = name, addr = %self.addr, "emulator listening");
+    }
+
     /// Spawns a background task that [`Self::shutdown`] aborts.
     pub(crate) fn spawn<F>(&self, fut: F)
     where

@@ -2,6 +2,7 @@
 
 mod common;
 mod ews;
+mod ews_ntlm;
 mod feishu_auth;
 mod feishu_calendars;
 mod feishu_events;

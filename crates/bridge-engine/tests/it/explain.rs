@@ -4,45 +4,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use bridge_core::feishu::Event;
 use bridge_core::plan::{Decision, Op, Rules};
 use bridge_core::view::{Filter, View};
 use bridge_core::{EventKey, Privacy};
-use bridge_engine::{
-    CalendarMeta, Engine, EngineConfig, Listing, Sink, Source, SourceError, Verdict, Window,
-};
+use bridge_engine::{Engine, EngineConfig, Sink, Verdict, Window};
 use bridge_sinks::memory::MemoryReplica;
 use bridge_store::Store;
 
-const NOW: i64 = 1_790_000_000;
-const DAY: i64 = 86_400;
-
-fn cal() -> CalendarMeta {
-    CalendarMeta {
-        id: "cal1".into(),
-        name: "Team".into(),
-        timezone: Some("UTC".into()),
-    }
-}
-
-#[derive(Debug, Default)]
-struct Scripted(Mutex<Vec<Event>>);
-
-#[async_trait]
-impl Source for Scripted {
-    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
-        Ok(vec![cal()])
-    }
-    async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
-        Ok(Listing {
-            events: self.0.lock().unwrap().clone(),
-            sync_token: None,
-            complete: true,
-            calls: 1,
-        })
-    }
-}
+// The scripted source, calendar and clock of the views tests.
+use crate::views::{DAY, NOW, Scripted};
 
 fn ev(uid: &str, start: i64, visibility: &str) -> Event {
     serde_json::from_value(serde_json::json!({

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge_core::feishu::Event;
 use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit};
-use bridge_engine::{CalendarMeta, Engine, EngineConfig, Listing, Sink, Source, SourceError};
+use bridge_engine::{
+    CalendarMeta, Engine, EngineConfig, Listing, Sink, SinkReport, Source, SourceError,
+};
 use bridge_http::{RetryPolicy, Secret};
 use bridge_sinks::ews::{ClientConfig, Credentials, EwsSink, EwsSinkConfig, OnTargetDelete};
 use bridge_store::Store;
@@ -81,6 +83,14 @@ fn basic(password: &str) -> Credentials {
     }
 }
 
+/// A pass of `engine` at `now` in which no item failed: the sink's report.
+async fn clean_pass(engine: &Engine, now: i64) -> SinkReport {
+    let mut r = engine.reconcile(None, false, now).await.unwrap();
+    let sr = r.remove(0).sinks.remove(0);
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    sr
+}
+
 struct Setup {
     emu: EwsEmulator,
     engine: Engine,
@@ -146,9 +156,7 @@ fn view(emu: &EwsEmulator) -> Vec<(String, i64, i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_valid_requests_then_makes_no_writes() {
     let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
-    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
-    let sr = &r[0].sinks[0];
-    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    let sr = clean_pass(&s.engine, BASE).await;
     assert!(sr.created > 0);
     let writes = s.emu.write_count();
     let before = view(&s.emu);
@@ -187,8 +195,7 @@ async fn lost_records_are_adopted_not_duplicated() {
     ));
     let engine = engine_for(&s.emu, sink, s.source.clone(), fresh).await;
     s.emu.reset_calls();
-    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    clean_pass(&engine, BASE + 60).await;
     assert_eq!(s.emu.items(MAILBOX).len(), items, "no duplicate");
     assert_eq!(view(&s.emu), before);
     let creates: usize = s
@@ -223,9 +230,7 @@ async fn user_edits_and_deletes_follow_on_target_delete() {
             }
         ));
         assert!(s.emu.user_delete(&deleted.id));
-        let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
-        let sr = &r[0].sinks[0];
-        assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+        let sr = clean_pass(&s.engine, BASE + 60).await;
         let after = view(&s.emu);
         assert!(
             !after.iter().any(|i| i.3 == "edited in Outlook"),
@@ -273,8 +278,7 @@ async fn a_changed_rule_and_withdrawn_exceptions_leave_nothing_stale() {
             }
         }
     }
-    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    clean_pass(&s.engine, BASE + 60).await;
     let feishu_uid = s
         .emu
         .items(MAILBOX)
@@ -386,8 +390,7 @@ async fn an_oauth_token_refused_mid_way_is_renewed_once() {
         30, 4, BASE,
     ))));
     let engine = engine_for(&emu, sink.clone(), source.clone(), store).await;
-    let r = engine.reconcile(None, false, BASE).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    clean_pass(&engine, BASE).await;
     let token_calls = || {
         emu.calls()
             .iter()
@@ -403,9 +406,8 @@ async fn an_oauth_token_refused_mid_way_is_renewed_once() {
             s.push_str(" (renamed)");
         }
     });
-    let r = engine.reconcile(None, false, BASE + 60).await.unwrap();
-    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
-    assert!(r[0].sinks[0].updated > 0);
+    let sr = clean_pass(&engine, BASE + 60).await;
+    assert!(sr.updated > 0);
     assert_eq!(token_calls(), 2);
     assert!(emu.calls().iter().any(|c| c.status == 401));
     assert!(sink.paused().is_none());
@@ -461,9 +463,7 @@ async fn a_user_edit_of_one_occurrence_rewrites_that_occurrence_alone() {
         ));
     }
     let writes = s.emu.write_count();
-    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
-    let sr = &r[0].sinks[0];
-    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    clean_pass(&s.engine, BASE + 60).await;
     assert_eq!(view(&s.emu), before, "both occurrences written back");
     assert_eq!(master_ids(&s.emu), masters, "no series was written again");
     assert_eq!(s.emu.write_count() - writes, 2, "one UpdateItem each");
@@ -700,4 +700,133 @@ async fn a_missing_folder_pauses_unless_it_may_be_created() {
             .all(|i| i.folder.as_deref() == Some(id.as_str()))
     );
     schema::assert_valid(&emu.request_bodies());
+}
+
+/// A golden case's Feishu events, its hand-written instances
+/// `(summary, start, end)` and its window.
+pub(crate) type GoldenCase = (Vec<Event>, Vec<(String, i64, i64)>, (i64, i64));
+
+/// The golden case `dst_later_occurrences`.
+pub(crate) fn dst_later_occurrences() -> GoldenCase {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../bridge-core/tests/golden/dst_later_occurrences");
+    let text = std::fs::read_to_string(dir.join("input.json")).unwrap();
+    let events = match serde_json::from_str::<bridge_core::feishu::EventListResponse>(&text) {
+        Ok(r) => r.data.map(|d| d.items).unwrap_or_default(),
+        Err(_) => serde_json::from_str(&text).unwrap(),
+    };
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let t = |v: &serde_json::Value| DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let mut inst: Vec<(String, i64, i64)> = exp["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["summary"].as_str().unwrap().to_owned(),
+                t(&i["start"]).timestamp(),
+                t(&i["end"]).timestamp(),
+            )
+        })
+        .collect();
+    inst.sort();
+    let window = (
+        t(&exp["window"][0]).timestamp(),
+        t(&exp["window"][1]).timestamp(),
+    );
+    (events, inst, window)
+}
+
+/// Later occurrences in New York's repeated and skipped hours (and ones
+/// ending in the repeated hour or spanning the change) show at Feishu's
+/// exact instants, written as exceptions; a second pass writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_occurrences_in_repeated_or_skipped_hours_are_exact() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    let (events, expected, (from, to)) = dst_later_occurrences();
+    *s.source.0.lock().unwrap() = events;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    let shown = |emu: &EwsEmulator| {
+        let mut v: Vec<(String, i64, i64)> = view(emu)
+            .into_iter()
+            .filter(|i| (from..to).contains(&i.1))
+            .map(|(_, s, e, subject)| (subject, s, e))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shown(&s.emu), expected);
+    // The exact ones are exceptions (Exchange would otherwise generate them
+    // from the wall-clock pattern): Nov 1 01:30 EDT, Mar 8 07:30Z, ...
+    let exceptions: Vec<i64> = s
+        .emu
+        .calendar_view(MAILBOX, at(from), at(to))
+        .into_iter()
+        .filter(|i| i.kind == "Exception")
+        .map(|i| i.fields.start.unwrap().timestamp())
+        .collect();
+    for t in [1_793_511_000, 1_772_955_000] {
+        assert!(exceptions.contains(&t), "{t} in {exceptions:?}");
+    }
+    let writes = s.emu.write_count();
+    let r2 = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr2 = &r2[0].sinks[0];
+    assert_eq!(
+        (sr2.created, sr2.updated, sr2.deleted, sr2.drift_rewrites),
+        (0, 0, 0, 0),
+        "{sr2:?}"
+    );
+    assert_eq!(s.emu.write_count(), writes, "second reconcile wrote");
+    assert_eq!(shown(&s.emu), expected);
+    schema::assert_valid(&s.emu.request_bodies());
+}
+
+/// A user's edit of a plain occurrence of a series with exact occurrences:
+/// drift reads the master, counts the exact ones as ours, and writes back
+/// the edited occurrence alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_occurrences_are_ours_when_drift_reads_their_master() {
+    let s = setup(OnTargetDelete::Restore, basic("correct horse")).await;
+    let (events, _, _) = dst_later_occurrences();
+    *s.source.0.lock().unwrap() = events;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    let before = view(&s.emu);
+    let masters = master_ids(&s.emu);
+    // The open-ended Sunday series: Nov 1 2026 01:30 is an exact exception.
+    let sunday = s
+        .emu
+        .calendar_view(MAILBOX, at(1_793_511_000 - 60), at(1_793_511_000 + 60))
+        .into_iter()
+        .find(|i| {
+            i.kind == "Exception" && i.fields.subject.as_deref() == Some("Sundays at 01:30, no end")
+        })
+        .expect("the exact Nov 1 occurrence");
+    let plain = s
+        .emu
+        .calendar_view(MAILBOX, at(1_794_119_400 - 60), at(1_794_119_400 + 60))
+        .into_iter()
+        .find(|i| i.kind == "Occurrence" && i.master_id == sunday.master_id)
+        .expect("the plain Nov 8 occurrence");
+    assert!(s.emu.user_edit(
+        &plain.id,
+        UserEdit {
+            subject: Some("edited in Outlook".into()),
+            ..UserEdit::default()
+        }
+    ));
+    let writes = s.emu.write_count();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!((sr.failed, sr.drift_rewrites), (0, 0), "{sr:?}");
+    assert_eq!(view(&s.emu), before, "the edit written back");
+    assert_eq!(master_ids(&s.emu), masters, "no series was written again");
+    assert_eq!(s.emu.write_count() - writes, 1, "one UpdateItem");
+    let writes = s.emu.write_count();
+    s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(s.emu.write_count(), writes, "third pass wrote");
+    schema::assert_valid(&s.emu.request_bodies());
 }

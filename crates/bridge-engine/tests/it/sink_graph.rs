@@ -905,4 +905,132 @@ async fn an_evicted_change_feed_checks_every_series_once_and_misses_no_edit() {
     let n = s.emu.calls().len();
     s.engine.reconcile(None, false, BASE + 180).await.unwrap();
     assert_eq!(event_reads(&s.emu.calls()[n..]), Vec::<String>::new());
+/// Later occurrences in New York's repeated and skipped hours (and ones
+/// ending in the repeated hour or spanning the change) show at Feishu's
+/// exact instants, written as exceptions; a second pass writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_occurrences_in_repeated_or_skipped_hours_are_exact() {
+    let s = setup(OnTargetDelete::Restore, 0).await;
+    let (events, expected, (from, to)) = crate::sink_ews::dst_later_occurrences();
+    *s.source.0.lock().unwrap() = events;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(sr.failed, 0, "{:?}", sr.errors);
+    let secs = |v: &Value| {
+        assert_eq!(v["timeZone"], "UTC");
+        chrono::NaiveDateTime::parse_from_str(
+            v["dateTime"].as_str().unwrap(),
+            "%Y-%m-%dT%H:%M:%S%.f",
+        )
+        .unwrap()
+        .and_utc()
+        .timestamp()
+    };
+    let shown = |emu: &GraphEmulator| {
+        let mut v: Vec<(String, i64, i64)> = emu
+            .view(UPN, None, &utc(from), &utc(to))
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                (
+                    v["subject"].as_str().unwrap_or_default().to_owned(),
+                    secs(&v["start"]),
+                    secs(&v["end"]),
+                )
+            })
+            .filter(|i| (from..to).contains(&i.1))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shown(&s.emu), expected);
+    let exceptions: Vec<i64> = s
+        .emu
+        .view(UPN, None, &utc(from), &utc(to))
+        .unwrap()
+        .iter()
+        .filter(|v| v["type"] == "exception")
+        .map(|v| secs(&v["start"]))
+        .collect();
+    for t in [1_793_511_000, 1_772_955_000] {
+        assert!(exceptions.contains(&t), "{t} in {exceptions:?}");
+    }
+    let writes = s.emu.write_count();
+    let r2 = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr2 = &r2[0].sinks[0];
+    assert_eq!(
+        (
+            sr2.created,
+            sr2.updated,
+            sr2.deleted,
+            sr2.drift_rewrites,
+            sr2.orphans_deleted
+        ),
+        (0, 0, 0, 0, 0),
+        "{sr2:?}"
+    );
+    assert_eq!(s.emu.write_count(), writes, "the second reconcile wrote");
+    assert_eq!(shown(&s.emu), expected);
+}
+
+/// A user's edit of a plain occurrence of a series with exact occurrences:
+/// drift counts the exact ones as ours and writes back the edited one alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_occurrences_are_ours_when_drift_reads_their_master() {
+    let s = setup(OnTargetDelete::Restore, 0).await;
+    let (events, _, _) = crate::sink_ews::dst_later_occurrences();
+    *s.source.0.lock().unwrap() = events;
+    let r = s.engine.reconcile(None, false, BASE).await.unwrap();
+    assert_eq!(r[0].sinks[0].failed, 0, "{:?}", r[0].sinks[0].errors);
+    // The open-ended Sunday series' instances by original start (other
+    // series share some original starts).
+    let master = instances(&s.emu)
+        .into_values()
+        .find(|v| v["subject"] == "Sundays at 01:30, no end")
+        .map(|v| v["seriesMasterId"].clone())
+        .expect("the Sunday series");
+    let sundays = |emu: &GraphEmulator| -> BTreeMap<String, Value> {
+        emu.view(UPN, None, "2026-10-01T00:00:00Z", "2027-01-01T00:00:00Z")
+            .unwrap()
+            .into_iter()
+            .filter(|v| v["seriesMasterId"] == master)
+            .map(|v| (v["originalStart"].as_str().unwrap().to_owned(), v))
+            .collect()
+    };
+    let before = sundays(&s.emu);
+    // Nov 1 2026 01:30 is repeated: an exact exception; Nov 8 is plain.
+    let exact = &before[&utc(1_793_511_000)];
+    assert_eq!(exact["type"], "exception", "{exact:#}");
+    let plain = before[&utc(1_794_119_400)].clone();
+    assert_eq!(plain["type"], "occurrence", "{plain:#}");
+    s.emu
+        .user_edit(
+            UPN,
+            plain["id"].as_str().unwrap(),
+            serde_json::json!({"subject": "edited in Outlook"}),
+        )
+        .unwrap();
+    let calls = s.emu.calls().len();
+    let r = s.engine.reconcile(None, false, BASE + 60).await.unwrap();
+    let sr = &r[0].sinks[0];
+    assert_eq!(sr.failed, 0, "{sr:?}");
+    let after = sundays(&s.emu);
+    for (orig, v) in &before {
+        let a = &after[orig];
+        assert_eq!(
+            (&a["subject"], &a["start"], &a["end"]),
+            (&v["subject"], &v["start"], &v["end"]),
+            "{orig}"
+        );
+    }
+    let writes: Vec<String> = s.emu.calls()[calls..]
+        .iter()
+        .filter(|c| c.method != "GET" && c.path.contains("/events"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert_eq!(writes.len(), 1, "the edited occurrence alone: {writes:?}");
+    let n = s.emu.write_count();
+    let r = s.engine.reconcile(None, false, BASE + 120).await.unwrap();
+    assert_eq!(r[0].sinks[0].drift_rewrites, 0);
+    assert_eq!(s.emu.write_count(), n, "the rerun wrote");
 }

@@ -17,8 +17,8 @@ use bridge_engine::{
 use bridge_sinks::memory::{Held, MemoryReplica};
 use bridge_store::Store;
 
-const NOW: i64 = 1_790_000_000;
-const DAY: i64 = 86_400;
+pub(crate) const NOW: i64 = 1_790_000_000;
+pub(crate) const DAY: i64 = 86_400;
 
 fn cal() -> CalendarMeta {
     CalendarMeta {
@@ -28,8 +28,9 @@ fn cal() -> CalendarMeta {
     }
 }
 
+/// A source of one calendar whose listing is what the test put there.
 #[derive(Debug, Default)]
-struct Scripted(Mutex<Vec<Event>>);
+pub(crate) struct Scripted(pub(crate) Mutex<Vec<Event>>);
 
 #[async_trait]
 impl Source for Scripted {

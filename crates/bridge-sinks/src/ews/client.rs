@@ -1,5 +1,6 @@
-//! The SOAP transport on `bridge-http`: one POST per operation, Basic or
-//! OAuth (client-credentials grant through the `oauth2` crate, renewed once
+//! The SOAP transport on `bridge-http`: one POST per operation, Basic, NTLM
+//! (`super::ntlm`: one authenticated connection per session) or OAuth
+//! (client-credentials grant through the `oauth2` crate, renewed once
 //! after a 401), `ExchangeImpersonation` + `X-AnchorMailbox` when writing
 //! into another mailbox, retries of `ErrorServerBusy` after
 //! `BackOffMilliseconds`, of 503 / `Connection: close` / transport errors
@@ -15,6 +16,7 @@ use bridge_http::{
 use oauth2::basic::BasicClient;
 use oauth2::{AuthType, ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
 
+use super::ntlm;
 use super::xml::{El, M_NS, SOAP_NS, T_NS, esc, parse};
 
 /// Codes that name an account or mailbox problem: the sink pauses.
@@ -81,6 +83,13 @@ impl EwsError {
 pub enum Credentials {
     Basic {
         username: String,
+        password: Secret,
+    },
+    /// NTLMv2 (on premises): `username` as configured, `account` as the
+    /// handshake sends it.
+    Ntlm {
+        username: String,
+        account: ntlm::Account,
         password: Secret,
     },
     /// OAuth 2.0 client-credentials grant (app-only; needs impersonation).
@@ -178,9 +187,13 @@ pub struct EwsClient {
     cfg: ClientConfig,
     http: HttpClient,
     auth: AuthSource,
-    /// Basic credentials; the password can be replaced while running (a
-    /// fixed `password_file` resumes a paused sink without a restart).
+    /// Basic or NTLM credentials; the password can be replaced while
+    /// running (a fixed `password_file` resumes a paused sink without a
+    /// restart).
     basic: std::sync::Mutex<Option<(String, Secret)>>,
+    /// NTLM's sessions (authenticated connections), with `basic` holding
+    /// the password.
+    ntlm: Option<ntlm::Sessions>,
     slots: tokio::sync::Semaphore,
     stats: Arc<CallStats>,
 }
@@ -200,6 +213,8 @@ struct SoapCall<'a> {
     basic: Option<(String, Secret)>,
     anchor: Option<&'a str>,
     oauth: bool,
+    /// The NTLM account (`DOMAIN\user`), for the 401's message.
+    ntlm: Option<String>,
 }
 
 fn fault_of(root: &El) -> Option<(String, String, Option<u64>)> {
@@ -271,9 +286,12 @@ impl Exchange for SoapCall<'_> {
             401 if self.oauth => Verdict::Renew(EwsError::Unauthorized(
                 "the access token was refused (401)".into(),
             )),
-            401 => Verdict::Fail(EwsError::Unauthorized(
-                "the username or password was refused (401)".into(),
-            )),
+            401 => Verdict::Fail(EwsError::Unauthorized(match &self.ntlm {
+                Some(account) => {
+                    format!("the NTLM credentials of {account} were refused (401)")
+                }
+                None => "the username or password was refused (401)".into(),
+            })),
             408 | 429 | 502 | 503 | 504 => Verdict::Retry {
                 error: EwsError::Unavailable(format!("EWS answered {}", a.status)),
                 server_wait: a.server_wait(&[]),
@@ -311,8 +329,17 @@ impl EwsClient {
             .stats(Arc::clone(&stats))
             .build()
             .map_err(|e| EwsError::Decode(e.to_string()))?;
+        let mut sessions = None;
         let (auth, basic) = match creds {
             Credentials::Basic { username, password } => {
+                (AuthSource { oauth: None }, Some((username, password)))
+            }
+            Credentials::Ntlm {
+                username,
+                account,
+                password,
+            } => {
+                sessions = Some(ntlm::Sessions::new(account, cfg.timeout));
                 (AuthSource { oauth: None }, Some((username, password)))
             }
             Credentials::ClientCredentials {
@@ -351,6 +378,7 @@ impl EwsClient {
             http,
             auth,
             basic: std::sync::Mutex::new(basic),
+            ntlm: sessions,
             stats,
         })
     }
@@ -361,15 +389,19 @@ impl EwsClient {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The Basic password in use (`None` with OAuth).
+    /// The Basic or NTLM password in use (`None` with OAuth).
     pub fn password(&self) -> Option<Secret> {
         self.basic().as_ref().map(|b| b.1.clone())
     }
 
-    /// Replaces the Basic password (no effect with OAuth).
+    /// Replaces the Basic or NTLM password (no effect with OAuth); NTLM
+    /// connections authenticated with the old one are dropped.
     pub fn set_password(&self, password: Secret) {
         if let Some(b) = self.basic().as_mut() {
             b.1 = password;
+        }
+        if let Some(s) = &self.ntlm {
+            s.reset();
         }
     }
 
@@ -425,15 +457,80 @@ impl EwsClient {
         let mut x = SoapCall {
             url: &self.cfg.url,
             body: &envelope,
-            basic: self.basic().clone(),
+            basic: if self.ntlm.is_none() {
+                self.basic().clone()
+            } else {
+                None
+            },
             anchor: self.cfg.impersonation.then_some(self.cfg.mailbox.as_str()),
             oauth: self.auth.oauth.is_some(),
+            ntlm: self.ntlm.as_ref().map(|s| s.account.display()),
         };
-        let root = self.http.execute(op, 1, &self.auth, &mut x).await?;
+        let root = match &self.ntlm {
+            Some(sessions) => self.ntlm_execute(op, sessions, &mut x).await?,
+            None => self.http.execute(op, 1, &self.auth, &mut x).await?,
+        };
         if let Some((code, message, _)) = fault_of(&root) {
             return Err(EwsError::Fault { code, message });
         }
         Ok(root)
+    }
+}
+
+impl EwsClient {
+    /// [`HttpClient::execute`] for NTLM: its handshake takes several HTTP
+    /// exchanges on one connection per attempt, which `execute`'s one
+    /// request per attempt cannot express; the retries, waits and counters
+    /// follow the same policy.
+    async fn ntlm_execute(
+        &self,
+        op: &str,
+        sessions: &ntlm::Sessions,
+        x: &mut SoapCall<'_>,
+    ) -> Result<El, EwsError> {
+        let policy = self.http.policy();
+        let stats = self.http.stats();
+        let record = |status: u16| stats.record(op, status);
+        let mut headers = Vec::new();
+        if let Some(a) = x.anchor {
+            headers.push(("X-AnchorMailbox", a));
+        }
+        let mut attempt = 0u32;
+        let mut waited = Duration::ZERO;
+        loop {
+            let password = self.password().unwrap_or_else(|| Secret::new(""));
+            let outcome = sessions
+                .post(x.url, x.body, &headers, &password, &record)
+                .await;
+            let (error, server_wait) = match outcome {
+                ntlm::Outcome::Answer(a) => match x.classify(a) {
+                    Verdict::Done(v) => return Ok(v),
+                    Verdict::Fail(e) | Verdict::Renew(e) => return Err(e),
+                    Verdict::Retry { error, server_wait } => (error, server_wait),
+                },
+                ntlm::Outcome::Protocol(m) => {
+                    return Err(EwsError::Unauthorized(format!("NTLM: {m}")));
+                }
+                ntlm::Outcome::Unpinned => (
+                    EwsError::Unavailable(
+                        "NTLM: the AUTHENTICATE never went out on the connection of its CHALLENGE"
+                            .into(),
+                    ),
+                    None,
+                ),
+            };
+            let wait = policy.delay(attempt, server_wait);
+            if attempt >= policy.max_retries || waited + wait > policy.max_total_wait {
+                return Err(error);
+            }
+            tracing::warn!(
+                service = "ews", endpoint = op, attempt, wait_ms = wait.as_millis() as u64,
+                error = %error, "transient failure; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            waited += wait;
+            attempt += 1;
+        }
     }
 }
 

@@ -35,6 +35,20 @@ const VERSIONS: &[&str] = &[
     "V2017_07_11",
 ];
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "ews"
+name = "exchange"                 # sink id "ews:exchange"
+url = "https://mail.example.com/EWS/Exchange.asmx"
+mailbox = "replace-me@example.com"   # whose calendar receives the mirror
+auth = "basic"                    # basic | ntlm | oauth (client credentials; needs impersonation = true)
+username = "replace-me"           # a service account with the ApplicationImpersonation role
+password = "replace-me"           # or password_file = "ews-password"
+impersonation = true
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,9 +63,14 @@ pub struct Config {
     /// `basic`, `ntlm` or `oauth`.
     #[serde(default = "default_auth")]
     pub auth: String,
+    /// Basic: the account; NTLM: `DOMAIN\\user`, `user@domain` or `user`.
     pub username: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// NTLM: the NetBIOS domain when `username` does not name it.
+    pub domain: Option<String>,
+    /// NTLM: the workstation name sent in the AUTHENTICATE (default none).
+    pub workstation: Option<String>,
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
@@ -120,6 +139,8 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "ews";
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut p = Vec::new();
@@ -279,36 +300,60 @@ impl Config {
                         ("client_secret_file", self.client_secret_file.is_some()),
                         ("token_url", self.token_url.is_some()),
                         ("scope", self.scope.is_some()),
+                        ("domain", self.domain.is_some()),
+                        ("workstation", self.workstation.is_some()),
                     ],
                     "basic",
                 );
-                let username = match self.username.as_deref().map(str::trim) {
-                    Some(u) if !u.is_empty() => Some(u.to_owned()),
-                    _ => {
-                        p.push(format!(
-                            "{}: missing (required with auth = \"basic\")",
-                            key("username")
-                        ));
-                        None
-                    }
-                };
-                let password = secret(
-                    ctx,
-                    self.password.as_deref(),
-                    self.password_file.as_deref(),
-                    &key("password"),
-                    p,
-                );
-                if password.is_none() && self.password_file.is_none() {
-                    p.push(format!(
-                        "{}: missing (or set {}_file); required with auth = \"basic\"",
-                        key("password"),
-                        key("password")
-                    ));
-                }
+                let (username, password) = self.user_and_password(ctx, "basic", p);
                 Some(Credentials::Basic {
                     username: username?,
-                    password: Secret::new(password?),
+                    password: password?,
+                })
+            }
+            "ntlm" => {
+                not_with(
+                    p,
+                    &[
+                        ("tenant_id", self.tenant_id.is_some()),
+                        ("client_id", self.client_id.is_some()),
+                        ("client_secret", self.client_secret.is_some()),
+                        ("client_secret_file", self.client_secret_file.is_some()),
+                        ("token_url", self.token_url.is_some()),
+                        ("scope", self.scope.is_some()),
+                    ],
+                    "ntlm",
+                );
+                let (username, password) = self.user_and_password(ctx, "ntlm", p);
+                if let Some(w) = &self.workstation
+                    && (w.trim().is_empty() || w.chars().any(|c| c.is_control() || c == '\\'))
+                {
+                    p.push(format!(
+                        "{}: {w:?} is not a workstation name",
+                        key("workstation")
+                    ));
+                }
+                if let Some(d) = &self.domain
+                    && (d.trim().is_empty() || d.chars().any(|c| c.is_control() || c == '\\'))
+                {
+                    p.push(format!("{}: {d:?} is not a domain name", key("domain")));
+                }
+                let username = username?;
+                let account = match super::ntlm::Account::parse(
+                    &username,
+                    self.domain.as_deref(),
+                    self.workstation.as_deref(),
+                ) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        p.push(format!("{}: {e}", key("username")));
+                        return None;
+                    }
+                };
+                Some(Credentials::Ntlm {
+                    username,
+                    account,
+                    password: password?,
                 })
             }
             "oauth" => {
@@ -318,6 +363,8 @@ impl Config {
                         ("username", self.username.is_some()),
                         ("password", self.password.is_some()),
                         ("password_file", self.password_file.is_some()),
+                        ("domain", self.domain.is_some()),
+                        ("workstation", self.workstation.is_some()),
                     ],
                     "oauth",
                 );
@@ -382,13 +429,6 @@ impl Config {
                     scope,
                 })
             }
-            "ntlm" => {
-                p.push(format!(
-                    "{}: \"ntlm\" is not supported by this build (no maintained NTLM crate for reqwest); use \"basic\" over HTTPS or \"oauth\"",
-                    key("auth")
-                ));
-                None
-            }
             other => {
                 p.push(format!(
                     "{}: {other:?} is not one of \"basic\", \"ntlm\", \"oauth\"",
@@ -397,6 +437,43 @@ impl Config {
                 None
             }
         }
+    }
+}
+
+impl Config {
+    /// `username` and `password` / `password_file` of Basic and NTLM.
+    fn user_and_password(
+        &self,
+        ctx: &Ctx<'_>,
+        auth: &str,
+        p: &mut Vec<String>,
+    ) -> (Option<String>, Option<Secret>) {
+        let key = |k: &str| ctx.key(k);
+        let username = match self.username.as_deref().map(str::trim) {
+            Some(u) if !u.is_empty() => Some(u.to_owned()),
+            _ => {
+                p.push(format!(
+                    "{}: missing (required with auth = {auth:?})",
+                    key("username")
+                ));
+                None
+            }
+        };
+        let password = secret(
+            ctx,
+            self.password.as_deref(),
+            self.password_file.as_deref(),
+            &key("password"),
+            p,
+        );
+        if password.is_none() && self.password_file.is_none() {
+            p.push(format!(
+                "{}: missing (or set {}_file); required with auth = {auth:?}",
+                key("password"),
+                key("password")
+            ));
+        }
+        (username, password.map(Secret::new))
     }
 }
 
@@ -426,6 +503,68 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "ews"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        std::sync::Arc::new(super::Built(std::sync::Arc::new(
+            self.build().with_state(env.state),
+        )))
+    }
+
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::Named {
+            key: "mailbox",
+            why: "a room mailbox is named by mailbox",
+        })
+    }
+
+    fn check_room(
+        &self,
+        label: &str,
+        _pick: Option<crate::config::RoomPick<'_>>,
+        place: Option<&str>,
+        problems: &mut Vec<String>,
+    ) {
+        if let Some(v) = place.filter(|v| !v.contains('@')) {
+            problems.push(format!(
+                "{label}.mailbox: {v:?} is not an SMTP address (EWS names a room mailbox by its address)"
+            ));
+        }
+    }
+
+    /// A sink writing into the room mailbox, and its availability.
+    fn room(
+        &self,
+        _env: crate::config::RoomEnv,
+        place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        use std::sync::Arc;
+        let mailbox = place.ok_or("no mailbox")?.to_owned();
+        let mut rc = self.clone();
+        rc.client.mailbox = mailbox.clone();
+        let client = Arc::new(
+            EwsClient::new(rc.client.clone(), rc.credentials.clone()).map_err(|e| e.to_string())?,
+        );
+        let room = mailbox.clone();
+        let busy = crate::config::BusyLookup {
+            what: "EWS GetUserAvailability",
+            f: Arc::new(move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    super::availability::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        };
+        Ok(crate::config::RoomTarget::Replica {
+            replica: Arc::new(rc.build()),
+            busy: Some(busy),
+            what: format!("room mailbox {mailbox} through {}", self.id),
+        })
     }
 
     fn name(&self) -> Option<&str> {
@@ -515,6 +654,9 @@ impl ValidatedTarget for Validated {
         )));
         out.push(Check::ok(match &self.credentials {
             Credentials::Basic { username, .. } => format!("credentials of {username} accepted"),
+            Credentials::Ntlm { account, .. } => {
+                format!("NTLM credentials of {} accepted", account.display())
+            }
             Credentials::ClientCredentials { client_id, .. } => {
                 format!("OAuth token for app {client_id} accepted")
             }
@@ -618,10 +760,92 @@ mod tests {
         for w in want {
             assert!(e.iter().any(|p| p.starts_with(w)), "{w} in {e:#?}");
         }
-        let e =
-            validate("url = \"https://x/EWS/Exchange.asmx\"\nmailbox = \"a@b\"\nauth = \"ntlm\"\n")
-                .unwrap_err();
-        assert!(e[0].contains("\"ntlm\" is not supported"), "{e:?}");
+    }
+
+    #[test]
+    fn ntlm_validates() {
+        let base = "url = \"https://mail.example.com/EWS/Exchange.asmx\"\nmailbox = \"a@example.com\"\nauth = \"ntlm\"\n";
+        let v = validate(&format!(
+            "{base}username = \"CONTOSO\\\\svc\"\npassword_file = \"pw\"\nworkstation = \"BRIDGE\"\n"
+        ))
+        .unwrap();
+        let Credentials::Ntlm {
+            username,
+            account,
+            password,
+        } = &v.credentials
+        else {
+            panic!("{:?}", v.credentials)
+        };
+        assert_eq!(username, "CONTOSO\\svc");
+        assert_eq!(
+            (
+                account.user.as_str(),
+                account.domain.as_str(),
+                account.workstation.as_str()
+            ),
+            ("svc", "CONTOSO", "BRIDGE")
+        );
+        assert_eq!(password.expose(), "s3cret");
+        assert_eq!(v.password_file.as_deref(), Some(Path::new("/etc/fb/pw")));
+        let v = validate(&format!(
+            "{base}username = \"svc@contoso.com\"\npassword = \"p\"\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(&v.credentials, Credentials::Ntlm { account, .. } if account.user == "svc@contoso.com" && account.domain.is_empty())
+        );
+        let v = validate(&format!(
+            "{base}username = \"svc\"\ndomain = \"CONTOSO\"\npassword = \"p\"\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(&v.credentials, Credentials::Ntlm { account, .. } if account.domain == "CONTOSO")
+        );
+    }
+
+    #[test]
+    fn ntlm_problems_with_their_keys() {
+        let base = "url = \"https://x/EWS/Exchange.asmx\"\nmailbox = \"a@b\"\nauth = \"ntlm\"\n";
+        let e = validate(&format!(
+            "{base}client_id = \"c\"\nworkstation = \"\"\ndomain = \"A\\\\B\"\n"
+        ))
+        .unwrap_err();
+        for w in [
+            "sinks[2].client_id: not used with auth = \"ntlm\"",
+            "sinks[2].username: missing (required with auth = \"ntlm\")",
+            "sinks[2].password: missing (or set sinks[2].password_file); required with auth = \"ntlm\"",
+            "sinks[2].workstation: \"\" is not a workstation name",
+            "sinks[2].domain: \"A\\\\B\" is not a domain name",
+        ] {
+            assert!(e.iter().any(|p| p.starts_with(w)), "{w} in {e:#?}");
+        }
+        let e = validate(&format!(
+            "{base}username = \"CONTOSO\\\\svc\"\ndomain = \"FABRIKAM\"\npassword = \"p\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.iter()
+                .any(|p| p.starts_with("sinks[2].username: \"CONTOSO\\\\svc\" names the domain")),
+            "{e:#?}"
+        );
+        let e = validate(&format!(
+            "{base}username = \"CONTOSO\\\\\"\npassword_file = \"missing\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.iter().any(|p| p.starts_with("sinks[2].password")),
+            "{e:#?}"
+        );
+        let e = validate(
+            "url = \"https://x/EWS/Exchange.asmx\"\nmailbox = \"a@b\"\nusername = \"u\"\npassword = \"p\"\ndomain = \"D\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.iter()
+                .any(|p| p.starts_with("sinks[2].domain: not used with auth = \"basic\"")),
+            "{e:#?}"
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ use super::client::{
 use super::folder;
 use super::item::{self, CALENDAR_PROPERTY, Shape, Written, prop_uri};
 use super::xml::{El, esc};
+use crate::microsoft::exact;
 use crate::microsoft::recurrence::{self, Recurrence};
 use crate::microsoft::tag;
 
@@ -657,10 +658,20 @@ fn occurrence_index(master: &CanonicalEvent, original: i64) -> Option<u32> {
             .tz()
             .map(|tz| bridge_core::instant::wall_clock(tz, t))
     };
-    let p = starts.iter().position(|t| *t == original).or_else(|| {
-        let w = wall(original)?;
-        starts.iter().position(|t| wall(*t) == Some(w))
-    })?;
+    let p = starts
+        .iter()
+        .position(|t| *t == original)
+        .or_else(|| {
+            let w = wall(original)?;
+            starts.iter().position(|t| wall(*t) == Some(w))
+        })
+        .or_else(|| {
+            // A time in a gap read with the other offset.
+            let tz = master.start.tz()?;
+            starts
+                .iter()
+                .position(|t| exact::other_reading(tz, *t, original))
+        })?;
     u32::try_from(p + 1).ok()
 }
 
@@ -877,6 +888,9 @@ impl EwsSink {
                             done: None,
                             tries: 0,
                         });
+                        // Exchange may keep an exception's old content:
+                        // the exact occurrences take the master's new one.
+                        self.exact_occurrences(&mut w, s, cal, zone);
                     } else {
                         // Only occurrences change; the master stays as it is.
                         w.base = Some(ItemWork {
@@ -951,8 +965,11 @@ impl EwsSink {
     }
 
     /// A series whose first occurrence a wall-clock reader gets wrong from
-    /// the master alone gets an exception with Feishu's exact instants.
+    /// the master alone gets an exception with Feishu's exact instants; so
+    /// do its later occurrences in a repeated or skipped hour
+    /// ([`crate::microsoft::exact`]).
     fn first_occurrence_fix(&self, w: &mut Work, s: &Series<'_>, cal: &str, zone: Tz) {
+        self.exact_occurrences(w, s, cal, zone);
         let Some(fix) = s.wall_clock_fix() else {
             return;
         };
@@ -972,6 +989,21 @@ impl EwsSink {
             action: OccAction::Update(ow),
             done: None,
         });
+    }
+
+    /// The later occurrences Exchange could place otherwise than Feishu:
+    /// exceptions with exact instants, named by their instance index.
+    fn exact_occurrences(&self, w: &mut Work, s: &Series<'_>, cal: &str, zone: Tz) {
+        for o in exact::exact_occurrences(s, exact::horizon()) {
+            let ow = self.written(&o.event, Shape::Occurrence, &o.event.key, s.uid, cal, zone);
+            w.occ.push(OccWork {
+                key: None,
+                original: o.original,
+                index: Some(o.index),
+                action: OccAction::Update(ow),
+                done: None,
+            });
+        }
     }
 }
 
@@ -1813,5 +1845,15 @@ mod tests {
         assert_eq!(occurrence_index(&m, 1_793_513_700), Some(1));
         assert_eq!(occurrence_index(&m, 1_793_513_700 + 86_400), Some(2));
         assert_eq!(occurrence_index(&m, 1_793_513_700 + 3600), None);
+    }
+
+    #[test]
+    fn occurrence_indexes_under_another_reading_of_a_gap() {
+        // 02:30 daily from 2026-03-06 (EST); 02:30 on Mar 8 is skipped:
+        // Feishu reads it 07:30Z, another reader 06:30Z.
+        let m = master(1_772_782_200, "FREQ=DAILY;COUNT=4");
+        assert_eq!(occurrence_index(&m, 1_772_955_000), Some(3));
+        assert_eq!(occurrence_index(&m, 1_772_951_400), Some(3));
+        assert_eq!(occurrence_index(&m, 1_772_955_000 + 3600), None);
     }
 }

@@ -14,6 +14,15 @@ use crate::config::{
     Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, valid_name,
 };
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "feed"
+name = "team"                     # sink id "feed:team"; served at /feeds/<secret>.ics by `run`
+calendars = "all"                 # or a list of calendar ids
+privacy = "busy"                  # full | redacted | busy
+# combine = true                  # one feed of all its calendars
+"#;
+
 /// `calendars = "all"` or a list of ids.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -67,6 +76,8 @@ const MAX_REFRESH_MINUTES: u32 = 7 * 24 * 60;
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "feed";
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
@@ -159,10 +170,90 @@ impl Validated {
     }
 }
 
+/// A built feed sink: the daemon serves it, `feeds list` lists it.
+#[derive(Debug)]
+struct Built(Arc<FeedSink>);
+
+impl crate::config::BuiltTarget for Built {
+    fn sink(&self) -> Arc<dyn bridge_target::Sink> {
+        self.0.clone()
+    }
+
+    fn feed(&self) -> Option<Arc<FeedSink>> {
+        Some(self.0.clone())
+    }
+}
+
 #[async_trait::async_trait]
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "feed"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        let dir = env.data_dir.join("feeds").join(&self.name);
+        Arc::new(Built(Arc::new(self.build(env.state, env.feeds, Some(dir)))))
+    }
+
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::OfTheSink {
+            why: "the room is one busy-only feed of the sink",
+        })
+    }
+
+    /// A room's feed is one address per room: the sink must publish the
+    /// room ids (they are the feed's calendar ids) one by one.
+    fn check_room(
+        &self,
+        label: &str,
+        pick: Option<crate::config::RoomPick<'_>>,
+        _place: Option<&str>,
+        problems: &mut Vec<String>,
+    ) {
+        use crate::config::RoomPick;
+        if self.combine {
+            problems.push(format!(
+                "{label}.sink: feed {:?} has combine = true; a room needs a feed of its own (combine = false)",
+                self.name
+            ));
+        }
+        match (&self.calendars, pick) {
+            (Calendars::All, _) | (_, None) => {}
+            (Calendars::List(ids), Some(RoomPick::Room(r))) if ids.iter().any(|i| i == r) => {}
+            (Calendars::List(_), Some(RoomPick::Room(r))) => problems.push(format!(
+                "{label}.sink: feed {:?} does not publish {r:?}; add the room id to its calendars",
+                self.name
+            )),
+            (Calendars::List(_), Some(RoomPick::Other)) => problems.push(format!(
+                "{label}.sink: feed {:?} lists its calendars, so it cannot publish rooms found by level or custom id; \
+                 use calendars = \"all\" or map each room_id",
+                self.name
+            )),
+        }
+    }
+
+    /// The feed the daemon serves, or one built for the command.
+    fn room(
+        &self,
+        env: crate::config::RoomEnv,
+        _place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        let feed = match env.running.and_then(|b| b.feed()) {
+            Some(f) => f,
+            None => ValidatedTarget::build(self, env.sink)
+                .feed()
+                .ok_or("a feed sink built as another kind")?,
+        };
+        Ok(crate::config::RoomTarget::Projection {
+            target: feed,
+            what: format!(
+                "busy-only feed {:?}, one address per room (`feeds list`, calendar = the room id)",
+                self.name
+            ),
+        })
     }
 
     fn name(&self) -> Option<&str> {

@@ -16,6 +16,17 @@ use crate::config::{
     secret, valid_name,
 };
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "google"
+name = "google"                   # sink id "google:google"
+calendar_id = "primary"           # or create_calendars = true
+client_id = "replace-me.apps.googleusercontent.com"   # an OAuth client of type "Desktop app"
+client_secret = "replace-me"      # then: feishu-bridge auth google
+privacy = "full"                  # full | redacted | busy
+# on_target_delete = "restore"    # or "respect"
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +118,9 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "google";
+    const AUTH: bool = true;
+    const STARTER: &'static str = STARTER;
 
     /// Every problem with its key path. The service account key and a
     /// `client_secret_file` are read through `ctx`.
@@ -342,6 +356,62 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "google"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        let creds = self.credentials(env.token.as_deref());
+        std::sync::Arc::new(super::authorize::Built {
+            sink: std::sync::Arc::new(self.build(creds, env.state)),
+            config: self.clone(),
+        })
+    }
+
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::Named {
+            key: "calendar_id",
+            why: "a Google room calendar is named by calendar_id",
+        })
+    }
+
+    /// A sink writing into the room's calendar, and its freeBusy.
+    fn room(
+        &self,
+        env: crate::config::RoomEnv,
+        place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        use std::sync::Arc;
+        let calendar = place.ok_or("no calendar_id")?.to_owned();
+        let mut rc = self.clone();
+        rc.calendar_id = Some(calendar.clone());
+        let creds = rc.credentials(env.sink.token.as_deref());
+        let client = creds
+            .clone()
+            .map(|cr| GoogleClient::new(rc.client.clone(), cr))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let cal = calendar.clone();
+        let busy = crate::config::BusyLookup {
+            what: "Google freeBusy",
+            f: Arc::new(move |from, to| {
+                let (client, cal) = (client.clone(), cal.clone());
+                Box::pin(async move {
+                    let client = client.ok_or(
+                        "the Google sink is not authorized (run `feishu-bridge auth google`)",
+                    )?;
+                    super::freebusy::busy(&client, &cal, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        };
+        Ok(crate::config::RoomTarget::Replica {
+            replica: Arc::new(rc.build(creds, env.room_state)),
+            busy: Some(busy),
+            what: format!("Google calendar {calendar:?} of {}", self.id),
+        })
     }
 
     fn name(&self) -> Option<&str> {

@@ -61,6 +61,30 @@ pub fn take_token(
     Ok(())
 }
 
+/// A built graph sink with its configuration, for the token hand-over.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) sink: std::sync::Arc<GraphSink>,
+    pub(crate) config: Validated,
+}
+
+impl crate::config::BuiltTarget for Built {
+    fn sink(&self) -> std::sync::Arc<dyn bridge_target::Sink> {
+        self.sink.clone()
+    }
+
+    fn calls(&self) -> std::collections::BTreeMap<(String, u16), u64> {
+        self.sink.calls()
+    }
+
+    fn check_token(&self, token: &str) -> Result<crate::config::TakeToken<'_>, TokenRefused> {
+        let creds = self.config.check_token(token)?;
+        Ok(Box::new(move || {
+            take_token(&self.sink, &self.config, creds)
+        }))
+    }
+}
+
 /// The JSON the store keeps.
 pub fn token_json(refresh_token: &str) -> String {
     serde_json::json!({ "refresh_token": refresh_token }).to_string()

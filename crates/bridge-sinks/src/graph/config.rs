@@ -19,6 +19,18 @@ use crate::config::{
     Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, secret, valid_name,
 };
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "graph"
+name = "exchange"                 # sink id "graph:exchange"
+tenant_id = "replace-me"          # Entra ID tenant (directory) id
+client_id = "replace-me"          # app registration with Calendars.ReadWrite (application)
+client_secret = "replace-me"      # or certificate_file + private_key_file
+mailbox = "someone@example.com"   # user id or UPN whose calendar receives the mirror
+calendar = "primary"              # or a calendar name (create_calendar = true creates it)
+privacy = "full"                  # full | redacted | busy
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +120,9 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "graph";
+    const AUTH: bool = true;
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
@@ -410,6 +425,64 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "graph"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        Arc::new(super::authorize::Built {
+            sink: Arc::new(self.build(env.token.as_deref(), env.state)),
+            config: self.clone(),
+        })
+    }
+
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::Named {
+            key: "mailbox",
+            why: "a room mailbox is named by mailbox",
+        })
+    }
+
+    /// A sink writing into the room mailbox's default calendar, and its
+    /// getSchedule.
+    fn room(
+        &self,
+        env: crate::config::RoomEnv,
+        place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        let mailbox = place.ok_or("no mailbox")?.to_owned();
+        let token = env.sink.token.as_deref();
+        let mut rc = self.clone();
+        rc.mailbox = mailbox.clone();
+        // A room's availability is its default calendar.
+        rc.calendar = TargetCalendar::Primary;
+        let sink = rc.build(token, env.room_state);
+        let client = rc
+            .credentials(token)
+            .map(|cr| rc.client(cr, None))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let room = mailbox.clone();
+        let busy = crate::config::BusyLookup {
+            what: "Graph getSchedule",
+            f: Arc::new(move |from, to| {
+                let (client, room) = (client.clone(), room.clone());
+                Box::pin(async move {
+                    let client = client.ok_or(
+                        "the Graph sink is not authorized (run `feishu-bridge auth graph`)",
+                    )?;
+                    super::schedule::busy(&client, &room, from, to)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        };
+        Ok(crate::config::RoomTarget::Replica {
+            replica: Arc::new(sink),
+            busy: Some(busy),
+            what: format!("room mailbox {mailbox} through {}", self.id),
+        })
     }
 
     fn name(&self) -> Option<&str> {

@@ -651,10 +651,19 @@ impl GraphSink {
             .iter()
             .map(|(k, r)| (date(k.original_time()), (*k, *r)))
             .collect();
-        let fix_first = s
+        // Occurrences we write at exact instants (the first-occurrence fix
+        // and microsoft::exact): their content is ours.
+        let fix_first: HashMap<NaiveDate, CanonicalEvent> = s
             .wall_clock_fix()
             .and_then(|f| f.first)
-            .map(|f| (date(m.start.instant()), f.event));
+            .map(|f| (date(m.start.instant()), f.event))
+            .into_iter()
+            .chain(
+                crate::microsoft::exact::exact_occurrences(s, crate::microsoft::exact::horizon())
+                    .into_iter()
+                    .map(|o| (date(o.original), o.event)),
+            )
+            .collect();
         let mut rewrite: BTreeSet<EventKey> = BTreeSet::new();
         for x in v["exceptionOccurrences"].as_array().into_iter().flatten() {
             let (Some(xid), Some(orig)) = (
@@ -675,9 +684,9 @@ impl GraphSink {
                 continue;
             }
             // An occurrence the source does not modify: the series' content.
-            let expected = match &fix_first {
-                Some((fd, ev)) if *fd == d => Some(ev.clone()),
-                _ => super::sink::reverted(m, orig),
+            let expected = match fix_first.get(&d) {
+                Some(ev) => Some(ev.clone()),
+                None => super::sink::reverted(m, orig),
             };
             let Some(expected) = expected else { continue };
             let body = self.body(&expected, Shape::Occurrence, input.calendar);

@@ -47,6 +47,7 @@ use serde_json::{Value, json};
 use super::client::{GraphClient, Method, Request, Response, seg};
 use super::error::GraphError;
 use super::resource::{self, Options, Shape, tag_ids, tagged, tags_of, transaction_id};
+use crate::microsoft::exact;
 use crate::microsoft::recurrence::Recurrence;
 use crate::microsoft::tag::{KEY_PROPERTY, graph_property_id};
 
@@ -305,6 +306,8 @@ struct Occurrence {
     /// for the second of two equal wall-clock times, which a master's
     /// wall-clock start resolves to the first (see `instant`).
     generated: i64,
+    /// The series' zone, when timed.
+    tz: Option<chrono_tz::Tz>,
 }
 
 impl Occurrence {
@@ -321,6 +324,7 @@ impl Occurrence {
             original,
             all_day: master.start.is_date(),
             generated,
+            tz: master.start.tz(),
         }
     }
 }
@@ -531,6 +535,18 @@ impl GraphSink {
             );
             w.body = Some(self.body(&first.event, Shape::Occurrence, cal));
             w.occurrence = Some(occ(master.start.instant()));
+            w.absent_ok = true;
+            out.push(w);
+        }
+        // Later occurrences in a repeated or skipped hour, or spanning an
+        // offset change, at Feishu's exact instants (microsoft::exact).
+        for o in exact::exact_occurrences(series, exact::horizon()) {
+            let Ok(k) = EventKey::new(series.uid, o.original) else {
+                continue;
+            };
+            let mut w = Write::new(Kind::Patch, &k, Vec::new());
+            w.body = Some(self.body(&o.event, Shape::Occurrence, cal));
+            w.occurrence = Some(occ(o.original));
             w.absent_ok = true;
             out.push(w);
         }
@@ -834,19 +850,26 @@ impl GraphSink {
                     let tolerance = if o.all_day { 14 * 3600 } else { 0 };
                     match r {
                         Ok(resp) => {
-                            let hit =
+                            let listed = || {
                                 resp.body["value"]
                                     .as_array()
                                     .into_iter()
                                     .flatten()
-                                    .find(|v| {
-                                        v["originalStart"].as_str().and_then(parse_utc).is_some_and(
-                                            |t| {
-                                                (t - o.original).abs() <= tolerance
-                                                    || t == o.generated
-                                            },
-                                        )
-                                    });
+                                    .filter_map(|v| {
+                                        Some((v, v["originalStart"].as_str().and_then(parse_utc)?))
+                                    })
+                            };
+                            let hit = listed()
+                                .find(|(_, t)| {
+                                    (t - o.original).abs() <= tolerance || *t == o.generated
+                                })
+                                .or_else(|| {
+                                    // Exchange read a repeated or skipped
+                                    // wall-clock time otherwise.
+                                    let tz = o.tz?;
+                                    listed().find(|(_, t)| exact::other_reading(tz, *t, o.original))
+                                })
+                                .map(|(v, _)| v);
                             match hit.and_then(|v| v["id"].as_str()) {
                                 Some(id) => {
                                     w.id = id.to_owned();

@@ -12,6 +12,13 @@ use crate::config::{
     writable_dir,
 };
 
+/// The commented `[[sinks]]` table `init` writes.
+pub const STARTER: &str = r#"[[sinks]]
+kind = "ics"
+dir = "out/ics"                   # one .ics file per calendar, replaced atomically
+privacy = "full"                  # full | redacted | busy
+"#;
+
 /// The table as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +47,8 @@ pub struct Validated {
 
 impl TargetToml for Config {
     type Validated = Validated;
+    const KIND: &'static str = "ics";
+    const STARTER: &'static str = STARTER;
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
@@ -65,6 +74,32 @@ impl Validated {
 impl ValidatedTarget for Validated {
     fn kind(&self) -> &'static str {
         "ics"
+    }
+
+    fn build(
+        &self,
+        env: crate::config::BuildEnv,
+    ) -> std::sync::Arc<dyn crate::config::BuiltTarget> {
+        let _ = env;
+        std::sync::Arc::new(crate::config::Plain(std::sync::Arc::new(self.build())))
+    }
+
+    fn room_place(&self) -> Option<crate::config::RoomPlace> {
+        Some(crate::config::RoomPlace::OfTheSink {
+            why: "the room is one busy-only file in the sink's dir",
+        })
+    }
+
+    fn room(
+        &self,
+        _env: crate::config::RoomEnv,
+        _place: Option<&str>,
+    ) -> Result<crate::config::RoomTarget, String> {
+        // The room's file: busy-only whatever the sink's privacy.
+        Ok(crate::config::RoomTarget::Projection {
+            target: std::sync::Arc::new(IcsSink::new(&self.dir, Privacy::Busy)),
+            what: format!("busy-only ICS file in {}", self.dir.display()),
+        })
     }
 
     /// `ics:<dir as written>`.

@@ -5,6 +5,7 @@
 //! three ranges; `sinks-api.md` B.5 and B.12), so the mapping is written
 //! once here and each target only spells it in its own wire format.
 
+pub mod exact;
 pub mod recurrence;
 pub mod tag;
 pub mod zones;

@@ -44,7 +44,7 @@ use super::{
 };
 use crate::ews::client::EwsClient;
 use crate::ews::xml::El;
-use crate::microsoft::recurrence;
+use crate::microsoft::{exact, recurrence};
 
 /// State name of the acknowledged masters (key: the master's item id).
 const ACK_STATE: &str = "ews-master";
@@ -163,6 +163,9 @@ fn judge(
         .collect();
     if series.wall_clock_fix().and_then(|f| f.first).is_some() {
         exp_mod.entry(1).or_insert(None);
+    }
+    for o in exact::exact_occurrences(series, exact::horizon()) {
+        exp_mod.entry(o.index).or_insert(None);
     }
     let exp_del: BTreeSet<u32> = series.cancelled.iter().filter_map(|t| index(*t)).collect();
     let got_mod: BTreeMap<u32, &(String, String, i64)> = seen
