@@ -905,6 +905,8 @@ async fn an_evicted_change_feed_checks_every_series_once_and_misses_no_edit() {
     let n = s.emu.calls().len();
     s.engine.reconcile(None, false, BASE + 180).await.unwrap();
     assert_eq!(event_reads(&s.emu.calls()[n..]), Vec::<String>::new());
+}
+
 /// Later occurrences in New York's repeated and skipped hours (and ones
 /// ending in the repeated hour or spanning the change) show at Feishu's
 /// exact instants, written as exceptions; a second pass writes nothing.

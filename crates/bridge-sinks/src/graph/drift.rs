@@ -296,6 +296,69 @@ fn flags(
     out
 }
 
+/// `items` of a round read right after an apply, without the exceptions
+/// that apply wrote itself and keeps no record of: those at the exact
+/// instants of a series whose master it wrote (the first-occurrence fix and
+/// [`crate::microsoft::exact`]), matched by their original start within 3
+/// hours (Exchange may read a repeated or skipped time the other way). Left
+/// in, each would flag its master and cost a read at the next pass.
+fn without_own_exact(
+    items: Vec<Value>,
+    written: &[ItemOutcome],
+    masters: &HashMap<String, String>,
+    series: &[Series<'_>],
+) -> Vec<Value> {
+    let written: BTreeSet<&str> = written
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok())
+        .map(|r| r.id.as_str())
+        .filter(|id| masters.contains_key(*id))
+        .collect();
+    if written.is_empty() {
+        return items;
+    }
+    let uids: BTreeSet<&str> = written
+        .iter()
+        .filter_map(|id| masters.get(*id).map(String::as_str))
+        .collect();
+    let horizon = crate::microsoft::exact::horizon();
+    let exact: HashMap<&str, Vec<i64>> = series
+        .iter()
+        .filter(|s| uids.contains(s.uid))
+        .map(|s| {
+            let first = s
+                .wall_clock_fix()
+                .and_then(|f| f.first)
+                .and(s.master())
+                .map(|m| m.start.instant());
+            let at = first
+                .into_iter()
+                .chain(
+                    crate::microsoft::exact::exact_occurrences(s, horizon)
+                        .into_iter()
+                        .map(|o| o.original),
+                )
+                .collect();
+            (s.uid, at)
+        })
+        .collect();
+    items
+        .into_iter()
+        .filter(|v| {
+            let own = v["type"].as_str() == Some("exception")
+                && v.get("@removed").is_none()
+                && v["seriesMasterId"]
+                    .as_str()
+                    .filter(|m| written.contains(m))
+                    .and_then(|m| masters.get(m))
+                    .and_then(|uid| exact.get(uid.as_str()))
+                    .zip(v["originalStart"].as_str().and_then(super::sink::parse_utc))
+                    .is_some_and(|(at, orig)| at.iter().any(|a| (a - orig).abs() <= 3 * 3600));
+            !own
+        })
+        .collect()
+}
+
 /// What the occurrence check hands back to the drift pass: its writes (with
 /// the master each is for) and the feed state to keep once they are done.
 #[derive(Debug, Default)]
@@ -620,6 +683,7 @@ impl GraphSink {
             .collect();
         let mut removed = std::mem::take(&mut st.removed);
         removed.extend(removed_now);
+        let items_seen = without_own_exact(items_seen, items, &masters, input.series);
         let f = flags(&items_seen, &masters, &ours, &removed);
         st.link = link;
         st.all |= f.all;
