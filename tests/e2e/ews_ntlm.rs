@@ -14,8 +14,8 @@ use crate::daemon::Daemon;
 use crate::ews::{
     MAILBOX, assert_no_duplicates, assert_same, ews_instances, reconcile, reconcile_ok, schema,
 };
-use crate::replica::{BASE, FROM, TO, feishu, feishu_instances, output, sample_tenant, tenant};
 use crate::feishu::{bin, temp_dir, write_config};
+use crate::replica::{BASE, FROM, TO, feishu, feishu_instances, output, sample_tenant, tenant};
 
 /// A config whose EWS sink logs on with NTLM as `username`, its password
 /// in `password_file` (written with `password`); `extra` goes before the
