@@ -663,34 +663,12 @@ async fn an_unauthorized_google_sink_is_paused_and_reconcile_exits_1() {
 /// Runs `auth google`, plays the browser against the Google emulator
 /// (which approves for its consent user), returns exit code and stdout.
 async fn authorize_google(config: &Path) -> (i32, String) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    let mut child = bin()
-        .args(["auth", "google", "--timeout", "20", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("http://") {
-                let _ = tx.send(line.trim().to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url =
-        tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(20)))
-            .await
-            .unwrap()
-            .expect("auth google printed an authorize URL");
+    let (mut child, url, reader) = crate::feishu::start_auth(
+        &["auth", "google", "--timeout", "20"],
+        config,
+        std::process::Stdio::inherit(),
+    )
+    .await;
     let page = reqwest::get(&url).await.unwrap();
     assert!(page.status().is_success(), "{:?}", page.text().await);
     let status = tokio::task::spawn_blocking(move || child.wait())

@@ -105,21 +105,20 @@ pub(crate) fn event(summary: &str, at: i64) -> Event {
     }
 }
 
-/// Runs `auth feishu`, plays the browser, returns the command's stdout.
-async fn authorize(config: &Path) -> String {
+/// Starts `feishu-bridge <args> --config <config>` (an `auth` command) and
+/// waits for the authorize URL it prints. Returns the child, that URL and a
+/// reader that gives the command's whole stdout once it exits.
+pub(crate) async fn start_auth(
+    args: &[&str],
+    config: &Path,
+    stderr: Stdio,
+) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
     let mut child = bin()
-        .args([
-            "auth",
-            "feishu",
-            "--port",
-            "0",
-            "--timeout",
-            "20",
-            "--config",
-        ])
+        .args(args)
+        .arg("--config")
         .arg(config)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -139,7 +138,18 @@ async fn authorize(config: &Path) -> String {
     let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
         .await
         .unwrap()
-        .expect("auth printed an authorize URL");
+        .unwrap_or_else(|_| panic!("{} printed an authorize URL", args.join(" ")));
+    (child, url, reader)
+}
+
+/// Runs `auth feishu`, plays the browser, returns the command's stdout.
+async fn authorize(config: &Path) -> String {
+    let (mut child, url, reader) = start_auth(
+        &["auth", "feishu", "--port", "0", "--timeout", "20"],
+        config,
+        Stdio::piped(),
+    )
+    .await;
     // The browser follows the redirect to the command's loopback listener.
     let page = reqwest::get(&url).await.unwrap();
     assert!(page.status().is_success());

@@ -7,7 +7,6 @@
 //! side).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -755,8 +754,8 @@ pub(crate) async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut()
 /// redirects: the emulator approves at once and redirects to the loopback
 /// listener), and returns the authorize URL and the command's stdout.
 pub(crate) async fn authorize(config: &Path, kind: &str, sink: &str) -> (String, String) {
-    let mut child = bin()
-        .args([
+    let (child, url, reader) = crate::feishu::start_auth(
+        &[
             "auth",
             kind,
             "--sink",
@@ -765,31 +764,11 @@ pub(crate) async fn authorize(config: &Path, kind: &str, sink: &str) -> (String,
             "0",
             "--timeout",
             "20",
-            "--config",
-        ])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("http://") {
-                let _ = tx.send(line.trim().to_owned());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .unwrap_or_else(|_| panic!("auth {kind} printed an authorize URL"));
+        ],
+        config,
+        Stdio::piped(),
+    )
+    .await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
