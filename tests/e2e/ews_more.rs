@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use bridge_core::feishu::EventStatus;
 use bridge_emulators::ews::{EwsConfig, EwsEmulator};
 use bridge_emulators::feishu::{FeishuConfig, FeishuEmulator, WebhookTarget};
 
@@ -76,14 +75,9 @@ async fn ews_a_fixed_password_file_resumes_the_running_daemon() {
     assert!(e.items(MAILBOX).is_empty(), "nothing written while paused");
     // The admin fixes the file; the next pass (a pushed change) resumes.
     std::fs::write(&password, "correct horse\n").unwrap();
-    let id = f
-        .events(&fcal)
+    let id = crate::replica::single_event_ids(&f, &fcal)
         .into_iter()
-        .filter(|x| {
-            x.recurrence.as_deref().unwrap_or("").is_empty()
-                && x.status != Some(EventStatus::Cancelled)
-        })
-        .find_map(|x| x.event_id.filter(|i| i.ends_with("_0")))
+        .next()
         .expect("a single event");
     f.update_event(&fcal, &id, |x| x.summary = Some("After the fix".into()));
     wait_for("the mirror after the fix", Duration::from_secs(20), || {

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bridge_core::feishu::EventStatus;
 use bridge_emulators::ews::{EwsConfig, EwsEmulator};
 use bridge_emulators::feishu::{FeishuEmulator, WebhookTarget};
 
@@ -194,14 +193,9 @@ async fn ews_ntlm_a_fixed_password_file_resumes_the_running_daemon() {
     .await;
     assert!(e.items(MAILBOX).is_empty(), "nothing written while paused");
     std::fs::write(&password, "correct horse\n").unwrap();
-    let id = f
-        .events(&fcal)
+    let id = crate::replica::single_event_ids(&f, &fcal)
         .into_iter()
-        .filter(|x| {
-            x.recurrence.as_deref().unwrap_or("").is_empty()
-                && x.status != Some(EventStatus::Cancelled)
-        })
-        .find_map(|x| x.event_id.filter(|i| i.ends_with("_0")))
+        .next()
         .expect("a single event");
     f.update_event(&fcal, &id, |x| x.summary = Some("After the fix".into()));
     wait_for("the mirror after the fix", Duration::from_secs(30), || {

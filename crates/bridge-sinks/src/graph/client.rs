@@ -408,26 +408,7 @@ impl GraphClient {
 
     /// Every page of a listing (`@odata.nextLink` followed).
     pub async fn list_all(&self, req: Request) -> Result<Vec<Value>, GraphError> {
-        let mut out = Vec::new();
-        let mut next = Some(req);
-        let mut pages = 0;
-        while let Some(r) = next.take() {
-            pages += 1;
-            if pages > 10_000 {
-                return Err(GraphError::Decode(
-                    "a listing of more than 10,000 pages".into(),
-                ));
-            }
-            let resp = self.execute(&r).await?;
-            let items = resp.body["value"]
-                .as_array()
-                .ok_or_else(|| GraphError::Decode("a listing without value".into()))?;
-            out.extend(items.iter().cloned());
-            if let Some(link) = resp.body["@odata.nextLink"].as_str() {
-                next = Some(self.relative(link, &r)?);
-            }
-        }
-        Ok(out)
+        Ok(self.pages(req, "a listing").await?.0)
     }
 
     /// One round of a delta query (`calendarView/delta`, graph.md §7):
@@ -435,30 +416,43 @@ impl GraphClient {
     /// the round ends with, to start the next round from. A round without a
     /// delta link is an error (it was cut: nothing may be concluded).
     pub async fn delta_round(&self, req: Request) -> Result<(Vec<Value>, String), GraphError> {
+        match self.pages(req, "a delta round").await? {
+            (out, Some(link)) => Ok((out, link)),
+            (_, None) => Err(GraphError::Decode(
+                "a delta round ended without @odata.deltaLink".into(),
+            )),
+        }
+    }
+
+    /// The items of every page from `req` on (`@odata.nextLink` followed),
+    /// and the `@odata.deltaLink` of the last page, if it has one.
+    async fn pages(
+        &self,
+        req: Request,
+        what: &str,
+    ) -> Result<(Vec<Value>, Option<String>), GraphError> {
         let mut out = Vec::new();
         let mut next = Some(req);
         let mut pages = 0;
         while let Some(r) = next.take() {
             pages += 1;
             if pages > 10_000 {
-                return Err(GraphError::Decode(
-                    "a delta round of more than 10,000 pages".into(),
-                ));
+                return Err(GraphError::Decode(format!(
+                    "{what} of more than 10,000 pages"
+                )));
             }
             let resp = self.execute(&r).await?;
             let items = resp.body["value"]
                 .as_array()
-                .ok_or_else(|| GraphError::Decode("a delta page without value".into()))?;
+                .ok_or_else(|| GraphError::Decode(format!("a page of {what} without value")))?;
             out.extend(items.iter().cloned());
             if let Some(link) = resp.body["@odata.nextLink"].as_str() {
                 next = Some(self.relative(link, &r)?);
             } else if let Some(link) = resp.body["@odata.deltaLink"].as_str() {
-                return Ok((out, link.to_owned()));
+                return Ok((out, Some(link.to_owned())));
             }
         }
-        Err(GraphError::Decode(
-            "a delta round ended without @odata.deltaLink".into(),
-        ))
+        Ok((out, None))
     }
 
     /// A `deltaLink` kept from an earlier round as a request on our base.
