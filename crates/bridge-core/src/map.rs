@@ -111,11 +111,17 @@ fn map_time(ti: Option<&TimeInfo>, which: &str, cx: &mut Ctx<'_>) -> Result<Even
 }
 
 fn is_uri(s: &str) -> bool {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '"';
     (s.starts_with("https://") || s.starts_with("http://"))
         && s.len() > 8
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+        && if s.is_ascii() {
+            // The same test on bytes (ASCII whitespace and controls are
+            // 0x00-0x20 and 0x7F): every link Feishu sends is ASCII, and the
+            // char scan costs about ten times as much.
+            !s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'"')
+        } else {
+            !s.chars().any(bad)
+        }
 }
 
 /// `local@<kind>.feishu.invalid`, with anything outside `[A-Za-z0-9._-]` percent-encoded.
@@ -125,15 +131,27 @@ pub fn feishu_user_address(open_id: &str) -> String {
 }
 
 fn feishu_address(kind: &str, id: &str) -> String {
-    let mut local = String::with_capacity(id.len());
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Pushed piece by piece rather than through `format!`: this runs for
+    // every attendee of every event mapped.
+    let mut out = String::with_capacity(
+        "mailto:".len() + 3 * id.len() + 2 + kind.len() + ADDRESS_DOMAIN.len(),
+    );
+    out.push_str("mailto:");
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            local.push(b as char);
+            out.push(char::from(b));
         } else {
-            local.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
-    format!("mailto:{local}@{kind}.{ADDRESS_DOMAIN}")
+    out.push('@');
+    out.push_str(kind);
+    out.push('.');
+    out.push_str(ADDRESS_DOMAIN);
+    out
 }
 
 fn is_email(s: &str) -> bool {
@@ -483,4 +501,48 @@ pub fn map_events<'a>(events: impl IntoIterator<Item = &'a feishu::Event>) -> Ma
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn feishu_addresses_percent_encode_every_other_byte() {
+        assert_eq!(
+            feishu_address("user", "ou_a1.b-c"),
+            "mailto:ou_a1.b-c@user.feishu.invalid"
+        );
+        // UTF-8 bytes each get their own escape, upper-case hex.
+        assert_eq!(
+            feishu_address("room", "a b/é\u{7f}"),
+            "mailto:a%20b%2F%C3%A9%7F@room.feishu.invalid"
+        );
+    }
+
+    #[test]
+    fn links_with_spaces_quotes_or_controls_are_not_uris() {
+        assert!(is_uri("https://vc.feishu.cn/j/123"));
+        assert!(!is_uri("https://"), "nothing after the scheme");
+        assert!(!is_uri("ftp://example.com/x"));
+        assert!(!is_uri("https://a.example/x y"));
+        assert!(!is_uri("https://a.example/\"x"));
+        assert!(!is_uri("https://a.example/x\u{7f}"));
+        assert!(is_uri("https://例え.jp/会議"));
+        assert!(!is_uri("https://例え.jp/会\u{3000}議"), "ideographic space");
+        assert!(!is_uri("https://例え.jp/\u{85}"), "next line (C1 control)");
+    }
+
+    proptest! {
+        /// The byte scan of ASCII links says what the char scan says.
+        #[test]
+        fn the_ascii_scan_agrees_with_the_char_scan(tail in "[\\x00-\\x7f]{1,40}") {
+            let s = format!("https://{tail}");
+            let by_char = !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"');
+            prop_assert_eq!(is_uri(&s), by_char);
+        }
+    }
 }

@@ -180,15 +180,19 @@ impl ZoneChanges {
 /// and `D` the largest change. So when no change's wall-clock times fall in
 /// that window, no occurrence needs one. Anything else is expanded.
 fn may_need_overrides(rule: &str, first: NaiveDateTime, length: i64, changes: &[Change]) -> bool {
-    let parts: Vec<String> = rule.split(';').map(str::to_ascii_uppercase).collect();
-    let daily_or_coarser = parts.iter().any(|p| {
-        matches!(
-            p.as_str(),
-            "FREQ=DAILY" | "FREQ=WEEKLY" | "FREQ=MONTHLY" | "FREQ=YEARLY"
-        )
+    let has_prefix = |p: &str, prefix: &str| {
+        p.get(..prefix.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+    };
+    let daily_or_coarser = rule.split(';').any(|p| {
+        ["FREQ=DAILY", "FREQ=WEEKLY", "FREQ=MONTHLY", "FREQ=YEARLY"]
+            .iter()
+            .any(|f| p.eq_ignore_ascii_case(f))
     });
-    let fixed_time = !parts.iter().any(|p| {
-        p.starts_with("BYHOUR=") || p.starts_with("BYMINUTE=") || p.starts_with("BYSECOND=")
+    let fixed_time = !rule.split(';').any(|p| {
+        ["BYHOUR=", "BYMINUTE=", "BYSECOND="]
+            .iter()
+            .any(|f| has_prefix(p, f))
     });
     let d = changes.iter().map(|c| c.size()).max().unwrap_or(0);
     let window = length.max(0) + 2 * d;
@@ -203,106 +207,244 @@ fn may_need_overrides(rule: &str, first: NaiveDateTime, length: i64, changes: &[
     })
 }
 
-/// The rule's generated wall-clock times, from `first` (the master's local
-/// DTSTART) up to `until_wall`. The rule is expanded as if the zone were
-/// UTC, that is in pure wall-clock time, which is what RFC 5545 asks and
-/// what keeps the `rrule` crate out of the zone's gaps and folds; UNTIL is
-/// left out here and applied by the caller in real time.
-fn wall_times(rule: &str, first: NaiveDateTime, until_wall: NaiveDateTime) -> Vec<NaiveDateTime> {
-    simple_wall_times(rule, first, until_wall)
-        .unwrap_or_else(|| rrule_wall_times(rule, first, until_wall))
+/// The rule's generated wall-clock times as `(index, wall)`, from `first`
+/// (the master's local DTSTART) up to `end`: the first always, and each
+/// later one that `next_wanted` asks for. `next_wanted(wall)` is `wall` when
+/// that occurrence is wanted, else the earliest wall time after it that may
+/// be; occurrences before that are counted (for their index) and not listed.
+///
+/// The rule is expanded as if the zone were UTC, that is in pure wall-clock
+/// time, which is what RFC 5545 asks and what keeps the `rrule` crate out of
+/// the zone's gaps and folds; UNTIL is left out here and applied by the
+/// caller in real time.
+fn wall_times(
+    rule: &str,
+    first: NaiveDateTime,
+    end: NaiveDateTime,
+    next_wanted: &dyn Fn(NaiveDateTime) -> NaiveDateTime,
+) -> Vec<(usize, NaiveDateTime)> {
+    match SimpleRule::parse(rule) {
+        Some(simple) => simple.expand(first, end, next_wanted),
+        None => rrule_wall_times(rule, first, end)
+            .into_iter()
+            .enumerate()
+            .filter(|&(i, wall)| i == 0 || next_wanted(wall) <= wall)
+            .collect(),
+    }
 }
 
-/// [`wall_times`] of a plain DAILY or WEEKLY rule (INTERVAL, COUNT, UNTIL,
-/// weekday BYDAY, WKST; anything else is `None`), counted out directly.
-///
-/// Written here rather than left to the `rrule` crate because that crate
-/// spends about 2,000 instructions per occurrence, and a daily series is a
-/// thousand occurrences to the horizon on every render; these two
-/// frequencies are most recurring meetings. The test
-/// `simple_rules_expand_as_the_rrule_crate_does` holds it to the crate.
+/// Every wall time of a plain DAILY or WEEKLY rule (see [`SimpleRule`]);
+/// `None` for any other rule.
+#[cfg(test)]
 fn simple_wall_times(
     rule: &str,
     first: NaiveDateTime,
     end: NaiveDateTime,
 ) -> Option<Vec<NaiveDateTime>> {
-    use chrono::{Days, Weekday};
-    let weekday = |v: &str| -> Option<Weekday> {
-        Some(match v {
-            "MO" => Weekday::Mon,
-            "TU" => Weekday::Tue,
-            "WE" => Weekday::Wed,
-            "TH" => Weekday::Thu,
-            "FR" => Weekday::Fri,
-            "SA" => Weekday::Sat,
-            "SU" => Weekday::Sun,
-            _ => return None,
-        })
-    };
-    let (mut weekly, mut interval, mut count) = (None, 1u64, None);
-    let (mut days, mut wkst) = (Vec::new(), Weekday::Mon);
-    for part in rule.split(';') {
-        let (key, value) = part.split_once('=')?;
-        match (
-            key.to_ascii_uppercase().as_str(),
-            value.to_ascii_uppercase(),
-        ) {
-            ("FREQ", v) if v == "DAILY" || v == "WEEKLY" => weekly = Some(v == "WEEKLY"),
-            ("INTERVAL", v) => interval = v.parse().ok().filter(|n| (1..=10_000).contains(n))?,
-            ("COUNT", v) => count = Some(v.parse::<usize>().ok().filter(|n| *n > 0)?),
-            ("UNTIL", _) => {}
-            ("BYDAY", v) => {
-                for d in v.split(',') {
-                    days.push(weekday(d)?);
+    let all = SimpleRule::parse(rule)?.expand(first, end, &|wall| wall);
+    Some(all.into_iter().map(|(_, wall)| wall).collect())
+}
+
+/// A plain DAILY or WEEKLY rule (INTERVAL, COUNT, UNTIL, weekday BYDAY,
+/// WKST), counted out directly.
+///
+/// Written here rather than left to the `rrule` crate because that crate
+/// spends about 2,000 instructions per occurrence, and a daily series is a
+/// thousand occurrences to the horizon on every render; these two
+/// frequencies are most recurring meetings. Counting also lets whole
+/// stretches far from every offset change be skipped in one step. The tests
+/// `simple_rules_expand_as_the_rrule_crate_does` and
+/// `skipping_lists_what_filtering_the_whole_expansion_lists` hold it to the
+/// crate.
+#[derive(Debug)]
+struct SimpleRule {
+    weekly: bool,
+    /// In days (DAILY) or weeks (WEEKLY), at least 1.
+    interval: u64,
+    /// COUNT, capped at [`MAX_OCCURRENCES`].
+    limit: usize,
+    days: Vec<chrono::Weekday>,
+    wkst: chrono::Weekday,
+}
+
+impl SimpleRule {
+    fn parse(rule: &str) -> Option<Self> {
+        use chrono::Weekday;
+        let weekday = |v: &str| -> Option<Weekday> {
+            Some(match v {
+                "MO" => Weekday::Mon,
+                "TU" => Weekday::Tue,
+                "WE" => Weekday::Wed,
+                "TH" => Weekday::Thu,
+                "FR" => Weekday::Fri,
+                "SA" => Weekday::Sat,
+                "SU" => Weekday::Sun,
+                _ => return None,
+            })
+        };
+        let (mut weekly, mut interval, mut count) = (None, 1u64, None);
+        let (mut days, mut wkst) = (Vec::new(), Weekday::Mon);
+        for part in rule.split(';') {
+            let (key, value) = part.split_once('=')?;
+            match (
+                key.to_ascii_uppercase().as_str(),
+                value.to_ascii_uppercase(),
+            ) {
+                ("FREQ", v) if v == "DAILY" || v == "WEEKLY" => weekly = Some(v == "WEEKLY"),
+                ("INTERVAL", v) => {
+                    interval = v.parse().ok().filter(|n| (1..=10_000).contains(n))?
                 }
+                ("COUNT", v) => count = Some(v.parse::<usize>().ok().filter(|n| *n > 0)?),
+                ("UNTIL", _) => {}
+                ("BYDAY", v) => {
+                    for d in v.split(',') {
+                        let d = weekday(d)?;
+                        if !days.contains(&d) {
+                            days.push(d);
+                        }
+                    }
+                }
+                ("WKST", v) => wkst = weekday(&v)?,
+                _ => return None,
             }
-            ("WKST", v) => wkst = weekday(&v)?,
-            _ => return None,
         }
+        Some(Self {
+            weekly: weekly?,
+            interval,
+            limit: count.unwrap_or(usize::MAX).min(MAX_OCCURRENCES),
+            days,
+            wkst,
+        })
     }
-    let limit = count.unwrap_or(usize::MAX).min(MAX_OCCURRENCES);
-    let (date, time) = (first.date(), first.time());
-    let mut out = Vec::new();
-    if weekly? {
-        if days.is_empty() {
-            days.push(date.weekday());
-        }
-        // Weeks start on WKST; the first is the one holding DTSTART.
-        let back = u64::from(date.weekday().days_since(wkst));
-        let mut week = date.checked_sub_days(Days::new(back))?;
-        loop {
-            for i in 0..7 {
-                let Some(day) = week.checked_add_days(Days::new(i)) else {
-                    return Some(out);
+
+    /// See [`wall_times`].
+    fn expand(
+        &self,
+        first: NaiveDateTime,
+        end: NaiveDateTime,
+        next_wanted: &dyn Fn(NaiveDateTime) -> NaiveDateTime,
+    ) -> Vec<(usize, NaiveDateTime)> {
+        use chrono::Days;
+        let (date, time) = (first.date(), first.time());
+        let mut out = Vec::new();
+        // The index of the next occurrence generated.
+        let mut index = 0usize;
+        let mut emit = |index: usize, at: NaiveDateTime| {
+            if index == 0 || next_wanted(at) <= at {
+                out.push((index, at));
+            }
+        };
+        // How many whole cycles of `cycle_days` (each holding `per_cycle`
+        // occurrences, all before `reach_from + last` days) fit before the
+        // next wanted time after `at`; skipping them keeps every wanted one.
+        let cycles_before_wanted = |at: NaiveDateTime, cycle_days: u64, last: i64| -> u64 {
+            let span = (next_wanted(at) - at).num_seconds() - last * DAY;
+            let cycle = i64::try_from(cycle_days)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(DAY);
+            if span <= 0 {
+                0
+            } else {
+                // ceil(span / cycle), less one when the cycle's last
+                // occurrence is its first step (so that it stays before).
+                let whole = span / cycle + i64::from(span % cycle != 0);
+                u64::try_from(whole - i64::from(last == 0)).unwrap_or(0)
+            }
+        };
+        if self.weekly {
+            let days = if self.days.is_empty() {
+                vec![date.weekday()]
+            } else {
+                self.days.clone()
+            };
+            // Weeks start on WKST; the first is the one holding DTSTART.
+            let back = u64::from(date.weekday().days_since(self.wkst));
+            let Some(mut week) = date.checked_sub_days(Days::new(back)) else {
+                return out;
+            };
+            loop {
+                // Past the first occurrence every week is whole: weeks
+                // wholly before the next wanted time are only counted.
+                if index > 0 {
+                    let skip = cycles_before_wanted(week.and_time(time), 7 * self.interval, 6);
+                    if skip > 0 {
+                        let skipped = usize::try_from(skip)
+                            .unwrap_or(usize::MAX)
+                            .saturating_mul(days.len());
+                        index = index.saturating_add(skipped);
+                        let Some(next) = skip
+                            .checked_mul(7 * self.interval)
+                            .and_then(|d| week.checked_add_days(Days::new(d)))
+                        else {
+                            return out;
+                        };
+                        week = next;
+                    }
+                }
+                for i in 0..7 {
+                    let Some(day) = week.checked_add_days(Days::new(i)) else {
+                        return out;
+                    };
+                    if day < date || !days.contains(&day.weekday()) {
+                        continue;
+                    }
+                    let at = day.and_time(time);
+                    if at > end || index >= self.limit {
+                        return out;
+                    }
+                    emit(index, at);
+                    index += 1;
+                }
+                let Some(next) = week.checked_add_days(Days::new(7 * self.interval)) else {
+                    return out;
                 };
-                if day < date || !days.contains(&day.weekday()) {
+                week = next;
+            }
+        }
+        // DAILY: with BYDAY, the weekdays of the days stepped through repeat
+        // every 7 steps (7 × INTERVAL days is whole weeks), so 7 steps are a
+        // cycle with a fixed number of occurrences.
+        let steps = if self.days.is_empty() { 1 } else { 7 };
+        let mut day = date;
+        loop {
+            let at = day.and_time(time);
+            if at > end || index >= self.limit {
+                return out;
+            }
+            if index > 0 {
+                let skip = cycles_before_wanted(at, steps * self.interval, 0);
+                if skip > 0 {
+                    let per_cycle = if self.days.is_empty() {
+                        1
+                    } else {
+                        (0..7)
+                            .filter_map(|j| day.checked_add_days(Days::new(j * self.interval)))
+                            .filter(|d| self.days.contains(&d.weekday()))
+                            .count()
+                    };
+                    let skipped = usize::try_from(skip)
+                        .unwrap_or(usize::MAX)
+                        .saturating_mul(per_cycle);
+                    index = index.saturating_add(skipped);
+                    let Some(next) = skip
+                        .checked_mul(steps * self.interval)
+                        .and_then(|d| day.checked_add_days(Days::new(d)))
+                    else {
+                        return out;
+                    };
+                    day = next;
                     continue;
                 }
-                let at = day.and_time(time);
-                if at > end || out.len() >= limit {
-                    return Some(out);
-                }
-                out.push(at);
             }
-            let Some(next) = week.checked_add_days(Days::new(7 * interval)) else {
-                return Some(out);
+            if self.days.is_empty() || self.days.contains(&day.weekday()) {
+                emit(index, at);
+                index += 1;
+            }
+            let Some(next) = day.checked_add_days(Days::new(self.interval)) else {
+                return out;
             };
-            week = next;
+            day = next;
         }
-    }
-    let mut day = date;
-    loop {
-        let at = day.and_time(time);
-        if at > end || out.len() >= limit {
-            return Some(out);
-        }
-        if days.is_empty() || days.contains(&day.weekday()) {
-            out.push(at);
-        }
-        let Some(next) = day.checked_add_days(Days::new(interval)) else {
-            return Some(out);
-        };
-        day = next;
     }
 }
 
@@ -385,21 +527,28 @@ fn exact_series_by(
         duration,
         ..ExactSeries::default()
     };
-    // Whether a change is within two days of the occurrence at `wall` read
-    // as UTC (offsets are within a day): only those can need an override,
-    // and the others are passed over without reading them in the zone.
+    // Only an occurrence with a change within two days of it, its wall
+    // time read as UTC (offsets are within a day), can need an override, so
+    // the others are passed over without reading them in the zone; so are
+    // those within two days of `until`, which the loop bounds. An
+    // occurrence at `t` is near a change at `c` when `t` is in
+    // `[c - length - reach, c + reach]`; those intervals are in the order of
+    // the changes, so the next wanted time is the first one's start that
+    // does not end before `t`.
     let reach = 2 * DAY;
-    let near_change = |wall: NaiveDateTime| {
+    let tail = until.saturating_sub(reach);
+    let next_wanted = |wall: NaiveDateTime| -> NaiveDateTime {
         let t = wall.and_utc().timestamp();
-        let i = changes.partition_point(|c| c.at < t - reach);
-        changes
-            .get(i)
-            .is_some_and(|c| c.at <= t + length.max(0) + reach)
-    };
-    for (i, wall) in wall_times(rule, first, until_wall).into_iter().enumerate() {
-        if shortcuts && i > 0 && wall.and_utc().timestamp() + reach < until && !near_change(wall) {
-            continue;
+        if !shortcuts || t >= tail {
+            return wall;
         }
+        let i = changes.partition_point(|c| c.at + reach < t);
+        let from = changes
+            .get(i)
+            .map_or(tail, |c| (c.at - length.max(0) - reach).min(tail));
+        if from <= t { wall } else { utc_datetime(from) }
+    };
+    for (i, wall) in wall_times(rule, first, until_wall, &next_wanted) {
         let at = if i == 0 { start } else { resolve(tz, wall) };
         if i > 0 && at > until {
             break;
@@ -668,6 +817,61 @@ mod tests {
             let simple = simple_wall_times(&rule, first, end);
             proptest::prop_assert!(simple.is_some(), "{}", rule);
             proptest::prop_assert_eq!(simple.unwrap(), rrule_wall_times(&rule, first, end), "{}", rule);
+        }
+    }
+
+    proptest::proptest! {
+        /// Skipping whole days and weeks far from every change lists
+        /// exactly the occurrences, with their indexes, that expanding
+        /// everything and asking `next_wanted` of each lists.
+        #[test]
+        fn skipping_lists_what_filtering_the_whole_expansion_lists(
+            weekly: bool,
+            interval in 1u32..4,
+            count in proptest::option::of(1u32..400),
+            days in proptest::collection::btree_set(0usize..7, 0..4),
+            wkst in 0usize..7,
+            minute in 0u32..(24 * 60),
+            changes in proptest::collection::btree_set(0i64..(700 * DAY), 0..6),
+            length in 0i64..(3 * DAY),
+            tail in 0i64..(800 * DAY),
+        ) {
+            const NAMES: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+            let mut rule = format!(
+                "FREQ={};INTERVAL={interval};WKST={}",
+                if weekly { "WEEKLY" } else { "DAILY" },
+                NAMES[wkst]
+            );
+            if let Some(c) = count {
+                rule += &format!(";COUNT={c}");
+            }
+            if !days.is_empty() {
+                let d: Vec<&str> = days.iter().map(|&i| NAMES[i]).collect();
+                rule += &format!(";BYDAY={}", d.join(","));
+            }
+            let first = wall("2026-01-05T00:00") + chrono::Duration::minutes(i64::from(minute));
+            let base = first.and_utc().timestamp();
+            let end = first + chrono::Duration::days(750);
+            let changes: Vec<i64> = changes.into_iter().map(|c| base + c).collect();
+            let (reach, tail) = (2 * DAY, base + tail);
+            // The same shape as `exact_series`'s.
+            let next_wanted = |wall: NaiveDateTime| -> NaiveDateTime {
+                let t = wall.and_utc().timestamp();
+                if t >= tail {
+                    return wall;
+                }
+                let i = changes.partition_point(|c| c + reach < t);
+                let from = changes.get(i).map_or(tail, |c| (c - length - reach).min(tail));
+                if from <= t { wall } else { utc_datetime(from) }
+            };
+            let simple = SimpleRule::parse(&rule).unwrap();
+            let filtered: Vec<_> = simple
+                .expand(first, end, &|w| w)
+                .into_iter()
+                .filter(|&(i, w)| i == 0 || next_wanted(w) <= w)
+                .collect();
+            let skipped = simple.expand(first, end, &next_wanted);
+            proptest::prop_assert_eq!(skipped, filtered, "{}", rule);
         }
     }
 

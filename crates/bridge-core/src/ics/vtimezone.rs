@@ -12,6 +12,8 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Weekday};
 use chrono_tz::{OffsetComponents, OffsetName, Tz};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::write::Component;
 
@@ -124,8 +126,58 @@ fn year_start(year: i32) -> i64 {
         .map_or(0, |d| d.and_utc().timestamp())
 }
 
-/// Every transition in `[from_year-01-01, to_year+1-01-01)` UTC.
+/// Every transition in `[from_year-01-01, to_year+1-01-01)` UTC: the
+/// state at the range's first second and the transitions in order.
+///
+/// Each year is scanned once per process and kept (see [`year_transitions`]),
+/// so that the calendars rendered on every pass, and the exact-instant checks
+/// of the same render, do not scan the same zone-years again.
 fn transitions(tz: Tz, from_year: i32, to_year: i32) -> (State, Vec<Transition>) {
+    let mut out = Vec::new();
+    let mut initial = None;
+    for year in from_year..=to_year {
+        let scanned = year_transitions(tz, year);
+        initial.get_or_insert(scanned.0);
+        out.extend_from_slice(&scanned.1);
+    }
+    let initial = initial.unwrap_or_else(|| state_at(tz, year_start(from_year)));
+    (initial, out)
+}
+
+/// One zone-year's scan, `(state at its first second, transitions)`.
+type YearScan = Arc<(State, Vec<Transition>)>;
+
+/// [`scan`] of one year, memoised for the life of the process.
+///
+/// The zone data is compiled into the binary, so a zone-year's transitions
+/// never change; the memo holds one entry per zone and year ever rendered (a
+/// few hundred bytes each, a handful of zones and years in practice). Scanning
+/// year by year finds what one scan of the whole range finds: a transition at
+/// the first second of a year is found by the previous year's scan, whose
+/// range ends there.
+fn year_transitions(tz: Tz, year: i32) -> YearScan {
+    static MEMO: OnceLock<Mutex<HashMap<(Tz, i32), YearScan>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(Mutex::default);
+    if let Some(hit) = memo
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&(tz, year))
+    {
+        return Arc::clone(hit);
+    }
+    // Scanned outside the lock: two renders that race here both scan, and
+    // both get the same answer.
+    let scanned = Arc::new(scan(tz, year, year));
+    memo.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry((tz, year))
+        .or_insert(scanned)
+        .clone()
+}
+
+/// Every transition in `[from_year-01-01, to_year+1-01-01)` UTC, found by
+/// stepping 6 hours at a time and bisecting to the second.
+fn scan(tz: Tz, from_year: i32, to_year: i32) -> (State, Vec<Transition>) {
     const STEP: i64 = 6 * 3600;
     let start = year_start(from_year);
     let end = year_start(to_year + 1);
@@ -314,6 +366,36 @@ mod tests {
 
     fn lines(c: &Component) -> String {
         c.to_ics().replace("\r\n", "\n")
+    }
+
+    #[test]
+    fn year_by_year_memo_finds_what_one_scan_of_the_range_finds() {
+        // Zones with a change at a year boundary (Pacific/Apia left out its
+        // 2011-12-30), half-hour and 45-minute offsets, midnight changes and
+        // Casablanca's Ramadan suspensions, two transitions a month apart.
+        for name in [
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "America/Santiago",
+            "Africa/Casablanca",
+            "Asia/Kathmandu",
+            "Pacific/Apia",
+            "Europe/Moscow",
+        ] {
+            let tz: Tz = name.parse().unwrap();
+            let (from, to) = (1980, 2030);
+            let whole = scan(tz, from, to);
+            let by_year = transitions(tz, from, to);
+            assert_eq!(by_year.0, whole.0, "{name}: initial state");
+            let at = |v: &[Transition]| v.iter().map(|t| (t.at, t.from, t.to)).collect::<Vec<_>>();
+            assert_eq!(at(&by_year.1), at(&whole.1), "{name}: transitions");
+            assert!(!whole.1.is_empty(), "{name}: some transitions seen");
+            // Asked again, the memo answers the same.
+            assert_eq!(
+                at(&transitions(tz, 2020, 2021).1),
+                at(&scan(tz, 2020, 2021).1)
+            );
+        }
     }
 
     #[test]
