@@ -334,9 +334,10 @@ impl SimpleRule {
                 out.push((index, at));
             }
         };
-        // How many whole cycles of `cycle_days` (each holding `per_cycle`
-        // occurrences, all before `reach_from + last` days) fit before the
-        // next wanted time after `at`; skipping them keeps every wanted one.
+        // How many whole cycles of `cycle_days`, the first starting at `at`
+        // and each with its last possible occurrence `last` days after its
+        // start, end before the next wanted time after `at`: skipping them
+        // passes over no wanted occurrence.
         let cycles_before_wanted = |at: NaiveDateTime, cycle_days: u64, last: i64| -> u64 {
             let span = (next_wanted(at) - at).num_seconds() - last * DAY;
             let cycle = i64::try_from(cycle_days)
@@ -479,6 +480,27 @@ pub fn exact_series(s: &Series<'_>, horizon: i64, zones: &mut ZoneChanges) -> Op
     exact_series_by(s, horizon, zones, true)
 }
 
+/// How far from an offset change, its wall time read as UTC, an occurrence
+/// may need an override (offsets are within a day of UTC).
+const REACH: i64 = 2 * DAY;
+
+/// The first time from `t` (a wall time read as UTC) at which an occurrence
+/// of `length` seconds may need an override: `t` itself when a change of
+/// `ats` (sorted) is in `[t - REACH, t + length + REACH]`, or when `t` is at
+/// or past `tail` (those near the end of the series are always read, the
+/// caller's loop bounds them). An occurrence at `t` is near a change at `c`
+/// when `t` is in `[c - length - REACH, c + REACH]`; those intervals are in
+/// the order of the changes, so the answer is the start of the first one
+/// that does not end before `t`, or `tail`.
+fn wanted_from(t: i64, ats: &[i64], length: i64, tail: i64) -> i64 {
+    if t >= tail {
+        return t;
+    }
+    let i = ats.partition_point(|&c| c + REACH < t);
+    let from = ats.get(i).map_or(tail, |&c| (c - length - REACH).min(tail));
+    from.max(t)
+}
+
 /// [`exact_series`]; `shortcuts`: whether series that
 /// [`may_need_overrides`] clears are answered without expanding them, and
 /// occurrences far from every change are passed over unread (always,
@@ -527,26 +549,17 @@ fn exact_series_by(
         duration,
         ..ExactSeries::default()
     };
-    // Only an occurrence with a change within two days of it, its wall
-    // time read as UTC (offsets are within a day), can need an override, so
-    // the others are passed over without reading them in the zone; so are
-    // those within two days of `until`, which the loop bounds. An
-    // occurrence at `t` is near a change at `c` when `t` is in
-    // `[c - length - reach, c + reach]`; those intervals are in the order of
-    // the changes, so the next wanted time is the first one's start that
-    // does not end before `t`.
-    let reach = 2 * DAY;
-    let tail = until.saturating_sub(reach);
+    // Only an occurrence with a change within two days of it can need an
+    // override: the others are passed over without reading them in the
+    // zone (see `wanted_from`).
+    let ats: Vec<i64> = changes.iter().map(|c| c.at).collect();
+    let tail = until.saturating_sub(REACH);
     let next_wanted = |wall: NaiveDateTime| -> NaiveDateTime {
         let t = wall.and_utc().timestamp();
-        if !shortcuts || t >= tail {
-            return wall;
+        match wanted_from(t, &ats, length.max(0), tail) {
+            from if !shortcuts || from <= t => wall,
+            from => utc_datetime(from),
         }
-        let i = changes.partition_point(|c| c.at + reach < t);
-        let from = changes
-            .get(i)
-            .map_or(tail, |c| (c.at - length.max(0) - reach).min(tail));
-        if from <= t { wall } else { utc_datetime(from) }
     };
     for (i, wall) in wall_times(rule, first, until_wall, &next_wanted) {
         let at = if i == 0 { start } else { resolve(tz, wall) };
@@ -784,32 +797,53 @@ mod tests {
         assert!(cleared > 100 && overridden > 100, "{cleared} {overridden}");
     }
 
+    proptest::prop_compose! {
+        /// Plain DAILY and WEEKLY rules: INTERVAL, COUNT, BYDAY, WKST.
+        fn plain_rules()(
+            weekly: bool,
+            interval in 1u32..5,
+            count in proptest::option::of(1u32..400),
+            days in proptest::collection::btree_set(0usize..7, 0..4),
+            wkst in proptest::option::of(0usize..7),
+        ) -> String {
+            plain_rule(weekly, interval, count, &days, wkst)
+        }
+    }
+
+    /// A DAILY or WEEKLY rule; `days` and `wkst` are weekdays from Monday = 0.
+    fn plain_rule(
+        weekly: bool,
+        interval: u32,
+        count: Option<u32>,
+        days: &std::collections::BTreeSet<usize>,
+        wkst: Option<usize>,
+    ) -> String {
+        const NAMES: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+        let freq = if weekly { "WEEKLY" } else { "DAILY" };
+        let mut rule = format!("FREQ={freq};INTERVAL={interval}");
+        if let Some(c) = count {
+            rule += &format!(";COUNT={c}");
+        }
+        if !days.is_empty() {
+            let d: Vec<&str> = days.iter().map(|&i| NAMES[i]).collect();
+            rule += &format!(";BYDAY={}", d.join(","));
+        }
+        if let Some(w) = wkst {
+            rule += &format!(";WKST={}", NAMES[w]);
+        }
+        rule
+    }
+
     proptest::proptest! {
         /// The direct count of plain DAILY and WEEKLY rules gives exactly
         /// the `rrule` crate's wall-clock times.
         #[test]
         fn simple_rules_expand_as_the_rrule_crate_does(
-            weekly: bool,
-            interval in 1u32..5,
-            count in proptest::option::of(1u32..40),
-            days in proptest::collection::btree_set(0usize..7, 0..4),
-            wkst in proptest::option::of(0usize..7),
+            rule in plain_rules(),
             day in 0u64..400,
             minute in 0u32..(24 * 60),
             span in 0u64..500,
         ) {
-            const NAMES: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
-            let mut rule = format!("FREQ={};INTERVAL={interval}", if weekly { "WEEKLY" } else { "DAILY" });
-            if let Some(c) = count {
-                rule += &format!(";COUNT={c}");
-            }
-            if !days.is_empty() {
-                let d: Vec<&str> = days.iter().map(|&i| NAMES[i]).collect();
-                rule += &format!(";BYDAY={}", d.join(","));
-            }
-            if let Some(w) = wkst {
-                rule += &format!(";WKST={}", NAMES[w]);
-            }
             let first = wall("2026-01-01T00:00")
                 + chrono::Duration::days(day as i64)
                 + chrono::Duration::minutes(i64::from(minute));
@@ -826,43 +860,19 @@ mod tests {
         /// everything and asking `next_wanted` of each lists.
         #[test]
         fn skipping_lists_what_filtering_the_whole_expansion_lists(
-            weekly: bool,
-            interval in 1u32..4,
-            count in proptest::option::of(1u32..400),
-            days in proptest::collection::btree_set(0usize..7, 0..4),
-            wkst in 0usize..7,
+            rule in plain_rules(),
             minute in 0u32..(24 * 60),
             changes in proptest::collection::btree_set(0i64..(700 * DAY), 0..6),
             length in 0i64..(3 * DAY),
             tail in 0i64..(800 * DAY),
         ) {
-            const NAMES: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
-            let mut rule = format!(
-                "FREQ={};INTERVAL={interval};WKST={}",
-                if weekly { "WEEKLY" } else { "DAILY" },
-                NAMES[wkst]
-            );
-            if let Some(c) = count {
-                rule += &format!(";COUNT={c}");
-            }
-            if !days.is_empty() {
-                let d: Vec<&str> = days.iter().map(|&i| NAMES[i]).collect();
-                rule += &format!(";BYDAY={}", d.join(","));
-            }
             let first = wall("2026-01-05T00:00") + chrono::Duration::minutes(i64::from(minute));
             let base = first.and_utc().timestamp();
             let end = first + chrono::Duration::days(750);
             let changes: Vec<i64> = changes.into_iter().map(|c| base + c).collect();
-            let (reach, tail) = (2 * DAY, base + tail);
-            // The same shape as `exact_series`'s.
-            let next_wanted = |wall: NaiveDateTime| -> NaiveDateTime {
-                let t = wall.and_utc().timestamp();
-                if t >= tail {
-                    return wall;
-                }
-                let i = changes.partition_point(|c| c + reach < t);
-                let from = changes.get(i).map_or(tail, |c| (c - length - reach).min(tail));
-                if from <= t { wall } else { utc_datetime(from) }
+            let tail = base + tail;
+            let next_wanted = |wall: NaiveDateTime| {
+                utc_datetime(wanted_from(wall.and_utc().timestamp(), &changes, length, tail))
             };
             let simple = SimpleRule::parse(&rule).unwrap();
             let filtered: Vec<_> = simple
