@@ -15,4 +15,5 @@ mod sink_ews;
 mod sink_google;
 mod sink_graph;
 mod sink_ics;
+mod static_source;
 mod views;

@@ -5,15 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bridge_core::feishu::Event;
 use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit};
-use bridge_engine::{
-    CalendarMeta, Engine, EngineConfig, Listing, Sink, SinkReport, Source, SourceError,
-};
+use bridge_engine::{Engine, EngineConfig, Sink, SinkReport};
 use bridge_http::{RetryPolicy, Secret};
 use bridge_sinks::ews::{ClientConfig, Credentials, EwsSink, EwsSinkConfig, OnTargetDelete};
 use bridge_store::Store;
+
+use crate::static_source::StaticSource;
 use chrono::{DateTime, Utc};
 
 #[path = "../../../../tests/ews-schema/check.rs"]
@@ -21,28 +20,6 @@ mod schema;
 
 const BASE: i64 = 1_790_000_000;
 const MAILBOX: &str = "alice@example.com";
-
-#[derive(Debug)]
-struct StaticSource(Mutex<Vec<Event>>);
-
-#[async_trait]
-impl Source for StaticSource {
-    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
-        Ok(vec![CalendarMeta {
-            id: "feishu_cal_1".into(),
-            name: "Team".into(),
-            timezone: Some("Asia/Shanghai".into()),
-        }])
-    }
-    async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
-        Ok(Listing {
-            events: self.0.lock().unwrap().clone(),
-            sync_token: None,
-            complete: true,
-            calls: 1,
-        })
-    }
-}
 
 fn sink_config(emu: &EwsEmulator, on_delete: OnTargetDelete) -> EwsSinkConfig {
     EwsSinkConfig {

@@ -3,38 +3,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use bridge_core::feishu::Event;
 use bridge_emulators::google::{GoogleEmulator, SCOPE_CALENDAR};
-use bridge_engine::{CalendarMeta, Engine, EngineConfig, Listing, Sink, Source, SourceError};
+use bridge_engine::{Engine, EngineConfig, Sink};
 use bridge_sinks::google::{GoogleSink, GoogleSinkConfig, OnTargetDelete, TargetCalendar};
 use bridge_store::Store;
+
+use crate::static_source::StaticSource;
 
 use crate::google_common::{ALICE, client_config, fast_config, refresh_credentials, start_with};
 
 const BASE: i64 = 1_790_000_000;
-
-#[derive(Debug)]
-struct StaticSource(Mutex<Vec<Event>>);
-
-#[async_trait]
-impl Source for StaticSource {
-    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
-        Ok(vec![CalendarMeta {
-            id: "feishu_cal_1".into(),
-            name: "Team".into(),
-            timezone: Some("Asia/Shanghai".into()),
-        }])
-    }
-    async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
-        Ok(Listing {
-            events: self.0.lock().unwrap().clone(),
-            sync_token: None,
-            complete: true,
-            calls: 1,
-        })
-    }
-}
 
 struct Setup {
     emu: GoogleEmulator,

@@ -7,45 +7,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bridge_core::feishu::Event;
 use bridge_emulators::graph::{
     Faults, GraphConfig, GraphEmulator, MailboxAccess, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
 };
-use bridge_engine::{CalendarMeta, Engine, EngineConfig, Listing, Sink, Source, SourceError};
+use bridge_engine::{Engine, EngineConfig, Sink};
 use bridge_http::{Backoff, Jitter, RetryPolicy, Secret, ServerWait};
 use bridge_sinks::graph::{
     ClientConfig, Credentials, GraphClient, GraphSink, GraphSinkConfig, OnTargetDelete,
     TargetCalendar,
 };
 use bridge_store::Store;
+
+use crate::static_source::StaticSource;
 use serde_json::Value;
 
 const BASE: i64 = 1_790_000_000;
 const UPN: &str = "alice@contoso.example";
 const KEY_TAG: &str = "String {00020329-0000-0000-C000-000000000046} Name FeishuBridgeKey";
-
-#[derive(Debug)]
-struct StaticSource(Mutex<Vec<Event>>);
-
-#[async_trait]
-impl Source for StaticSource {
-    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
-        Ok(vec![CalendarMeta {
-            id: "feishu_cal_1".into(),
-            name: "Team".into(),
-            timezone: Some("Asia/Shanghai".into()),
-        }])
-    }
-    async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
-        Ok(Listing {
-            events: self.0.lock().unwrap().clone(),
-            sync_token: None,
-            complete: true,
-            calls: 1,
-        })
-    }
-}
 
 fn fast_retry() -> RetryPolicy {
     RetryPolicy {

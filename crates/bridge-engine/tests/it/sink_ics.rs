@@ -4,39 +4,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bridge_core::Privacy;
-use bridge_engine::{CalendarMeta, Engine, EngineConfig, Listing, Sink, Source, SourceError};
+use bridge_engine::{Engine, EngineConfig, Sink};
 use bridge_sinks::ics::{IcsSink, file_name};
 use bridge_store::Store;
 
+use crate::static_source::{StaticSource, calendar as cal};
+
 const BASE: i64 = 1_790_000_000;
-
-#[derive(Debug)]
-struct StaticSource(Vec<bridge_core::feishu::Event>);
-
-fn cal() -> CalendarMeta {
-    CalendarMeta {
-        id: "feishu_cal_1".into(),
-        name: "Team".into(),
-        timezone: Some("Asia/Shanghai".into()),
-    }
-}
-
-#[async_trait]
-impl Source for StaticSource {
-    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
-        Ok(vec![cal()])
-    }
-    async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
-        Ok(Listing {
-            events: self.0.clone(),
-            sync_token: None,
-            complete: true,
-            calls: 1,
-        })
-    }
-}
 
 fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -49,7 +24,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 async fn engine(dir: &Path) -> Engine {
     let store = Store::in_memory().await.unwrap();
-    let source = Arc::new(StaticSource(bridge_core::sample::events(60, 3, BASE)));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(60, 3, BASE)));
     let sink: Arc<dyn Sink> = Arc::new(IcsSink::new(dir, Privacy::Full));
     Engine::new(source, vec![sink], store, EngineConfig::default())
 }
