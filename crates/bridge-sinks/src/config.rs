@@ -128,6 +128,15 @@ pub fn secret(
     }
 }
 
+/// A problem at `key` (the full key path) unless `name` is [`valid_name`].
+pub fn check_name(name: &str, key: &str, problems: &mut Vec<String>) {
+    if !valid_name(name) {
+        problems.push(format!(
+            "{key}: {name:?} is not a sink name (letters, digits, '-', '_', '.')"
+        ));
+    }
+}
+
 /// Whether a sink name is usable in ids, token names and the CLI.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()

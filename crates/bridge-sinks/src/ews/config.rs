@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::client::{ClientConfig, Credentials, EwsClient, messages};
 use super::sink::{EwsSink, EwsSinkConfig, OnTargetDelete};
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, secret, valid_name,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name, secret,
 };
 
 /// The `RequestServerVersion` values of Microsoft's schema.
@@ -145,13 +145,7 @@ impl TargetToml for Config {
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut p = Vec::new();
         let key = |k: &str| ctx.key(k);
-        if !valid_name(&self.name) {
-            p.push(format!(
-                "{}: {:?} is not a sink name (letters, digits, '-', '_', '.')",
-                key("name"),
-                self.name
-            ));
-        }
+        check_name(&self.name, &key("name"), &mut p);
         let privacy = privacy(&self.privacy, &key("privacy"), &mut p);
         let url = match self.url.as_deref().map(str::trim) {
             None | Some("") => {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{Calendars, FeedBook, FeedSink};
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, valid_name,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name,
 };
 
 /// The commented `[[sinks]]` table `init` writes.
@@ -81,13 +81,7 @@ impl TargetToml for Config {
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
-        if !valid_name(&self.name) {
-            problems.push(format!(
-                "{}: {:?} is not a sink name (letters, digits, '-', '_', '.')",
-                ctx.key("name"),
-                self.name
-            ));
-        }
+        check_name(&self.name, &ctx.key("name"), &mut problems);
         let calendars = match &self.calendars {
             CalendarsToml::Word(w) if w == "all" => Some(Calendars::All),
             CalendarsToml::Word(w) => {

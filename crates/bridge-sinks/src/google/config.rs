@@ -12,8 +12,8 @@ use super::auth::{Credentials, DEFAULT_AUTH_URL, DEFAULT_TOKEN_URL, Secret, Serv
 use super::client::{ApiRequest, DEFAULT_BASE_URL, GoogleClient, GoogleClientConfig, Method};
 use super::sink::{GoogleSink, GoogleSinkConfig, OnTargetDelete, TargetCalendar, token_name};
 use crate::config::{
-    Authorization, Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name,
-    secret, valid_name,
+    Authorization, Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy,
+    privacy_name, secret,
 };
 
 /// The commented `[[sinks]]` table `init` writes.
@@ -127,13 +127,7 @@ impl TargetToml for Config {
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
         let key = |k: &str| ctx.key(k);
-        if !valid_name(&self.name) {
-            problems.push(format!(
-                "{}: {:?} is not a sink name (letters, digits, '-', '_', '.')",
-                key("name"),
-                self.name
-            ));
-        }
+        check_name(&self.name, &key("name"), &mut problems);
         let privacy = privacy(&self.privacy, &key("privacy"), &mut problems);
         let calendar_id = match (&self.calendar_id, self.create_calendars) {
             (Some(_), true) => {

@@ -16,7 +16,7 @@ use super::client::{ClientConfig, DEFAULT_BASE_URL, GraphClient, Method, Request
 use super::sink::{GraphSink, GraphSinkConfig, OnTargetDelete, TargetCalendar};
 use super::token_name;
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, privacy, privacy_name, secret, valid_name,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name, secret,
 };
 
 /// The commented `[[sinks]]` table `init` writes.
@@ -127,13 +127,7 @@ impl TargetToml for Config {
     fn validate(&self, ctx: &Ctx<'_>) -> Result<Validated, Vec<String>> {
         let mut problems = Vec::new();
         let key = |k: &str| ctx.key(k);
-        if !valid_name(&self.name) {
-            problems.push(format!(
-                "{}: {:?} is not a sink name (letters, digits, '-', '_', '.')",
-                key("name"),
-                self.name
-            ));
-        }
+        check_name(&self.name, &key("name"), &mut problems);
         let mut required = |k: &str, v: &Option<String>, what: &str| -> String {
             match v.as_deref().map(str::trim) {
                 Some(s) if !s.is_empty() => s.to_owned(),
