@@ -128,6 +128,40 @@ pub fn secret(
     }
 }
 
+/// A required value at `key` (the full key path): its trimmed text, or a
+/// problem "`key`: missing (`why`)" when it is absent or blank.
+pub fn required(
+    value: Option<&str>,
+    key: &str,
+    why: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => Some(v.to_owned()),
+        _ => {
+            problems.push(format!("{key}: missing ({why})"));
+            None
+        }
+    }
+}
+
+/// A required [`secret`]: a problem "`key`: missing (or set `key`_file);
+/// `why`" when neither is set.
+pub fn required_secret(
+    ctx: &Ctx<'_>,
+    inline: Option<&str>,
+    file: Option<&Path>,
+    key: &str,
+    why: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let value = secret(ctx, inline, file, key, problems);
+    if value.is_none() && file.is_none() {
+        problems.push(format!("{key}: missing (or set {key}_file); {why}"));
+    }
+    value
+}
+
 /// A problem at `key` (the full key path) unless `name` is [`valid_name`].
 pub fn check_name(name: &str, key: &str, problems: &mut Vec<String>) {
     if !valid_name(name) {

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use super::client::{ClientConfig, Credentials, EwsClient, messages};
 use super::sink::{EwsSink, EwsSinkConfig, OnTargetDelete};
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name, secret,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name,
+    required, required_secret,
 };
 
 /// The `RequestServerVersion` values of Microsoft's schema.
@@ -368,30 +369,20 @@ impl Config {
                         key("impersonation")
                     ));
                 }
-                let client_id = match self.client_id.as_deref().map(str::trim) {
-                    Some(c) if !c.is_empty() => Some(c.to_owned()),
-                    _ => {
-                        p.push(format!(
-                            "{}: missing (required with auth = \"oauth\")",
-                            key("client_id")
-                        ));
-                        None
-                    }
-                };
-                let client_secret = secret(
+                let client_id = required(
+                    self.client_id.as_deref(),
+                    &key("client_id"),
+                    "required with auth = \"oauth\"",
+                    p,
+                );
+                let client_secret = required_secret(
                     ctx,
                     self.client_secret.as_deref(),
                     self.client_secret_file.as_deref(),
                     &key("client_secret"),
+                    "required with auth = \"oauth\"",
                     p,
                 );
-                if client_secret.is_none() && self.client_secret_file.is_none() {
-                    p.push(format!(
-                        "{}: missing (or set {}_file); required with auth = \"oauth\"",
-                        key("client_secret"),
-                        key("client_secret")
-                    ));
-                }
                 let token_url = match (&self.token_url, &self.tenant_id) {
                     (Some(u), _) => Some(u.trim().to_owned()),
                     (None, Some(t)) if !t.trim().is_empty() => Some(format!(
@@ -443,30 +434,16 @@ impl Config {
         p: &mut Vec<String>,
     ) -> (Option<String>, Option<Secret>) {
         let key = |k: &str| ctx.key(k);
-        let username = match self.username.as_deref().map(str::trim) {
-            Some(u) if !u.is_empty() => Some(u.to_owned()),
-            _ => {
-                p.push(format!(
-                    "{}: missing (required with auth = {auth:?})",
-                    key("username")
-                ));
-                None
-            }
-        };
-        let password = secret(
+        let why = format!("required with auth = {auth:?}");
+        let username = required(self.username.as_deref(), &key("username"), &why, p);
+        let password = required_secret(
             ctx,
             self.password.as_deref(),
             self.password_file.as_deref(),
             &key("password"),
+            &why,
             p,
         );
-        if password.is_none() && self.password_file.is_none() {
-            p.push(format!(
-                "{}: missing (or set {}_file); required with auth = {auth:?}",
-                key("password"),
-                key("password")
-            ));
-        }
         (username, password.map(Secret::new))
     }
 }

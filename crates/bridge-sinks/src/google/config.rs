@@ -13,7 +13,7 @@ use super::client::{ApiRequest, DEFAULT_BASE_URL, GoogleClient, GoogleClientConf
 use super::sink::{GoogleSink, GoogleSinkConfig, OnTargetDelete, TargetCalendar, token_name};
 use crate::config::{
     Authorization, Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy,
-    privacy_name, secret,
+    privacy_name, required_secret,
 };
 
 /// The commented `[[sinks]]` table `init` writes.
@@ -243,20 +243,14 @@ impl Config {
                 if client_id.trim().is_empty() {
                     problems.push(format!("{}: must not be empty", key("client_id")));
                 }
-                let secret = secret(
+                let secret = required_secret(
                     ctx,
                     self.client_secret.as_ref().map(Secret::expose),
                     self.client_secret_file.as_deref(),
                     &key("client_secret"),
+                    "required with client_id",
                     problems,
                 );
-                if secret.is_none() && self.client_secret_file.is_none() {
-                    problems.push(format!(
-                        "{}: missing (or set {}_file); required with client_id",
-                        key("client_secret"),
-                        key("client_secret")
-                    ));
-                }
                 secret.map(|s| Auth::Installed {
                     client_id: client_id.clone(),
                     client_secret: Secret::new(s),

@@ -16,7 +16,8 @@ use super::client::{ClientConfig, DEFAULT_BASE_URL, GraphClient, Method, Request
 use super::sink::{GraphSink, GraphSinkConfig, OnTargetDelete, TargetCalendar};
 use super::token_name;
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name, secret,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name,
+    required, secret,
 };
 
 /// The commented `[[sinks]]` table `init` writes.
@@ -129,13 +130,7 @@ impl TargetToml for Config {
         let key = |k: &str| ctx.key(k);
         check_name(&self.name, &key("name"), &mut problems);
         let mut required = |k: &str, v: &Option<String>, what: &str| -> String {
-            match v.as_deref().map(str::trim) {
-                Some(s) if !s.is_empty() => s.to_owned(),
-                _ => {
-                    problems.push(format!("{}: missing ({what})", key(k)));
-                    String::new()
-                }
-            }
+            required(v.as_deref(), &key(k), what, &mut problems).unwrap_or_default()
         };
         let tenant_id = required(
             "tenant_id",
