@@ -2,7 +2,7 @@
 //! from what the store holds, without applying anything.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bridge_core::feishu::Event;
 use bridge_core::plan::{Decision, Op, Rules};
@@ -13,7 +13,7 @@ use bridge_sinks::memory::MemoryReplica;
 use bridge_store::Store;
 
 // The scripted source, calendar and clock of the views tests.
-use crate::views::{DAY, NOW, Scripted};
+use crate::views::{DAY, NOW, StaticSource, cal};
 
 fn ev(uid: &str, start: i64, visibility: &str) -> Event {
     serde_json::from_value(serde_json::json!({
@@ -28,7 +28,7 @@ fn ev(uid: &str, start: i64, visibility: &str) -> Event {
 }
 
 struct Setup {
-    source: Arc<Scripted>,
+    source: Arc<StaticSource>,
     filtered: Arc<MemoryReplica>,
     plain: Arc<MemoryReplica>,
     store: Store,
@@ -37,11 +37,14 @@ struct Setup {
 impl Setup {
     async fn new() -> Self {
         Self {
-            source: Arc::new(Scripted(Mutex::new(vec![
-                ev("plain", NOW + DAY, "default"),
-                ev("private", NOW + DAY, "private"),
-                ev("old", NOW - 100 * DAY, "default"),
-            ]))),
+            source: Arc::new(StaticSource::in_calendar(
+                cal(),
+                vec![
+                    ev("plain", NOW + DAY, "default"),
+                    ev("private", NOW + DAY, "private"),
+                    ev("old", NOW - 100 * DAY, "default"),
+                ],
+            )),
             filtered: Arc::new(MemoryReplica::new("filtered", Privacy::Full)),
             plain: Arc::new(MemoryReplica::new("plain", Privacy::Full)),
             store: Store::in_memory().await.unwrap(),

@@ -2,7 +2,7 @@
 //! the EWS emulator as the target. Every request the sink sends here is
 //! validated against Microsoft's schema (`tests/ews-schema`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_core::feishu::Event;
@@ -95,9 +95,9 @@ async fn setup(on_delete: OnTargetDelete, creds: Credentials) -> Setup {
     let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
     let store = Store::in_memory().await.unwrap();
     let sink = Arc::new(EwsSink::new(sink_config(&emu, on_delete), creds));
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(
         300, 42, BASE,
-    ))));
+    )));
     let engine = engine_for(&emu, sink.clone(), source.clone(), store.clone()).await;
     Setup {
         emu,
@@ -336,9 +336,7 @@ async fn denied_impersonation_pauses_with_its_message() {
         sink_config(&emu, OnTargetDelete::Restore),
         basic("correct horse"),
     ));
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
-        20, 1, BASE,
-    ))));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(20, 1, BASE)));
     let engine = engine_for(&emu, sink.clone(), source, store).await;
     let r = engine.reconcile(None, false, BASE).await.unwrap();
     let msg = r[0].sinks[0].paused.clone().unwrap_or_default();
@@ -363,9 +361,7 @@ async fn an_oauth_token_refused_mid_way_is_renewed_once() {
         sink_config(&emu, OnTargetDelete::Restore),
         creds,
     ));
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
-        30, 4, BASE,
-    ))));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(30, 4, BASE)));
     let engine = engine_for(&emu, sink.clone(), source.clone(), store).await;
     clean_pass(&engine, BASE).await;
     let token_calls = || {
@@ -514,9 +510,7 @@ async fn a_wrong_password_pause_lifts_when_the_password_file_is_fixed() {
     let mut cfg = sink_config(&emu, OnTargetDelete::Restore);
     cfg.password_file = Some(file.clone());
     let sink = Arc::new(EwsSink::new(cfg, basic("wrong")));
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
-        20, 1, BASE,
-    ))));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(20, 1, BASE)));
     let store = Store::in_memory().await.unwrap();
     let engine = engine_for(&emu, sink.clone(), source, store).await;
     let r = engine.reconcile(None, false, BASE).await.unwrap();
@@ -551,9 +545,7 @@ async fn an_account_pause_runs_out_and_the_next_pass_tries_again() {
     let mut cfg = sink_config(&emu, OnTargetDelete::Restore);
     cfg.pause_retry = Duration::ZERO;
     let sink = Arc::new(EwsSink::new(cfg, basic("correct horse")));
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
-        20, 1, BASE,
-    ))));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(20, 1, BASE)));
     let store = Store::in_memory().await.unwrap();
     let engine = engine_for(&emu, sink.clone(), source, store).await;
     let r = engine.reconcile(None, false, BASE).await.unwrap();
@@ -646,9 +638,7 @@ async fn a_named_folder_is_created_once_and_scopes_the_mirror() {
 async fn a_missing_folder_pauses_unless_it_may_be_created() {
     let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
     let store = Store::in_memory().await.unwrap();
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
-        20, 1, BASE,
-    ))));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(20, 1, BASE)));
     let sink = folder_sink(&emu, &store, false);
     let engine = engine_for(&emu, sink.clone(), source.clone(), store.clone()).await;
     let r = engine.reconcile(None, false, BASE).await.unwrap();

@@ -1,7 +1,7 @@
 //! The Google sink through the real engine: a static source of sample
 //! events, the Google emulator as the target.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bridge_core::feishu::Event;
 use bridge_emulators::google::{GoogleEmulator, SCOPE_CALENDAR};
@@ -43,7 +43,7 @@ async fn setup(on_delete: OnTargetDelete, batch: bool) -> Setup {
         Arc::new(bridge_engine::SinkState::new(store.clone(), "google:test")),
     ));
     let events: Vec<Event> = bridge_core::sample::events(300, 42, BASE);
-    let source = Arc::new(StaticSource(Mutex::new(events)));
+    let source = Arc::new(StaticSource::new(events));
     let engine = Engine::new(
         source.clone(),
         vec![sink.clone() as Arc<dyn Sink>],
@@ -251,9 +251,7 @@ async fn create_calendars_makes_and_remembers_one_calendar() {
         Some(refresh_credentials(&emu, &refresh)),
         Arc::new(bridge_engine::SinkState::new(store.clone(), "google:auto")),
     ));
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
-        40, 7, BASE,
-    ))));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(40, 7, BASE)));
     let engine = Engine::new(
         source,
         vec![sink.clone() as Arc<dyn Sink>],

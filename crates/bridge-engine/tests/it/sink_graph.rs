@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_core::feishu::Event;
@@ -96,9 +96,7 @@ async fn setup(on_delete: OnTargetDelete, n: usize) -> Setup {
     emu.add_mailbox(UPN, MailboxAccess::Enabled);
     let store = Store::in_memory().await.unwrap();
     let sink = sink(&emu, &store, "graph:test", on_delete);
-    let source = Arc::new(StaticSource(Mutex::new(bridge_core::sample::events(
-        n, 42, BASE,
-    ))));
+    let source = Arc::new(StaticSource::new(bridge_core::sample::events(n, 42, BASE)));
     let engine = engine(&source, &sink, store);
     Setup {
         emu,

@@ -1,6 +1,6 @@
-//! A source of fixed events in one calendar, "Team" (`feishu_cal_1`), for
-//! the real sinks' tests through the engine. A test changes what Feishu
-//! holds by editing the events under the lock.
+//! A source of one calendar whose listing is what the test put there (by
+//! editing the events under the lock), always complete, without a sync
+//! token. The sink tests use "Team" (`feishu_cal_1`, [`calendar`]).
 
 use std::sync::Mutex;
 
@@ -9,11 +9,16 @@ use bridge_core::feishu::Event;
 use bridge_engine::{CalendarMeta, Listing, Source, SourceError};
 
 #[derive(Debug)]
-pub(crate) struct StaticSource(pub(crate) Mutex<Vec<Event>>);
+pub(crate) struct StaticSource(pub(crate) Mutex<Vec<Event>>, CalendarMeta);
 
 impl StaticSource {
+    /// `events` in [`calendar`].
     pub(crate) fn new(events: Vec<Event>) -> Self {
-        Self(Mutex::new(events))
+        Self::in_calendar(calendar(), events)
+    }
+
+    pub(crate) fn in_calendar(calendar: CalendarMeta, events: Vec<Event>) -> Self {
+        Self(Mutex::new(events), calendar)
     }
 }
 
@@ -29,7 +34,7 @@ pub(crate) fn calendar() -> CalendarMeta {
 #[async_trait]
 impl Source for StaticSource {
     async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
-        Ok(vec![calendar()])
+        Ok(vec![self.1.clone()])
     }
     async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
         Ok(Listing {

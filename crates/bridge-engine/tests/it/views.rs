@@ -4,46 +4,26 @@
 //! deletion budget.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use bridge_core::feishu::Event;
 use bridge_core::plan::Rules;
 use bridge_core::view::{Filter, Reminders, Title, Transform, View, title_regex};
 use bridge_core::{CanonicalEvent, EventKey, Privacy};
-use bridge_engine::{
-    CalendarMeta, CalendarReport, Engine, EngineConfig, Listing, Sink, Source, SourceError,
-};
+use bridge_engine::{CalendarMeta, CalendarReport, Engine, EngineConfig, Sink};
 use bridge_sinks::memory::{Held, MemoryReplica};
 use bridge_store::Store;
+
+pub(crate) use crate::static_source::StaticSource;
 
 pub(crate) const NOW: i64 = 1_790_000_000;
 pub(crate) const DAY: i64 = 86_400;
 
-fn cal() -> CalendarMeta {
+pub(crate) fn cal() -> CalendarMeta {
     CalendarMeta {
         id: "cal1".into(),
         name: "Team".into(),
         timezone: Some("UTC".into()),
-    }
-}
-
-/// A source of one calendar whose listing is what the test put there.
-#[derive(Debug, Default)]
-pub(crate) struct Scripted(pub(crate) Mutex<Vec<Event>>);
-
-#[async_trait]
-impl Source for Scripted {
-    async fn calendars(&self) -> Result<Vec<CalendarMeta>, SourceError> {
-        Ok(vec![cal()])
-    }
-    async fn list(&self, _: &str, _: Option<&str>) -> Result<Listing, SourceError> {
-        Ok(Listing {
-            events: self.0.lock().unwrap().clone(),
-            sync_token: None,
-            complete: true,
-            calls: 1,
-        })
     }
 }
 
@@ -135,7 +115,7 @@ fn calendar() -> Vec<Event> {
 }
 
 struct Setup {
-    source: Arc<Scripted>,
+    source: Arc<StaticSource>,
     memory: Arc<MemoryReplica>,
     plain: Arc<MemoryReplica>,
     store: Store,
@@ -144,7 +124,7 @@ struct Setup {
 impl Setup {
     async fn new() -> Self {
         Self {
-            source: Arc::new(Scripted(Mutex::new(calendar()))),
+            source: Arc::new(StaticSource::in_calendar(cal(), calendar())),
             memory: Arc::new(MemoryReplica::new("filtered", Privacy::Full)),
             plain: Arc::new(MemoryReplica::new("plain", Privacy::Full)),
             store: Store::in_memory().await.unwrap(),
