@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bridge_emulators::ews::{EwsConfig, EwsEmulator, Faults, UserEdit, zone_of};
 use bridge_emulators::feishu::FeishuEmulator;
@@ -19,7 +18,8 @@ use chrono::DateTime;
 
 use crate::feishu::{bin, temp_dir, write_config};
 use crate::replica::{
-    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output, tenant,
+    self, BASE, FAULT_SEED, FROM, Faulting, Inst, Moments, Replica, Run, SLOW, T, TO, feishu,
+    feishu_instances, output, tenant,
 };
 
 #[path = "../ews-schema/check.rs"]
@@ -288,36 +288,27 @@ impl Replica for EwsTarget {
     fn config(m: &EwsMirror) -> &Path {
         &m.s.config
     }
-    fn slow(&self, m: &EwsMirror, on: bool) {
-        m.e.set_faults(if on {
-            Faults {
+    fn set_faults(&self, m: &EwsMirror, faulting: Faulting) {
+        m.e.set_faults(match faulting {
+            Faulting::Off => Faults::default(),
+            Faulting::Slow => Faults {
                 slow_rate: 1.0,
-                slow_delay: Duration::from_millis(15),
+                slow_delay: SLOW,
                 seed: Some(1),
                 ..Faults::default()
-            }
-        } else {
-            Faults::default()
-        });
-    }
-    fn faults(&self, m: &EwsMirror, on: bool) {
-        // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
-        m.e.set_faults(if on {
-            Faults {
+            },
+            // ErrorServerBusy (500 with a back-off) and 503.
+            Faulting::Faulty => Faults {
                 busy_rate: 0.1,
                 back_off_ms: 10,
                 unavailable_rate: 0.112,
-                seed: Some(0xFA_017),
+                seed: Some(FAULT_SEED),
                 ..Faults::default()
-            }
-        } else {
-            Faults::default()
+            },
         });
     }
-    fn faulted(&self, m: &EwsMirror) -> (usize, usize) {
-        let calls = m.e.calls();
-        let faulted = calls.iter().filter(|c| c.status >= 500).count();
-        (faulted, calls.len())
+    fn statuses(&self, m: &EwsMirror) -> Vec<u16> {
+        m.e.calls().iter().map(|c| c.status).collect()
     }
     fn instances(&self, m: &EwsMirror) -> Vec<Inst> {
         ews_instances(&m.e, FROM, TO)

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bridge_core::feishu::Event;
 use bridge_emulators::feishu::FeishuEmulator;
@@ -24,8 +23,8 @@ use chrono::{DateTime, Utc};
 
 use crate::feishu::{bin, temp_dir, write_config};
 use crate::replica::{
-    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output,
-    single_event_ids, tenant,
+    self, BASE, FAULT_SEED, FROM, Faulting, Inst, Moments, Replica, Run, SLOW, T, TO, feishu,
+    feishu_instances, output, single_event_ids, tenant,
 };
 
 /// The Google user who owns the target calendars (domain-wide delegation).
@@ -368,39 +367,26 @@ impl Replica for GoogleTarget<'_> {
     fn config(m: &Setup) -> &Path {
         &m.config
     }
-    fn slow(&self, _: &Setup, on: bool) {
-        self.0.set_faults(if on {
-            Faults {
+    fn set_faults(&self, _: &Setup, faulting: Faulting) {
+        self.0.set_faults(match faulting {
+            Faulting::Off => Faults::default(),
+            Faulting::Slow => Faults {
                 slow_rate: 1.0,
-                slow_delay: Duration::from_millis(15),
+                slow_delay: SLOW,
                 seed: Some(1),
                 ..Faults::default()
-            }
-        } else {
-            Faults::default()
-        });
-    }
-    fn faults(&self, _: &Setup, on: bool) {
-        // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
-        self.0.set_faults(if on {
-            Faults {
+            },
+            Faulting::Faulty => Faults {
                 rate_429: 0.1,
                 rate_5xx: 0.112,
                 retry_after_secs: 1,
-                seed: Some(0xFA_017),
+                seed: Some(FAULT_SEED),
                 ..Faults::default()
-            }
-        } else {
-            Faults::default()
+            },
         });
     }
-    fn faulted(&self, _: &Setup) -> (usize, usize) {
-        let calls = self.0.calls();
-        let faulted = calls
-            .iter()
-            .filter(|c| c.status == 429 || c.status >= 500)
-            .count();
-        (faulted, calls.len())
+    fn statuses(&self, _: &Setup) -> Vec<u16> {
+        self.0.calls().iter().map(|c| c.status).collect()
     }
     fn instances(&self, m: &Setup) -> Vec<Inst> {
         google_instances(self.0, &m.gcal, FROM, TO)

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bridge_core::feishu::{Event, EventStatus};
 use bridge_emulators::feishu::FeishuEmulator;
@@ -27,8 +26,8 @@ use serde_json::Value;
 
 use crate::feishu::{bin, temp_dir, write_config};
 use crate::replica::{
-    self, BASE, FROM, Inst, Moments, Replica, Run, T, TO, feishu, feishu_instances, output, tenant,
-    uid_of,
+    self, BASE, FAULT_SEED, FROM, Faulting, Inst, Moments, Replica, Run, SLOW, T, TO, feishu,
+    feishu_instances, output, tenant, uid_of,
 };
 
 const UPN: &str = "mirror@contoso.example";
@@ -406,39 +405,26 @@ impl Replica for GraphTarget<'_> {
     fn config(m: &Setup) -> &Path {
         &m.config
     }
-    fn slow(&self, _: &Setup, on: bool) {
-        self.0.set_faults(if on {
-            Faults {
+    fn set_faults(&self, _: &Setup, faulting: Faulting) {
+        self.0.set_faults(match faulting {
+            Faulting::Off => Faults::default(),
+            Faulting::Slow => Faults {
                 slow_rate: 1.0,
-                slow_delay: Duration::from_millis(15),
+                slow_delay: SLOW,
                 seed: Some(1),
                 ..Faults::default()
-            }
-        } else {
-            Faults::default()
-        });
-    }
-    fn faults(&self, _: &Setup, on: bool) {
-        // P(fault) = 0.1 + 0.9 * 0.112 ≈ 0.2, seeded.
-        self.0.set_faults(if on {
-            Faults {
+            },
+            Faulting::Faulty => Faults {
                 rate_429: 0.1,
                 rate_503: 0.112,
                 retry_after_secs: 1,
-                seed: Some(0xFA_017),
+                seed: Some(FAULT_SEED),
                 ..Faults::default()
-            }
-        } else {
-            Faults::default()
+            },
         });
     }
-    fn faulted(&self, _: &Setup) -> (usize, usize) {
-        let calls = self.0.calls();
-        let faulted = calls
-            .iter()
-            .filter(|c| c.status == 429 || c.status >= 500)
-            .count();
-        (faulted, calls.len())
+    fn statuses(&self, _: &Setup) -> Vec<u16> {
+        self.0.calls().iter().map(|c| c.status).collect()
     }
     fn instances(&self, m: &Setup) -> Vec<Inst> {
         graph_instances(self.0, &m.calendar, FROM, TO, &BTreeSet::new())

@@ -18,6 +18,23 @@ use chrono::{DateTime, NaiveDate};
 use crate::daemon::Daemon;
 use crate::feishu::bin;
 
+/// The faults a scenario puts on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Faulting {
+    Off,
+    /// Every call answers after 15 ms ([`SLOW`]), so that a run can be
+    /// killed while listing, writing or committing.
+    Slow,
+    /// Seeded faults (throttling, 5xx) on about 20% of the calls: P =
+    /// 0.1 + 0.9 × 0.112, with [`FAULT_SEED`].
+    Faulty,
+}
+
+/// The delay of [`Faulting::Slow`].
+pub(crate) const SLOW: Duration = Duration::from_millis(15);
+/// The dice of [`Faulting::Faulty`].
+pub(crate) const FAULT_SEED: u64 = 0xFA_017;
+
 /// One replica target as the shared scenarios drive it.
 pub(crate) trait Replica {
     /// A target calendar (or mailbox) and the configuration mirroring into it.
@@ -33,13 +50,10 @@ pub(crate) trait Replica {
         self.mirror_with(f, fcal, name, "restore").await
     }
     fn config(m: &Self::Mirror) -> &Path;
-    /// Every call of the target answers slowly (so that a run can be
-    /// killed while listing, writing or committing), or no fault at all.
-    fn slow(&self, m: &Self::Mirror, on: bool);
-    /// Seeded faults on about 20% of the target's calls, or none.
-    fn faults(&self, m: &Self::Mirror, on: bool);
-    /// The target's faulted calls and all its calls.
-    fn faulted(&self, m: &Self::Mirror) -> (usize, usize);
+    /// Sets the target's faults (see [`Faulting`]).
+    fn set_faults(&self, m: &Self::Mirror, faulting: Faulting);
+    /// The status of every call the target answered, in order.
+    fn statuses(&self, m: &Self::Mirror) -> Vec<u16>;
     /// The mirror's instance set within the tests' range.
     fn instances(&self, m: &Self::Mirror) -> Vec<Inst>;
     /// The live items, asserting there is no duplicate.
@@ -178,11 +192,11 @@ pub(crate) async fn kill_9_trials<R: Replica>(
     let n_items = r.no_duplicates(&reference_mirror, "reference");
 
     let calib = r.mirror(f, fcal, "kill-calib").await;
-    r.slow(&calib, true);
+    r.set_faults(&calib, Faulting::Slow);
     let started = Instant::now();
     let run = reconcile::<R>(R::config(&calib)).await;
     let full_run = started.elapsed();
-    r.slow(&calib, false);
+    r.set_faults(&calib, Faulting::Off);
     assert_eq!(run.code, 0, "{}", run.ctx());
 
     let mut rng = bridge_core::sample::Rng::new(moments.seed);
@@ -195,7 +209,7 @@ pub(crate) async fn kill_9_trials<R: Replica>(
         };
         let delay = full_run * u32::try_from(permille).unwrap() / 1000;
         let m = r.mirror(f, fcal, &format!("kill-{trial}")).await;
-        r.slow(&m, true);
+        r.set_faults(&m, Faulting::Slow);
         let mut cmd = bin();
         cmd.args(["reconcile", "--config"])
             .arg(R::config(&m))
@@ -211,7 +225,7 @@ pub(crate) async fn kill_9_trials<R: Replica>(
         })
         .await
         .unwrap();
-        r.slow(&m, false);
+        r.set_faults(&m, Faulting::Off);
         let after_kill = r.after_kill(&m, &format!("trial {trial} after the kill"));
 
         let run = reconcile::<R>(R::config(&m)).await;
@@ -256,7 +270,7 @@ pub(crate) async fn kill_9_trials<R: Replica>(
 /// The caller then compares the mirror with the fault-free instance set.
 #[allow(clippy::print_stderr)]
 pub(crate) async fn converge_under_faults<R: Replica>(r: &R, m: &R::Mirror) {
-    r.faults(m, true);
+    r.set_faults(m, Faulting::Faulty);
     let mut runs = Vec::new();
     let mut done = false;
     for _ in 0..10 {
@@ -273,8 +287,10 @@ pub(crate) async fn converge_under_faults<R: Replica>(r: &R, m: &R::Mirror) {
             run.ctx()
         );
     }
-    r.faults(m, false);
-    let (faulted, calls) = r.faulted(m);
+    r.set_faults(m, Faulting::Off);
+    let statuses = r.statuses(m);
+    let calls = statuses.len();
+    let faulted = statuses.iter().filter(|&&s| s == 429 || s >= 500).count();
     eprintln!(
         "{} faults: {} run(s), {faulted} faulted calls of {calls}",
         R::NAME,
