@@ -26,9 +26,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Secret, TenantToken, UserAuth};
-use crate::error::{
-    CURSOR_EXPIRED, FeishuError, TENANT_TOKEN_INVALID, USER_TOKEN_INVALID, log_id,
-};
+use crate::error::{CURSOR_EXPIRED, FeishuError, TENANT_TOKEN_INVALID, USER_TOKEN_INVALID, log_id};
 use crate::ratelimit::RateLimits;
 
 /// Feishu (China) API host.

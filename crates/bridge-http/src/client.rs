@@ -60,12 +60,17 @@ impl TransportError {
     /// answer. It is a timeout when an error of its chain says so: reqwest's
     /// [`reqwest::Error::is_timeout`], tokio's `Elapsed`, or an I/O
     /// `TimedOut`.
-    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>, status: Option<u16>) -> Self {
+    pub fn new(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        status: Option<u16>,
+    ) -> Self {
         let error = error.into();
         let mut timeout = false;
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+        let root: &(dyn std::error::Error + 'static) = &*error;
+        let mut cur = Some(root);
         while let Some(e) = cur {
-            if e.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_timeout)
+            if e.downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout)
                 || e.is::<tokio::time::error::Elapsed>()
                 || e.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)

@@ -255,7 +255,9 @@ impl Origin {
             Some(url::Host::Ipv6(a)) => a.to_string(),
             None => return Err(format!("{url:?} names no host")),
         };
-        let port = u.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let port = u
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
         let shown = u.host_str().unwrap_or(&host);
         let authority = match u.port() {
             Some(p) => format!("{shown}:{p}"),
@@ -534,7 +536,10 @@ impl Sessions {
                 }
             },
         };
-        let mut sent = self.exchange(&mut conn, Some(&negotiate()), req).await;
+        let negotiate = negotiate();
+        let mut sent = self
+            .exchange(&mut conn, Some(negotiate.as_str()), req)
+            .await;
         if matches!(sent, Sent::Unsent) {
             // The reused connection had closed: once more on a new one.
             conn = match self.connect().await {
@@ -544,7 +549,9 @@ impl Sessions {
                     return Outcome::Answer(Err(e));
                 }
             };
-            sent = self.exchange(&mut conn, Some(&negotiate()), req).await;
+            sent = self
+                .exchange(&mut conn, Some(negotiate.as_str()), req)
+                .await;
         }
         let (first, keep) = match sent {
             Sent::Answer { answer, keep } if answer.status == 401 => (answer, keep),
@@ -584,7 +591,7 @@ impl Sessions {
             Ok(t) => t,
             Err(e) => return Outcome::Protocol(e),
         };
-        match self.exchange(&mut conn, Some(&token), req).await {
+        match self.exchange(&mut conn, Some(token.as_str()), req).await {
             Sent::Answer { answer, keep } => {
                 // A 401 here is the server's verdict on the credentials:
                 // the AUTHENTICATE went out on the CHALLENGE's connection.
@@ -621,9 +628,10 @@ impl Sessions {
             match &self.tls {
                 None => start(TokioIo::new(tcp)).await,
                 Some(cfg) => {
-                    let name = rustls::pki_types::ServerName::try_from(o.host.clone()).map_err(
-                        |e| TransportError::new(format!("{:?} as a TLS name: {e}", o.host), None),
-                    )?;
+                    let name =
+                        rustls::pki_types::ServerName::try_from(o.host.clone()).map_err(|e| {
+                            TransportError::new(format!("{:?} as a TLS name: {e}", o.host), None)
+                        })?;
                     let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
                         .connect(name, tcp)
                         .await
@@ -666,33 +674,43 @@ impl Sessions {
             }
         };
         let deadline = Instant::now() + self.timeout;
-        if conn.send.is_closed() {
-            return Sent::Unsent;
-        }
-        let resp = match tokio::time::timeout_at(deadline, conn.send.try_send_request(request))
-            .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(mut e)) => {
-                if e.take_message().is_some() {
-                    return Sent::Unsent;
-                }
-                (req.record)(0);
-                let error = e.into_error();
-                let closed = closed_by_server(&error);
-                return Sent::Failed {
-                    error: TransportError::new(error, None),
-                    closed,
-                };
-            }
+        // Wait until the connection takes a request: hyper's task marks it
+        // ready once the previous answer is done with, and fails this when
+        // the connection has closed (then nothing was sent).
+        match tokio::time::timeout_at(deadline, conn.send.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Sent::Unsent,
             Err(_) => {
                 (req.record)(0);
                 return Sent::Failed {
-                    error: timed_out("the EWS request", self.timeout),
+                    error: timed_out("waiting for the EWS connection", self.timeout),
                     closed: false,
                 };
             }
-        };
+        }
+        let resp =
+            match tokio::time::timeout_at(deadline, conn.send.try_send_request(request)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(mut e)) => {
+                    if e.take_message().is_some() {
+                        return Sent::Unsent;
+                    }
+                    (req.record)(0);
+                    let error = e.into_error();
+                    let closed = closed_by_server(&error);
+                    return Sent::Failed {
+                        error: TransportError::new(error, None),
+                        closed,
+                    };
+                }
+                Err(_) => {
+                    (req.record)(0);
+                    return Sent::Failed {
+                        error: timed_out("the EWS request", self.timeout),
+                        closed: false,
+                    };
+                }
+            };
         let status = resp.status().as_u16();
         (req.record)(status);
         let keep = !connection_has(resp.headers(), "close")
@@ -896,6 +914,59 @@ mod tests {
         h.update(&server);
         h.update(blob);
         assert_eq!(proof, h.finalize().into_bytes().as_slice());
+    }
+
+    #[test]
+    fn origins_of_ews_urls() {
+        let o = Origin::parse("https://mail.contoso.com/EWS/Exchange.asmx").unwrap();
+        assert!(o.tls);
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.authority.as_str(),
+                o.target.as_str()
+            ),
+            (
+                "mail.contoso.com",
+                443,
+                "mail.contoso.com",
+                "/EWS/Exchange.asmx"
+            )
+        );
+        let o = Origin::parse("http://127.0.0.1:8080/ews/exchange.asmx?x=1").unwrap();
+        assert!(!o.tls);
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.authority.as_str(),
+                o.target.as_str()
+            ),
+            (
+                "127.0.0.1",
+                8080,
+                "127.0.0.1:8080",
+                "/ews/exchange.asmx?x=1"
+            )
+        );
+        let o = Origin::parse("https://[::1]:8443/EWS/Exchange.asmx").unwrap();
+        assert_eq!(
+            (o.host.as_str(), o.port, o.authority.as_str()),
+            ("::1", 8443, "[::1]:8443")
+        );
+        let e = Origin::parse("ftp://x/EWS").unwrap_err();
+        assert!(e.contains("not http or https"), "{e}");
+        assert!(Origin::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn connection_tokens() {
+        let mut h = HeaderMap::new();
+        assert!(!connection_has(&h, "close"));
+        h.append(header::CONNECTION, "Keep-Alive, Close".parse().unwrap());
+        assert!(connection_has(&h, "close") && connection_has(&h, "keep-alive"));
+        assert!(!connection_has(&h, "upgrade"));
     }
 
     #[test]
