@@ -960,6 +960,75 @@ mod tests {
         assert!(Origin::parse("not a url").is_err());
     }
 
+    /// Reads one request (head and `Content-Length` body) from `sock`.
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+        }
+    }
+
+    /// A server that answers the NEGOTIATE with a CHALLENGE and then drops
+    /// the connection without announcing it (no `Connection: close`): the
+    /// AUTHENTICATE finds no connection, which is [`Outcome::Dropped`]
+    /// (transient), never a refused password, and no other connection is
+    /// tried within the request.
+    #[tokio::test]
+    async fn a_connection_dropped_after_the_challenge_is_dropped_not_refused() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/EWS/Exchange.asmx",
+            listener.local_addr().unwrap()
+        );
+        let challenge = B64.encode(challenge_bytes([1; 8], Some(ntlmclient::get_ntlm_time())));
+        let accepted = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = std::sync::Arc::clone(&accepted);
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let request = read_request(&mut sock).await;
+                assert!(request.starts_with("POST /EWS/Exchange.asmx HTTP/1.1\r\n"));
+                assert!(request.contains("authorization: NTLM "), "{request}");
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM {challenge}\r\nContent-Length: 0\r\n\r\n"
+                );
+                sock.write_all(answer.as_bytes()).await.unwrap();
+                sock.shutdown().await.unwrap();
+            }
+        });
+        let account = Account::parse("CONTOSO\\svc", None, None).unwrap();
+        let sessions = Sessions::new(account, &url, Duration::from_secs(10)).unwrap();
+        let statuses = Mutex::new(Vec::new());
+        let record = |s: u16| statuses.lock().unwrap().push(s);
+        let out = sessions
+            .post("<x/>", &[], &Secret::new("pw"), &record)
+            .await;
+        assert!(matches!(out, Outcome::Dropped), "{out:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(statuses.lock().unwrap().first(), Some(&401));
+        server.abort();
+    }
+
     #[test]
     fn connection_tokens() {
         let mut h = HeaderMap::new();
