@@ -153,6 +153,38 @@ async fn ews_ntlm_wrong_password_pauses_only_this_sink_and_check_says_so() {
     e.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn ews_ntlm_connections_closed_after_the_challenge_are_retried_not_paused() {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(20, 9, BASE));
+    let e = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    // The first two CHALLENGEs close their connection (a server or proxy
+    // that does not keep it for the handshake): the password was never
+    // checked, so the sink retries instead of pausing.
+    e.close_after_challenge(2);
+    let (config, _) = ntlm_config(
+        &f,
+        &fcal,
+        &e,
+        "closed",
+        "EXAMPLE\\svc-bridge",
+        "correct horse",
+        "",
+    );
+    let r = reconcile_ok(&config).await;
+    let (created, _, _, _, failed) = r.counts();
+    assert!(created > 0 && failed == 0, "{}", r.ctx());
+    assert!(r.sink()["paused"].is_null(), "{}", r.ctx());
+    // The two closed CHALLENGEs, then at least one that was answered.
+    let challenges = e.calls().iter().filter(|c| c.status == 401).count();
+    assert!(challenges >= 3, "{challenges} CHALLENGEs");
+    assert!(!e.items(MAILBOX).is_empty());
+    assert_no_duplicates(&e, "NTLM after dropped handshakes");
+    schema::assert_valid(&e.request_bodies());
+    f.shutdown().await;
+    e.shutdown().await;
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
