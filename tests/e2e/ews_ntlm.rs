@@ -72,12 +72,16 @@ async fn ews_ntlm_mirrors_the_sample_calendar_and_a_rerun_writes_nothing() {
     let expected = feishu_instances(&f, &fcal, &seeded, FROM, TO).await;
     assert_same(&expected, &ews_instances(&e, FROM, TO), "NTLM mirror");
     assert_no_duplicates(&e, "NTLM mirror");
-    // The handshake happened (401 with the CHALLENGE), and authenticated
-    // connections carried the rest without one each.
+    // The handshake happened (401 with the CHALLENGE), once per session:
+    // the sink's sessions own their connections and are at most its
+    // `max_concurrency` (4 by default); they carried the rest without one.
     let calls = e.calls();
     let challenges = calls.iter().filter(|c| c.status == 401).count();
     let served = calls.iter().filter(|c| c.operation.is_some()).count();
-    assert!(challenges > 0, "no NTLM handshake seen");
+    assert!(
+        (1..=4).contains(&challenges),
+        "{challenges} NTLM CHALLENGEs for one sink"
+    );
     assert!(
         served > challenges,
         "{served} requests served for {challenges} handshakes"
@@ -145,6 +149,38 @@ async fn ews_ntlm_wrong_password_pauses_only_this_sink_and_check_says_so() {
         text.contains("credentials refused") && text.contains("NTLM credentials"),
         "{text}"
     );
+    f.shutdown().await;
+    e.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ews_ntlm_connections_closed_after_the_challenge_are_retried_not_paused() {
+    let f = feishu(false).await;
+    let (_, fcal) = tenant(&f, bridge_core::sample::events(20, 9, BASE));
+    let e = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    // The first two CHALLENGEs close their connection (a server or proxy
+    // that does not keep it for the handshake): the password was never
+    // checked, so the sink retries instead of pausing.
+    e.close_after_challenge(2);
+    let (config, _) = ntlm_config(
+        &f,
+        &fcal,
+        &e,
+        "closed",
+        "EXAMPLE\\svc-bridge",
+        "correct horse",
+        "",
+    );
+    let r = reconcile_ok(&config).await;
+    let (created, _, _, _, failed) = r.counts();
+    assert!(created > 0 && failed == 0, "{}", r.ctx());
+    assert!(r.sink()["paused"].is_null(), "{}", r.ctx());
+    // The two closed CHALLENGEs, then at least one that was answered.
+    let challenges = e.calls().iter().filter(|c| c.status == 401).count();
+    assert!(challenges >= 3, "{challenges} CHALLENGEs");
+    assert!(!e.items(MAILBOX).is_empty());
+    assert_no_duplicates(&e, "NTLM after dropped handshakes");
+    schema::assert_valid(&e.request_bodies());
     f.shutdown().await;
     e.shutdown().await;
 }

@@ -26,9 +26,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Secret, TenantToken, UserAuth};
-use crate::error::{
-    CURSOR_EXPIRED, FeishuError, TENANT_TOKEN_INVALID, USER_TOKEN_INVALID, log_id, transport_error,
-};
+use crate::error::{CURSOR_EXPIRED, FeishuError, TENANT_TOKEN_INVALID, USER_TOKEN_INVALID, log_id};
 use crate::ratelimit::RateLimits;
 
 /// Feishu (China) API host.
@@ -734,7 +732,11 @@ impl<T: DeserializeOwned> Exchange for FeishuCall<'_, T> {
                 Ok(v) => return Verdict::Done(v),
                 Err(e) => e,
             },
-            Err(e) => transport_error(self.endpoint, &e.error),
+            Err(e) => FeishuError::Transport {
+                endpoint: self.endpoint.to_owned(),
+                detail: e.detail(),
+                timeout: e.is_timeout(),
+            },
         };
         let code = err.code().unwrap_or(0);
         let token_invalid = match self.identity {

@@ -44,23 +44,57 @@ impl Answer {
     }
 }
 
-/// No answer, or an answer cut short.
+/// No answer, or an answer cut short: reqwest's error, or the error of a
+/// transport of a client's own (hyper, TLS, I/O, a timeout: EWS's NTLM
+/// sessions own their connections).
 #[derive(Debug)]
 pub struct TransportError {
-    pub error: reqwest::Error,
+    pub error: Box<dyn std::error::Error + Send + Sync>,
     /// The status when the headers came but the body failed.
     pub status: Option<u16>,
+    timeout: bool,
 }
 
 impl TransportError {
-    pub fn is_timeout(&self) -> bool {
-        self.error.is_timeout()
+    /// `error` (with its sources) after `status` came, or without an
+    /// answer. It is a timeout when an error of its chain says so: reqwest's
+    /// [`reqwest::Error::is_timeout`], tokio's `Elapsed`, or an I/O
+    /// `TimedOut`.
+    pub fn new(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        status: Option<u16>,
+    ) -> Self {
+        let error = error.into();
+        let mut timeout = false;
+        let root: &(dyn std::error::Error + 'static) = &*error;
+        let mut cur = Some(root);
+        while let Some(e) = cur {
+            if e.downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout)
+                || e.is::<tokio::time::error::Elapsed>()
+                || e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                timeout = true;
+                break;
+            }
+            cur = e.source();
+        }
+        Self {
+            error,
+            status,
+            timeout,
+        }
     }
 
-    /// `error: cause: cause …` (reqwest keeps the interesting part in its
-    /// sources).
+    pub fn is_timeout(&self) -> bool {
+        self.timeout
+    }
+
+    /// `error: cause: cause …` (reqwest and hyper keep the interesting part
+    /// in their sources).
     pub fn detail(&self) -> String {
-        error_chain(&self.error)
+        error_chain(&*self.error)
     }
 }
 
@@ -392,10 +426,7 @@ impl HttpClient {
             Ok(r) => r,
             Err(error) => {
                 self.stats.record(endpoint, 0);
-                return Err(TransportError {
-                    error,
-                    status: None,
-                });
+                return Err(TransportError::new(error, None));
             }
         };
         let status = resp.status().as_u16();
@@ -407,10 +438,28 @@ impl HttpClient {
                 headers,
                 body,
             }),
-            Err(error) => Err(TransportError {
-                error,
-                status: Some(status),
-            }),
+            Err(error) => Err(TransportError::new(error, Some(status))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_of_any_transport_say_whether_they_timed_out() {
+        let elapsed = tokio::time::timeout(Duration::ZERO, std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert!(TransportError::new(elapsed, None).is_timeout());
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
+        assert!(TransportError::new(io, None).is_timeout());
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = TransportError::new(refused, Some(200));
+        assert!(!e.is_timeout());
+        assert_eq!(e.to_string(), "answer 200 cut short: refused");
+        let e = TransportError::new("the server closed the connection", None);
+        assert_eq!(e.detail(), "the server closed the connection");
     }
 }

@@ -987,8 +987,9 @@ impl EwsEmulator {
     }
 
     /// The next `n` NTLM CHALLENGEs close their connection (`Connection:
-    /// close`), so the client's AUTHENTICATE arrives on another connection
-    /// and is refused: a proxy or server dropping connections mid-handshake.
+    /// close`, then the server closes it), so an AUTHENTICATE can only
+    /// arrive on another connection, where it is refused: a proxy or server
+    /// that does not keep connections for the handshake.
     pub fn close_after_challenge(&self, n: usize) {
         self.inner.close_after_challenge.store(n, Ordering::SeqCst);
     }

@@ -339,7 +339,10 @@ impl EwsClient {
                 account,
                 password,
             } => {
-                sessions = Some(ntlm::Sessions::new(account, cfg.timeout));
+                sessions = Some(
+                    ntlm::Sessions::new(account, &cfg.url, cfg.timeout)
+                        .map_err(|e| EwsError::Decode(format!("NTLM: {e}")))?,
+                );
                 (AuthSource { oauth: None }, Some((username, password)))
             }
             Credentials::ClientCredentials {
@@ -499,9 +502,7 @@ impl EwsClient {
         let mut waited = Duration::ZERO;
         loop {
             let password = self.password().unwrap_or_else(|| Secret::new(""));
-            let outcome = sessions
-                .post(x.url, x.body, &headers, &password, &record)
-                .await;
+            let outcome = sessions.post(x.body, &headers, &password, &record).await;
             let (error, server_wait) = match outcome {
                 ntlm::Outcome::Answer(a) => match x.classify(a) {
                     Verdict::Done(v) => return Ok(v),
@@ -511,9 +512,10 @@ impl EwsClient {
                 ntlm::Outcome::Protocol(m) => {
                     return Err(EwsError::Unauthorized(format!("NTLM: {m}")));
                 }
-                ntlm::Outcome::Unpinned => (
+                ntlm::Outcome::Dropped => (
                     EwsError::Unavailable(
-                        "NTLM: the AUTHENTICATE never went out on the connection of its CHALLENGE"
+                        "NTLM: the server closed the connection between its CHALLENGE and the \
+                         AUTHENTICATE (it did not keep the connection for the NTLM handshake)"
                             .into(),
                     ),
                     None,

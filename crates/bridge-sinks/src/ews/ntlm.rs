@@ -18,32 +18,45 @@
 //! NTLM authenticates a TCP connection, not a request: `NEGOTIATE` → 401
 //! with the `CHALLENGE` → `AUTHENTICATE` must share one connection, and the
 //! server then serves that connection as the user without another header.
-//! reqwest pools connections and says nothing about which one a request
-//! takes, so each [`Session`] owns a `reqwest::Client` of its own (HTTP/1.1
-//! only, at most one idle connection) and serves one request at a time; the
-//! sessions are as many as the requests the client lets in flight. Every
-//! answer names its connection by the local address (hyper's `HttpInfo`), so
-//! the handshake knows whether the `AUTHENTICATE` went out on the
-//! connection of its `CHALLENGE`: if the pool handed it another one (the
-//! first connection was not back in the pool yet, or the server closed it),
-//! the 401 it gets says nothing about the password and the handshake starts
-//! over (at most [`HANDSHAKES`] times), instead of pausing the sink for a
-//! password that was never checked. A session whose connection was
-//! authenticated sends requests without a header; a 401 on it (the
-//! connection was replaced) authenticates the new one.
+//! A pooling client (reqwest, hyper-util's legacy client) says nothing about
+//! which connection a request takes, so each [`Session`] owns its
+//! connection: one HTTP/1.1 connection made with hyper's
+//! `client::conn::http1` (TCP, or TLS through `tokio-rustls` with the
+//! `webpki-roots` trust roots reqwest's `rustls-tls` uses, SNI from the host,
+//! ALPN `http/1.1`), its `SendRequest` and the spawned task that drives it.
+//! The NEGOTIATE, the AUTHENTICATE and every later request of the session
+//! go out on it by construction; a session serves one request at a time,
+//! and the sessions are at most as many as the requests the client lets in
+//! flight (idle ones are reused).
+//!
+//! A 401 to the AUTHENTICATE is therefore the server's verdict on the
+//! password (the sink pauses). When the connection ends (the server's
+//! `Connection: close`, an error, EOF, a timeout), the session forgets it
+//! and the next request opens a new one and authenticates it; a request
+//! that never went out because the idle connection had closed is sent on
+//! the new one. If the server closes the connection between its CHALLENGE
+//! and the AUTHENTICATE, the password was never checked: that is
+//! [`Outcome::Dropped`], a transient failure, never a pause. A 401 on an
+//! authenticated connection (the server forgot it) authenticates a new one.
+//! Connecting (TCP and TLS) has the configured timeout, and so has each HTTP
+//! exchange (sending the request and reading the whole answer).
 
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bridge_http::{Answer, Secret, TransportError};
-use hyper_util::client::legacy::connect::HttpInfo;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderMap};
+use hyper_util::rt::TokioIo;
 use ntlmclient::{Flags, Message, TargetInfoEntry, TargetInfoType};
-
-/// Handshakes tried per request before the answer counts as transient.
-pub const HANDSHAKES: usize = 3;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::rustls;
 
 /// An NTLM account as the handshake sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,26 +227,114 @@ pub fn authenticate(
     Ok(format!("NTLM {}", B64.encode(bytes)))
 }
 
+/// Where the sessions connect, from the EWS URL.
+#[derive(Debug, Clone)]
+struct Origin {
+    tls: bool,
+    /// The host to resolve and the TLS server name (IPv6 without brackets).
+    host: String,
+    port: u16,
+    /// The `Host` header (`host[:port]`, the port only when not the
+    /// scheme's).
+    authority: String,
+    /// The request target in origin form (`/EWS/Exchange.asmx?…`).
+    target: String,
+}
+
+impl Origin {
+    fn parse(url: &str) -> Result<Self, String> {
+        let u = url::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+        let tls = match u.scheme() {
+            "https" => true,
+            "http" => false,
+            other => return Err(format!("{url:?}: {other} is not http or https")),
+        };
+        let host = match u.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => return Err(format!("{url:?} names no host")),
+        };
+        let port = u
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let shown = u.host_str().unwrap_or(&host);
+        let authority = match u.port() {
+            Some(p) => format!("{shown}:{p}"),
+            None => shown.to_owned(),
+        };
+        let mut target = u.path().to_owned();
+        if let Some(q) = u.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        Ok(Self {
+            tls,
+            host,
+            port,
+            authority,
+            target,
+        })
+    }
+}
+
+/// The TLS client settings of `https://` URLs: the Mozilla roots of
+/// `webpki-roots` (what reqwest's `rustls-tls` trusts) and `extra`, ring
+/// as the crypto provider (as in reqwest), ALPN `http/1.1`.
+fn tls_config(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for der in extra {
+        roots
+            .add(der.clone())
+            .map_err(|e| format!("a trusted root: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A session's connection: hyper's sender and the task driving it.
+#[derive(Debug)]
+struct Conn {
+    send: http1::SendRequest<Full<Bytes>>,
+    task: tokio::task::JoinHandle<()>,
+    /// NTLM authenticated it (an AUTHENTICATE on it was answered, not 401).
+    authed: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// One connection's worth of client: requests on it go one at a time.
 #[derive(Debug)]
 pub struct Session {
-    http: reqwest::Client,
-    /// The local address of the connection NTLM authenticated.
-    authed: Option<SocketAddr>,
+    conn: Option<Conn>,
+    /// The [`Sessions::reset`] count it was made under.
+    generation: u64,
 }
 
 /// The sessions of one EWS client.
 #[derive(Debug)]
 pub struct Sessions {
     pub account: Account,
+    origin: Origin,
+    /// `Some` for `https://`.
+    tls: Option<Arc<rustls::ClientConfig>>,
     idle: Mutex<Vec<Session>>,
+    generation: AtomicU64,
     timeout: Duration,
-}
-
-/// One HTTP exchange's outcome, with the connection it used.
-struct Sent {
-    answer: Result<Answer, TransportError>,
-    conn: Option<SocketAddr>,
 }
 
 /// What a request over NTLM came to: the answer to hand to the caller's
@@ -243,191 +344,431 @@ pub enum Outcome {
     Answer(Result<Answer, TransportError>),
     /// The server did not play NTLM (no challenge, a bad one).
     Protocol(String),
-    /// Every handshake's AUTHENTICATE left on another connection than its
-    /// CHALLENGE.
-    Unpinned,
+    /// The server closed the connection between its CHALLENGE and the
+    /// AUTHENTICATE: it did not keep the connection for the handshake, and
+    /// the password was never checked.
+    Dropped,
+}
+
+/// One HTTP exchange on a session's connection.
+enum Sent {
+    /// The answer, and whether the connection carries another request.
+    Answer { answer: Answer, keep: bool },
+    /// The connection had closed before the request went out (nothing was
+    /// sent, nothing counted).
+    Unsent,
+    /// No answer, or one cut short; `closed` when the server closed the
+    /// connection (EOF, reset) rather than, say, a timeout.
+    Failed { error: TransportError, closed: bool },
+}
+
+/// What one request sends, for each exchange of it.
+struct Req<'a> {
+    body: Bytes,
+    headers: &'a [(&'a str, &'a str)],
+    record: &'a (dyn Fn(u16) + Sync),
+}
+
+const USER_AGENT: &str = concat!("feishu-bridge/", env!("CARGO_PKG_VERSION"));
+
+/// Whether `headers`' `Connection` lists `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether hyper's error says the server closed the connection.
+fn closed_by_server(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        return true;
+    }
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        cur = c.source();
+    }
+    false
+}
+
+fn timed_out(what: &str, after: Duration) -> TransportError {
+    TransportError::new(
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what} timed out after {} ms", after.as_millis()),
+        ),
+        None,
+    )
 }
 
 impl Sessions {
-    pub fn new(account: Account, timeout: Duration) -> Self {
-        Self {
+    /// Sessions posting to `url` (`http://` or `https://`) as `account`;
+    /// `timeout` bounds connecting and each HTTP exchange.
+    pub fn new(account: Account, url: &str, timeout: Duration) -> Result<Self, String> {
+        let origin = Origin::parse(url)?;
+        let tls = if origin.tls {
+            Some(tls_config(&[])?)
+        } else {
+            None
+        };
+        Ok(Self {
             account,
+            origin,
+            tls,
             idle: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
             timeout,
+        })
+    }
+
+    /// Also trusts the root certificate `der` (DER) for `https://`: a
+    /// private CA, or a test's.
+    pub fn trusting(mut self, der: &[u8]) -> Result<Self, String> {
+        if self.origin.tls {
+            let root = rustls::pki_types::CertificateDer::from(der.to_vec());
+            self.tls = Some(tls_config(&[root])?);
         }
+        Ok(self)
     }
 
-    /// Forgets every authenticated connection (the password changed).
+    /// Forgets every authenticated connection (the password changed): idle
+    /// sessions now, busy ones when they come back.
     pub fn reset(&self) {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-    }
-
-    fn checkout(&self) -> Result<Session, String> {
-        if let Some(s) = self
+        let mut idle = self
             .idle
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-        {
-            return Ok(s);
-        }
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("feishu-bridge/", env!("CARGO_PKG_VERSION")))
-            .http1_only()
-            .pool_max_idle_per_host(1)
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| bridge_http::error_chain(&e))?;
-        Ok(Session { http, authed: None })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        idle.clear();
+    }
+
+    fn checkout(&self) -> Session {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.pop().unwrap_or_else(|| Session {
+            conn: None,
+            generation: self.generation.load(Ordering::SeqCst),
+        })
     }
 
     fn checkin(&self, s: Session) {
-        self.idle
+        let mut idle = self
+            .idle
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(s);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.generation == self.generation.load(Ordering::SeqCst) {
+            idle.push(s);
+        }
     }
 
-    /// POSTs `body` to `url` as the account: on an authenticated connection
-    /// as is, else (or after a 401 there) through the handshake. `record`
-    /// counts each HTTP exchange (status 0 without an answer).
+    /// POSTs `body` as the account: on the session's authenticated
+    /// connection as is, else (or after a 401 there) through the handshake
+    /// on a new one. `record` counts each HTTP exchange (status 0 without
+    /// an answer).
     pub async fn post(
         &self,
-        url: &str,
         body: &str,
         headers: &[(&str, &str)],
         password: &Secret,
         record: &(dyn Fn(u16) + Sync),
     ) -> Outcome {
-        let mut session = match self.checkout() {
-            Ok(s) => s,
-            Err(e) => return Outcome::Protocol(format!("HTTP client: {e}")),
+        let mut session = self.checkout();
+        let req = Req {
+            body: Bytes::from(body.to_owned()),
+            headers,
+            record,
         };
-        let out = self
-            .post_on(&mut session, url, body, headers, password, record)
-            .await;
+        let out = self.post_on(&mut session, &req, password).await;
         self.checkin(session);
         out
     }
 
-    async fn post_on(
-        &self,
-        s: &mut Session,
-        url: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-        password: &Secret,
-        record: &(dyn Fn(u16) + Sync),
-    ) -> Outcome {
-        let send = |auth: Option<String>| {
-            let mut rb = s
-                .http
-                .post(url)
-                .header("Content-Type", "text/xml; charset=utf-8")
-                .body(body.to_owned());
-            for (k, v) in headers {
-                rb = rb.header(*k, *v);
-            }
-            if let Some(a) = auth {
-                rb = rb.header("Authorization", a);
-            }
-            exchange(rb, record)
-        };
-        if s.authed.is_some() {
-            let sent = send(None).await;
-            match &sent.answer {
-                Ok(a) if a.status == 401 => {
-                    tracing::debug!(conn = ?sent.conn, "NTLM connection no longer authenticated");
-                    s.authed = None;
+    async fn post_on(&self, s: &mut Session, req: &Req<'_>, password: &Secret) -> Outcome {
+        if let Some(conn) = s.conn.as_mut().filter(|c| c.authed) {
+            match self.exchange(conn, None, req).await {
+                Sent::Answer { answer, .. } if answer.status == 401 => {
+                    tracing::debug!(
+                        "EWS answered 401 on an authenticated NTLM connection; authenticating a new one"
+                    );
+                    s.conn = None;
                 }
-                _ => return Outcome::Answer(sent.answer),
+                Sent::Answer { answer, keep } => {
+                    if !keep {
+                        s.conn = None;
+                    }
+                    return Outcome::Answer(Ok(answer));
+                }
+                // The server closed the idle connection: nothing went out,
+                // the request goes on a new one.
+                Sent::Unsent => s.conn = None,
+                Sent::Failed { error, .. } => {
+                    s.conn = None;
+                    return Outcome::Answer(Err(error));
+                }
             }
         }
-        for handshake in 0..HANDSHAKES {
-            let first = send(Some(negotiate())).await;
-            let a = match first.answer {
-                Ok(a) if a.status == 401 => a,
-                // Anything but a 401 (a fault, a 503, no answer) is the
-                // request's answer.
-                other => return Outcome::Answer(other),
-            };
-            let challenge = match challenge_of(
-                a.headers
-                    .get_all("WWW-Authenticate")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-            ) {
+        self.handshake(s, req, password).await
+    }
+
+    /// NEGOTIATE, CHALLENGE, AUTHENTICATE (carrying the request) on the
+    /// session's open unauthenticated connection, else on a new one.
+    async fn handshake(&self, s: &mut Session, req: &Req<'_>, password: &Secret) -> Outcome {
+        let mut conn = match s.conn.take() {
+            Some(c) if !c.authed && !c.send.is_closed() => c,
+            _ => match self.connect().await {
                 Ok(c) => c,
-                Err(e) => return Outcome::Protocol(e),
+                Err(e) => {
+                    (req.record)(0);
+                    return Outcome::Answer(Err(e));
+                }
+            },
+        };
+        let negotiate = negotiate();
+        let mut sent = self
+            .exchange(&mut conn, Some(negotiate.as_str()), req)
+            .await;
+        if matches!(sent, Sent::Unsent) {
+            // The reused connection had closed: once more on a new one.
+            conn = match self.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    (req.record)(0);
+                    return Outcome::Answer(Err(e));
+                }
             };
-            let token = match authenticate(&self.account, password, &challenge) {
-                Ok(t) => t,
-                Err(e) => return Outcome::Protocol(e),
-            };
-            // Let the first connection go back to the session's pool before
-            // the AUTHENTICATE asks it for one. That happens on hyper's
-            // connection task, which a busy runtime may not have run yet: a
-            // handshake that lost that race waits longer the next time.
-            match handshake {
-                0 => tokio::task::yield_now().await,
-                n => tokio::time::sleep(Duration::from_millis(if n == 1 { 5 } else { 50 })).await,
+            sent = self
+                .exchange(&mut conn, Some(negotiate.as_str()), req)
+                .await;
+        }
+        let (first, keep) = match sent {
+            Sent::Answer { answer, keep } if answer.status == 401 => (answer, keep),
+            // Anything but a 401 (a fault, a 503) is the request's answer;
+            // an open connection serves the next handshake.
+            Sent::Answer { answer, keep } => {
+                if keep {
+                    s.conn = Some(conn);
+                }
+                return Outcome::Answer(Ok(answer));
             }
-            let second = send(Some(token)).await;
-            if first.conn.is_some() && second.conn.is_some() && first.conn != second.conn {
-                tracing::debug!(
-                    challenge = ?first.conn, authenticate = ?second.conn,
-                    "NTLM AUTHENTICATE went out on another connection; handshaking again"
-                );
-                if matches!(&second.answer, Ok(a) if a.status == 401) {
-                    continue;
+            Sent::Unsent => {
+                return Outcome::Answer(Err(TransportError::new(
+                    "the server closed a new connection before the request went out",
+                    None,
+                )));
+            }
+            Sent::Failed { error, .. } => return Outcome::Answer(Err(error)),
+        };
+        let challenge = match challenge_of(
+            first
+                .headers
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        ) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Protocol(e),
+        };
+        if !keep {
+            // `Connection: close` on the CHALLENGE: an AUTHENTICATE on
+            // another connection would find no challenge there.
+            tracing::debug!("EWS closed the connection after its NTLM CHALLENGE");
+            return Outcome::Dropped;
+        }
+        let token = match authenticate(&self.account, password, &challenge) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Protocol(e),
+        };
+        match self.exchange(&mut conn, Some(token.as_str()), req).await {
+            Sent::Answer { answer, keep } => {
+                // A 401 here is the server's verdict on the credentials:
+                // the AUTHENTICATE went out on the CHALLENGE's connection.
+                if answer.status != 401 && keep {
+                    conn.authed = true;
+                    s.conn = Some(conn);
+                }
+                Outcome::Answer(Ok(answer))
+            }
+            Sent::Unsent | Sent::Failed { closed: true, .. } => {
+                tracing::debug!("EWS closed the connection before the NTLM AUTHENTICATE");
+                Outcome::Dropped
+            }
+            Sent::Failed { error, .. } => Outcome::Answer(Err(error)),
+        }
+    }
+
+    /// A new connection to the origin (TCP, TLS for `https://`, the HTTP/1.1
+    /// handshake), within the timeout.
+    async fn connect(&self) -> Result<Conn, TransportError> {
+        let o = &self.origin;
+        let to = format!("{}:{}", o.host, o.port);
+        let connect = async {
+            let tcp = TcpStream::connect((o.host.as_str(), o.port))
+                .await
+                .map_err(|e| {
+                    TransportError::new(
+                        std::io::Error::new(e.kind(), format!("connecting to {to}: {e}")),
+                        None,
+                    )
+                })?;
+            // Requests are written whole; no point waiting for more.
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => start(TokioIo::new(tcp)).await,
+                Some(cfg) => {
+                    let name =
+                        rustls::pki_types::ServerName::try_from(o.host.clone()).map_err(|e| {
+                            TransportError::new(format!("{:?} as a TLS name: {e}", o.host), None)
+                        })?;
+                    let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| {
+                            TransportError::new(
+                                std::io::Error::new(e.kind(), format!("TLS with {to}: {e}")),
+                                None,
+                            )
+                        })?;
+                    start(TokioIo::new(tls)).await
                 }
             }
-            if matches!(&second.answer, Ok(a) if a.status != 401) {
-                s.authed = second.conn.or(first.conn);
-            }
-            return Outcome::Answer(second.answer);
+        };
+        tokio::time::timeout(self.timeout, connect)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(&format!("connecting to {to}"), self.timeout)))
+    }
+
+    /// One request on `conn` (with `Authorization: auth` when given), its
+    /// answer read whole, within the timeout.
+    async fn exchange(&self, conn: &mut Conn, auth: Option<&str>, req: &Req<'_>) -> Sent {
+        let mut b = hyper::Request::post(self.origin.target.as_str())
+            .header(header::HOST, self.origin.authority.as_str())
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::CONTENT_TYPE, "text/xml; charset=utf-8");
+        for (k, v) in req.headers {
+            b = b.header(*k, *v);
         }
-        Outcome::Unpinned
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        let request = match b.body(Full::new(req.body.clone())) {
+            Ok(r) => r,
+            Err(e) => {
+                (req.record)(0);
+                return Sent::Failed {
+                    error: TransportError::new(e, None),
+                    closed: false,
+                };
+            }
+        };
+        let deadline = Instant::now() + self.timeout;
+        // Wait until the connection takes a request: hyper's task marks it
+        // ready once the previous answer is done with, and fails this when
+        // the connection has closed (then nothing was sent).
+        match tokio::time::timeout_at(deadline, conn.send.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Sent::Unsent,
+            Err(_) => {
+                (req.record)(0);
+                return Sent::Failed {
+                    error: timed_out("waiting for the EWS connection", self.timeout),
+                    closed: false,
+                };
+            }
+        }
+        let resp =
+            match tokio::time::timeout_at(deadline, conn.send.try_send_request(request)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(mut e)) => {
+                    if e.take_message().is_some() {
+                        return Sent::Unsent;
+                    }
+                    (req.record)(0);
+                    let error = e.into_error();
+                    let closed = closed_by_server(&error);
+                    return Sent::Failed {
+                        error: TransportError::new(error, None),
+                        closed,
+                    };
+                }
+                Err(_) => {
+                    (req.record)(0);
+                    return Sent::Failed {
+                        error: timed_out("the EWS request", self.timeout),
+                        closed: false,
+                    };
+                }
+            };
+        let status = resp.status().as_u16();
+        (req.record)(status);
+        let keep = !connection_has(resp.headers(), "close")
+            && (resp.version() != hyper::Version::HTTP_10
+                || connection_has(resp.headers(), "keep-alive"));
+        let (parts, body) = resp.into_parts();
+        match tokio::time::timeout_at(deadline, body.collect()).await {
+            Ok(Ok(collected)) => Sent::Answer {
+                answer: Answer {
+                    status,
+                    headers: parts.headers,
+                    body: collected.to_bytes(),
+                },
+                keep,
+            },
+            Ok(Err(e)) => {
+                let closed = closed_by_server(&e);
+                Sent::Failed {
+                    error: TransportError::new(e, Some(status)),
+                    closed,
+                }
+            }
+            Err(_) => Sent::Failed {
+                error: TransportError::new(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "reading the answer timed out after {} ms",
+                            self.timeout.as_millis()
+                        ),
+                    ),
+                    Some(status),
+                ),
+                closed: false,
+            },
+        }
     }
 }
 
-async fn exchange(rb: reqwest::RequestBuilder, record: &(dyn Fn(u16) + Sync)) -> Sent {
-    let resp = match rb.send().await {
-        Ok(r) => r,
-        Err(error) => {
-            record(0);
-            return Sent {
-                answer: Err(TransportError {
-                    error,
-                    status: None,
-                }),
-                conn: None,
-            };
+/// The HTTP/1.1 handshake on `io`, its connection driven by a task of its
+/// own.
+async fn start<T>(io: T) -> Result<Conn, TransportError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (send, conn) = http1::handshake(io)
+        .await
+        .map_err(|e| TransportError::new(e, None))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "EWS connection ended");
         }
-    };
-    let conn = resp
-        .extensions()
-        .get::<HttpInfo>()
-        .map(HttpInfo::local_addr);
-    let status = resp.status().as_u16();
-    record(status);
-    let headers = resp.headers().clone();
-    let answer = match resp.bytes().await {
-        Ok(body) => Ok(Answer {
-            status,
-            headers,
-            body,
-        }),
-        Err(error) => Err(TransportError {
-            error,
-            status: Some(status),
-        }),
-    };
-    Sent { answer, conn }
+    });
+    Ok(Conn {
+        send,
+        task,
+        authed: false,
+    })
 }
 
 #[cfg(test)]
@@ -573,6 +914,128 @@ mod tests {
         h.update(&server);
         h.update(blob);
         assert_eq!(proof, h.finalize().into_bytes().as_slice());
+    }
+
+    #[test]
+    fn origins_of_ews_urls() {
+        let o = Origin::parse("https://mail.contoso.com/EWS/Exchange.asmx").unwrap();
+        assert!(o.tls);
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.authority.as_str(),
+                o.target.as_str()
+            ),
+            (
+                "mail.contoso.com",
+                443,
+                "mail.contoso.com",
+                "/EWS/Exchange.asmx"
+            )
+        );
+        let o = Origin::parse("http://127.0.0.1:8080/ews/exchange.asmx?x=1").unwrap();
+        assert!(!o.tls);
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.authority.as_str(),
+                o.target.as_str()
+            ),
+            (
+                "127.0.0.1",
+                8080,
+                "127.0.0.1:8080",
+                "/ews/exchange.asmx?x=1"
+            )
+        );
+        let o = Origin::parse("https://[::1]:8443/EWS/Exchange.asmx").unwrap();
+        assert_eq!(
+            (o.host.as_str(), o.port, o.authority.as_str()),
+            ("::1", 8443, "[::1]:8443")
+        );
+        let e = Origin::parse("ftp://x/EWS").unwrap_err();
+        assert!(e.contains("not http or https"), "{e}");
+        assert!(Origin::parse("not a url").is_err());
+    }
+
+    /// Reads one request (head and `Content-Length` body) from `sock`.
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+        }
+    }
+
+    /// A server that answers the NEGOTIATE with a CHALLENGE and then drops
+    /// the connection without announcing it (no `Connection: close`): the
+    /// AUTHENTICATE finds no connection, which is [`Outcome::Dropped`]
+    /// (transient), never a refused password, and no other connection is
+    /// tried within the request.
+    #[tokio::test]
+    async fn a_connection_dropped_after_the_challenge_is_dropped_not_refused() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/EWS/Exchange.asmx",
+            listener.local_addr().unwrap()
+        );
+        let challenge = B64.encode(challenge_bytes([1; 8], Some(ntlmclient::get_ntlm_time())));
+        let accepted = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = std::sync::Arc::clone(&accepted);
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let request = read_request(&mut sock).await;
+                assert!(request.starts_with("POST /EWS/Exchange.asmx HTTP/1.1\r\n"));
+                assert!(request.contains("authorization: NTLM "), "{request}");
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM {challenge}\r\nContent-Length: 0\r\n\r\n"
+                );
+                sock.write_all(answer.as_bytes()).await.unwrap();
+                sock.shutdown().await.unwrap();
+            }
+        });
+        let account = Account::parse("CONTOSO\\svc", None, None).unwrap();
+        let sessions = Sessions::new(account, &url, Duration::from_secs(10)).unwrap();
+        let statuses = Mutex::new(Vec::new());
+        let record = |s: u16| statuses.lock().unwrap().push(s);
+        let out = sessions
+            .post("<x/>", &[], &Secret::new("pw"), &record)
+            .await;
+        assert!(matches!(out, Outcome::Dropped), "{out:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(statuses.lock().unwrap().first(), Some(&401));
+        server.abort();
+    }
+
+    #[test]
+    fn connection_tokens() {
+        let mut h = HeaderMap::new();
+        assert!(!connection_has(&h, "close"));
+        h.append(header::CONNECTION, "Keep-Alive, Close".parse().unwrap());
+        assert!(connection_has(&h, "close") && connection_has(&h, "keep-alive"));
+        assert!(!connection_has(&h, "upgrade"));
     }
 
     #[test]
