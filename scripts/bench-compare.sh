@@ -68,7 +68,7 @@ for b in "${benches[@]}"; do
     set -- $b
     for side in base main; do
         echo "-- $1 ($side)"
-        grep -E 'time:|thrpt:|calls|writes|RSS|rss|batch|p50|p90|p99|max|no-op|created|requests' \
+        grep -E '^mapping/|time:|calls|writes|RSS|batch|p50|no-op|requests' \
             "$out/$1-$side.txt" | grep -v -E '^\s*$' | head -40
     done
 done
