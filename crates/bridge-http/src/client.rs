@@ -250,9 +250,17 @@ pub struct HttpClientBuilder {
     connect_timeout: Option<Duration>,
     http: Option<reqwest::Client>,
     stats: Option<Arc<CallStats>>,
+    roots: Vec<Vec<u8>>,
 }
 
 impl HttpClientBuilder {
+    /// Also trust these root certificates (DER) for `https://`, besides the
+    /// built-in ones: a private CA's.
+    pub fn extra_roots(mut self, ders: &[Vec<u8>]) -> Self {
+        self.roots.extend(ders.iter().cloned());
+        self
+    }
+
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.policy = policy;
         self
@@ -303,6 +311,12 @@ impl HttpClientBuilder {
                 if let Some(t) = self.timeout {
                     b = b.timeout(t);
                 }
+                for der in &self.roots {
+                    let cert = reqwest::Certificate::from_der(der).map_err(|e| {
+                        HttpError::Build(format!("a trusted root: {}", error_chain(&e)))
+                    })?;
+                    b = b.add_root_certificate(cert);
+                }
                 b.build().map_err(|e| HttpError::Build(error_chain(&e)))?
             }
         };
@@ -327,6 +341,7 @@ impl HttpClient {
             connect_timeout: None,
             http: None,
             stats: None,
+            roots: Vec::new(),
         }
     }
 

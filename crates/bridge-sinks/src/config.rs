@@ -162,6 +162,46 @@ pub fn required_secret(
     value
 }
 
+/// The root certificates (DER) of a `ca_file` (PEM; `key` is its full key
+/// path), trusted besides the built-in ones; a problem when it cannot be
+/// read, is not PEM, or holds no certificate.
+pub fn ca_roots(
+    ctx: &Ctx<'_>,
+    file: Option<&Path>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Vec<Vec<u8>> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let Some(file) = file else {
+        return Vec::new();
+    };
+    let shown = ctx.resolve(file).display().to_string();
+    let text = match ctx.read(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(format!("{key}: cannot read {shown}: {e}"));
+            return Vec::new();
+        }
+    };
+    let roots: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect();
+    match roots {
+        Ok(r) if r.is_empty() => {
+            problems.push(format!(
+                "{key}: {shown} holds no certificate (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)"
+            ));
+            Vec::new()
+        }
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(format!("{key}: {shown} is not a PEM certificate file: {e}"));
+            Vec::new()
+        }
+    }
+}
+
 /// A problem at `key` (the full key path) unless `name` is [`valid_name`].
 pub fn check_name(name: &str, key: &str, problems: &mut Vec<String>) {
     if !valid_name(name) {

@@ -45,6 +45,7 @@ fn sink_config(emu: &EwsEmulator, on_delete: OnTargetDelete) -> EwsSinkConfig {
                 },
                 ..RetryPolicy::default()
             },
+            extra_roots: Vec::new(),
         },
         password_file: None,
         pause_retry: bridge_sinks::ews::PAUSE_RETRY,

@@ -115,6 +115,9 @@ pub struct ClientConfig {
     pub max_concurrency: usize,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Root certificates (DER) trusted besides the built-in ones: an
+    /// internal CA's (`ca_file`).
+    pub extra_roots: Vec<Vec<u8>>,
 }
 
 struct TokenCache {
@@ -271,8 +274,15 @@ impl Exchange for SoapCall<'_> {
         let a = match answer {
             Ok(a) => a,
             Err(e) => {
+                let text = e.to_string();
+                // rustls's words for a chain no trusted root signed.
+                let hint = if text.contains("UnknownIssuer") {
+                    " (if the server's certificate comes from an internal CA, set ca_file to its root certificate)"
+                } else {
+                    ""
+                };
                 return Verdict::Retry {
-                    error: EwsError::Unavailable(format!("EWS did not answer: {e}")),
+                    error: EwsError::Unavailable(format!("EWS did not answer: {text}{hint}")),
                     server_wait: None,
                 };
             }
@@ -327,6 +337,7 @@ impl EwsClient {
             .retry(cfg.retry)
             .timeout(cfg.timeout)
             .stats(Arc::clone(&stats))
+            .extra_roots(&cfg.extra_roots)
             .build()
             .map_err(|e| EwsError::Decode(e.to_string()))?;
         let mut sessions = None;
@@ -341,6 +352,7 @@ impl EwsClient {
             } => {
                 sessions = Some(
                     ntlm::Sessions::new(account, &cfg.url, cfg.timeout)
+                        .and_then(|s| s.trusting(&cfg.extra_roots))
                         .map_err(|e| EwsError::Decode(format!("NTLM: {e}")))?,
                 );
                 (AuthSource { oauth: None }, Some((username, password)))
@@ -357,9 +369,15 @@ impl EwsClient {
                     .set_client_secret(ClientSecret::new(client_secret.expose().to_owned()))
                     .set_auth_type(AuthType::RequestBody)
                     .set_token_uri(url);
-                let token_http = reqwest::Client::builder()
+                let mut token_http = reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
-                    .timeout(cfg.timeout)
+                    .timeout(cfg.timeout);
+                for der in &cfg.extra_roots {
+                    let cert = reqwest::Certificate::from_der(der)
+                        .map_err(|e| EwsError::Token(format!("a trusted root: {e}")))?;
+                    token_http = token_http.add_root_certificate(cert);
+                }
+                let token_http = token_http
                     .build()
                     .map_err(|e| EwsError::Token(e.to_string()))?;
                 (

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use super::client::{ClientConfig, Credentials, EwsClient, messages};
 use super::sink::{EwsSink, EwsSinkConfig, OnTargetDelete};
 use crate::config::{
-    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, check_name, privacy, privacy_name,
-    required, required_secret,
+    Check, Ctx, StoredToken, TargetToml, ValidatedTarget, ca_roots, check_name, privacy,
+    privacy_name, required, required_secret,
 };
 
 /// The `RequestServerVersion` values of Microsoft's schema.
@@ -48,6 +48,7 @@ password = "replace-me"           # or password_file = "ews-password"
 impersonation = true
 privacy = "full"                  # full | redacted | busy
 # on_target_delete = "restore"    # or "respect"
+# ca_file = "internal-ca.pem"     # an internal CA's root certificates (PEM), trusted besides the public ones
 "#;
 
 /// The table as written in the file.
@@ -100,6 +101,9 @@ pub struct Config {
     /// occurrences): days before and after now.
     pub fallback_past_days: Option<i64>,
     pub fallback_future_days: Option<i64>,
+    /// PEM file of root certificates trusted besides the built-in ones
+    /// (an internal CA of an on-premises Exchange).
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_name() -> String {
@@ -242,6 +246,7 @@ impl TargetToml for Config {
                 p.push(format!("{}: {v} must be 0 to 3650 days", key(k)));
             }
         }
+        let extra_roots = ca_roots(ctx, self.ca_file.as_deref(), &key("ca_file"), &mut p);
         let credentials = self.credentials(ctx, &mut p);
         match (credentials, privacy) {
             (Some(credentials), Some(privacy)) if p.is_empty() => {
@@ -259,6 +264,7 @@ impl TargetToml for Config {
                         max_concurrency,
                         timeout: Duration::from_secs(60),
                         retry: RetryPolicy::default(),
+                        extra_roots,
                     },
                     batch_size,
                     on_target_delete,
@@ -675,15 +681,56 @@ mod tests {
 
     fn validate(toml_text: &str) -> Result<Validated, Vec<String>> {
         let read = |p: &Path| {
-            if p == Path::new("/etc/fb/pw") {
-                Ok("s3cret\n".to_owned())
-            } else {
-                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            match p.to_str() {
+            Some("/etc/fb/pw") => Ok("s3cret\n".to_owned()),
+            Some("/etc/fb/ca.pem") => Ok(TEST_ROOT.to_owned()),
+            Some("/etc/fb/two.pem") => Ok(format!("{TEST_ROOT}\n{TEST_ROOT}")),
+            Some("/etc/fb/key.pem") => Ok(
+                "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+                    .to_owned(),
+            ),
+            Some("/etc/fb/broken.pem") => {
+                Ok("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".to_owned())
             }
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        }
         };
         let ctx = Ctx::new("sinks[2]", Path::new("/etc/fb"), &read);
         let c: Config = toml::from_str(toml_text).map_err(|e| vec![e.to_string()])?;
         c.validate(&ctx)
+    }
+
+    /// The test-only root of the TLS tests (`tests/it/tls`).
+    const TEST_ROOT: &str = include_str!("../../tests/it/tls/root.pem");
+
+    #[test]
+    fn a_ca_file_is_read_as_pem_roots_with_problems_named() {
+        let base = "url = \"https://mail.example.com/EWS/Exchange.asmx\"\nmailbox = \"a@example.com\"\nusername = \"svc\"\npassword = \"p\"\nimpersonation = true\n";
+        let v = validate(base).unwrap();
+        assert!(v.client.extra_roots.is_empty());
+        let v = validate(&format!("{base}ca_file = \"ca.pem\"\n")).unwrap();
+        assert_eq!(v.client.extra_roots.len(), 1);
+        // The DER of the PEM block.
+        assert_eq!(v.client.extra_roots[0][0], 0x30, "a DER SEQUENCE");
+        let v = validate(&format!("{base}ca_file = \"/etc/fb/two.pem\"\n")).unwrap();
+        assert_eq!(v.client.extra_roots.len(), 2);
+        for (file, want) in [
+            (
+                "nope.pem",
+                "sinks[2].ca_file: cannot read /etc/fb/nope.pem: ",
+            ),
+            (
+                "key.pem",
+                "sinks[2].ca_file: /etc/fb/key.pem holds no certificate",
+            ),
+            (
+                "broken.pem",
+                "sinks[2].ca_file: /etc/fb/broken.pem is not a PEM certificate file",
+            ),
+        ] {
+            let e = validate(&format!("{base}ca_file = \"{file}\"\n")).unwrap_err();
+            assert!(e.iter().any(|p| p.starts_with(want)), "{want} in {e:#?}");
+        }
     }
 
     #[test]

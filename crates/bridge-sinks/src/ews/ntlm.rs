@@ -432,12 +432,15 @@ impl Sessions {
         })
     }
 
-    /// Also trusts the root certificate `der` (DER) for `https://`: a
-    /// private CA, or a test's.
-    pub fn trusting(mut self, der: &[u8]) -> Result<Self, String> {
-        if self.origin.tls {
-            let root = rustls::pki_types::CertificateDer::from(der.to_vec());
-            self.tls = Some(tls_config(&[root])?);
+    /// Also trusts these root certificates (DER) for `https://`: a private
+    /// CA's (the sink's `ca_file`), or a test's.
+    pub fn trusting(mut self, ders: &[Vec<u8>]) -> Result<Self, String> {
+        if self.origin.tls && !ders.is_empty() {
+            let roots: Vec<_> = ders
+                .iter()
+                .map(|d| rustls::pki_types::CertificateDer::from(d.clone()))
+                .collect();
+            self.tls = Some(tls_config(&roots)?);
         }
         Ok(self)
     }

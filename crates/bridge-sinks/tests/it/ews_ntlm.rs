@@ -37,6 +37,7 @@ fn config(url: String, max_concurrency: usize) -> ClientConfig {
             },
             ..RetryPolicy::default()
         },
+        extra_roots: Vec::new(),
     }
 }
 
@@ -319,7 +320,7 @@ async fn ntlm_over_tls_logs_on_once_and_checks_the_certificate() {
 
     let sessions = Sessions::new(account, &url, Duration::from_secs(10))
         .unwrap()
-        .trusting(&der(ROOT))
+        .trusting(&[der(ROOT)])
         .unwrap();
     for _ in 0..3 {
         match sessions.post(&envelope, &[], &password, &record).await {
@@ -330,6 +331,50 @@ async fn ntlm_over_tls_logs_on_once_and_checks_the_certificate() {
     assert_eq!(challenges(&emu), 1, "{:?}", emu.calls());
     // Connect failure (0), then the CHALLENGE and three answers.
     assert_eq!(*statuses.lock().unwrap(), [0, 401, 200, 200, 200]);
+    drop(front);
+    emu.shutdown().await;
+}
+
+/// `ca_file`'s roots reach both HTTP paths of the client: reqwest's (Basic)
+/// and NTLM's own connections. Without them the test root is unknown and
+/// nothing is sent; with them the calls go through.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ca_file_roots_are_trusted_by_basic_and_ntlm_alike() {
+    let emu = EwsEmulator::start(EwsConfig::default()).await.unwrap();
+    let front = Front::start(upstream(&emu), Some(acceptor())).await;
+    let basic = || Credentials::Basic {
+        username: "svc-bridge".into(),
+        password: Secret::new("correct horse"),
+    };
+    let ntlm = || Credentials::Ntlm {
+        username: "EXAMPLE\\svc-bridge".into(),
+        account: Account::parse("EXAMPLE\\svc-bridge", None, Some("BRIDGE01")).unwrap(),
+        password: Secret::new("correct horse"),
+    };
+    for (name, creds) in [("basic", basic as fn() -> Credentials), ("ntlm", ntlm)] {
+        let untrusted = EwsClient::new(config(front.url("https"), 2), creds()).unwrap();
+        let e = untrusted.call("GetFolder", GET_FOLDER).await.unwrap_err();
+        assert!(
+            e.to_string().contains("UnknownIssuer") && e.to_string().contains("set ca_file"),
+            "{name}: {e}"
+        );
+        assert!(
+            !e.pauses(),
+            "{name}: an untrusted certificate is not a password problem"
+        );
+        let calls = emu.calls().len();
+        let trusted = EwsClient::new(
+            ClientConfig {
+                extra_roots: vec![der(ROOT)],
+                ..config(front.url("https"), 2)
+            },
+            creds(),
+        )
+        .unwrap();
+        let answer = trusted.call("GetFolder", GET_FOLDER).await.unwrap();
+        assert_eq!(answer.name, "GetFolderResponse", "{name}");
+        assert!(emu.calls().len() > calls, "{name}: reached the server");
+    }
     drop(front);
     emu.shutdown().await;
 }
