@@ -921,43 +921,45 @@ mod tests {
 
     #[test]
     fn origins_of_ews_urls() {
-        let o = Origin::parse("https://mail.contoso.com/EWS/Exchange.asmx").unwrap();
-        assert!(o.tls);
-        assert_eq!(
+        for (url, tls, host, port, authority, target) in [
             (
-                o.host.as_str(),
-                o.port,
-                o.authority.as_str(),
-                o.target.as_str()
-            ),
-            (
+                "https://mail.contoso.com/EWS/Exchange.asmx",
+                true,
                 "mail.contoso.com",
                 443,
                 "mail.contoso.com",
-                "/EWS/Exchange.asmx"
-            )
-        );
-        let o = Origin::parse("http://127.0.0.1:8080/ews/exchange.asmx?x=1").unwrap();
-        assert!(!o.tls);
-        assert_eq!(
-            (
-                o.host.as_str(),
-                o.port,
-                o.authority.as_str(),
-                o.target.as_str()
+                "/EWS/Exchange.asmx",
             ),
             (
+                "http://127.0.0.1:8080/ews/exchange.asmx?x=1",
+                false,
                 "127.0.0.1",
                 8080,
                 "127.0.0.1:8080",
-                "/ews/exchange.asmx?x=1"
-            )
-        );
-        let o = Origin::parse("https://[::1]:8443/EWS/Exchange.asmx").unwrap();
-        assert_eq!(
-            (o.host.as_str(), o.port, o.authority.as_str()),
-            ("::1", 8443, "[::1]:8443")
-        );
+                "/ews/exchange.asmx?x=1",
+            ),
+            (
+                "https://[::1]:8443/EWS/Exchange.asmx",
+                true,
+                "::1",
+                8443,
+                "[::1]:8443",
+                "/EWS/Exchange.asmx",
+            ),
+        ] {
+            let o = Origin::parse(url).unwrap();
+            assert_eq!(
+                (
+                    o.tls,
+                    o.host.as_str(),
+                    o.port,
+                    o.authority.as_str(),
+                    o.target.as_str()
+                ),
+                (tls, host, port, authority, target),
+                "{url}"
+            );
+        }
         let e = Origin::parse("ftp://x/EWS").unwrap_err();
         assert!(e.contains("not http or https"), "{e}");
         assert!(Origin::parse("not a url").is_err());
