@@ -145,7 +145,10 @@ fn offset_changes(tz: Tz, year: i32) -> Vec<Change> {
         .collect()
 }
 
-/// Per render: the offset changes of a zone, by year.
+/// Per render: the offset changes of a zone, by year, as this module
+/// reads them. The scans themselves are kept for the process by
+/// `vtimezone`; this map only spares each series of a render the memo's
+/// lock and the conversion to [`Change`].
 #[derive(Debug, Default)]
 pub struct ZoneChanges(BTreeMap<(&'static str, i32), Vec<Change>>);
 

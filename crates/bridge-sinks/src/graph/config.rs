@@ -129,20 +129,20 @@ impl TargetToml for Config {
         let mut problems = Vec::new();
         let key = |k: &str| ctx.key(k);
         check_name(&self.name, &key("name"), &mut problems);
-        let mut required = |k: &str, v: &Option<String>, what: &str| -> String {
+        let mut need = |k: &str, v: &Option<String>, what: &str| -> String {
             required(v.as_deref(), &key(k), what, &mut problems).unwrap_or_default()
         };
-        let tenant_id = required(
+        let tenant_id = need(
             "tenant_id",
             &self.tenant_id,
             "the directory (tenant) id of the app registration",
         );
-        let client_id = required(
+        let client_id = need(
             "client_id",
             &self.client_id,
             "the application (client) id of the app registration",
         );
-        let mailbox = required(
+        let mailbox = need(
             "mailbox",
             &self.mailbox,
             "the user id or UPN whose calendar is written",
