@@ -255,7 +255,8 @@ pub struct HttpClientBuilder {
 
 impl HttpClientBuilder {
     /// Also trust these root certificates (DER) for `https://`, besides the
-    /// built-in ones: a private CA's.
+    /// built-in ones: a private CA's. Applies to the client this builder
+    /// makes; a caller-built one (`http`) brings its own roots.
     pub fn extra_roots(mut self, ders: &[Vec<u8>]) -> Self {
         self.roots.extend(ders.iter().cloned());
         self
